@@ -1,0 +1,280 @@
+"""Parameters: ``params.yaml`` is the one source, validated here by pydantic models.
+
+Every stage reads the same :class:`Params`. Errors are collected into :class:`ParamsError`,
+whose message names each offending key path and what would be valid; the CLI turns it into exit
+code 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DATASETS = ("ring8", "grid25", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder")
+VECTOR_DATASETS = ("ring8", "grid25")
+LOSSES = ("minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares")
+CLASSIFIERS = ("domain", "inception", "inception_tf")
+NATIVE_IMAGE_SIZE = {"mnist": 28, "fashion_mnist": 28, "stacked_mnist": 28, "cifar10": 32}
+CHANNELS = {"mnist": 1, "fashion_mnist": 1, "stacked_mnist": 3, "cifar10": 3, "image_folder": 3}
+
+DatasetName = Literal["ring8", "grid25", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder"]
+LossName = Literal["minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares"]
+ClassifierName = Literal["domain", "inception", "inception_tf"]
+
+
+class ParamsError(ValueError):
+    """Invalid parameters. ``problems`` holds one ``(key_path, message)`` per problem."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "params"):
+        self.problems = problems
+        self.source = source
+        lines = [f"invalid parameters in {source}:"] + [f"  {key}: {msg}" for key, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+class DataParams(_Section):
+    name: DatasetName = "ring8"
+    n_train: Optional[int] = Field(None, gt=0, description="training examples (toy: points drawn; images: a seeded subset; null: all)")
+    n_test: Optional[int] = Field(None, gt=0, description="held-out examples for evaluation (null: the data set's test split / 10,000 toy points)")
+    image_size: Optional[int] = Field(None, ge=8, le=1024, description="side of square images (null: native size; required for image_folder)")
+    path: Optional[str] = Field(None, description="folder of images for image_folder")
+    classifier_epochs: int = Field(3, ge=0, description="epochs for the domain classifier trained during prepare (0: none)")
+
+
+class ModelParams(_Section):
+    arch: str = "mlp"
+    latent_dim: int = Field(16, gt=0, le=4096)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossParams(_Section):
+    name: LossName = "non_saturating"
+    gp_weight: float = Field(10.0, ge=0, description="gradient-penalty weight (wasserstein_gp)")
+
+
+class TrainParams(_Section):
+    steps: int = Field(3000, gt=0, description="generator updates")
+    batch_size: int = Field(256, gt=0)
+    lr_g: float = Field(2e-4, gt=0, lt=1)
+    lr_d: float = Field(2e-4, gt=0, lt=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    n_critic: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="EMA of the generator weights (null: off)")
+    checkpoint_every: int = Field(500, gt=0)
+    log_every: int = Field(10, gt=0, description="steps between rows of the training log")
+    resident_data: Literal["auto", "always", "never"] = "auto"
+    resident_max_gb: float = Field(4.0, gt=0, description="largest prepared data kept resident on the device under 'auto'")
+
+
+class SampleParams(_Section):
+    n: Optional[int] = Field(None, gt=0, description="samples to draw (null: the data set's protocol: 2,500 for 2D, 26,000 for stacked_mnist, 10,000 otherwise)")
+    batch_size: int = Field(1000, gt=0)
+    grid_size: int = Field(64, gt=0, le=1024, description="images in the sample picture")
+
+
+class EvaluateParams(_Section):
+    classifier: ClassifierName = "domain"
+    splits: int = Field(10, gt=0)
+    batch_size: int = Field(256, gt=0)
+    pr_k: int = Field(3, gt=0, description="neighbours for improved precision/recall")
+    dc_k: int = Field(5, gt=0, description="neighbours for density/coverage")
+    max_real: Optional[int] = Field(10000, gt=0, description="real examples to compare against (null: all held-out)")
+
+
+class DiagnoseParams(_Section):
+    ndb_bins: int = Field(100, ge=2)
+    ndb_alpha: float = Field(0.05, gt=0, lt=1)
+    confidence: float = Field(0.9, gt=0, lt=1, description="classifier confidence above which an image sample counts as high quality")
+    duplicate_fraction: float = Field(0.05, gt=0, lt=1, description="near duplicate: closer than this fraction of the real data's median pairwise distance")
+
+
+class TrackingParams(_Section):
+    enabled: bool = True
+    experiment: str = Field("gancore", min_length=1)
+
+
+class Params(_Section):
+    seed: int = Field(0, ge=0, lt=2**32)
+    device: str = "auto"
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    loss: LossParams = Field(default_factory=LossParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    sample: SampleParams = Field(default_factory=SampleParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    diagnose: DiagnoseParams = Field(default_factory=DiagnoseParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        base, _, index = v.partition(":")
+        if base not in ("auto", "cpu", "cuda", "mps") or (index and (base != "cuda" or not index.isdigit())):
+            raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
+        return v
+
+    # -- derived facts -----------------------------------------------------------------------
+    @property
+    def data_kind(self) -> str:
+        return "vector" if self.data.name in VECTOR_DATASETS else "image"
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        if self.data_kind == "vector":
+            return (2,)
+        size = self.data.image_size or NATIVE_IMAGE_SIZE[self.data.name]
+        return (CHANNELS[self.data.name], size, size)
+
+    @property
+    def n_samples(self) -> int:
+        if self.sample.n is not None:
+            return self.sample.n
+        if self.data_kind == "vector":
+            return 2500
+        return 26000 if self.data.name == "stacked_mnist" else 10000
+
+    def flat(self) -> dict[str, Any]:
+        """Parameters flattened to ``section.key`` -> value (for trackers and hashes)."""
+        return flatten(self.model_dump(mode="json"))
+
+    def digest(self, *sections: str) -> str:
+        """A stable hash of the named sections (all when none are named)."""
+        dump = self.model_dump(mode="json")
+        if sections:
+            dump = {k: dump[k] for k in sections}
+        return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ParamsError([(text, "an override must look like key.path=value, e.g. train.steps=500")], "--set")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ParamsError([(key, f"value {raw!r} is not valid YAML: {exc}")], "--set") from None
+    return key.split("."), value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = tree
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ParamsError([(".".join(path), f"{part!r} is a value, not a section")], "--set")
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed keys here: {', '.join(_allowed_keys(loc))}"
+        else:
+            msg = err["msg"]
+            if "input" in err and err["type"] not in ("missing",):
+                msg += f" (got {err['input']!r})"
+        problems.append((key, msg))
+    return problems
+
+
+def validate(tree: dict[str, Any], source: str = "params", check_plugins: bool = True) -> Params:
+    """Validate a parameter tree; raise :class:`ParamsError` listing every problem."""
+    if not isinstance(tree, dict):
+        raise ParamsError([("(top level)", f"expected a mapping of sections, got {type(tree).__name__}")], source)
+    try:
+        params = Params.model_validate(tree)
+    except ValidationError as exc:
+        raise ParamsError(_problems(exc), source) from None
+    problems = _semantic_problems(params, check_plugins)
+    if problems:
+        raise ParamsError(problems, source)
+    return params
+
+
+def _semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    d = params.data
+    if d.name == "image_folder":
+        if not d.path:
+            problems.append(("data.path", "required for data.name=image_folder: a folder of images"))
+        if not d.image_size:
+            problems.append(("data.image_size", "required for data.name=image_folder, e.g. 64"))
+    elif d.path:
+        problems.append(("data.path", f"only used by image_folder, not {d.name}; remove it"))
+    if d.name in VECTOR_DATASETS and d.image_size:
+        problems.append(("data.image_size", f"{d.name} is 2D vector data; remove image_size"))
+    if params.evaluate.classifier != "domain" and params.data_kind == "vector":
+        problems.append(("evaluate.classifier", f"{params.evaluate.classifier} needs images; {d.name} is 2D: use domain"))
+    if params.n_samples < params.evaluate.splits:
+        problems.append(("sample.n", f"{params.n_samples} samples cannot fill evaluate.splits={params.evaluate.splits}; use at least as many samples as splits"))
+    if check_plugins:
+        from gancore.registry import architectures, resolve_options
+
+        archs = architectures()
+        reg = archs.get(params.model.arch)
+        if reg is None:
+            problems.append(("model.arch", f"{params.model.arch!r} is not an installed architecture; allowed: {', '.join(sorted(archs))}"))
+        else:
+            arch = reg.architecture
+            if not arch.supports(params.data_shape):
+                supported = ", ".join(str(s) for s in arch.shapes) or ", ".join(sorted(arch.kinds))
+                problems.append(("model.arch", f"{arch.name} does not support data shape {params.data_shape} of {d.name}; it supports: {supported}"))
+            try:
+                resolve_options(arch, params.model.options)
+            except ValueError as exc:
+                problems.append(("model.options", str(exc)))
+    return problems
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None, check_plugins: bool = True) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError([("--params", f"file {str(path)!r} does not exist; pass an existing params.yaml")], str(path))
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError([("(file)", f"not valid YAML: {exc}")], str(path)) from None
+    source = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
+    return validate(apply_overrides(tree, list(overrides or [])), source, check_plugins)
