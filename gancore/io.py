@@ -20,6 +20,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files; give results the usual umask-derived mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -39,8 +43,10 @@ def write_text(path: str | Path, text: str) -> None:
 def torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Saving through a file object keeps the zip's inner folder name fixed ("archive"), so equal
+    # objects give byte-identical files (a path would name it after the random temp file).
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> None:

@@ -1,0 +1,201 @@
+"""Image data sets: mnist, fashion_mnist, cifar10 (torchvision), stacked_mnist, image_folder.
+
+Everything is built as uint8 ``[N, C, H, W]`` tensors (the prepared-data storage) with seeded,
+vectorised index selection, so one seed and one set of parameters give byte-identical tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from gancore.config import ParamsError
+from gancore.data.prepared import PreparedData
+from gancore.data.raw import load_torchvision
+from gancore.data.seeds import generator
+from gancore.errors import DataError
+
+IMAGE_RANGE = [-1.0, 1.0]
+STACKED_N_TRAIN = 128_000  # PacGAN's Stacked MNIST training set
+STACKED_N_TEST = 10_000
+RESIZE_CHUNK = 4096
+# Below this many images, decoding in worker processes costs more than it saves.
+PARALLEL_DECODE_MIN = 2000
+
+
+def split_tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torchvision MNIST-family or CIFAR dataset as (uint8 [N, C, H, W], int64 [N])."""
+    data = ds.data
+    if isinstance(data, np.ndarray):  # CIFAR keeps [N, H, W, C] numpy
+        images = torch.from_numpy(data).permute(0, 3, 1, 2)
+    else:  # MNIST family keeps [N, H, W] uint8 tensors
+        images = data.unsqueeze(1)
+    return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
+
+
+def subset_indices(available: int, n: int | None, gen: torch.Generator, key: str) -> torch.Tensor | None:
+    """Sorted indices of a seeded random subset of size ``n`` (None: keep all)."""
+    if n is None:
+        return None
+    if n > available:
+        raise ParamsError([(key, f"{n} exceeds the {available} examples available; use at most {available} or null for all")])
+    return torch.randperm(available, generator=gen)[:n].sort().values
+
+
+def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Square uint8 images resized to ``size`` (bilinear, antialiased), in chunks to bound memory."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    chunks = images.split(RESIZE_CHUNK)
+    return torch.cat([v2.functional.resize(c, [size, size], antialias=True) for c in tqdm(chunks, desc="resize", leave=False, disable=len(chunks) < 8)])
+
+
+def _labelled_modes(name: str, classes: list[str]) -> dict[str, Any]:
+    return {"count": len(classes), "definition": f"the {len(classes)} classes of {name}", "labels": list(classes)}
+
+
+def prepare_torchvision(name: str, raw: Path, seed: int, n_train: int | None, n_test: int | None, size: int | None) -> PreparedData:
+    """mnist, fashion_mnist or cifar10: train split -> train, test split -> test, labels = class ids."""
+    train_ds, test_ds, sha = load_torchvision(name, raw)
+    parts = []
+    for split, ds, n, key in (("train", train_ds, n_train, "data.n_train"), ("test", test_ds, n_test, "data.n_test")):
+        images, labels = split_tensors(ds)
+        idx = subset_indices(len(images), n, generator(seed, f"{split}_subset"), key)
+        if idx is not None:
+            images, labels = images[idx], labels[idx]
+        parts.append((resize(images, size), labels))
+    (train, train_labels), (test, test_labels) = parts
+    meta = {"value_range": IMAGE_RANGE, "modes": _labelled_modes(name, train_ds.classes), "raw_sha256": sha}
+    return PreparedData(meta, train, test, train_labels, test_labels)
+
+
+def stack_digits(digits: torch.Tensor, labels: torch.Tensor, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` Stacked-MNIST images: channel c holds digit ``digits[i_c]`` for three independent uniform
+    indices; label ``d0*100 + d1*10 + d2``. ``digits`` is [M, H, W] -> images [n, 3, H, W]."""
+    idx = torch.randint(0, len(digits), (n, 3), generator=gen)
+    return digits[idx], labels[idx] @ torch.tensor([100, 10, 1])
+
+
+def prepare_stacked_mnist(raw: Path, seed: int, n_train: int | None, n_test: int | None, size: int | None) -> PreparedData:
+    train_ds, test_ds, sha = load_torchvision("mnist", raw)
+    out = []
+    for split, ds, n in (("train", train_ds, n_train or STACKED_N_TRAIN), ("test", test_ds, n_test or STACKED_N_TEST)):
+        digits, labels = split_tensors(ds)
+        # Resizing acts on each channel alone, so resizing the source digits once equals resizing
+        # every stacked image, at a fraction of the cost when n is large.
+        out.append(stack_digits(resize(digits, size)[:, 0], labels, n, generator(seed, f"stacked_{split}")))
+    (train, train_labels), (test, test_labels) = out
+    meta = {
+        "value_range": IMAGE_RANGE,
+        "modes": {
+            "count": 1000,
+            "definition": "digit triple (d0, d1, d2) of the R, G, B channels, each an independent uniformly drawn "
+            "MNIST digit (train: MNIST train split, test: MNIST test split); label d0*100 + d1*10 + d2",
+        },
+        "raw_sha256": sha,
+    }
+    return PreparedData(meta, train, test, train_labels, test_labels)
+
+
+# -- image_folder ---------------------------------------------------------------------------------
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
+
+
+def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
+    """Image files, their class ids and the class names (None for a flat folder).
+
+    A folder whose images sit in sub-folders is read as torchvision's ImageFolder (one class per
+    sub-folder); a folder of images is one unlabelled set. Both at once is ambiguous and refused.
+    """
+    if not root.is_dir():
+        raise DataError(f"data.path {root} is not a folder; point it at a folder of images")
+    loose = sorted(p for p in root.iterdir() if _is_image(p))
+    class_dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and any(_is_image(p) for p in d.rglob("*")))
+    if loose and class_dirs:
+        raise DataError(
+            f"{root} holds images both directly ({loose[0].name}, ...) and in sub-folders ({', '.join(class_dirs[:3])}, ...); "
+            "use either a flat folder of images or one sub-folder per class"
+        )
+    if loose:
+        return loose, None, None
+    if not class_dirs:
+        raise DataError(f"no images in {root} (looked for {', '.join(IMG_EXTENSIONS)})")
+    # torchvision's ImageFolder scan, over the class folders that do hold images.
+    samples = make_dataset(str(root), {c: i for i, c in enumerate(class_dirs)}, extensions=IMG_EXTENSIONS)
+    return [Path(p) for p, _ in samples], [t for _, t in samples], class_dirs
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, files: list[Path], size: int):
+        self.files = files
+        # Resize the shorter side, then crop the centre: the aspect ratio is kept, borders go.
+        self.transform = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.PILToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        try:
+            return self.transform(default_loader(str(self.files[i])))  # RGB PIL image
+        except OSError as exc:
+            raise DataError(f"image {self.files[i]} cannot be read ({exc}); remove or replace it") from None
+
+
+def decode(files: list[Path], size: int) -> torch.Tensor:
+    """uint8 [N, 3, size, size]; files decode in worker processes when there are many."""
+    if not files:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    workers = min(8, os.cpu_count() or 1) if len(files) >= PARALLEL_DECODE_MIN else 0
+    loader = torch.utils.data.DataLoader(_Files(files, size), batch_size=256, num_workers=workers)
+    return torch.cat(list(tqdm(loader, desc="decode images", leave=False, disable=len(files) < PARALLEL_DECODE_MIN)))
+
+
+def folder_digest(root: Path, files: list[Path]) -> str:
+    """One sha256 over (relative path, file sha256) of every image: the identity of the source."""
+    total = hashlib.sha256()
+    for path in files:
+        total.update(path.relative_to(root).as_posix().encode() + b"\0")
+        total.update(hashlib.sha256(path.read_bytes()).digest())
+    return total.hexdigest()
+
+
+def prepare_image_folder(path: str, seed: int, n_train: int | None, n_test: int | None, size: int) -> PreparedData:
+    root = Path(path).expanduser()
+    files, labels, classes = scan_folder(root)
+    n = len(files)
+    n_test = n_test or max(1, round(0.1 * n))
+    if n_test >= n:
+        raise ParamsError([("data.n_test", f"{n_test} leaves no training images out of the {n} in {root}; use fewer")])
+    perm = torch.randperm(n, generator=generator(seed, "folder_split"))
+    test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
+    sub = subset_indices(len(train_idx), n_train, generator(seed, "train_subset"), "data.n_train")
+    if sub is not None:
+        train_idx = train_idx[sub]
+    train_labels = test_labels = None
+    if labels is not None:
+        label_tensor = torch.tensor(labels, dtype=torch.int64)
+        train_labels, test_labels = label_tensor[train_idx], label_tensor[test_idx]
+    train = decode([files[i] for i in train_idx], size)
+    test = decode([files[i] for i in test_idx], size)
+    if classes is None:
+        modes = {"count": None, "definition": f"unlabelled folder of images ({root.name}): modes unknown"}
+    else:
+        modes = _labelled_modes(root.name, classes)
+    meta = {
+        "value_range": IMAGE_RANGE,
+        "modes": modes,
+        # The images live outside layout.raw; their identity is recorded under "source" instead.
+        "raw_sha256": {},
+        "source": {"path": str(root.resolve()), "files": n, "sha256": folder_digest(root, files)},
+    }
+    return PreparedData(meta, train, test, train_labels, test_labels)
