@@ -28,6 +28,8 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 
 $(VENV)/.installed-dev: pyproject.toml examples/gancore-example-plugin/pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[dev]'
+	# The example third-party plugin, installed the way a user would (it depends on gancore).
+	$(PY) -m pip install -q -e examples/gancore-example-plugin
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,101 @@
+"""Fully connected GAN (Goodfellow et al. 2014) for 2D toy data and small images.
+
+Vectors come out of a linear last layer, unbounded, because the toy protocols place their modes
+in plain coordinates (the grid reaches +-4). Images are flattened for the discriminator and come
+out of the generator through tanh, in [-1, 1]. Weights keep PyTorch's default initialisation
+(uniform, scaled by 1/sqrt(fan_in)): DCGAN's N(0, 0.02) would shrink the signal about threefold
+per 256-wide layer, so every generated point would start at the origin.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from gancore import Architecture, hookimpl
+from plugins import ACTIVATIONS, activation, spectral_norm_
+
+DEFAULTS = {
+    "hidden": 256,
+    "depth": 3,
+    "g_activation": "relu",
+    "d_activation": "leaky_relu",
+    "batch_norm": False,  # generator only; off by default, like the original MLP GAN
+    "spectral_norm": False,  # discriminator only
+}
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, shape: tuple[int, ...], latent_dim: int, hidden: int, depth: int, act: str, batch_norm: bool):
+        super().__init__()
+        self.shape = tuple(shape)
+        layers: list[nn.Module] = []
+        width = latent_dim
+        for _ in range(depth):
+            # A bias right before batch norm is cancelled by it and would get zero gradient.
+            layers.append(nn.Linear(width, hidden, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden))
+            layers.append(activation(act))
+            width = hidden
+        layers.append(nn.Linear(width, math.prod(self.shape)))
+        if len(self.shape) > 1:
+            layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(z).view(z.shape[0], *self.shape)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, shape: tuple[int, ...], hidden: int, depth: int, act: str, spectral_norm: bool):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(shape)
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), activation(act)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        if spectral_norm:
+            spectral_norm_(self)
+
+    def forward(self, x):
+        return self.net(x).view(-1)
+
+
+def build(
+    shape: tuple[int, ...],
+    latent_dim: int,
+    hidden: int = DEFAULTS["hidden"],
+    depth: int = DEFAULTS["depth"],
+    g_activation: str = DEFAULTS["g_activation"],
+    d_activation: str = DEFAULTS["d_activation"],
+    batch_norm: bool = DEFAULTS["batch_norm"],
+    spectral_norm: bool = DEFAULTS["spectral_norm"],
+) -> tuple[nn.Module, nn.Module]:
+    shape = tuple(int(d) for d in shape)
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ValueError(f"mlp builds vectors (d,) or images (C, H, W); got shape {shape}")
+    if int(hidden) < 1 or int(depth) < 1:
+        raise ValueError(f"mlp needs hidden >= 1 and depth >= 1; got hidden={hidden}, depth={depth}")
+    for name, value in (("g_activation", g_activation), ("d_activation", d_activation)):
+        if value not in ACTIVATIONS:
+            raise ValueError(f"mlp option {name}={value!r}; allowed: {', '.join(ACTIVATIONS)}")
+    generator = MLPGenerator(shape, int(latent_dim), int(hidden), int(depth), g_activation, bool(batch_norm))
+    discriminator = MLPDiscriminator(shape, int(hidden), int(depth), d_activation, bool(spectral_norm))
+    return generator, discriminator
+
+
+@hookimpl
+def gancore_architectures():
+    return [
+        Architecture(
+            name="mlp",
+            kinds={"vector", "image"},
+            build=build,
+            defaults=dict(DEFAULTS),
+            description="fully connected GAN (Goodfellow 2014): linear output for vectors, tanh for images",
+        )
+    ]
