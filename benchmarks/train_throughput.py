@@ -1,0 +1,171 @@
+"""Training throughput: gancore's training step against a plain PyTorch loop.
+
+Both sides train the same models (identical initial weights), on the same batch size, with the same
+loss and n_critic=1, on the current device; a "sample" is one example of a generator-step batch.
+
+- ours: :class:`gancore.training.Trainer` over a :class:`~gancore.training.BatchStream` with the
+  data resident on the device (uint8 images gathered and converted per batch there), bf16
+  autocast, channels_last and fused Adam on CUDA, host synchronisation only on log steps.
+- baseline: what a first training script looks like: a CPU ``DataLoader`` over a float32
+  ``TensorDataset``, each batch copied to the device, fp32, default (unfused) Adam.
+
+Both read their losses back to the host every ``LOG_EVERY`` steps, as a logging loop would. The
+two sides are timed alternately ``--repeats`` times, each after a warm-up, and each side's best is
+kept (the least disturbed by other work on the machine).
+
+    python benchmarks/train_throughput.py                    # dcgan 32/64 px and mlp 2D, defaults
+    python benchmarks/train_throughput.py --tiny             # seconds, for CI
+    python benchmarks/train_throughput.py --archs dcgan --sizes 64 --steps 200 --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+
+import torch
+
+from gancore.data.prepared import to_model_range
+from gancore.device import resolve_device
+from gancore.losses import flat_logits, get_loss
+from gancore.modelio import build_pair
+from gancore.training import BatchStream, Trainer
+
+LOG_EVERY = 10
+LR, BETAS = 2e-4, (0.5, 0.999)
+WIDTH_OPTION = {"dcgan": "width", "resnet_sn": "width", "mlp": "hidden"}  # the option --width sets
+TINY_WIDTH = {"dcgan": 4, "resnet_sn": 4, "mlp": 16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_data(shape: tuple[int, ...], n: int, seed: int = 0) -> torch.Tensor:
+    """Data in the prepared storage convention: uint8 images, float32 2D ring points."""
+    gen = torch.Generator().manual_seed(seed)
+    if len(shape) == 3:
+        return torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=gen)
+    angles = 2 * math.pi * torch.randint(8, (n,), generator=gen) / 8
+    return torch.stack([angles.cos(), angles.sin()], 1) + 0.02 * torch.randn(n, 2, generator=gen)
+
+
+def time_ours(G, D, data, latent_dim, batch_size, steps, warmup, loss_name, device) -> float:
+    batches = BatchStream(data, batch_size, seed=0, device=device, resident=True,
+                          channels_last=data.dim() == 4 and device.type == "cuda")
+    trainer = Trainer(G, D, get_loss(loss_name), batches, latent_dim=latent_dim, lr_g=LR, lr_d=LR, betas=BETAS)
+
+    def run(n: int) -> None:
+        for i in range(1, n + 1):
+            stats = trainer.step(i, stats=i % LOG_EVERY == 0)
+            if stats is not None:
+                torch.stack([stats["loss_d"], stats["loss_g"]]).tolist()
+
+    run(warmup)
+    _sync(device)
+    start = time.perf_counter()
+    run(steps)
+    _sync(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def time_baseline(G, D, data, latent_dim, batch_size, steps, warmup, loss_name, device) -> float:
+    G, D = G.to(device).train(), D.to(device).train()
+    loss = get_loss(loss_name)
+    opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=BETAS)
+    opt_d = torch.optim.Adam(D.parameters(), lr=LR, betas=BETAS)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(to_model_range(data)),
+                                         batch_size=batch_size, shuffle=True, drop_last=True)
+    it = iter(loader)
+
+    def run(n: int) -> None:
+        nonlocal it
+        for i in range(1, n + 1):
+            try:
+                (x,) = next(it)
+            except StopIteration:
+                it = iter(loader)
+                (x,) = next(it)
+            x = x.to(device)
+            z = torch.randn(batch_size, latent_dim, device=device)
+            with torch.no_grad():
+                fake = G(z)
+            loss_d = loss.d(flat_logits(D(x)), flat_logits(D(fake)))
+            opt_d.zero_grad()
+            loss_d.backward()
+            opt_d.step()
+            z = torch.randn(batch_size, latent_dim, device=device)
+            loss_g = loss.g(flat_logits(D(G(z))))
+            opt_g.zero_grad()
+            loss_g.backward()
+            opt_g.step()
+            if i % LOG_EVERY == 0:
+                loss_d.item(), loss_g.item()
+
+    run(warmup)
+    _sync(device)
+    start = time.perf_counter()
+    run(steps)
+    _sync(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def configs(archs: list[str], sizes: list[int]) -> list[tuple[str, tuple[int, ...]]]:
+    out = []
+    for arch in archs:
+        if arch == "mlp":
+            out.append(("mlp", (2,)))
+        else:
+            out.extend((arch, (3, s, s)) for s in sizes)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=50, help="timed generator steps per repeat (default 50)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    ap.add_argument("--repeats", type=int, default=2, help="timings per side; the best is kept (default 2)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--sizes", default="32,64", help="image sides for image architectures (default 32,64)")
+    ap.add_argument("--archs", default="dcgan,mlp", help="architectures; mlp runs on 2D data (default dcgan,mlp)")
+    ap.add_argument("--latent-dim", type=int, default=100)
+    ap.add_argument("--loss", default="non_saturating")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--width", type=int, default=None,
+                    help="dcgan/resnet_sn width, mlp hidden units (default: the architecture's own default)")
+    ap.add_argument("--tiny", action="store_true", help="a few steps, small widths and batches: a smoke run for CI")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.steps, args.warmup, args.repeats, args.batch_size, args.latent_dim = 3, 1, 1, 8, 8
+
+    device = resolve_device(args.device)
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+          f"batch {args.batch_size}, {args.steps} timed steps x {args.repeats}, loss {args.loss}")
+    header = f"{'arch':<8} {'shape':<10} {'options':<12} {'ours samples/s':>15} {'baseline samples/s':>19} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for arch, shape in configs(archs, sizes):
+        width = TINY_WIDTH.get(arch) if args.tiny else args.width
+        options = {WIDTH_OPTION[arch]: width} if width is not None and arch in WIDTH_OPTION else {}
+        torch.manual_seed(0)
+        G, D = build_pair(arch, shape, args.latent_dim, options)
+        # Enough data for a few epochs; the baseline gets its own float32 copy, as it would.
+        data = make_data(shape, max(16 * args.batch_size, 256))
+        common = (data, args.latent_dim, args.batch_size, args.steps, args.warmup, args.loss, device)
+        ours = base = 0.0
+        for _ in range(args.repeats):  # alternating, so that both sides see the same machine load
+            ours = max(ours, time_ours(copy.deepcopy(G), copy.deepcopy(D), *common))
+            base = max(base, time_baseline(copy.deepcopy(G), copy.deepcopy(D), *common))
+        shown = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+        print(f"{arch:<8} {'x'.join(map(str, shape)):<10} {shown:<12} {ours:>15.1f} {base:>19.1f} {ours / base:>7.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

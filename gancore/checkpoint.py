@@ -1,0 +1,111 @@
+"""Training checkpoints: what identifies a run, and reading/writing ``checkpoints/last.pt``.
+
+A checkpoint may only be resumed by the run that wrote it. "The run" is everything that changes
+the trained weights: the seed, the data, model, loss and train sections (less the keys that only
+say how long, how often or where), and the content of the prepared data. The checkpoint stores
+that identity in full, so a refusal can name exactly which keys differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gancore.config import Params, flatten
+from gancore.errors import TrainingError
+from gancore.io import torch_save
+from gancore.layout import Layout
+
+CHECKPOINT_FILE = "last.pt"
+FORMAT = 1
+
+# Keys that do not change the trained weights: how long (steps: a longer run continues a shorter
+# one), how often to save or log, where the data lives, and the evaluation classifier prepared
+# beside the data.
+RESULT_NEUTRAL = {
+    "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb"),
+    "data": ("classifier_epochs",),
+}
+SECTIONS = ("seed", "data", "model", "loss", "train", "prepared_data")
+
+
+def checkpoint_path(layout: Layout) -> Path:
+    return layout.checkpoints / CHECKPOINT_FILE
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_identity(params: Params, prepared_data: str, model_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters that define a run's results, by section, plus the prepared data's hash.
+
+    ``model_options``: the architecture's options resolved over its defaults, so that a plugin
+    whose defaults changed since the checkpoint is a different run too.
+    """
+    dump = params.model_dump(mode="json")
+    identity: dict[str, Any] = {"seed": dump["seed"]}
+    for section in ("data", "model", "loss", "train"):
+        neutral = RESULT_NEUTRAL.get(section, ())
+        identity[section] = {k: v for k, v in dump[section].items() if k not in neutral}
+    if model_options is not None:
+        identity["model"]["options"] = json.loads(json.dumps(model_options, sort_keys=True))
+    identity["prepared_data"] = prepared_data
+    return identity
+
+
+def identity_digest(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def describe_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """Which sections differ, key by key: ``loss (loss.name: 'hinge' in the checkpoint, 'minimax' now)``."""
+    old, new = flatten(saved), flatten(current)
+    parts = []
+    for section in SECTIONS:
+        keys = sorted(k for k in set(old) | set(new) if k == section or k.startswith(section + "."))
+        diffs = [f"{k}: {old.get(k, '(absent)')!r} in the checkpoint, {new.get(k, '(absent)')!r} now" for k in keys if old.get(k) != new.get(k)]
+        if diffs:
+            parts.append(f"{section} ({'; '.join(diffs)})")
+    return ", ".join(parts) or "(no section differs: the checkpoint's identity is malformed)"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    torch_save({"format": FORMAT, **state}, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint as saved, on the CPU; everything in it is tensors and plain values."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(
+            f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); "
+            "delete it or run `gan train --restart`"
+        ) from None
+    if state.get("format") != FORMAT:
+        raise TrainingError(f"checkpoint {path} has format {state.get('format')!r}, this gancore writes {FORMAT}; run `gan train --restart`")
+    return state
+
+
+def check_resumable(path: Path, state: dict[str, Any], identity: dict[str, Any], steps: int) -> None:
+    """Refuse a checkpoint written by another run or one that is past ``train.steps``."""
+    if state["digest"] != identity_digest(identity):
+        raise TrainingError(
+            f"checkpoint {path} (step {state['step']}) was written by a different run; parameters "
+            f"differ in: {describe_mismatch(state['identity'], identity)}. Restore those parameters "
+            "to continue it, or run `gan train --restart` to discard it and start over"
+        )
+    if state["step"] > steps:
+        raise TrainingError(
+            f"checkpoint {path} is at step {state['step']}, beyond train.steps={steps}; "
+            f"set train.steps >= {state['step']} to continue, or run `gan train --restart`"
+        )

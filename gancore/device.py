@@ -1,0 +1,45 @@
+"""Which torch device a stage runs on (``params.device``)."""
+
+from __future__ import annotations
+
+import torch
+
+from gancore.errors import GanCoreError
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps, then cpu. An explicit device that is not there is an error.
+
+    Falling back silently from an explicit ``cuda`` would turn a GPU run into a CPU run that
+    takes a hundred times longer, so it is refused with a message saying what is available.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    base, _, index = name.partition(":")
+    if base == "cpu":
+        return torch.device("cpu")
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise GanCoreError(
+                f"device={name!r} was requested but CUDA is not available on this machine "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); "
+                "use device=auto or device=cpu"
+            )
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise GanCoreError(f"device={name!r} was requested but only {count} CUDA device(s) exist: use cuda:0..cuda:{count - 1}")
+        return torch.device(name)
+    if base == "mps":
+        if not _mps_available():
+            raise GanCoreError(f"device={name!r} was requested but MPS is not available; use device=auto or device=cpu")
+        return torch.device("mps")
+    raise GanCoreError(f"unknown device {name!r}; use one of auto, cpu, cuda, cuda:N, mps")

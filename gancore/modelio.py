@@ -1,0 +1,106 @@
+"""Trained models on disk: ``models/generator.pt`` and ``models/discriminator.pt``.
+
+Each file is a plain dict (``state_dict``, ``arch``, ``options``, ``latent_dim``, ``shape``,
+``kind``, ``ema``, ``step``, ``params_digest``) readable with ``torch.load(weights_only=True)``:
+no pickled classes, so loading a model never runs code from the file. The network is rebuilt
+through the architecture registry from the stored name and options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gancore.errors import GanCoreError
+from gancore.io import torch_save
+
+GENERATOR_FILE = "generator.pt"
+DISCRIMINATOR_FILE = "discriminator.pt"
+
+
+def save_model(
+    path: str | Path,
+    module: nn.Module,
+    *,
+    arch: str,
+    options: dict[str, Any],
+    latent_dim: int,
+    shape: tuple[int, ...] | list[int],
+    kind: str,
+    ema: bool,
+    step: int,
+    params_digest: str,
+) -> None:
+    # CPU, standard layout: the file loads the same on any machine.
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    torch_save(
+        {
+            "state_dict": state,
+            "arch": arch,
+            "options": dict(options),
+            "latent_dim": int(latent_dim),
+            "shape": [int(s) for s in shape],
+            "kind": kind,
+            "ema": bool(ema),
+            "step": int(step),
+            "params_digest": params_digest,
+        },
+        path,
+    )
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """The stored dict, checked for the contract's keys."""
+    path = Path(path)
+    if not path.exists():
+        raise GanCoreError(f"{path} is missing: run `gan train` first")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise GanCoreError(f"{path} could not be read ({type(exc).__name__}: {exc}); run `gan train` again") from None
+    missing = {"state_dict", "arch", "options", "latent_dim", "shape"} - set(record)
+    if missing:
+        raise GanCoreError(f"{path} lacks {', '.join(sorted(missing))}; it was not written by gancore: run `gan train` again")
+    return record
+
+
+def resolve_architecture(arch_name: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The registered :class:`~gancore.registry.Architecture` and its options over its defaults."""
+    from gancore.registry import get_architecture, resolve_options
+
+    try:
+        arch = get_architecture(arch_name).architecture
+        return arch, resolve_options(arch, options)
+    except (KeyError, ValueError) as exc:
+        raise GanCoreError(str(exc.args[0]) if exc.args else str(exc)) from None
+
+
+def build_pair(arch_name: str, shape: tuple[int, ...], latent_dim: int, options: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) of a registered architecture, options checked against its defaults."""
+    arch, resolved = resolve_architecture(arch_name, options)
+    return arch.build(tuple(shape), int(latent_dim), **resolved)
+
+
+def module_from_record(record: dict[str, Any], which: str, device: str | torch.device = "cpu", source: Any = "the model file") -> nn.Module:
+    """Rebuild the ``"generator"`` or ``"discriminator"`` a :func:`read_model_file` record describes (eval mode)."""
+    pair = build_pair(record["arch"], tuple(record["shape"]), record["latent_dim"], record["options"])
+    module = pair[("generator", "discriminator").index(which)]
+    try:
+        module.load_state_dict(record["state_dict"])
+    except RuntimeError as exc:
+        raise GanCoreError(
+            f"{source} does not fit architecture {record['arch']!r} as installed now ({exc}); "
+            "the plugin changed since training: run `gan train --restart`"
+        ) from None
+    return module.to(device).eval()
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    return module_from_record(read_model_file(path), "generator", device, path)
+
+
+def load_discriminator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    return module_from_record(read_model_file(path), "discriminator", device, path)

@@ -1,0 +1,310 @@
+"""Training: outputs, exact resume, refusal of foreign checkpoints, NaN handling, EMA, n_critic, devices.
+
+Runs are tiny (an MLP of width 16 on 256 ring points, a few steps) so the module stays fast on a
+busy 2-core machine; exactness claims are checked bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gancore import training
+from gancore.checkpoint import checkpoint_path, load_checkpoint
+from gancore.config import validate
+from gancore.data.prepared import PreparedData, save_prepared
+from gancore.device import resolve_device
+from gancore.errors import GanCoreError, TrainingError
+from gancore.layout import Layout
+from gancore.losses import GanLoss, get_loss
+from gancore.modelio import load_discriminator, load_generator
+
+CENTERS = [[math.cos(2 * math.pi * i / 8), math.sin(2 * math.pi * i / 8)] for i in range(8)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from threads, and on a shared 2-core box OpenMP spinning costs a lot.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def ring_data(n_train: int = 256, n_test: int = 128, seed: int = 0) -> PreparedData:
+    gen = torch.Generator().manual_seed(seed)
+
+    def points(n):
+        labels = torch.randint(8, (n,), generator=gen)
+        return torch.tensor(CENTERS)[labels] + 0.05 * torch.randn(n, 2, generator=gen), labels
+
+    train, train_labels = points(n_train)
+    test, test_labels = points(n_test)
+    meta = {"name": "ring8", "kind": "vector", "shape": [2], "count": n_train, "count_test": n_test,
+            "value_range": [-1, 1], "storage": "float32", "seed": seed,
+            "modes": {"count": 8, "definition": "nearest centre", "centers": CENTERS, "sigma": 0.05},
+            "raw_sha256": {}}
+    return PreparedData(meta, train, test, train_labels, test_labels)
+
+
+def make_layout(root, data: PreparedData | None = None) -> Layout:
+    layout = Layout(root)
+    save_prepared(layout.prepared, data if data is not None else ring_data())
+    return layout
+
+
+def make_params(loss: str = "non_saturating", hidden: int = 16, **train):
+    tree = {
+        "seed": 3,
+        "device": "cpu",
+        "data": {"name": "ring8", "n_train": 256, "n_test": 128},
+        "model": {"arch": "mlp", "latent_dim": 4, "options": {"hidden": hidden, "depth": 2, "batch_norm": True}},
+        "loss": {"name": loss},
+        "train": {"steps": 6, "batch_size": 32, "checkpoint_every": 3, "log_every": 2, **train},
+        "sample": {"n": 64, "batch_size": 32},
+        "tracking": {"enabled": False},
+    }
+    return validate(tree)
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+# -- devices ----------------------------------------------------------------------------------
+def test_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto").type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    assert resolve_device("cpu").type == "cpu"
+
+
+def test_explicit_cuda_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(GanCoreError, match="CUDA is not available.*device=auto or device=cpu"):
+        resolve_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(GanCoreError, match="only 1 CUDA device"):
+        resolve_device("cuda:1")
+
+
+# -- a run and its outputs ------------------------------------------------------------------------
+def test_train_writes_models_log_and_checkpoint(tmp_path):
+    layout = make_layout(tmp_path)
+    params = make_params(steps=5, log_every=2, checkpoint_every=2)
+    summary = training.train(params, layout)
+
+    assert summary["steps"] == 5 and summary["resumed_from"] is None and summary["device"] == "cpu"
+    assert summary["samples_per_second"] > 0 and summary["seconds"] > 0
+    rows = training.read_train_log(layout.train_log)
+    assert layout.train_log.read_text().splitlines()[0].split(",") == list(training.LOG_COLUMNS)
+    assert [r["step"] for r in rows] == [2, 4, 5]  # every log_every steps, and the last one
+    assert summary["loss_d"] == rows[-1]["loss_d"] and summary["loss_g"] == rows[-1]["loss_g"]
+    for r in rows:
+        assert 0 < r["d_real"] < 1 and 0 < r["d_fake"] < 1
+        # D's loss for non_saturating is -V exactly: the value column is the same number negated.
+        assert r["value"] == pytest.approx(-r["loss_d"], rel=1e-6)
+        assert r["d_real"] == pytest.approx(1 / (1 + math.exp(-r["logit_real"])), abs=0.05)
+        assert r["grad_norm_g"] > 0 and r["grad_norm_d"] > 0
+    # bn_drift_g compares with the previous row: none for the first, a number after.
+    assert rows[0]["bn_drift_g"] is None and all(r["bn_drift_g"] > 0 for r in rows[1:])
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    for name in ("generator.pt", "discriminator.pt"):
+        record = torch.load(layout.models / name, weights_only=True)
+        assert record["arch"] == "mlp" and record["latent_dim"] == 4 and record["shape"] == [2]
+        assert record["kind"] == "vector" and record["step"] == 5 and record["ema"] is False
+        assert record["options"]["hidden"] == 16 and record["options"]["g_activation"] == "relu"
+        assert len(record["params_digest"]) == 64
+    g = load_generator(layout.models / "generator.pt")
+    d = load_discriminator(layout.models / "discriminator.pt")
+    assert not g.training and not d.training
+    with torch.no_grad():
+        assert g(torch.randn(7, 4)).shape == (7, 2) and d(torch.randn(7, 2)).reshape(-1).shape == (7,)
+    assert load_checkpoint(checkpoint_path(layout))["step"] == 5
+
+
+def test_prepared_data_must_match_the_parameters(tmp_path):
+    layout = make_layout(tmp_path)
+    params = validate({**make_params().model_dump(), "data": {"name": "grid25"}})
+    with pytest.raises(TrainingError, match="'ring8'.*'grid25'.*gan prepare"):
+        training.train(params, layout)
+
+
+# -- resume ---------------------------------------------------------------------------------------
+def test_interrupted_run_resumes_to_identical_weights_and_log(tmp_path, monkeypatch):
+    k = 6
+    # Everything that draws randomness or carries state: GP interpolates, two critic batches per
+    # step, EMA, batch norm (drift column), epochs that wrap (256 / 32 = 8 batches), and a
+    # checkpoint between log rows (log_every=4 does not divide k).
+    params = make_params(loss="wasserstein_gp", n_critic=2, ema_decay=0.8, steps=2 * k, checkpoint_every=k, log_every=4)
+    a, b = make_layout(tmp_path / "a"), make_layout(tmp_path / "b")
+    training.train(params, a)
+
+    real_step = training.Trainer.step
+
+    def crash(self, step, stats=False):
+        if step == k + 3:
+            raise RuntimeError("simulated crash")
+        return real_step(self, step, stats)
+
+    monkeypatch.setattr(training.Trainer, "step", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        training.train(params, b)
+    assert load_checkpoint(checkpoint_path(b))["step"] == k
+    assert [r["step"] for r in training.read_train_log(b.train_log)] == [4]  # rows up to the checkpoint
+    monkeypatch.setattr(training.Trainer, "step", real_step)
+
+    summary = training.train(params, b)
+    assert summary["resumed_from"] == k and summary["steps"] == 2 * k
+    for name in ("generator.pt", "discriminator.pt"):
+        ra, rb = (torch.load(x.models / name, weights_only=True) for x in (a, b))
+        assert state_equal(ra["state_dict"], rb["state_dict"]), name
+    ca, cb = load_checkpoint(checkpoint_path(a)), load_checkpoint(checkpoint_path(b))
+    for part in ("generator", "discriminator", "ema"):
+        assert state_equal(ca["trainer"][part], cb["trainer"][part]), part
+    assert without_seconds(training.read_train_log(a.train_log)) == without_seconds(training.read_train_log(b.train_log))
+
+
+def test_foreign_checkpoint_is_refused_and_restart_starts_over(tmp_path):
+    layout = make_layout(tmp_path)
+    training.train(make_params(steps=4, checkpoint_every=2), layout)
+
+    with pytest.raises(TrainingError) as info:
+        training.train(make_params(steps=4, checkpoint_every=2, loss="hinge"), layout)
+    message = str(info.value)
+    assert "loss.name: 'non_saturating' in the checkpoint, 'hinge' now" in message
+    assert "gan train --restart" in message and "train (" not in message and "model (" not in message
+
+    with pytest.raises(TrainingError, match=r"model \(model.options.hidden: 16 in the checkpoint, 32 now\)"):
+        training.train(make_params(steps=4, checkpoint_every=2, hidden=32), layout)
+
+    with pytest.raises(TrainingError, match="beyond train.steps=3"):
+        training.train(make_params(steps=3, checkpoint_every=2), layout)
+
+    # Neutral keys (how long, how often) do not make a different run: a longer run continues.
+    longer = training.train(make_params(steps=6, checkpoint_every=5, log_every=3), layout)
+    assert longer["resumed_from"] == 4 and longer["steps"] == 6
+
+    same = training.train(make_params(steps=6), layout)
+    assert same["resumed_from"] == 6 and same["samples_per_second"] is None
+
+    fresh = training.train(make_params(steps=4, checkpoint_every=2, loss="hinge"), layout, restart=True)
+    assert fresh["resumed_from"] is None and fresh["steps"] == 4
+    assert load_checkpoint(checkpoint_path(layout))["identity"]["loss"]["name"] == "hinge"
+    assert [r["step"] for r in training.read_train_log(layout.train_log)] == [2, 4]
+
+
+def test_changed_prepared_data_is_refused(tmp_path):
+    layout = make_layout(tmp_path)
+    training.train(make_params(steps=2), layout)
+    save_prepared(layout.prepared, ring_data(seed=1))  # same parameters, different content
+    with pytest.raises(TrainingError, match="prepared_data"):
+        training.train(make_params(steps=2), layout)
+
+
+# -- failure --------------------------------------------------------------------------------------
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    base = get_loss("non_saturating")
+    calls = {"g": 0}
+
+    def poisoned_g(l_fake):
+        calls["g"] += 1
+        return base.g(l_fake) * (float("nan") if calls["g"] == 7 else 1.0)
+
+    monkeypatch.setattr(training, "get_loss", lambda name, gp_weight=10.0: GanLoss(name, base.d, poisoned_g))
+    layout = make_layout(tmp_path)
+    # log_every is large: the failure is found at the step-10 checkpoint, yet reported at step 7.
+    with pytest.raises(TrainingError, match=r"non-finite loss_d=[-0-9.e]+ loss_g=nan at step 7;.*step 5\) was kept"):
+        training.train(make_params(steps=20, checkpoint_every=5, log_every=100), layout)
+    state = load_checkpoint(checkpoint_path(layout))
+    assert state["step"] == 5
+    assert all(torch.isfinite(t).all() for t in state["trainer"]["generator"].values() if t.is_floating_point())
+    assert not (layout.models / "generator.pt").exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+# -- the step ---------------------------------------------------------------------------------------
+def test_n_critic_takes_that_many_discriminator_steps(tmp_path):
+    layout = make_layout(tmp_path)
+    training.train(make_params(steps=3, n_critic=2), layout)
+    state = load_checkpoint(checkpoint_path(layout))["trainer"]
+    assert {float(s["step"]) for s in state["opt_d"]["state"].values()} == {6.0}
+    assert {float(s["step"]) for s in state["opt_g"]["state"].values()} == {3.0}
+
+
+def test_ema_is_saved_as_the_generator(tmp_path):
+    layout = make_layout(tmp_path)
+    training.train(make_params(steps=4, ema_decay=0.5), layout)
+    state = load_checkpoint(checkpoint_path(layout))["trainer"]
+    record = torch.load(layout.models / "generator.pt", weights_only=True)
+    assert record["ema"] is True
+    assert state_equal(record["state_dict"], state["ema"])
+    assert not state_equal(state["ema"], state["generator"])
+
+
+def test_ema_update_is_the_exponential_average():
+    torch.manual_seed(0)
+    g, d = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+    batches = training.BatchStream(torch.randn(64, 2), 16, seed=0, device="cpu", resident=True)
+    trainer = training.Trainer(g, d, get_loss("hinge"), batches, latent_dim=3, lr_g=0.1, lr_d=0.1,
+                               betas=(0.5, 0.9), ema_decay=0.9)
+    before = [p.detach().clone() for p in g.parameters()]
+    trainer.step(1)
+    for e, p0, p1 in zip(trainer.ema.parameters(), before, g.parameters()):
+        assert not torch.equal(p0, p1)
+        torch.testing.assert_close(e, 0.9 * p0 + 0.1 * p1.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_batches_are_epochs_of_a_seeded_permutation():
+    data = torch.arange(10, dtype=torch.float32)[:, None]
+    stream = training.BatchStream(data, 3, seed=5, device="cpu", resident=True)
+    epoch = torch.cat([next(stream) for _ in range(3)])[:, 0]
+    assert len(set(epoch.tolist())) == 9  # 3 full batches of 3 distinct examples; the 10th is dropped
+    again = training.BatchStream(data, 3, seed=5, device="cpu", resident=False)
+    assert torch.equal(torch.cat([next(again) for _ in range(3)])[:, 0], epoch)
+    with pytest.raises(TrainingError, match="batch_size=11 is larger than the 10"):
+        training.BatchStream(data, 11, seed=5, device="cpu", resident=True)
+
+
+def test_resident_and_streamed_data_train_identically(tmp_path):
+    outs = []
+    for mode in ("always", "never"):
+        layout = make_layout(tmp_path / mode)
+        training.train(make_params(steps=4, resident_data=mode), layout)
+        outs.append(torch.load(layout.models / "generator.pt", weights_only=True)["state_dict"])
+    assert state_equal(*outs)
+
+
+def test_uint8_images_train_in_model_range(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (48, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    meta = {"name": "mnist", "kind": "image", "shape": [1, 28, 28], "count": 40, "count_test": 8,
+            "value_range": [-1, 1], "storage": "uint8", "seed": 0,
+            "modes": {"count": 10, "definition": "digit class"}, "raw_sha256": {}}
+    layout = make_layout(tmp_path, PreparedData(meta, images[:40], images[40:]))
+    stream = training.BatchStream(images, 16, seed=0, device="cpu", resident=True)
+    x = next(stream)
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1 and x.min() < -0.9 and x.max() > 0.9
+
+    params = validate({"seed": 0, "device": "cpu", "data": {"name": "mnist", "n_train": 40, "n_test": 8},
+                       "model": {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}},
+                       "train": {"steps": 2, "batch_size": 8, "log_every": 1}, "sample": {"n": 16},
+                       "tracking": {"enabled": False}})
+    summary = training.train(params, layout)
+    assert summary["steps"] == 2
+    g = load_generator(layout.models / "generator.pt")
+    with torch.no_grad():
+        out = g(torch.randn(3, 8))
+    assert out.shape == (3, 1, 28, 28) and out.abs().max() <= 1
