@@ -1,0 +1,263 @@
+"""The ``gan evaluate`` stage: score generated samples against held-out real data.
+
+Both sets go through one classifier (``evaluate.classifier``): the domain classifier trained
+during ``prepare`` (for ring8/grid25 the exact Gaussian posterior over the centres), or Inception.
+From its outputs:
+
+* **class probabilities** -> Inception Score of the generated and of the real set (the real one
+  is the ceiling this classifier allows), and the class histograms behind KL and JS;
+* **features** (domain penultimate layer, Inception pool, or the 2D coordinates themselves) ->
+  FID, KID, improved precision/recall, density/coverage, and the JSD lower bound of a freshly
+  trained discriminator (:mod:`gancore.evaluation_jsd`).
+
+Histograms are of **argmax** predictions, not of mean probabilities. Argmax counts are the mode
+histogram of the reference protocols (PacGAN/VEEGAN assign each sample to one mode; stacked
+MNIST counts digit triples), so KL/JS here are read in "modes". Mean probabilities would blur a
+collapsed generator whose samples sit between modes into a spuriously diverse histogram.
+
+KL(generated || real) is +inf when the generator puts mass on a class the real held-out set
+never hits. We keep the mathematics rather than smooth it away: ``kl_divergence`` is then null
+and ``kl_divergence_note`` names the classes; JS (always finite, at most log 2) carries the
+comparison in that case. ``evaluate.json`` is strict JSON: any other non-finite value becomes
+null and is listed in ``non_finite_metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+
+from gancore.config import Params
+from gancore.errors import EvaluationError, GanCoreError
+from gancore.evaluation_jsd import js_lower_bound
+from gancore.io import write_json
+from gancore.layout import Layout
+
+SAMPLES_FILE = "samples.pt"
+RESULT_FILE = "evaluate.json"
+HEADLINE = ("is_mean", "is_std", "kl_divergence", "js_divergence", "fid", "precision", "recall",
+            "density", "coverage", "js_lower_bound")
+
+
+def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
+    """Score ``samples/samples.pt`` against the prepared test split; write ``metrics/evaluate.json``.
+
+    Returns the headline numbers (see :data:`HEADLINE`); the file holds every metric.
+    """
+    from gancore.classifiers import classify
+    from gancore.data.prepared import load_prepared
+    from gancore.device import resolve_device
+
+    ev = params.evaluate
+    prepared = load_prepared(layout.prepared)
+    generated = _load_generated(layout)
+    _check_generated(params, prepared.meta, generated)
+
+    idx = _real_subset(len(prepared.test), ev.max_real, params.seed)
+    real = prepared.test[idx]  # uint8 images stay uint8: classify converts them batch by batch
+    _check_counts(params, len(generated), len(real))
+
+    device = resolve_device(params.device)
+    classifier = _load_classifier(params, layout, prepared, device)
+    gen_probs, gen_feat = classify(classifier, generated, ev.batch_size, device)
+    real_probs, real_feat = classify(classifier, real, ev.batch_size, device)
+    del generated, real
+
+    result: dict[str, Any] = {
+        "classifier": ev.classifier,
+        "classifier_test_accuracy": _classifier_accuracy(ev.classifier, prepared, idx, real_probs),
+        "feature_space": _feature_space(params, classifier),
+        "n_generated": len(gen_probs),
+        "n_real": len(real_probs),
+        "splits": ev.splits,
+        "seed": params.seed,
+    }
+    result.update(probability_metrics(gen_probs, real_probs, splits=ev.splits, seed=params.seed))
+    # The k-NN metrics on 10k x 10k float64 distances take minutes on a CPU, seconds on a GPU.
+    # (Not on MPS, which has no float64.)
+    metric_device = device if device.type == "cuda" else torch.device("cpu")
+    result.update(feature_metrics(real_feat.to(metric_device), gen_feat.to(metric_device),
+                                  pr_k=ev.pr_k, dc_k=ev.dc_k, seed=params.seed))
+    result.update(js_lower_bound(real_feat, gen_feat, seed=params.seed).as_dict())
+
+    result = strict_json(result)
+    write_json(layout.metrics / RESULT_FILE, result)
+    return {key: result[key] for key in HEADLINE}
+
+
+# -- metrics on classifier outputs ---------------------------------------------------------------
+
+def class_histogram(probs: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Share of samples whose most probable class is k, for k < num_classes (float64, sums to 1)."""
+    from gancore.metrics import label_histogram
+
+    return label_histogram(torch.as_tensor(probs).argmax(1), num_classes)
+
+
+def probability_metrics(gen_probs: torch.Tensor, real_probs: torch.Tensor, *, splits: int, seed: int) -> dict[str, Any]:
+    """Inception Score of both sets and KL/JS between their argmax histograms."""
+    from gancore.metrics import inception_score, js_distance, js_divergence, kl_divergence
+
+    if gen_probs.shape[1] != real_probs.shape[1]:
+        raise EvaluationError(f"the classifier gave {gen_probs.shape[1]} classes for generated samples but {real_probs.shape[1]} for real data")
+    k = gen_probs.shape[1]
+    is_mean, is_std = inception_score(gen_probs, splits=splits, seed=seed)
+    is_real_mean, is_real_std = inception_score(real_probs, splits=splits, seed=seed)
+    p_gen, p_real = class_histogram(gen_probs, k), class_histogram(real_probs, k)
+
+    unseen = ((p_gen > 0) & (p_real == 0)).nonzero().flatten().tolist()
+    if unseen:
+        kl, note = None, (
+            f"KL(generated || real) is +inf: generated samples fall in class(es) {_short_list(unseen)} "
+            f"(a share of {float(p_gen[unseen].sum()):.4g} of them) which no real held-out example hits; see js_divergence"
+        )
+    else:
+        kl, note = kl_divergence(p_gen, p_real), None
+    return {
+        "is_mean": is_mean,
+        "is_std": is_std,
+        "is_real_mean": is_real_mean,
+        "is_real_std": is_real_std,
+        "num_classes": k,
+        "classes_generated": int((p_gen > 0).sum()),
+        "classes_real": int((p_real > 0).sum()),
+        "kl_divergence": kl,
+        "kl_divergence_note": note,
+        # KL(generated || uniform): the quantity the stacked-MNIST tables report (there the 1000
+        # modes are uniform by construction); the 2D tables of PacGAN count only high-quality
+        # samples, which `gan diagnose` does.
+        "kl_to_uniform": kl_divergence(p_gen, torch.full_like(p_gen, 1.0 / k)),
+        "js_divergence": js_divergence(p_gen, p_real),
+        "js_distance": js_distance(p_gen, p_real),
+    }
+
+
+def feature_metrics(real_feat: torch.Tensor, gen_feat: torch.Tensor, *, pr_k: int, dc_k: int, seed: int) -> dict[str, Any]:
+    """FID, KID, improved precision/recall and density/coverage in one feature space."""
+    from gancore.metrics import density_coverage, fid, kid, precision_recall
+
+    subset = min(1000, len(gen_feat), len(real_feat))
+    kid_mean, kid_std = kid(real_feat, gen_feat, subsets=100, subset_size=subset, seed=seed)
+    precision, recall = precision_recall(real_feat, gen_feat, k=pr_k)
+    density, coverage = density_coverage(real_feat, gen_feat, k=dc_k)
+    return {
+        "fid": fid(real_feat, gen_feat),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "kid_subset_size": subset,
+        "precision": precision,
+        "recall": recall,
+        "pr_k": pr_k,
+        "density": density,
+        "coverage": coverage,
+        "dc_k": dc_k,
+    }
+
+
+def strict_json(result: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite floats -> null, listed in ``non_finite_metrics``; verifies strict JSON."""
+    bad = [key for key, value in result.items() if isinstance(value, float) and not math.isfinite(value)]
+    out = {key: (None if key in bad else value) for key, value in result.items()}
+    out["non_finite_metrics"] = ", ".join(bad) if bad else None
+    json.dumps(out, allow_nan=False)  # raises if anything non-JSON slipped through
+    return out
+
+
+# -- inputs and checks ---------------------------------------------------------------------------
+
+def _load_generated(layout: Layout) -> torch.Tensor:
+    path = layout.samples / SAMPLES_FILE
+    if not path.exists():
+        raise EvaluationError(f"{path} is missing: run `gan sample` first")
+    from gancore.sampling import load_samples
+
+    return load_samples(layout)
+
+
+def _check_generated(params: Params, meta: dict[str, Any], generated: torch.Tensor) -> None:
+    if meta.get("name") != params.data.name:
+        raise EvaluationError(
+            f"the prepared data are {meta.get('name')!r} but data.name is {params.data.name!r}: run `gan prepare` with these parameters"
+        )
+    shape = tuple(meta["shape"])
+    if tuple(generated.shape[1:]) != shape:
+        raise EvaluationError(
+            f"generated samples have shape {tuple(generated.shape[1:])} but the prepared data {meta.get('name')!r} "
+            f"have shape {shape}: re-run `gan train` and `gan sample` with the current parameters"
+        )
+    bad = int((~torch.isfinite(generated.reshape(len(generated), -1))).any(1).sum())
+    if bad:
+        raise EvaluationError(f"{bad} of {len(generated)} generated samples contain NaN or inf: the generator diverged; retrain it")
+
+
+def _check_counts(params: Params, n_gen: int, n_real: int) -> None:
+    ev = params.evaluate
+    if n_gen < ev.splits:
+        raise EvaluationError(
+            f"{n_gen} generated samples cannot fill evaluate.splits={ev.splits}: draw at least {ev.splits} (sample.n) or lower evaluate.splits"
+        )
+    if n_real < ev.splits:
+        raise EvaluationError(
+            f"{n_real} real held-out examples cannot fill evaluate.splits={ev.splits}: raise data.n_test / evaluate.max_real or lower evaluate.splits"
+        )
+    k = max(ev.pr_k, ev.dc_k)
+    for what, n in (("generated samples", n_gen), ("real held-out examples", n_real)):
+        if n <= k:
+            raise EvaluationError(f"{n} {what} are too few for {k} nearest neighbours (evaluate.pr_k / evaluate.dc_k): need more than {k}")
+
+
+def _real_subset(n: int, max_real: int | None, seed: int) -> torch.Tensor:
+    """Indices of the real held-out examples to compare with: all, or a seeded draw of max_real."""
+    if max_real is None or n <= max_real:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_real].sort().values
+
+
+def _load_classifier(params: Params, layout: Layout, prepared: Any, device: torch.device) -> Any:
+    from gancore.classifiers import load_classifier
+
+    name, meta = params.evaluate.classifier, prepared.meta
+    info = meta.get("classifier") or {}
+    if name == "domain" and meta.get("kind") == "image" and (not info or info.get("kind") == "none"):
+        fix = "set evaluate.classifier=inception (or inception_tf for the papers' protocol)"
+        if prepared.test_labels is None:
+            why = f"the {meta.get('name')} data have no class labels, so `gan prepare` trained no domain classifier"
+        else:
+            why = f"`gan prepare` trained no domain classifier ({info.get('reason') or 'data.classifier_epochs=0?'})"
+            fix += ", or re-run `gan prepare` with data.classifier_epochs > 0"
+        raise EvaluationError(f"evaluate.classifier=domain is not available: {why}; {fix}")
+    try:
+        return load_classifier(name, layout, device=device)
+    except GanCoreError:
+        raise
+    except (FileNotFoundError, ImportError, OSError) as exc:
+        raise EvaluationError(f"classifier {name!r} is not available ({exc}); try another evaluate.classifier") from exc
+
+
+def _classifier_accuracy(name: str, prepared: Any, idx: torch.Tensor, real_probs: torch.Tensor) -> float | None:
+    """The domain classifier's test accuracy as `prepare` recorded it; else measured here on the
+    evaluated real subset when it has mode labels. None for Inception (ImageNet accuracy says
+    nothing about this data set)."""
+    if name != "domain":
+        return None
+    value = (prepared.meta.get("classifier") or {}).get("test_accuracy")
+    if value is not None:
+        return float(value)
+    if prepared.test_labels is None:
+        return None
+    labels = prepared.test_labels[idx]
+    return float((real_probs.argmax(1) == labels).double().mean())
+
+
+def _feature_space(params: Params, classifier: Any) -> str:
+    if params.data_kind == "vector":
+        return f"coordinates:{classifier.feature_dim}"
+    return f"{params.evaluate.classifier}:{classifier.feature_dim}"
+
+
+def _short_list(items: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")

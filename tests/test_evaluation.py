@@ -1,0 +1,532 @@
+"""The `gan evaluate` stage on data whose answers are known in closed form.
+
+Prepared data and samples are written directly (no training), so every expected value follows
+from how they were drawn. ring8 (sigma 0.01, neighbouring centres 0.77 = 77 sigma apart) makes
+the Gaussian posterior one-hot to within exp(-2500): argmax histograms are exactly the mode
+counts of the draw, and the Inception Score is exactly exp(entropy of the per-split histogram).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gancore.config import Params
+from gancore.data.prepared import PreparedData, save_prepared
+from gancore.errors import EvaluationError
+from gancore.evaluation import HEADLINE, RESULT_FILE, _real_subset, evaluate, probability_metrics, strict_json
+from gancore.evaluation_jsd import js_lower_bound
+from gancore.layout import Layout
+
+K = 8
+SIGMA = 0.01
+CENTERS = torch.tensor([[math.cos(2 * math.pi * i / K), math.sin(2 * math.pi * i / K)] for i in range(K)], dtype=torch.float64)
+N = 2500  # the 2D protocol's sample count; also the real held-out count here
+SPLITS = 10
+LOG2 = math.log(2)
+
+# Keys evaluate.json must always hold (values may be null where documented).
+KEYS = {
+    "classifier", "classifier_test_accuracy", "feature_space", "n_generated", "n_real", "splits", "seed",
+    "is_mean", "is_std", "is_real_mean", "is_real_std", "num_classes", "classes_generated", "classes_real",
+    "kl_divergence", "kl_divergence_note", "kl_to_uniform", "js_divergence", "js_distance",
+    "fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall", "pr_k", "density", "coverage", "dc_k",
+    "js_lower_bound", "js_lower_bound_v_hat", "js_lower_bound_se", "js_lower_bound_n_train", "js_lower_bound_n_test",
+    "non_finite_metrics",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The metrics here are small; on a shared 2-core machine multi-threaded small ops spend most
+    # of their time waiting for each other.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def ring_points(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return (CENTERS[labels] + SIGMA * torch.randn(len(labels), 2, generator=gen, dtype=torch.float64)).float()
+
+
+def make_ring8(root: Path, test_labels: torch.Tensor, seed: int = 0) -> Layout:
+    """Prepared ring8 data (the contract's meta) with the given held-out mode labels."""
+    from gancore.classifiers.domain import fit_domain_classifier
+
+    layout = Layout(root)
+    gen = torch.Generator().manual_seed(seed)
+    train_labels = torch.randint(K, (1000,), generator=gen)
+    meta = {
+        "name": "ring8", "kind": "vector", "shape": [2], "count": 1000, "count_test": len(test_labels),
+        "value_range": [-1.04, 1.04], "storage": "float32", "seed": seed,
+        "modes": {"count": K, "definition": "index of the generating centre", "centers": CENTERS.tolist(), "sigma": SIGMA},
+        "raw_sha256": {},
+    }
+    data = PreparedData(meta, ring_points(train_labels, gen), ring_points(test_labels, gen), train_labels, test_labels)
+    # As `gan prepare` does: the domain classifier's description goes into meta.json.
+    data.meta["classifier"] = fit_domain_classifier(data, ring_params(), layout.prepared)
+    save_prepared(layout.prepared, data)
+    return layout
+
+
+def write_samples(layout: Layout, x: torch.Tensor) -> None:
+    layout.samples.mkdir(parents=True, exist_ok=True)
+    torch.save({"x": x, "seed": 0, "latent_dim": 16}, layout.samples / "samples.pt")
+
+
+def ring_params(**evaluate) -> Params:
+    return Params(device="cpu", data={"name": "ring8"}, evaluate={"splits": SPLITS, **evaluate})
+
+
+def read_result(layout: Layout) -> dict:
+    text = (layout.metrics / RESULT_FILE).read_text()
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c} in evaluate.json"))
+
+
+def expected_is_uniform(n_per_split: int) -> float:
+    # One-hot posteriors: per split IS = exp(H(histogram of the split)). For n draws from the
+    # uniform over K, E[H] = log K - (K - 1) / (2n) + O(n^-2) (the multinomial entropy bias).
+    return K * math.exp(-(K - 1) / (2 * n_per_split))
+
+
+@pytest.fixture(scope="module")
+def same(tmp_path_factory):
+    """Generated samples drawn from the true mixture, independently of the real held-out set."""
+    gen = torch.Generator().manual_seed(123)
+    real_labels = torch.randint(K, (N,), generator=gen)
+    layout = make_ring8(tmp_path_factory.mktemp("same"), real_labels)
+    write_samples(layout, ring_points(torch.randint(K, (N,), generator=gen), gen))
+    summary = evaluate(ring_params(), layout)
+    return summary, read_result(layout)
+
+
+@pytest.fixture(scope="module")
+def collapsed(tmp_path_factory):
+    """Complete mode collapse: every generated sample at centre 0."""
+    gen = torch.Generator().manual_seed(7)
+    real_labels = torch.randint(K, (N,), generator=gen)
+    layout = make_ring8(tmp_path_factory.mktemp("collapsed"), real_labels)
+    write_samples(layout, ring_points(torch.zeros(N, dtype=torch.long), gen))
+    q = torch.bincount(real_labels, minlength=K).double() / N
+    return evaluate(ring_params(), layout), read_result(layout), q, layout
+
+
+# -- same distribution -----------------------------------------------------------------------
+
+def test_same_distribution_divergences_are_multinomial_noise(same):
+    _, r = same
+    # KL between two independent empirical histograms of n1 = n2 = 2500 draws from one
+    # distribution over K bins: E ~ (K-1)/2 (1/n1 + 1/n2) = 0.0028, sd ~ sqrt(2(K-1))/2 (1/n1 + 1/n2)
+    # = 0.0015. 0.01 is E + 4.8 sd. JS ~ KL/4 to second order.
+    assert 0 <= r["kl_divergence"] < 0.01
+    assert 0 <= r["js_divergence"] < 0.0025
+    assert r["js_distance"] == pytest.approx(math.sqrt(r["js_divergence"]), rel=1e-12)
+    assert r["kl_divergence_note"] is None
+    assert r["classes_generated"] == r["classes_real"] == r["num_classes"] == K
+    # KL(generated || uniform) is noise of one histogram only: E = (K-1)/(2n) = 0.0014.
+    assert 0 <= r["kl_to_uniform"] < 0.007
+
+
+def test_same_distribution_inception_score_matches_its_expectation(same):
+    _, r = same
+    expected = expected_is_uniform(N // SPLITS)  # 7.89
+    # Near the uniform the entropy's fluctuation is second order: sd(H) ~ sqrt(2(K-1))/(2n) = 0.0075
+    # per split, so sd(IS) ~ 0.06 per split and ~0.02 for the mean over 10 splits.
+    assert r["is_mean"] == pytest.approx(expected, abs=0.08)
+    assert r["is_real_mean"] == pytest.approx(expected, abs=0.08)
+    assert r["is_mean"] <= K and r["is_real_mean"] <= K
+    assert 0 < r["is_std"] < 0.2
+
+
+def test_same_distribution_feature_metrics(same):
+    _, r = same
+    assert r["feature_space"] == "coordinates:2"
+    # Naeem et al. 2020: for identical distributions E[density] = 1 and
+    # E[coverage] = 1 - prod_{i<k} (N-1-i)/(2N-1-i) ~ 1 - 2^-k = 0.969 (k = 5).
+    e_cov = 1 - math.prod((N - 1 - i) / (2 * N - 1 - i) for i in range(5))
+    assert r["density"] == pytest.approx(1.0, abs=0.06)
+    assert r["coverage"] == pytest.approx(e_cov, abs=0.015)
+    # Precision and recall are exchangeable for identical distributions (same expectation); in
+    # 2D the union of k = 3 neighbour balls leaves little of the support uncovered.
+    assert r["precision"] > 0.92 and r["recall"] > 0.92
+    assert abs(r["precision"] - r["recall"]) < 0.04
+    # FID of two 2500-point samples of one law: the means differ by ~sd/sqrt(n) per coordinate
+    # (variance 0.5 -> ~4e-4 in ||dmu||^2) and the covariance term is of the same order.
+    assert 0 <= r["fid"] < 0.01
+    assert abs(r["kid_mean"]) < 5 * r["kid_std"] + 1e-3
+    assert r["kid_subset_size"] == 1000
+
+
+def test_same_distribution_js_lower_bound_is_small(same):
+    _, r = same
+    # JSD = 0, so V(D) <= -log 4 for every D: only the held-out estimate's own noise can lift the
+    # bound above 0; the estimate reports its standard error, and 4 se covers that noise.
+    assert r["js_lower_bound"] <= 4 * r["js_lower_bound_se"] + 1e-9
+    assert r["js_lower_bound"] < 0.01
+    assert r["js_lower_bound_n_train"] == r["js_lower_bound_n_test"] == N // 2
+
+
+def test_same_distribution_bookkeeping(same):
+    summary, r = same
+    assert r["n_generated"] == r["n_real"] == N
+    assert r["classifier"] == "domain" and r["splits"] == SPLITS and r["seed"] == 0
+    # The exact posterior of a 77-sigma-separated mixture makes no mistakes.
+    assert r["classifier_test_accuracy"] == 1.0
+
+
+# -- complete mode collapse -------------------------------------------------------------------
+
+def test_collapse_inception_score_is_one(collapsed):
+    _, r, *_ = collapsed
+    # Every p(y|x) is the same one-hot, so p(y) = p(y|x) and every KL term is 0.
+    assert r["is_mean"] == pytest.approx(1.0, abs=1e-9)
+    assert r["is_std"] == pytest.approx(0.0, abs=1e-9)
+    assert r["is_real_mean"] > 7.8
+
+
+def test_collapse_divergences_closed_form(collapsed):
+    _, r, q, _ = collapsed
+    q0 = float(q[0])
+    # KL(delta_0 || q) = -log q0; with q uniform it is log 8.
+    assert r["kl_divergence"] == pytest.approx(-math.log(q0), rel=1e-9)
+    assert r["kl_to_uniform"] == pytest.approx(math.log(K), rel=1e-12)
+    # JS(delta_0, q) with m0 = (1 + q0)/2 and m_k = q_k/2 elsewhere:
+    # 1/2 log(2/(1+q0)) + 1/2 [q0 log(2 q0/(1+q0)) + (1 - q0) log 2].
+    js = 0.5 * math.log(2 / (1 + q0)) + 0.5 * (q0 * math.log(2 * q0 / (1 + q0)) + (1 - q0) * LOG2)
+    assert r["js_divergence"] == pytest.approx(js, rel=1e-9)
+    # With q exactly uniform: 1/2 log(16/9) + 1/2 [1/8 log(2/9) + 7/8 log 2] = 0.496929. The
+    # empirical q0 = 1/8 +- 0.0066 (binomial sd) moves it by dJS/dq0 = -1.10 times that: sd
+    # 0.0073, so 0.025 is 3.4 sd.
+    js_uniform = 0.5 * math.log(16 / 9) + 0.5 * (math.log(2 / 9) / 8 + 7 / 8 * LOG2)
+    assert js_uniform == pytest.approx(0.496929, abs=1e-6)
+    assert r["js_divergence"] == pytest.approx(js_uniform, abs=0.025)
+    assert r["classes_generated"] == 1
+
+
+def test_collapse_recall_and_coverage_bounded_by_the_covered_mode(collapsed):
+    _, r, q, _ = collapsed
+    # Balls around generated points (radius ~ sigma) reach no real point of the 7 other modes
+    # (>= 77 sigma away), and the other modes' real balls contain no generated point: recall
+    # and coverage can count only real points of mode 0.
+    assert r["recall"] <= float(q[0]) + 1e-12
+    assert r["coverage"] <= float(q[0]) + 1e-12
+    # Generated points sit inside mode 0, which the real balls cover.
+    assert r["precision"] > 0.8
+
+
+def test_collapse_fid_matches_closed_form(collapsed):
+    _, r, _, layout = collapsed
+    # Features are the coordinates themselves, so FID is the Frechet distance between Gaussians
+    # fitted to the two point clouds; computed here independently with scipy's sqrtm.
+    from scipy import linalg
+
+    real = torch.load(layout.prepared / "data.pt", weights_only=True)["test"].double().numpy()
+    fake = torch.load(layout.samples / "samples.pt", weights_only=True)["x"].double().numpy()
+    mu1, mu2 = real.mean(0), fake.mean(0)
+    s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    expected = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real))
+    assert r["fid"] == pytest.approx(expected, rel=1e-6)
+    # Population values: real ~ (0, I/2), generated ~ ((1, 0), sigma^2 I).
+    assert r["fid"] == pytest.approx(1 + 2 * (0.5 + SIGMA**2 - 2 * math.sqrt(0.5) * SIGMA), abs=0.1)
+
+
+def test_collapse_js_lower_bound_below_true_jsd(collapsed):
+    _, r, q, _ = collapsed
+    q0 = float(q[0])
+    # Within mode 0 the generated and real densities coincide and the other modes are disjoint,
+    # so the true JSD between the continuous laws equals the categorical JS above. A trained D
+    # gets close to it but cannot beat it, except by the estimate's own noise.
+    js = 0.5 * math.log(2 / (1 + q0)) + 0.5 * (q0 * math.log(2 * q0 / (1 + q0)) + (1 - q0) * LOG2)
+    assert r["js_lower_bound"] <= js + 3 * r["js_lower_bound_se"]
+    assert r["js_lower_bound"] >= 0.85 * js
+
+
+# -- the result file ------------------------------------------------------------------------------
+
+def test_result_file_is_strict_json_with_every_key(same, collapsed):
+    for summary, r in (same, collapsed[:2]):
+        assert set(r) == KEYS
+        json.dumps(r, allow_nan=False)
+        assert tuple(summary) == HEADLINE
+        assert summary == {key: r[key] for key in HEADLINE}
+        assert r["non_finite_metrics"] is None
+
+
+def test_kl_is_null_with_a_note_when_real_misses_a_generated_class():
+    # Real held-out data never in class 7, generated uniform over all 8: KL(gen || real) = +inf.
+    eye = torch.eye(K, dtype=torch.float64)
+    gen = eye[torch.arange(800) % K]
+    real = eye[torch.arange(700) % (K - 1)]
+    r = strict_json(probability_metrics(gen, real, splits=SPLITS, seed=0))
+    json.dumps(r, allow_nan=False)
+    assert r["kl_divergence"] is None
+    assert "+inf" in r["kl_divergence_note"] and "class(es) 7 " in r["kl_divergence_note"]
+    # JS of U8 vs U7 (class 7 empty), exactly: m = (1/8 + 1/7)/2 on 0..6 and 1/16 on 7.
+    m = (1 / 8 + 1 / 7) / 2
+    js = 0.5 * (7 / 8 * math.log((1 / 8) / m) + 1 / 8 * LOG2) + 0.5 * math.log((1 / 7) / m)
+    assert r["js_divergence"] == pytest.approx(js, rel=1e-9)
+    assert r["classes_generated"] == K and r["classes_real"] == K - 1
+    # One-hot posteriors: IS = exp(entropy of the split's histogram) <= number of classes present.
+    assert 1 < r["is_mean"] <= K and 1 < r["is_real_mean"] <= K - 1
+
+
+def test_strict_json_nulls_and_lists_non_finite_values():
+    out = strict_json({"fid": float("nan"), "kid_mean": float("inf"), "precision": 0.5, "classifier": "domain"})
+    assert out == {"fid": None, "kid_mean": None, "precision": 0.5, "classifier": "domain", "non_finite_metrics": "fid, kid_mean"}
+    json.dumps(out, allow_nan=False)
+
+
+def test_real_subset_is_seeded_sorted_and_bounded():
+    a, b, c = _real_subset(5000, 1000, 0), _real_subset(5000, 1000, 0), _real_subset(5000, 1000, 1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(a) == 1000 and len(a.unique()) == 1000 and torch.equal(a, a.sort().values)
+    assert torch.equal(_real_subset(800, 1000, 0), torch.arange(800))
+    assert torch.equal(_real_subset(800, None, 0), torch.arange(800))
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def ring_layout(tmp_path):
+    return make_ring8(tmp_path, torch.randint(K, (200,), generator=torch.Generator().manual_seed(0)))
+
+
+def test_missing_samples(ring_layout):
+    with pytest.raises(EvaluationError, match=r"samples\.pt is missing: run `gan sample` first"):
+        evaluate(ring_params(), ring_layout)
+
+
+def test_shape_mismatch_names_both_shapes(ring_layout):
+    write_samples(ring_layout, torch.zeros(100, 3))
+    with pytest.raises(EvaluationError, match=r"shape \(3,\) but the prepared data 'ring8' have shape \(2,\)"):
+        evaluate(ring_params(), ring_layout)
+
+
+def test_fewer_samples_than_splits(ring_layout):
+    write_samples(ring_layout, torch.zeros(5, 2))
+    with pytest.raises(EvaluationError, match=r"5 generated samples cannot fill evaluate.splits=10"):
+        evaluate(ring_params(), ring_layout)
+
+
+def test_fewer_samples_than_neighbours(ring_layout):
+    write_samples(ring_layout, torch.zeros(12, 2))
+    with pytest.raises(EvaluationError, match=r"too few for 20 nearest neighbours"):
+        evaluate(ring_params(dc_k=20), ring_layout)
+
+
+def test_non_finite_samples(ring_layout):
+    x = torch.zeros(100, 2)
+    x[3, 1] = float("nan")
+    write_samples(ring_layout, x)
+    with pytest.raises(EvaluationError, match=r"1 of 100 generated samples contain NaN or inf"):
+        evaluate(ring_params(), ring_layout)
+
+
+def test_prepared_data_of_another_data_set(ring_layout):
+    write_samples(ring_layout, torch.zeros(100, 2))
+    with pytest.raises(EvaluationError, match=r"prepared data are 'ring8' but data.name is 'grid25'"):
+        evaluate(Params(device="cpu", data={"name": "grid25"}), ring_layout)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_domain_classifier_unavailable_suggests_inception(tmp_path, labelled):
+    layout = Layout(tmp_path)
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(40) % 2 if labelled else None
+    reason = "data.classifier_epochs=0" if labelled else "image_folder has no class labels"
+    meta = {
+        "name": "image_folder", "kind": "image", "shape": [3, 8, 8], "count": 40, "count_test": 40,
+        "value_range": [-1, 1], "storage": "uint8", "seed": 0, "modes": {"count": None, "definition": "none"},
+        "raw_sha256": {}, "classifier": {"kind": "none", "reason": reason, "test_accuracy": None},
+    }
+    save_prepared(layout.prepared, PreparedData(meta, images, images, labels, labels))
+    write_samples(layout, images)
+    params = Params(device="cpu", data={"name": "image_folder", "path": str(tmp_path), "image_size": 8})
+    with pytest.raises(EvaluationError, match=r"evaluate.classifier=domain is not available.*set evaluate.classifier=inception") as err:
+        evaluate(params, layout)
+    assert ("classifier_epochs > 0" in str(err.value)) == labelled
+    assert ("no class labels" in str(err.value)) != labelled
+
+
+# -- the discriminator's JSD lower bound -----------------------------------------------------------
+
+def test_js_lower_bound_identical_distributions_near_zero():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2000, 2, generator=g), torch.randn(2000, 2, generator=g)
+    est = js_lower_bound(a, b, seed=0)
+    # JSD = 0: every D has V(D) <= -log 4 in expectation, so the bound is 0 up to the held-out
+    # estimate's noise, which se measures (D ~ 1/2 gives log D ~ -log 2 +- a little).
+    assert est.js_lower_bound <= 4 * est.se + 1e-9
+    assert est.js_lower_bound < 0.01
+    assert est.v_hat < -math.log(4) + 4 * 2 * est.se
+
+
+def test_js_lower_bound_disjoint_distributions_near_log2():
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(2000, 2, generator=g)
+    b = torch.randn(2000, 2, generator=g) + torch.tensor([20.0, 0.0])  # 20 sd apart
+    est = js_lower_bound(a, b, seed=0)
+    # JSD = log 2 for disjoint supports; log D <= 0 caps the estimate at log 2.
+    assert 0.97 * LOG2 <= est.js_lower_bound <= LOG2
+    assert est.v_hat <= 0
+
+
+def test_js_lower_bound_is_seeded_and_leaves_global_rng_alone():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(400, 3, generator=g), torch.randn(400, 3, generator=g) + 0.5
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    first = js_lower_bound(a, b, seed=2, steps=60)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert js_lower_bound(a, b, seed=2, steps=60) == first
+    assert first.n_train == 200 and first.n_test == 200
+
+
+def test_js_lower_bound_balances_unequal_sets():
+    g = torch.Generator().manual_seed(6)
+    est = js_lower_bound(torch.randn(1000, 2, generator=g), torch.randn(300, 2, generator=g), seed=0, steps=40)
+    assert est.n_train == 150 and est.n_test == 150
+
+
+# -- images: a tiny MNIST through `gan prepare`'s data code and domain classifier ----------------
+
+MNIST_N = 500
+MNIST_SPLITS = 5
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    from gancore.classifiers import classify, load_classifier
+    from gancore.data import load_prepared, prepare_data
+
+    mirror = os.environ.get("GANCORE_DATASETS_DIR")
+    if not mirror or not (Path(mirror) / "MNIST").exists():
+        pytest.skip(f"no MNIST mirror (GANCORE_DATASETS_DIR={mirror!r}); the machine has no network")
+    root = tmp_path_factory.mktemp("mnist")
+    params = Params(
+        device="cpu",
+        data={"name": "mnist", "n_train": 3000, "n_test": MNIST_N, "classifier_epochs": 3},
+        sample={"n": MNIST_N},
+        evaluate={"splits": MNIST_SPLITS},
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GANCORE_DATASETS_DIR", mirror)
+        mp.setenv("GANCORE_CACHE_DIR", str(root / "cache"))  # a fresh classifier, not a cached one
+        prepare_data(params, Layout(root / "prep"))
+    prepared = load_prepared(Layout(root / "prep").prepared)
+    real_probs, _ = classify(load_classifier("domain", Layout(root / "prep")), prepared.test, 256, "cpu")
+    q = torch.bincount(real_probs.argmax(1), minlength=10).double() / len(real_probs)
+
+    def run(name: str, samples: torch.Tensor) -> dict:
+        layout = Layout(root / name)
+        layout.root.mkdir()
+        (layout.root / "data").symlink_to(root / "prep" / "data")
+        write_samples(layout, samples)
+        evaluate(params, layout)
+        return read_result(layout)
+
+    # "Generator" 1: other draws of the same law (training images; the classifier has seen them,
+    # which can only sharpen their posteriors a little).
+    # "Generator" 2: complete collapse, one held-out image repeated.
+    c0 = int(real_probs[0].argmax())  # the class of the image the collapsed "generator" repeats
+    return prepared, q, c0, run("same", prepared.train[:MNIST_N]), run("collapsed", prepared.test[:1].repeat(MNIST_N, 1, 1, 1))
+
+
+def test_mnist_same_distribution(mnist):
+    prepared, _, _, r, _ = mnist
+    assert set(r) == KEYS
+    assert r["feature_space"] == "domain:128"
+    assert r["classifier_test_accuracy"] == prepared.meta["classifier"]["test_accuracy"]
+    assert r["n_generated"] == r["n_real"] == MNIST_N and r["num_classes"] == 10
+    # Two independent 500-draw histograms over 10 classes: E[KL] ~ 9/2 (2/500) = 0.018, sd ~
+    # sqrt(18)/2 (2/500) = 0.0085; JS ~ KL/4.
+    assert r["kl_divergence"] < 0.06
+    assert r["js_divergence"] < 0.015
+    # Exchangeable sets: the same IS in expectation; the difference of two means over 5 splits
+    # has sd ~ sqrt(2/5) * (per-split sd).
+    assert abs(r["is_mean"] - r["is_real_mean"]) < 4 * math.sqrt(2 / MNIST_SPLITS) * max(r["is_std"], r["is_real_std"]) + 0.05
+    # Density and coverage expectations for identical laws hold in any dimension (Naeem 2020):
+    # E[density] = 1, E[coverage] ~ 1 - 2^-5. With 500 points the sd is a few percent.
+    assert r["density"] == pytest.approx(1.0, abs=0.15)
+    assert r["coverage"] == pytest.approx(1 - 2**-5, abs=0.04)
+    assert abs(r["precision"] - r["recall"]) < 0.1
+    assert r["js_lower_bound"] <= 4 * r["js_lower_bound_se"] + 1e-9
+
+
+def test_mnist_collapse(mnist):
+    _, q, c0, _, r = mnist
+    # Identical images get identical posteriors, so p(y) = p(y|x): IS = 1 whatever the classifier.
+    assert r["is_mean"] == pytest.approx(1.0, abs=1e-9)
+    assert r["classes_generated"] == 1
+    # KL(delta_c || q) = -log q_c for the class c the repeated image is assigned to.
+    assert r["kl_divergence"] == pytest.approx(-math.log(float(q[c0])), rel=1e-9)
+    assert r["kl_to_uniform"] == pytest.approx(math.log(10), rel=1e-12)
+    # Every generated point is the same, so its k-NN radius is 0 and, with strict comparisons,
+    # no real point lies in a generated ball.
+    assert r["recall"] == 0.0
+    assert r["coverage"] < 0.05
+    # A point mass against a spread of 500 distinct images: disjoint supports, JSD = log 2.
+    assert r["js_lower_bound"] > 0.9 * LOG2
+
+
+class FakeInception:
+    """The classifier contract with a fixed random projection (Inception's weights need a download)."""
+
+    name = "inception"
+    num_classes = 10
+    feature_dim = 16
+
+    def __init__(self, in_dim: int):
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.randn(in_dim, self.num_classes + self.feature_dim, generator=g)
+
+    def to(self, device):
+        return self
+
+    def predict(self, x):
+        from gancore.data.prepared import to_model_range
+
+        out = to_model_range(x).flatten(1) @ self.w
+        return torch.softmax(out[:, : self.num_classes].double() * 0.3, dim=1), out[:, self.num_classes:].float()
+
+
+def test_unlabelled_images_with_an_inception_classifier(tmp_path, monkeypatch):
+    import gancore.classifiers
+
+    calls = []
+
+    def fake_load(name, layout, device="cpu"):
+        calls.append((name, str(device)))
+        return FakeInception(3 * 8 * 8)
+
+    monkeypatch.setattr(gancore.classifiers, "load_classifier", fake_load)
+    layout = Layout(tmp_path)
+    images = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    meta = {
+        "name": "image_folder", "kind": "image", "shape": [3, 8, 8], "count": 300, "count_test": 300,
+        "value_range": [-1, 1], "storage": "uint8", "seed": 0, "modes": {"count": None, "definition": "none"},
+        "raw_sha256": {}, "classifier": {"kind": "none", "reason": "no labels", "test_accuracy": None},
+    }
+    save_prepared(layout.prepared, PreparedData(meta, images, images))
+    write_samples(layout, images.clone())  # a "generator" that returns the held-out set itself
+    params = Params(device="cpu", data={"name": "image_folder", "path": str(tmp_path), "image_size": 8},
+                    evaluate={"classifier": "inception", "splits": 5})
+    summary = evaluate(params, layout)
+    r = read_result(layout)
+    assert calls == [("inception", "cpu")]
+    assert r["feature_space"] == "inception:16" and r["classifier"] == "inception"
+    assert r["classifier_test_accuracy"] is None
+    # Identical sets through one classifier: identical probabilities, histograms and splits.
+    assert r["is_mean"] == r["is_real_mean"] and r["is_std"] == r["is_real_std"]
+    assert r["kl_divergence"] == 0.0 and r["js_divergence"] == 0.0
+    # Every generated point coincides with a real one (distance 0 < its real ball's radius).
+    assert r["precision"] == r["recall"] == r["coverage"] == 1.0
+    assert r["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["js_lower_bound"] <= 4 * r["js_lower_bound_se"] + 1e-9
