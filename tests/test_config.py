@@ -1,0 +1,118 @@
+"""Parameter validation: every bad input names its key path and what would be valid."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from gancore.config import ParamsError, Params, apply_overrides, flatten, load_params, validate
+
+
+def problems(tree, **kw):
+    with pytest.raises(ParamsError) as info:
+        validate(tree, **kw)
+    return dict(info.value.problems), str(info.value)
+
+
+def test_defaults_are_valid_and_describe_ring8_mlp():
+    params = validate({}, check_plugins=False)
+    assert params.data.name == "ring8" and params.model.arch == "mlp"
+    assert params.data_kind == "vector" and params.data_shape == (2,)
+    assert params.n_samples == 2500  # the PacGAN 2D protocol
+
+
+def test_repository_params_yaml_is_valid():
+    params = load_params("params.yaml")
+    assert params.data.name == "ring8" and params.model.arch == "mlp"
+
+
+@pytest.mark.parametrize(
+    "tree, key, fragment",
+    [
+        ({"data": {"nme": "ring8"}}, "data.nme", "allowed keys here: classifier_epochs, image_size, n_test, n_train, name, path"),
+        ({"bogus": 1}, "bogus", "allowed keys here"),
+        ({"train": {"steps": "many"}}, "train.steps", "valid integer"),
+        ({"train": {"steps": 0}}, "train.steps", "greater than 0"),
+        ({"train": {"beta1": 1.5}}, "train.beta1", "less than 1"),
+        ({"data": {"name": "imagenet"}}, "data.name", "'ring8', 'grid25', 'mnist'"),
+        ({"loss": {"name": "wgan"}}, "loss.name", "'minimax', 'non_saturating', 'wasserstein_gp', 'hinge'"),
+        ({"evaluate": {"classifier": "resnet"}}, "evaluate.classifier", "'domain', 'inception'"),
+        ({"device": "tpu"}, "device", "auto, cpu, cuda, cuda:N, mps"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_allowed_values(tree, key, fragment):
+    found, message = problems(tree, check_plugins=False)
+    assert key in found, message
+    assert fragment in found[key]
+
+
+def test_semantic_problems_are_reported_together():
+    found, _ = problems({"data": {"name": "image_folder"}, "sample": {"n": 5}}, check_plugins=False)
+    assert set(found) == {"data.path", "data.image_size", "sample.n"}
+
+
+def test_unknown_architecture_lists_installed_ones():
+    found, _ = problems({"model": {"arch": "transformer9000"}})
+    assert "mlp" in found["model.arch"] and "dcgan" in found["model.arch"]
+
+
+def test_architecture_must_support_the_data_shape():
+    found, _ = problems({"model": {"arch": "dcgan"}})  # ring8 is 2D vector data
+    assert "does not support data shape (2,)" in found["model.arch"]
+
+
+def test_unknown_architecture_option_names_allowed_options():
+    found, _ = problems({"model": {"arch": "mlp", "options": {"wdith": 3}}})
+    assert "wdith" in found["model.options"] and "allowed:" in found["model.options"]
+
+
+def test_overrides_parse_yaml_values_and_create_paths():
+    tree = apply_overrides({"train": {"steps": 1}}, ["train.steps=500", "model.options.hidden=64", "train.ema_decay=null"])
+    assert tree == {"train": {"steps": 500, "ema_decay": None}, "model": {"options": {"hidden": 64}}}
+
+
+@pytest.mark.parametrize("bad", ["train.steps", "=3", "train..steps=3"])
+def test_malformed_override_is_explained(bad):
+    with pytest.raises(ParamsError, match="key.path=value"):
+        apply_overrides({}, [bad])
+
+
+def test_override_into_a_value_is_refused():
+    with pytest.raises(ParamsError, match="is a value, not a section"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_digest_is_stable_and_section_scoped():
+    a = validate({"train": {"steps": 10}}, check_plugins=False)
+    b = validate({"train": {"steps": 20}}, check_plugins=False)
+    assert a.digest() == validate({"train": {"steps": 10}}, check_plugins=False).digest()
+    assert a.digest() != b.digest()
+    assert a.digest("data", "model") == b.digest("data", "model")
+
+
+def test_flatten_gives_dotted_keys():
+    flat = validate({"model": {"options": {"hidden": 8}}}, check_plugins=False).flat()
+    assert flat["data.name"] == "ring8" and flat["train.steps"] == 3000 and flat["model.options.hidden"] == 8
+
+
+def test_image_shapes_follow_native_size_or_override():
+    assert validate({"data": {"name": "mnist"}}, check_plugins=False).data_shape == (1, 28, 28)
+    assert validate({"data": {"name": "mnist", "image_size": 64}}, check_plugins=False).data_shape == (1, 64, 64)
+    stacked = validate({"data": {"name": "stacked_mnist"}}, check_plugins=False)
+    assert stacked.data_shape == (3, 28, 28) and stacked.n_samples == 26000
+
+
+def test_params_file_round_trip(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(Params().model_dump(mode="json")))
+    assert load_params(path, check_plugins=False) == Params()
+    assert flatten({"a": {"b": {}}}) == {"a.b": {}}
