@@ -1,0 +1,101 @@
+"""Typed flow parameters: one optional override model per section of params.yaml.
+
+The models are generated from :class:`gancore.config.Params`, so every key of params.yaml is a
+form field in the Prefect UI (with its type and description) and can be overridden from the
+command line, e.g.::
+
+    prefect deployment run 'gan-pipeline/default' --param train='{"steps": 500}'
+    prefect deployment run 'gan-pipeline/default' --params '{"model": {"arch": "dcgan"}, "data": {"name": "mnist"}}'
+
+A field left empty (``None``) keeps params.yaml's value; params.yaml stays the one source of
+defaults. (To set a nullable key to null, put it in a parameter file: ``params_file``.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from gancore.config import Params, apply_overrides, load_params, validate
+
+_FORM_CONFIG = ConfigDict(extra="forbid", frozen=True)
+
+
+def _override_model(section: type[BaseModel]) -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        name: (Optional[field.annotation], Field(None, description=f"{field.description or ''} (empty: params.yaml's value)".strip()))
+        for name, field in section.model_fields.items()
+    }
+    model = create_model(section.__name__.replace("Params", "Overrides"), __config__=_FORM_CONFIG, **fields)
+    model.__module__ = __name__
+    return model
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: _override_model(field.annotation)
+    for name, field in Params.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+}
+# Module-level names, so that the generated classes are importable (pickling, process pools).
+DataOverrides = SECTIONS["data"]
+ModelOverrides = SECTIONS["model"]
+LossOverrides = SECTIONS["loss"]
+TrainOverrides = SECTIONS["train"]
+SampleOverrides = SECTIONS["sample"]
+EvaluateOverrides = SECTIONS["evaluate"]
+DiagnoseOverrides = SECTIONS["diagnose"]
+TrackingOverrides = SECTIONS["tracking"]
+SCALARS = tuple(name for name in Params.model_fields if name not in SECTIONS)  # seed, device
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def override_tree(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{section: model or dict or None, seed: int or None, ...}`` -> the nested values that were set."""
+    tree: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json", exclude_none=True)
+        elif isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None}
+        if value != {}:
+            tree[name] = value
+    return tree
+
+
+def resolve_params(params_file: str | Path, overrides: dict[str, Any] | None = None, sets: list[str] | None = None) -> Params:
+    """params.yaml, then the typed overrides, then ``key.path=value`` strings; validated as the CLI
+    validates (``ParamsError`` names each bad key)."""
+    path = Path(params_file)
+    tree = override_tree(overrides or {})
+    if not tree:
+        return load_params(path, list(sets or []))
+    if not path.is_file():
+        load_params(path)  # raises the CLI's error for a missing file
+    merged = _merge(yaml.safe_load(path.read_text()) or {}, tree)
+    return validate(apply_overrides(merged, list(sets or [])), f"{path} with flow parameters {tree}")
+
+
+def member_overrides(base: dict[str, Any], **sets: Any) -> dict[str, Any]:
+    """Sweep member: the base overrides with dotted keys set, e.g. ``member_overrides(b, **{"model.arch": "dcgan"})``."""
+    tree = override_tree(base)
+    for dotted, value in sets.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree

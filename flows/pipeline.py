@@ -1,0 +1,312 @@
+"""gan-pipeline: prepare -> train -> sample -> evaluate -> diagnose, as Prefect tasks.
+
+Each task calls the stage function that ``gan <stage>`` calls (through
+:func:`gancore.tracking.run_stage`); nothing here computes anything of its own. What Prefect adds:
+
+* **one output directory per flow run** (``runs/<arch>-<data>-<flow run id>``), so concurrent runs
+  never share a file;
+* **cached data preparation**: keyed on the parameters prepare reads (seed, device, ``data.*``) and
+  the code it runs (the task's source plus the sources of ``gancore.data`` and
+  ``gancore.classifiers``). Its output is committed to the project's DVC cache and the task returns
+  its DVC version; a cached run checks that version out into the new run directory
+  (:mod:`flows.datastore`);
+* **training retries** that resume from the run directory's last checkpoint (a transient failure
+  costs the steps since the last checkpoint, and the result is the same as an uninterrupted run);
+* **one MLflow run per flow run**, opened here and handed to every task;
+* **artifacts**: a markdown summary (metrics table and verdict) and a link to the MLflow run.
+
+``python -m flows.pipeline [--params FILE] [-S key.path=value ...] [--out DIR]`` runs the flow in
+this process (``make run``): no server needed.
+"""
+
+# No `from __future__ import annotations`: Prefect builds the parameter model from the real
+# annotations, also in process-pool workers that receive the flow by value.
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.runtime import deployment, flow_run
+
+import gancore
+import gancore.tracking as gtracking
+from flows import datastore
+from flows.params import (
+    DataOverrides,
+    DiagnoseOverrides,
+    EvaluateOverrides,
+    LossOverrides,
+    ModelOverrides,
+    SampleOverrides,
+    TrackingOverrides,
+    TrainOverrides,
+    resolve_params,
+)
+from gancore.config import Params, ParamsError
+from gancore.errors import GanCoreError
+from gancore.layout import Layout
+from gancore.stages import STAGES
+
+# The gancore sub-packages the prepare stage runs; dvc.yaml's prepare stage lists the same deps.
+PREPARE_CODE = ("data", "classifiers")
+CACHE_DIR = Path("runs") / ".prefect-cache"
+PREPARE_CACHE = (INPUTS - "params" - "run_dir" - "root") + TASK_SOURCE
+HEADLINE = (
+    ("modes covered", "diagnose", "modes_covered"),
+    ("high-quality fraction", "diagnose", "high_quality_fraction"),
+    ("mode KL", "diagnose", "mode_kl"),
+    ("NDB", "diagnose", "ndb"),
+    ("Inception Score", "evaluate", "is_mean"),
+    ("KL divergence", "evaluate", "kl_divergence"),
+    ("JS divergence", "evaluate", "js_divergence"),
+    ("FID", "evaluate", "fid"),
+    ("precision", "evaluate", "precision"),
+    ("recall", "evaluate", "recall"),
+    ("density", "evaluate", "density"),
+    ("coverage", "evaluate", "coverage"),
+)
+
+
+def code_version() -> str:
+    """A digest of the code the prepare stage runs (part of its cache key)."""
+    package = Path(gancore.__file__).parent
+    digest = hashlib.sha256(gancore.__version__.encode())
+    for sub in PREPARE_CODE:
+        for path in sorted((package / sub).rglob("*.py")):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_key(params: Params) -> dict[str, Any]:
+    """Everything prepare's output depends on: the parameters it reads and its code."""
+    return {"seed": params.seed, "device": params.device, "data": params.data.model_dump(mode="json"), "code": code_version()}
+
+
+def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry unless the failure is one a retry would repeat (bad parameters or data, a diverged
+    run: training is deterministic, so it would diverge again at the same step)."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, (GanCoreError, ParamsError))
+
+
+# -- tasks: one per stage, each a call of the stage function ----------------------------------------
+@task(name="prepare", persist_result=True, cache_policy=PREPARE_CACHE)
+def prepare_task(params: Params, run_dir: str, root: str, key: dict[str, Any]) -> dict[str, Any]:
+    """Run prepare into ``run_dir``; commit its output to the DVC cache; return summary + version."""
+    layout = Layout(run_dir)
+    summary = STAGES["prepare"](params, layout)
+    version = datastore.store(layout.prepared, root) if datastore.is_dvc_repo(root) else datastore.data_version(layout.prepared)
+    return {"summary": summary, "version": version}
+
+
+@task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_failure, cache_policy=NO_CACHE)
+def train_task(params: Params, run_dir: str, run_id: Optional[str], root: str) -> dict[str, Any]:
+    # restart=False: a retry resumes from this run directory's last checkpoint.
+    return gtracking.run_stage("train", params, Layout(run_dir), orchestrator="prefect", run_id=run_id, root=root)
+
+
+@task(name="sample", cache_policy=NO_CACHE)
+def sample_task(params: Params, run_dir: str, run_id: Optional[str], root: str) -> dict[str, Any]:
+    return gtracking.run_stage("sample", params, Layout(run_dir), orchestrator="prefect", run_id=run_id, root=root)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(params: Params, run_dir: str, run_id: Optional[str], root: str) -> dict[str, Any]:
+    return gtracking.run_stage("evaluate", params, Layout(run_dir), orchestrator="prefect", run_id=run_id, root=root)
+
+
+@task(name="diagnose", cache_policy=NO_CACHE)
+def diagnose_task(params: Params, run_dir: str, run_id: Optional[str], root: str) -> dict[str, Any]:
+    return gtracking.run_stage("diagnose", params, Layout(run_dir), orchestrator="prefect", run_id=run_id, root=root)
+
+
+def prepared_data(params: Params, layout: Layout, root: Path) -> dict[str, Any]:
+    """Prepare (or take from the cache) and make sure ``layout.prepared`` holds the data."""
+    store = root / CACHE_DIR
+    # Cache records and their (small) results live in the project, beside the DVC cache they
+    # point into, so every orchestrator process working on this project shares them.
+    cached = prepare_task.with_options(cache_policy=PREPARE_CACHE.configure(key_storage=store / "keys"),
+                                       result_storage=store / "results")
+    args = (params, str(layout.root), str(root), prepare_key(params))
+    result = cached(*args)
+    if not (layout.prepared / "meta.json").is_file():  # a cache hit: the task did not run here
+        if not datastore.is_dvc_repo(root) or not datastore.restore(result["version"], layout.prepared, root):
+            # The version left the DVC cache (dvc gc, another clone): prepare again.
+            result = cached.with_options(refresh_cache=True)(*args)
+        result = {**result, "cached": True}
+    return result
+
+
+# -- the flow --------------------------------------------------------------------------------------
+@flow(name="gan-pipeline", log_prints=True, description="prepare -> train -> sample -> evaluate -> diagnose; params.yaml overridden by the section fields")
+def gan_pipeline(
+    data: DataOverrides = DataOverrides(),
+    model: ModelOverrides = ModelOverrides(),
+    loss: LossOverrides = LossOverrides(),
+    train: TrainOverrides = TrainOverrides(),
+    sample: SampleOverrides = SampleOverrides(),
+    evaluate: EvaluateOverrides = EvaluateOverrides(),
+    diagnose: DiagnoseOverrides = DiagnoseOverrides(),
+    tracking: TrackingOverrides = TrackingOverrides(),
+    seed: Optional[int] = None,
+    device: Optional[str] = None,
+    params_file: str = "params.yaml",
+    out_dir: Optional[str] = None,
+    sets: Optional[list[str]] = None,
+) -> dict[str, Any]:
+    """Run the pipeline on params.yaml with the given overrides (empty fields keep params.yaml's value).
+
+    ``sets`` are ``key.path=value`` strings applied last, as ``gan -S`` applies them (also the way
+    to set a nullable key to null).
+
+    The project root (where ``mlflow.db``, ``runs/`` and the DVC cache live) is the directory of
+    ``params_file``; outputs go to ``out_dir`` or ``runs/<arch>-<data>-<flow run id>``.
+    """
+    params_path = Path(params_file).resolve()
+    root = params_path.parent
+    params = resolve_params(params_path, {
+        "data": data, "model": model, "loss": loss, "train": train, "sample": sample,
+        "evaluate": evaluate, "diagnose": diagnose, "tracking": tracking, "seed": seed, "device": device,
+    }, sets)
+    run_label = f"{params.model.arch}-{params.data.name}-{(flow_run.get_id() or 'local')[:8]}"
+    layout = Layout(Path(out_dir).resolve() if out_dir else root / "runs" / run_label)
+    run_dir = str(layout.root)
+
+    mlrun = None
+    if params.tracking.enabled:
+        mlrun = gtracking.start_pipeline_run(params, layout, "prefect", root, tags={
+            "prefect.flow_run_id": flow_run.get_id(),
+            "prefect.flow_run_name": flow_run.get_name(),
+            "prefect.deployment_id": deployment.get_id() or flow_run.get_parent_deployment_id(),
+        })
+    run_id = mlrun.run_id if mlrun else None
+    try:
+        prepared = prepared_data(params, layout, root)
+        if mlrun:
+            mlrun.log_stage("prepare", params, layout, prepared["summary"])
+            mlrun.set_tags({"prepare.cached": str(bool(prepared.get("cached"))).lower()})
+        summaries = {"prepare": prepared["summary"]}
+        summaries["train"] = train_task(params, run_dir, run_id, str(root))
+        summaries["sample"] = sample_task(params, run_dir, run_id, str(root))
+        summaries["evaluate"] = evaluate_task(params, run_dir, run_id, str(root))
+        summaries["diagnose"] = diagnose_task(params, run_dir, run_id, str(root))
+    except BaseException:
+        if mlrun:
+            mlrun.end("FAILED")
+        raise
+    if mlrun:
+        ran = ["train", "sample", "evaluate", "diagnose"] if prepared.get("cached") else list(summaries)
+        mlrun.set_tags({"pipeline.stages_run": ",".join(ran), "pipeline.stages_reused": "prepare" if prepared.get("cached") else ""})
+        mlrun.end("FINISHED")
+
+    result = {
+        "run_dir": run_dir,
+        "data_version": prepared["version"],
+        "prepare_cached": bool(prepared.get("cached")),
+        "mlflow_run_id": run_id,
+        "mlflow_run_name": mlrun.name if mlrun else None,
+        "mlflow_url": mlrun.url if mlrun else None,
+        "params": {k: params.flat()[k] for k in ("data.name", "model.arch", "loss.name", "seed", "train.steps")},
+        "evaluate": _read(layout.metrics / "evaluate.json"),
+        "diagnose": _read(layout.metrics / "diagnose.json"),
+        "summaries": summaries,
+    }
+    create_markdown_artifact(markdown=summary_markdown(result), key="gan-pipeline-summary",
+                             description=f"gan-pipeline {result['mlflow_run_name'] or run_label}: metrics and verdict")
+    if mlrun:
+        create_link_artifact(link=mlrun.url, link_text=f"MLflow run {mlrun.name}", key="mlflow-run",
+                             description="this pipeline run in the MLflow UI (make ui)")
+    return result
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# -- reporting -------------------------------------------------------------------------------------
+def fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def headline(result: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for label, source, key in HEADLINE:
+        figures = result.get(source) or {}
+        if key not in figures:
+            continue
+        value = fmt(figures[key])
+        if key == "modes_covered":
+            value = f"{value} / {fmt(figures.get('modes_total'))}"
+        elif key == "ndb":
+            value = f"{value} / {fmt(figures.get('ndb_bins'))}"
+        rows.append((label, value))
+    return rows
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(result: dict[str, Any]) -> str:
+    diagnosis = result.get("diagnose") or {}
+    name = result.get("mlflow_run_name") or Path(result["run_dir"]).name
+    parts = [
+        f"# gan-pipeline {name}",
+        f"**Verdict: {diagnosis.get('verdict', 'n/a')}**" + (f" — {diagnosis['explanation']}" if diagnosis.get("explanation") else ""),
+        markdown_table(["metric", "value"], [list(r) for r in headline(result)]),
+        markdown_table(["parameter", "value"], [[k, fmt(v)] for k, v in result["params"].items()]),
+        f"Data version (DVC): `{result['data_version']}`{' (cached)' if result['prepare_cached'] else ''}  \n"
+        f"Outputs: `{result['run_dir']}`",
+    ]
+    if result.get("mlflow_url"):
+        parts.append(f"MLflow run: [{name}]({result['mlflow_url']})")
+    return "\n\n".join(parts) + "\n"
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    rows = headline(result)
+    diagnosis = result.get("diagnose") or {}
+    width = max((len(label) for label, _ in rows), default=10)
+    print(f"\ngan-pipeline {result.get('mlflow_run_name') or Path(result['run_dir']).name}: verdict {diagnosis.get('verdict', 'n/a')}")
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
+    print(f"outputs:     {result['run_dir']}")
+    if result.get("mlflow_url"):
+        print(f"MLflow run:  {result['mlflow_url']}")
+        print("Open the MLflow UI with:  make ui   (mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000)")
+
+
+# -- command line ----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description="Run the gan-pipeline flow in this process (no server needed).")
+    parser.add_argument("--params", default="params.yaml", metavar="FILE")
+    parser.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<arch>-<data>-<flow run id>)")
+    args = parser.parse_args(argv)
+    try:
+        resolve_params(args.params, sets=args.sets)  # report bad parameters before Prefect starts
+    except ParamsError as exc:
+        print(f"gan-pipeline: {exc}", file=sys.stderr)
+        return 2
+    from flows.server import offline_if_unreachable
+
+    with offline_if_unreachable():
+        result = gan_pipeline(params_file=args.params, out_dir=args.out, sets=args.sets)
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Classifiers that give p(y|x) and a feature embedding, for the Inception Score and its kin.
+
+``load_classifier(name, layout, device)`` returns a :class:`Classifier`:
+
+- ``domain``: the data set's own classifier (the "MNIST score" protocol). For ring8/grid25 the
+  exact Gaussian posterior over the mixture centres; for labelled image sets a small CNN trained
+  during ``gan prepare`` (``data/prepared/classifier.pt``); for stacked_mnist a per-channel digit
+  CNN whose 1000-way probabilities are the outer product of the three channels' 10-way ones.
+- ``inception``: torchvision's ImageNet Inception-v3 (1000 classes, 2048-D pool features). Its
+  scores are not comparable with published ones.
+- ``inception_tf``: torch-fidelity's port of the TF inception-2015-12-05 graph (1008 unbiased
+  logits, 2048-D pool3), the protocol behind published Inception Scores and FIDs.
+
+``predict(x)`` takes a float batch in model range (``[B, *shape]``) and returns probabilities
+(float64 ``[B, K]``, rows summing to 1) and features (float32 ``[B, F]``). :func:`classify` runs it
+over any number of examples in batches, without gradients. On CUDA the networks run under bf16 autocast with
+channels_last images, except ``inception_tf``, whose point is parity with the TF reference numbers;
+softmax is always taken in float64 afterwards so that the KL terms of the score are not rounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from gancore.data.prepared import to_model_range
+from gancore.errors import EvaluationError
+
+CLASSIFIER_NAMES = ("domain", "inception", "inception_tf")
+
+
+class Classifier:
+    """p(y|x) and features for a batch. Subclasses implement :meth:`forward`.
+
+    ``forward`` maps a float batch on :attr:`device` to ``(logits, features)``; :meth:`probabilities`
+    turns logits into probabilities (a float64 softmax unless overridden).
+    """
+
+    name: str = "classifier"
+    num_classes: int
+    feature_dim: int
+    #: bf16 autocast on CUDA; off where exact parity with a reference matters.
+    mixed_precision: bool = True
+
+    def __init__(self, module: nn.Module | None = None):
+        self.module = module
+        self.device = torch.device("cpu")
+        if module is not None:
+            module.eval().requires_grad_(False)
+
+    def to(self, device: str | torch.device) -> "Classifier":
+        device = torch.device(device)
+        if self.module is not None:
+            self.module.to(device)
+            if device.type == "cuda":
+                self.module.to(memory_format=torch.channels_last)
+        self.device = device
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.double(), dim=1)
+
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x``: float batch in model range (uint8 images are converted) -> (probs float64, features float32)."""
+        x = to_model_range(x).to(self.device, non_blocking=True)
+        if x.dim() == 4 and self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        # no_grad rather than inference_mode: inference tensors refuse later in-place updates,
+        # which callers (centring features, clamping probabilities) are entitled to make.
+        with torch.no_grad(), self._autocast():
+            logits, features = self.forward(x)
+        return self.probabilities(logits), features.float()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.mixed_precision and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, num_classes={self.num_classes}, feature_dim={self.feature_dim}, device={self.device})"
+
+
+def load_classifier(name: str, layout, device: str | torch.device = "cpu") -> Classifier:
+    """The classifier ``name`` (one of :data:`CLASSIFIER_NAMES`) on ``device``.
+
+    ``domain`` reads ``layout.prepared`` (meta.json, classifier.pt); the Inception networks read
+    their weights from torch hub's cache and download them there when missing.
+    """
+    if name == "domain":
+        from gancore.classifiers.domain import load_domain_classifier
+
+        classifier = load_domain_classifier(layout.prepared)
+    elif name == "inception":
+        from gancore.classifiers.inception import inception
+
+        classifier = inception()
+    elif name == "inception_tf":
+        from gancore.classifiers.inception import inception_tf
+
+        classifier = inception_tf()
+    else:
+        raise EvaluationError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIER_NAMES)}")
+    return classifier.to(device)
+
+
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception's message (torch.load's run to a page), for error messages."""
+    text = str(exc).strip().splitlines()
+    return (text[0][:200] if text else "") or type(exc).__name__
+
+
+def _batches(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def classify(
+    classifier: Classifier,
+    x: torch.Tensor,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities (float64 ``[N, K]``) and features (float32 ``[N, F]``) of all of ``x``, on the CPU.
+
+    ``x`` may be float in model range or uint8 images (converted per batch, which keeps a large
+    uint8 set from being expanded to float32 all at once). ``device`` moves the classifier first.
+    """
+    if batch_size <= 0:
+        raise EvaluationError(f"batch_size must be positive, got {batch_size}")
+    if device is not None:
+        classifier.to(device)
+    probs, features = [], []
+    with torch.no_grad():
+        for part in _batches(len(x), batch_size):
+            p, f = classifier.predict(x[part])
+            probs.append(p.cpu())
+            features.append(f.cpu())
+    if not probs:
+        return torch.empty(0, classifier.num_classes, dtype=torch.float64), torch.empty(0, classifier.feature_dim)
+    return torch.cat(probs), torch.cat(features)
+
+
+__all__ = ["CLASSIFIER_NAMES", "Classifier", "classify", "load_classifier"]

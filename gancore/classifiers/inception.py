@@ -1,0 +1,151 @@
+"""Inception-v3 classifiers for image data: torchvision's ImageNet network and the TF 2015 port.
+
+``inception``: torchvision ``inception_v3`` with ``IMAGENET1K_V1`` weights. Inputs in [-1, 1] go
+to [0, 1], grey images are repeated to 3 channels, resized to 299x299 (bilinear) and normalised
+with the ImageNet mean/std (``transform_input=False``: the normalisation is done here, once).
+probs = softmax of the 1000 logits; features = the 2048-D average-pool output. Its Inception Scores
+are not comparable with papers (reference.md).
+
+``inception_tf``: torch-fidelity's ``FeatureExtractorInceptionV3`` (the TF inception-2015-12-05
+graph: TF1 bilinear resize, 1008 "unbiased" logits, 2048-D pool3), fed uint8 0..255 as it expects.
+Runs in float32 even on CUDA so that its numbers keep parity with the published ones.
+
+Weights live in torch hub's cache, ``torch.hub.get_dir()/checkpoints/<file>``, and are downloaded
+there when missing; without a network the error names the file, the folder and the URL.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gancore.classifiers import Classifier, short_reason
+from gancore.data.prepared import to_uint8
+from gancore.errors import EvaluationError
+
+INPUT_SIZE = 299
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TF_FEATURES = ("logits_unbiased", "2048")
+
+
+def hub_checkpoint(url: str, what: str) -> Path:
+    """Path of ``url``'s file in torch hub's checkpoint cache, downloading it when missing."""
+    filename = os.path.basename(urlparse(url).path)
+    directory = Path(torch.hub.get_dir()) / "checkpoints"
+    path = directory / filename
+    if path.exists():
+        return path
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # No hash check, as torchvision and torch-fidelity load these files themselves.
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except Exception as exc:  # offline, proxy, disk full: all end the same way
+        raise EvaluationError(
+            f"the {what} weights are not available: put the file {filename} into {directory} "
+            f"(download it from {url} on a machine with network access); downloading it here failed: {exc}"
+        ) from None
+    return path
+
+
+def _rgb(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise EvaluationError(f"Inception classifies images [B, 1 or 3, H, W], got {tuple(x.shape)}")
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+class _PoolAndLogits(nn.Module):
+    """torchvision Inception3 with ``fc`` split off, returning (logits, 2048-D pool features)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.fc = network.fc
+        network.fc = nn.Identity()
+        network.AuxLogits = None  # only used in training mode
+        self.network = network
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def network_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Model range [-1, 1] -> the normalised 3x299x299 tensor the network was trained on."""
+        x = (_rgb(x) + 1) / 2
+        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.network(self.network_input(x))
+        return self.fc(features), features
+
+
+class TorchvisionInception(Classifier):
+    name = "inception"
+    num_classes = 1000
+    feature_dim = 2048
+
+    def __init__(self, network: nn.Module):
+        super().__init__(_PoolAndLogits(network))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module(x)
+
+
+def inception(pretrained: bool = True) -> TorchvisionInception:
+    """torchvision Inception-v3; ``pretrained=False`` gives random weights (for tests of the wiring)."""
+    from torchvision.models import Inception_V3_Weights, inception_v3
+
+    # init_weights=False: the pretrained weights replace the init anyway, and torchvision's
+    # truncated-normal init of 24M parameters takes seconds.
+    network = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
+    if pretrained:
+        weights = Inception_V3_Weights.IMAGENET1K_V1
+        path = hub_checkpoint(weights.url, "torchvision Inception-v3 (IMAGENET1K_V1)")
+        try:
+            network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise EvaluationError(f"{path} could not be loaded ({short_reason(exc)}); delete it to download it again") from None
+    return TorchvisionInception(network)
+
+
+class TFInception(Classifier):
+    name = "inception_tf"
+    num_classes = 1008
+    feature_dim = 2048
+    mixed_precision = False
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # to_uint8 rounds, so uint8 samples that went through to_model_range come back bit-exact.
+        logits, features = self.module(to_uint8(_rgb(x)))
+        return logits, features
+
+    def to(self, device: str | torch.device) -> "TFInception":
+        # The extractor wants contiguous NCHW uint8; channels_last buys nothing in float32.
+        device = torch.device(device)
+        self.module.to(device)
+        self.device = device
+        return self
+
+
+def inception_tf() -> TFInception:
+    """torch-fidelity's TF-ported Inception-v3 with features ('logits_unbiased', '2048')."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+    except ImportError:
+        raise EvaluationError(
+            "evaluate.classifier=inception_tf needs torch-fidelity, which is not installed: "
+            "pip install torch-fidelity (or choose evaluate.classifier=inception)"
+        ) from None
+    path = hub_checkpoint(URL_INCEPTION_V3, "TF Inception-v3 (inception-2015-12-05, torch-fidelity)")
+    try:
+        extractor = FeatureExtractorInceptionV3("inception-v3-compat", list(TF_FEATURES), feature_extractor_weights_path=str(path))
+    except Exception as exc:
+        raise EvaluationError(f"{path} could not be loaded ({short_reason(exc)}); delete it to download it again") from None
+    return TFInception(extractor)
+
+
+__all__ = ["TFInception", "TorchvisionInception", "hub_checkpoint", "inception", "inception_tf"]

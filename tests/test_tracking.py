@@ -1,0 +1,192 @@
+"""MLflow tracking: one run per pipeline execution, handed from stage to stage, holding everything.
+
+One real tiny pipeline (ring8 + mlp, 50 steps) runs stage by stage in file-handed mode, as
+``gan <stage>`` runs them; the run's contents are then read back through mlflow.search_runs and
+the client and compared with the files the stages wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import write_params
+from gancore import tracking
+from gancore.config import load_params
+from gancore.errors import GanCoreError
+from gancore.layout import Layout
+from gancore.registry import architectures
+from gancore.stages import STAGE_ORDER
+from gancore.training import read_train_log
+
+EXPERIMENT = "gancore-tests"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracked")
+    params = load_params(write_params(root / "params.yaml"))
+    layout = Layout(root)
+    for stage in STAGE_ORDER:
+        tracking.run_stage(stage, params, layout, orchestrator="cli", root=root)
+    return params, layout, tracking.current_run_id(layout)
+
+
+def client() -> MlflowClient:
+    return MlflowClient()
+
+
+def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for item in client().list_artifacts(run_id, path):
+        out |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def model_versions(params, run_id: str) -> list:
+    name = tracking.registered_model_name(params)
+    return [v for v in client().search_model_versions(f"name='{name}'") if v.run_id == run_id]
+
+
+def test_one_run_holds_params_tags_curves_metrics_artifacts_and_model(tiny_run):
+    params, layout, run_id = tiny_run
+    frame = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"attributes.run_id = '{run_id}'")
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["status"] == "FINISHED"
+    assert re.fullmatch(r"mlp-ring8-[0-9a-f]{4}", row["tags.mlflow.runName"])
+    assert row["params.data.name"] == "ring8" and row["params.model.arch"] == "mlp" and row["params.train.steps"] == "50"
+
+    run = client().get_run(run_id)
+    assert run.data.params == {k: tracking.param_value(v) for k, v in params.flat().items()}
+    tags = run.data.tags
+    reg = architectures()["mlp"]
+    assert tags["orchestrator"] == "cli"
+    assert (tags["plugin.arch"], tags["plugin.distribution"], tags["plugin.version"]) == ("mlp", reg.distribution, reg.version)
+    assert tags["dvc.prepared_md5"] == tracking.data_version(layout.prepared)
+    assert tags["dvc.prepared_md5"].endswith(".dir")
+    assert tags["pipeline.stages_run"] == ",".join(STAGE_ORDER) and tags["pipeline.stages_reused"] == ""
+    assert tags["verdict"] == json.loads((layout.metrics / "diagnose.json").read_text())["verdict"]
+
+    # Curves: one point per row of the training log, at its step, with its exact value.
+    rows = read_train_log(layout.train_log)
+    assert [r["step"] for r in rows] == list(range(5, 51, 5))
+    for column in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_g"):
+        history = sorted((m.step, m.value) for m in client().get_metric_history(run_id, f"train/{column}"))
+        assert history == [(r["step"], r[column]) for r in rows], column
+
+    # Every number of evaluate.json and diagnose.json (MLflow stores doubles: exact).
+    for stage in ("evaluate", "diagnose"):
+        result = json.loads((layout.metrics / f"{stage}.json").read_text())
+        numbers = dict(tracking.numeric_items(result))
+        assert numbers, stage
+        for key, value in numbers.items():
+            assert run.data.metrics[f"{stage}/{key}"] == value, key
+
+    assert {"samples/samples.png", "plots/ndb.png", "plots/mode_histogram.png", "plots/dynamics.png",
+            "diagnosis/diagnosis.md", "metrics/evaluate.json", "metrics/diagnose.json",
+            "metrics/train_log.csv"} <= artifact_paths(run_id)
+
+
+def test_registered_generator_maps_latent_vectors_to_samples(tiny_run):
+    params, layout, run_id = tiny_run
+    (version,) = model_versions(params, run_id)
+    uri = f"models:/{version.name}/{version.version}"
+    logged = client().get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.experiment_id == client().get_run(run_id).info.experiment_id  # not "Default"
+    signature = mlflow.models.get_model_info(uri).signature
+    assert signature.inputs.inputs[0].shape == (-1, params.model.latent_dim)
+    assert signature.outputs.inputs[0].shape == (-1, 2)
+
+    from gancore.modelio import load_generator
+
+    logged = mlflow.pytorch.load_model(uri)
+    z = torch.randn(7, params.model.latent_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(logged.eval()(z), load_generator(layout.models / "generator.pt")(z))
+
+
+def test_stages_skipped_by_dvc_are_backfilled_and_the_run_is_handed_on(tiny_run):
+    """A new execution that starts at evaluate (DVC skipped the unchanged upstream stages)."""
+    params, layout, first = tiny_run
+    tracking.run_stage("evaluate", params, layout, orchestrator="cli", root=layout.root)
+    second = tracking.current_run_id(layout)
+    assert second != first
+    run = client().get_run(second)
+    assert run.info.status == "RUNNING"  # handed on: diagnose has not run yet
+    assert run.data.tags["pipeline.stages_reused"] == "prepare,train,sample"
+    assert run.data.tags["dvc.prepared_md5"] == client().get_run(first).data.tags["dvc.prepared_md5"]
+    assert len(client().get_metric_history(second, "train/loss_d")) == 10
+    assert len(model_versions(params, second)) == 1
+
+    tracking.run_stage("diagnose", params, layout, orchestrator="cli", root=layout.root)
+    assert tracking.current_run_id(layout) == second
+    run = client().get_run(second)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["pipeline.stages_run"] == "evaluate,diagnose"
+    assert client().get_run(first).info.status == "FINISHED"
+
+
+def test_repeated_stage_opens_a_new_run_and_the_abandoned_one_is_killed(tiny_run):
+    params, layout, _ = tiny_run
+    tracking.run_stage("sample", params, layout, orchestrator="cli", root=layout.root)
+    abandoned = tracking.current_run_id(layout)
+    tracking.run_stage("sample", params, layout, orchestrator="cli", root=layout.root)
+    fresh = tracking.current_run_id(layout)
+    assert fresh != abandoned
+    assert client().get_run(abandoned).info.status == "KILLED"
+    assert client().get_run(fresh).info.status == "RUNNING"
+
+
+def test_failing_stage_marks_its_run_failed(tiny_run):
+    params, layout, _ = tiny_run
+    other = load_params(write_params(layout.root / "other.yaml", data={"name": "grid25"}))
+    before = (layout.metrics / "evaluate.json").read_bytes()
+    with pytest.raises(GanCoreError, match="grid25"):
+        tracking.run_stage("evaluate", other, layout, orchestrator="cli", root=layout.root)
+    failed = client().get_run(tracking.current_run_id(layout))
+    assert failed.info.status == "FAILED"
+    assert failed.data.params["data.name"] == "grid25"
+    assert (layout.metrics / "evaluate.json").read_bytes() == before
+
+
+def test_tracking_disabled_records_nothing(tiny_run):
+    params, layout, _ = tiny_run
+    quiet = params.model_copy(update={"tracking": params.tracking.model_copy(update={"enabled": False})})
+    state = (layout.root / tracking.RUN_FILE).read_text()
+    count = len(mlflow.search_runs(experiment_names=[EXPERIMENT]))
+    summary = tracking.run_stage("sample", quiet, layout, orchestrator="cli", root=layout.root)
+    assert summary["n"] == 500
+    assert len(mlflow.search_runs(experiment_names=[EXPERIMENT])) == count
+    assert (layout.root / tracking.RUN_FILE).read_text() == state
+
+
+def test_orchestrator_is_dvc_inside_a_dvc_stage(monkeypatch):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert tracking.detect_orchestrator() == "cli"
+    monkeypatch.setenv("DVC_STAGE", "train")
+    assert tracking.detect_orchestrator() == "dvc"
+
+
+def test_default_store_is_sqlite_beside_the_project(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))
+    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{(tmp_path / 'repo').resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5555")
+    assert tracking.tracking_uri(tmp_path) == "http://127.0.0.1:5555"
+
+
+def test_core_imports_no_orchestrator_and_no_torch():
+    code = ("import sys, gancore, gancore.cli, gancore.stages, gancore.tracking; "
+            "print([m for m in ('mlflow', 'prefect', 'dvc', 'dvc_data', 'torch') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
