@@ -55,13 +55,17 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 
 
 def _run_stage(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from gancore.config import load_params
     from gancore.layout import Layout
-    from gancore.stages import STAGES
+    from gancore.tracking import run_stage
 
     params = load_params(args.params, args.overrides)
     kwargs = {"restart": args.restart} if args.command == "train" else {}
-    summary = STAGES[args.command](params, Layout(args.out), **kwargs)
+    # With tracking enabled the stage joins the pipeline's MLflow run (found through
+    # <out>/.mlflow_run.json); mlflow.db lives beside the parameter file.
+    summary = run_stage(args.command, params, Layout(args.out), root=Path(args.params).resolve().parent, **kwargs)
     _print_summary(args.command, summary)
     return 0
 

@@ -79,6 +79,7 @@ def build_data(params: Params, layout: Layout) -> PreparedData:
 def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
     """The ``prepare`` stage: write ``data.pt``, ``meta.json`` and, when asked, the domain classifier."""
     start = time.perf_counter()
+    layout.raw.mkdir(parents=True, exist_ok=True)  # a DVC output even for synthetic data (then empty)
     data = build_data(params, layout)
     out = layout.prepared
     # An older description or classifier must not outlive the tensors it described.
@@ -89,8 +90,14 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
     if params.data.classifier_epochs > 0 or data.kind == "vector":
         from gancore.classifiers.domain import fit_domain_classifier
 
-        data.meta["classifier"] = fit_domain_classifier(data, params, out)
+        info = fit_domain_classifier(data, params, out)
+        # Timings and cache hits differ between identical runs; meta.json must not, so that the
+        # same parameters and code give the same data version (DVC hash) whoever runs prepare.
+        run_facts = {k: info.pop(k) for k in ("seconds", "fit_seconds", "cache") if k in info}
+        data.meta["classifier"] = info
         write_json(out / META_FILE, data.meta)
+    else:
+        run_facts = {}
     summary: dict[str, Any] = {
         "name": data.meta["name"],
         "kind": data.kind,
@@ -102,5 +109,7 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
     accuracy = data.meta.get("classifier", {}).get("test_accuracy")
     if accuracy is not None:
         summary["classifier_test_accuracy"] = accuracy
+    if "cache" in run_facts:
+        summary["classifier_cache"] = run_facts["cache"]
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
