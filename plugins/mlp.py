@@ -17,7 +17,7 @@ from gancore import Architecture, hookimpl
 from plugins import ACTIVATIONS, activation, spectral_norm_
 
 DEFAULTS = {
-    "hidden": 256,
+    "hidden": 128,
     "depth": 3,
     "g_activation": "relu",
     "d_activation": "leaky_relu",

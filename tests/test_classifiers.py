@@ -455,14 +455,20 @@ def test_inception_tf_without_torch_fidelity(monkeypatch):
 
 # -- the published "MNIST score" -----------------------------------------------------------------
 
+# The published 9.8793 +- 0.0614 comes from a classifier trained to convergence (ChunyuanLI's: 10
+# epochs over 5x augmented data), whose confidence exceeds its accuracy. After the default 3 epochs
+# ours is nearly calibrated and so less confident: measured 9.79 / 9.79 / 9.81 (seeds 0 / 1 / 2) at
+# 99.45-99.54% accuracy, i.e. on the edge of the band. After 8 epochs: 9.870 at 99.58%.
+CONVERGED_EPOCHS = 8
+
 
 @pytest.fixture(scope="session")
 def mnist_full(tmp_path_factory):
-    """MNIST prepared in full with its domain classifier (default epochs), fitted once per session."""
+    """MNIST prepared in full with a converged domain classifier, fitted once per session (cached)."""
     from gancore.data import prepare_data
 
     root = tmp_path_factory.mktemp("mnist_full")
-    p = Params(device="cpu", data={"name": "mnist", "n_train": None, "n_test": None})
+    p = Params(device="cpu", data={"name": "mnist", "n_train": None, "n_test": None, "classifier_epochs": CONVERGED_EPOCHS})
     start = time.perf_counter()
     summary = prepare_data(p, Layout(root))
     return Layout(root), summary, time.perf_counter() - start
@@ -477,14 +483,16 @@ def test_mnist_score_of_the_test_set_matches_the_published_value(mnist_full):
     data = load_prepared(layout.prepared)
     info = data.meta["classifier"]
     assert len(data.test) == 10_000 and len(data.train) == 60_000
-    assert info["epochs"] == 3 and info["test_accuracy"] >= 0.99
+    assert info["epochs"] == CONVERGED_EPOCHS and info["test_accuracy"] >= 0.99
 
     clf = load_classifier("domain", layout)
     probs, features = classify(clf, data.test, batch_size=1000)
+    assert features.shape == (10_000, 128)
     assert (probs.argmax(1) == data.test_labels).double().mean().item() == pytest.approx(info["test_accuracy"], abs=1e-12)
     mean, std = inception_score(probs, splits=10)
     print(f"\nMNIST score of the test set: {mean:.4f} +- {std:.4f}; accuracy {info['test_accuracy']:.4f}; "
-          f"training {info['seconds']} s (cache {info['cache']}), prepare {seconds:.1f} s")
-    # Published 9.8793 +- 0.0614 (ChunyuanLI/MNIST_Inception_Score); 10 is the ceiling.
+          f"({info['epochs']} epochs, cache {summary.get('classifier_cache')}); prepare {seconds:.1f} s")
+    # Published 9.8793 +- 0.0614 (ChunyuanLI/MNIST_Inception_Score); 10 classes cap it at 10.
     assert 9.8 <= mean <= 9.95
+    # Split scores of 1,000 images each: the published spread is 0.06.
     assert 0 < std < 0.2

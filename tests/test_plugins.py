@@ -54,7 +54,7 @@ def _spectral_norms(module: nn.Module) -> list[float]:
 
 
 def test_mlp_parameter_count_matches_its_layout():
-    g, d = mlp.build((2,), 8)  # defaults: 3 hidden layers of 256
+    g, d = mlp.build((2,), 8)  # defaults: 3 hidden layers of 128
     h = mlp.DEFAULTS["hidden"]
     assert sum(p.numel() for p in g.parameters()) == (8 * h + h) + 2 * (h * h + h) + (h * 2 + 2)
     assert sum(p.numel() for p in d.parameters()) == (2 * h + h) + 2 * (h * h + h) + (h + 1)

@@ -162,7 +162,7 @@ def test_plugins_list_shows_builtins_with_source_and_options(capsys):
     assert f"resnet_sn  [image]  from resnet_sn (gancore {gancore.__version__})" in out
     assert "options: width=64, d_batch_norm=True, spectral_norm=False" in out
     assert "options: width=128" in out
-    assert "options: hidden=256, depth=3, g_activation='relu', d_activation='leaky_relu', batch_norm=False, spectral_norm=False" in out
+    assert "options: hidden=128, depth=3, g_activation='relu', d_activation='leaky_relu', batch_norm=False, spectral_norm=False" in out
     assert "shapes: (1, 28, 28), (3, 28, 28), (1, 32, 32), (3, 32, 32), (1, 64, 64), (3, 64, 64)" in out
 
 

@@ -332,7 +332,6 @@ def _fit_network(data: PreparedData, params, directory: Path, start: float) -> d
         train_accuracy=record.get("train_accuracy"),
         epochs=epochs,
         seconds=record.get("seconds"),
-        training_device=record.get("device"),
         cache=cache,
         cache_key=key,
         fit_seconds=round(time.perf_counter() - start, 3),
