@@ -1,4 +1,6 @@
 # Entry points: `make run` (the default pipeline), `make test` (the test suite).
+# Every command below goes through a Python entry point of the project (`gan`, the flows' mains),
+# which turns the telemetry of Prefect, MLflow and DVC off (gancore/environment.py).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,15 +12,11 @@ ifneq ($(wildcard $(SHARED_DATASETS)/README.md),)
 export GANCORE_DATASETS_DIR ?= $(SHARED_DATASETS)
 endif
 
-# Telemetry off for everything started from here.
-export DO_NOT_TRACK := 1
-export DVC_NO_ANALYTICS := 1
-export MLFLOW_DISABLE_TELEMETRY := true
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-
-.PHONY: run repro sweep serve ui test install install-dev bench clean
+.PHONY: run repro sweep mixture remedy serve worker ui tracking-server test lint install install-dev bench clean
 
 MLFLOW_PORT ?= 5000
+# pytest-xdist workers for `make test` (2: one per core of the CI machine)
+TEST_WORKERS ?= 2
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -40,27 +38,48 @@ install-dev: $(VENV)/.installed-dev
 # The default pipeline through the gan-pipeline Prefect flow, in this process (no server needed).
 # Parameters as for `gan`: make run ARGS='-S model.arch=dcgan -S data.name=mnist'
 run: $(VENV)/.installed
-	$(PY) -m flows.pipeline $(ARGS)
+	$(PY) -m gancore_flows.pipeline $(ARGS)
 
 # The same pipeline through DVC (dvc.yaml); the stage commands need `gan` on PATH.
 repro: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-# gan-sweep in this process: make sweep ARGS='--loss hinge --loss wasserstein_gp --seed 0 --seed 1'
+# gan-sweep in this process: make sweep ARGS='--loss hinge --loss wasserstein_gp --seed 0 --seed 1 [--runner dask]'
 sweep: $(VENV)/.installed
-	$(PY) -m flows.sweep $(ARGS)
+	$(PY) -m gancore_flows.sweep $(ARGS)
 
-# A local Prefect server (SQLite, 127.0.0.1, analytics off) serving gan-pipeline/default and
-# gan-sweep/default. Then: prefect deployment run 'gan-pipeline/default' --watch
+# A mixture of GANs, one per part of the data, trained in parallel: make mixture ARGS='-S data.name=grid25 -S mixture.parts=25'
+mixture: $(VENV)/.installed
+	$(PY) -m gancore_flows.mixture $(ARGS)
+
+# gan-pipeline, then the remedies its diagnosis names, compared: make remedy ARGS='-S data.name=grid25'
+remedy: $(VENV)/.installed
+	$(PY) -m gancore_flows.remedy $(ARGS)
+
+# A local Prefect server (SQLite, 127.0.0.1, analytics off) serving the deployments of every flow.
+# Then: prefect deployment run 'gan-pipeline/default' --watch
 serve: $(VENV)/.installed
-	$(PY) -m flows.serve $(ARGS)
+	$(PY) -m gancore_flows.serve $(ARGS)
+
+# A process work pool with the deployments and a worker, against the local server (started if none answers).
+worker: $(VENV)/.installed
+	$(PY) -m gancore_flows.worker $(ARGS)
 
 # The MLflow UI over every run at http://127.0.0.1:$(MLFLOW_PORT)
 ui: $(VENV)/.installed
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+	$(BIN)/gan ui --port $(MLFLOW_PORT)
+
+# A shared MLflow tracking server (SQLite + artifact root, 127.0.0.1); point runs at it with the printed MLFLOW_TRACKING_URI.
+tracking-server: $(VENV)/.installed
+	$(BIN)/gan tracking-server $(ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py

@@ -1,5 +1,6 @@
-"""Prefect flows over the gancore stages: ``gan-pipeline`` (:mod:`flows.pipeline`), ``gan-sweep``
-(:mod:`flows.sweep`) and their deployments (:mod:`flows.serve`).
+"""Prefect flows over the gancore stages, installed as ``gancore_flows``: ``gan-pipeline``
+(:mod:`.pipeline`), ``gan-sweep`` (:mod:`.sweep`), ``gan-mixture`` (:mod:`.mixture`), ``gan-remedy``
+(:mod:`.remedy`), and their deployments (:mod:`.serve`, :mod:`.worker`).
 
-Nothing is imported here, so ``python -m flows.<module>`` loads only what it needs.
+Nothing is imported here, so ``python -m gancore_flows.<module>`` loads only what it needs.
 """

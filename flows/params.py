@@ -13,8 +13,10 @@ defaults. (To set a nullable key to null, put it in a parameter file: ``params_f
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -47,8 +49,30 @@ TrainOverrides = SECTIONS["train"]
 SampleOverrides = SECTIONS["sample"]
 EvaluateOverrides = SECTIONS["evaluate"]
 DiagnoseOverrides = SECTIONS["diagnose"]
+MixtureOverrides = SECTIONS["mixture"]
 TrackingOverrides = SECTIONS["tracking"]
 SCALARS = tuple(name for name in Params.model_fields if name not in SECTIONS)  # seed, device
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def section_parameters(fn: F) -> F:
+    """Give a flow function one keyword parameter per section of params.yaml (``data``, ``model``,
+    ..., an override model each) plus ``seed`` and ``device``, after its own parameters.
+
+    Prefect builds the flow's typed form (and validates calls) from the signature, so every flow
+    that runs the pipeline gets the same fields without repeating them; the function receives them
+    in ``**overrides``.
+    """
+    sig = inspect.signature(fn)
+    own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=model(), annotation=model)
+             for name, model in SECTIONS.items()]
+    extra += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                annotation=Optional[Params.model_fields[name].annotation])  # type: ignore[name-defined]
+              for name in SCALARS]
+    fn.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+    return fn
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

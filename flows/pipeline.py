@@ -1,22 +1,23 @@
 """gan-pipeline: prepare -> train -> sample -> evaluate -> diagnose, as Prefect tasks.
 
-Each task calls the stage function that ``gan <stage>`` calls (through
-:func:`gancore.tracking.run_stage`); nothing here computes anything of its own. What Prefect adds:
+Each task is :func:`gancore.stages.run_stage`, the call ``gan <stage>`` makes; nothing here computes
+anything of its own. What Prefect adds:
 
-* **one output directory per flow run** (``runs/<arch>-<data>-<flow run id>``), so concurrent runs
-  never share a file;
-* **cached data preparation**: keyed on the parameters prepare reads (seed, device, ``data.*``) and
-  the code it runs (the task's source plus the sources of ``gancore.data`` and
+* **one output directory per flow run** (``runs/<arch>-<data>-<flow run id>``, or ``out_dir``), so
+  concurrent runs never share a file;
+* **cached data preparation**: keyed on the parameters prepare reads (seed, device, ``data.*``,
+  ``mixture.*``) and the code it runs (the task's source plus the sources of ``gancore.data`` and
   ``gancore.classifiers``). Its output is committed to the project's DVC cache and the task returns
   its DVC version; a cached run checks that version out into the new run directory
-  (:mod:`flows.datastore`);
+  (:mod:`gancore.dvcstore`);
 * **training retries** that resume from the run directory's last checkpoint (a transient failure
   costs the steps since the last checkpoint, and the result is the same as an uninterrupted run);
-* **one MLflow run per flow run**, opened here and handed to every task;
+* **one MLflow run per flow run**, opened here and handed to every task (a run left RUNNING in the
+  same directory by a killed process is marked KILLED first);
 * **artifacts**: a markdown summary (metrics table and verdict) and a link to the MLflow run.
 
-``python -m flows.pipeline [--params FILE] [-S key.path=value ...] [--out DIR]`` runs the flow in
-this process (``make run``): no server needed.
+``python -m gancore_flows.pipeline [--params FILE] [-S key.path=value ...] [--out DIR]`` runs the
+flow in this process (``make run``): no server needed.
 """
 
 # No `from __future__ import annotations`: Prefect builds the parameter model from the real
@@ -24,7 +25,6 @@ this process (``make run``): no server needed.
 
 import argparse
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -35,28 +35,19 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.runtime import deployment, flow_run
 
 import gancore
-import gancore.tracking as gtracking
-from flows import datastore
-from flows.params import (
-    DataOverrides,
-    DiagnoseOverrides,
-    EvaluateOverrides,
-    LossOverrides,
-    ModelOverrides,
-    SampleOverrides,
-    TrackingOverrides,
-    TrainOverrides,
-    resolve_params,
-)
+from gancore import dvcstore, tracking
 from gancore.config import Params, ParamsError
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
-from gancore.stages import STAGES
+from gancore.recorder import NULL_RECORDER, Recorder
+from gancore.report import fmt, markdown_table
+from gancore.stages import run_stage
+from gancore_flows.params import resolve_params, section_parameters
 
 # The gancore sub-packages the prepare stage runs; dvc.yaml's prepare stage lists the same deps.
-PREPARE_CODE = ("data", "classifiers")
+PREPARE_CODE = ("data", "classifiers", "mixture.py")
 CACHE_DIR = Path("runs") / ".prefect-cache"
-PREPARE_CACHE = (INPUTS - "params" - "run_dir" - "root") + TASK_SOURCE
+PREPARE_CACHE = (INPUTS - "params" - "run_dir" - "root" - "recorder") + TASK_SOURCE
 HEADLINE = (
     ("modes covered", "diagnose", "modes_covered"),
     ("high-quality fraction", "diagnose", "high_quality_fraction"),
@@ -78,14 +69,16 @@ def code_version() -> str:
     package = Path(gancore.__file__).parent
     digest = hashlib.sha256(gancore.__version__.encode())
     for sub in PREPARE_CODE:
-        for path in sorted((package / sub).rglob("*.py")):
+        target = package / sub
+        for path in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
             digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def prepare_key(params: Params) -> dict[str, Any]:
     """Everything prepare's output depends on: the parameters it reads and its code."""
-    return {"seed": params.seed, "device": params.device, "data": params.data.model_dump(mode="json"), "code": code_version()}
+    return {"seed": params.seed, "device": params.device, "data": params.data.model_dump(mode="json"),
+            "mixture": params.mixture.model_dump(mode="json"), "code": code_version()}
 
 
 def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
@@ -95,71 +88,67 @@ def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(exc, (GanCoreError, ParamsError))
 
 
-# -- tasks: one per stage, each a call of the stage function ----------------------------------------
+# -- tasks: each a call of run_stage ----------------------------------------------------------------
 @task(name="prepare", persist_result=True, cache_policy=PREPARE_CACHE)
-def prepare_task(params: Params, run_dir: str, root: str, key: dict[str, Any]) -> dict[str, Any]:
+def prepare_task(params: Params, run_dir: str, root: str, key: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
     """Run prepare into ``run_dir``; commit its output to the DVC cache; return summary + version."""
     layout = Layout(run_dir)
-    summary = STAGES["prepare"](params, layout)
-    version = datastore.store(layout.prepared, root) if datastore.is_dvc_repo(root) else datastore.data_version(layout.prepared)
+    summary = run_stage("prepare", params, layout, recorder)
+    version = dvcstore.store(layout.prepared, root) if dvcstore.is_dvc_repo(root) else dvcstore.data_version(layout.prepared)
     return {"summary": summary, "version": version}
 
 
-@task(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_failure, cache_policy=NO_CACHE)
-def train_task(params: Params, run_dir: str, run_id: Optional[str], root: str) -> dict[str, Any]:
-    # restart=False: a retry resumes from this run directory's last checkpoint.
-    return gtracking.run_stage("train", params, Layout(run_dir), orchestrator="prefect", run_id=run_id, root=root)
+@task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE)
+def stage_task(stage: str, params: Params, run_dir: str, recorder: Recorder) -> dict[str, Any]:
+    # train: restart=False, so a retry resumes from this run directory's last checkpoint.
+    return run_stage(stage, params, Layout(run_dir), recorder)
 
 
-@task(name="sample", cache_policy=NO_CACHE)
-def sample_task(params: Params, run_dir: str, run_id: Optional[str], root: str) -> dict[str, Any]:
-    return gtracking.run_stage("sample", params, Layout(run_dir), orchestrator="prefect", run_id=run_id, root=root)
+train_task = stage_task.with_options(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_failure)
+sample_task = stage_task.with_options(name="sample")
+evaluate_task = stage_task.with_options(name="evaluate")
+diagnose_task = stage_task.with_options(name="diagnose")
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(params: Params, run_dir: str, run_id: Optional[str], root: str) -> dict[str, Any]:
-    return gtracking.run_stage("evaluate", params, Layout(run_dir), orchestrator="prefect", run_id=run_id, root=root)
-
-
-@task(name="diagnose", cache_policy=NO_CACHE)
-def diagnose_task(params: Params, run_dir: str, run_id: Optional[str], root: str) -> dict[str, Any]:
-    return gtracking.run_stage("diagnose", params, Layout(run_dir), orchestrator="prefect", run_id=run_id, root=root)
-
-
-def prepared_data(params: Params, layout: Layout, root: Path) -> dict[str, Any]:
+def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder) -> dict[str, Any]:
     """Prepare (or take from the cache) and make sure ``layout.prepared`` holds the data."""
     store = root / CACHE_DIR
     # Cache records and their (small) results live in the project, beside the DVC cache they
     # point into, so every orchestrator process working on this project shares them.
     cached = prepare_task.with_options(cache_policy=PREPARE_CACHE.configure(key_storage=store / "keys"),
                                        result_storage=store / "results")
-    args = (params, str(layout.root), str(root), prepare_key(params))
+    args = (params, str(layout.root), str(root), prepare_key(params), recorder)
     result = cached(*args)
-    if not (layout.prepared / "meta.json").is_file():  # a cache hit: the task did not run here
-        if not datastore.is_dvc_repo(root) or not datastore.restore(result["version"], layout.prepared, root):
+    if not layout.prepared_meta.is_file():  # a cache hit: the task did not run here
+        if not dvcstore.is_dvc_repo(root) or not dvcstore.restore(result["version"], layout.prepared, root):
             # The version left the DVC cache (dvc gc, another clone): prepare again.
-            result = cached.with_options(refresh_cache=True)(*args)
+            return cached.with_options(refresh_cache=True)(*args)
+        recorder.finish("prepare", params, layout, result["summary"])
         result = {**result, "cached": True}
     return result
 
 
+def run_layout(params: Params, root: Path, out_dir: Optional[str]) -> Layout:
+    label = f"{params.model.arch}-{params.data.name}-{(flow_run.get_id() or 'local')[:8]}"
+    return Layout(Path(out_dir).resolve() if out_dir else root / "runs" / label)
+
+
+def open_mlflow_run(params: Params, layout: Layout, root: Path, **tags: Any) -> Optional[tracking.PipelineRun]:
+    if not params.tracking.enabled:
+        return None
+    return tracking.open_flow_run(params, layout, root, tags={
+        "prefect.flow_run_id": flow_run.get_id(),
+        "prefect.flow_run_name": flow_run.get_name(),
+        "prefect.deployment_id": deployment.get_id() or flow_run.get_parent_deployment_id(),
+        **tags,
+    })
+
+
 # -- the flow --------------------------------------------------------------------------------------
 @flow(name="gan-pipeline", log_prints=True, description="prepare -> train -> sample -> evaluate -> diagnose; params.yaml overridden by the section fields")
-def gan_pipeline(
-    data: DataOverrides = DataOverrides(),
-    model: ModelOverrides = ModelOverrides(),
-    loss: LossOverrides = LossOverrides(),
-    train: TrainOverrides = TrainOverrides(),
-    sample: SampleOverrides = SampleOverrides(),
-    evaluate: EvaluateOverrides = EvaluateOverrides(),
-    diagnose: DiagnoseOverrides = DiagnoseOverrides(),
-    tracking: TrackingOverrides = TrackingOverrides(),
-    seed: Optional[int] = None,
-    device: Optional[str] = None,
-    params_file: str = "params.yaml",
-    out_dir: Optional[str] = None,
-    sets: Optional[list[str]] = None,
-) -> dict[str, Any]:
+@section_parameters
+def gan_pipeline(params_file: str = "params.yaml", out_dir: Optional[str] = None, sets: Optional[list[str]] = None,
+                 **overrides: Any) -> dict[str, Any]:
     """Run the pipeline on params.yaml with the given overrides (empty fields keep params.yaml's value).
 
     ``sets`` are ``key.path=value`` strings applied last, as ``gan -S`` applies them (also the way
@@ -170,74 +159,58 @@ def gan_pipeline(
     """
     params_path = Path(params_file).resolve()
     root = params_path.parent
-    params = resolve_params(params_path, {
-        "data": data, "model": model, "loss": loss, "train": train, "sample": sample,
-        "evaluate": evaluate, "diagnose": diagnose, "tracking": tracking, "seed": seed, "device": device,
-    }, sets)
-    run_label = f"{params.model.arch}-{params.data.name}-{(flow_run.get_id() or 'local')[:8]}"
-    layout = Layout(Path(out_dir).resolve() if out_dir else root / "runs" / run_label)
+    params = resolve_params(params_path, overrides, sets)
+    layout = run_layout(params, root, out_dir)
     run_dir = str(layout.root)
 
-    mlrun = None
-    if params.tracking.enabled:
-        mlrun = gtracking.start_pipeline_run(params, layout, "prefect", root, tags={
-            "prefect.flow_run_id": flow_run.get_id(),
-            "prefect.flow_run_name": flow_run.get_name(),
-            "prefect.deployment_id": deployment.get_id() or flow_run.get_parent_deployment_id(),
-        })
-    run_id = mlrun.run_id if mlrun else None
+    mlrun = open_mlflow_run(params, layout, root)
+    recorder: Recorder = tracking.OwnedRunRecorder(mlrun.run_id, str(root)) if mlrun else NULL_RECORDER
     try:
-        prepared = prepared_data(params, layout, root)
+        prepared = prepared_data(params, layout, root, recorder)
         if mlrun:
-            mlrun.log_stage("prepare", params, layout, prepared["summary"])
             mlrun.set_tags({"prepare.cached": str(bool(prepared.get("cached"))).lower()})
         summaries = {"prepare": prepared["summary"]}
-        summaries["train"] = train_task(params, run_dir, run_id, str(root))
-        summaries["sample"] = sample_task(params, run_dir, run_id, str(root))
-        summaries["evaluate"] = evaluate_task(params, run_dir, run_id, str(root))
-        summaries["diagnose"] = diagnose_task(params, run_dir, run_id, str(root))
+        summaries["train"] = train_task("train", params, run_dir, recorder)
+        summaries["sample"] = sample_task("sample", params, run_dir, recorder)
+        summaries["evaluate"] = evaluate_task("evaluate", params, run_dir, recorder)
+        summaries["diagnose"] = diagnose_task("diagnose", params, run_dir, recorder)
     except BaseException:
         if mlrun:
             mlrun.end("FAILED")
         raise
     if mlrun:
-        ran = ["train", "sample", "evaluate", "diagnose"] if prepared.get("cached") else list(summaries)
-        mlrun.set_tags({"pipeline.stages_run": ",".join(ran), "pipeline.stages_reused": "prepare" if prepared.get("cached") else ""})
+        reused = ["prepare"] if prepared.get("cached") else []
+        mlrun.set_tags({"pipeline.stages_run": ",".join(s for s in summaries if s not in reused),
+                        "pipeline.stages_reused": ",".join(reused)})
         mlrun.end("FINISHED")
 
     result = {
         "run_dir": run_dir,
         "data_version": prepared["version"],
         "prepare_cached": bool(prepared.get("cached")),
-        "mlflow_run_id": run_id,
+        "mlflow_run_id": mlrun.run_id if mlrun else None,
         "mlflow_run_name": mlrun.name if mlrun else None,
         "mlflow_url": mlrun.url if mlrun else None,
         "params": {k: params.flat()[k] for k in ("data.name", "model.arch", "loss.name", "seed", "train.steps")},
-        "evaluate": _read(layout.metrics / "evaluate.json"),
-        "diagnose": _read(layout.metrics / "diagnose.json"),
+        "evaluate": read_result(layout.evaluate_json),
+        "diagnose": read_result(layout.diagnose_json),
         "summaries": summaries,
     }
     create_markdown_artifact(markdown=summary_markdown(result), key="gan-pipeline-summary",
-                             description=f"gan-pipeline {result['mlflow_run_name'] or run_label}: metrics and verdict")
+                             description=f"gan-pipeline {result['mlflow_run_name'] or layout.root.name}: metrics and verdict")
     if mlrun:
         create_link_artifact(link=mlrun.url, link_text=f"MLflow run {mlrun.name}", key="mlflow-run",
                              description="this pipeline run in the MLflow UI (make ui)")
     return result
 
 
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def read_result(path: Path) -> dict[str, Any]:
+    from gancore.io import read_json
+
+    return read_json(path) if path.is_file() else {}
 
 
 # -- reporting -------------------------------------------------------------------------------------
-def fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def headline(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for label, source, key in HEADLINE:
@@ -251,12 +224,6 @@ def headline(result: dict[str, Any]) -> list[tuple[str, str]]:
             value = f"{value} / {fmt(figures.get('ndb_bins'))}"
         rows.append((label, value))
     return rows
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
@@ -289,20 +256,32 @@ def print_summary(result: dict[str, Any]) -> None:
 
 
 # -- command line ----------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description="Run the gan-pipeline flow in this process (no server needed).")
-    parser.add_argument("--params", default="params.yaml", metavar="FILE")
-    parser.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
+def add_params_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", metavar="FILE", help="parameter file (default: params.yaml)")
+    parser.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override one parameter, e.g. -S train.steps=500 (repeatable)")
+
+
+def check_params(prog: str, params_file: str, sets: list[str]) -> Optional[int]:
+    """Exit code 2 with the message when the parameters are invalid (before Prefect starts)."""
+    try:
+        resolve_params(params_file, sets=sets)
+    except ParamsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    return None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gancore_flows.pipeline", description="Run the gan-pipeline flow in this process (no server needed).")
+    add_params_arguments(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<arch>-<data>-<flow run id>)")
     args = parser.parse_args(argv)
-    try:
-        resolve_params(args.params, sets=args.sets)  # report bad parameters before Prefect starts
-    except ParamsError as exc:
-        print(f"gan-pipeline: {exc}", file=sys.stderr)
-        return 2
-    from flows.server import offline_if_unreachable
+    if (code := check_params("gan-pipeline", args.params, args.sets)) is not None:
+        return code
+    from gancore_flows.server import local_api
 
-    with offline_if_unreachable():
+    with local_api():
         result = gan_pipeline(params_file=args.params, out_dir=args.out, sets=args.sets)
     print_summary(result)
     return 0

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from flows import server
+from gancore_flows import server
 
 
 def deployments(params_file: str | Path) -> list[Any]:
     from prefect.types.entrypoint import EntrypointType
 
-    from flows.pipeline import gan_pipeline
-    from flows.sweep import gan_sweep
+    from gancore_flows.pipeline import gan_pipeline
+    from gancore_flows.sweep import gan_sweep
 
     # An absolute parameter file: runs find params.yaml (and so the project root) wherever they start.
     defaults = {"params_file": str(Path(params_file).resolve())}
@@ -43,7 +43,7 @@ def deployments(params_file: str | Path) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gancore_flows.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=server.DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=server.DEFAULT_PORT)
     parser.add_argument("--params", default="params.yaml", metavar="FILE")
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             serve(*deployments(args.params), limit=args.limit)
     finally:
         if started is not None:
-            server.stop_server(started)
+            server.stop_process(started)
     return 0
 
 

@@ -1,11 +1,21 @@
-"""A local Prefect server: is one up, start one, stop it, and point ``prefect`` commands at it.
+"""The Prefect API the flows talk to: the configured server, or one local server per process.
 
-``make serve`` starts ``prefect server start --host 127.0.0.1`` (SQLite in ``$PREFECT_HOME``,
-analytics off) unless a server already answers. So that ``prefect deployment run ...`` typed in
-this directory reaches it without exporting anything, serve writes ``prefect.toml`` (Prefect reads
-it from the current directory; environment variables and ``.env`` still take precedence) and
-removes it when it stops. A stale file (serve killed hard) is harmless to ``make run``: the
-in-process flow checks the server and runs without one when it does not answer.
+**In-process runs** (``make run``, ``make sweep``, ``python -m gancore_flows.<flow>``) go through
+:func:`local_api`. When a configured server (``PREFECT_API_URL``) answers, runs report to it.
+Otherwise this process starts one temporary local API server, once, and every flow run it starts
+reports there, the members of a sweep included: a process pool's workers, Dask workers and Ray
+workers inherit its address (``PREFECT_API_URL`` in the environment and in the settings they are
+handed), instead of each starting a throwaway server of its own.
+
+Its first start on a cold ``PREFECT_HOME`` runs the database migrations, which on a busy 2-core
+machine took longer than Prefect's default startup timeout of 20 s, and the first ``make run``
+failed. :data:`STARTUP_TIMEOUT` applies instead, unless the user set
+``server.ephemeral.startup_timeout_seconds`` themselves (environment, profile, prefect.toml, .env).
+
+**A real server** (``make serve``, ``make worker``): :func:`start_server` runs
+``prefect server start --host 127.0.0.1`` (SQLite in ``$PREFECT_HOME``) in a child process;
+:func:`pointed_here` writes ``prefect.toml`` so that ``prefect`` commands typed in this directory
+reach it (removed when serve stops; environment variables and ``.env`` still take precedence).
 """
 
 from __future__ import annotations
@@ -17,18 +27,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
+
+from gancore.environment import quiet
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 TOML = "prefect.toml"
 TOML_MARKER = "# written by `make serve` (flows/server.py); removed when it stops"
-QUIET = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-}
+# Seconds a temporary server may take to answer: its cold first start (migrations) on a busy
+# 2-core machine took over 20 s, Prefect's default; ten minutes covers a slow disk too.
+STARTUP_TIMEOUT = 600
+API_URL_ENV = "PREFECT_API_URL"
 
 
 def api_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
@@ -49,6 +61,46 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def startup_timeout() -> int:
+    """The user's ``server.ephemeral.startup_timeout_seconds`` if they set one, else :data:`STARTUP_TIMEOUT`."""
+    from prefect.settings import get_current_settings
+
+    ephemeral = get_current_settings().server.ephemeral
+    return ephemeral.startup_timeout_seconds if "startup_timeout_seconds" in ephemeral.model_fields_set else STARTUP_TIMEOUT
+
+
+@contextlib.contextmanager
+def local_api() -> Iterator[str]:
+    """The API for flows run in this process: the configured server if it answers, else a
+    temporary local server started here (see the module doc). Yields its URL."""
+    quiet()
+    url = configured_api_url()
+    if url and healthy(url):
+        yield url
+        return
+    if url:
+        print(f"note: no Prefect server answers at {url}; using a temporary local one (start a server with `make serve`)",
+              file=sys.stderr)
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    timeout = startup_timeout()
+    server = SubprocessASGIServer()
+    server.start(timeout=timeout)
+    previous = os.environ.get(API_URL_ENV)
+    os.environ[API_URL_ENV] = server.api_url  # for every process started from here
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url,
+                                         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
+            yield server.api_url
+    finally:
+        if previous is None:
+            os.environ.pop(API_URL_ENV, None)
+        else:
+            os.environ[API_URL_ENV] = previous
+        server.stop()
+
+
 def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,24 +113,23 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = No
 
 
 def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log: str | Path | None = None,
-                 env: dict[str, str] | None = None, timeout: float = 180.0) -> subprocess.Popen:
+                 env: dict[str, str] | None = None, timeout: float = STARTUP_TIMEOUT) -> subprocess.Popen:
     """``prefect server start`` in a child process; returns once it answers."""
-    environment = {**os.environ, **QUIET, **(env or {})}
-    environment.pop("PREFECT_API_URL", None)  # the server is the API; it must not look for another
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-        env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    environment = quiet({**os.environ, **(env or {})})
+    environment.pop(API_URL_ENV, None)  # the server is the API; it must not look for another
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    # The child keeps its own copy of the log's descriptor; ours closes with the block.
+    with open(log, "ab") if log else open(os.devnull, "wb") as out:
+        process = subprocess.Popen(command, env=dict(environment), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_healthy(api_url(host, port), timeout, process)
     except BaseException:
-        stop_server(process)
+        stop_process(process)
         raise
     return process
 
 
-def stop_server(process: subprocess.Popen, timeout: float = 30.0) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
     if process.poll() is not None:
         return
     process.terminate()
@@ -102,20 +153,6 @@ def pointed_here(url: str, directory: str | Path = ".") -> Iterator[bool]:
         yield True
     finally:
         path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def offline_if_unreachable() -> Iterator[None]:
-    """Run in-process flows without a server when the configured one does not answer."""
-    url = configured_api_url()
-    if not url or healthy(url):
-        yield
-        return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    print(f"note: no Prefect server answers at {url}; running without one (start it with `make serve`)", file=sys.stderr)
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        yield
 
 
 def is_local(url: str) -> bool:

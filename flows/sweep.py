@@ -1,15 +1,14 @@
 """gan-sweep: gan-pipeline over every combination of architectures, losses and seeds, in parallel.
 
 Each combination is one gan-pipeline flow run (its own output directory and MLflow run), started
-by a task, so the flow's task runner decides where the members run: locally a process pool, not
-threads, because the stages are not thread-safe together (training seeds torch's global RNG when
-it builds models, and matplotlib's text rendering fails when two diagnoses plot at once: seen
-with a thread pool). Beyond one machine, swap the task runner
-(``prefect-dask``'s ``DaskTaskRunner``, ``prefect-ray``'s ``RayTaskRunner``) or run the members as
-deployment runs on a Kubernetes/Docker work pool; see the README. The sweep ends with a comparison
+by a task, so the flow's task runner decides where the members run (:mod:`gancore_flows.runners`):
+a local process pool by default, not threads, because the stages are not thread-safe together
+(training seeds torch's global RNG when it builds models, and matplotlib's text rendering fails
+when two diagnoses plot at once: seen with a thread pool); or a Dask or Ray cluster, local or at
+``--address``. Every member reports to the sweep's Prefect API. The sweep ends with a comparison
 table (a Prefect markdown artifact, also printed).
 
-``python -m flows.sweep --arch mlp --loss non_saturating --loss hinge --seed 0 --seed 1 [-S ...]``
+``python -m gancore_flows.sweep --arch mlp --loss non_saturating --loss hinge --seed 0 --seed 1 [-S ...]``
 """
 
 # No `from __future__ import annotations`: Prefect builds the parameter model from the real
@@ -17,30 +16,19 @@ table (a Prefect markdown artifact, also printed).
 
 import argparse
 import itertools
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ProcessPoolTaskRunner
 
-import gancore.tracking as gtracking
-from flows.params import (
-    DataOverrides,
-    DiagnoseOverrides,
-    EvaluateOverrides,
-    LossOverrides,
-    ModelOverrides,
-    SampleOverrides,
-    TrackingOverrides,
-    TrainOverrides,
-    member_overrides,
-    resolve_params,
-)
-from flows.pipeline import fmt, gan_pipeline, markdown_table
-from gancore.config import LossName, ParamsError
+from gancore import tracking
+from gancore.names import LossName
+from gancore.report import fmt, markdown_table
+from gancore_flows.params import member_overrides, resolve_params, section_parameters
+from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
+from gancore_flows.runners import RUNNERS, Runner, check_member_host, member_context, task_runner, threads_per_member
 
 COLUMNS = (
     ("verdict", "diagnose", "verdict"),
@@ -55,32 +43,48 @@ COLUMNS = (
 )
 
 
-def limit_threads(threads: int) -> None:
-    """Process-pool initializer: members share the cores instead of each spinning up one
-    intra-op thread per core (oversubscribed, torch slows down several-fold)."""
+@task(name="pipeline-run", task_run_name="{label}")
+def pipeline_member(label: str, overrides: dict[str, Any], params_file: str, sets: Optional[list[str]] = None,
+                    threads: int = 1, context: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """One member of the sweep: a gan-pipeline flow run (nested under the sweep)."""
     import torch
 
+    if context:
+        check_member_host(context)
     torch.set_num_threads(threads)
-
-
-def process_pool(workers: int) -> ProcessPoolTaskRunner:
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    return ProcessPoolTaskRunner(max_workers=workers, initializer=limit_threads, initargs=(threads,))
-
-
-@task(name="pipeline-run", task_run_name="{label}")
-def pipeline_member(label: str, overrides: dict[str, Any], params_file: str, sets: Optional[list[str]] = None) -> dict[str, Any]:
-    """One member of the sweep: a gan-pipeline flow run (nested under the sweep)."""
     return gan_pipeline.with_options(flow_run_name=label)(params_file=params_file, sets=sets, **overrides)
 
 
-def comparison_rows(members: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["arch", "loss", "seed", *(c[0] for c in COLUMNS), "MLflow run"]
+def run_members(members: list[dict[str, Any]], params_file: str, sets: Optional[list[str]],
+                runner: str = "process", workers: int = 2, address: Optional[str] = None) -> int:
+    """Run every member on ``runner``, wait for all, put ``result`` (or ``error``) in each; return
+    the number that failed."""
+    context = member_context(params_file)
+    threads = threads_per_member(min(workers, len(members)))
+    failures = 0
+    with task_runner(runner, workers, address) as pool:
+        futures = [pool.submit(pipeline_member, parameters={
+            "label": m["label"], "overrides": m["overrides"], "params_file": params_file, "sets": sets,
+            "threads": threads, "context": context}) for m in members]
+        for m, future in zip(members, futures):
+            future.wait()
+            if future.state.is_completed():
+                m["result"] = future.result()
+            else:
+                failures += 1
+                exc = future.state.result(raise_on_failure=False)
+                m["result"], m["error"] = None, (str(exc).splitlines() or [future.state.name])[0][:200]
+    return failures
+
+
+def comparison_rows(members: list[dict[str, Any]], keys: tuple[str, ...] = ("arch", "loss", "seed")) -> tuple[list[str], list[list[str]]]:
+    headers = [*keys, *(c[0] for c in COLUMNS), "MLflow run"]
     rows = []
     for m in members:
         r = m.get("result")
+        ident = [str(m[k]) for k in keys]
         if r is None:
-            rows.append([m["arch"], m["loss"], str(m["seed"]), f"failed: {m['error']}", *[""] * (len(COLUMNS) - 1), ""])
+            rows.append([*ident, f"failed: {m['error']}", *[""] * (len(COLUMNS) - 1), ""])
             continue
         cells = []
         for _, source, key in COLUMNS:
@@ -90,56 +94,42 @@ def comparison_rows(members: list[dict[str, Any]]) -> tuple[list[str], list[list
             else:
                 cells.append(fmt(value))
         link = f"[{r['mlflow_run_name']}]({r['mlflow_url']})" if r.get("mlflow_url") else ""
-        rows.append([m["arch"], m["loss"], str(m["seed"]), *cells, link])
+        rows.append([*ident, *cells, link])
     return headers, rows
 
 
-@flow(name="gan-sweep", log_prints=True, task_runner=process_pool(2),
+@flow(name="gan-sweep", log_prints=True,
       description="gan-pipeline over architectures x losses x seeds, in parallel; ends with a comparison table")
+@section_parameters
 def gan_sweep(
     archs: list[str] = ["mlp"],  # noqa: B006 - Prefect copies parameter defaults
     losses: list[LossName] = ["non_saturating", "hinge"],  # noqa: B006
     seeds: list[int] = [0],  # noqa: B006
-    data: DataOverrides = DataOverrides(),
-    model: ModelOverrides = ModelOverrides(),
-    loss: LossOverrides = LossOverrides(),
-    train: TrainOverrides = TrainOverrides(),
-    sample: SampleOverrides = SampleOverrides(),
-    evaluate: EvaluateOverrides = EvaluateOverrides(),
-    diagnose: DiagnoseOverrides = DiagnoseOverrides(),
-    tracking: TrackingOverrides = TrackingOverrides(),
-    device: Optional[str] = None,
+    runner: Runner = "process",
+    workers: int = 2,
+    address: Optional[str] = None,
     params_file: str = "params.yaml",
     sets: Optional[list[str]] = None,
+    **overrides: Any,
 ) -> list[dict[str, Any]]:
-    """Every (arch, loss, seed) on params.yaml plus the shared overrides; a table compares them."""
-    base = {"data": data, "model": model, "loss": loss, "train": train, "sample": sample,
-            "evaluate": evaluate, "diagnose": diagnose, "tracking": tracking, "device": device}
+    """Every (arch, loss, seed) on params.yaml plus the shared overrides; a table compares them.
+
+    ``runner``: where the members run (a local process pool, Dask or Ray), ``workers`` at once;
+    ``address``: an existing Dask scheduler or Ray cluster (without it a local one starts).
+    """
+    base = {k: v for k, v in overrides.items() if k != "seed"}
     members = []
     for arch, loss_name, seed in itertools.product(archs, losses, seeds):
-        overrides = member_overrides(base, **{"model.arch": arch, "loss.name": loss_name, "seed": seed})
-        params = resolve_params(params_file, overrides, sets)  # every member valid before any runs
-        members.append({"arch": arch, "loss": loss_name, "seed": seed, "overrides": overrides, "params": params})
+        member = member_overrides(base, **{"model.arch": arch, "loss.name": loss_name, "seed": seed})
+        params = resolve_params(params_file, member, sets)  # every member valid before any runs
+        members.append({"arch": arch, "loss": loss_name, "seed": seed, "overrides": member, "params": params,
+                        "label": f"{arch}-{loss_name}-seed{seed}"})
     if not members:
         raise ValueError("empty sweep: give at least one architecture, one loss and one seed")
     if members[0]["params"].tracking.enabled:
         # One store and experiment, created before members race to create them.
-        gtracking.ensure_experiment(members[0]["params"].tracking.experiment, Path(params_file).resolve().parent)
-
-    futures = [
-        pipeline_member.submit(f"{m['arch']}-{m['loss']}-seed{m['seed']}", m["overrides"], params_file, sets)
-        for m in members
-    ]
-    failures = 0
-    for m, future in zip(members, futures):
-        future.wait()
-        if future.state.is_completed():
-            m["result"] = future.result()
-        else:
-            failures += 1
-            exc = future.state.result(raise_on_failure=False)
-            m["result"], m["error"] = None, (str(exc).splitlines() or [future.state.name])[0][:200]
-        del m["params"]
+        tracking.ensure_experiment(members[0]["params"].tracking.experiment, Path(params_file).resolve().parent)
+    failures = run_members(members, params_file, sets, runner, workers, address)
     headers, rows = comparison_rows(members)
     table = markdown_table(headers, rows)
     create_markdown_artifact(markdown=f"# gan-sweep\n\n{table}\n", key="gan-sweep-comparison",
@@ -147,32 +137,36 @@ def gan_sweep(
     print(table)
     if failures:
         raise RuntimeError(f"{failures} of {len(members)} sweep members failed; see the table above")
-    return [{k: v for k, v in m.items() if k != "overrides"} for m in members]
+    return [{k: v for k, v in m.items() if k not in ("overrides", "params")} for m in members]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.sweep", description="Run the gan-sweep flow in this process.")
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=2, help="members run at once (default 2)")
+    parser.add_argument("--runner", choices=RUNNERS, default="process",
+                        help="where members run: a local process pool (default), Dask or Ray")
+    parser.add_argument("--address", default=None, help="an existing Dask scheduler (tcp://host:8786) or Ray cluster "
+                        "(ray://host:10001); without it a local cluster starts")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gancore_flows.sweep", description="Run the gan-sweep flow in this process.")
     parser.add_argument("--arch", action="append", dest="archs", metavar="NAME", help="architecture (repeatable; default mlp)")
     parser.add_argument("--loss", action="append", dest="losses", metavar="NAME", help="loss (repeatable; default non_saturating, hinge)")
     parser.add_argument("--seed", action="append", dest="seeds", type=int, metavar="N", help="seed (repeatable; default 0)")
-    parser.add_argument("--params", default="params.yaml", metavar="FILE")
-    parser.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
-    parser.add_argument("--workers", type=int, default=2, help="members run at once (default 2)")
+    add_params_arguments(parser)
+    add_runner_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        resolve_params(args.params, sets=args.sets)
-    except ParamsError as exc:
-        print(f"gan-sweep: {exc}", file=sys.stderr)
-        return 2
-    runner = process_pool(args.workers)
-    kwargs: dict[str, Any] = {"params_file": args.params, "sets": args.sets}
+    if (code := check_params("gan-sweep", args.params, args.sets)) is not None:
+        return code
+    kwargs: dict[str, Any] = {"params_file": args.params, "sets": args.sets, "runner": args.runner,
+                              "workers": args.workers, "address": args.address}
     for name in ("archs", "losses", "seeds"):
         if getattr(args, name):
             kwargs[name] = getattr(args, name)
-    from flows.server import offline_if_unreachable
+    from gancore_flows.server import local_api
 
-    with offline_if_unreachable():
-        gan_sweep.with_options(task_runner=runner)(**kwargs)
+    with local_api():
+        gan_sweep(**kwargs)
     print("Open the MLflow UI with:  make ui")
     return 0
 

@@ -13,28 +13,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gancore.config import Params, flatten
 from gancore.errors import TrainingError
-from gancore.io import torch_save
-from gancore.layout import Layout
+from gancore.io import torch_load, torch_save
 
-CHECKPOINT_FILE = "last.pt"
-FORMAT = 1
+FORMAT = 2
 
 # Keys that do not change the trained weights: how long (steps: a longer run continues a shorter
-# one), how often to save or log, where the data lives, and the evaluation classifier prepared
-# beside the data.
+# one), how often to save or log, where the data lives, which generator the monitor keeps, and the
+# evaluation classifier prepared beside the data. The monitor's interval changes the weights only
+# when it acts on collapse (on_collapse: stop or rollback): see run_identity.
 RESULT_NEUTRAL = {
-    "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb"),
-    "data": ("classifier_epochs",),
+    "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb", "keep_best", "compile"),
+    "data": ("classifier_epochs", "on_bad_image"),
 }
 SECTIONS = ("seed", "data", "model", "loss", "train", "prepared_data")
-
-
-def checkpoint_path(layout: Layout) -> Path:
-    return layout.checkpoints / CHECKPOINT_FILE
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -56,6 +49,9 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
     for section in ("data", "model", "loss", "train"):
         neutral = RESULT_NEUTRAL.get(section, ())
         identity[section] = {k: v for k, v in dump[section].items() if k not in neutral}
+    if params.train.on_collapse == "continue":  # the monitor only watches: it cannot change the weights
+        for key in ("monitor_every", "max_rollbacks"):
+            identity["train"].pop(key, None)
     if model_options is not None:
         identity["model"]["options"] = json.loads(json.dumps(model_options, sort_keys=True))
     identity["prepared_data"] = prepared_data
@@ -84,13 +80,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint as saved, on the CPU; everything in it is tensors and plain values."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainingError(
-            f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); "
-            "delete it or run `gan train --restart`"
-        ) from None
+    state = torch_load(path, TrainingError, "it is damaged (e.g. cut short by a crash or a full disk): "
+                       "run `gan train --restart` to start over, or delete it")
     if state.get("format") != FORMAT:
         raise TrainingError(f"checkpoint {path} has format {state.get('format')!r}, this gancore writes {FORMAT}; run `gan train --restart`")
     return state

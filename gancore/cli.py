@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from gancore.stages import STAGE_ORDER
+from gancore.names import STAGE_ORDER
 
 STAGE_HELP = {
     "prepare": "fetch raw data and write data/prepared/ (tensors, meta.json, domain classifier)",
@@ -36,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
         _add_params_args(p)
         if stage == "train":
             p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
+    ui = sub.add_parser("ui", help="the MLflow UI over this project's runs (http://127.0.0.1:5000)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--root", default=".", help="project folder holding mlflow.db (default: .)")
+    server = sub.add_parser("tracking-server", help="a shared MLflow tracking server on this project's store; its runs log through it while it runs")
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for other machines)")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--root", default=".", help="project folder holding mlflow.db (default: .)")
+    server.add_argument("--backend-store-uri", default=None, help="e.g. postgresql://user@host/db (default: the project's mlflow.db)")
+    server.add_argument("--artifacts-destination", default=None, help="artifact root the server serves (default: the project's mlartifacts/)")
+    server.add_argument("--workers", type=int, default=1)
     plugins = sub.add_parser("plugins", help="list architecture plugins or check one")
     psub = plugins.add_subparsers(dest="plugins_command", required=True, metavar="ACTION")
     psub.add_parser("list", help="show every architecture, where it came from, its kinds and options")
@@ -59,13 +71,15 @@ def _run_stage(args: argparse.Namespace) -> int:
 
     from gancore.config import load_params
     from gancore.layout import Layout
-    from gancore.tracking import run_stage
+    from gancore.stages import run_stage
+    from gancore.tracking import recorder_for
 
     params = load_params(args.params, args.overrides)
     kwargs = {"restart": args.restart} if args.command == "train" else {}
     # With tracking enabled the stage joins the pipeline's MLflow run (found through
     # <out>/.mlflow_run.json); mlflow.db lives beside the parameter file.
-    summary = run_stage(args.command, params, Layout(args.out), root=Path(args.params).resolve().parent, **kwargs)
+    recorder = recorder_for(params, Path(args.params).resolve().parent)
+    summary = run_stage(args.command, params, Layout(args.out), recorder, **kwargs)
     _print_summary(args.command, summary)
     return 0
 
@@ -96,6 +110,9 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gancore.environment import quiet
+
+    quiet()
     args = build_parser().parse_args(argv)
     from gancore.config import ParamsError
     from gancore.errors import GanCoreError
@@ -103,6 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plugins":
             return _plugins(args)
+        if args.command in ("ui", "tracking-server"):
+            from pathlib import Path
+
+            from gancore.tracking import server
+
+            root = Path(args.root).resolve()
+            if args.command == "ui":
+                return server.ui(root, args.host, args.port)
+            return server.tracking_server(root, args.host, args.port, args.backend_store_uri, args.artifacts_destination, args.workers)
         return _run_stage(args)
     except ParamsError as exc:
         print(f"gan {args.command}: {exc}", file=sys.stderr)

@@ -15,16 +15,13 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-DATASETS = ("ring8", "grid25", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder")
-VECTOR_DATASETS = ("ring8", "grid25")
-LOSSES = ("minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares")
-CLASSIFIERS = ("domain", "inception", "inception_tf")
+from gancore.names import VECTOR_DATASETS, ClassifierName, DatasetName, LossName
+
 NATIVE_IMAGE_SIZE = {"mnist": 28, "fashion_mnist": 28, "stacked_mnist": 28, "cifar10": 32}
 CHANNELS = {"mnist": 1, "fashion_mnist": 1, "stacked_mnist": 3, "cifar10": 3, "image_folder": 3}
-
-DatasetName = Literal["ring8", "grid25", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder"]
-LossName = Literal["minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares"]
-ClassifierName = Literal["domain", "inception", "inception_tf"]
+# The monitor figures train.keep_best can select on, and whether higher is better.
+MONITOR_FIGURES = {"high_quality_fraction": True, "modes_covered": True, "mode_kl": False}
+KeepBest = Literal["high_quality_fraction", "modes_covered", "mode_kl"]
 
 
 class ParamsError(ValueError):
@@ -47,13 +44,15 @@ class DataParams(_Section):
     n_test: Optional[int] = Field(None, gt=0, description="held-out examples for evaluation (null: the data set's test split / 10,000 toy points)")
     image_size: Optional[int] = Field(None, ge=8, le=1024, description="side of square images (null: native size; required for image_folder)")
     path: Optional[str] = Field(None, description="folder of images for image_folder")
-    classifier_epochs: int = Field(3, ge=0, description="epochs for the domain classifier trained during prepare (0: none)")
+    classifier_epochs: int = Field(8, ge=0, description="epochs for the domain classifier trained during prepare (0: none); 8 gives MNIST's published score")
+    on_bad_image: Literal["fail", "skip"] = Field("fail", description="image_folder: a file that cannot be decoded fails prepare (naming every such file) or is skipped with a warning")
 
 
 class ModelParams(_Section):
-    arch: str = "mlp"
+    arch: str = Field("mlp", description="architecture plugin (`gan plugins list`)")
     latent_dim: int = Field(16, gt=0, le=4096)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="architecture options (`gan plugins list`)")
+    pack: int = Field(1, ge=1, le=16, description="PacGAN packing: the discriminator judges this many samples jointly (1: off)")
 
 
 class LossParams(_Section):
@@ -62,10 +61,10 @@ class LossParams(_Section):
 
 
 class TrainParams(_Section):
-    steps: int = Field(3000, gt=0, description="generator updates")
-    batch_size: int = Field(256, gt=0)
-    lr_g: float = Field(2e-4, gt=0, lt=1)
-    lr_d: float = Field(2e-4, gt=0, lt=1)
+    steps: int = Field(5000, gt=0, description="generator updates")
+    batch_size: int = Field(256, gt=0, description="samples per step (real and generated each)")
+    lr_g: float = Field(5e-4, gt=0, lt=1)
+    lr_d: float = Field(1e-3, gt=0, lt=1)
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     n_critic: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
@@ -74,9 +73,14 @@ class TrainParams(_Section):
     log_every: int = Field(10, gt=0, description="steps between rows of the training log")
     resident_data: Literal["auto", "always", "never"] = "auto"
     resident_max_gb: float = Field(4.0, gt=0, description="largest prepared data kept resident on the device under 'auto'")
+    monitor_every: Optional[int] = Field(500, gt=0, description="steps between collapse-monitor checks and progress pictures (null: off)")
+    keep_best: Optional[KeepBest] = Field(None, description="keep models/best/ at the best value of this monitor figure (null: off)")
+    on_collapse: Literal["continue", "stop", "rollback"] = Field("continue", description="what the monitor does when it sees mode collapse")
+    max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed under on_collapse=rollback before training continues regardless")
 
 
 class SampleParams(_Section):
+    generator: Literal["last", "best"] = Field("last", description="the final generator, or models/best/ (train.keep_best)")
     n: Optional[int] = Field(None, gt=0, description="samples to draw (null: the data set's protocol: 2,500 for 2D, 26,000 for stacked_mnist, 10,000 otherwise)")
     batch_size: int = Field(1000, gt=0)
     grid_size: int = Field(64, gt=0, le=1024, description="images in the sample picture")
@@ -98,6 +102,12 @@ class DiagnoseParams(_Section):
     duplicate_fraction: float = Field(0.05, gt=0, lt=1, description="near duplicate: closer than this fraction of the real data's median pairwise distance")
 
 
+class MixtureParams(_Section):
+    enabled: bool = Field(False, description="train one GAN per part of the data and sample their mixture")
+    partition: Literal["auto", "labels", "kmeans"] = Field("auto", description="auto: class labels for labelled images, k-means otherwise")
+    parts: int = Field(8, ge=2, le=1000, description="k-means parts (labels: one part per class)")
+
+
 class TrackingParams(_Section):
     enabled: bool = True
     experiment: str = Field("gancore", min_length=1)
@@ -113,6 +123,7 @@ class Params(_Section):
     sample: SampleParams = Field(default_factory=SampleParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     diagnose: DiagnoseParams = Field(default_factory=DiagnoseParams)
+    mixture: MixtureParams = Field(default_factory=MixtureParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
     @field_validator("device")
@@ -249,6 +260,18 @@ def _semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, s
         problems.append(("evaluate.classifier", f"{params.evaluate.classifier} needs images; {d.name} is 2D: use domain"))
     if params.n_samples < params.evaluate.splits:
         problems.append(("sample.n", f"{params.n_samples} samples cannot fill evaluate.splits={params.evaluate.splits}; use at least as many samples as splits"))
+    t = params.train
+    if t.batch_size % params.model.pack:
+        problems.append(("train.batch_size", f"{t.batch_size} is not a multiple of model.pack={params.model.pack}: the discriminator judges groups of {params.model.pack}; use e.g. {t.batch_size // params.model.pack * params.model.pack or params.model.pack}"))
+    if t.monitor_every is None:
+        if t.keep_best is not None:
+            problems.append(("train.keep_best", "needs the collapse monitor: set train.monitor_every (e.g. 500) or keep_best=null"))
+        if t.on_collapse != "continue":
+            problems.append(("train.on_collapse", f"{t.on_collapse} needs the collapse monitor: set train.monitor_every (e.g. 500) or on_collapse=continue"))
+    if params.sample.generator == "best" and t.keep_best is None:
+        problems.append(("sample.generator", "best needs train.keep_best (e.g. high_quality_fraction); or use sample.generator=last"))
+    if params.mixture.enabled and params.mixture.partition == "labels" and params.data_kind == "vector":
+        problems.append(("mixture.partition", f"{d.name} is unlabelled 2D data: use kmeans (or auto)"))
     if check_plugins:
         from gancore.registry import architectures, resolve_options
 
@@ -276,5 +299,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamsError([("(file)", f"not valid YAML: {exc}")], str(path)) from None
+    if not isinstance(tree, dict):
+        raise ParamsError([("(top level)", f"the file holds a {type(tree).__name__}, not a mapping of sections "
+                            "(seed, device, data, model, ...): see the project's params.yaml")], str(path))
     source = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
     return validate(apply_overrides(tree, list(overrides or [])), source, check_plugins)

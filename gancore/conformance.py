@@ -13,15 +13,16 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gancore.errors import GanCoreError
 from gancore import registry
+from gancore.errors import GanCoreError
 from gancore.registry import Architecture
 
 LATENT_DIM = 8
@@ -30,6 +31,7 @@ FORWARD_BATCH = 2  # the forward at the default (full) widths
 LIGHT = {"width": 16, "hidden": 32}  # layer-width options lowered for the training-path checks
 VANISHING = 1e-6  # relative gradient norm below which a parameter is not learning (see _gradients)
 SEED = 1234
+PACK = 2
 VECTOR_SHAPE = (2,)
 IMAGE_SHAPES = ((1, 28, 28), (3, 32, 32))
 
@@ -228,6 +230,7 @@ def _check_shape(arch: Architecture, shape: tuple[int, ...], dev, report: Report
     _attempt(report, "eval mode", shape, lambda: _eval_mode(g, d, z, image))
     _attempt(report, "same seed, same output", shape, lambda: _same_seed(arch, shape, options, dev, z, real))
     _attempt(report, "state_dict round trip", shape, lambda: _round_trip(arch, shape, options, dev, g, d, z))
+    _attempt(report, f"packed discriminator (model.pack={PACK})", shape, lambda: _packed(arch, shape, options, dev, real))
 
 
 def _checked_build(arch, shape, options, dev, report: Report, label: str):
@@ -366,6 +369,22 @@ def _same_seed(arch, shape, options, dev, z, real) -> tuple[bool, str]:
         return True, "rebuilt with the same seed: G(z), D(x) and D(G(z)) bit-identical"
     diffs = [(x - y).abs().max().item() if x.shape == y.shape else float("nan") for x, y in zip(a, b)]
     return False, "rebuilt with the same seed: max |diff| G(z) {:.3g}, D(x) {:.3g}, D(G(z)) {:.3g}".format(*diffs)
+
+
+def _packed(arch, shape, options, dev, real) -> tuple[bool, str]:
+    """PacGAN: the same plugin builds the discriminator for PACK samples concatenated along the
+    first axis; it must take the packed batch and give one logit per group, with gradients."""
+    from gancore.modelio import packed_shape
+
+    packed = packed_shape(shape, PACK)
+    torch.manual_seed(SEED)
+    built = arch.build(packed, LATENT_DIM, **options)
+    d = built[1].to(dev).train()
+    x = real.reshape(real.shape[0] // PACK, *packed).clone().requires_grad_(True)
+    logits = d(x)
+    (grad,) = torch.autograd.grad(logits.float().sum(), x)
+    ok = _logit_shape_ok(logits, x.shape[0]) and bool(torch.isfinite(logits).all()) and bool(grad.abs().sum() > 0)
+    return ok, f"built at {packed}: {tuple(x.shape)} -> logits {tuple(logits.shape)}, input gradient {'non-zero' if grad.abs().sum() > 0 else 'zero'}"
 
 
 def _round_trip(arch, shape, options, dev, g, d, z) -> tuple[bool, str]:

@@ -19,3 +19,13 @@ class TrainingError(GanCoreError):
 
 class EvaluationError(GanCoreError):
     """Evaluation inputs missing or invalid (e.g. classifier weights unavailable offline)."""
+
+
+class WriteError(GanCoreError):
+    """A result could not be written (e.g. the disk is full); the previous file is kept."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (torch.load's run to a page), for error messages."""
+    text = str(exc).strip().splitlines()
+    return (text[0][:limit] if text else "") or type(exc).__name__

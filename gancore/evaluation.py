@@ -36,8 +36,6 @@ from gancore.evaluation_jsd import js_lower_bound
 from gancore.io import write_json
 from gancore.layout import Layout
 
-SAMPLES_FILE = "samples.pt"
-RESULT_FILE = "evaluate.json"
 HEADLINE = ("is_mean", "is_std", "kl_divergence", "js_divergence", "fid", "precision", "recall",
             "density", "coverage", "js_lower_bound")
 
@@ -84,7 +82,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     result.update(js_lower_bound(real_feat, gen_feat, seed=params.seed).as_dict())
 
     result = strict_json(result)
-    write_json(layout.metrics / RESULT_FILE, result)
+    write_json(layout.evaluate_json, result)
     return {key: result[key] for key in HEADLINE}
 
 
@@ -169,7 +167,7 @@ def strict_json(result: dict[str, Any]) -> dict[str, Any]:
 # -- inputs and checks ---------------------------------------------------------------------------
 
 def _load_generated(layout: Layout) -> torch.Tensor:
-    path = layout.samples / SAMPLES_FILE
+    path = layout.samples_file
     if not path.exists():
         raise EvaluationError(f"{path} is missing: run `gan sample` first")
     from gancore.sampling import load_samples

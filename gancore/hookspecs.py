@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @hookspec
-def gancore_architectures() -> Iterable["Architecture"]:
+def gancore_architectures() -> Iterable[Architecture]:
     """Return the architectures this plugin provides.
 
     Each item is a :class:`gancore.Architecture`. ``build(shape, latent_dim, **options)`` must

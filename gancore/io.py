@@ -1,4 +1,10 @@
-"""Atomic file writes: a reader never sees a half-written checkpoint or result."""
+"""Atomic, durable file writes: a reader never sees a half-written checkpoint or result, and a
+power cut after a write returned cannot leave an empty file behind its name.
+
+Each write goes to a temporary file beside the target, which is flushed to disk (fsync) before
+one rename puts it in place; the directory is fsynced after the rename so that the new name is
+on disk too. A failed write (a full disk) leaves the previous file untouched and names the path.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,20 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from gancore import faults
+from gancore.errors import GanCoreError, WriteError, first_line
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -19,12 +37,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+            faults.hit(f"write:{path.name}", path=path)
+            _fsync(tmp_path)
+        except OSError as exc:
+            kept = "the previous file is kept" if path.exists() else "nothing was written"
+            raise WriteError(f"could not write {path}: {exc.strerror or first_line(exc)}; {kept}") from exc
         # mkstemp creates 0600 files; give results the usual umask-derived mode.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+        _fsync(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -47,6 +72,17 @@ def torch_save(obj: Any, path: str | Path) -> None:
     # objects give byte-identical files (a path would name it after the random temp file).
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
+
+
+def torch_load(path: str | Path, error: type[GanCoreError] = GanCoreError, advice: str = "") -> Any:
+    """``torch.load`` of a file gancore wrote: on the CPU, tensors and plain values only (no code
+    runs from the file); an unreadable file raises ``error`` naming it, with ``advice``."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise error(f"{path} could not be loaded ({type(exc).__name__}: {first_line(exc)})" + (f"; {advice}" if advice else "")) from None
 
 
 def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> None:

@@ -11,14 +11,14 @@ generator's ``g(l_fake)``. Logits may be ``[B]`` or ``[B, 1]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.nn.functional import relu, softplus
 
-LOSS_NAMES = ("minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares")
+from gancore.names import LOSSES
 
 
 def flat_logits(logits: Tensor) -> Tensor:
@@ -94,7 +94,7 @@ _OBJECTIVES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tenso
 def get_loss(name: str, gp_weight: float = 10.0) -> GanLoss:
     """The objective called ``name`` (``loss.name`` in params); ``gp_weight`` only for wasserstein_gp."""
     if name not in _OBJECTIVES:
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSS_NAMES)}")
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
     d, g = _OBJECTIVES[name]
     return GanLoss(name, d, g, gp_weight if name == "wasserstein_gp" else 0.0)
 

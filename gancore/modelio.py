@@ -1,7 +1,7 @@
 """Trained models on disk: ``models/generator.pt`` and ``models/discriminator.pt``.
 
 Each file is a plain dict (``state_dict``, ``arch``, ``options``, ``latent_dim``, ``shape``,
-``kind``, ``ema``, ``step``, ``params_digest``) readable with ``torch.load(weights_only=True)``:
+``kind``, ``ema``, ``step``, ``params_digest``, ``pack``) readable with ``torch.load(weights_only=True)``:
 no pickled classes, so loading a model never runs code from the file. The network is rebuilt
 through the architecture registry from the stored name and options.
 """
@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from gancore.errors import GanCoreError
-from gancore.io import torch_save
+from gancore.io import torch_load, torch_save
+from gancore.layout import DISCRIMINATOR_FILE, GENERATOR_FILE
 
-GENERATOR_FILE = "generator.pt"
-DISCRIMINATOR_FILE = "discriminator.pt"
+__all__ = ["DISCRIMINATOR_FILE", "GENERATOR_FILE", "build_pair", "load_discriminator", "load_generator",
+           "module_from_record", "read_model_file", "resolve_architecture", "save_model"]
 
 
 def save_model(
@@ -33,6 +34,7 @@ def save_model(
     ema: bool,
     step: int,
     params_digest: str,
+    pack: int = 1,
 ) -> None:
     # CPU, standard layout: the file loads the same on any machine.
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -47,6 +49,7 @@ def save_model(
             "ema": bool(ema),
             "step": int(step),
             "params_digest": params_digest,
+            "pack": int(pack),
         },
         path,
     )
@@ -57,10 +60,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise GanCoreError(f"{path} is missing: run `gan train` first")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise GanCoreError(f"{path} could not be read ({type(exc).__name__}: {exc}); run `gan train` again") from None
+    record = torch_load(path, GanCoreError, "run `gan train` again")
     missing = {"state_dict", "arch", "options", "latent_dim", "shape"} - set(record)
     if missing:
         raise GanCoreError(f"{path} lacks {', '.join(sorted(missing))}; it was not written by gancore: run `gan train` again")
@@ -78,15 +78,34 @@ def resolve_architecture(arch_name: str, options: dict[str, Any]) -> tuple[Any, 
         raise GanCoreError(str(exc.args[0]) if exc.args else str(exc)) from None
 
 
-def build_pair(arch_name: str, shape: tuple[int, ...], latent_dim: int, options: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) of a registered architecture, options checked against its defaults."""
+def packed_shape(shape: tuple[int, ...], pack: int) -> tuple[int, ...]:
+    """The shape a packing discriminator sees: ``pack`` samples concatenated along the first axis,
+    ``(m*d,)`` for vectors and ``(m*C, H, W)`` for images."""
+    return (pack * int(shape[0]), *(int(s) for s in shape[1:]))
+
+
+def build_pair(arch_name: str, shape: tuple[int, ...], latent_dim: int, options: dict[str, Any],
+               pack: int = 1) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) of a registered architecture, options checked against its defaults.
+
+    With ``pack > 1`` the discriminator comes from a second build at :func:`packed_shape`: any
+    plugin packs without knowing about it (the generator is the one of the first build).
+    """
     arch, resolved = resolve_architecture(arch_name, options)
-    return arch.build(tuple(shape), int(latent_dim), **resolved)
+    generator, discriminator = arch.build(tuple(shape), int(latent_dim), **resolved)
+    if pack > 1:
+        try:
+            _, discriminator = arch.build(packed_shape(tuple(shape), pack), int(latent_dim), **resolved)
+        except Exception as exc:
+            raise GanCoreError(f"architecture {arch_name!r} cannot build a discriminator for model.pack={pack} "
+                               f"(shape {packed_shape(tuple(shape), pack)}): {exc}") from None
+    return generator, discriminator
 
 
 def module_from_record(record: dict[str, Any], which: str, device: str | torch.device = "cpu", source: Any = "the model file") -> nn.Module:
     """Rebuild the ``"generator"`` or ``"discriminator"`` a :func:`read_model_file` record describes (eval mode)."""
-    pair = build_pair(record["arch"], tuple(record["shape"]), record["latent_dim"], record["options"])
+    pack = int(record.get("pack", 1)) if which == "discriminator" else 1
+    pair = build_pair(record["arch"], tuple(record["shape"]), record["latent_dim"], record["options"], pack)
     module = pair[("generator", "discriminator").index(which)]
     try:
         module.load_state_dict(record["state_dict"])

@@ -1,33 +1,59 @@
-"""Architecture registry: plugins are found through the ``gancore`` entry-point group.
+"""Architecture registry: one pluggy ``PluginManager`` over the ``gancore`` entry-point group.
 
-Built-in architectures (``plugins/``) register through this project's own entry points, so
-there is one mechanism for everyone. A plugin that fails to import, raises, or returns something
-that is not a valid :class:`Architecture` is named in a warning and skipped; the rest keep
-working.
+As pytest does it: one manager holds every plugin; each entry point is loaded and registered in
+its own try/except, so a plugin that fails to import is named in a warning and skipped while the
+rest keep working; ``check_pending()`` then reports a plugin whose ``@hookimpl`` names no known
+hook (a misspelled ``gancore_architectures``), which would otherwise contribute nothing, silently.
+The built-in architectures (``plugins/``, installed as ``gancore_plugins``) register through this
+project's own entry points: one mechanism for everyone.
+
+Each plugin's hook implementation is then called on its own, so that what it returns can be
+attributed to it, and a plugin that raises or returns something that is not a valid
+:class:`Architecture` is named and skipped too.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
+
+import pluggy
+
+from gancore import hookspecs
 
 VALID_KINDS = frozenset({"vector", "image"})
+ENTRY_POINT_GROUP = hookspecs.PROJECT
 
 
 class PluginWarning(UserWarning):
     """A plugin could not be loaded or returned something invalid; it was skipped."""
 
 
+def options_of(build: Callable[..., Any]) -> dict[str, Any]:
+    """The options ``build(shape, latent_dim, **options)`` takes, with their defaults: the
+    keyword parameters after the first two that have a default."""
+    try:
+        parameters = list(inspect.signature(build).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)][2:]
+    return {p.name: p.default for p in named if p.default is not p.empty}
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A generator/discriminator family that a plugin contributes.
 
-    ``build(shape, latent_dim, **options) -> (generator, discriminator)``; ``defaults`` lists
-    every option ``build`` accepts with its default value (``model.options`` in params.yaml may
-    only use these keys). ``shapes`` optionally lists the shapes the architecture supports, which
-    ``gan plugins check`` builds at; when empty, a representative shape per kind is used.
+    ``build(shape, latent_dim, **options) -> (generator, discriminator)``. ``defaults`` lists every
+    option ``build`` accepts with its default value (``model.options`` in params.yaml may only use
+    these keys); when the plugin gives none they are read from ``build``'s signature, so an
+    option's default is written once. ``shapes`` optionally lists the shapes the architecture
+    supports, which ``gan plugins check`` builds at; when empty, a representative shape per kind
+    is used.
     """
 
     name: str
@@ -51,6 +77,8 @@ class Architecture:
             raise ValueError(f"Architecture {self.name!r}: build must be callable")
         if not isinstance(self.defaults, dict):
             raise ValueError(f"Architecture {self.name!r}: defaults must be a dict")
+        if not self.defaults:
+            object.__setattr__(self, "defaults", options_of(self.build))
         object.__setattr__(self, "shapes", tuple(tuple(int(d) for d in s) for s in self.shapes))
 
     def supports(self, shape: tuple[int, ...]) -> bool:
@@ -68,25 +96,22 @@ class RegisteredArchitecture:
     version: str
 
 
-def _plugin_manager():
-    import pluggy
-
-    from gancore import hookspecs
-
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    return pm
+def _warn(message: str) -> None:
+    warnings.warn(message, PluginWarning, stacklevel=3)
 
 
-def _entry_points():
+def _entry_points() -> Any:
     from importlib.metadata import entry_points
 
-    return entry_points(group="gancore")
+    return entry_points(group=ENTRY_POINT_GROUP)
 
 
-def discover(extra_modules: tuple[Any, ...] = ()) -> dict[str, RegisteredArchitecture]:
-    """Load every plugin and return the valid architectures by name (uncached)."""
-    found: dict[str, RegisteredArchitecture] = {}
+def plugin_manager(extra_modules: tuple[Any, ...] = ()) -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]]]:
+    """A manager with every loadable plugin registered and checked, and ``{plugin name:
+    (distribution, version)}``. Plugins that fail to load or name unknown hooks are skipped."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    origins: dict[str, tuple[str, str]] = {}
     sources: list[tuple[str, str, str, Callable[[], Any]]] = []
     for ep in _entry_points():
         dist = ep.dist.name if ep.dist is not None else "?"
@@ -94,37 +119,55 @@ def discover(extra_modules: tuple[Any, ...] = ()) -> dict[str, RegisteredArchite
         sources.append((ep.name, dist, version, ep.load))
     for module in extra_modules:
         sources.append((getattr(module, "__name__", repr(module)), "(direct)", "-", lambda m=module: m))
-
-    for plugin_name, dist, version, load in sources:
-        label = f"plugin {plugin_name!r} (from {dist})"
+    for name, dist, version, load in sources:
         try:
-            module = load()
-            pm = _plugin_manager()
-            pm.register(module, name=plugin_name)
-            results = pm.hook.gancore_architectures()
+            pm.register(load(), name=name)
         except Exception as exc:  # a broken plugin must not take the others down
-            warnings.warn(f"{label} failed to load and was skipped: {type(exc).__name__}: {exc}", PluginWarning, stacklevel=2)
+            _warn(f"plugin {name!r} (from {dist}) failed to load and was skipped: {type(exc).__name__}: {exc}")
             continue
-        for result in results:
-            try:
-                items = list(result)
-            except TypeError:
-                warnings.warn(f"{label} returned {type(result).__name__}, not an iterable of Architecture; skipped", PluginWarning, stacklevel=2)
+        origins[name] = (dist, version)
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            dist = origins.pop(name, ("?", "?"))[0]
+            pm.unregister(exc.plugin)
+            _warn(f"plugin {name!r} (from {dist}) was skipped: {exc} (hooks gancore knows: "
+                  f"{', '.join(sorted(h for h in dir(hookspecs) if h.startswith('gancore_')))})")
+    return pm, origins
+
+
+def discover(extra_modules: tuple[Any, ...] = ()) -> dict[str, RegisteredArchitecture]:
+    """Load every plugin and return the valid architectures by name (uncached)."""
+    pm, origins = plugin_manager(extra_modules)
+    found: dict[str, RegisteredArchitecture] = {}
+    # Registration order; pluggy itself calls the implementations last-registered first.
+    for impl in sorted(pm.hook.gancore_architectures.get_hookimpls(), key=lambda i: list(origins).index(i.plugin_name)):
+        name = impl.plugin_name
+        dist, version = origins[name]
+        label = f"plugin {name!r} (from {dist})"
+        try:
+            result = impl.function()
+        except Exception as exc:
+            _warn(f"{label} failed to load and was skipped: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            items = list(result)
+        except TypeError:
+            _warn(f"{label} returned {type(result).__name__}, not an iterable of Architecture; skipped")
+            continue
+        for arch in items:
+            if not isinstance(arch, Architecture):
+                _warn(f"{label} returned {type(arch).__name__}, not an Architecture; skipped")
                 continue
-            for arch in items:
-                if not isinstance(arch, Architecture):
-                    warnings.warn(f"{label} returned {type(arch).__name__}, not an Architecture; skipped", PluginWarning, stacklevel=2)
-                    continue
-                if arch.name in found:
-                    prev = found[arch.name]
-                    warnings.warn(
-                        f"{label}: architecture {arch.name!r} is already provided by plugin "
-                        f"{prev.plugin!r} (from {prev.distribution}); the later one was skipped",
-                        PluginWarning,
-                        stacklevel=2,
-                    )
-                    continue
-                found[arch.name] = RegisteredArchitecture(arch, plugin_name, dist, version)
+            if arch.name in found:
+                prev = found[arch.name]
+                _warn(f"{label}: architecture {arch.name!r} is already provided by plugin "
+                      f"{prev.plugin!r} (from {prev.distribution}); the later one was skipped")
+                continue
+            found[arch.name] = RegisteredArchitecture(arch, name, dist, version)
     return found
 
 
@@ -148,4 +191,3 @@ def resolve_options(arch: Architecture, options: dict[str, Any]) -> dict[str, An
         allowed = ", ".join(sorted(arch.defaults)) or "(none)"
         raise ValueError(f"architecture {arch.name!r} has no option(s) {', '.join(unknown)}; allowed: {allowed}")
     return {**arch.defaults, **options}
-

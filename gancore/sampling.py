@@ -1,12 +1,13 @@
 """The sampling stage: a fixed set of samples from the trained generator, and a picture of them.
 
-The latent vectors come from a CPU ``torch.Generator`` seeded by ``params.seed + SAMPLE_SEED_OFFSET``:
-independent of training's streams, and the same vectors whatever device runs the generator.
+The latent vectors come from the CPU stream ``"sample"`` of ``params.seed`` (:mod:`gancore.seeds`):
+independent of training's streams, and the same vectors whatever device runs the generator. A
+mixture of GANs (``models/mixture.json``) is sampled part by part, in proportion to the parts'
+shares of the training data, each part from its own stream, then shuffled into one set.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -14,74 +15,107 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gancore import seeds
 from gancore.config import Params
 from gancore.data.prepared import load_meta, load_prepared, to_model_range, to_uint8
 from gancore.device import resolve_device
 from gancore.errors import GanCoreError
-from gancore.io import atomic_path, save_figure, torch_save
+from gancore.io import read_json, save_figure, torch_load, torch_save
 from gancore.layout import Layout
-from gancore.modelio import GENERATOR_FILE, module_from_record, read_model_file
+from gancore.modelio import module_from_record, read_model_file
+from gancore.pictures import save_image_grid
 
-SAMPLE_SEED_OFFSET = 1_000_003
-SAMPLES_FILE = "samples.pt"
-PICTURE_FILE = "samples.png"
+SAMPLE_STREAM = "sample"
 
 
 @torch.no_grad()
-def draw(generator: nn.Module, n: int, latent_dim: int, seed: int, batch_size: int, device: torch.device | str = "cpu") -> Tensor:
-    """``n`` samples (float, model range, on the CPU) from latent vectors seeded by ``seed``."""
-    rng = torch.Generator().manual_seed(seed)
+def draw(generator: nn.Module, n: int, latent_dim: int, rng: torch.Generator, batch_size: int,
+         device: torch.device | str = "cpu") -> Tensor:
+    """``n`` samples (float, model range, on the CPU) from latent vectors drawn from ``rng`` (CPU)."""
     out = []
     for start in range(0, n, batch_size):
         z = torch.randn(min(batch_size, n - start), latent_dim, generator=rng)
         out.append(generator(z.to(device)).float().cpu())
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def allocate(n: int, weights: list[float]) -> list[int]:
+    """``n`` split in proportion to ``weights`` (largest remainders: the counts sum to ``n``)."""
+    total = sum(weights)
+    exact = [n * w / total for w in weights]
+    counts = [int(e) for e in exact]
+    for i in sorted(range(len(weights)), key=lambda i: exact[i] - counts[i], reverse=True)[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _load(path: Path, params: Params, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    record = read_model_file(path)
+    if tuple(record["shape"]) != params.data_shape:
+        raise GanCoreError(
+            f"{path} makes samples of shape {record['shape']}, but the parameters describe "
+            f"{params.data.name} with shape {list(params.data_shape)}: run `gan train` with these parameters"
+        )
+    return module_from_record(record, "generator", device, path), record
+
+
+def generator_path(params: Params, layout: Layout) -> Path:
+    if params.sample.generator == "best":
+        path = layout.best_models / layout.generator.name
+        if not path.exists():
+            raise GanCoreError(f"{path} is missing: sample.generator=best needs a training run with train.keep_best set")
+        return path
+    return layout.generator
+
+
+def draw_samples(params: Params, layout: Layout, device: torch.device) -> tuple[Tensor, dict[str, Any]]:
+    """The samples of the trained model (a single generator or a mixture) and its record."""
+    n, bs = params.n_samples, params.sample.batch_size
+    if layout.mixture.exists():
+        manifest = read_json(layout.mixture)
+        counts = allocate(n, [p["weight"] for p in manifest["parts"]])
+        parts, record = [], None
+        for part, count in zip(manifest["parts"], counts):
+            generator, record = _load(layout.models / part["generator"], params, device)
+            parts.append(draw(generator, count, record["latent_dim"], seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}"), bs, device))
+        x = torch.cat(parts)
+        x = x[torch.randperm(len(x), generator=seeds.generator(params.seed, f"{SAMPLE_STREAM}/shuffle"))]
+        assert record is not None
+        return x, {**record, "mixture_counts": counts}
+    generator, record = _load(generator_path(params, layout), params, device)
+    return draw(generator, n, record["latent_dim"], seeds.generator(params.seed, SAMPLE_STREAM), bs, device), record
 
 
 def sample(params: Params, layout: Layout) -> dict[str, Any]:
     started = time.perf_counter()
     device = resolve_device(params.device)
-    model_path = layout.models / GENERATOR_FILE
-    record = read_model_file(model_path)
-    if tuple(record["shape"]) != params.data_shape:
-        raise GanCoreError(
-            f"{model_path} makes samples of shape {record['shape']}, but the parameters describe "
-            f"{params.data.name} with shape {list(params.data_shape)}: run `gan train` with these parameters"
-        )
-    generator = module_from_record(record, "generator", device, model_path)
-    seed = params.seed + SAMPLE_SEED_OFFSET
-    x = draw(generator, params.n_samples, record["latent_dim"], seed, params.sample.batch_size, device)
+    x, record = draw_samples(params, layout, device)
     stored = to_uint8(x) if record["kind"] == "image" else x
-    torch_save({"x": stored, "seed": seed, "latent_dim": int(record["latent_dim"])}, layout.samples / SAMPLES_FILE)
+    torch_save({"x": stored, "stream": SAMPLE_STREAM, "seed": params.seed, "latent_dim": int(record["latent_dim"])},
+               layout.samples_file)
 
-    picture = layout.samples / PICTURE_FILE
+    picture = layout.samples_picture
     if record["kind"] == "image":
         save_image_grid(stored[: params.sample.grid_size], picture)
     else:
         save_scatter(x, layout, picture)
-    return {
+    summary = {
         "n": int(x.shape[0]),
         "shape": list(x.shape[1:]),
         "seconds": round(time.perf_counter() - started, 3),
         "picture": str(picture),
     }
+    if "mixture_counts" in record:
+        summary["mixture_counts"] = record["mixture_counts"]
+    return summary
 
 
 def load_samples(layout: Layout) -> Tensor:
     """The samples as float in model range ([-1, 1] for images), on the CPU."""
-    path = layout.samples / SAMPLES_FILE
+    path = layout.samples_file
     if not path.exists():
         raise GanCoreError(f"{path} is missing: run `gan sample` first")
-    return to_model_range(torch.load(path, map_location="cpu", weights_only=True)["x"])
-
-
-def save_image_grid(images: Tensor, path: str | Path) -> None:
-    """uint8 images [N, C, H, W] as one roughly square grid."""
-    from torchvision.utils import make_grid, save_image
-
-    grid = make_grid(images.float() / 255.0, nrow=math.ceil(math.sqrt(len(images))), padding=2)
-    with atomic_path(path) as tmp:
-        save_image(grid, tmp, format="png")
+    return to_model_range(torch_load(path, GanCoreError, "run `gan sample` again")["x"])
 
 
 def save_scatter(points: Tensor, layout: Layout, path: str | Path, max_real: int = 5000) -> None:

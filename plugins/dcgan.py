@@ -13,14 +13,9 @@ from __future__ import annotations
 from torch import nn
 
 from gancore import Architecture, hookimpl
-from plugins import LEAKY_SLOPE, dcgan_init_, log2_steps, require_shape, spectral_norm_
+from gancore_plugins import LEAKY_SLOPE, dcgan_init_, log2_steps, require_shape, spectral_norm_
 
 SIZES = (28, 32, 64)
-DEFAULTS = {
-    "width": 64,  # channels next to the image; they double with every halving of the side
-    "d_batch_norm": True,
-    "spectral_norm": False,  # discriminator only; when on, the discriminator has no batch norm
-}
 
 
 def _start(size: int) -> int:
@@ -80,10 +75,13 @@ class DCGANDiscriminator(nn.Module):
 def build(
     shape: tuple[int, ...],
     latent_dim: int,
-    width: int = DEFAULTS["width"],
-    d_batch_norm: bool = DEFAULTS["d_batch_norm"],
-    spectral_norm: bool = DEFAULTS["spectral_norm"],
+    width: int = 64,
+    d_batch_norm: bool = True,
+    spectral_norm: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
+    """``width``: channels next to the image (they double with every halving of the side);
+    ``d_batch_norm``: batch norm in the discriminator; ``spectral_norm``: in the discriminator
+    only, which then has no batch norm. The options' defaults are these keyword defaults."""
     shape = require_shape("dcgan", shape, SIZES)
     if int(width) < 1:
         raise ValueError(f"dcgan option width must be >= 1; got {width}")
@@ -99,7 +97,6 @@ def gancore_architectures():
             name="dcgan",
             kinds={"image"},
             build=build,
-            defaults=dict(DEFAULTS),
             description="DCGAN (Radford 2015): transposed-conv generator with batch norm, strided-conv discriminator",
             shapes=tuple((c, s, s) for s in SIZES for c in (1, 3)),
         )

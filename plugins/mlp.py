@@ -14,16 +14,7 @@ import math
 from torch import nn
 
 from gancore import Architecture, hookimpl
-from plugins import ACTIVATIONS, activation, spectral_norm_
-
-DEFAULTS = {
-    "hidden": 128,
-    "depth": 3,
-    "g_activation": "relu",
-    "d_activation": "leaky_relu",
-    "batch_norm": False,  # generator only; off by default, like the original MLP GAN
-    "spectral_norm": False,  # discriminator only
-}
+from gancore_plugins import ACTIVATIONS, activation, spectral_norm_
 
 
 class MLPGenerator(nn.Module):
@@ -68,13 +59,18 @@ class MLPDiscriminator(nn.Module):
 def build(
     shape: tuple[int, ...],
     latent_dim: int,
-    hidden: int = DEFAULTS["hidden"],
-    depth: int = DEFAULTS["depth"],
-    g_activation: str = DEFAULTS["g_activation"],
-    d_activation: str = DEFAULTS["d_activation"],
-    batch_norm: bool = DEFAULTS["batch_norm"],
-    spectral_norm: bool = DEFAULTS["spectral_norm"],
+    hidden: int = 128,
+    depth: int = 3,
+    g_activation: str = "relu",
+    d_activation: str = "leaky_relu",
+    batch_norm: bool = False,
+    spectral_norm: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
+    """``hidden``-wide layers, ``depth`` of them in each network; ``batch_norm`` in the generator
+    only (off by default, like the original MLP GAN), ``spectral_norm`` in the discriminator only.
+
+    The options' defaults are these keyword defaults (the registry reads them from here).
+    """
     shape = tuple(int(d) for d in shape)
     if len(shape) not in (1, 3) or min(shape) < 1:
         raise ValueError(f"mlp builds vectors (d,) or images (C, H, W); got shape {shape}")
@@ -95,7 +91,6 @@ def gancore_architectures():
             name="mlp",
             kinds={"vector", "image"},
             build=build,
-            defaults=dict(DEFAULTS),
             description="fully connected GAN (Goodfellow 2014): linear output for vectors, tanh for images",
         )
     ]

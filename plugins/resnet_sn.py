@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gancore import Architecture, hookimpl
-from plugins import log2_steps, require_shape, spectral_norm_
+from gancore_plugins import log2_steps, require_shape, spectral_norm_
 
 SIZES = (32, 64)
-DEFAULTS = {"width": 128}
 _RESIDUAL_GAIN = math.sqrt(2.0)
 
 
@@ -114,7 +113,8 @@ class ResNetDiscriminator(nn.Module):
         return self.l_out(h).view(-1)
 
 
-def build(shape: tuple[int, ...], latent_dim: int, width: int = DEFAULTS["width"]) -> tuple[nn.Module, nn.Module]:
+def build(shape: tuple[int, ...], latent_dim: int, width: int = 128) -> tuple[nn.Module, nn.Module]:
+    """``width``: channels in every block (the paper's CIFAR-10 model: 128)."""
     shape = require_shape("resnet_sn", shape, SIZES)
     if int(width) < 1:
         raise ValueError(f"resnet_sn option width must be >= 1; got {width}")
@@ -128,7 +128,6 @@ def gancore_architectures():
             name="resnet_sn",
             kinds={"image"},
             build=build,
-            defaults=dict(DEFAULTS),
             description="SNGAN ResNet (Miyato 2018): residual generator with batch norm, spectrally normalised residual discriminator",
             shapes=tuple((c, s, s) for s in SIZES for c in (1, 3)),
         )

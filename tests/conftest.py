@@ -1,10 +1,12 @@
-"""Shared test fixtures: a quiet, offline environment; one Prefect test harness; tiny parameters.
+"""Shared fixtures: a quiet, offline environment; one thread per process; one Prefect test harness;
+one prepared data set per kind, shared by the modules that need it.
 
 Environment (whole session): telemetry of Prefect, MLflow and DVC off; no progress bars; raw data
 from ``../shared/datasets`` when that folder exists; MLflow runs go to a session-scoped SQLite store
 (``$MLFLOW_TRACKING_URI``), never to the repository's ``mlflow.db``; Prefect keeps its files in a
-temporary ``$PREFECT_HOME``. Prefect reads its settings when first imported (test modules import
-it at collection), so those variables are set when this module is loaded, before collection.
+temporary ``$PREFECT_HOME``; the classifier cache in a temporary folder. Prefect reads its settings
+when first imported (test modules import it at collection), so those variables are set when this
+module is loaded, before collection.
 """
 
 from __future__ import annotations
@@ -17,65 +19,32 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+from gancore.environment import quiet
+from helpers import SHARED_DATASETS, venv_env, write_params
 
-QUIET = {
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GANCORE_PROGRESS": "0",
-}
-os.environ.update(QUIET)
+quiet()
+os.environ["GANCORE_PROGRESS"] = "0"
+# Small models on two shared cores: intra-op threads only spin against each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="gancore-tests-"))
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect-home"))
+os.environ.setdefault("GANCORE_CACHE_DIR", str(_SESSION_DIR / "cache"))
 # An unreachable server configured in a profile or prefect.toml must not capture the tests' flows.
 os.environ.pop("PREFECT_API_URL", None)
-
-# The tiny configuration every orchestration test runs (ring8 + mlp: seconds on a CPU).
-TINY = {
-    "data": {"name": "ring8", "n_train": 2000, "n_test": 1000},
-    "train": {"steps": 50, "batch_size": 128, "checkpoint_every": 25, "log_every": 5},
-    "sample": {"n": 500},
-    "evaluate": {"max_real": 1000},
-    "diagnose": {"ndb_bins": 20},
-    "tracking": {"enabled": True, "experiment": "gancore-tests"},
-}
+if "GANCORE_DATASETS_DIR" not in os.environ and SHARED_DATASETS.is_dir():
+    os.environ["GANCORE_DATASETS_DIR"] = str(SHARED_DATASETS)
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _environment():
-    """Session environment (see the module doc); restores nothing: the session owns the process."""
-    os.environ.update(QUIET)
-    if "GANCORE_DATASETS_DIR" not in os.environ and SHARED_DATASETS.is_dir():
-        os.environ["GANCORE_DATASETS_DIR"] = str(SHARED_DATASETS)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
+def _session():
+    """One torch thread for the whole session; the session's temporary folder removed at the end."""
+    import torch
+
+    torch.set_num_threads(1)
     yield
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
-
-
-def deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def write_params(path: Path, **sections) -> Path:
-    """params.yaml of the repository with the tiny configuration (and ``sections``) merged in."""
-    tree = deep_merge(deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), sections)
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return path
-
-
-def venv_env(**extra: str) -> dict[str, str]:
-    """Environment for subprocesses: this interpreter's scripts (gan, dvc, prefect) first on PATH."""
-    env = {**os.environ, **extra}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +64,28 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def _mirror_or_skip(name: str) -> None:
+    mirror = os.environ.get("GANCORE_DATASETS_DIR")
+    if not mirror or not (Path(mirror) / name).exists():
+        pytest.skip(f"no {name} mirror (GANCORE_DATASETS_DIR={mirror!r}); the machine has no network")
+
+
+@pytest.fixture(scope="session")
+def mnist_full(tmp_path_factory):
+    """MNIST prepared in full with the default (converged) domain classifier, once per session:
+    the published MNIST score, evaluation on real digits and the discriminator probe share it.
+    Returns (layout, prepare summary, seconds)."""
+    import time
+
+    from gancore.config import Params
+    from gancore.data import prepare_data
+    from gancore.layout import Layout
+
+    _mirror_or_skip("MNIST")
+    root = tmp_path_factory.mktemp("mnist_full")
+    params = Params(device="cpu", data={"name": "mnist", "n_train": None, "n_test": None})
+    start = time.perf_counter()
+    summary = prepare_data(params, Layout(root))
+    return Layout(root), summary, time.perf_counter() - start

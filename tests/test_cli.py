@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from gancore.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def _files(root: Path) -> list[Path]:

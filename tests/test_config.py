@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from gancore.config import ParamsError, Params, apply_overrides, flatten, load_params, validate
+from gancore.config import Params, ParamsError, apply_overrides, flatten, load_params, validate
 
 
 def problems(tree, **kw):
@@ -29,7 +29,7 @@ def test_repository_params_yaml_is_valid():
 @pytest.mark.parametrize(
     "tree, key, fragment",
     [
-        ({"data": {"nme": "ring8"}}, "data.nme", "allowed keys here: classifier_epochs, image_size, n_test, n_train, name, path"),
+        ({"data": {"nme": "ring8"}}, "data.nme", "allowed keys here: classifier_epochs, image_size, n_test, n_train, name, on_bad_image, path"),
         ({"bogus": 1}, "bogus", "allowed keys here"),
         ({"train": {"steps": "many"}}, "train.steps", "valid integer"),
         ({"train": {"steps": 0}}, "train.steps", "greater than 0"),
@@ -101,7 +101,14 @@ def test_digest_is_stable_and_section_scoped():
 
 def test_flatten_gives_dotted_keys():
     flat = validate({"model": {"options": {"hidden": 8}}}, check_plugins=False).flat()
-    assert flat["data.name"] == "ring8" and flat["train.steps"] == 3000 and flat["model.options.hidden"] == 8
+    assert flat["data.name"] == "ring8" and flat["train.steps"] == 5000 and flat["model.options.hidden"] == 8
+
+
+def test_the_models_defaults_are_params_yaml():
+    """One source of defaults: an empty parameter file means exactly what params.yaml says."""
+    from helpers import PARAMS
+
+    assert load_params(PARAMS, check_plugins=False) == Params()
 
 
 def test_image_shapes_follow_native_size_or_override():

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import REPO, venv_env, write_params
-from gancore.tracking import data_version
+from gancore.dvcstore import data_version
+from helpers import REPO, venv_env, write_params
 
 GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
 

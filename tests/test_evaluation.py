@@ -20,13 +20,14 @@ import torch
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.errors import EvaluationError
-from gancore.evaluation import HEADLINE, RESULT_FILE, _real_subset, evaluate, probability_metrics, strict_json
+from gancore.evaluation import HEADLINE, _real_subset, evaluate, probability_metrics, strict_json
 from gancore.evaluation_jsd import js_lower_bound
 from gancore.layout import Layout
+from helpers import ring8_centers
 
 K = 8
 SIGMA = 0.01
-CENTERS = torch.tensor([[math.cos(2 * math.pi * i / K), math.sin(2 * math.pi * i / K)] for i in range(K)], dtype=torch.float64)
+CENTERS = torch.tensor(ring8_centers(), dtype=torch.float64)
 N = 2500  # the 2D protocol's sample count; also the real held-out count here
 SPLITS = 10
 LOG2 = math.log(2)
@@ -40,16 +41,6 @@ KEYS = {
     "js_lower_bound", "js_lower_bound_v_hat", "js_lower_bound_se", "js_lower_bound_n_train", "js_lower_bound_n_test",
     "non_finite_metrics",
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The metrics here are small; on a shared 2-core machine multi-threaded small ops spend most
-    # of their time waiting for each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def ring_points(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -86,7 +77,7 @@ def ring_params(**evaluate) -> Params:
 
 
 def read_result(layout: Layout) -> dict:
-    text = (layout.metrics / RESULT_FILE).read_text()
+    text = layout.evaluate_json.read_text()
     return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c} in evaluate.json"))
 
 

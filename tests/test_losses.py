@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from gancore.losses import LOSS_NAMES, get_loss, gradient_penalty, minimax_value
+from gancore.losses import get_loss, gradient_penalty, minimax_value
+from gancore.names import LOSSES
 
 L_REAL = torch.tensor([2.0, -1.0, 0.5, 0.0], dtype=torch.float64)
 L_FAKE = torch.tensor([-3.0, 1.5, 0.0, -0.25], dtype=torch.float64)
@@ -36,7 +37,7 @@ def _hand(name: str, l_real: torch.Tensor, l_fake: torch.Tensor) -> tuple[float,
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("column", [False, True], ids=["[B]", "[B,1]"])
 def test_values_match_hand_formulas(name, column):
     loss = get_loss(name)
@@ -59,10 +60,10 @@ def test_unknown_loss_names_the_allowed_ones():
 
 def test_only_wasserstein_gp_asks_for_a_penalty():
     assert get_loss("wasserstein_gp", gp_weight=5.0).gp_weight == 5.0
-    assert all(get_loss(n, gp_weight=5.0).gp_weight == 0.0 for n in LOSS_NAMES if n != "wasserstein_gp")
+    assert all(get_loss(n, gp_weight=5.0).gp_weight == 0.0 for n in LOSSES if n != "wasserstein_gp")
 
 
-@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("name", LOSSES)
 def test_finite_losses_and_gradients_at_extreme_logits(name):
     loss = get_loss(name)
     for dtype in (torch.float32, torch.bfloat16):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gancore.cli import main
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PARAMS = str(REPO / "params.yaml")
 
 RING = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from PIL import Image
@@ -13,18 +11,11 @@ from gancore.config import validate
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
-from gancore.sampling import SAMPLE_SEED_OFFSET, load_samples, sample
+from gancore.sampling import SAMPLE_STREAM, load_samples, sample
+from helpers import ring8_centers
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CENTERS = [[math.cos(2 * math.pi * i / 8), math.sin(2 * math.pi * i / 8)] for i in range(8)]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+CENTERS = ring8_centers()
 
 
 def _params(data: dict, model: dict, n: int, **sample_opts):
@@ -54,7 +45,7 @@ def test_vector_samples_are_seeded_counted_and_pictured(ring_run):
     assert summary["n"] == 100 and summary["shape"] == [2]  # 100 = 48 + 48 + 4: a partial last batch
     stored = torch.load(layout.samples / "samples.pt", weights_only=True)
     assert stored["x"].dtype == torch.float32 and stored["x"].shape == (100, 2)
-    assert stored["seed"] == params.seed + SAMPLE_SEED_OFFSET and stored["latent_dim"] == 3
+    assert (stored["seed"], stored["stream"], stored["latent_dim"]) == (params.seed, SAMPLE_STREAM, 3)
     assert torch.isfinite(stored["x"]).all()
     assert torch.equal(load_samples(layout), stored["x"])
 
@@ -94,7 +85,7 @@ def test_image_samples_are_uint8_and_pictured_as_a_grid(tmp_path):
     stored = torch.load(layout.samples / "samples.pt", weights_only=True)["x"]
     assert stored.dtype == torch.uint8 and stored.shape == (20, 1, 28, 28)
     x = load_samples(layout)
-    assert x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
     with Image.open(layout.samples / "samples.png") as im:
         # 16 images in a 4 x 4 grid, 28 px each with make_grid's 2 px padding around every cell.
         assert im.format == "PNG" and im.size == (4 * 30 + 2, 4 * 30 + 2)

@@ -21,15 +21,14 @@ softmax is always taken in float64 afterwards so that the KL terms of the score 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from gancore.data.prepared import to_model_range
 from gancore.errors import EvaluationError
-
-CLASSIFIER_NAMES = ("domain", "inception", "inception_tf")
+from gancore.names import CLASSIFIERS
 
 
 class Classifier:
@@ -44,6 +43,8 @@ class Classifier:
     feature_dim: int
     #: bf16 autocast on CUDA; off where exact parity with a reference matters.
     mixed_precision: bool = True
+    #: channels_last images on every device (always on CUDA); off where parity with a reference matters.
+    channels_last: bool = False
 
     def __init__(self, module: nn.Module | None = None):
         self.module = module
@@ -51,11 +52,11 @@ class Classifier:
         if module is not None:
             module.eval().requires_grad_(False)
 
-    def to(self, device: str | torch.device) -> "Classifier":
+    def to(self, device: str | torch.device) -> Classifier:
         device = torch.device(device)
         if self.module is not None:
             self.module.to(device)
-            if device.type == "cuda":
+            if device.type == "cuda" or self.channels_last:
                 self.module.to(memory_format=torch.channels_last)
         self.device = device
         return self
@@ -69,7 +70,7 @@ class Classifier:
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x``: float batch in model range (uint8 images are converted) -> (probs float64, features float32)."""
         x = to_model_range(x).to(self.device, non_blocking=True)
-        if x.dim() == 4 and self.device.type == "cuda":
+        if x.dim() == 4 and (self.device.type == "cuda" or self.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         # no_grad rather than inference_mode: inference tensors refuse later in-place updates,
         # which callers (centring features, clamping probabilities) are entitled to make.
@@ -87,7 +88,7 @@ class Classifier:
 
 
 def load_classifier(name: str, layout, device: str | torch.device = "cpu") -> Classifier:
-    """The classifier ``name`` (one of :data:`CLASSIFIER_NAMES`) on ``device``.
+    """The classifier ``name`` (one of :data:`CLASSIFIERS`) on ``device``.
 
     ``domain`` reads ``layout.prepared`` (meta.json, classifier.pt); the Inception networks read
     their weights from torch hub's cache and download them there when missing.
@@ -105,14 +106,8 @@ def load_classifier(name: str, layout, device: str | torch.device = "cpu") -> Cl
 
         classifier = inception_tf()
     else:
-        raise EvaluationError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIER_NAMES)}")
+        raise EvaluationError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
     return classifier.to(device)
-
-
-def short_reason(exc: BaseException) -> str:
-    """The first line of an exception's message (torch.load's run to a page), for error messages."""
-    text = str(exc).strip().splitlines()
-    return (text[0][:200] if text else "") or type(exc).__name__
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -146,4 +141,4 @@ def classify(
     return torch.cat(probs), torch.cat(features)
 
 
-__all__ = ["CLASSIFIER_NAMES", "Classifier", "classify", "load_classifier"]
+__all__ = ["CLASSIFIERS", "Classifier", "classify", "load_classifier"]

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gancore.classifiers import Classifier, short_reason
+from gancore.classifiers import Classifier
 from gancore.data.prepared import to_uint8
-from gancore.errors import EvaluationError
+from gancore.errors import EvaluationError, first_line
+from gancore.io import torch_load
 
 INPUT_SIZE = 299
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -105,10 +106,7 @@ def inception(pretrained: bool = True) -> TorchvisionInception:
     if pretrained:
         weights = Inception_V3_Weights.IMAGENET1K_V1
         path = hub_checkpoint(weights.url, "torchvision Inception-v3 (IMAGENET1K_V1)")
-        try:
-            network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:
-            raise EvaluationError(f"{path} could not be loaded ({short_reason(exc)}); delete it to download it again") from None
+        network.load_state_dict(torch_load(path, EvaluationError, "delete it to download it again"))
     return TorchvisionInception(network)
 
 
@@ -123,7 +121,7 @@ class TFInception(Classifier):
         logits, features = self.module(to_uint8(_rgb(x)))
         return logits, features
 
-    def to(self, device: str | torch.device) -> "TFInception":
+    def to(self, device: str | torch.device) -> TFInception:
         # The extractor wants contiguous NCHW uint8; channels_last buys nothing in float32.
         device = torch.device(device)
         self.module.to(device)
@@ -144,7 +142,7 @@ def inception_tf() -> TFInception:
     try:
         extractor = FeatureExtractorInceptionV3("inception-v3-compat", list(TF_FEATURES), feature_extractor_weights_path=str(path))
     except Exception as exc:
-        raise EvaluationError(f"{path} could not be loaded ({short_reason(exc)}); delete it to download it again") from None
+        raise EvaluationError(f"{path} could not be loaded ({first_line(exc)}); delete it to download it again") from None
     return TFInception(extractor)
 
 

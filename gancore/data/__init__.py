@@ -23,7 +23,7 @@ from gancore.data.prepared import (
 )
 from gancore.errors import DataError
 from gancore.io import write_json
-from gancore.layout import Layout
+from gancore.layout import MIXTURE_FILE, Layout
 
 __all__ = [
     "CLASSIFIER_FILE",
@@ -82,9 +82,13 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
     layout.raw.mkdir(parents=True, exist_ok=True)  # a DVC output even for synthetic data (then empty)
     data = build_data(params, layout)
     out = layout.prepared
-    # An older description or classifier must not outlive the tensors it described.
-    for stale in (META_FILE, CLASSIFIER_FILE):
+    # An older description, classifier or partition must not outlive the tensors it described.
+    for stale in (META_FILE, CLASSIFIER_FILE, MIXTURE_FILE):
         (out / stale).unlink(missing_ok=True)
+    if (out / "parts").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "parts")
     save_prepared(out, data)
     # 2D data always get theirs: the exact posterior over the centres needs no training.
     if params.data.classifier_epochs > 0 or data.kind == "vector":
@@ -98,6 +102,13 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
         write_json(out / META_FILE, data.meta)
     else:
         run_facts = {}
+    mixture = None
+    if params.mixture.enabled:
+        from gancore.mixture import copy_classifier, prepare_parts
+
+        mixture = prepare_parts(params, layout, data)
+        for part in mixture["parts"]:
+            copy_classifier(layout, part["index"])
     summary: dict[str, Any] = {
         "name": data.meta["name"],
         "kind": data.kind,
@@ -111,5 +122,8 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
         summary["classifier_test_accuracy"] = accuracy
     if "cache" in run_facts:
         summary["classifier_cache"] = run_facts["cache"]
+    if mixture is not None:
+        summary["mixture_parts"] = len(mixture["parts"])
+        summary["mixture_method"] = mixture["method"]
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary

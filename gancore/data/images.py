@@ -20,8 +20,8 @@ from tqdm import tqdm
 from gancore.config import ParamsError
 from gancore.data.prepared import PreparedData
 from gancore.data.raw import load_torchvision
-from gancore.data.seeds import generator
 from gancore.errors import DataError
+from gancore.seeds import generator
 
 IMAGE_RANGE = [-1.0, 1.0]
 STACKED_N_TRAIN = 128_000  # PacGAN's Stacked MNIST training set

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from gancore.errors import PreparedDataError
-from gancore.io import read_json, torch_save, write_json
+from gancore.io import read_json, torch_load, torch_save, write_json
+from gancore.layout import CLASSIFIER_FILE, DATA_FILE, META_FILE
 
-DATA_FILE = "data.pt"
-META_FILE = "meta.json"
-CLASSIFIER_FILE = "classifier.pt"
+__all__ = ["CLASSIFIER_FILE", "DATA_FILE", "META_FILE", "PreparedData", "load_meta", "load_prepared",
+           "save_prepared", "to_model_range", "to_uint8"]
 
 
 @dataclass
@@ -85,10 +85,7 @@ def load_prepared(directory: str | Path) -> PreparedData:
     path = directory / DATA_FILE
     if not path.exists():
         raise PreparedDataError(f"{path} is missing: run `gan prepare` first")
-    try:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PreparedDataError(f"{path} could not be read ({exc}); run `gan prepare` again") from None
+    tensors = torch_load(path, PreparedDataError, "run `gan prepare` again")
     return PreparedData(
         meta=meta,
         train=tensors["train"],

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from gancore.data.prepared import PreparedData
-from gancore.data.seeds import generator
+from gancore.seeds import generator
 
 DEFAULT_N_TRAIN = 50_000
 DEFAULT_N_TEST = 10_000

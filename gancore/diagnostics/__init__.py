@@ -26,17 +26,13 @@ import torch
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, load_prepared, to_model_range
 from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log
-from gancore.diagnostics.modes import (PAIRWISE_MAX_POINTS, STACKED_MODES, collapse_measures, modes_2d,
-                                       modes_labelled, modes_stacked, subset)
+from gancore.diagnostics.modes import PAIRWISE_MAX_POINTS, STACKED_MODES, collapse_measures, modes_2d, modes_labelled, modes_stacked, subset
 from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
 from gancore.diagnostics.verdict import decide
 from gancore.errors import EvaluationError
 from gancore.io import write_json, write_text
 from gancore.layout import Layout
-
-DIAGNOSE_FILE = "diagnose.json"
-DIAGNOSIS_MD = "diagnosis.md"
-MODE_CSV = "mode_histogram.csv"
+from gancore.report import fmt
 
 __all__ = ["diagnose", "figures_from"]
 
@@ -135,18 +131,23 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
     if report:
         gen_share = np.asarray(report["generated_counts"], dtype=np.float64)
         gen_share = gen_share / gen_share.sum() if gen_share.sum() > 0 else gen_share
-        plots.write_mode_histogram_csv(layout.metrics / MODE_CSV, report["mode_labels"], gen_share, report["real_histogram"])
+        plots.write_mode_histogram_csv(layout.mode_histogram_csv, report["mode_labels"], gen_share, report["real_histogram"])
         plots.plot_mode_histogram(layout.plots / "mode_histogram.png", report["mode_labels"], gen_share,
                                   report["real_histogram"],
                                   f"{figures['dataset']}: {report['modes_covered']}/{report['modes_total']} modes covered")
     else:
-        # No known modes: a header-only table, so no stale rows from an earlier run survive.
-        plots.write_mode_histogram_csv(layout.metrics / MODE_CSV, [], [], [])
+        # No known modes: a header-only table and a picture saying so, so that nothing stale from
+        # an earlier run survives (and every picture dvc.yaml names exists).
+        plots.write_mode_histogram_csv(layout.mode_histogram_csv, [], [], [])
+        plots.plot_not_applicable(layout.plots / "mode_histogram.png", "mode histogram",
+                                  f"{figures['dataset']} has no known modes (no labels, no domain classifier)")
     plots.plot_ndb(layout.plots / "ndb.png", ndb_result)
     if log is not None and dynamics is not None:
         plots.plot_dynamics(layout.plots / "dynamics.png", log, params.loss.name)
-    write_text(layout.metrics / DIAGNOSIS_MD, _markdown(result))
-    write_json(layout.metrics / DIAGNOSE_FILE, result)
+    else:
+        plots.plot_not_applicable(layout.plots / "dynamics.png", "training dynamics", f"no training log at {layout.train_log}")
+    write_text(layout.diagnosis_md, _markdown(result))
+    write_json(layout.diagnose_json, result)
 
     return {
         "verdict": result["verdict"],
@@ -186,31 +187,23 @@ def _hq_definition(data: PreparedData, report: dict[str, Any] | None, confidence
     return f"classifier max probability >= {confidence}"
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _markdown(r: dict[str, Any]) -> str:
     rows = [
-        ("modes covered", f"{_fmt(r['modes_covered'])} / {_fmt(r['modes_total'])}"
+        ("modes covered", f"{fmt(r['modes_covered'])} / {fmt(r['modes_total'])}"
          + (f" (a faithful generator with as many counted samples, {r['mode_samples_counted']}: "
             f"{r['modes_expected']:.1f})" if r.get("modes_expected") is not None else "")),
-        ("high-quality fraction", _fmt(r["high_quality_fraction"])),
-        ("mode KL (generated \\|\\| reference)", _fmt(r["mode_kl"])
+        ("high-quality fraction", fmt(r["high_quality_fraction"])),
+        ("mode KL (generated \\|\\| reference)", fmt(r["mode_kl"])
          + (f" (reference: {r['real_histogram_source']})" if r.get("real_histogram_source") else "")),
-        ("NDB / K", f"{r['ndb']} / {r['ndb_bins']} (JS {_fmt(r['ndb_js'])})"),
-        ("pairwise-distance ratio", _fmt(r["pairwise_distance_ratio"])),
-        ("near-duplicate rate (real)", f"{_fmt(r['duplicate_rate'])} ({_fmt(r['real_duplicate_rate'])})"),
+        ("NDB / K", f"{r['ndb']} / {r['ndb_bins']} (JS {fmt(r['ndb_js'])})"),
+        ("pairwise-distance ratio", fmt(r["pairwise_distance_ratio"])),
+        ("near-duplicate rate (real)", f"{fmt(r['duplicate_rate'])} ({fmt(r['real_duplicate_rate'])})"),
     ]
     dyn = r.get("dynamics")
     if dyn:
         eq = dyn["equilibrium"]
-        rows.append(("late D(x) / D(G(z))", f"{_fmt(eq['d_real_mean'])} / {_fmt(eq['d_fake_mean'])}"))
-        rows.append(("late V(D,G) (equilibrium -log 4 = -1.386)", _fmt(eq["value_mean"])))
+        rows.append(("late D(x) / D(G(z))", f"{fmt(eq['d_real_mean'])} / {fmt(eq['d_fake_mean'])}"))
+        rows.append(("late V(D,G) (equilibrium -log 4 = -1.386)", fmt(eq["value_mean"])))
     lines = [f"# Diagnosis: {r['verdict']}", "", r["explanation"], "", "| figure | value |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]
     if r["remedies"]:

@@ -17,17 +17,16 @@ sigmoid losses it must coincide with D(G(z)) near 0, the mechanism of the satura
 
 from __future__ import annotations
 
-import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
+from gancore import trainlog
 from gancore.errors import EvaluationError
 
-COLUMNS = ("step", "loss_d", "loss_g", "d_real", "d_fake", "logit_real", "logit_fake", "value",
-           "grad_norm_g", "grad_norm_d", "bn_drift_g", "seconds")
 REQUIRED = ("step", "loss_d", "loss_g", "d_real", "d_fake", "value", "grad_norm_g")
 SIGMOID_LOSSES = ("minimax", "non_saturating")
 
@@ -66,29 +65,12 @@ BN_DRIFT_HIGH = 0.05
 BN_DRIFT_SETTLED_RATIO = 0.5
 
 
-def _to_float(text: str | None) -> float:
-    if text is None or text.strip() == "":
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
 def read_train_log(path: str | Path) -> dict[str, np.ndarray] | None:
     """The training log as float64 columns (empty cells -> NaN); ``None`` if the file is absent."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        missing = [c for c in REQUIRED if c not in fields]
-        if missing:
-            raise EvaluationError(
-                f"{path} lacks column(s) {', '.join(missing)}; a training log has {', '.join(COLUMNS)}")
-        rows = list(reader)
-    return {name: np.array([_to_float(r.get(name)) for r in rows], dtype=np.float64) for name in fields}
+    try:
+        return trainlog.read_columns(path, REQUIRED)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def _window(n: int) -> int:

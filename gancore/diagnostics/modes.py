@@ -31,12 +31,13 @@ Complete collapse ("nearly all samples the same") is measured without modes, see
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from gancore.data.seeds import generator as seeded_generator
+from gancore.seeds import generator as seeded_generator
 
 # PacGAN's quality radius, in units of the mixture's sigma (``dis_thre=3`` in MetricLogger).
 QUALITY_SIGMAS = 3.0

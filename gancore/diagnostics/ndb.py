@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from gancore.data.seeds import generator as seeded_generator
+from gancore.seeds import generator as seeded_generator
 
 # The reference warns to keep the training set near 500 x K for speed; 10k points with K = 100
 # leaves ~100 per bin, enough for the per-bin proportions (relative SE ~ 10 %).
@@ -54,7 +54,8 @@ def _min_sq_dist(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     return (x - center).pow(2).sum(dim=1)
 
 
-def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = KMEANS_ITERS) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = KMEANS_ITERS,
+           stream: str = "diagnose/kmeans") -> tuple[torch.Tensor, torch.Tensor]:
     """K-means (k-means++ seeding, then Lloyd) on ``x`` [N, d]; returns (centres [k, d], labels [N]).
 
     Runs on ``x``'s device; the random choices come from a CPU generator, so a seed picks the same
@@ -67,7 +68,7 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = KMEANS_ITERS) ->
     n = len(x)
     if n < k:
         raise ValueError(f"K-means needs at least as many points as bins: {n} points, {k} bins")
-    gen = seeded_generator(seed, "diagnose/kmeans")
+    gen = seeded_generator(seed, stream)
     first = int(torch.randint(n, (1,), generator=gen))
     centers = [x[first]]
     d2 = _min_sq_dist(x, x[first])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,17 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_not_applicable(path: str | Path, title: str, reason: str) -> None:
+    """A picture that says why there is nothing to show (instead of a stale one from an earlier run)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    ax.text(0.5, 0.4, f"not applicable: {reason}", ha="center", va="center", fontsize=9, wrap=True)
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
 
 
 def write_mode_histogram_csv(path: str | Path, labels: Sequence[str], generated: Sequence[float], real: Sequence[float]) -> None:

@@ -30,7 +30,8 @@ Two deliberate readings of that order:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 VERDICTS = ("healthy", "partial_collapse", "complete_collapse", "vanishing_gradients", "not_converged")
 

@@ -113,11 +113,11 @@ def _trace_sqrt_product(s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
         live = torch.diagonal(a) > 0
         if not bool(live.any()):
             return torch.zeros((), dtype=a.dtype, device=a.device)  # a = 0, so S1 S2 = 0
-        l, info = torch.linalg.cholesky_ex(a[live][:, live])
+        factor, info = torch.linalg.cholesky_ex(a[live][:, live])
         if int(info) == 0:
-            return _sqrt_eig_sum(l.T @ b[live][:, live] @ l, name_b)
-    l = _psd_factor(s1, "sigma1")
-    return _sqrt_eig_sum(l.T @ s2 @ l, "sigma2")
+            return _sqrt_eig_sum(factor.T @ b[live][:, live] @ factor, name_b)
+    factor = _psd_factor(s1, "sigma1")
+    return _sqrt_eig_sum(factor.T @ s2 @ factor, "sigma2")
 
 
 def _check_statistics(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> tuple[torch.Tensor, ...]:

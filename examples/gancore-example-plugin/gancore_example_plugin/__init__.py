@@ -10,8 +10,6 @@ from torch import nn
 
 from gancore import Architecture, hookimpl
 
-DEFAULTS = {"hidden": 32}
-
 
 class TinyGenerator(nn.Module):
     def __init__(self, dim: int, latent_dim: int, hidden: int):
@@ -32,7 +30,9 @@ class TinyDiscriminator(nn.Module):
         return self.net(x).view(-1)  # raw logits, shape [B]
 
 
-def build(shape: tuple[int, ...], latent_dim: int, hidden: int = DEFAULTS["hidden"]):
+def build(shape: tuple[int, ...], latent_dim: int, hidden: int = 32):
+    """``hidden``: width of the one hidden layer. gancore reads the options and their defaults
+    from this signature (``hidden=32``), so they are written once."""
     if len(shape) != 1:
         raise ValueError(f"tiny_mlp builds vector data of shape (d,); got {tuple(shape)}")
     return TinyGenerator(int(shape[0]), int(latent_dim), int(hidden)), TinyDiscriminator(int(shape[0]), int(hidden))
@@ -45,7 +45,6 @@ def gancore_architectures():
             name="tiny_mlp",
             kinds={"vector"},
             build=build,
-            defaults=dict(DEFAULTS),
             description="one-hidden-layer MLP GAN for vector data (example third-party plugin)",
         )
     ]

@@ -28,8 +28,8 @@ from gancore.data.toy import grid25, ring8
 from gancore.errors import DataError
 from gancore.io import read_json
 from gancore.layout import DATASETS_ENV, Layout
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 MNIST_MD5 = dict(torchvision.datasets.MNIST.resources)
 
 

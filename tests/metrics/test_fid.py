@@ -10,16 +10,6 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from gancore.metrics import feature_statistics, fid, frechet_distance, kid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # These tensors are small: a thread pool only adds barrier waits, which a busy 2-core CI box
-    # stretches to ~10 ms per op (measured up to 200x slower). Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian(n, d, seed, scale=1.0, shift=0.0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g, dtype=torch.float64) * scale + shift

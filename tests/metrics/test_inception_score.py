@@ -10,16 +10,6 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from gancore.metrics import inception_score, inception_score_from_logits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # These tensors are small: a thread pool only adds barrier waits, which a busy 2-core CI box
-    # stretches to ~10 ms per op (measured up to 200x slower). Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def torch_fidelity_isc(logits, splits, seed):
     out = isc_features_to_metric(logits, splits=splits, shuffle=seed is not None, rng_seed=seed)
     return out["inception_score_mean"], out["inception_score_std"]

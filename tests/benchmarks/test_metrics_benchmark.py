@@ -9,21 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import metrics_throughput  # noqa: E402
 
 sys.path.pop(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # These tensors are small: a thread pool only adds barrier waits, which a busy 2-core CI box
-    # stretches to ~10 ms per op (measured up to 200x slower). Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

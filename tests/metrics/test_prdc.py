@@ -12,16 +12,6 @@ from prdc import compute_prdc as reference_prdc
 from gancore.metrics import compute_prdc, density_coverage, precision_recall
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # These tensors are small: a thread pool only adds barrier waits, which a busy 2-core CI box
-    # stretches to ~10 ms per op (measured up to 200x slower). Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def reference(real, fake, k):
     with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the sample counts
         out = reference_prdc(np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64), k)

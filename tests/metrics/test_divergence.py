@@ -12,16 +12,6 @@ from scipy.stats import entropy
 from gancore.metrics import js_distance, js_divergence, kl_divergence, label_histogram, normalize_histogram
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # These tensors are small: a thread pool only adds barrier waits, which a busy 2-core CI box
-    # stretches to ~10 ms per op (measured up to 200x slower). Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def dirichlet(k, seed, alpha=1.0):
     return np.random.default_rng(seed).dirichlet(np.full(k, alpha))
 

@@ -1,26 +1,44 @@
-"""Prepared data versioned in the project's DVC cache, so both orchestrators share data versions.
+"""Prepared data in the project's DVC cache: their version (hash), storing and restoring them.
 
-``dvc repro`` commits ``data/prepared`` to ``.dvc/cache`` under its md5 (``<hash>.dir``). The Prefect
-prepare task does the same for the directory it wrote, with DVC's own object store, so the same
-prepared data have the same version whichever orchestrator made them, are stored once, and a
+``dvc repro`` commits ``data/prepared`` to ``.dvc/cache`` under its md5 (``<hash>.dir``). The
+Prefect prepare task does the same for the directory it wrote, with DVC's own object store, so the
+same prepared data have the same version whichever orchestrator made them, are stored once, and a
 cached prepare task (which returns only the version) is materialised in a new run directory by
-checking that version out of the cache.
+checking that version out of the cache. DVC is imported inside the functions: the core runs
+without it (then :func:`data_version` is None).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from gancore.tracking import data_version
+from typing import Any
 
 __all__ = ["data_version", "is_dvc_repo", "restore", "store"]
+
+
+def data_version(path: str | Path) -> str | None:
+    """The DVC hash (``<md5>.dir``) of a prepared-data directory, computed as ``dvc`` computes an
+    output's hash, so it equals the one ``dvc.lock`` records for ``data/prepared``."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    try:
+        from dvc_data.hashfile.build import build
+        from dvc_data.hashfile.db import HashFileDB
+        from dvc_objects.fs.local import LocalFileSystem
+        from dvc_objects.fs.memory import MemoryFileSystem
+    except ImportError:  # a machine with the core only: no DVC, no version tag
+        return None
+
+    _, _, obj = build(HashFileDB(MemoryFileSystem(), "/staging"), str(path.resolve()), LocalFileSystem(), "md5", dry_run=True)
+    return obj.hash_info.value
 
 
 def is_dvc_repo(root: str | Path) -> bool:
     return (Path(root) / ".dvc").is_dir()
 
 
-def _cache(root: str | Path):
+def _cache(root: str | Path) -> Any:
     from dvc.repo import Repo
 
     # The repository's configured cache (``.dvc/cache`` unless cache.dir says otherwise). Only

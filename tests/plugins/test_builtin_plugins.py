@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gancore import Architecture, hookimpl, registry
+from gancore import Architecture, registry
 from gancore.conformance import Report, check_architecture, check_shapes, light_options
 from gancore.errors import GanCoreError
-from plugins import dcgan, mlp, resnet_sn
+from gancore.registry import architectures, options_of
+from gancore_plugins import dcgan, mlp, resnet_sn
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gancore-example-plugin"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The test box's two cores are shared with other jobs; oversubscribed OpenMP threads spin and
-    # make these small forwards and backwards ten times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gancore-example-plugin"
 
 
 def _spatial_sizes(module: nn.Module, cls: type, x: torch.Tensor) -> list[int]:
@@ -55,7 +45,7 @@ def _spectral_norms(module: nn.Module) -> list[float]:
 
 def test_mlp_parameter_count_matches_its_layout():
     g, d = mlp.build((2,), 8)  # defaults: 3 hidden layers of 128
-    h = mlp.DEFAULTS["hidden"]
+    h = architectures()["mlp"].architecture.defaults["hidden"]
     assert sum(p.numel() for p in g.parameters()) == (8 * h + h) + 2 * (h * h + h) + (h * 2 + 2)
     assert sum(p.numel() for p in d.parameters()) == (2 * h + h) + 2 * (h * h + h) + (h + 1)
 
@@ -173,7 +163,7 @@ def test_builtin_shapes_and_light_options():
     assert check_shapes(archs["dcgan"]) == [(c, s, s) for s in (28, 32, 64) for c in (1, 3)]
     assert light_options(archs["resnet_sn"]) == {"width": 16}
     assert light_options(archs["mlp"])["hidden"] == 32
-    assert light_options(archs["dcgan"]) == {**dcgan.DEFAULTS, "width": 16}
+    assert light_options(archs["dcgan"]) == {**options_of(dcgan.build), "width": 16}
 
 
 # -- the conformance check catches what it promises to catch ----------------------------------
@@ -220,17 +210,25 @@ class _ToyD(nn.Module):
 
 
 def _toy(flaw: str = "", kinds=("vector", "image"), shapes=()) -> Architecture:
-    def build(shape, latent_dim, hidden: int = 16):
+    def build(shape, latent_dim, hidden: int = 16, depth: int = 1):
         if flaw == "build_raises":
             raise RuntimeError("cannot build this")
         if flaw == "unseeded":
             torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
         return _ToyG(shape, latent_dim, flaw), _ToyD(shape, flaw)
 
-    defaults = {"hidden": 16, "extra": 1} if flaw == "unknown_option" else {"hidden": 16}
+    defaults = {"hidden": 16, "depth": 1, "extra": 1} if flaw == "unknown_option" else {"hidden": 16, "depth": 1}
     if flaw == "unlisted_option":
-        defaults = {}
+        defaults = {"depth": 1}  # given, but incomplete
+    elif flaw == "derived":
+        defaults = {}  # none given: read from build's signature
     return Architecture(name=f"toy_{flaw or 'ok'}", kinds=set(kinds), build=build, defaults=defaults, shapes=shapes)
+
+
+def test_options_default_to_builds_signature_when_the_plugin_gives_none():
+    arch = _toy("derived")
+    assert arch.defaults == {"hidden": 16, "depth": 1}
+    assert check_architecture("toy_derived", architecture=arch).ok
 
 
 def test_conformance_passes_a_correct_architecture():
@@ -322,13 +320,3 @@ def test_example_plugin_is_found_through_its_entry_point_alone(tmp_path, monkeyp
     assert reg.architecture.kinds == {"vector"}
     report = check_architecture("tiny_mlp", architecture=reg.architecture)
     assert report.ok, report.render()
-
-
-def test_example_plugin_is_installed_in_this_environment():
-    try:
-        dist = importlib.metadata.distribution("gancore-example-plugin")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.fail("gancore-example-plugin is not installed: `pip install -e examples/gancore-example-plugin` (make install-dev does it)")
-    assert [(ep.group, ep.name, ep.value) for ep in dist.entry_points] == [("gancore", "tiny_mlp", "gancore_example_plugin")]
-    reg = registry.discover()["tiny_mlp"]
-    assert reg.distribution == "gancore-example-plugin" and reg.version == _example_project()["version"]

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from gancore.classifiers import Classifier, classify, load_classifier
-from gancore.classifiers import domain
+from gancore.classifiers import classify, domain, load_classifier
 from gancore.classifiers.domain import (
     CNNClassifier,
     ConvNet,
@@ -27,22 +25,13 @@ from gancore.classifiers.domain import (
     fit_domain_classifier,
 )
 from gancore.config import Params
-from gancore.data.prepared import PreparedData, save_prepared, to_model_range, to_uint8
+from gancore.data.prepared import PreparedData, save_prepared, to_model_range
 from gancore.errors import EvaluationError
 from gancore.io import write_json
 from gancore.layout import Layout
 
 TV_FILE = "inception_v3_google-0cc3c7bd.pth"
 TF_FILE = "weights-inception-2015-12-05-6726825d.pth"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two shared cores: oversubscribed OpenMP threads spin and make small forwards much slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

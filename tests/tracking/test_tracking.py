@@ -17,14 +17,14 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import write_params
-from gancore import tracking
+from gancore import tracking, trainlog
 from gancore.config import load_params
+from gancore.dvcstore import data_version
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
 from gancore.registry import architectures
-from gancore.stages import STAGE_ORDER
-from gancore.training import read_train_log
+from gancore.stages import STAGE_ORDER, run_stage
+from helpers import write_params
 
 EXPERIMENT = "gancore-tests"
 
@@ -35,7 +35,7 @@ def tiny_run(tmp_path_factory):
     params = load_params(write_params(root / "params.yaml"))
     layout = Layout(root)
     for stage in STAGE_ORDER:
-        tracking.run_stage(stage, params, layout, orchestrator="cli", root=root)
+        run_stage(stage, params, layout, tracking.FileHandedRecorder(str(root), "cli"))
     return params, layout, tracking.current_run_id(layout)
 
 
@@ -70,13 +70,13 @@ def test_one_run_holds_params_tags_curves_metrics_artifacts_and_model(tiny_run):
     reg = architectures()["mlp"]
     assert tags["orchestrator"] == "cli"
     assert (tags["plugin.arch"], tags["plugin.distribution"], tags["plugin.version"]) == ("mlp", reg.distribution, reg.version)
-    assert tags["dvc.prepared_md5"] == tracking.data_version(layout.prepared)
+    assert tags["dvc.prepared_md5"] == data_version(layout.prepared)
     assert tags["dvc.prepared_md5"].endswith(".dir")
     assert tags["pipeline.stages_run"] == ",".join(STAGE_ORDER) and tags["pipeline.stages_reused"] == ""
     assert tags["verdict"] == json.loads((layout.metrics / "diagnose.json").read_text())["verdict"]
 
     # Curves: one point per row of the training log, at its step, with its exact value.
-    rows = read_train_log(layout.train_log)
+    rows = trainlog.read(layout.train_log)
     assert [r["step"] for r in rows] == list(range(5, 51, 5))
     for column in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_g"):
         history = sorted((m.step, m.value) for m in client().get_metric_history(run_id, f"train/{column}"))
@@ -116,7 +116,7 @@ def test_registered_generator_maps_latent_vectors_to_samples(tiny_run):
 def test_stages_skipped_by_dvc_are_backfilled_and_the_run_is_handed_on(tiny_run):
     """A new execution that starts at evaluate (DVC skipped the unchanged upstream stages)."""
     params, layout, first = tiny_run
-    tracking.run_stage("evaluate", params, layout, orchestrator="cli", root=layout.root)
+    run_stage("evaluate", params, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
     second = tracking.current_run_id(layout)
     assert second != first
     run = client().get_run(second)
@@ -126,7 +126,7 @@ def test_stages_skipped_by_dvc_are_backfilled_and_the_run_is_handed_on(tiny_run)
     assert len(client().get_metric_history(second, "train/loss_d")) == 10
     assert len(model_versions(params, second)) == 1
 
-    tracking.run_stage("diagnose", params, layout, orchestrator="cli", root=layout.root)
+    run_stage("diagnose", params, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
     assert tracking.current_run_id(layout) == second
     run = client().get_run(second)
     assert run.info.status == "FINISHED"
@@ -136,9 +136,9 @@ def test_stages_skipped_by_dvc_are_backfilled_and_the_run_is_handed_on(tiny_run)
 
 def test_repeated_stage_opens_a_new_run_and_the_abandoned_one_is_killed(tiny_run):
     params, layout, _ = tiny_run
-    tracking.run_stage("sample", params, layout, orchestrator="cli", root=layout.root)
+    run_stage("sample", params, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
     abandoned = tracking.current_run_id(layout)
-    tracking.run_stage("sample", params, layout, orchestrator="cli", root=layout.root)
+    run_stage("sample", params, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
     fresh = tracking.current_run_id(layout)
     assert fresh != abandoned
     assert client().get_run(abandoned).info.status == "KILLED"
@@ -150,7 +150,7 @@ def test_failing_stage_marks_its_run_failed(tiny_run):
     other = load_params(write_params(layout.root / "other.yaml", data={"name": "grid25"}))
     before = (layout.metrics / "evaluate.json").read_bytes()
     with pytest.raises(GanCoreError, match="grid25"):
-        tracking.run_stage("evaluate", other, layout, orchestrator="cli", root=layout.root)
+        run_stage("evaluate", other, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
     failed = client().get_run(tracking.current_run_id(layout))
     assert failed.info.status == "FAILED"
     assert failed.data.params["data.name"] == "grid25"
@@ -160,12 +160,12 @@ def test_failing_stage_marks_its_run_failed(tiny_run):
 def test_tracking_disabled_records_nothing(tiny_run):
     params, layout, _ = tiny_run
     quiet = params.model_copy(update={"tracking": params.tracking.model_copy(update={"enabled": False})})
-    state = (layout.root / tracking.RUN_FILE).read_text()
+    state = layout.run_file.read_text()
     count = len(mlflow.search_runs(experiment_names=[EXPERIMENT]))
-    summary = tracking.run_stage("sample", quiet, layout, orchestrator="cli", root=layout.root)
+    summary = run_stage("sample", quiet, layout, tracking.recorder_for(quiet, layout.root, "cli"))
     assert summary["n"] == 500
     assert len(mlflow.search_runs(experiment_names=[EXPERIMENT])) == count
-    assert (layout.root / tracking.RUN_FILE).read_text() == state
+    assert layout.run_file.read_text() == state
 
 
 def test_orchestrator_is_dvc_inside_a_dvc_stage(monkeypatch):

@@ -26,17 +26,15 @@ from prefect.client.schemas.filters import (
 )
 
 import gancore.training
-from conftest import venv_env
-from flows import server
-from flows.params import LossOverrides, TrainOverrides, resolve_params
-from flows.pipeline import PREPARE_CODE, gan_pipeline
-from flows.sweep import gan_sweep
 from gancore.config import Params, ParamsError
+from gancore.dvcstore import data_version
 from gancore.layout import Layout
 from gancore.stages import STAGES
-from gancore.tracking import data_version
-
-REPO = Path(__file__).resolve().parents[1]
+from gancore_flows import server
+from gancore_flows.params import LossOverrides, TrainOverrides, resolve_params
+from gancore_flows.pipeline import PREPARE_CODE, gan_pipeline
+from gancore_flows.sweep import gan_sweep
+from helpers import REPO, venv_env
 
 
 def artifacts_of(flow_run_id) -> dict[str, object]:
@@ -91,8 +89,8 @@ def test_prepare_cache_key_covers_the_code_dvc_tracks_for_prepare():
 def test_training_is_retried_only_for_failures_a_retry_can_fix():
     from prefect.states import Failed
 
-    from flows.pipeline import transient_failure
     from gancore.errors import TrainingError
+    from gancore_flows.pipeline import transient_failure
 
     assert transient_failure(None, None, Failed(data=OSError("injected: disk full")))
     # Training is deterministic: a diverged run diverges again at the same step.
@@ -209,14 +207,14 @@ def served_deployments(url: str) -> int:
 
 @pytest.mark.timeout(900)
 def test_served_deployment_runs_to_completion(project, first_run):
-    """`make serve` (flows.serve starting its own server) + `prefect deployment run ... --watch`."""
+    """`make serve` (gancore_flows.serve starting its own server) + `prefect deployment run ... --watch`."""
     port = free_port()
     url = server.api_url(port=port)
     env = venv_env(OMP_NUM_THREADS="1")
     env.pop("PREFECT_API_URL", None)
-    log = open(project / "serve.log", "wb")
-    serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--port", str(port), "--params", "params.yaml"],
-                             cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(project / "serve.log", "wb") as log:
+        serve = subprocess.Popen([sys.executable, "-m", "gancore_flows.serve", "--port", str(port), "--params", "params.yaml"],
+                                 cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
         while served_deployments(url) < 2 or not (project / "prefect.toml").is_file():
@@ -236,7 +234,6 @@ def test_served_deployment_runs_to_completion(project, first_run):
             serve.wait(60)
         except subprocess.TimeoutExpired:
             serve.kill()
-        log.close()
     assert not (project / "prefect.toml").exists()
     assert not server.healthy(url)  # the server serve started is gone with it
 

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from gancore import training
-from gancore.checkpoint import checkpoint_path, load_checkpoint
+from gancore import training, trainlog
+from gancore.checkpoint import load_checkpoint
 from gancore.config import validate
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.device import resolve_device
@@ -20,17 +20,9 @@ from gancore.errors import GanCoreError, TrainingError
 from gancore.layout import Layout
 from gancore.losses import GanLoss, get_loss
 from gancore.modelio import load_discriminator, load_generator
+from helpers import ring8_centers
 
-CENTERS = [[math.cos(2 * math.pi * i / 8), math.sin(2 * math.pi * i / 8)] for i in range(8)]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and on a shared 2-core box OpenMP spinning costs a lot.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+CENTERS = ring8_centers()
 
 
 def ring_data(n_train: int = 256, n_test: int = 128, seed: int = 0) -> PreparedData:
@@ -107,8 +99,10 @@ def test_train_writes_models_log_and_checkpoint(tmp_path):
 
     assert summary["steps"] == 5 and summary["resumed_from"] is None and summary["device"] == "cpu"
     assert summary["samples_per_second"] > 0 and summary["seconds"] > 0
-    rows = training.read_train_log(layout.train_log)
-    assert layout.train_log.read_text().splitlines()[0].split(",") == list(training.LOG_COLUMNS)
+    rows = trainlog.read(layout.train_log)
+    # The step columns, then the collapse monitor's (it also checks the last step).
+    monitor = ["monitor/modes_covered", "monitor/high_quality_fraction", "monitor/mode_kl", "monitor/collapse"]
+    assert layout.train_log.read_text().splitlines()[0].split(",") == [*trainlog.COLUMNS, *monitor]
     assert [r["step"] for r in rows] == [2, 4, 5]  # every log_every steps, and the last one
     assert summary["loss_d"] == rows[-1]["loss_d"] and summary["loss_g"] == rows[-1]["loss_g"]
     for r in rows:
@@ -132,7 +126,7 @@ def test_train_writes_models_log_and_checkpoint(tmp_path):
     assert not g.training and not d.training
     with torch.no_grad():
         assert g(torch.randn(7, 4)).shape == (7, 2) and d(torch.randn(7, 2)).reshape(-1).shape == (7,)
-    assert load_checkpoint(checkpoint_path(layout))["step"] == 5
+    assert load_checkpoint(layout.checkpoint)["step"] == 5
 
 
 def test_prepared_data_must_match_the_parameters(tmp_path):
@@ -162,8 +156,8 @@ def test_interrupted_run_resumes_to_identical_weights_and_log(tmp_path, monkeypa
     monkeypatch.setattr(training.Trainer, "step", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         training.train(params, b)
-    assert load_checkpoint(checkpoint_path(b))["step"] == k
-    assert [r["step"] for r in training.read_train_log(b.train_log)] == [4]  # rows up to the checkpoint
+    assert load_checkpoint(b.checkpoint)["step"] == k
+    assert [r["step"] for r in trainlog.read(b.train_log)] == [4]  # rows up to the checkpoint
     monkeypatch.setattr(training.Trainer, "step", real_step)
 
     summary = training.train(params, b)
@@ -171,10 +165,10 @@ def test_interrupted_run_resumes_to_identical_weights_and_log(tmp_path, monkeypa
     for name in ("generator.pt", "discriminator.pt"):
         ra, rb = (torch.load(x.models / name, weights_only=True) for x in (a, b))
         assert state_equal(ra["state_dict"], rb["state_dict"]), name
-    ca, cb = load_checkpoint(checkpoint_path(a)), load_checkpoint(checkpoint_path(b))
+    ca, cb = load_checkpoint(a.checkpoint), load_checkpoint(b.checkpoint)
     for part in ("generator", "discriminator", "ema"):
         assert state_equal(ca["trainer"][part], cb["trainer"][part]), part
-    assert without_seconds(training.read_train_log(a.train_log)) == without_seconds(training.read_train_log(b.train_log))
+    assert without_seconds(trainlog.read(a.train_log)) == without_seconds(trainlog.read(b.train_log))
 
 
 def test_foreign_checkpoint_is_refused_and_restart_starts_over(tmp_path):
@@ -202,8 +196,8 @@ def test_foreign_checkpoint_is_refused_and_restart_starts_over(tmp_path):
 
     fresh = training.train(make_params(steps=4, checkpoint_every=2, loss="hinge"), layout, restart=True)
     assert fresh["resumed_from"] is None and fresh["steps"] == 4
-    assert load_checkpoint(checkpoint_path(layout))["identity"]["loss"]["name"] == "hinge"
-    assert [r["step"] for r in training.read_train_log(layout.train_log)] == [2, 4]
+    assert load_checkpoint(layout.checkpoint)["identity"]["loss"]["name"] == "hinge"
+    assert [r["step"] for r in trainlog.read(layout.train_log)] == [2, 4]
 
 
 def test_changed_prepared_data_is_refused(tmp_path):
@@ -228,7 +222,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     # log_every is large: the failure is found at the step-10 checkpoint, yet reported at step 7.
     with pytest.raises(TrainingError, match=r"non-finite loss_d=[-0-9.e]+ loss_g=nan at step 7;.*step 5\) was kept"):
         training.train(make_params(steps=20, checkpoint_every=5, log_every=100), layout)
-    state = load_checkpoint(checkpoint_path(layout))
+    state = load_checkpoint(layout.checkpoint)
     assert state["step"] == 5
     assert all(torch.isfinite(t).all() for t in state["trainer"]["generator"].values() if t.is_floating_point())
     assert not (layout.models / "generator.pt").exists()
@@ -239,7 +233,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 def test_n_critic_takes_that_many_discriminator_steps(tmp_path):
     layout = make_layout(tmp_path)
     training.train(make_params(steps=3, n_critic=2), layout)
-    state = load_checkpoint(checkpoint_path(layout))["trainer"]
+    state = load_checkpoint(layout.checkpoint)["trainer"]
     assert {float(s["step"]) for s in state["opt_d"]["state"].values()} == {6.0}
     assert {float(s["step"]) for s in state["opt_g"]["state"].values()} == {3.0}
 
@@ -247,7 +241,7 @@ def test_n_critic_takes_that_many_discriminator_steps(tmp_path):
 def test_ema_is_saved_as_the_generator(tmp_path):
     layout = make_layout(tmp_path)
     training.train(make_params(steps=4, ema_decay=0.5), layout)
-    state = load_checkpoint(checkpoint_path(layout))["trainer"]
+    state = load_checkpoint(layout.checkpoint)["trainer"]
     record = torch.load(layout.models / "generator.pt", weights_only=True)
     assert record["ema"] is True
     assert state_equal(record["state_dict"], state["ema"])

@@ -1,0 +1,191 @@
+"""A mixture of GANs, one per part of the data: the design notes' first remedy for mode collapse.
+
+``mixture.enabled: true`` turns the pipeline into a mixture, through the same stages:
+
+* **prepare** partitions the training data into parts: by class label where the data set has
+  labels (``mixture.partition: auto`` or ``labels``), else by k-means with ``mixture.parts`` parts
+  (the best of several seeded k-means++ restarts). Each part becomes a prepared data set of its
+  own under ``data/prepared/parts/partNN/`` (its test split: the held-out points nearest its
+  centroid, or of its class), beside ``data/prepared/mixture.json``;
+* **train** trains one GAN per part, each exactly as a single GAN trains, into
+  ``models/parts/partNN/`` (the ``gan-mixture`` flow trains the parts in parallel), then writes
+  ``models/mixture.json``: each part's generator and its weight, its share of the training data.
+  The mixture's ``metrics/train_log.csv`` holds the parts' curves averaged step by step;
+* **sample** draws from every part in proportion to its weight into one ``samples/samples.pt``,
+  so **evaluate** and **diagnose** score the mixture as one model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gancore import trainlog
+from gancore.config import Params, ParamsError
+from gancore.data.prepared import PreparedData, save_prepared
+from gancore.errors import DataError, GanCoreError
+from gancore.io import read_json, write_json
+from gancore.layout import MIXTURE_FILE, Layout
+
+KMEANS_RESTARTS = 5
+
+
+def partition_method(params: Params, data: PreparedData) -> str:
+    method = params.mixture.partition
+    if method == "auto":
+        return "labels" if data.kind == "image" and data.train_labels is not None else "kmeans"
+    if method == "labels" and data.train_labels is None:
+        raise ParamsError([("mixture.partition", f"labels: {data.meta.get('name')} has no class labels; use kmeans (or auto)")])
+    return method
+
+
+def _points(data: PreparedData, split: str) -> torch.Tensor:
+    x = data.train if split == "train" else data.test
+    return x.float().reshape(len(x), -1)
+
+
+def kmeans_partition(data: PreparedData, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centroids [k, d], train assignments [N]) of the best of :data:`KMEANS_RESTARTS` k-means runs
+    (lowest within-part sum of squares)."""
+    from gancore.diagnostics.ndb import kmeans
+
+    x = _points(data, "train")
+    if len(x) < k:
+        raise ParamsError([("mixture.parts", f"{k} parts for {len(x)} training examples; use at most {len(x)}")])
+    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+    for restart in range(KMEANS_RESTARTS):
+        centers, labels = kmeans(x, k, seed, stream=f"mixture/kmeans{restart}")
+        inertia = float((x.to(centers.dtype) - centers[labels]).pow(2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, centers, labels)
+    assert best is not None
+    return best[1], best[2]
+
+
+def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[str, Any]:
+    """Split ``data`` into parts, save each as a prepared set, write the partition's description."""
+    method = partition_method(params, data)
+    if method == "labels":
+        assert data.train_labels is not None
+        classes = sorted(int(c) for c in torch.unique(data.train_labels))
+        train_of = [data.train_labels == c for c in classes]
+        test_of = [data.test_labels == c for c in classes] if data.test_labels is not None else None
+        names = (data.meta.get("modes") or {}).get("labels") or [str(c) for c in classes]
+        descriptions = [f"class {names[c] if c < len(names) else c}" for c in classes]
+    else:
+        from gancore.diagnostics.ndb import _nearest
+
+        centers, labels = kmeans_partition(data, params.mixture.parts, params.seed)
+        test_labels = _nearest(_points(data, "test").to(centers.dtype), centers)
+        train_of = [labels == i for i in range(len(centers))]
+        test_of = [test_labels == i for i in range(len(centers))]
+        descriptions = [f"k-means part around {[round(v, 4) for v in c.tolist()[:4]]}" + ("..." if c.numel() > 4 else "")
+                        for c in centers]
+    parts = []
+    for i, mask in enumerate(train_of):
+        test_mask = test_of[i] if test_of is not None else torch.zeros(len(data.test), dtype=torch.bool)
+        if not test_mask.any():  # a part no held-out point falls in: score it on the whole test split
+            test_mask = torch.ones(len(data.test), dtype=torch.bool)
+        part = PreparedData(
+            meta={**data.meta, "count": int(mask.sum()), "count_test": int(test_mask.sum()),
+                  "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i]}},
+            train=data.train[mask], test=data.test[test_mask],
+            train_labels=None if data.train_labels is None else data.train_labels[mask],
+            test_labels=None if data.test_labels is None else data.test_labels[test_mask],
+        )
+        save_prepared(layout.part(i).prepared, part)
+        parts.append({"index": i, "count": part.meta["count"], "count_test": part.meta["count_test"],
+                      "description": descriptions[i]})
+    info = {"method": method, "parts": parts}
+    write_json(layout.prepared / MIXTURE_FILE, info)
+    return info
+
+
+def copy_classifier(layout: Layout, index: int) -> None:
+    """The part's monitor scores with the whole data set's domain classifier."""
+    import shutil
+
+    from gancore.io import atomic_path
+
+    source, target = layout.classifier, layout.part(index).classifier
+    if source.exists():
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def partition_info(layout: Layout) -> dict[str, Any]:
+    path = layout.prepared / MIXTURE_FILE
+    if not path.exists():
+        raise DataError(f"{path} is missing: mixture.enabled needs `gan prepare` run with mixture.enabled=true")
+    return read_json(path)
+
+
+def part_params(params: Params) -> Params:
+    """The parameters each part trains with: the mixture's, as a single GAN."""
+    return params.model_copy(update={"mixture": params.mixture.model_copy(update={"enabled": False})})
+
+
+def train_part(params: Params, layout: Layout, index: int, restart: bool = False) -> dict[str, Any]:
+    """Train part ``index`` of the mixture (what the ``gan-mixture`` flow runs in parallel)."""
+    from gancore.training import train
+
+    info = partition_info(layout)
+    part = info["parts"][index]
+    if params.train.batch_size > part["count"]:
+        raise ParamsError([("train.batch_size", f"{params.train.batch_size} is larger than part {index} of the mixture "
+                            f"({part['count']} examples, {part['description']}); lower it or use fewer parts")])
+    return train(part_params(params), layout.part(index), restart=restart)
+
+
+def remove_single(layout: Layout) -> None:
+    """A single generator trained here before is replaced by the mixture."""
+    import shutil
+
+    for path in (layout.generator, layout.discriminator):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(layout.best_models, ignore_errors=True)
+
+
+def finish_mixture(params: Params, layout: Layout) -> dict[str, Any]:
+    """Write ``models/mixture.json`` and the averaged training log once every part is trained."""
+    info = partition_info(layout)
+    total = sum(p["count"] for p in info["parts"])
+    parts = []
+    for p in info["parts"]:
+        generator = layout.part(p["index"]).generator
+        if not generator.exists():
+            raise GanCoreError(f"{generator} is missing: part {p['index']} of the mixture is not trained yet")
+        parts.append({**p, "weight": p["count"] / total, "generator": generator.relative_to(layout.models).as_posix()})
+    write_json(layout.mixture, {"method": info["method"], "parts": parts})
+    trainlog.write(layout.train_log, mean_log([trainlog.read(layout.part(p["index"]).train_log) for p in info["parts"]]))
+    return {"parts": len(parts), "weights": [round(p["weight"], 6) for p in parts], "method": info["method"]}
+
+
+def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The parts' logs averaged over the steps they all logged (cells missing in a part skipped)."""
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for log in logs:
+        for row in log:
+            by_step.setdefault(int(row["step"]), []).append(row)
+    rows = []
+    for step in sorted(s for s, group in by_step.items() if len(group) == len(logs)):
+        group = by_step[step]
+        row: dict[str, Any] = {"step": step}
+        for key in trainlog.columns_of(group):
+            values = [r[key] for r in group if key != "step" and r.get(key) is not None]
+            if key != "step":
+                row[key] = sum(values) / len(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
+    """The train stage of a mixture: every part in turn (each resumable on its own), then the manifest."""
+    info = partition_info(layout)
+    remove_single(layout)
+    summaries = [train_part(params, layout, p["index"], restart) for p in info["parts"]]
+    summary = finish_mixture(params, layout)
+    summary["seconds"] = round(sum(s["seconds"] for s in summaries), 3)
+    summary["steps"] = params.train.steps
+    return summary

@@ -1,0 +1,26 @@
+"""Every name the parameters, the CLI and the orchestrators choose from, defined once.
+
+Each set of names is a ``Literal`` type (what pydantic validates and the Prefect form offers as
+choices); the tuple beside it is derived from the type, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+StageName = Literal["prepare", "train", "sample", "evaluate", "diagnose"]
+STAGE_ORDER: tuple[str, ...] = get_args(StageName)
+
+DatasetName = Literal["ring8", "grid25", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder"]
+DATASETS: tuple[str, ...] = get_args(DatasetName)
+VectorDatasetName = Literal["ring8", "grid25"]
+VECTOR_DATASETS: tuple[str, ...] = get_args(VectorDatasetName)
+
+LossName = Literal["minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares"]
+LOSSES: tuple[str, ...] = get_args(LossName)
+
+ClassifierName = Literal["domain", "inception", "inception_tf"]
+CLASSIFIERS: tuple[str, ...] = get_args(ClassifierName)
+
+Orchestrator = Literal["cli", "dvc", "prefect"]
+ORCHESTRATORS: tuple[str, ...] = get_args(Orchestrator)

@@ -1,0 +1,59 @@
+"""Sample pictures without matplotlib: an image grid, and 2D points rendered as a density image.
+
+Both are cheap (milliseconds), so the collapse monitor can save one at every check without
+slowing training; ``samples/samples.png`` of 2D data is the fuller matplotlib scatter.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gancore.io import atomic_path
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path) -> None:
+    """uint8 images [N, C, H, W] as one roughly square grid."""
+    from torchvision.utils import make_grid, save_image
+
+    grid = make_grid(images.float() / 255.0, nrow=math.ceil(math.sqrt(len(images))), padding=2)
+    with atomic_path(path) as tmp:
+        save_image(grid, tmp, format="png")
+
+
+def points_image(points: Any, centers: Any = None, extent: tuple[float, float] | None = None, size: int = 256) -> np.ndarray:
+    """2D points as an RGB uint8 image [size, size, 3]: white background, darker where denser,
+    mode centres as red crosses; ``extent`` (lo, hi) on both axes (default: the points' range)."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    c = None if centers is None else np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    if extent is None:
+        ref = p if c is None else np.concatenate([p, c])
+        finite = ref[np.isfinite(ref).all(1)]
+        lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (-1.0, 1.0)
+        pad = 0.05 * (hi - lo or 1.0)
+        extent = (lo - pad, hi + pad)
+    lo, hi = extent
+    counts, _, _ = np.histogram2d(p[:, 1], p[:, 0], bins=size, range=[[lo, hi], [lo, hi]])
+    shade = 1.0 - np.sqrt(counts / counts.max()) if counts.max() > 0 else np.ones_like(counts)
+    rgb = np.repeat((255 * shade)[::-1, :, None], 3, axis=2)
+    rgb[counts[::-1] > 0, 2] = np.maximum(rgb[counts[::-1] > 0, 2], 160)  # generated mass in blue
+    if c is not None:
+        scale = (size - 1) / (hi - lo)
+        for x, y in c:
+            col, row = int(round((x - lo) * scale)), int(round((hi - y) * scale))
+            for d in range(-3, 4):
+                for r, q in ((row + d, col), (row, col + d)):
+                    if 0 <= r < size and 0 <= q < size:
+                        rgb[r, q] = (220, 0, 0)
+    return rgb.astype(np.uint8)
+
+
+def save_points(points: Any, path: str | Path, centers: Any = None, extent: tuple[float, float] | None = None) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(points_image(points, centers, extent)).save(tmp, format="png")

@@ -1,0 +1,83 @@
+"""The five pipeline stages and the one way to run them: :func:`run_stage`.
+
+Each stage reads files and parameters under a :class:`Layout`, writes files, and returns a small
+JSON-able summary. The CLI (and so ``dvc repro``), and every Prefect task call :func:`run_stage`;
+what is recorded about a stage (an MLflow run, or nothing) is a :class:`Recorder` beside it, so
+the stages know nothing of trackers and trackers nothing of stages. Heavy modules are imported
+inside the functions so that importing this package (and ``gan --help``) stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gancore.config import Params
+from gancore.layout import Layout
+from gancore.names import STAGE_ORDER
+from gancore.recorder import NULL_RECORDER, NullRecorder, Recorder
+
+__all__ = ["NULL_RECORDER", "STAGES", "STAGE_ORDER", "NullRecorder", "Recorder", "run_stage"]
+
+
+def prepare(params: Params, layout: Layout) -> dict[str, Any]:
+    from gancore.data import prepare_data
+
+    return prepare_data(params, layout)
+
+
+def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
+    if params.mixture.enabled:
+        from gancore.mixture import train_mixture
+
+        return train_mixture(params, layout, restart=restart)
+    from gancore.training import train as run_training
+
+    return run_training(params, layout, restart=restart)
+
+
+def sample(params: Params, layout: Layout) -> dict[str, Any]:
+    from gancore.sampling import sample as run_sampling
+
+    return run_sampling(params, layout)
+
+
+def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
+    from gancore.evaluation import evaluate as run_evaluation
+
+    return run_evaluation(params, layout)
+
+
+def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
+    from gancore.diagnostics import diagnose as run_diagnosis
+
+    return run_diagnosis(params, layout)
+
+
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+    "prepare": prepare,
+    "train": train,
+    "sample": sample,
+    "evaluate": evaluate,
+    "diagnose": diagnose,
+}
+assert tuple(STAGES) == STAGE_ORDER
+
+
+def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = NULL_RECORDER, **kwargs: Any) -> dict[str, Any]:
+    """Run ``stage`` on ``params`` under ``layout`` and tell ``recorder`` how it went.
+
+    ``recorder.begin`` runs first (a tracker opens or joins its run there), then the stage, then
+    ``recorder.finish`` with the stage's summary, or ``recorder.fail`` with the exception, which
+    is re-raised. ``kwargs`` go to the stage (``restart`` for train).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGE_ORDER)}")
+    recorder.begin(stage, params, layout)
+    try:
+        summary = STAGES[stage](params, layout, **kwargs)
+    except BaseException as exc:
+        recorder.fail(stage, exc)
+        raise
+    recorder.finish(stage, params, layout, summary)
+    return summary

@@ -1,0 +1,104 @@
+"""``gan ui`` and ``gan tracking-server``: MLflow's UI over the project's store, and a shared
+tracking server that runs on other processes and machines log to.
+
+``gan tracking-server`` runs ``mlflow server`` on the project's store (``mlflow.db``), serving the
+artifacts under ``mlartifacts/`` itself (``mlflow-artifacts:/``), bound to 127.0.0.1 unless told
+otherwise. While it runs it writes ``.mlflow-server`` beside ``mlflow.db``: the project's runs then
+log through it (``$MLFLOW_TRACKING_URI`` still wins). The file is removed when the server stops; a
+stale one (server killed hard) is ignored once its server does not answer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gancore.environment import quiet
+
+SERVER_FILE = ".mlflow-server"
+# MLflow 3's GenAI job runner starts several consumer processes per server; the pipeline needs none.
+QUIET_SERVER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def announced_server(root: Path) -> str | None:
+    """The URL in ``root/.mlflow-server`` if a server there answers."""
+    path = root / SERVER_FILE
+    if not path.is_file():
+        return None
+    url = path.read_text().strip()
+    return url if url and answers(url) else None
+
+
+def _environment() -> dict[str, str]:
+    return dict(quiet({**os.environ, **QUIET_SERVER}))
+
+
+def _serve(command: list[str], url: str, announce: Path | None = None, timeout: float = 300.0) -> int:
+    """Run ``command`` until interrupted; announce ``url`` in ``announce`` once it answers."""
+    process = subprocess.Popen(command, env=_environment(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not answers(url):
+            if process.poll() is not None:
+                print(f"gan: {command[2]} exited with code {process.returncode} before answering at {url}", file=sys.stderr)
+                return process.returncode or 1
+            if time.monotonic() > deadline:
+                print(f"gan: no answer at {url} after {timeout:.0f} s", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        if announce is not None:
+            announce.write_text(url + "\n")
+        print(f"MLflow at {url} (Ctrl-C stops it)", flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if announce is not None:
+            announce.unlink(missing_ok=True)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def ui(root: Path, host: str = "127.0.0.1", port: int = 5000) -> int:
+    from gancore.tracking.store import tracking_uri
+
+    uri = tracking_uri(root)
+    url = f"http://{host}:{port}"
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    print(f"MLflow UI over {uri}: {url}/#/experiments?workflowType=machine_learning", flush=True)
+    return _serve(command, url)
+
+
+def tracking_server(root: Path, host: str = "127.0.0.1", port: int = 5000, backend: str | None = None,
+                    artifacts: str | None = None, workers: int = 1) -> int:
+    from gancore.tracking.store import ARTIFACTS_DIR, DB_FILE, SQLITE_PREFIX, _initialise_sqlite
+
+    backend = backend or f"{SQLITE_PREFIX}{root / DB_FILE}"
+    if backend.startswith(SQLITE_PREFIX):
+        _initialise_sqlite(backend, Path(backend[len(SQLITE_PREFIX):]))  # schema and WAL before the server opens it
+    artifacts = artifacts or str(root / ARTIFACTS_DIR)
+    url = f"http://{host}:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+               "--artifacts-destination", artifacts, "--default-artifact-root", "mlflow-artifacts:/",
+               "--serve-artifacts", "--host", host, "--port", str(port), "--workers", str(workers)]
+    print(f"tracking server: {backend}, artifacts in {artifacts}; runs of this project log to {url} while it runs "
+          f"(elsewhere: export MLFLOW_TRACKING_URI={url})", flush=True)
+    return _serve(command, url, announce=root / SERVER_FILE)

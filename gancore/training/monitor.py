@@ -1,0 +1,147 @@
+"""The collapse monitor: a cheap diagnosis of the generator while it trains.
+
+Every ``train.monitor_every`` steps the generator (the EMA one when EMA is on) maps one fixed latent
+batch to samples, in eval mode and without gradients, so neither the weights nor any random stream
+of training change: a run with the monitor on trains exactly as one with it off. From the samples:
+
+* known modes (2D centres; the domain classifier's classes or digit triples for images): modes
+  covered and the high-quality fraction, by the protocols of :mod:`gancore.diagnostics.modes`, on
+  the PacGAN sample size for 2D data (2,500) and 500 images otherwise;
+* else: the pairwise-distance ratio and the near-duplicate rate against a fixed real subset
+  (classifier features where there is a classifier, pixels otherwise).
+
+The verdict rules of :mod:`gancore.diagnostics.verdict` decide whether the figures show collapse
+(complete or partial); anything else counts as healthy here (a young generator is "not converged"
+but not collapsed). Each check also saves the fixed-z picture under ``plots/progress/``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gancore import seeds
+from gancore.data.prepared import PreparedData, to_model_range, to_uint8
+
+MONITOR_STREAM = "train/monitor"
+VECTOR_SAMPLES = 2500  # PacGAN's protocol size
+IMAGE_SAMPLES = 500
+PAIRWISE_POINTS = 500
+GRID_IMAGES = 64
+BATCH = 500
+COLLAPSE_VERDICTS = ("complete_collapse", "partial_collapse")
+# Column prefix in the training log (and the MLflow metric group).
+PREFIX = "monitor/"
+
+
+class CollapseMonitor:
+    def __init__(self, data: PreparedData, prepared_dir: Path, latent_dim: int, seed: int, device: torch.device,
+                 confidence: float = 0.9, duplicate_fraction: float = 0.05):
+        from gancore.diagnostics.modes import subset
+
+        self.device = device
+        self.kind = data.kind
+        self.confidence = confidence
+        self.duplicate_fraction = duplicate_fraction
+        self.seed = seed
+        n = VECTOR_SAMPLES if self.kind == "vector" else IMAGE_SAMPLES
+        self.z = torch.randn(n, latent_dim, generator=seeds.generator(seed, MONITOR_STREAM))
+        modes = data.meta.get("modes") or {}
+        self.centers, self.sigma = modes.get("centers"), modes.get("sigma")
+        self.value_range = data.meta.get("value_range")
+        self.test_labels = data.test_labels
+        self.mode_count = modes.get("count")
+        self.labels = modes.get("labels")
+        self.classifier = None
+        if self.kind == "image" and (data.meta.get("classifier") or {}).get("kind") not in (None, "none"):
+            from gancore.classifiers.domain import load_domain_classifier
+
+            self.classifier = load_domain_classifier(prepared_dir).to(device)
+        real = subset(data.test, PAIRWISE_POINTS, seed, "train/monitor-real")
+        self.real_features = self._features(to_model_range(real))[1] if self.needs_distances else None
+
+    @property
+    def known_modes(self) -> bool:
+        if self.kind == "vector":
+            return bool(self.centers and self.sigma)
+        return self.classifier is not None and self.mode_count is not None and (
+            self.classifier.num_classes == self.mode_count and (self.test_labels is not None or self.mode_count == 1000))
+
+    @property
+    def needs_distances(self) -> bool:
+        return not self.known_modes
+
+    @torch.no_grad()
+    def samples(self, generator: nn.Module) -> torch.Tensor:
+        """The fixed-z samples (float, model range, CPU); the generator's train/eval mode is kept."""
+        was_training = generator.training
+        generator.eval()
+        try:
+            out = [generator(self.z[i:i + BATCH].to(self.device)).float().cpu() for i in range(0, len(self.z), BATCH)]
+        finally:
+            generator.train(was_training)
+        return torch.cat(out)
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(class probabilities or None, the points the distance measures use)."""
+        if self.classifier is None:
+            return None, x.flatten(1)
+        from gancore.classifiers import classify
+
+        probs, features = classify(self.classifier, x, BATCH, self.device)
+        return probs, features
+
+    def measure(self, generator: nn.Module) -> tuple[dict[str, Any], torch.Tensor]:
+        """(figures, samples) for the generator as it is now."""
+        from gancore.diagnostics.modes import collapse_measures, modes_2d, modes_labelled, modes_stacked
+
+        started = time.perf_counter()
+        x = self.samples(generator)
+        figures: dict[str, Any] = {}
+        if self.kind == "vector" and self.known_modes:
+            report = modes_2d(x, self.centers, float(self.sigma), real_labels=self.test_labels)
+        else:
+            probs, feats = self._features(x)
+            report = None
+            if self.known_modes and probs is not None:
+                report = (modes_stacked(probs, self.confidence) if self.mode_count == 1000
+                          else modes_labelled(probs, self.test_labels, self.confidence, self.labels))
+            if self.needs_distances:
+                figures.update({k: v for k, v in collapse_measures(feats, self.real_features, self.duplicate_fraction,
+                                                                   self.seed, PAIRWISE_POINTS).items()
+                                if k in ("pairwise_distance_ratio", "duplicate_rate", "real_duplicate_rate", "duplicate_excess")})
+        if report is not None:
+            figures.update({k: report[k] for k in ("modes_total", "modes_covered", "modes_expected", "modes_expected_sd",
+                                                    "high_quality_fraction", "mode_kl")})
+        figures["seconds"] = time.perf_counter() - started
+        return figures, x
+
+    @staticmethod
+    def judge(figures: dict[str, Any]) -> str:
+        """The diagnosis verdict these figures alone support."""
+        from gancore.diagnostics.verdict import decide
+
+        return decide(figures)["verdict"]
+
+    def picture(self, x: torch.Tensor, path: Path) -> None:
+        from gancore.pictures import save_image_grid, save_points
+
+        if self.kind == "vector":
+            extent = tuple(self.value_range) if self.value_range else None
+            save_points(x, path, self.centers, extent)  # type: ignore[arg-type]
+        else:
+            save_image_grid(to_uint8(x[:GRID_IMAGES]), path)
+
+
+def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
+    """The monitor's figures as training-log cells (``monitor/<figure>``)."""
+    # Not its running time: the log of a resumed run must equal an uninterrupted run's.
+    keep = ("modes_covered", "high_quality_fraction", "mode_kl", "pairwise_distance_ratio", "duplicate_rate")
+    cells = {PREFIX + k: figures[k] for k in keep if figures.get(k) is not None}
+    cells[PREFIX + "collapse"] = int(verdict in COLLAPSE_VERDICTS)
+    return cells
+

@@ -1,0 +1,222 @@
+"""One GAN training step: n_critic discriminator updates, one generator update, the EMA of G."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from gancore import seeds
+from gancore.losses import GanLoss, flat_logits, gradient_penalty, minimax_value
+from gancore.training.batches import BatchStream
+
+NOISE_STREAM = "train/noise"
+
+
+def _grad_norm(module: nn.Module, device: torch.device) -> Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads).float() if grads else torch.zeros((), device=device)
+
+
+class Trainer:
+    """G, D, their optimisers and the EMA of G; :meth:`step` is one generator update.
+
+    One step is ``n_critic`` discriminator updates, each on a fresh real batch and fresh latent
+    vectors, then one generator update on fresh latent vectors, then the EMA update.
+
+    Packing (PacGAN, Lin et al. 2018): with ``pack = m`` the discriminator judges m samples
+    jointly. Real and generated batches of ``batch_size`` samples are cut into ``batch_size / m``
+    groups of m consecutive samples, concatenated along the first data axis (``[m*d]`` vectors,
+    ``[m*C, H, W]`` images): ``discriminator`` must have been built for that packed shape. The
+    gradient penalty interpolates packed real and fake inputs.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: GanLoss,
+        batches: BatchStream,
+        *,
+        latent_dim: int,
+        lr_g: float,
+        lr_d: float,
+        betas: tuple[float, float],
+        n_critic: int = 1,
+        ema_decay: float | None = None,
+        seed: int = 0,
+        pack: int = 1,
+    ):
+        self.device = batches.device
+        cuda = self.device.type == "cuda"
+        self.amp = cuda
+        memory = {"memory_format": torch.channels_last} if batches.channels_last else {}
+        self.G = generator.to(self.device, **memory).train()
+        self.D = discriminator.to(self.device, **memory).train()
+        self.loss = loss
+        self.batches = batches
+        self.latent_dim = latent_dim
+        self.batch_size = batches.batch_size
+        if pack < 1 or self.batch_size % pack:
+            raise ValueError(f"batch size {self.batch_size} is not a multiple of pack={pack}")
+        self.pack = pack
+        self.n_critic = n_critic
+        fused = {"fused": True} if cuda else {}
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=betas, **fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas, **fused)
+        self.ema_decay = ema_decay
+        self.ema = copy.deepcopy(self.G).requires_grad_(False) if ema_decay else None
+        self.seed = seed
+        self.noise = seeds.generator(seed, NOISE_STREAM, self.device)
+        self.rollbacks = 0
+        self.bn_layers = [m for m in self.G.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
+        self.bn_prev: list[Tensor] | None = None
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._bad_losses = torch.zeros(2, device=self.device)
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
+    def _z(self) -> Tensor:
+        return torch.randn(self.batch_size, self.latent_dim, generator=self.noise, device=self.device)
+
+    def _packed(self, x: Tensor) -> Tensor:
+        """[B, d] -> [B/m, m*d]; [B, C, H, W] -> [B/m, m*C, H, W] (m consecutive samples a group)."""
+        if self.pack == 1:
+            return x
+        return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """D's logits for a batch of samples, packed as D was built (``[B / pack]``)."""
+        return flat_logits(self.D(self._packed(x)))
+
+    def reroll_noise(self) -> None:
+        """A fresh latent stream after a rollback, so that training does not replay the same
+        steps into the same collapse (deterministic: the n-th rollback's stream is fixed)."""
+        self.rollbacks += 1
+        self.noise = seeds.generator(self.seed, f"{NOISE_STREAM}/rollback{self.rollbacks}", self.device)
+
+    def step(self, step: int, stats: bool = False) -> dict[str, Tensor] | None:
+        """One generator update (``step`` numbers it for error reports); with ``stats``, the log values as tensors."""
+        G, D = self.G, self.D
+        losses_d = []
+        for _ in range(self.n_critic):
+            real = next(self.batches)
+            with torch.no_grad(), self._autocast():
+                fake = G(self._z())
+            with self._autocast():
+                l_real = self.discriminate(real).float()
+                l_fake = self.discriminate(fake).float()
+                loss_d = self.loss.d(l_real, l_fake)
+                if self.loss.gp_weight:
+                    penalty = gradient_penalty(D, self._packed(real), self._packed(fake), generator=self.noise)
+                    loss_d = loss_d + self.loss.gp_weight * penalty
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            losses_d.append(loss_d.detach())
+        grad_norm_d = _grad_norm(D, self.device) if stats else None
+
+        D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
+        with self._autocast():
+            loss_g = self.loss.g(self.discriminate(G(self._z())).float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        D.requires_grad_(True)
+        if self.ema is not None:
+            self._update_ema()
+        self._track_finite(step, losses_d, loss_g.detach())
+        if not stats:
+            return None
+        l_real, l_fake = l_real.detach(), l_fake.detach()
+        return {
+            "loss_d": losses_d[-1],
+            "loss_g": loss_g.detach(),
+            "d_real": torch.sigmoid(l_real).mean(),
+            "d_fake": torch.sigmoid(l_fake).mean(),
+            "logit_real": l_real.mean(),
+            "logit_fake": l_fake.mean(),
+            "value": minimax_value(l_real, l_fake),
+            "grad_norm_g": _grad_norm(G, self.device),
+            "grad_norm_d": grad_norm_d,
+        }
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        ema_params = list(self.ema.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in self.G.parameters()], 1.0 - self.ema_decay)
+        # Batch-norm statistics are not averaged: the EMA generator uses G's current ones.
+        for e, b in zip(self.ema.buffers(), self.G.buffers()):
+            e.copy_(b)
+
+    def _track_finite(self, step: int, losses_d: list[Tensor], loss_g: Tensor) -> None:
+        # Stays on the device (no host sync per step); read by first_nonfinite().
+        finite = torch.isfinite(torch.stack(losses_d + [loss_g])).all()
+        first = ~finite & (self._bad_step < 0)
+        self._bad_step = torch.where(first, step, self._bad_step)
+        self._bad_losses = torch.where(first, torch.stack([losses_d[-1], loss_g]), self._bad_losses)
+
+    def first_nonfinite(self) -> tuple[int, float, float] | None:
+        """(step, loss_d, loss_g) of the first step whose losses were not finite, if any."""
+        step = int(self._bad_step)
+        if step < 0:
+            return None
+        loss_d, loss_g = self._bad_losses.tolist()
+        return step, loss_d, loss_g
+
+    def bn_drift(self) -> float | None:
+        """Mean relative change of G's batch-norm running means since the previous call."""
+        if not self.bn_layers:
+            return None
+        current = [m.running_mean.detach().float().clone() for m in self.bn_layers]
+        previous, self.bn_prev = self.bn_prev, current
+        if previous is None:
+            return None
+        rel = [(c - p).norm() / (p.norm() + 1e-8) for c, p in zip(current, previous)]
+        return torch.stack(rel).mean().item()
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator to save: the EMA weights when EMA is on."""
+        return self.ema if self.ema is not None else self.G
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
+        return {
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "noise_rng": self.noise.get_state(),
+            "rollbacks": self.rollbacks,
+            "batches": self.batches.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
+            "bn_prev": [t.cpu() for t in self.bn_prev] if self.bn_prev is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.rollbacks = int(state.get("rollbacks", 0))
+        if self.rollbacks:
+            self.noise = seeds.generator(self.seed, f"{NOISE_STREAM}/rollback{self.rollbacks}", self.device)
+        self.noise.set_state(state["noise_rng"])
+        self.batches.load_state_dict(state["batches"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        bn_prev = state["bn_prev"]
+        self.bn_prev = [t.to(self.device) for t in bn_prev] if bn_prev is not None else None

@@ -1,0 +1,60 @@
+"""Helpers the test modules share (fixtures live in conftest.py): paths, tiny parameters,
+subprocess environments, free ports, the ring8 protocol's centres."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+PARAMS = REPO / "params.yaml"
+
+# The tiny configuration every orchestration test runs (ring8 + mlp: seconds on a CPU).
+TINY = {
+    "data": {"name": "ring8", "n_train": 2000, "n_test": 1000},
+    "train": {"steps": 50, "batch_size": 128, "checkpoint_every": 25, "log_every": 5, "monitor_every": 25},
+    "sample": {"n": 500},
+    "evaluate": {"max_real": 1000},
+    "diagnose": {"ndb_bins": 20},
+    "tracking": {"enabled": True, "experiment": "gancore-tests"},
+}
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_params(path: Path, **sections) -> Path:
+    """params.yaml of the repository with the tiny configuration (and ``sections``) merged in."""
+    tree = deep_merge(deep_merge(yaml.safe_load(PARAMS.read_text()), TINY), sections)
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's scripts (gan, dvc, prefect) first on PATH,
+    one torch thread per process (the tests' processes share two cores)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ring8_centers() -> list[list[float]]:
+    """The PacGAN ring's centres, from the product's own definition."""
+    from gancore.data.toy import ring8
+
+    return ring8().centers.tolist()
