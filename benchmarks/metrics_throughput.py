@@ -73,9 +73,12 @@ class SmallBackbone(torch.nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(32, 64, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+            torch.nn.Conv2d(3, 32, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
         )
         self.fc = torch.nn.Linear(64, 10)
         self.eval()
@@ -119,8 +122,14 @@ def fastest(best: dict | None, run: dict) -> dict:
 
 
 def timings(extract, metrics) -> dict:
-    return {"extract_s": extract[0], "metrics_s": metrics[0], "total_s": extract[0] + metrics[0],
-            "extract_cpu_s": extract[1], "metrics_cpu_s": metrics[1], "total_cpu_s": extract[1] + metrics[1]}
+    return {
+        "extract_s": extract[0],
+        "metrics_s": metrics[0],
+        "total_s": extract[0] + metrics[0],
+        "extract_cpu_s": extract[1],
+        "metrics_cpu_s": metrics[1],
+        "total_cpu_s": extract[1] + metrics[1],
+    }
 
 
 def run_ours(model, real, fake, batch_size, splits, device):
@@ -217,8 +226,17 @@ def bench_features(args, device) -> dict:
     torch.manual_seed(0)
     ref = {"fid": float(fid_metric.compute()), "is": tuple(float(v) for v in is_metric.compute())}
     ref_s, ref_cpu = clock.lap()
-    return {"n": n, "dim": d, "classes": k, "ours_s": ours_s, "ours_cpu_s": ours_cpu, "ref_s": ref_s,
-            "ref_cpu_s": ref_cpu, "ours": ours, "torchmetrics": ref}
+    return {
+        "n": n,
+        "dim": d,
+        "classes": k,
+        "ours_s": ours_s,
+        "ours_cpu_s": ours_cpu,
+        "ref_s": ref_s,
+        "ref_cpu_s": ref_cpu,
+        "ours": ours,
+        "torchmetrics": ref,
+    }
 
 
 def bench_prdc(args) -> dict:
@@ -235,8 +253,16 @@ def bench_prdc(args) -> dict:
     # prdc's sklearn call asks for n_jobs=8 worker processes, whose CPU time process_time()
     # does not see: compare wall time only.
     prdc_s, _ = clock.lap()
-    return {"n": args.prdc_n, "dim": args.prdc_dim, "k": args.k, "ours_s": ours_s, "ours_cpu_s": ours_cpu,
-            "prdc_s": prdc_s, "ours": ours, "prdc": {key: float(v) for key, v in ref.items()}}
+    return {
+        "n": args.prdc_n,
+        "dim": args.prdc_dim,
+        "k": args.k,
+        "ours_s": ours_s,
+        "ours_cpu_s": ours_cpu,
+        "prdc_s": prdc_s,
+        "ours": ours,
+        "prdc": {key: float(v) for key, v in ref.items()},
+    }
 
 
 def _row(label: str, ours_s: float, ref_s: float, items: int | None, ours_cpu=None, ref_cpu=None) -> str:
@@ -248,13 +274,14 @@ def _row(label: str, ours_s: float, ref_s: float, items: int | None, ours_cpu=No
 
 def _fid_is_values(where: str, ours: dict, ref: dict) -> str:
     rel = abs(ours["fid"] - ref["fid"]) / max(abs(ref["fid"]), 1e-300)
-    return (f"values {where}: FID ours {ours['fid']:.10g} torchmetrics {ref['fid']:.10g} (rel diff {rel:.1e}); "
-            f"IS ours {ours['is'][0]:.6g}+-{ours['is'][1]:.3g} torchmetrics {ref['is'][0]:.6g}+-{ref['is'][1]:.3g}")
+    return (
+        f"values {where}: FID ours {ours['fid']:.10g} torchmetrics {ref['fid']:.10g} (rel diff {rel:.1e}); "
+        f"IS ours {ours['is'][0]:.6g}+-{ours['is'][1]:.3g} torchmetrics {ref['is'][0]:.6g}+-{ref['is'][1]:.3g}"
+    )
 
 
 def render(images: dict | None, features: dict | None, prdc: dict | None) -> str:
-    rows = [f"{'task':<40}{'ours s':>9}{'ref s':>9}{'ours /s':>10}{'ref /s':>10}{'ratio':>7}"
-            f"{'ours cpu':>10}{'ref cpu':>9}{'ratio':>7}"]
+    rows = [f"{'task':<40}{'ours s':>9}{'ref s':>9}{'ours /s':>10}{'ref /s':>10}{'ratio':>7}{'ours cpu':>10}{'ref cpu':>9}{'ratio':>7}"]
     if images:
         n, o, r = images["n_images"], images["ours"], images["torchmetrics"]
         for label, key, items in (
@@ -265,29 +292,40 @@ def render(images: dict | None, features: dict | None, prdc: dict | None) -> str
             rows.append(_row(label, o[f"{key}_s"], r[f"{key}_s"], items, o[f"{key}_cpu_s"], r[f"{key}_cpu_s"]))
     if features:
         f = features
-        rows.append(_row(f"IS+FID from features {f['n']}x{f['dim']}", f["ours_s"], f["ref_s"], f["n"],
-                         f["ours_cpu_s"], f["ref_cpu_s"]))
+        rows.append(_row(f"IS+FID from features {f['n']}x{f['dim']}", f["ours_s"], f["ref_s"], f["n"], f["ours_cpu_s"], f["ref_cpu_s"]))
     if prdc:
         n = prdc["n"]
-        rows.append(_row(f"PRDC {n}x{n}, {prdc['dim']}-D, k={prdc['k']} vs prdc", prdc["ours_s"], prdc["prdc_s"],
-                         2 * n, prdc["ours_cpu_s"]))
-    rows.append("(s = wall seconds, cpu = process CPU seconds, /s = images or points per second; "
-                "ratio = reference / ours, > 1 means ours is faster; reference = torchmetrics or prdc)")
+        rows.append(
+            _row(f"PRDC {n}x{n}, {prdc['dim']}-D, k={prdc['k']} vs prdc", prdc["ours_s"], prdc["prdc_s"], 2 * n, prdc["ours_cpu_s"])
+        )
+    rows.append(
+        "(s = wall seconds, cpu = process CPU seconds, /s = images or points per second; "
+        "ratio = reference / ours, > 1 means ours is faster; reference = torchmetrics or prdc)"
+    )
     if images:
-        rows.append(_fid_is_values("(images)", images["ours"], images["torchmetrics"])
-                    + " -- torchmetrics cuts and shuffles splits differently, softmax in float32, sample std")
+        rows.append(
+            _fid_is_values("(images)", images["ours"], images["torchmetrics"])
+            + " -- torchmetrics cuts and shuffles splits differently, softmax in float32, sample std"
+        )
     if features:
         rows.append(_fid_is_values(f"({features['n']}x{features['dim']})", features["ours"], features["torchmetrics"]))
     if prdc:
-        rows.append("values (PRDC): ours " + ", ".join(f"{k} {v:.6g}" for k, v in prdc["ours"].items())
-                    + " | prdc " + ", ".join(f"{k} {v:.6g}" for k, v in prdc["prdc"].items()))
+        rows.append(
+            "values (PRDC): ours "
+            + ", ".join(f"{k} {v:.6g}" for k, v in prdc["ours"].items())
+            + " | prdc "
+            + ", ".join(f"{k} {v:.6g}" for k, v in prdc["prdc"].items())
+        )
     return "\n".join(rows)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="seconds-long CI version: small random CNN backbone, "
-                        "64 images per set, features 400x32, PRDC 300x300x16")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="seconds-long CI version: small random CNN backbone, 64 images per set, features 400x32, PRDC 300x300x16",
+    )
     parser.add_argument("--backbone", choices=("inception", "small"), default="inception")
     parser.add_argument("--n-images", type=int, default=64, help="images per set (real and fake)")
     parser.add_argument("--image-size", type=int, default=32)
@@ -319,8 +357,9 @@ def main(argv=None) -> int:
     if args.json:
         from gancore.io import write_json
 
-        write_json(args.json, {"device": args.device, "threads": torch.get_num_threads(),
-                               "images": images, "features": features, "prdc": prdc})
+        write_json(
+            args.json, {"device": args.device, "threads": torch.get_num_threads(), "images": images, "features": features, "prdc": prdc}
+        )
     return 0
 
 

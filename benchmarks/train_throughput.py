@@ -55,8 +55,7 @@ def make_data(shape: tuple[int, ...], n: int, seed: int = 0) -> torch.Tensor:
 
 
 def time_ours(G, D, data, latent_dim, batch_size, steps, warmup, loss_name, device) -> float:
-    batches = BatchStream(data, batch_size, seed=0, device=device, resident=True,
-                          channels_last=data.dim() == 4 and device.type == "cuda")
+    batches = BatchStream(data, batch_size, seed=0, device=device, resident=True, channels_last=data.dim() == 4 and device.type == "cuda")
     trainer = Trainer(G, D, get_loss(loss_name), batches, latent_dim=latent_dim, lr_g=LR, lr_d=LR, betas=BETAS)
 
     def run(n: int) -> None:
@@ -78,8 +77,9 @@ def time_baseline(G, D, data, latent_dim, batch_size, steps, warmup, loss_name, 
     loss = get_loss(loss_name)
     opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=BETAS)
     opt_d = torch.optim.Adam(D.parameters(), lr=LR, betas=BETAS)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(to_model_range(data)),
-                                         batch_size=batch_size, shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(to_model_range(data)), batch_size=batch_size, shuffle=True, drop_last=True
+    )
     it = iter(loader)
 
     def run(n: int) -> None:
@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latent-dim", type=int, default=100)
     ap.add_argument("--loss", default="non_saturating")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--width", type=int, default=None,
-                    help="dcgan/resnet_sn width, mlp hidden units (default: the architecture's own default)")
+    ap.add_argument(
+        "--width", type=int, default=None, help="dcgan/resnet_sn width, mlp hidden units (default: the architecture's own default)"
+    )
     ap.add_argument("--tiny", action="store_true", help="a few steps, small widths and batches: a smoke run for CI")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -145,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
-          f"batch {args.batch_size}, {args.steps} timed steps x {args.repeats}, loss {args.loss}")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+        f"batch {args.batch_size}, {args.steps} timed steps x {args.repeats}, loss {args.loss}"
+    )
     header = f"{'arch':<8} {'shape':<10} {'options':<12} {'ours samples/s':>15} {'baseline samples/s':>19} {'ratio':>7}"
     print(header)
     print("-" * len(header))

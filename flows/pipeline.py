@@ -77,8 +77,13 @@ def code_version() -> str:
 
 def prepare_key(params: Params) -> dict[str, Any]:
     """Everything prepare's output depends on: the parameters it reads and its code."""
-    return {"seed": params.seed, "device": params.device, "data": params.data.model_dump(mode="json"),
-            "mixture": params.mixture.model_dump(mode="json"), "code": code_version()}
+    return {
+        "seed": params.seed,
+        "device": params.device,
+        "data": params.data.model_dump(mode="json"),
+        "mixture": params.mixture.model_dump(mode="json"),
+        "code": code_version(),
+    }
 
 
 def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
@@ -115,8 +120,7 @@ def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder
     store = root / CACHE_DIR
     # Cache records and their (small) results live in the project, beside the DVC cache they
     # point into, so every orchestrator process working on this project shares them.
-    cached = prepare_task.with_options(cache_policy=PREPARE_CACHE.configure(key_storage=store / "keys"),
-                                       result_storage=store / "results")
+    cached = prepare_task.with_options(cache_policy=PREPARE_CACHE.configure(key_storage=store / "keys"), result_storage=store / "results")
     args = (params, str(layout.root), str(root), prepare_key(params), recorder)
     result = cached(*args)
     if not layout.prepared_meta.is_file():  # a cache hit: the task did not run here
@@ -136,19 +140,29 @@ def run_layout(params: Params, root: Path, out_dir: Optional[str]) -> Layout:
 def open_mlflow_run(params: Params, layout: Layout, root: Path, **tags: Any) -> Optional[tracking.PipelineRun]:
     if not params.tracking.enabled:
         return None
-    return tracking.open_flow_run(params, layout, root, tags={
-        "prefect.flow_run_id": flow_run.get_id(),
-        "prefect.flow_run_name": flow_run.get_name(),
-        "prefect.deployment_id": deployment.get_id() or flow_run.get_parent_deployment_id(),
-        **tags,
-    })
+    return tracking.open_flow_run(
+        params,
+        layout,
+        root,
+        tags={
+            "prefect.flow_run_id": flow_run.get_id(),
+            "prefect.flow_run_name": flow_run.get_name(),
+            "prefect.deployment_id": deployment.get_id() or flow_run.get_parent_deployment_id(),
+            **tags,
+        },
+    )
 
 
 # -- the flow --------------------------------------------------------------------------------------
-@flow(name="gan-pipeline", log_prints=True, description="prepare -> train -> sample -> evaluate -> diagnose; params.yaml overridden by the section fields")
+@flow(
+    name="gan-pipeline",
+    log_prints=True,
+    description="prepare -> train -> sample -> evaluate -> diagnose; params.yaml overridden by the section fields",
+)
 @section_parameters
-def gan_pipeline(params_file: str = "params.yaml", out_dir: Optional[str] = None, sets: Optional[list[str]] = None,
-                 **overrides: Any) -> dict[str, Any]:
+def gan_pipeline(
+    params_file: str = "params.yaml", out_dir: Optional[str] = None, sets: Optional[list[str]] = None, **overrides: Any
+) -> dict[str, Any]:
     """Run the pipeline on params.yaml with the given overrides (empty fields keep params.yaml's value).
 
     ``sets`` are ``key.path=value`` strings applied last, as ``gan -S`` applies them (also the way
@@ -180,8 +194,9 @@ def gan_pipeline(params_file: str = "params.yaml", out_dir: Optional[str] = None
         raise
     if mlrun:
         reused = ["prepare"] if prepared.get("cached") else []
-        mlrun.set_tags({"pipeline.stages_run": ",".join(s for s in summaries if s not in reused),
-                        "pipeline.stages_reused": ",".join(reused)})
+        mlrun.set_tags(
+            {"pipeline.stages_run": ",".join(s for s in summaries if s not in reused), "pipeline.stages_reused": ",".join(reused)}
+        )
         mlrun.end("FINISHED")
 
     result = {
@@ -196,11 +211,18 @@ def gan_pipeline(params_file: str = "params.yaml", out_dir: Optional[str] = None
         "diagnose": read_result(layout.diagnose_json),
         "summaries": summaries,
     }
-    create_markdown_artifact(markdown=summary_markdown(result), key="gan-pipeline-summary",
-                             description=f"gan-pipeline {result['mlflow_run_name'] or layout.root.name}: metrics and verdict")
+    create_markdown_artifact(
+        markdown=summary_markdown(result),
+        key="gan-pipeline-summary",
+        description=f"gan-pipeline {result['mlflow_run_name'] or layout.root.name}: metrics and verdict",
+    )
     if mlrun:
-        create_link_artifact(link=mlrun.url, link_text=f"MLflow run {mlrun.name}", key="mlflow-run",
-                             description="this pipeline run in the MLflow UI (make ui)")
+        create_link_artifact(
+            link=mlrun.url,
+            link_text=f"MLflow run {mlrun.name}",
+            key="mlflow-run",
+            description="this pipeline run in the MLflow UI (make ui)",
+        )
     return result
 
 
@@ -258,8 +280,15 @@ def print_summary(result: dict[str, Any]) -> None:
 # -- command line ----------------------------------------------------------------------------------
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", metavar="FILE", help="parameter file (default: params.yaml)")
-    parser.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override one parameter, e.g. -S train.steps=500 (repeatable)")
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one parameter, e.g. -S train.steps=500 (repeatable)",
+    )
 
 
 def check_params(prog: str, params_file: str, sets: list[str]) -> Optional[int]:
@@ -273,7 +302,9 @@ def check_params(prog: str, params_file: str, sets: list[str]) -> Optional[int]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gancore_flows.pipeline", description="Run the gan-pipeline flow in this process (no server needed).")
+    parser = argparse.ArgumentParser(
+        prog="python -m gancore_flows.pipeline", description="Run the gan-pipeline flow in this process (no server needed)."
+    )
     add_params_arguments(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<arch>-<data>-<flow run id>)")
     args = parser.parse_args(argv)

@@ -50,9 +50,16 @@ def task_runner(kind: str = "process", workers: int = 2, address: Optional[str] 
             raise _missing("dask", exc) from None
         if address:
             return DaskTaskRunner(address=address)
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None, "host": "127.0.0.1"})
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+                "host": "127.0.0.1",
+            },
+        )
     try:
         from prefect_ray import RayTaskRunner
     except ImportError as exc:
@@ -83,14 +90,17 @@ def check_member_host(context: dict[str, Any]) -> None:
     if not path.is_file():
         raise GanCoreError(
             f"sweep member on {here}: the project is not here ({path} is missing; the sweep runs on "
-            f"{context['host']}). Share the project directory (code, params.yaml, the DVC cache) at the same path on every worker")
+            f"{context['host']}). Share the project directory (code, params.yaml, the DVC cache) at the same path on every worker"
+        )
     uri = tracking_uri(path.parent)
     if here != context["host"] and sqlite_path(context["tracking_uri"]) is not None and uri == context["tracking_uri"]:
         raise GanCoreError(
             f"sweep member on {here}: the MLflow store is a SQLite file of {context['host']} ({context['tracking_uri']}); "
             "runs written here would land in another file. Start a tracking server (make tracking-server) and set "
-            "MLFLOW_TRACKING_URI to it on every machine")
+            "MLFLOW_TRACKING_URI to it on every machine"
+        )
     if uri != context["tracking_uri"]:
         raise GanCoreError(
             f"sweep member on {here} would record to {uri}, the sweep to {context['tracking_uri']}: "
-            "set the same MLFLOW_TRACKING_URI on every worker")
+            "set the same MLFLOW_TRACKING_URI on every worker"
+        )

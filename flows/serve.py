@@ -35,10 +35,20 @@ def deployments(params_file: str | Path) -> list[Any]:
     # Module entrypoints (flows is an installed package): runs load the flows wherever they start.
     kind = EntrypointType.MODULE_PATH
     return [
-        gan_pipeline.to_deployment("default", parameters=defaults, tags=["gancore"], entrypoint_type=kind,
-                                   description="The GAN pipeline on params.yaml; any section field overrides it."),
-        gan_sweep.to_deployment("default", parameters=defaults, tags=["gancore"], entrypoint_type=kind,
-                                description="gan-pipeline over architectures x losses x seeds, with a comparison table."),
+        gan_pipeline.to_deployment(
+            "default",
+            parameters=defaults,
+            tags=["gancore"],
+            entrypoint_type=kind,
+            description="The GAN pipeline on params.yaml; any section field overrides it.",
+        ),
+        gan_sweep.to_deployment(
+            "default",
+            parameters=defaults,
+            tags=["gancore"],
+            entrypoint_type=kind,
+            description="gan-pipeline over architectures x losses x seeds, with a comparison table.",
+        ),
     ]
 
 

@@ -79,8 +79,7 @@ def local_api() -> Iterator[str]:
         yield url
         return
     if url:
-        print(f"note: no Prefect server answers at {url}; using a temporary local one (start a server with `make serve`)",
-              file=sys.stderr)
+        print(f"note: no Prefect server answers at {url}; using a temporary local one (start a server with `make serve`)", file=sys.stderr)
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
@@ -90,8 +89,7 @@ def local_api() -> Iterator[str]:
     previous = os.environ.get(API_URL_ENV)
     os.environ[API_URL_ENV] = server.api_url  # for every process started from here
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url,
-                                         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
             yield server.api_url
     finally:
         if previous is None:
@@ -112,8 +110,13 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = No
     raise TimeoutError(f"no Prefect server answered at {url} within {timeout:.0f} s")
 
 
-def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log: str | Path | None = None,
-                 env: dict[str, str] | None = None, timeout: float = STARTUP_TIMEOUT) -> subprocess.Popen:
+def start_server(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    log: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = STARTUP_TIMEOUT,
+) -> subprocess.Popen:
     """``prefect server start`` in a child process; returns once it answers."""
     environment = quiet({**os.environ, **(env or {})})
     environment.pop(API_URL_ENV, None)  # the server is the API; it must not look for another

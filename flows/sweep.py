@@ -44,8 +44,14 @@ COLUMNS = (
 
 
 @task(name="pipeline-run", task_run_name="{label}")
-def pipeline_member(label: str, overrides: dict[str, Any], params_file: str, sets: Optional[list[str]] = None,
-                    threads: int = 1, context: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def pipeline_member(
+    label: str,
+    overrides: dict[str, Any],
+    params_file: str,
+    sets: Optional[list[str]] = None,
+    threads: int = 1,
+    context: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
     """One member of the sweep: a gan-pipeline flow run (nested under the sweep)."""
     import torch
 
@@ -55,17 +61,34 @@ def pipeline_member(label: str, overrides: dict[str, Any], params_file: str, set
     return gan_pipeline.with_options(flow_run_name=label)(params_file=params_file, sets=sets, **overrides)
 
 
-def run_members(members: list[dict[str, Any]], params_file: str, sets: Optional[list[str]],
-                runner: str = "process", workers: int = 2, address: Optional[str] = None) -> int:
+def run_members(
+    members: list[dict[str, Any]],
+    params_file: str,
+    sets: Optional[list[str]],
+    runner: str = "process",
+    workers: int = 2,
+    address: Optional[str] = None,
+) -> int:
     """Run every member on ``runner``, wait for all, put ``result`` (or ``error``) in each; return
     the number that failed."""
     context = member_context(params_file)
     threads = threads_per_member(min(workers, len(members)))
     failures = 0
     with task_runner(runner, workers, address) as pool:
-        futures = [pool.submit(pipeline_member, parameters={
-            "label": m["label"], "overrides": m["overrides"], "params_file": params_file, "sets": sets,
-            "threads": threads, "context": context}) for m in members]
+        futures = [
+            pool.submit(
+                pipeline_member,
+                parameters={
+                    "label": m["label"],
+                    "overrides": m["overrides"],
+                    "params_file": params_file,
+                    "sets": sets,
+                    "threads": threads,
+                    "context": context,
+                },
+            )
+            for m in members
+        ]
         for m, future in zip(members, futures):
             future.wait()
             if future.state.is_completed():
@@ -98,8 +121,11 @@ def comparison_rows(members: list[dict[str, Any]], keys: tuple[str, ...] = ("arc
     return headers, rows
 
 
-@flow(name="gan-sweep", log_prints=True,
-      description="gan-pipeline over architectures x losses x seeds, in parallel; ends with a comparison table")
+@flow(
+    name="gan-sweep",
+    log_prints=True,
+    description="gan-pipeline over architectures x losses x seeds, in parallel; ends with a comparison table",
+)
 @section_parameters
 def gan_sweep(
     archs: list[str] = ["mlp"],  # noqa: B006 - Prefect copies parameter defaults
@@ -122,8 +148,16 @@ def gan_sweep(
     for arch, loss_name, seed in itertools.product(archs, losses, seeds):
         member = member_overrides(base, **{"model.arch": arch, "loss.name": loss_name, "seed": seed})
         params = resolve_params(params_file, member, sets)  # every member valid before any runs
-        members.append({"arch": arch, "loss": loss_name, "seed": seed, "overrides": member, "params": params,
-                        "label": f"{arch}-{loss_name}-seed{seed}"})
+        members.append(
+            {
+                "arch": arch,
+                "loss": loss_name,
+                "seed": seed,
+                "overrides": member,
+                "params": params,
+                "label": f"{arch}-{loss_name}-seed{seed}",
+            }
+        )
     if not members:
         raise ValueError("empty sweep: give at least one architecture, one loss and one seed")
     if members[0]["params"].tracking.enabled:
@@ -132,8 +166,9 @@ def gan_sweep(
     failures = run_members(members, params_file, sets, runner, workers, address)
     headers, rows = comparison_rows(members)
     table = markdown_table(headers, rows)
-    create_markdown_artifact(markdown=f"# gan-sweep\n\n{table}\n", key="gan-sweep-comparison",
-                             description=f"gan-sweep over {len(members)} configurations")
+    create_markdown_artifact(
+        markdown=f"# gan-sweep\n\n{table}\n", key="gan-sweep-comparison", description=f"gan-sweep over {len(members)} configurations"
+    )
     print(table)
     if failures:
         raise RuntimeError(f"{failures} of {len(members)} sweep members failed; see the table above")
@@ -142,10 +177,14 @@ def gan_sweep(
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="members run at once (default 2)")
-    parser.add_argument("--runner", choices=RUNNERS, default="process",
-                        help="where members run: a local process pool (default), Dask or Ray")
-    parser.add_argument("--address", default=None, help="an existing Dask scheduler (tcp://host:8786) or Ray cluster "
-                        "(ray://host:10001); without it a local cluster starts")
+    parser.add_argument(
+        "--runner", choices=RUNNERS, default="process", help="where members run: a local process pool (default), Dask or Ray"
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="an existing Dask scheduler (tcp://host:8786) or Ray cluster (ray://host:10001); without it a local cluster starts",
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -158,8 +197,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-sweep", args.params, args.sets)) is not None:
         return code
-    kwargs: dict[str, Any] = {"params_file": args.params, "sets": args.sets, "runner": args.runner,
-                              "workers": args.workers, "address": args.address}
+    kwargs: dict[str, Any] = {
+        "params_file": args.params,
+        "sets": args.sets,
+        "runner": args.runner,
+        "workers": args.workers,
+        "address": args.address,
+    }
     for name in ("archs", "losses", "seeds"):
         if getattr(args, name):
             kwargs[name] = getattr(args, name)

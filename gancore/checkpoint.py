@@ -68,7 +68,9 @@ def describe_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
     parts = []
     for section in SECTIONS:
         keys = sorted(k for k in set(old) | set(new) if k == section or k.startswith(section + "."))
-        diffs = [f"{k}: {old.get(k, '(absent)')!r} in the checkpoint, {new.get(k, '(absent)')!r} now" for k in keys if old.get(k) != new.get(k)]
+        diffs = [
+            f"{k}: {old.get(k, '(absent)')!r} in the checkpoint, {new.get(k, '(absent)')!r} now" for k in keys if old.get(k) != new.get(k)
+        ]
         if diffs:
             parts.append(f"{section} ({'; '.join(diffs)})")
     return ", ".join(parts) or "(no section differs: the checkpoint's identity is malformed)"
@@ -80,10 +82,15 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint as saved, on the CPU; everything in it is tensors and plain values."""
-    state = torch_load(path, TrainingError, "it is damaged (e.g. cut short by a crash or a full disk): "
-                       "run `gan train --restart` to start over, or delete it")
+    state = torch_load(
+        path,
+        TrainingError,
+        "it is damaged (e.g. cut short by a crash or a full disk): run `gan train --restart` to start over, or delete it",
+    )
     if state.get("format") != FORMAT:
-        raise TrainingError(f"checkpoint {path} has format {state.get('format')!r}, this gancore writes {FORMAT}; run `gan train --restart`")
+        raise TrainingError(
+            f"checkpoint {path} has format {state.get('format')!r}, this gancore writes {FORMAT}; run `gan train --restart`"
+        )
     return state
 
 

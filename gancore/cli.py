@@ -24,13 +24,22 @@ STAGE_HELP = {
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", metavar="FILE", help="parameter file (default: params.yaml)")
-    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override one parameter, e.g. -S train.steps=500 (repeatable)")
+    p.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one parameter, e.g. -S train.steps=500 (repeatable)",
+    )
     p.add_argument("--out", default=".", metavar="DIR", help="output root for data/, models/, samples/, metrics/ (default: .)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gan", description="Reproducible GAN experiments: prepare -> train -> sample -> evaluate -> diagnose.")
+    parser = argparse.ArgumentParser(
+        prog="gan", description="Reproducible GAN experiments: prepare -> train -> sample -> evaluate -> diagnose."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for stage in STAGE_ORDER:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
@@ -41,12 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--root", default=".", help="project folder holding mlflow.db (default: .)")
-    server = sub.add_parser("tracking-server", help="a shared MLflow tracking server on this project's store; its runs log through it while it runs")
+    server = sub.add_parser(
+        "tracking-server", help="a shared MLflow tracking server on this project's store; its runs log through it while it runs"
+    )
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for other machines)")
     server.add_argument("--port", type=int, default=5000)
     server.add_argument("--root", default=".", help="project folder holding mlflow.db (default: .)")
     server.add_argument("--backend-store-uri", default=None, help="e.g. postgresql://user@host/db (default: the project's mlflow.db)")
-    server.add_argument("--artifacts-destination", default=None, help="artifact root the server serves (default: the project's mlartifacts/)")
+    server.add_argument(
+        "--artifacts-destination", default=None, help="artifact root the server serves (default: the project's mlartifacts/)"
+    )
     server.add_argument("--workers", type=int, default=1)
     plugins = sub.add_parser("plugins", help="list architecture plugins or check one")
     psub = plugins.add_subparsers(dest="plugins_command", required=True, metavar="ACTION")

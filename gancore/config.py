@@ -41,11 +41,20 @@ class _Section(BaseModel):
 class DataParams(_Section):
     name: DatasetName = "ring8"
     n_train: Optional[int] = Field(None, gt=0, description="training examples (toy: points drawn; images: a seeded subset; null: all)")
-    n_test: Optional[int] = Field(None, gt=0, description="held-out examples for evaluation (null: the data set's test split / 10,000 toy points)")
-    image_size: Optional[int] = Field(None, ge=8, le=1024, description="side of square images (null: native size; required for image_folder)")
+    n_test: Optional[int] = Field(
+        None, gt=0, description="held-out examples for evaluation (null: the data set's test split / 10,000 toy points)"
+    )
+    image_size: Optional[int] = Field(
+        None, ge=8, le=1024, description="side of square images (null: native size; required for image_folder)"
+    )
     path: Optional[str] = Field(None, description="folder of images for image_folder")
-    classifier_epochs: int = Field(8, ge=0, description="epochs for the domain classifier trained during prepare (0: none); 8 gives MNIST's published score")
-    on_bad_image: Literal["fail", "skip"] = Field("fail", description="image_folder: a file that cannot be decoded fails prepare (naming every such file) or is skipped with a warning")
+    classifier_epochs: int = Field(
+        8, ge=0, description="epochs for the domain classifier trained during prepare (0: none); 8 gives MNIST's published score"
+    )
+    on_bad_image: Literal["fail", "skip"] = Field(
+        "fail",
+        description="image_folder: a file that cannot be decoded fails prepare (naming every such file) or is skipped with a warning",
+    )
 
 
 class ModelParams(_Section):
@@ -81,7 +90,9 @@ class TrainParams(_Section):
 
 class SampleParams(_Section):
     generator: Literal["last", "best"] = Field("last", description="the final generator, or models/best/ (train.keep_best)")
-    n: Optional[int] = Field(None, gt=0, description="samples to draw (null: the data set's protocol: 2,500 for 2D, 26,000 for stacked_mnist, 10,000 otherwise)")
+    n: Optional[int] = Field(
+        None, gt=0, description="samples to draw (null: the data set's protocol: 2,500 for 2D, 26,000 for stacked_mnist, 10,000 otherwise)"
+    )
     batch_size: int = Field(1000, gt=0)
     grid_size: int = Field(64, gt=0, le=1024, description="images in the sample picture")
 
@@ -99,7 +110,9 @@ class DiagnoseParams(_Section):
     ndb_bins: int = Field(100, ge=2)
     ndb_alpha: float = Field(0.05, gt=0, lt=1)
     confidence: float = Field(0.9, gt=0, lt=1, description="classifier confidence above which an image sample counts as high quality")
-    duplicate_fraction: float = Field(0.05, gt=0, lt=1, description="near duplicate: closer than this fraction of the real data's median pairwise distance")
+    duplicate_fraction: float = Field(
+        0.05, gt=0, lt=1, description="near duplicate: closer than this fraction of the real data's median pairwise distance"
+    )
 
 
 class MixtureParams(_Section):
@@ -259,15 +272,30 @@ def _semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, s
     if params.evaluate.classifier != "domain" and params.data_kind == "vector":
         problems.append(("evaluate.classifier", f"{params.evaluate.classifier} needs images; {d.name} is 2D: use domain"))
     if params.n_samples < params.evaluate.splits:
-        problems.append(("sample.n", f"{params.n_samples} samples cannot fill evaluate.splits={params.evaluate.splits}; use at least as many samples as splits"))
+        problems.append(
+            (
+                "sample.n",
+                f"{params.n_samples} samples cannot fill evaluate.splits={params.evaluate.splits}; use at least as many samples as splits",
+            )
+        )
     t = params.train
     if t.batch_size % params.model.pack:
-        problems.append(("train.batch_size", f"{t.batch_size} is not a multiple of model.pack={params.model.pack}: the discriminator judges groups of {params.model.pack}; use e.g. {t.batch_size // params.model.pack * params.model.pack or params.model.pack}"))
+        problems.append(
+            (
+                "train.batch_size",
+                f"{t.batch_size} is not a multiple of model.pack={params.model.pack}: the discriminator judges groups of {params.model.pack}; use e.g. {t.batch_size // params.model.pack * params.model.pack or params.model.pack}",
+            )
+        )
     if t.monitor_every is None:
         if t.keep_best is not None:
             problems.append(("train.keep_best", "needs the collapse monitor: set train.monitor_every (e.g. 500) or keep_best=null"))
         if t.on_collapse != "continue":
-            problems.append(("train.on_collapse", f"{t.on_collapse} needs the collapse monitor: set train.monitor_every (e.g. 500) or on_collapse=continue"))
+            problems.append(
+                (
+                    "train.on_collapse",
+                    f"{t.on_collapse} needs the collapse monitor: set train.monitor_every (e.g. 500) or on_collapse=continue",
+                )
+            )
     if params.sample.generator == "best" and t.keep_best is None:
         problems.append(("sample.generator", "best needs train.keep_best (e.g. high_quality_fraction); or use sample.generator=last"))
     if params.mixture.enabled and params.mixture.partition == "labels" and params.data_kind == "vector":
@@ -283,7 +311,9 @@ def _semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, s
             arch = reg.architecture
             if not arch.supports(params.data_shape):
                 supported = ", ".join(str(s) for s in arch.shapes) or ", ".join(sorted(arch.kinds))
-                problems.append(("model.arch", f"{arch.name} does not support data shape {params.data_shape} of {d.name}; it supports: {supported}"))
+                problems.append(
+                    ("model.arch", f"{arch.name} does not support data shape {params.data_shape} of {d.name}; it supports: {supported}")
+                )
             try:
                 resolve_options(arch, params.model.options)
             except ValueError as exc:
@@ -300,7 +330,15 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     except yaml.YAMLError as exc:
         raise ParamsError([("(file)", f"not valid YAML: {exc}")], str(path)) from None
     if not isinstance(tree, dict):
-        raise ParamsError([("(top level)", f"the file holds a {type(tree).__name__}, not a mapping of sections "
-                            "(seed, device, data, model, ...): see the project's params.yaml")], str(path))
+        raise ParamsError(
+            [
+                (
+                    "(top level)",
+                    f"the file holds a {type(tree).__name__}, not a mapping of sections "
+                    "(seed, device, data, model, ...): see the project's params.yaml",
+                )
+            ],
+            str(path),
+        )
     source = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
     return validate(apply_overrides(tree, list(overrides or [])), source, check_plugins)

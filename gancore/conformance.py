@@ -108,8 +108,7 @@ def check_architecture(name: str, device: str = "cpu", architecture: Architectur
         installed = registry.architectures()
         if name not in installed:
             raise GanCoreError(
-                f"unknown architecture {name!r}; installed: {', '.join(sorted(installed)) or '(none)'} "
-                "(see `gan plugins list`)"
+                f"unknown architecture {name!r}; installed: {', '.join(sorted(installed)) or '(none)'} (see `gan plugins list`)"
             )
         reg = installed[name]
         architecture, source = reg.architecture, f"{reg.plugin} ({reg.distribution} {reg.version})"
@@ -200,7 +199,12 @@ def _range(x) -> str:
 
 def _check_shape(arch: Architecture, shape: tuple[int, ...], dev, report: Report) -> None:
     image = len(shape) == 3
-    report.add("supported shape", shape, arch.supports(shape), f"kinds {sorted(arch.kinds)}" + (f", shapes {list(arch.shapes)}" if arch.shapes else ""))
+    report.add(
+        "supported shape",
+        shape,
+        arch.supports(shape),
+        f"kinds {sorted(arch.kinds)}" + (f", shapes {list(arch.shapes)}" if arch.shapes else ""),
+    )
     cpu = torch.Generator().manual_seed(SEED)
     z = torch.randn(BATCH, LATENT_DIM, generator=cpu).to(dev)
     real = (torch.rand(BATCH, *shape, generator=cpu) * 2 - 1 if image else torch.randn(BATCH, *shape, generator=cpu) * 2).to(dev)
@@ -253,7 +257,9 @@ def _forward_checks(g, d, z, real, shape, report: Report) -> bool:
             out["fake"] = fake = g(z)
         expected = (batch, *shape)
         ok = tuple(fake.shape) == expected and fake.is_floating_point() and fake.device.type == z.device.type
-        return ok, f"{tuple(fake.shape)} {fake.dtype} on {fake.device.type}" + ("" if ok else f"; expected {expected} floating on {z.device.type}")
+        return ok, f"{tuple(fake.shape)} {fake.dtype} on {fake.device.type}" + (
+            "" if ok else f"; expected {expected} floating on {z.device.type}"
+        )
 
     if not _attempt(report, "generator output shape", shape, g_shape):
         return False
@@ -300,7 +306,9 @@ def _gradients(g, d, z, real) -> tuple[bool, str]:
         largest = max((n for n, _ in norms), default=0.0)
         for norm, pname in norms:
             if norm == 0.0 or norm < VANISHING * largest:
-                problems.append(f"{tag} {pname}: {'zero' if norm == 0.0 else 'vanishing'} gradient (|grad| {norm:.2e}, largest in {tag} {largest:.2e})")
+                problems.append(
+                    f"{tag} {pname}: {'zero' if norm == 0.0 else 'vanishing'} gradient (|grad| {norm:.2e}, largest in {tag} {largest:.2e})"
+                )
         if norms:
             low, low_name = min(norms)
             summary.append(f"{tag} {len(named)} tensors, smallest |grad| {low:.2e} ({low_name}) vs largest {largest:.2e}")
@@ -323,7 +331,9 @@ def _gradient_penalty(g, d, z, real) -> tuple[bool, str]:
     grads = [gr for gr in torch.autograd.grad(penalty, params, allow_unused=True) if gr is not None]
     finite = bool(torch.isfinite(penalty)) and all(bool(torch.isfinite(gr).all()) for gr in grads)
     moving = sum(bool(gr.any()) for gr in grads)
-    return finite and moving > 0, f"penalty {penalty.item():.4g}; {moving}/{len(params)} D tensors get a finite non-zero gradient" + ("" if finite else "; non-finite values")
+    return finite and moving > 0, f"penalty {penalty.item():.4g}; {moving}/{len(params)} D tensors get a finite non-zero gradient" + (
+        "" if finite else "; non-finite values"
+    )
 
 
 def _batch_one(g, d, z, shape) -> tuple[bool, str]:
@@ -384,7 +394,10 @@ def _packed(arch, shape, options, dev, real) -> tuple[bool, str]:
     logits = d(x)
     (grad,) = torch.autograd.grad(logits.float().sum(), x)
     ok = _logit_shape_ok(logits, x.shape[0]) and bool(torch.isfinite(logits).all()) and bool(grad.abs().sum() > 0)
-    return ok, f"built at {packed}: {tuple(x.shape)} -> logits {tuple(logits.shape)}, input gradient {'non-zero' if grad.abs().sum() > 0 else 'zero'}"
+    return (
+        ok,
+        f"built at {packed}: {tuple(x.shape)} -> logits {tuple(logits.shape)}, input gradient {'non-zero' if grad.abs().sum() > 0 else 'zero'}",
+    )
 
 
 def _round_trip(arch, shape, options, dev, g, d, z) -> tuple[bool, str]:
@@ -397,4 +410,6 @@ def _round_trip(arch, shape, options, dev, g, d, z) -> tuple[bool, str]:
     with torch.no_grad():
         x, x2 = g(z), g2(z)
         same = torch.equal(x, x2) and torch.equal(d(x), d2(x))
-    return same, "rebuilt with another seed + load_state_dict: " + ("eval outputs bit-identical" if same else f"outputs differ (max |diff| G {(x - x2).abs().max().item():.3g})")
+    return same, "rebuilt with another seed + load_state_dict: " + (
+        "eval outputs bit-identical" if same else f"outputs differ (max |diff| G {(x - x2).abs().max().item():.3g})"
+    )

@@ -36,8 +36,7 @@ from gancore.evaluation_jsd import js_lower_bound
 from gancore.io import write_json
 from gancore.layout import Layout
 
-HEADLINE = ("is_mean", "is_std", "kl_divergence", "js_divergence", "fid", "precision", "recall",
-            "density", "coverage", "js_lower_bound")
+HEADLINE = ("is_mean", "is_std", "kl_divergence", "js_divergence", "fid", "precision", "recall", "density", "coverage", "js_lower_bound")
 
 
 def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
@@ -77,8 +76,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     # The k-NN metrics on 10k x 10k float64 distances take minutes on a CPU, seconds on a GPU.
     # (Not on MPS, which has no float64.)
     metric_device = device if device.type == "cuda" else torch.device("cpu")
-    result.update(feature_metrics(real_feat.to(metric_device), gen_feat.to(metric_device),
-                                  pr_k=ev.pr_k, dc_k=ev.dc_k, seed=params.seed))
+    result.update(feature_metrics(real_feat.to(metric_device), gen_feat.to(metric_device), pr_k=ev.pr_k, dc_k=ev.dc_k, seed=params.seed))
     result.update(js_lower_bound(real_feat, gen_feat, seed=params.seed).as_dict())
 
     result = strict_json(result)
@@ -87,6 +85,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
 
 
 # -- metrics on classifier outputs ---------------------------------------------------------------
+
 
 def class_histogram(probs: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Share of samples whose most probable class is k, for k < num_classes (float64, sums to 1)."""
@@ -100,7 +99,9 @@ def probability_metrics(gen_probs: torch.Tensor, real_probs: torch.Tensor, *, sp
     from gancore.metrics import inception_score, js_distance, js_divergence, kl_divergence
 
     if gen_probs.shape[1] != real_probs.shape[1]:
-        raise EvaluationError(f"the classifier gave {gen_probs.shape[1]} classes for generated samples but {real_probs.shape[1]} for real data")
+        raise EvaluationError(
+            f"the classifier gave {gen_probs.shape[1]} classes for generated samples but {real_probs.shape[1]} for real data"
+        )
     k = gen_probs.shape[1]
     is_mean, is_std = inception_score(gen_probs, splits=splits, seed=seed)
     is_real_mean, is_real_std = inception_score(real_probs, splits=splits, seed=seed)
@@ -108,9 +109,12 @@ def probability_metrics(gen_probs: torch.Tensor, real_probs: torch.Tensor, *, sp
 
     unseen = ((p_gen > 0) & (p_real == 0)).nonzero().flatten().tolist()
     if unseen:
-        kl, note = None, (
-            f"KL(generated || real) is +inf: generated samples fall in class(es) {_short_list(unseen)} "
-            f"(a share of {float(p_gen[unseen].sum()):.4g} of them) which no real held-out example hits; see js_divergence"
+        kl, note = (
+            None,
+            (
+                f"KL(generated || real) is +inf: generated samples fall in class(es) {_short_list(unseen)} "
+                f"(a share of {float(p_gen[unseen].sum()):.4g} of them) which no real held-out example hits; see js_divergence"
+            ),
         )
     else:
         kl, note = kl_divergence(p_gen, p_real), None
@@ -165,6 +169,7 @@ def strict_json(result: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- inputs and checks ---------------------------------------------------------------------------
+
 
 def _load_generated(layout: Layout) -> torch.Tensor:
     path = layout.samples_file

@@ -100,8 +100,17 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _estimate(real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int, hidden: int, lr: float,
-              batch_size: int, max_per_class: int, eval_every: int) -> JSDEstimate:
+def _estimate(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    seed: int,
+    steps: int,
+    hidden: int,
+    lr: float,
+    batch_size: int,
+    max_per_class: int,
+    eval_every: int,
+) -> JSDEstimate:
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"real features have dimension {real.shape[1]}, generated {fake.shape[1]}")
     n = min(len(real), len(fake), max_per_class)
@@ -129,8 +138,10 @@ def _estimate(real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int, hid
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         disc = nn.Sequential(
-            nn.Linear(real.shape[1], hidden), nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(real.shape[1], hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
             nn.Linear(hidden, 1),
         )
     opt = torch.optim.Adam(disc.parameters(), lr=lr)

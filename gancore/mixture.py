@@ -80,23 +80,26 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
         test_labels = _nearest(_points(data, "test").to(centers.dtype), centers)
         train_of = [labels == i for i in range(len(centers))]
         test_of = [test_labels == i for i in range(len(centers))]
-        descriptions = [f"k-means part around {[round(v, 4) for v in c.tolist()[:4]]}" + ("..." if c.numel() > 4 else "")
-                        for c in centers]
+        descriptions = [f"k-means part around {[round(v, 4) for v in c.tolist()[:4]]}" + ("..." if c.numel() > 4 else "") for c in centers]
     parts = []
     for i, mask in enumerate(train_of):
         test_mask = test_of[i] if test_of is not None else torch.zeros(len(data.test), dtype=torch.bool)
         if not test_mask.any():  # a part no held-out point falls in: score it on the whole test split
             test_mask = torch.ones(len(data.test), dtype=torch.bool)
         part = PreparedData(
-            meta={**data.meta, "count": int(mask.sum()), "count_test": int(test_mask.sum()),
-                  "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i]}},
-            train=data.train[mask], test=data.test[test_mask],
+            meta={
+                **data.meta,
+                "count": int(mask.sum()),
+                "count_test": int(test_mask.sum()),
+                "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i]},
+            },
+            train=data.train[mask],
+            test=data.test[test_mask],
             train_labels=None if data.train_labels is None else data.train_labels[mask],
             test_labels=None if data.test_labels is None else data.test_labels[test_mask],
         )
         save_prepared(layout.part(i).prepared, part)
-        parts.append({"index": i, "count": part.meta["count"], "count_test": part.meta["count_test"],
-                      "description": descriptions[i]})
+        parts.append({"index": i, "count": part.meta["count"], "count_test": part.meta["count_test"], "description": descriptions[i]})
     info = {"method": method, "parts": parts}
     write_json(layout.prepared / MIXTURE_FILE, info)
     return info
@@ -133,8 +136,15 @@ def train_part(params: Params, layout: Layout, index: int, restart: bool = False
     info = partition_info(layout)
     part = info["parts"][index]
     if params.train.batch_size > part["count"]:
-        raise ParamsError([("train.batch_size", f"{params.train.batch_size} is larger than part {index} of the mixture "
-                            f"({part['count']} examples, {part['description']}); lower it or use fewer parts")])
+        raise ParamsError(
+            [
+                (
+                    "train.batch_size",
+                    f"{params.train.batch_size} is larger than part {index} of the mixture "
+                    f"({part['count']} examples, {part['description']}); lower it or use fewer parts",
+                )
+            ]
+        )
     return train(part_params(params), layout.part(index), restart=restart)
 
 

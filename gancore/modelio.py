@@ -18,8 +18,17 @@ from gancore.errors import GanCoreError
 from gancore.io import torch_load, torch_save
 from gancore.layout import DISCRIMINATOR_FILE, GENERATOR_FILE
 
-__all__ = ["DISCRIMINATOR_FILE", "GENERATOR_FILE", "build_pair", "load_discriminator", "load_generator",
-           "module_from_record", "read_model_file", "resolve_architecture", "save_model"]
+__all__ = [
+    "DISCRIMINATOR_FILE",
+    "GENERATOR_FILE",
+    "build_pair",
+    "load_discriminator",
+    "load_generator",
+    "module_from_record",
+    "read_model_file",
+    "resolve_architecture",
+    "save_model",
+]
 
 
 def save_model(
@@ -84,8 +93,9 @@ def packed_shape(shape: tuple[int, ...], pack: int) -> tuple[int, ...]:
     return (pack * int(shape[0]), *(int(s) for s in shape[1:]))
 
 
-def build_pair(arch_name: str, shape: tuple[int, ...], latent_dim: int, options: dict[str, Any],
-               pack: int = 1) -> tuple[nn.Module, nn.Module]:
+def build_pair(
+    arch_name: str, shape: tuple[int, ...], latent_dim: int, options: dict[str, Any], pack: int = 1
+) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) of a registered architecture, options checked against its defaults.
 
     With ``pack > 1`` the discriminator comes from a second build at :func:`packed_shape`: any
@@ -97,8 +107,10 @@ def build_pair(arch_name: str, shape: tuple[int, ...], latent_dim: int, options:
         try:
             _, discriminator = arch.build(packed_shape(tuple(shape), pack), int(latent_dim), **resolved)
         except Exception as exc:
-            raise GanCoreError(f"architecture {arch_name!r} cannot build a discriminator for model.pack={pack} "
-                               f"(shape {packed_shape(tuple(shape), pack)}): {exc}") from None
+            raise GanCoreError(
+                f"architecture {arch_name!r} cannot build a discriminator for model.pack={pack} "
+                f"(shape {packed_shape(tuple(shape), pack)}): {exc}"
+            ) from None
     return generator, discriminator
 
 

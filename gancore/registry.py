@@ -68,10 +68,7 @@ class Architecture:
             raise ValueError(f"Architecture.name must be an identifier-like string, got {self.name!r}")
         kinds = frozenset(self.kinds)
         if not kinds or not kinds <= VALID_KINDS:
-            raise ValueError(
-                f"Architecture {self.name!r}: kinds must be a non-empty subset of "
-                f"{sorted(VALID_KINDS)}, got {sorted(kinds)}"
-            )
+            raise ValueError(f"Architecture {self.name!r}: kinds must be a non-empty subset of {sorted(VALID_KINDS)}, got {sorted(kinds)}")
         object.__setattr__(self, "kinds", kinds)
         if not callable(self.build):
             raise ValueError(f"Architecture {self.name!r}: build must be callable")
@@ -134,8 +131,10 @@ def plugin_manager(extra_modules: tuple[Any, ...] = ()) -> tuple[pluggy.PluginMa
             name = pm.get_name(exc.plugin) or repr(exc.plugin)
             dist = origins.pop(name, ("?", "?"))[0]
             pm.unregister(exc.plugin)
-            _warn(f"plugin {name!r} (from {dist}) was skipped: {exc} (hooks gancore knows: "
-                  f"{', '.join(sorted(h for h in dir(hookspecs) if h.startswith('gancore_')))})")
+            _warn(
+                f"plugin {name!r} (from {dist}) was skipped: {exc} (hooks gancore knows: "
+                f"{', '.join(sorted(h for h in dir(hookspecs) if h.startswith('gancore_')))})"
+            )
     return pm, origins
 
 
@@ -164,8 +163,10 @@ def discover(extra_modules: tuple[Any, ...] = ()) -> dict[str, RegisteredArchite
                 continue
             if arch.name in found:
                 prev = found[arch.name]
-                _warn(f"{label}: architecture {arch.name!r} is already provided by plugin "
-                      f"{prev.plugin!r} (from {prev.distribution}); the later one was skipped")
+                _warn(
+                    f"{label}: architecture {arch.name!r} is already provided by plugin "
+                    f"{prev.plugin!r} (from {prev.distribution}); the later one was skipped"
+                )
                 continue
             found[arch.name] = RegisteredArchitecture(arch, name, dist, version)
     return found

@@ -29,8 +29,9 @@ SAMPLE_STREAM = "sample"
 
 
 @torch.no_grad()
-def draw(generator: nn.Module, n: int, latent_dim: int, rng: torch.Generator, batch_size: int,
-         device: torch.device | str = "cpu") -> Tensor:
+def draw(
+    generator: nn.Module, n: int, latent_dim: int, rng: torch.Generator, batch_size: int, device: torch.device | str = "cpu"
+) -> Tensor:
     """``n`` samples (float, model range, on the CPU) from latent vectors drawn from ``rng`` (CPU)."""
     out = []
     for start in range(0, n, batch_size):
@@ -77,7 +78,11 @@ def draw_samples(params: Params, layout: Layout, device: torch.device) -> tuple[
         parts, record = [], None
         for part, count in zip(manifest["parts"], counts):
             generator, record = _load(layout.models / part["generator"], params, device)
-            parts.append(draw(generator, count, record["latent_dim"], seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}"), bs, device))
+            parts.append(
+                draw(
+                    generator, count, record["latent_dim"], seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}"), bs, device
+                )
+            )
         x = torch.cat(parts)
         x = x[torch.randperm(len(x), generator=seeds.generator(params.seed, f"{SAMPLE_STREAM}/shuffle"))]
         assert record is not None
@@ -91,8 +96,7 @@ def sample(params: Params, layout: Layout) -> dict[str, Any]:
     device = resolve_device(params.device)
     x, record = draw_samples(params, layout, device)
     stored = to_uint8(x) if record["kind"] == "image" else x
-    torch_save({"x": stored, "stream": SAMPLE_STREAM, "seed": params.seed, "latent_dim": int(record["latent_dim"])},
-               layout.samples_file)
+    torch_save({"x": stored, "stream": SAMPLE_STREAM, "seed": params.seed, "latent_dim": int(record["latent_dim"])}, layout.samples_file)
 
     picture = layout.samples_picture
     if record["kind"] == "image":

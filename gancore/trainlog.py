@@ -16,8 +16,18 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = (
-    "step", "loss_d", "loss_g", "d_real", "d_fake", "logit_real", "logit_fake", "value",
-    "grad_norm_g", "grad_norm_d", "bn_drift_g", "seconds",
+    "step",
+    "loss_d",
+    "loss_g",
+    "d_real",
+    "d_fake",
+    "logit_real",
+    "logit_fake",
+    "value",
+    "grad_norm_g",
+    "grad_norm_d",
+    "bn_drift_g",
+    "seconds",
 )
 #: Measured on the training step itself (the rest are derived or bookkeeping).
 STEP_STATS = COLUMNS[1:10]

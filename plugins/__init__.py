@@ -40,9 +40,7 @@ def require_shape(arch: str, shape: tuple[int, ...], sizes: tuple[int, ...]) -> 
     """``shape`` as (C, H, W) if it is a square image of a supported side, else a clear ValueError."""
     shape = tuple(int(d) for d in shape)
     if len(shape) != 3 or shape[0] < 1 or shape[1] != shape[2] or shape[1] not in sizes:
-        raise ValueError(
-            f"{arch} builds square images (C, S, S) with S in {', '.join(map(str, sizes))}; got shape {shape}"
-        )
+        raise ValueError(f"{arch} builds square images (C, S, S) with S in {', '.join(map(str, sizes))}; got shape {shape}")
     return shape  # type: ignore[return-value]
 
 

@@ -29,7 +29,11 @@ def test_repository_params_yaml_is_valid():
 @pytest.mark.parametrize(
     "tree, key, fragment",
     [
-        ({"data": {"nme": "ring8"}}, "data.nme", "allowed keys here: classifier_epochs, image_size, n_test, n_train, name, on_bad_image, path"),
+        (
+            {"data": {"nme": "ring8"}},
+            "data.nme",
+            "allowed keys here: classifier_epochs, image_size, n_test, n_train, name, on_bad_image, path",
+        ),
         ({"bogus": 1}, "bogus", "allowed keys here"),
         ({"train": {"steps": "many"}}, "train.steps", "valid integer"),
         ({"train": {"steps": 0}}, "train.steps", "greater than 0"),

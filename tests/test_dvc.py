@@ -24,11 +24,32 @@ def repository_files(repo: Path) -> list[str]:
     if listed.returncode == 0 and listed.stdout:
         return [f for f in listed.stdout.decode().split("\0") if f]
     # Not a git checkout: everything but run outputs and caches.
-    top = {".git", ".venv", "runs", "mlflow.db", "mlartifacts", ".dvc-storage", "data", "models", "samples",
-           "metrics", "checkpoints", "plots", "dvc.lock", ".mlflow_run.json", "prefect.toml"}
+    top = {
+        ".git",
+        ".venv",
+        "runs",
+        "mlflow.db",
+        "mlartifacts",
+        ".dvc-storage",
+        "data",
+        "models",
+        "samples",
+        "metrics",
+        "checkpoints",
+        "plots",
+        "dvc.lock",
+        ".mlflow_run.json",
+        "prefect.toml",
+    }
     files = [p.relative_to(repo) for p in repo.rglob("*") if p.is_file()]
-    return [str(p) for p in files if p.parts[0] not in top and "__pycache__" not in p.parts
-            and not any(part.endswith(".egg-info") for part in p.parts) and p.parts[:2] != (".dvc", "cache")]
+    return [
+        str(p)
+        for p in files
+        if p.parts[0] not in top
+        and "__pycache__" not in p.parts
+        and not any(part.endswith(".egg-info") for part in p.parts)
+        and p.parts[:2] != (".dvc", "cache")
+    ]
 
 
 def sh(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900, stderr: bool = True) -> str:

@@ -34,11 +34,40 @@ LOG2 = math.log(2)
 
 # Keys evaluate.json must always hold (values may be null where documented).
 KEYS = {
-    "classifier", "classifier_test_accuracy", "feature_space", "n_generated", "n_real", "splits", "seed",
-    "is_mean", "is_std", "is_real_mean", "is_real_std", "num_classes", "classes_generated", "classes_real",
-    "kl_divergence", "kl_divergence_note", "kl_to_uniform", "js_divergence", "js_distance",
-    "fid", "kid_mean", "kid_std", "kid_subset_size", "precision", "recall", "pr_k", "density", "coverage", "dc_k",
-    "js_lower_bound", "js_lower_bound_v_hat", "js_lower_bound_se", "js_lower_bound_n_train", "js_lower_bound_n_test",
+    "classifier",
+    "classifier_test_accuracy",
+    "feature_space",
+    "n_generated",
+    "n_real",
+    "splits",
+    "seed",
+    "is_mean",
+    "is_std",
+    "is_real_mean",
+    "is_real_std",
+    "num_classes",
+    "classes_generated",
+    "classes_real",
+    "kl_divergence",
+    "kl_divergence_note",
+    "kl_to_uniform",
+    "js_divergence",
+    "js_distance",
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "kid_subset_size",
+    "precision",
+    "recall",
+    "pr_k",
+    "density",
+    "coverage",
+    "dc_k",
+    "js_lower_bound",
+    "js_lower_bound_v_hat",
+    "js_lower_bound_se",
+    "js_lower_bound_n_train",
+    "js_lower_bound_n_test",
     "non_finite_metrics",
 }
 
@@ -55,8 +84,14 @@ def make_ring8(root: Path, test_labels: torch.Tensor, seed: int = 0) -> Layout:
     gen = torch.Generator().manual_seed(seed)
     train_labels = torch.randint(K, (1000,), generator=gen)
     meta = {
-        "name": "ring8", "kind": "vector", "shape": [2], "count": 1000, "count_test": len(test_labels),
-        "value_range": [-1.04, 1.04], "storage": "float32", "seed": seed,
+        "name": "ring8",
+        "kind": "vector",
+        "shape": [2],
+        "count": 1000,
+        "count_test": len(test_labels),
+        "value_range": [-1.04, 1.04],
+        "storage": "float32",
+        "seed": seed,
         "modes": {"count": K, "definition": "index of the generating centre", "centers": CENTERS.tolist(), "sigma": SIGMA},
         "raw_sha256": {},
     }
@@ -110,6 +145,7 @@ def collapsed(tmp_path_factory):
 
 
 # -- same distribution -----------------------------------------------------------------------
+
 
 def test_same_distribution_divergences_are_multinomial_noise(same):
     _, r = same
@@ -173,6 +209,7 @@ def test_same_distribution_bookkeeping(same):
 
 
 # -- complete mode collapse -------------------------------------------------------------------
+
 
 def test_collapse_inception_score_is_one(collapsed):
     _, r, *_ = collapsed
@@ -241,6 +278,7 @@ def test_collapse_js_lower_bound_below_true_jsd(collapsed):
 
 # -- the result file ------------------------------------------------------------------------------
 
+
 def test_result_file_is_strict_json_with_every_key(same, collapsed):
     for summary, r in (same, collapsed[:2]):
         assert set(r) == KEYS
@@ -283,6 +321,7 @@ def test_real_subset_is_seeded_sorted_and_bounded():
 
 
 # -- errors ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def ring_layout(tmp_path):
@@ -333,9 +372,17 @@ def test_domain_classifier_unavailable_suggests_inception(tmp_path, labelled):
     labels = torch.arange(40) % 2 if labelled else None
     reason = "data.classifier_epochs=0" if labelled else "image_folder has no class labels"
     meta = {
-        "name": "image_folder", "kind": "image", "shape": [3, 8, 8], "count": 40, "count_test": 40,
-        "value_range": [-1, 1], "storage": "uint8", "seed": 0, "modes": {"count": None, "definition": "none"},
-        "raw_sha256": {}, "classifier": {"kind": "none", "reason": reason, "test_accuracy": None},
+        "name": "image_folder",
+        "kind": "image",
+        "shape": [3, 8, 8],
+        "count": 40,
+        "count_test": 40,
+        "value_range": [-1, 1],
+        "storage": "uint8",
+        "seed": 0,
+        "modes": {"count": None, "definition": "none"},
+        "raw_sha256": {},
+        "classifier": {"kind": "none", "reason": reason, "test_accuracy": None},
     }
     save_prepared(layout.prepared, PreparedData(meta, images, images, labels, labels))
     write_samples(layout, images)
@@ -347,6 +394,7 @@ def test_domain_classifier_unavailable_suggests_inception(tmp_path, labelled):
 
 
 # -- the discriminator's JSD lower bound -----------------------------------------------------------
+
 
 def test_js_lower_bound_identical_distributions_near_zero():
     g = torch.Generator().manual_seed(3)
@@ -485,7 +533,7 @@ class FakeInception:
         from gancore.data.prepared import to_model_range
 
         out = to_model_range(x).flatten(1) @ self.w
-        return torch.softmax(out[:, : self.num_classes].double() * 0.3, dim=1), out[:, self.num_classes:].float()
+        return torch.softmax(out[:, : self.num_classes].double() * 0.3, dim=1), out[:, self.num_classes :].float()
 
 
 def test_unlabelled_images_with_an_inception_classifier(tmp_path, monkeypatch):
@@ -501,14 +549,25 @@ def test_unlabelled_images_with_an_inception_classifier(tmp_path, monkeypatch):
     layout = Layout(tmp_path)
     images = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     meta = {
-        "name": "image_folder", "kind": "image", "shape": [3, 8, 8], "count": 300, "count_test": 300,
-        "value_range": [-1, 1], "storage": "uint8", "seed": 0, "modes": {"count": None, "definition": "none"},
-        "raw_sha256": {}, "classifier": {"kind": "none", "reason": "no labels", "test_accuracy": None},
+        "name": "image_folder",
+        "kind": "image",
+        "shape": [3, 8, 8],
+        "count": 300,
+        "count_test": 300,
+        "value_range": [-1, 1],
+        "storage": "uint8",
+        "seed": 0,
+        "modes": {"count": None, "definition": "none"},
+        "raw_sha256": {},
+        "classifier": {"kind": "none", "reason": "no labels", "test_accuracy": None},
     }
     save_prepared(layout.prepared, PreparedData(meta, images, images))
     write_samples(layout, images.clone())  # a "generator" that returns the held-out set itself
-    params = Params(device="cpu", data={"name": "image_folder", "path": str(tmp_path), "image_size": 8},
-                    evaluate={"classifier": "inception", "splits": 5})
+    params = Params(
+        device="cpu",
+        data={"name": "image_folder", "path": str(tmp_path), "image_size": 8},
+        evaluate={"classifier": "inception", "splits": 5},
+    )
     summary = evaluate(params, layout)
     r = read_result(layout)
     assert calls == [("inception", "cpu")]

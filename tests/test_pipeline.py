@@ -15,14 +15,29 @@ from helpers import REPO
 PARAMS = str(REPO / "params.yaml")
 
 RING = [
-    "data.n_train=4000", "data.n_test=2000", "train.steps=300", "train.batch_size=128",
-    "train.checkpoint_every=100", "train.log_every=10", "tracking.enabled=false",
+    "data.n_train=4000",
+    "data.n_test=2000",
+    "train.steps=300",
+    "train.batch_size=128",
+    "train.checkpoint_every=100",
+    "train.log_every=10",
+    "tracking.enabled=false",
 ]
 IMAGES = [
-    "model.arch=dcgan", "model.latent_dim=32", "model.options.width=16",
-    "data.n_train=1024", "data.n_test=512", "data.classifier_epochs=1",
-    "train.steps=15", "train.batch_size=32", "train.checkpoint_every=10", "train.log_every=5",
-    "sample.n=300", "evaluate.max_real=512", "diagnose.ndb_bins=10", "tracking.enabled=false",
+    "model.arch=dcgan",
+    "model.latent_dim=32",
+    "model.options.width=16",
+    "data.n_train=1024",
+    "data.n_test=512",
+    "data.classifier_epochs=1",
+    "train.steps=15",
+    "train.batch_size=32",
+    "train.checkpoint_every=10",
+    "train.log_every=5",
+    "sample.n=300",
+    "evaluate.max_real=512",
+    "diagnose.ndb_bins=10",
+    "tracking.enabled=false",
 ]
 
 
@@ -33,22 +48,28 @@ def run_all(out: Path, overrides: list[str]) -> None:
 
 
 def check_outputs(out: Path, modes_total: int | None) -> tuple[dict, dict]:
-    for rel in ("data/prepared/data.pt", "data/prepared/meta.json", "models/generator.pt",
-                "models/discriminator.pt", "samples/samples.pt", "samples/samples.png",
-                "metrics/train_log.csv", "metrics/evaluate.json", "metrics/diagnose.json"):
+    for rel in (
+        "data/prepared/data.pt",
+        "data/prepared/meta.json",
+        "models/generator.pt",
+        "models/discriminator.pt",
+        "samples/samples.pt",
+        "samples/samples.png",
+        "metrics/train_log.csv",
+        "metrics/evaluate.json",
+        "metrics/diagnose.json",
+    ):
         assert (out / rel).is_file(), rel
     assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
     gen = torch.load(out / "models/generator.pt", weights_only=True)
     assert {"state_dict", "arch", "options", "latent_dim", "shape"} <= set(gen)
     evaluate = json.loads((out / "metrics/evaluate.json").read_text())
     diagnose = json.loads((out / "metrics/diagnose.json").read_text())
-    for key in ("is_mean", "is_std", "kl_divergence", "js_divergence", "js_distance",
-                "fid", "precision", "recall", "density", "coverage"):
+    for key in ("is_mean", "is_std", "kl_divergence", "js_divergence", "js_distance", "fid", "precision", "recall", "density", "coverage"):
         assert key in evaluate, key
     assert 0.0 <= evaluate["js_divergence"] <= math.log(2) + 1e-12
     assert evaluate["js_distance"] == pytest.approx(math.sqrt(evaluate["js_divergence"]))
-    for key in ("modes_total", "modes_covered", "high_quality_fraction", "mode_kl", "ndb", "ndb_js",
-                "verdict", "evidence"):
+    for key in ("modes_total", "modes_covered", "high_quality_fraction", "mode_kl", "ndb", "ndb_js", "verdict", "evidence"):
         assert key in diagnose, key
     assert diagnose["modes_total"] == modes_total
     assert 0 <= diagnose["modes_covered"] <= modes_total

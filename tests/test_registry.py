@@ -183,8 +183,10 @@ def test_plugins_check_fails_a_broken_plugin_and_names_the_check(monkeypatch, ca
     row = next(line for line in out.splitlines() if "image range [-1, 1]" in line)
     assert row.split()[:5] == ["(1,", "28,", "28)", "image", "range"] and " FAIL " in row
     # Out of range in training mode and again in eval mode; nothing else is wrong with it.
-    assert out.strip().splitlines()[-1].startswith(
-        "FAILED: 2 of 15 checks failed (image range [-1, 1] at (1, 28, 28); eval mode at (1, 28, 28))"
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .startswith("FAILED: 2 of 15 checks failed (image range [-1, 1] at (1, 28, 28); eval mode at (1, 28, 28))")
     )
 
 

@@ -19,10 +19,18 @@ CENTERS = ring8_centers()
 
 
 def _params(data: dict, model: dict, n: int, **sample_opts):
-    return validate({"seed": 1, "device": "cpu", "data": data, "model": model,
-                     "train": {"steps": 2, "batch_size": 16, "log_every": 1},
-                     "sample": {"n": n, "batch_size": 48, **sample_opts}, "evaluate": {"splits": 2},
-                     "tracking": {"enabled": False}})
+    return validate(
+        {
+            "seed": 1,
+            "device": "cpu",
+            "data": data,
+            "model": model,
+            "train": {"steps": 2, "batch_size": 16, "log_every": 1},
+            "sample": {"n": n, "batch_size": 48, **sample_opts},
+            "evaluate": {"splits": 2},
+            "tracking": {"enabled": False},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +38,18 @@ def ring_run(tmp_path_factory):
     layout = Layout(tmp_path_factory.mktemp("ring"))
     gen = torch.Generator().manual_seed(0)
     train = torch.tensor(CENTERS)[torch.randint(8, (64,), generator=gen)] + 0.05 * torch.randn(64, 2, generator=gen)
-    meta = {"name": "ring8", "kind": "vector", "shape": [2], "count": 48, "count_test": 16,
-            "value_range": [-1, 1], "storage": "float32", "seed": 0,
-            "modes": {"count": 8, "definition": "nearest centre", "centers": CENTERS, "sigma": 0.05}, "raw_sha256": {}}
+    meta = {
+        "name": "ring8",
+        "kind": "vector",
+        "shape": [2],
+        "count": 48,
+        "count_test": 16,
+        "value_range": [-1, 1],
+        "storage": "float32",
+        "seed": 0,
+        "modes": {"count": 8, "definition": "nearest centre", "centers": CENTERS, "sigma": 0.05},
+        "raw_sha256": {},
+    }
     save_prepared(layout.prepared, PreparedData(meta, train[:48], train[48:]))
     params = _params({"name": "ring8", "n_train": 48, "n_test": 16}, {"arch": "mlp", "latent_dim": 3, "options": {"hidden": 8}}, n=100)
     training.train(params, layout)
@@ -73,12 +90,22 @@ def test_generator_of_another_shape_is_refused(ring_run):
 def test_image_samples_are_uint8_and_pictured_as_a_grid(tmp_path):
     layout = Layout(tmp_path)
     images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    meta = {"name": "mnist", "kind": "image", "shape": [1, 28, 28], "count": 32, "count_test": 8,
-            "value_range": [-1, 1], "storage": "uint8", "seed": 0,
-            "modes": {"count": 10, "definition": "digit class"}, "raw_sha256": {}}
+    meta = {
+        "name": "mnist",
+        "kind": "image",
+        "shape": [1, 28, 28],
+        "count": 32,
+        "count_test": 8,
+        "value_range": [-1, 1],
+        "storage": "uint8",
+        "seed": 0,
+        "modes": {"count": 10, "definition": "digit class"},
+        "raw_sha256": {},
+    }
     save_prepared(layout.prepared, PreparedData(meta, images[:32], images[32:]))
-    params = _params({"name": "mnist", "n_train": 32, "n_test": 8},
-                     {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}}, n=20, grid_size=16)
+    params = _params(
+        {"name": "mnist", "n_train": 32, "n_test": 8}, {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}}, n=20, grid_size=16
+    )
     training.train(params, layout)
     summary = sample(params, layout)
     assert summary["n"] == 20 and summary["shape"] == [1, 28, 28]

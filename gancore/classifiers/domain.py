@@ -64,8 +64,16 @@ class ConvNet(nn.Module):
     ``forward`` returns ``(logits, features)``; features are the ``hidden``-D penultimate layer.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, widths: list[int], convs_per_block: int = 1,
-                 hidden: int = 128, dropout: float = 0.0, pool: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: list[int],
+        convs_per_block: int = 1,
+        hidden: int = 128,
+        dropout: float = 0.0,
+        pool: int = 3,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -390,8 +398,9 @@ def _augment(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator) -> t
     return x
 
 
-def _train(network: ConvNet, images: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any],
-           device: torch.device) -> tuple[ConvNet, dict[str, Any]]:
+def _train(
+    network: ConvNet, images: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any], device: torch.device
+) -> tuple[ConvNet, dict[str, Any]]:
     """Adam with a one-cycle learning rate over ``epochs`` passes of shuffled mini-batches."""
     n = len(images)
     batch_size = min(settings["batch_size"], n)
@@ -402,8 +411,9 @@ def _train(network: ConvNet, images: torch.Tensor, labels: torch.Tensor, setting
     # channels_last: oneDNN's and cuDNN's fast convolution layout (30-40 % faster on a CPU).
     network = network.to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(network.parameters(), lr=settings["lr"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings["lr"], total_steps=epochs * per_epoch,
-                                                   pct_start=settings["pct_start"])
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=settings["lr"], total_steps=epochs * per_epoch, pct_start=settings["pct_start"]
+    )
     augment = settings["augment"]
     network.train()
     losses, correct, seen = [], 0, 0
@@ -413,7 +423,7 @@ def _train(network: ConvNet, images: torch.Tensor, labels: torch.Tensor, setting
             order = torch.randperm(n, generator=gen).to(device)
             epoch_loss, correct, seen = 0.0, 0, 0
             for i in range(per_epoch):
-                idx = order[i * batch_size:(i + 1) * batch_size]
+                idx = order[i * batch_size : (i + 1) * batch_size]
                 x = _augment(to_model_range(images[idx]), augment["shift"], augment["flip"], gen)
                 x = x.contiguous(memory_format=torch.channels_last)
                 y = labels[idx]
@@ -448,8 +458,14 @@ def cache_directory() -> Path | None:
 
 def _cache_key(kind: str, arch: dict[str, Any], settings: dict[str, Any], images: torch.Tensor, labels: torch.Tensor) -> str:
     h = hashlib.sha256()
-    header = {"code_version": CODE_VERSION, "kind": kind, "arch": arch, "settings": settings,
-              "shape": list(images.shape), "dtype": str(images.dtype)}
+    header = {
+        "code_version": CODE_VERSION,
+        "kind": kind,
+        "arch": arch,
+        "settings": settings,
+        "shape": list(images.shape),
+        "dtype": str(images.dtype),
+    }
     h.update(json.dumps(header, sort_keys=True).encode())
     for tensor in (images, labels.long()):
         h.update(tensor.detach().cpu().contiguous().numpy().data)

@@ -55,7 +55,9 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or images.shape[-2:] == (size, size):
         return images
     chunks = images.split(RESIZE_CHUNK)
-    return torch.cat([v2.functional.resize(c, [size, size], antialias=True) for c in tqdm(chunks, desc="resize", leave=False, disable=len(chunks) < 8)])
+    return torch.cat(
+        [v2.functional.resize(c, [size, size], antialias=True) for c in tqdm(chunks, desc="resize", leave=False, disable=len(chunks) < 8)]
+    )
 
 
 def _labelled_modes(name: str, classes: list[str]) -> dict[str, Any]:
@@ -106,6 +108,7 @@ def prepare_stacked_mnist(raw: Path, seed: int, n_train: int | None, n_test: int
 
 
 # -- image_folder ---------------------------------------------------------------------------------
+
 
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS

@@ -18,8 +18,17 @@ from gancore.errors import PreparedDataError
 from gancore.io import read_json, torch_load, torch_save, write_json
 from gancore.layout import CLASSIFIER_FILE, DATA_FILE, META_FILE
 
-__all__ = ["CLASSIFIER_FILE", "DATA_FILE", "META_FILE", "PreparedData", "load_meta", "load_prepared",
-           "save_prepared", "to_model_range", "to_uint8"]
+__all__ = [
+    "CLASSIFIER_FILE",
+    "DATA_FILE",
+    "META_FILE",
+    "PreparedData",
+    "load_meta",
+    "load_prepared",
+    "save_prepared",
+    "to_model_range",
+    "to_uint8",
+]
 
 
 @dataclass

@@ -102,7 +102,9 @@ def load_torchvision(name: str, raw: Path) -> tuple[Any, Any, dict[str, str]]:
     except (RuntimeError, OSError, urllib.error.URLError) as exc:
         if missing:
             raise DataError(_missing_message(name, missing, raw, mirror, exc)) from None
-        raise DataError(f"raw files for {name} under {raw} could not be read ({exc}); delete its extracted files there and prepare again") from None
+        raise DataError(
+            f"raw files for {name} under {raw} could not be read ({exc}); delete its extracted files there and prepare again"
+        ) from None
     for archive in missing:  # fetched by torchvision just now
         if not (raw / archive.path).is_file():
             raise DataError(

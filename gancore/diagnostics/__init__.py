@@ -63,14 +63,19 @@ def _mode_analysis(params: Params, data: PreparedData, samples: torch.Tensor, la
     if data.kind == "vector":
         report = None
         if modes_meta.get("centers") and modes_meta.get("sigma"):
-            report = modes_2d(samples, modes_meta["centers"], float(modes_meta["sigma"]),
-                              real_labels=data.test_labels, real_points=data.test_float())
+            report = modes_2d(
+                samples, modes_meta["centers"], float(modes_meta["sigma"]), real_labels=data.test_labels, real_points=data.test_float()
+            )
         return {"report": report, "generated": samples, "real": to_model_range(real_pair), "space": "coordinates"}
 
     if not meta.get("classifier"):
         # Without a domain classifier there are no mode assignments; distances fall back to pixels.
-        return {"report": None, "generated": samples.flatten(1), "real": to_model_range(real_pair).flatten(1),
-                "space": "pixels (no domain classifier in data/prepared)"}
+        return {
+            "report": None,
+            "generated": samples.flatten(1),
+            "real": to_model_range(real_pair).flatten(1),
+            "space": "pixels (no domain classifier in data/prepared)",
+        }
     from gancore.classifiers import classify, load_classifier
 
     classifier = load_classifier("domain", layout, device)
@@ -83,8 +88,7 @@ def _mode_analysis(params: Params, data: PreparedData, samples: torch.Tensor, la
         report = modes_stacked(probs, cfg.confidence)
     elif count and data.test_labels is not None and classifier.num_classes == count:
         report = modes_labelled(probs, data.test_labels, cfg.confidence, modes_meta.get("labels"))
-    return {"report": report, "generated": feats, "real": real_feats,
-            "space": f"domain classifier features ({classifier.feature_dim}-D)"}
+    return {"report": report, "generated": feats, "real": real_feats, "space": f"domain classifier features ({classifier.feature_dim}-D)"}
 
 
 def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
@@ -96,12 +100,15 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
     data = load_prepared(layout.prepared)
     samples = load_samples(layout)
     if tuple(samples.shape[1:]) != data.shape:
-        raise EvaluationError(f"samples have shape {list(samples.shape[1:])} but the prepared data {list(data.shape)}: "
-                              "run `gan sample` with the parameters that prepared the data")
+        raise EvaluationError(
+            f"samples have shape {list(samples.shape[1:])} but the prepared data {list(data.shape)}: "
+            "run `gan sample` with the parameters that prepared the data"
+        )
     cfg = params.diagnose
     if len(data.train) < cfg.ndb_bins:
-        raise EvaluationError(f"diagnose.ndb_bins={cfg.ndb_bins} exceeds the {len(data.train)} prepared training "
-                              f"examples; use at most {len(data.train)} bins")
+        raise EvaluationError(
+            f"diagnose.ndb_bins={cfg.ndb_bins} exceeds the {len(data.train)} prepared training examples; use at most {len(data.train)} bins"
+        )
     device = resolve_device(params.device)
 
     modes = _mode_analysis(params, data, samples, layout, device)
@@ -109,8 +116,7 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
     collapse = collapse_measures(modes["generated"], modes["real"], cfg.duplicate_fraction, params.seed)
     ndb_real = to_model_range(subset(data.train, NDB_MAX_REAL, params.seed, "diagnose/ndb-real"))
     # Pixels on the accelerator; 2D points stay on the CPU (cheap, and float64, which MPS lacks).
-    ndb_result = ndb(ndb_real, samples, cfg.ndb_bins, cfg.ndb_alpha, params.seed,
-                     device=device if data.kind == "image" else "cpu")
+    ndb_result = ndb(ndb_real, samples, cfg.ndb_bins, cfg.ndb_alpha, params.seed, device=device if data.kind == "image" else "cpu")
 
     log = read_train_log(layout.train_log)
     dynamics = analyse_dynamics(log, params.loss.name) if log is not None and len(log["step"]) else None
@@ -132,15 +138,22 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         gen_share = np.asarray(report["generated_counts"], dtype=np.float64)
         gen_share = gen_share / gen_share.sum() if gen_share.sum() > 0 else gen_share
         plots.write_mode_histogram_csv(layout.mode_histogram_csv, report["mode_labels"], gen_share, report["real_histogram"])
-        plots.plot_mode_histogram(layout.plots / "mode_histogram.png", report["mode_labels"], gen_share,
-                                  report["real_histogram"],
-                                  f"{figures['dataset']}: {report['modes_covered']}/{report['modes_total']} modes covered")
+        plots.plot_mode_histogram(
+            layout.plots / "mode_histogram.png",
+            report["mode_labels"],
+            gen_share,
+            report["real_histogram"],
+            f"{figures['dataset']}: {report['modes_covered']}/{report['modes_total']} modes covered",
+        )
     else:
         # No known modes: a header-only table and a picture saying so, so that nothing stale from
         # an earlier run survives (and every picture dvc.yaml names exists).
         plots.write_mode_histogram_csv(layout.mode_histogram_csv, [], [], [])
-        plots.plot_not_applicable(layout.plots / "mode_histogram.png", "mode histogram",
-                                  f"{figures['dataset']} has no known modes (no labels, no domain classifier)")
+        plots.plot_not_applicable(
+            layout.plots / "mode_histogram.png",
+            "mode histogram",
+            f"{figures['dataset']} has no known modes (no labels, no domain classifier)",
+        )
     plots.plot_ndb(layout.plots / "ndb.png", ndb_result)
     if log is not None and dynamics is not None:
         plots.plot_dynamics(layout.plots / "dynamics.png", log, params.loss.name)
@@ -162,17 +175,16 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
 def figures_from(report: dict[str, Any] | None, collapse: dict[str, Any], ndb_result: dict[str, Any]) -> dict[str, Any]:
     """The flat figures of ``diagnose.json`` (and of :func:`~gancore.diagnostics.verdict.decide`)
     from a mode report (None: no known modes), :func:`collapse_measures` and :func:`ndb`."""
+
     def mode(key: str) -> Any:
         return report.get(key) if report else None
 
     return {
-        **{k: mode(k) for k in ("modes_total", "modes_covered", "modes_expected", "modes_expected_sd",
-                                "high_quality_fraction", "mode_kl")},
+        **{k: mode(k) for k in ("modes_total", "modes_covered", "modes_expected", "modes_expected_sd", "high_quality_fraction", "mode_kl")},
         "mode_samples_counted": mode("n_counted"),
         "mode_protocol": mode("protocol"),
         "real_histogram_source": mode("real_histogram_source"),
-        **{k: ndb_result[k] for k in ("ndb", "ndb_k", "ndb_js", "ndb_bins", "ndb_alpha",
-                                       "ndb_false_positive_bound", "ndb_significant")},
+        **{k: ndb_result[k] for k in ("ndb", "ndb_k", "ndb_js", "ndb_bins", "ndb_alpha", "ndb_false_positive_bound", "ndb_significant")},
         **collapse,
     }
 
@@ -189,12 +201,20 @@ def _hq_definition(data: PreparedData, report: dict[str, Any] | None, confidence
 
 def _markdown(r: dict[str, Any]) -> str:
     rows = [
-        ("modes covered", f"{fmt(r['modes_covered'])} / {fmt(r['modes_total'])}"
-         + (f" (a faithful generator with as many counted samples, {r['mode_samples_counted']}: "
-            f"{r['modes_expected']:.1f})" if r.get("modes_expected") is not None else "")),
+        (
+            "modes covered",
+            f"{fmt(r['modes_covered'])} / {fmt(r['modes_total'])}"
+            + (
+                f" (a faithful generator with as many counted samples, {r['mode_samples_counted']}: {r['modes_expected']:.1f})"
+                if r.get("modes_expected") is not None
+                else ""
+            ),
+        ),
         ("high-quality fraction", fmt(r["high_quality_fraction"])),
-        ("mode KL (generated \\|\\| reference)", fmt(r["mode_kl"])
-         + (f" (reference: {r['real_histogram_source']})" if r.get("real_histogram_source") else "")),
+        (
+            "mode KL (generated \\|\\| reference)",
+            fmt(r["mode_kl"]) + (f" (reference: {r['real_histogram_source']})" if r.get("real_histogram_source") else ""),
+        ),
         ("NDB / K", f"{r['ndb']} / {r['ndb_bins']} (JS {fmt(r['ndb_js'])})"),
         ("pairwise-distance ratio", fmt(r["pairwise_distance_ratio"])),
         ("near-duplicate rate (real)", f"{fmt(r['duplicate_rate'])} ({fmt(r['real_duplicate_rate'])})"),

@@ -117,15 +117,13 @@ def _dominance(late: Mapping[str, np.ndarray], sigmoid: bool) -> dict[str, Any]:
     flag = None
     if sigmoid and d_real is not None and d_fake is not None:
         flag = d_real >= D_REAL_HIGH and d_fake <= D_FAKE_LOW
-    return {"d_real_mean": d_real, "d_fake_mean": d_fake, "d_real_high": D_REAL_HIGH,
-            "d_fake_low": D_FAKE_LOW, "flag": flag}
+    return {"d_real_mean": d_real, "d_fake_mean": d_fake, "d_real_high": D_REAL_HIGH, "d_fake_low": D_FAKE_LOW, "flag": flag}
 
 
 def _vanishing(log: Mapping[str, np.ndarray], w: int, sigmoid: bool) -> dict[str, Any]:
     g = log["grad_norm_g"]
     n = len(g)
-    out: dict[str, Any] = {"ratio_threshold": GRAD_COLLAPSE_RATIO, "d_fake_low": D_FAKE_LOW,
-                           "d_fake_checked": sigmoid, "flag": None}
+    out: dict[str, Any] = {"ratio_threshold": GRAD_COLLAPSE_RATIO, "d_fake_low": D_FAKE_LOW, "d_fake_checked": sigmoid, "flag": None}
     d_fake = _mean(log["d_fake"][-w:])
     late = _median(g[-w:])
     if n >= MIN_ROWS:
@@ -137,8 +135,7 @@ def _vanishing(log: Mapping[str, np.ndarray], w: int, sigmoid: bool) -> dict[str
     else:
         reference = None
     ratio = late / reference if late is not None and reference else None
-    out.update(d_fake_late=d_fake, grad_norm_g_late_median=late, grad_norm_g_reference_median=reference,
-               grad_ratio=ratio)
+    out.update(d_fake_late=d_fake, grad_norm_g_late_median=late, grad_norm_g_reference_median=reference, grad_ratio=ratio)
     if ratio is not None:
         collapsed = ratio <= GRAD_COLLAPSE_RATIO
         out["grad_collapsed"] = collapsed
@@ -159,18 +156,20 @@ def _detrend(y: np.ndarray) -> np.ndarray:
 
 def _oscillation(late: Mapping[str, np.ndarray]) -> dict[str, Any]:
     y = late["d_fake"][np.isfinite(late["d_fake"])]
-    out: dict[str, Any] = {"series": "d_fake", "std_threshold": OSCILLATION_STD,
-                           "min_sign_changes": OSCILLATION_MIN_SIGN_CHANGES, "flag": None}
+    out: dict[str, Any] = {
+        "series": "d_fake",
+        "std_threshold": OSCILLATION_STD,
+        "min_sign_changes": OSCILLATION_MIN_SIGN_CHANGES,
+        "flag": None,
+    }
     lg = late["loss_g"][np.isfinite(late["loss_g"])]
-    out["loss_g_relative_std"] = (float(lg.std() / abs(lg.mean()))
-                                  if lg.size > 1 and abs(lg.mean()) > 1e-12 else None)
+    out["loss_g_relative_std"] = float(lg.std() / abs(lg.mean())) if lg.size > 1 and abs(lg.mean()) > 1e-12 else None
     if y.size < MIN_ROWS:
         out.update(detrended_std=None, sign_changes=None)
         return out
     r = _detrend(y)
     std, changes = float(r.std()), _sign_changes(r)
-    out.update(detrended_std=std, sign_changes=changes,
-               flag=std >= OSCILLATION_STD and changes >= OSCILLATION_MIN_SIGN_CHANGES)
+    out.update(detrended_std=std, sign_changes=changes, flag=std >= OSCILLATION_STD and changes >= OSCILLATION_MIN_SIGN_CHANGES)
     return out
 
 

@@ -163,7 +163,9 @@ def modes_2d(
     n = len(nearest)
     return _report(
         "pacgan_2d: nearest centre, high quality if distance < 3 sigma; histogram of high-quality samples",
-        counts, counts, real_hist,
+        counts,
+        counts,
+        real_hist,
         float(good.mean()) if n else None,
         mode_kl(counts, real_hist),
         int(good.sum()),
@@ -193,7 +195,9 @@ def modes_stacked(probs: Any, confidence: float) -> dict[str, Any]:
     good = (conf >= confidence).all(dim=1)
     return _report(
         "pacgan_stacked_mnist: per-channel argmax triple over all samples; KL vs uniform over 1000",
-        counts, counts, uniform,
+        counts,
+        counts,
+        uniform,
         float(good.double().mean()) if n else None,
         mode_kl(counts, uniform),
         n,
@@ -221,7 +225,9 @@ def modes_labelled(
     names = list(label_names) if label_names and len(label_names) == k else [str(i) for i in range(k)]
     return _report(
         "classifier_argmax: histogram of all samples; covered by a sample with max prob >= confidence",
-        counts, covered, real_hist,
+        counts,
+        covered,
+        real_hist,
         float(good.mean()) if n else None,
         mode_kl(counts, real_hist),
         int(good.sum()),

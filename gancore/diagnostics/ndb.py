@@ -44,7 +44,7 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     out = []
     exact = x.shape[1] <= 16
     for start in range(0, len(x), _CHUNK):
-        part = x[start:start + _CHUNK]
+        part = x[start : start + _CHUNK]
         d = torch.cdist(part, centers, compute_mode="donot_use_mm_for_euclid_dist" if exact else "use_mm_for_euclid_dist")
         out.append(d.argmin(dim=1))
     return torch.cat(out)
@@ -54,8 +54,9 @@ def _min_sq_dist(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     return (x - center).pow(2).sum(dim=1)
 
 
-def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = KMEANS_ITERS,
-           stream: str = "diagnose/kmeans") -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(
+    x: torch.Tensor, k: int, seed: int = 0, iters: int = KMEANS_ITERS, stream: str = "diagnose/kmeans"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """K-means (k-means++ seeding, then Lloyd) on ``x`` [N, d]; returns (centres [k, d], labels [N]).
 
     Runs on ``x``'s device; the random choices come from a CPU generator, so a seed picks the same

@@ -44,8 +44,7 @@ def write_mode_histogram_csv(path: str | Path, labels: Sequence[str], generated:
             writer.writerow([label, f"{g:.6g}", f"{r:.6g}"])
 
 
-def plot_mode_histogram(path: str | Path, labels: Sequence[str], generated: Sequence[float],
-                        real: Sequence[float], title: str) -> None:
+def plot_mode_histogram(path: str | Path, labels: Sequence[str], generated: Sequence[float], real: Sequence[float], title: str) -> None:
     plt = _pyplot()
     k = len(labels)
     fig, ax = plt.subplots(figsize=(max(6.0, min(0.35 * k, 14.0)), 3.6))

@@ -90,61 +90,86 @@ def decide(figures: Mapping[str, Any], dynamics: Mapping[str, Any] | None = None
 
     # 1. complete collapse
     if ratio is not None and ratio <= PAIRWISE_TINY:
-        found("complete_collapse",
-              f"generated samples lie {ratio:.3g} times as far apart as real ones (collapse below {PAIRWISE_TINY})",
-              pairwise_distance_ratio=ratio, threshold=PAIRWISE_TINY)
+        found(
+            "complete_collapse",
+            f"generated samples lie {ratio:.3g} times as far apart as real ones (collapse below {PAIRWISE_TINY})",
+            pairwise_distance_ratio=ratio,
+            threshold=PAIRWISE_TINY,
+        )
     if dup_excess is not None and dup_excess >= DUPLICATE_EXCESS_HIGH:
-        found("complete_collapse",
-              f"{f.get('duplicate_rate'):.1%} of generated samples have a near duplicate "
-              f"(real data: {f.get('real_duplicate_rate'):.1%})",
-              duplicate_rate=f.get("duplicate_rate"), real_duplicate_rate=f.get("real_duplicate_rate"),
-              duplicate_excess=dup_excess, threshold=DUPLICATE_EXCESS_HIGH)
+        found(
+            "complete_collapse",
+            f"{f.get('duplicate_rate'):.1%} of generated samples have a near duplicate (real data: {f.get('real_duplicate_rate'):.1%})",
+            duplicate_rate=f.get("duplicate_rate"),
+            real_duplicate_rate=f.get("real_duplicate_rate"),
+            duplicate_excess=dup_excess,
+            threshold=DUPLICATE_EXCESS_HIGH,
+        )
     if reliable and total > 1 and covered <= 1 and missing:
-        found("complete_collapse", f"only {covered} of {total} modes covered",
-              modes_covered=covered, modes_total=total, modes_expected=f.get("modes_expected"),
-              high_quality_fraction=hq)
+        found(
+            "complete_collapse",
+            f"only {covered} of {total} modes covered",
+            modes_covered=covered,
+            modes_total=total,
+            modes_expected=f.get("modes_expected"),
+            high_quality_fraction=hq,
+        )
     # 2. vanishing gradients
     van = _get(dynamics, "vanishing_gradients")
     if _get(van, "flag"):
-        found("vanishing_gradients",
-              f"D(G(z)) ended at {van['d_fake_late']:.3g} and the generator's gradient norm fell to "
-              f"{van['grad_ratio']:.3g} of its peak (collapse below {van['ratio_threshold']})",
-              d_fake_late=van["d_fake_late"], grad_ratio=van["grad_ratio"],
-              grad_norm_g_late_median=van["grad_norm_g_late_median"],
-              grad_norm_g_reference_median=van["grad_norm_g_reference_median"])
+        found(
+            "vanishing_gradients",
+            f"D(G(z)) ended at {van['d_fake_late']:.3g} and the generator's gradient norm fell to "
+            f"{van['grad_ratio']:.3g} of its peak (collapse below {van['ratio_threshold']})",
+            d_fake_late=van["d_fake_late"],
+            grad_ratio=van["grad_ratio"],
+            grad_norm_g_late_median=van["grad_norm_g_late_median"],
+            grad_norm_g_reference_median=van["grad_norm_g_reference_median"],
+        )
     # 3. partial collapse
     if reliable and missing:
-        found("partial_collapse",
-              f"{covered} of {total} modes covered; a faithful generator would cover "
-              f"{f['modes_expected']:.1f} with as many samples",
-              modes_covered=covered, modes_total=total, modes_expected=f.get("modes_expected"),
-              modes_expected_sd=f.get("modes_expected_sd"), high_quality_fraction=hq,
-              mode_kl=f.get("mode_kl"))
+        found(
+            "partial_collapse",
+            f"{covered} of {total} modes covered; a faithful generator would cover {f['modes_expected']:.1f} with as many samples",
+            modes_covered=covered,
+            modes_total=total,
+            modes_expected=f.get("modes_expected"),
+            modes_expected_sd=f.get("modes_expected_sd"),
+            high_quality_fraction=hq,
+            mode_kl=f.get("mode_kl"),
+        )
     if total is None and f.get("ndb_significant"):
-        found("partial_collapse",
-              f"{f['ndb']} of {f.get('ndb_bins')} NDB bins differ significantly (chance level "
-              f"{f.get('ndb_false_positive_bound', 0):.1f})",
-              ndb=f["ndb"], ndb_k=f.get("ndb_k"), ndb_js=f.get("ndb_js"),
-              ndb_false_positive_bound=f.get("ndb_false_positive_bound"))
+        found(
+            "partial_collapse",
+            f"{f['ndb']} of {f.get('ndb_bins')} NDB bins differ significantly (chance level {f.get('ndb_false_positive_bound', 0):.1f})",
+            ndb=f["ndb"],
+            ndb_k=f.get("ndb_k"),
+            ndb_js=f.get("ndb_js"),
+            ndb_false_positive_bound=f.get("ndb_false_positive_bound"),
+        )
     # 4. not converged
     if hq is not None and hq < HIGH_QUALITY_LOW:
         text = f"only {hq:.1%} of samples are high quality (below {HIGH_QUALITY_LOW:.0%})"
         if total is not None and covered is not None:
             text += f"; {covered} of {total} modes covered"
-        found("not_converged", text, high_quality_fraction=hq, threshold=HIGH_QUALITY_LOW,
-              modes_covered=covered, modes_total=total)
+        found("not_converged", text, high_quality_fraction=hq, threshold=HIGH_QUALITY_LOW, modes_covered=covered, modes_total=total)
     eq = _get(dynamics, "equilibrium")
     if _get(eq, "far_flag"):
-        found("not_converged",
-              f"the discriminator is far from the 1/2 equilibrium: D(x) = {eq['d_real_mean']:.3g}, "
-              f"D(G(z)) = {eq['d_fake_mean']:.3g}",
-              d_real_mean=eq["d_real_mean"], d_fake_mean=eq["d_fake_mean"], far_tolerance=eq["far_tolerance"])
+        found(
+            "not_converged",
+            f"the discriminator is far from the 1/2 equilibrium: D(x) = {eq['d_real_mean']:.3g}, D(G(z)) = {eq['d_fake_mean']:.3g}",
+            d_real_mean=eq["d_real_mean"],
+            d_fake_mean=eq["d_fake_mean"],
+            far_tolerance=eq["far_tolerance"],
+        )
     osc = _get(dynamics, "oscillation")
     if _get(osc, "flag"):
-        found("not_converged",
-              f"D(G(z)) oscillates late in training (detrended std {osc['detrended_std']:.3g}, "
-              f"{osc['sign_changes']} sign changes)",
-              detrended_std=osc["detrended_std"], sign_changes=osc["sign_changes"])
+        found(
+            "not_converged",
+            f"D(G(z)) oscillates late in training (detrended std {osc['detrended_std']:.3g}, {osc['sign_changes']} sign changes)",
+            detrended_std=osc["detrended_std"],
+            sign_changes=osc["sign_changes"],
+        )
 
     if findings:
         rank = {v: i for i, v in enumerate(("complete_collapse", "vanishing_gradients", "partial_collapse", "not_converged"))}
@@ -159,8 +184,19 @@ def decide(figures: Mapping[str, Any], dynamics: Mapping[str, Any] | None = None
             explanation += " Also: " + "; ".join(others) + "."
     else:
         verdict = "healthy"
-        evidence = {k: f.get(k) for k in ("modes_covered", "modes_total", "high_quality_fraction", "mode_kl",
-                                          "pairwise_distance_ratio", "duplicate_excess", "ndb", "ndb_k")}
+        evidence = {
+            k: f.get(k)
+            for k in (
+                "modes_covered",
+                "modes_total",
+                "high_quality_fraction",
+                "mode_kl",
+                "pairwise_distance_ratio",
+                "duplicate_excess",
+                "ndb",
+                "ndb_k",
+            )
+        }
         evidence["equilibrium"] = _get(eq, "flag")
         explanation = _healthy_text(f, eq)
     return {

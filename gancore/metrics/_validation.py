@@ -96,10 +96,7 @@ def check_distributions(p: torch.Tensor, name: str, renormalise: bool = True) ->
         flat = p.reshape(-1, p.shape[-1])
         row = int((flat < 0).any(dim=1).nonzero()[0])
         where = f"row {row} " if p.dim() > 1 else ""
-        raise ValueError(
-            f"{name} has a negative probability ({where}min {float(flat[row].min()):.6g}); "
-            "probabilities must be >= 0"
-        )
+        raise ValueError(f"{name} has a negative probability ({where}min {float(flat[row].min()):.6g}); probabilities must be >= 0")
     tol = SUM_TOLERANCE.get(p.dtype, 1e-6)
     p64 = p.to(torch.float64)
     sums = p64.sum(dim=-1)

@@ -84,9 +84,7 @@ def _pair(p: Any, q: Any, smoothing: float = 0.0, renormalise: bool = False) -> 
     check_ndim(pt, "p", 1, "a probability vector")
     check_ndim(qt, "q", 1, "a probability vector")
     if pt.shape != qt.shape:
-        raise ValueError(
-            f"p and q must have the same shape (one probability per bin), got {tuple(pt.shape)} and {tuple(qt.shape)}"
-        )
+        raise ValueError(f"p and q must have the same shape (one probability per bin), got {tuple(pt.shape)} and {tuple(qt.shape)}")
     if qt.device != pt.device:
         qt = qt.to(pt.device)
     p64 = check_distributions(pt, "p", renormalise).cpu().numpy()
@@ -177,8 +175,6 @@ def label_histogram(labels: Any, num_bins: int, normalize: bool = True) -> torch
             raise ValueError("labels must be integers (class or mode indices), got non-integral values")
     t = t.to(torch.int64)
     if t.numel() and (t.min() < 0 or t.max() >= num_bins):
-        raise ValueError(
-            f"labels must lie in [0, {num_bins}) for num_bins={num_bins}, got range [{int(t.min())}, {int(t.max())}]"
-        )
+        raise ValueError(f"labels must lie in [0, {num_bins}) for num_bins={num_bins}, got range [{int(t.min())}, {int(t.max())}]")
     counts = torch.bincount(t, minlength=num_bins).to(torch.float64)
     return normalize_histogram(counts) if normalize else counts

@@ -82,8 +82,7 @@ def _psd_factor(sigma: torch.Tensor, name: str) -> torch.Tensor:
     # far below is not a covariance matrix.
     if w.numel() and float(w.min()) < -1e-6 * max(top, 1e-300):
         raise ValueError(
-            f"{name} is not positive semi-definite (smallest eigenvalue {float(w.min()):.3g}, largest {top:.3g}); "
-            "pass a covariance matrix"
+            f"{name} is not positive semi-definite (smallest eigenvalue {float(w.min()):.3g}, largest {top:.3g}); pass a covariance matrix"
         )
     return v * torch.sqrt(torch.clamp(w, min=0.0))
 
@@ -95,8 +94,7 @@ def _sqrt_eig_sum(m: torch.Tensor, name: str) -> torch.Tensor:
     if eig.numel() and float(eig.min()) < -1e-6 * max(top, 1e-300):
         # L^T S L is PSD whenever S is: a clearly negative eigenvalue means S is no covariance.
         raise ValueError(
-            f"{name} is not positive semi-definite (L^T {name} L has eigenvalue {float(eig.min()):.3g}); "
-            "pass a covariance matrix"
+            f"{name} is not positive semi-definite (L^T {name} L has eigenvalue {float(eig.min()):.3g}); pass a covariance matrix"
         )
     return torch.sqrt(torch.clamp(eig, min=0.0)).sum()
 
@@ -139,9 +137,7 @@ def _check_statistics(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> tuple[tor
         if float((t - t.T).abs().max()) > 1e-6 * scale:
             raise ValueError(f"{name} is not symmetric; pass a covariance matrix")
         if (torch.diagonal(t) < 0).any():
-            raise ValueError(
-                f"{name} is not positive semi-definite (negative variance on the diagonal); pass a covariance matrix"
-            )
+            raise ValueError(f"{name} is not positive semi-definite (negative variance on the diagonal); pass a covariance matrix")
     # Symmetrise the rounding asymmetry away: eigh reads only one triangle.
     return m1, 0.5 * (s1 + s1.T), m2, 0.5 * (s2 + s2.T)
 

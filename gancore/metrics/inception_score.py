@@ -43,10 +43,7 @@ def _prepare(x: torch.Tensor, name: str, splits: Any, seed: Any) -> tuple[int, O
     n = x.shape[0]
     if n < splits:
         # Several libraries return NaN here (an empty split's mean); an error is better.
-        raise ValueError(
-            f"inception_score needs at least `splits` samples, got {n} < {splits}; "
-            f"pass more samples or splits <= {n}"
-        )
+        raise ValueError(f"inception_score needs at least `splits` samples, got {n} < {splits}; pass more samples or splits <= {n}")
     return splits, seed
 
 

@@ -164,9 +164,7 @@ def _compute(real: torch.Tensor, fake: torch.Tensor, k: int, chunk_size: Optiona
     return out
 
 
-def compute_prdc(
-    real: Any, fake: Any, k: int = 5, *, device=None, chunk_size: Optional[int] = None
-) -> dict[str, float]:
+def compute_prdc(real: Any, fake: Any, k: int = 5, *, device=None, chunk_size: Optional[int] = None) -> dict[str, float]:
     """Precision, recall, density and coverage for one ``k`` in one pass, as ``prdc.compute_prdc``.
 
     ``real`` [N, d] and ``fake`` [M, d] need N, M >= k + 1. ``device`` defaults to ``real``'s.
@@ -175,18 +173,14 @@ def compute_prdc(
     return _compute(r, f, k, chunk_size, need_fake_radii=True)
 
 
-def precision_recall(
-    real: Any, fake: Any, k: int = 3, *, device=None, chunk_size: Optional[int] = None
-) -> tuple[float, float]:
+def precision_recall(real: Any, fake: Any, k: int = 3, *, device=None, chunk_size: Optional[int] = None) -> tuple[float, float]:
     """Improved precision and recall with k-NN radii (Kynkäänniemi et al. 2019 use k = 3)."""
     r, f, k = _inputs(real, fake, k, device, need_fake_radii=True)
     out = _compute(r, f, k, chunk_size, need_fake_radii=True)
     return out["precision"], out["recall"]
 
 
-def density_coverage(
-    real: Any, fake: Any, k: int = 5, *, device=None, chunk_size: Optional[int] = None
-) -> tuple[float, float]:
+def density_coverage(real: Any, fake: Any, k: int = 5, *, device=None, chunk_size: Optional[int] = None) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020, k = 5).
 
     Needs only the real set's radii, so it skips the fake-fake distances (a third less work).

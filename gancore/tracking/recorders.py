@@ -91,8 +91,17 @@ def open_flow_run(params: Params, layout: Layout, root: str | Path, tags: dict[s
     marked KILLED first, and the new run is named in the hand-over file."""
     kill_abandoned(layout, root)
     run = start_pipeline_run(params, layout, "prefect", root, tags=tags)
-    write_state(layout, {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": tracking_uri(root),
-                         "params_digest": params.digest(), "orchestrator": "prefect", "owner": "flow"})
+    write_state(
+        layout,
+        {
+            "run_id": run.run_id,
+            "experiment_id": run.experiment_id,
+            "tracking_uri": tracking_uri(root),
+            "params_digest": params.digest(),
+            "orchestrator": "prefect",
+            "owner": "flow",
+        },
+    )
     return run
 
 
@@ -144,8 +153,11 @@ class FileHandedRecorder:
         if _status(c, state["run_id"]) != "RUNNING":
             return False, None
         order = STAGE_ORDER.index(stage)
-        same = (state.get("params_digest") == params.digest() and state.get("orchestrator") == self.orchestrator
-                and all(STAGE_ORDER.index(s) < order for s in state.get("stages", [])))
+        same = (
+            state.get("params_digest") == params.digest()
+            and state.get("orchestrator") == self.orchestrator
+            and all(STAGE_ORDER.index(s) < order for s in state.get("stages", []))
+        )
         return same, None if same else state["run_id"]
 
     def begin(self, stage: str, params: Params, layout: Layout) -> None:
@@ -163,8 +175,15 @@ class FileHandedRecorder:
         for earlier in upstream:  # skipped by DVC (or run earlier): record what they left on disk
             run.log_stage(earlier, params, layout)
         self._run = run
-        self._state = {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": tracking_uri(self.root),
-                       "params_digest": params.digest(), "orchestrator": self.orchestrator, "stages": [], "reused": upstream}
+        self._state = {
+            "run_id": run.run_id,
+            "experiment_id": run.experiment_id,
+            "tracking_uri": tracking_uri(self.root),
+            "params_digest": params.digest(),
+            "orchestrator": self.orchestrator,
+            "stages": [],
+            "reused": upstream,
+        }
         write_state(layout, self._state)
 
     def finish(self, stage: str, params: Params, layout: Layout, summary: dict[str, Any]) -> None:
@@ -177,8 +196,7 @@ class FileHandedRecorder:
             raise
         state["stages"] = [*state["stages"], stage]
         write_state(layout, state)
-        run.set_tags({"pipeline.stages_run": ",".join(state["stages"]),
-                      "pipeline.stages_reused": ",".join(state.get("reused", []))})
+        run.set_tags({"pipeline.stages_run": ",".join(state["stages"]), "pipeline.stages_reused": ",".join(state.get("reused", []))})
         if stage == STAGE_ORDER[-1]:
             run.end("FINISHED")
 

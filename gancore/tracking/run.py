@@ -85,8 +85,9 @@ def git_commit(root: Path) -> tuple[str | None, bool | None]:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None, None
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=30
+        )
         return commit.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -291,5 +292,3 @@ def open_run(run_id: str, root: str | Path | None = None) -> PipelineRun:
     root = project_root(root)
     c = client(root)
     return PipelineRun(c, run_id, c.get_run(run_id).info.experiment_id, root)
-
-

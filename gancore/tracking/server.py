@@ -87,18 +87,38 @@ def ui(root: Path, host: str = "127.0.0.1", port: int = 5000) -> int:
     return _serve(command, url)
 
 
-def tracking_server(root: Path, host: str = "127.0.0.1", port: int = 5000, backend: str | None = None,
-                    artifacts: str | None = None, workers: int = 1) -> int:
+def tracking_server(
+    root: Path, host: str = "127.0.0.1", port: int = 5000, backend: str | None = None, artifacts: str | None = None, workers: int = 1
+) -> int:
     from gancore.tracking.store import ARTIFACTS_DIR, DB_FILE, SQLITE_PREFIX, _initialise_sqlite
 
     backend = backend or f"{SQLITE_PREFIX}{root / DB_FILE}"
     if backend.startswith(SQLITE_PREFIX):
-        _initialise_sqlite(backend, Path(backend[len(SQLITE_PREFIX):]))  # schema and WAL before the server opens it
+        _initialise_sqlite(backend, Path(backend[len(SQLITE_PREFIX) :]))  # schema and WAL before the server opens it
     artifacts = artifacts or str(root / ARTIFACTS_DIR)
     url = f"http://{host}:{port}"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-               "--artifacts-destination", artifacts, "--default-artifact-root", "mlflow-artifacts:/",
-               "--serve-artifacts", "--host", host, "--port", str(port), "--workers", str(workers)]
-    print(f"tracking server: {backend}, artifacts in {artifacts}; runs of this project log to {url} while it runs "
-          f"(elsewhere: export MLFLOW_TRACKING_URI={url})", flush=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts,
+        "--default-artifact-root",
+        "mlflow-artifacts:/",
+        "--serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    print(
+        f"tracking server: {backend}, artifacts in {artifacts}; runs of this project log to {url} while it runs "
+        f"(elsewhere: export MLFLOW_TRACKING_URI={url})",
+        flush=True,
+    )
     return _serve(command, url, announce=root / SERVER_FILE)

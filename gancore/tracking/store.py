@@ -69,7 +69,7 @@ def run_url(experiment_id: str, run_id: str | None = None) -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len(SQLITE_PREFIX):]) if uri.startswith(SQLITE_PREFIX) else None
+    return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
 
 
 def _initialise_sqlite(uri: str, path: Path) -> None:
@@ -125,8 +125,9 @@ def experiment_id(c: MlflowClient, name: str) -> str:
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     try:
-        return c.create_experiment(name, artifact_location=artifact_location(c.tracking_uri),
-                                   tags={"mlflow.experimentKind": "custom_model_development"})
+        return c.create_experiment(
+            name, artifact_location=artifact_location(c.tracking_uri), tags={"mlflow.experimentKind": "custom_model_development"}
+        )
     except MlflowException:  # created meanwhile by a concurrent run
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -137,4 +138,3 @@ def experiment_id(c: MlflowClient, name: str) -> str:
 def ensure_experiment(name: str, root: str | Path | None = None) -> str:
     """Create the store and the experiment once, before concurrent runs race to do it."""
     return experiment_id(client(root), name)
-

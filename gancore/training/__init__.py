@@ -73,8 +73,15 @@ def _check_data(params: Params, layout: Layout, data: PreparedData) -> tuple[int
             f"with shape {list(params.data_shape)}: run `gan prepare` with these parameters"
         )
     if params.train.batch_size > len(data.train):
-        raise ParamsError([("train.batch_size", f"{params.train.batch_size} is larger than the {len(data.train)} training "
-                            f"examples in {layout.prepared}; use at most {len(data.train)} or prepare more data (data.n_train)")])
+        raise ParamsError(
+            [
+                (
+                    "train.batch_size",
+                    f"{params.train.batch_size} is larger than the {len(data.train)} training "
+                    f"examples in {layout.prepared}; use at most {len(data.train)} or prepare more data (data.n_train)",
+                )
+            ]
+        )
     return shape
 
 
@@ -127,17 +134,40 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)
     image = len(shape) == 3
     batches = BatchStream(
-        data.train, tp.batch_size, seeds.derive(params.seed, BATCH_STREAM), device,
+        data.train,
+        tp.batch_size,
+        seeds.derive(params.seed, BATCH_STREAM),
+        device,
         resident=use_resident(tp.resident_data, data.train.nbytes, tp.resident_max_gb),
         channels_last=image and device.type == "cuda",
     )
-    monitor = CollapseMonitor(data, layout.prepared, params.model.latent_dim, params.seed, device,
-                              params.diagnose.confidence, params.diagnose.duplicate_fraction) if tp.monitor_every else None
+    monitor = (
+        CollapseMonitor(
+            data,
+            layout.prepared,
+            params.model.latent_dim,
+            params.seed,
+            device,
+            params.diagnose.confidence,
+            params.diagnose.duplicate_fraction,
+        )
+        if tp.monitor_every
+        else None
+    )
     del data
     trainer = Trainer(
-        generator, discriminator, get_loss(params.loss.name, params.loss.gp_weight), batches,
-        latent_dim=params.model.latent_dim, lr_g=tp.lr_g, lr_d=tp.lr_d, betas=(tp.beta1, tp.beta2),
-        n_critic=tp.n_critic, ema_decay=tp.ema_decay, seed=params.seed, pack=params.model.pack,
+        generator,
+        discriminator,
+        get_loss(params.loss.name, params.loss.gp_weight),
+        batches,
+        latent_dim=params.model.latent_dim,
+        lr_g=tp.lr_g,
+        lr_d=tp.lr_d,
+        betas=(tp.beta1, tp.beta2),
+        n_critic=tp.n_critic,
+        ema_decay=tp.ema_decay,
+        seed=params.seed,
+        pack=params.model.pack,
     )
 
     rows: list[dict[str, Any]] = []
@@ -151,15 +181,25 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
     saved_step = start if state is not None else None
     trainlog.write(layout.train_log, rows)
     layout.progress.mkdir(parents=True, exist_ok=True)  # a DVC output, also when the monitor is off
-    common = dict(arch=params.model.arch, options=options, latent_dim=params.model.latent_dim,
-                  shape=shape, kind=params.data_kind, params_digest=digest)
+    common = dict(
+        arch=params.model.arch,
+        options=options,
+        latent_dim=params.model.latent_dim,
+        shape=shape,
+        kind=params.data_kind,
+        params_digest=digest,
+    )
 
     def raise_if_nonfinite() -> None:
         bad = trainer.first_nonfinite()
         if bad is None:
             return
         trainlog.write(layout.train_log, rows)
-        kept = f"the last good checkpoint {ckpt} (step {saved_step}) was kept" if saved_step is not None else "no checkpoint had been written yet"
+        kept = (
+            f"the last good checkpoint {ckpt} (step {saved_step}) was kept"
+            if saved_step is not None
+            else "no checkpoint had been written yet"
+        )
         raise TrainingError(
             f"non-finite loss_d={bad[1]:.6g} loss_g={bad[2]:.6g} at step {bad[0]}; {kept}. Lower "
             "train.lr_d/train.lr_g, try another loss (e.g. loss.name=hinge) or check the data for NaN"
@@ -167,9 +207,16 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
 
     def checkpoint_state(step: int) -> dict[str, Any]:
         watch["best"] = best.state()
-        return {"step": step, "identity": identity, "digest": digest, "device": device.type,
-                "seconds": elapsed_before + time.perf_counter() - loop_start,
-                "log": rows, "trainer": trainer.state_dict(), "monitor": dict(watch)}
+        return {
+            "step": step,
+            "identity": identity,
+            "digest": digest,
+            "device": device.type,
+            "seconds": elapsed_before + time.perf_counter() - loop_start,
+            "log": rows,
+            "trainer": trainer.state_dict(),
+            "monitor": dict(watch),
+        }
 
     def check(step: int, row: dict[str, Any]) -> bool:
         """Run the monitor at ``step``; record its figures in ``row``; False to stop training."""
@@ -180,8 +227,7 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         row.update(log_columns(figures, verdict))
         if tp.keep_best and best.improves(figures):
             best.value, best.step = figures[tp.keep_best], step
-            save_model(layout.best_models / "generator.pt", trainer.sampling_generator, ema=trainer.ema is not None,
-                       step=step, **common)
+            save_model(layout.best_models / "generator.pt", trainer.sampling_generator, ema=trainer.ema is not None, step=step, **common)
             write_json(layout.best_models / BEST_FILE, {"figure": tp.keep_best, "value": best.value, "step": step})
         collapsed = bool(row[PREFIX + "collapse"])
         if not collapsed:
@@ -245,6 +291,5 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         "seconds": round(time.perf_counter() - started, 3),
     }
     if monitor is not None:
-        summary.update(rollbacks=len(watch["rollbacks"]), stopped_at=watch["stopped"],
-                       best_step=best.step, best_value=best.value)
+        summary.update(rollbacks=len(watch["rollbacks"]), stopped_at=watch["stopped"], best_step=best.step, best_value=best.value)
     return summary

@@ -51,7 +51,9 @@ class BatchStream:
 
     def __init__(self, data: Tensor, batch_size: int, seed: int, device: torch.device | str, resident: bool, channels_last: bool = False):
         if batch_size > len(data):
-            raise TrainingError(f"train.batch_size={batch_size} is larger than the {len(data)} training examples; lower it or prepare more data (data.n_train)")
+            raise TrainingError(
+                f"train.batch_size={batch_size} is larger than the {len(data)} training examples; lower it or prepare more data (data.n_train)"
+            )
         self.n = len(data)
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -66,7 +68,10 @@ class BatchStream:
             self._loader: Iterator[Tensor] | None = None
         else:
             loader = torch.utils.data.DataLoader(
-                _Rows(data), sampler=_IndexBatches(self), batch_size=None, num_workers=0,
+                _Rows(data),
+                sampler=_IndexBatches(self),
+                batch_size=None,
+                num_workers=0,
                 pin_memory=self.device.type == "cuda",
             )
             self._loader = iter(loader)

@@ -39,8 +39,16 @@ PREFIX = "monitor/"
 
 
 class CollapseMonitor:
-    def __init__(self, data: PreparedData, prepared_dir: Path, latent_dim: int, seed: int, device: torch.device,
-                 confidence: float = 0.9, duplicate_fraction: float = 0.05):
+    def __init__(
+        self,
+        data: PreparedData,
+        prepared_dir: Path,
+        latent_dim: int,
+        seed: int,
+        device: torch.device,
+        confidence: float = 0.9,
+        duplicate_fraction: float = 0.05,
+    ):
         from gancore.diagnostics.modes import subset
 
         self.device = device
@@ -68,8 +76,11 @@ class CollapseMonitor:
     def known_modes(self) -> bool:
         if self.kind == "vector":
             return bool(self.centers and self.sigma)
-        return self.classifier is not None and self.mode_count is not None and (
-            self.classifier.num_classes == self.mode_count and (self.test_labels is not None or self.mode_count == 1000))
+        return (
+            self.classifier is not None
+            and self.mode_count is not None
+            and (self.classifier.num_classes == self.mode_count and (self.test_labels is not None or self.mode_count == 1000))
+        )
 
     @property
     def needs_distances(self) -> bool:
@@ -81,7 +92,7 @@ class CollapseMonitor:
         was_training = generator.training
         generator.eval()
         try:
-            out = [generator(self.z[i:i + BATCH].to(self.device)).float().cpu() for i in range(0, len(self.z), BATCH)]
+            out = [generator(self.z[i : i + BATCH].to(self.device)).float().cpu() for i in range(0, len(self.z), BATCH)]
         finally:
             generator.train(was_training)
         return torch.cat(out)
@@ -108,15 +119,28 @@ class CollapseMonitor:
             probs, feats = self._features(x)
             report = None
             if self.known_modes and probs is not None:
-                report = (modes_stacked(probs, self.confidence) if self.mode_count == 1000
-                          else modes_labelled(probs, self.test_labels, self.confidence, self.labels))
+                report = (
+                    modes_stacked(probs, self.confidence)
+                    if self.mode_count == 1000
+                    else modes_labelled(probs, self.test_labels, self.confidence, self.labels)
+                )
             if self.needs_distances:
-                figures.update({k: v for k, v in collapse_measures(feats, self.real_features, self.duplicate_fraction,
-                                                                   self.seed, PAIRWISE_POINTS).items()
-                                if k in ("pairwise_distance_ratio", "duplicate_rate", "real_duplicate_rate", "duplicate_excess")})
+                figures.update(
+                    {
+                        k: v
+                        for k, v in collapse_measures(
+                            feats, self.real_features, self.duplicate_fraction, self.seed, PAIRWISE_POINTS
+                        ).items()
+                        if k in ("pairwise_distance_ratio", "duplicate_rate", "real_duplicate_rate", "duplicate_excess")
+                    }
+                )
         if report is not None:
-            figures.update({k: report[k] for k in ("modes_total", "modes_covered", "modes_expected", "modes_expected_sd",
-                                                    "high_quality_fraction", "mode_kl")})
+            figures.update(
+                {
+                    k: report[k]
+                    for k in ("modes_total", "modes_covered", "modes_expected", "modes_expected_sd", "high_quality_fraction", "mode_kl")
+                }
+            )
         figures["seconds"] = time.perf_counter() - started
         return figures, x
 
@@ -144,4 +168,3 @@ def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
     cells = {PREFIX + k: figures[k] for k in keep if figures.get(k) is not None}
     cells[PREFIX + "collapse"] = int(verdict in COLLAPSE_VERDICTS)
     return cells
-

@@ -14,13 +14,17 @@ def test_train_throughput_runs():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--tiny", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("arch"))
     assert lines[header].split()[-1] == "ratio"
-    rows = [line.split() for line in lines[header + 2:] if line.strip()]
+    rows = [line.split() for line in lines[header + 2 :] if line.strip()]
     assert [tuple(r[:3]) for r in rows] == [("dcgan", "3x32x32", "width=4"), ("dcgan", "3x64x64", "width=4"), ("mlp", "2", "hidden=16")]
     for row in rows:
         ours, base, ratio = (float(v) for v in row[3:6])

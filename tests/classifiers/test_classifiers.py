@@ -318,8 +318,15 @@ def test_load_classifier_errors(tmp_path):
     with pytest.raises(EvaluationError, match="unknown classifier 'resnet'.*domain, inception, inception_tf"):
         load_classifier("resnet", Layout(tmp_path))
     prepared = tmp_path / "data" / "prepared"
-    write_json(prepared / "meta.json", {"name": "mnist", "kind": "image", "shape": [1, 28, 28],
-                                        "classifier": {"kind": "cnn", "file": "classifier.pt", "test_accuracy": 0.99}})
+    write_json(
+        prepared / "meta.json",
+        {
+            "name": "mnist",
+            "kind": "image",
+            "shape": [1, 28, 28],
+            "classifier": {"kind": "cnn", "file": "classifier.pt", "test_accuracy": 0.99},
+        },
+    )
     with pytest.raises(EvaluationError) as err:
         load_classifier("domain", Layout(tmp_path))
     assert str(prepared / "classifier.pt") in str(err.value) and "gan prepare" in str(err.value)
@@ -479,8 +486,10 @@ def test_mnist_score_of_the_test_set_matches_the_published_value(mnist_full):
     assert features.shape == (10_000, 128)
     assert (probs.argmax(1) == data.test_labels).double().mean().item() == pytest.approx(info["test_accuracy"], abs=1e-12)
     mean, std = inception_score(probs, splits=10)
-    print(f"\nMNIST score of the test set: {mean:.4f} +- {std:.4f}; accuracy {info['test_accuracy']:.4f}; "
-          f"({info['epochs']} epochs, cache {summary.get('classifier_cache')}); prepare {seconds:.1f} s")
+    print(
+        f"\nMNIST score of the test set: {mean:.4f} +- {std:.4f}; accuracy {info['test_accuracy']:.4f}; "
+        f"({info['epochs']} epochs, cache {summary.get('classifier_cache')}); prepare {seconds:.1f} s"
+    )
     # Published 9.8793 +- 0.0614 (ChunyuanLI/MNIST_Inception_Score); 10 classes cap it at 10.
     assert 9.8 <= mean <= 9.95
     # Split scores of 1,000 images each: the published spread is 0.06.

@@ -100,6 +100,7 @@ def no_download(monkeypatch) -> None:
 
 # -- 2D mixtures ----------------------------------------------------------------------------------
 
+
 def test_ring8_has_8_distinct_centres_on_the_unit_circle():
     c = ring8().centers
     assert c.shape == (8, 2)
@@ -164,6 +165,7 @@ def test_toy_is_deterministic_per_seed(tmp_path):
 
 
 # -- torchvision image sets -----------------------------------------------------------------------
+
 
 def test_mnist_from_the_mirror(tmp_path, mirror, mnist_lookup):
     layout = Layout(tmp_path)
@@ -237,6 +239,7 @@ def test_stacked_mnist_channels_are_the_labelled_digits(tmp_path, mnist_raw, mni
 
 
 # -- raw files ------------------------------------------------------------------------------------
+
 
 def _corrupt(path: Path) -> None:
     blob = bytearray(path.read_bytes())
@@ -410,6 +413,7 @@ def test_image_folder_refuses_mixed_and_empty_folders(tmp_path):
 
 
 # -- the stage's outputs --------------------------------------------------------------------------
+
 
 def test_domain_classifier_is_fitted_and_recorded(tmp_path, monkeypatch, mnist_raw):
     calls = []

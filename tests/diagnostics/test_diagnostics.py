@@ -59,9 +59,13 @@ def make_log(d_real, d_fake, grad_g, bn=None, loss_g=None) -> dict[str, np.ndarr
         "step": np.arange(1, n + 1, dtype=np.float64) * 10,
         "loss_d": -value,
         "loss_g": -np.log(d_fake) if loss_g is None else np.asarray(loss_g, dtype=np.float64),
-        "d_real": d_real, "d_fake": d_fake,
-        "logit_real": np.log(d_real / (1 - d_real)), "logit_fake": np.log(d_fake / (1 - d_fake)),
-        "value": value, "grad_norm_g": grad_g, "grad_norm_d": grad_g,
+        "d_real": d_real,
+        "d_fake": d_fake,
+        "logit_real": np.log(d_real / (1 - d_real)),
+        "logit_fake": np.log(d_fake / (1 - d_fake)),
+        "value": value,
+        "grad_norm_g": grad_g,
+        "grad_norm_d": grad_g,
         "bn_drift_g": np.full(n, np.nan) if bn is None else np.asarray(bn, dtype=np.float64),
         "seconds": np.arange(n, dtype=np.float64),
     }
@@ -70,8 +74,12 @@ def make_log(d_real, d_fake, grad_g, bn=None, loss_g=None) -> dict[str, np.ndarr
 
 def healthy_log(n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return make_log(0.5 + 0.02 * rng.standard_normal(n), 0.5 + 0.02 * rng.standard_normal(n),
-                    1.0 + 0.1 * rng.standard_normal(n), bn=0.2 * np.exp(-np.arange(n) / 30) + 0.01)
+    return make_log(
+        0.5 + 0.02 * rng.standard_normal(n),
+        0.5 + 0.02 * rng.standard_normal(n),
+        1.0 + 0.1 * rng.standard_normal(n),
+        bn=0.2 * np.exp(-np.arange(n) / 30) + 0.01,
+    )
 
 
 def vanishing_log(n: int = 200) -> dict[str, np.ndarray]:
@@ -124,8 +132,9 @@ def test_perfect_ring_is_healthy(ring_data):
 def test_quality_radius_is_strict_three_sigma():
     centers, sigma = ring8()
     c0 = centers[0]
-    pts = torch.stack([c0 + torch.tensor([2.999 * sigma, 0.0], dtype=torch.float64),
-                       c0 + torch.tensor([0.0, 3.001 * sigma], dtype=torch.float64)])
+    pts = torch.stack(
+        [c0 + torch.tensor([2.999 * sigma, 0.0], dtype=torch.float64), c0 + torch.tensor([0.0, 3.001 * sigma], dtype=torch.float64)]
+    )
     r = modes_2d(pts, centers, sigma)
     assert r["generated_counts"][0] == 1 and r["high_quality_fraction"] == 0.5
 
@@ -147,8 +156,7 @@ def test_ring_collapsed_to_one_mode(ring_data):
 def test_ring_half_the_modes(ring_data):
     centers, sigma, train, test, test_labels = ring_data
     gen, _ = mixture(centers, sigma, N, seed=5, modes=[0, 2, 4, 6])
-    report, figures, decision = diagnosis_2d(gen, centers, sigma, train, test, real_labels=test_labels,
-                                             log=healthy_log())
+    report, figures, decision = diagnosis_2d(gen, centers, sigma, train, test, real_labels=test_labels, log=healthy_log())
     assert report["modes_covered"] == 4
     # Uniform over 4 of 8 modes against the empirical real histogram q: KL = sum_S 1/4 log(1/4 / q_i)
     # (log 2 for exact q), plus the generated side's sampling noise.
@@ -166,7 +174,7 @@ def test_ring_half_the_modes(ring_data):
 def test_uniform_noise_is_low_quality_and_not_healthy(ring_data):
     centers, sigma, train, test, _ = ring_data
     g = torch.Generator().manual_seed(6)
-    gen = (torch.rand(N, 2, generator=g) * 3.0 - 1.5)
+    gen = torch.rand(N, 2, generator=g) * 3.0 - 1.5
     report, figures, decision = diagnosis_2d(gen, centers, sigma, train, test, log=healthy_log())
     # 8 discs of radius 3 sigma (disjoint, inside the box) over the box's area 9.
     p = 8 * math.pi * (3 * sigma) ** 2 / 9.0
@@ -386,8 +394,18 @@ def test_oscillation_and_bn_drift():
     # A sine of amplitude 0.3 has std 0.3 / sqrt 2; 60 late rows at period 2 pi 3 cross zero ~6 times.
     assert osc["flag"] is True and osc["detrended_std"] == pytest.approx(0.3 / math.sqrt(2), rel=0.1)
     assert osc["sign_changes"] >= 4
-    decision = decide({"high_quality_fraction": 0.99, "modes_total": 8, "modes_covered": 8, "modes_expected": 8.0,
-                       "pairwise_distance_ratio": 1.0, "duplicate_excess": 0.0}, d, "non_saturating")
+    decision = decide(
+        {
+            "high_quality_fraction": 0.99,
+            "modes_total": 8,
+            "modes_covered": 8,
+            "modes_expected": 8.0,
+            "pairwise_distance_ratio": 1.0,
+            "duplicate_excess": 0.0,
+        },
+        d,
+        "non_saturating",
+    )
     assert decision["verdict"] == "not_converged" and NORMALISATION in decision["remedies"]
 
     assert healthy_log()["bn_drift_g"][0] > 0
@@ -413,9 +431,22 @@ def test_read_train_log_roundtrip(tmp_path):
 
 
 # -- the stage -----------------------------------------------------------------------------------
-REQUIRED_KEYS = ("modes_total", "modes_covered", "high_quality_fraction", "mode_kl", "ndb", "ndb_k", "ndb_js",
-                 "pairwise_distance_ratio", "duplicate_rate", "verdict", "evidence", "explanation", "remedies",
-                 "dynamics")
+REQUIRED_KEYS = (
+    "modes_total",
+    "modes_covered",
+    "high_quality_fraction",
+    "mode_kl",
+    "ndb",
+    "ndb_k",
+    "ndb_js",
+    "pairwise_distance_ratio",
+    "duplicate_rate",
+    "verdict",
+    "evidence",
+    "explanation",
+    "remedies",
+    "dynamics",
+)
 
 
 def _no_nan(obj) -> bool:
@@ -436,10 +467,18 @@ def test_stage_ring8(tmp_path):
     centers, sigma = ring8()
     train, train_labels = mixture(centers, sigma, 4000, seed=41)
     test, test_labels = mixture(centers, sigma, 2000, seed=42)
-    meta = {"name": "ring8", "kind": "vector", "shape": [2], "count": 4000, "count_test": 2000,
-            "value_range": [-1.04, 1.04], "storage": "float32", "seed": 0,
-            "modes": {"count": 8, "definition": "ring", "centers": centers.tolist(), "sigma": sigma},
-            "raw_sha256": {}}
+    meta = {
+        "name": "ring8",
+        "kind": "vector",
+        "shape": [2],
+        "count": 4000,
+        "count_test": 2000,
+        "value_range": [-1.04, 1.04],
+        "storage": "float32",
+        "seed": 0,
+        "modes": {"count": 8, "definition": "ring", "centers": centers.tolist(), "sigma": sigma},
+        "raw_sha256": {},
+    }
     save_prepared(layout.prepared, PreparedData(meta, train, test, train_labels, test_labels))
     gen, _ = mixture(centers, sigma, N, seed=43, modes=[0, 1, 2, 3, 4, 5])
     layout.samples.mkdir(parents=True)
@@ -451,10 +490,14 @@ def test_stage_ring8(tmp_path):
     summary = diagnose(params, layout)
     q = np.bincount(test_labels.numpy(), minlength=8) / len(test_labels)
     kl_target = float(np.sum(np.log((1 / 6) / q[:6])) / 6)
-    assert summary == {"verdict": "partial_collapse", "modes_covered": 6, "modes_total": 8,
-                       "high_quality_fraction": pytest.approx(P_HQ, abs=binomial_tol(P_HQ, N)),
-                       "mode_kl": pytest.approx(kl_target, abs=kl_bound(6, 2400) + 2e-3),
-                       "ndb": summary["ndb"]}
+    assert summary == {
+        "verdict": "partial_collapse",
+        "modes_covered": 6,
+        "modes_total": 8,
+        "high_quality_fraction": pytest.approx(P_HQ, abs=binomial_tol(P_HQ, N)),
+        "mode_kl": pytest.approx(kl_target, abs=kl_bound(6, 2400) + 2e-3),
+        "ndb": summary["ndb"],
+    }
     out = json.loads((layout.metrics / "diagnose.json").read_text())
     assert all(k in out for k in REQUIRED_KEYS)
     assert _no_nan(out)
@@ -483,16 +526,24 @@ def test_stage_images_without_classifier(tmp_path):
     g = torch.Generator().manual_seed(0)
     train = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8, generator=g)
     test = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8, generator=g)
-    meta = {"name": "image_folder", "kind": "image", "shape": [3, 8, 8], "count": 300, "count_test": 100,
-            "value_range": [-1, 1], "storage": "uint8", "seed": 0,
-            "modes": {"count": None, "definition": "unlabelled"}, "raw_sha256": {}}
+    meta = {
+        "name": "image_folder",
+        "kind": "image",
+        "shape": [3, 8, 8],
+        "count": 300,
+        "count_test": 100,
+        "value_range": [-1, 1],
+        "storage": "uint8",
+        "seed": 0,
+        "modes": {"count": None, "definition": "unlabelled"},
+        "raw_sha256": {},
+    }
     save_prepared(layout.prepared, PreparedData(meta, train, test))
     layout.samples.mkdir(parents=True)
     # Every sample the same image: complete collapse, seen in pixel space.
     same = train[:1].repeat(200, 1, 1, 1)
     torch.save({"x": same, "seed": 1, "latent_dim": 8}, layout.samples / "samples.pt")
-    params = Params(data={"name": "image_folder", "path": "x", "image_size": 8}, device="cpu",
-                    diagnose={"ndb_bins": 10})
+    params = Params(data={"name": "image_folder", "path": "x", "image_size": 8}, device="cpu", diagnose={"ndb_bins": 10})
     summary = diagnose(params, layout)
     out = json.loads((layout.metrics / "diagnose.json").read_text())
     assert summary["verdict"] == "complete_collapse"

@@ -71,8 +71,9 @@ def test_flow_form_has_a_typed_field_for_every_key_of_params_yaml():
 
 def test_overrides_apply_on_top_of_params_yaml(project):
     base = resolve_params(project / "params.yaml")
-    params = resolve_params(project / "params.yaml", {"train": TrainOverrides(steps=7), "loss": LossOverrides(), "seed": 3},
-                            ["sample.n=null"])
+    params = resolve_params(
+        project / "params.yaml", {"train": TrainOverrides(steps=7), "loss": LossOverrides(), "seed": 3}, ["sample.n=null"]
+    )
     assert (params.train.steps, params.seed, params.sample.n) == (7, 3, None)
     assert params.train.batch_size == base.train.batch_size == 128  # untouched: params.yaml's value
     with pytest.raises(ParamsError, match="loss.name"):
@@ -104,8 +105,13 @@ def test_pipeline_flow_runs_every_stage_into_its_own_directory_and_one_mlflow_ru
     run_dir = Path(result["run_dir"])
     assert run_dir.parent == project / "runs" and run_dir.name.startswith("mlp-ring8-")
     layout = Layout(run_dir)
-    for path in (layout.prepared / "data.pt", layout.models / "generator.pt", layout.samples / "samples.png",
-                 layout.metrics / "evaluate.json", layout.metrics / "diagnose.json"):
+    for path in (
+        layout.prepared / "data.pt",
+        layout.models / "generator.pt",
+        layout.samples / "samples.png",
+        layout.metrics / "evaluate.json",
+        layout.metrics / "diagnose.json",
+    ):
         assert path.is_file(), path
     assert result["evaluate"] == json.loads((layout.metrics / "evaluate.json").read_text())
 
@@ -165,8 +171,14 @@ def test_cached_preparation_is_checked_out_and_training_retries_resume(first_run
 
 
 def test_sweep_runs_members_concurrently_and_compares_them(prefect_harness, project):
-    state = gan_sweep(return_state=True, archs=["mlp"], losses=["non_saturating", "hinge"], seeds=[0],
-                      params_file=str(project / "params.yaml"), train={"steps": 30})
+    state = gan_sweep(
+        return_state=True,
+        archs=["mlp"],
+        losses=["non_saturating", "hinge"],
+        seeds=[0],
+        params_file=str(project / "params.yaml"),
+        train={"steps": 30},
+    )
     assert state.is_completed(), state
     members = state.result()
     assert [(m["loss"], m["seed"]) for m in members] == [("non_saturating", 0), ("hinge", 0)]
@@ -196,8 +208,7 @@ def free_port() -> int:
 
 
 def served_deployments(url: str) -> int:
-    request = urllib.request.Request(f"{url}/deployments/filter", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(f"{url}/deployments/filter", data=b"{}", method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return sum(d["name"] == "default" for d in json.load(response))
@@ -213,8 +224,13 @@ def test_served_deployment_runs_to_completion(project, first_run):
     env = venv_env(OMP_NUM_THREADS="1")
     env.pop("PREFECT_API_URL", None)
     with open(project / "serve.log", "wb") as log:
-        serve = subprocess.Popen([sys.executable, "-m", "gancore_flows.serve", "--port", str(port), "--params", "params.yaml"],
-                                 cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "gancore_flows.serve", "--port", str(port), "--params", "params.yaml"],
+            cwd=project,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 300
         while served_deployments(url) < 2 or not (project / "prefect.toml").is_file():
@@ -224,7 +240,11 @@ def test_served_deployment_runs_to_completion(project, first_run):
         # No PREFECT_API_URL: the CLI finds the server through the prefect.toml serve wrote here.
         run = subprocess.run(
             ["prefect", "deployment", "run", "gan-pipeline/default", "--watch", "--param", 'train={"steps": 20}'],
-            cwd=project, env=env, capture_output=True, text=True, timeout=600,
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (project / "serve.log").read_text()[-3000:]
         assert "Completed" in run.stdout + run.stderr

@@ -24,9 +24,7 @@ def whitened(n, d, seed):
 
 
 def torch_fidelity_fid(a, b):
-    return fid_statistics_to_metric(fid_features_to_statistics(a), fid_features_to_statistics(b), False)[
-        "frechet_inception_distance"
-    ]
+    return fid_statistics_to_metric(fid_features_to_statistics(a), fid_features_to_statistics(b), False)["frechet_inception_distance"]
 
 
 @pytest.mark.parametrize("n1, n2, d", [(600, 500, 64), (300, 300, 16), (40, 50, 64)])
@@ -186,8 +184,12 @@ def torch_fidelity_kid(a, b, **kw):
         (
             dict(subsets=7, subset_size=150, degree=2, gamma=0.05, coef0=0.5, seed=2020),
             dict(
-                kid_subsets=7, kid_subset_size=150, kid_kernel_poly_degree=2, kid_kernel_poly_gamma=0.05,
-                kid_kernel_poly_coef0=0.5, rng_seed=2020,
+                kid_subsets=7,
+                kid_subset_size=150,
+                kid_kernel_poly_degree=2,
+                kid_kernel_poly_gamma=0.05,
+                kid_kernel_poly_coef0=0.5,
+                rng_seed=2020,
             ),
         ),
     ],

@@ -199,7 +199,9 @@ class _ToyD(nn.Module):
     def __init__(self, shape, flaw):
         super().__init__()
         self.flaw = flaw
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 16), nn.LeakyReLU(0.2), nn.Linear(16, 2 if flaw == "two_logits" else 1))
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(math.prod(shape), 16), nn.LeakyReLU(0.2), nn.Linear(16, 2 if flaw == "two_logits" else 1)
+        )
         self.nan_param = nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
@@ -235,8 +237,17 @@ def test_conformance_passes_a_correct_architecture():
     report = check_architecture("toy_ok", architecture=_toy())
     assert report.ok, report.render()
     names = {c.name for c in report.checks}
-    assert {"build", "generator output shape", "image range [-1, 1]", "discriminator output shape", "gradients (GAN loss)",
-            "batch size 1 (eval)", "eval mode", "same seed, same output", "state_dict round trip"} <= names
+    assert {
+        "build",
+        "generator output shape",
+        "image range [-1, 1]",
+        "discriminator output shape",
+        "gradients (GAN loss)",
+        "batch size 1 (eval)",
+        "eval mode",
+        "same seed, same output",
+        "state_dict round trip",
+    } <= names
     assert sorted({c.shape for c in report.checks}) == ["(1, 28, 28)", "(2,)", "(3, 32, 32)", "-"]
     assert report.render().splitlines()[-1].startswith(f"OK: {len(report.checks)} checks passed")
 

@@ -90,9 +90,16 @@ def test_one_run_holds_params_tags_curves_metrics_artifacts_and_model(tiny_run):
         for key, value in numbers.items():
             assert run.data.metrics[f"{stage}/{key}"] == value, key
 
-    assert {"samples/samples.png", "plots/ndb.png", "plots/mode_histogram.png", "plots/dynamics.png",
-            "diagnosis/diagnosis.md", "metrics/evaluate.json", "metrics/diagnose.json",
-            "metrics/train_log.csv"} <= artifact_paths(run_id)
+    assert {
+        "samples/samples.png",
+        "plots/ndb.png",
+        "plots/mode_histogram.png",
+        "plots/dynamics.png",
+        "diagnosis/diagnosis.md",
+        "metrics/evaluate.json",
+        "metrics/diagnose.json",
+        "metrics/train_log.csv",
+    } <= artifact_paths(run_id)
 
 
 def test_registered_generator_maps_latent_vectors_to_samples(tiny_run):
@@ -186,7 +193,9 @@ def test_default_store_is_sqlite_beside_the_project(monkeypatch, tmp_path):
 
 
 def test_core_imports_no_orchestrator_and_no_torch():
-    code = ("import sys, gancore, gancore.cli, gancore.stages, gancore.tracking; "
-            "print([m for m in ('mlflow', 'prefect', 'dvc', 'dvc_data', 'torch') if m in sys.modules])")
+    code = (
+        "import sys, gancore, gancore.cli, gancore.stages, gancore.tracking; "
+        "print([m for m in ('mlflow', 'prefect', 'dvc', 'dvc_data', 'torch') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -34,10 +34,18 @@ def ring_data(n_train: int = 256, n_test: int = 128, seed: int = 0) -> PreparedD
 
     train, train_labels = points(n_train)
     test, test_labels = points(n_test)
-    meta = {"name": "ring8", "kind": "vector", "shape": [2], "count": n_train, "count_test": n_test,
-            "value_range": [-1, 1], "storage": "float32", "seed": seed,
-            "modes": {"count": 8, "definition": "nearest centre", "centers": CENTERS, "sigma": 0.05},
-            "raw_sha256": {}}
+    meta = {
+        "name": "ring8",
+        "kind": "vector",
+        "shape": [2],
+        "count": n_train,
+        "count_test": n_test,
+        "value_range": [-1, 1],
+        "storage": "float32",
+        "seed": seed,
+        "modes": {"count": 8, "definition": "nearest centre", "centers": CENTERS, "sigma": 0.05},
+        "raw_sha256": {},
+    }
     return PreparedData(meta, train, test, train_labels, test_labels)
 
 
@@ -252,8 +260,7 @@ def test_ema_update_is_the_exponential_average():
     torch.manual_seed(0)
     g, d = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
     batches = training.BatchStream(torch.randn(64, 2), 16, seed=0, device="cpu", resident=True)
-    trainer = training.Trainer(g, d, get_loss("hinge"), batches, latent_dim=3, lr_g=0.1, lr_d=0.1,
-                               betas=(0.5, 0.9), ema_decay=0.9)
+    trainer = training.Trainer(g, d, get_loss("hinge"), batches, latent_dim=3, lr_g=0.1, lr_d=0.1, betas=(0.5, 0.9), ema_decay=0.9)
     before = [p.detach().clone() for p in g.parameters()]
     trainer.step(1)
     for e, p0, p1 in zip(trainer.ema.parameters(), before, g.parameters()):
@@ -284,18 +291,34 @@ def test_resident_and_streamed_data_train_identically(tmp_path):
 def test_uint8_images_train_in_model_range(tmp_path):
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (48, 1, 28, 28), dtype=torch.uint8, generator=gen)
-    meta = {"name": "mnist", "kind": "image", "shape": [1, 28, 28], "count": 40, "count_test": 8,
-            "value_range": [-1, 1], "storage": "uint8", "seed": 0,
-            "modes": {"count": 10, "definition": "digit class"}, "raw_sha256": {}}
+    meta = {
+        "name": "mnist",
+        "kind": "image",
+        "shape": [1, 28, 28],
+        "count": 40,
+        "count_test": 8,
+        "value_range": [-1, 1],
+        "storage": "uint8",
+        "seed": 0,
+        "modes": {"count": 10, "definition": "digit class"},
+        "raw_sha256": {},
+    }
     layout = make_layout(tmp_path, PreparedData(meta, images[:40], images[40:]))
     stream = training.BatchStream(images, 16, seed=0, device="cpu", resident=True)
     x = next(stream)
     assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1 and x.min() < -0.9 and x.max() > 0.9
 
-    params = validate({"seed": 0, "device": "cpu", "data": {"name": "mnist", "n_train": 40, "n_test": 8},
-                       "model": {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}},
-                       "train": {"steps": 2, "batch_size": 8, "log_every": 1}, "sample": {"n": 16},
-                       "tracking": {"enabled": False}})
+    params = validate(
+        {
+            "seed": 0,
+            "device": "cpu",
+            "data": {"name": "mnist", "n_train": 40, "n_test": 8},
+            "model": {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}},
+            "train": {"steps": 2, "batch_size": 8, "log_every": 1},
+            "sample": {"n": 16},
+            "tracking": {"enabled": False},
+        }
+    )
     summary = training.train(params, layout)
     assert summary["steps"] == 2
     g = load_generator(layout.models / "generator.pt")
