@@ -31,7 +31,7 @@ def data_version(path: str | Path) -> str | None:
         return None
 
     _, _, obj = build(HashFileDB(MemoryFileSystem(), "/staging"), str(path.resolve()), LocalFileSystem(), "md5", dry_run=True)
-    return obj.hash_info.value
+    return str(obj.hash_info.value)
 
 
 def is_dvc_repo(root: str | Path) -> bool:
@@ -55,7 +55,7 @@ def store(directory: str | Path, root: str | Path) -> str:
     odb = _cache(root)
     staging, _, obj = build(odb, str(Path(directory).resolve()), odb.fs, "md5")
     transfer(staging, odb, {obj.hash_info}, shallow=False, hardlink=False)
-    return obj.hash_info.value
+    return str(obj.hash_info.value)
 
 
 def restore(version: str, directory: str | Path, root: str | Path) -> bool:

@@ -24,3 +24,4 @@ def gancore_architectures() -> Iterable[Architecture]:
     ``[B, *shape]`` (images in [-1, 1]); the discriminator maps ``[B, *shape]`` to raw logits
     ``[B]`` or ``[B, 1]``.
     """
+    raise NotImplementedError  # a specification: plugins implement it

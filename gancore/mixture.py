@@ -181,12 +181,11 @@ def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
     for step in sorted(s for s, group in by_step.items() if len(group) == len(logs)):
         group = by_step[step]
-        row: dict[str, Any] = {"step": step}
-        for key in trainlog.columns_of(group):
-            values = [r[key] for r in group if key != "step" and r.get(key) is not None]
-            if key != "step":
-                row[key] = sum(values) / len(values) if values else None
-        rows.append(row)
+        mean: dict[str, Any] = {"step": step}
+        for key in trainlog.columns_of(group)[1:]:
+            values = [r[key] for r in group if r.get(key) is not None]
+            mean[key] = sum(values) / len(values) if values else None
+        rows.append(mean)
     return rows
 
 

@@ -103,6 +103,10 @@ def _entry_points() -> Any:
     return entry_points(group=ENTRY_POINT_GROUP)
 
 
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
 def plugin_manager(extra_modules: tuple[Any, ...] = ()) -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]]]:
     """A manager with every loadable plugin registered and checked, and ``{plugin name:
     (distribution, version)}``. Plugins that fail to load or name unknown hooks are skipped."""
@@ -115,7 +119,7 @@ def plugin_manager(extra_modules: tuple[Any, ...] = ()) -> tuple[pluggy.PluginMa
         version = ep.dist.version if ep.dist is not None else "?"
         sources.append((ep.name, dist, version, ep.load))
     for module in extra_modules:
-        sources.append((getattr(module, "__name__", repr(module)), "(direct)", "-", lambda m=module: m))
+        sources.append((getattr(module, "__name__", repr(module)), "(direct)", "-", _constant(module)))
     for name, dist, version, load in sources:
         try:
             pm.register(load(), name=name)
@@ -153,7 +157,7 @@ def discover(extra_modules: tuple[Any, ...] = ()) -> dict[str, RegisteredArchite
             _warn(f"{label} failed to load and was skipped: {type(exc).__name__}: {exc}")
             continue
         try:
-            items = list(result)
+            items = list(result)  # type: ignore[call-overload]
         except TypeError:
             _warn(f"{label} returned {type(result).__name__}, not an iterable of Architecture; skipped")
             continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +48,8 @@ class Classifier:
     channels_last: bool = False
 
     def __init__(self, module: nn.Module | None = None):
-        self.module = module
+        # Any: subclasses without a network (the Gaussian posterior) never call it.
+        self.module: Any = module
         self.device = torch.device("cpu")
         if module is not None:
             module.eval().requires_grad_(False)

@@ -55,7 +55,7 @@ FORMAT = 1
 # CIFAR-10 is not checked offline).
 GREY_ARCH = {"widths": [16, 32, 64], "convs_per_block": 1, "hidden": 128, "dropout": 0.0, "pool": 3}
 COLOUR_ARCH = {"widths": [64, 128, 256], "convs_per_block": 2, "hidden": 128, "dropout": 0.1, "pool": 4}
-TRAIN = {"batch_size": 128, "lr": 5e-3, "pct_start": 0.1, "eval_batch_size": 1000}
+TRAIN: dict[str, Any] = {"batch_size": 128, "lr": 5e-3, "pct_start": 0.1, "eval_batch_size": 1000}
 
 
 class ConvNet(nn.Module):
@@ -291,6 +291,7 @@ def _stacked_training_set(train: torch.Tensor, labels: torch.Tensor) -> tuple[to
 
 
 def _fit_network(data: PreparedData, params, directory: Path, start: float) -> dict[str, Any]:
+    assert data.train_labels is not None  # fit_domain_classifier checked
     name = data.meta.get("name")
     stacked = name == "stacked_mnist"
     channels, size = data.train.shape[1], data.train.shape[-1]
@@ -336,7 +337,7 @@ def _fit_network(data: PreparedData, params, directory: Path, start: float) -> d
         "arch": arch,
         "train_examples": len(images),
     }
-    if stacked:
+    if isinstance(classifier, StackedDigitClassifier):
         info.update(_stacked_accuracy(classifier, data.test, data.test_labels))
     else:
         info["test_accuracy"] = _accuracy(classifier, data.test, data.test_labels)

@@ -63,11 +63,15 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
 class _PoolAndLogits(nn.Module):
     """torchvision Inception3 with ``fc`` split off, returning (logits, 2048-D pool features)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    fc: nn.Module
+
     def __init__(self, network: nn.Module):
         super().__init__()
-        self.fc = network.fc
+        self.fc = network.fc  # type: ignore[assignment]
         network.fc = nn.Identity()
-        network.AuxLogits = None  # only used in training mode
+        network.AuxLogits = None  # type: ignore[assignment]  # only used in training mode
         self.network = network
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

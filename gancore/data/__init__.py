@@ -54,7 +54,8 @@ def build_data(params: Params, layout: Layout) -> PreparedData:
         if d.name == "stacked_mnist":
             data = images.prepare_stacked_mnist(layout.raw, params.seed, d.n_train, d.n_test, d.image_size)
         elif d.name == "image_folder":
-            data = images.prepare_image_folder(d.path, params.seed, d.n_train, d.n_test, d.image_size)
+            assert d.path is not None and d.image_size is not None  # validated with the parameters
+            data = images.prepare_image_folder(d.path, params.seed, d.n_train, d.n_test, d.image_size, d.on_bad_image)
         else:
             data = images.prepare_torchvision(d.name, layout.raw, params.seed, d.n_train, d.n_test, d.image_size)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -138,29 +139,74 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     return [Path(p) for p, _ in samples], [t for _, t in samples], class_dirs
 
 
+def load_rgb(path: str | Path) -> Any:
+    """An image file as an 8-bit RGB PIL image, whatever its mode: 16-bit greyscale scaled to 8
+    bits (PIL's own convert would clip it to white), palette images through their colours,
+    transparency composited over black (the model range's -1)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        opened.load()
+        img: Image.Image = opened
+        if img.mode.startswith("I;16") or img.mode == "I":
+            depth = 65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.asarray(img).max()))
+            img = Image.fromarray(np.round(np.asarray(img, dtype=np.float64) * (255.0 / depth)).clip(0, 255).astype(np.uint8), "L")
+        elif img.mode == "F":
+            img = Image.fromarray((np.asarray(img, dtype=np.float64).clip(0, 1) * 255).round().astype(np.uint8), "L")
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+        return img.convert("RGB")
+
+
 class _Files(torch.utils.data.Dataset):
+    """Decoded images, or the reason a file could not be decoded (collected, not raised, so that
+    every bad file of a folder is named at once)."""
+
     def __init__(self, files: list[Path], size: int):
         self.files = files
         # Resize the shorter side, then crop the centre: the aspect ratio is kept, borders go.
         self.transform = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.PILToTensor()])
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         try:
-            return self.transform(default_loader(str(self.files[i])))  # RGB PIL image
-        except OSError as exc:
-            raise DataError(f"image {self.files[i]} cannot be read ({exc}); remove or replace it") from None
+            return self.transform(load_rgb(self.files[i])), ""
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for damaged files
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), f"{type(exc).__name__}: {exc}"
 
 
-def decode(files: list[Path], size: int) -> torch.Tensor:
-    """uint8 [N, 3, size, size]; files decode in worker processes when there are many."""
+def decode(files: list[Path], size: int) -> tuple[torch.Tensor, dict[int, str]]:
+    """uint8 [N, 3, size, size] and ``{index: reason}`` for the files that could not be decoded
+    (their rows are zeros); files decode in worker processes when there are many."""
     if not files:
-        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+        return torch.empty(0, 3, size, size, dtype=torch.uint8), {}
     workers = min(8, os.cpu_count() or 1) if len(files) >= PARALLEL_DECODE_MIN else 0
-    loader = torch.utils.data.DataLoader(_Files(files, size), batch_size=256, num_workers=workers)
-    return torch.cat(list(tqdm(loader, desc="decode images", leave=False, disable=len(files) < PARALLEL_DECODE_MIN)))
+    loader = torch.utils.data.DataLoader(_Files(files, size), batch_size=256, num_workers=workers, collate_fn=_collate)
+    images: list[torch.Tensor] = []
+    bad: dict[int, str] = {}
+    offset = 0
+    for batch, reasons in tqdm(loader, desc="decode images", leave=False, disable=len(files) < PARALLEL_DECODE_MIN):
+        bad.update({offset + j: reason for j, reason in enumerate(reasons) if reason})
+        images.append(batch)
+        offset += len(batch)
+    return torch.cat(images), bad
+
+
+def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
+    return torch.stack([x for x, _ in items]), [r for _, r in items]
+
+
+def bad_images_message(root: Path, bad: dict[Path, str], limit: int = 10) -> str:
+    shown = "; ".join(f"{path.relative_to(root)} ({reason})" for path, reason in list(bad.items())[:limit])
+    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+    return f"{len(bad)} image(s) in {root} cannot be decoded: {shown}{more}"
 
 
 def folder_digest(root: Path, files: list[Path]) -> str:
@@ -172,7 +218,10 @@ def folder_digest(root: Path, files: list[Path]) -> str:
     return total.hexdigest()
 
 
-def prepare_image_folder(path: str, seed: int, n_train: int | None, n_test: int | None, size: int) -> PreparedData:
+def prepare_image_folder(path: str, seed: int, n_train: int | None, n_test: int | None, size: int,
+                         on_bad_image: str = "fail") -> PreparedData:
+    """A folder of images as prepared data. Files that cannot be decoded fail the stage, all named
+    at once (``on_bad_image="fail"``), or are left out with a warning naming them (``"skip"``)."""
     root = Path(path).expanduser()
     files, labels, classes = scan_folder(root)
     n = len(files)
@@ -188,8 +237,21 @@ def prepare_image_folder(path: str, seed: int, n_train: int | None, n_test: int 
     if labels is not None:
         label_tensor = torch.tensor(labels, dtype=torch.int64)
         train_labels, test_labels = label_tensor[train_idx], label_tensor[test_idx]
-    train = decode([files[i] for i in train_idx], size)
-    test = decode([files[i] for i in test_idx], size)
+    train, bad_train = decode([files[i] for i in train_idx], size)
+    test, bad_test = decode([files[i] for i in test_idx], size)
+    bad = {files[int(train_idx[i])]: r for i, r in bad_train.items()} | {files[int(test_idx[i])]: r for i, r in bad_test.items()}
+    if bad:
+        message = bad_images_message(root, bad)
+        if on_bad_image != "skip":
+            raise DataError(f"{message}. Remove or replace them, or set data.on_bad_image=skip to leave them out")
+        warnings.warn(f"{message}; left out (data.on_bad_image=skip)", stacklevel=2)
+        keep_train = torch.tensor([i not in bad_train for i in range(len(train))], dtype=torch.bool)
+        keep_test = torch.tensor([i not in bad_test for i in range(len(test))], dtype=torch.bool)
+        train, test = train[keep_train], test[keep_test]
+        if train_labels is not None and test_labels is not None:
+            train_labels, test_labels = train_labels[keep_train], test_labels[keep_test]
+        if not len(train) or not len(test):
+            raise DataError(f"{message}: no decodable images left for the {'training' if not len(train) else 'test'} set")
     if classes is None:
         modes = {"count": None, "definition": f"unlabelled folder of images ({root.name}): modes unknown"}
     else:

@@ -136,7 +136,7 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
     # Pictures and tables first, the JSON last: diagnose.json existing means the stage finished.
     if report:
         gen_share = np.asarray(report["generated_counts"], dtype=np.float64)
-        gen_share = gen_share / gen_share.sum() if gen_share.sum() > 0 else gen_share
+        gen_share = (gen_share / gen_share.sum() if gen_share.sum() > 0 else gen_share).tolist()
         plots.write_mode_histogram_csv(layout.mode_histogram_csv, report["mode_labels"], gen_share, report["real_histogram"])
         plots.plot_mode_histogram(
             layout.plots / "mode_histogram.png",

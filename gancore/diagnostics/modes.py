@@ -149,6 +149,7 @@ def modes_2d(
     k = len(centers)
     nearest, good = assign_2d(points, centers, sigma)
     counts = np.bincount(nearest[good], minlength=k).astype(np.int64)
+    real_counts: np.ndarray
     if real_labels is not None:
         real_counts = np.bincount(_as_numpy(real_labels).astype(np.int64), minlength=k)
         real_source = "prepared test labels (generating centre)"

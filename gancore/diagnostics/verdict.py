@@ -105,7 +105,7 @@ def decide(figures: Mapping[str, Any], dynamics: Mapping[str, Any] | None = None
             duplicate_excess=dup_excess,
             threshold=DUPLICATE_EXCESS_HIGH,
         )
-    if reliable and total > 1 and covered <= 1 and missing:
+    if reliable and total is not None and covered is not None and total > 1 and covered <= 1 and missing:
         found(
             "complete_collapse",
             f"only {covered} of {total} modes covered",

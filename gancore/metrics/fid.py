@@ -220,9 +220,10 @@ def kid(
         raise ValueError(f"gamma must be a finite number > 0 or None (meaning 1/d = {1.0 / d:g}), got {gamma!r}")
     if not (isinstance(coef0, (int, float)) and math.isfinite(coef0)):
         raise ValueError(f"coef0 must be a finite number, got {coef0!r}")
-    seed = check_seed(seed)
-    if seed is None:
+    checked = check_seed(seed)
+    if checked is None:
         raise ValueError("seed must be an integer in [0, 2**32): KID's subsets must be reproducible")
+    seed = checked
 
     def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a @ b.T * gamma + coef0) ** degree

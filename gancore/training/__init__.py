@@ -181,7 +181,7 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
     saved_step = start if state is not None else None
     trainlog.write(layout.train_log, rows)
     layout.progress.mkdir(parents=True, exist_ok=True)  # a DVC output, also when the monitor is off
-    common = dict(
+    common: dict[str, Any] = dict(
         arch=params.model.arch,
         options=options,
         latent_dim=params.model.latent_dim,
@@ -254,10 +254,10 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         while step < tp.steps and watch["stopped"] is None:
             step += 1
             last = step == tp.steps
-            monitor_now = monitor is not None and (step % tp.monitor_every == 0 or last)
+            monitor_now = monitor is not None and tp.monitor_every is not None and (step % tp.monitor_every == 0 or last)
             log_now = step % tp.log_every == 0 or last or monitor_now
             stats = trainer.step(step, stats=log_now)
-            if log_now:
+            if stats is not None:
                 values = dict(zip(trainlog.STEP_STATS, torch.stack([stats[c] for c in trainlog.STEP_STATS]).tolist()))
                 elapsed = elapsed_before + time.perf_counter() - loop_start
                 row = {"step": step, **values, "bn_drift_g": trainer.bn_drift(), "seconds": round(elapsed, 3)}

@@ -114,6 +114,7 @@ class CollapseMonitor:
         x = self.samples(generator)
         figures: dict[str, Any] = {}
         if self.kind == "vector" and self.known_modes:
+            assert self.sigma is not None
             report = modes_2d(x, self.centers, float(self.sigma), real_labels=self.test_labels)
         else:
             probs, feats = self._features(x)
@@ -156,7 +157,7 @@ class CollapseMonitor:
 
         if self.kind == "vector":
             extent = tuple(self.value_range) if self.value_range else None
-            save_points(x, path, self.centers, extent)  # type: ignore[arg-type]
+            save_points(x, path, self.centers, extent)
         else:
             save_image_grid(to_uint8(x[:GRID_IMAGES]), path)
 

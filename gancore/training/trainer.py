@@ -54,9 +54,11 @@ class Trainer:
         self.device = batches.device
         cuda = self.device.type == "cuda"
         self.amp = cuda
-        memory = {"memory_format": torch.channels_last} if batches.channels_last else {}
-        self.G = generator.to(self.device, **memory).train()
-        self.D = discriminator.to(self.device, **memory).train()
+        self.G = generator.to(self.device).train()
+        self.D = discriminator.to(self.device).train()
+        if batches.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         self.loss = loss
         self.batches = batches
         self.latent_dim = latent_dim
@@ -136,6 +138,7 @@ class Trainer:
         if not stats:
             return None
         l_real, l_fake = l_real.detach(), l_fake.detach()
+        assert grad_norm_d is not None
         return {
             "loss_d": losses_d[-1],
             "loss_g": loss_g.detach(),
@@ -150,7 +153,8 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        ema_params = list(self.ema.parameters())
+        assert self.ema is not None and self.ema_decay is not None
+        ema_params: list[Tensor] = list(self.ema.parameters())
         torch._foreach_lerp_(ema_params, [p.detach() for p in self.G.parameters()], 1.0 - self.ema_decay)
         # Batch-norm statistics are not averaged: the EMA generator uses G's current ones.
         for e, b in zip(self.ema.buffers(), self.G.buffers()):
@@ -175,7 +179,7 @@ class Trainer:
         """Mean relative change of G's batch-norm running means since the previous call."""
         if not self.bn_layers:
             return None
-        current = [m.running_mean.detach().float().clone() for m in self.bn_layers]
+        current = [m.running_mean.detach().float().clone() for m in self.bn_layers if m.running_mean is not None]
         previous, self.bn_prev = self.bn_prev, current
         if previous is None:
             return None
