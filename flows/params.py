@@ -123,3 +123,40 @@ def member_overrides(base: dict[str, Any], **sets: Any) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return tree
+
+
+def form_hints(schema: Any, params_file: str | Path) -> Any:
+    """A flow's parameter schema with what the run form should show: each section field's value in
+    ``params_file`` as its hint (``examples``, and in its description), and the installed
+    architectures as the choices of ``model.arch`` (a plain string in the flow's own schema,
+    since plugins are found at run time)."""
+    import copy
+
+    from gancore.registry import architectures
+
+    params = load_params(params_file)
+    values = params.model_dump(mode="json")
+    data = copy.deepcopy(schema.model_dump() if hasattr(schema, "model_dump") else schema)
+    definitions = data.get("definitions") or {}
+
+    def hint(prop: dict[str, Any], value: Any) -> None:
+        shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        prop["examples"] = [value]
+        prop["description"] = f"{prop.get('description') or ''} [params.yaml: {shown}]".strip()
+
+    for section, model in SECTIONS.items():
+        definition = definitions.get(model.__name__)
+        if not definition:
+            continue
+        for name, prop in (definition.get("properties") or {}).items():
+            hint(prop, values[section].get(name))
+        arch = definition.get("properties", {}).get("arch") if section == "model" else None
+        if arch is not None:
+            choices = sorted(architectures())
+            for branch in arch.get("anyOf", [arch]):
+                if branch.get("type") == "string":
+                    branch["enum"] = choices
+    for name in SCALARS:
+        if name in (data.get("properties") or {}):
+            hint(data["properties"][name], values[name])
+    return type(schema).model_validate(data) if hasattr(schema, "model_dump") else data

@@ -32,6 +32,7 @@ from typing import Any, Optional
 from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.locking.filesystem import FileSystemLockManager
 from prefect.runtime import deployment, flow_run
 
 import gancore
@@ -40,7 +41,7 @@ from gancore.config import Params, ParamsError
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
 from gancore.recorder import NULL_RECORDER, Recorder
-from gancore.report import fmt, markdown_table
+from gancore.report import fmt, headline_rows, markdown_table
 from gancore.stages import run_stage
 from gancore_flows.params import resolve_params, section_parameters
 
@@ -48,20 +49,6 @@ from gancore_flows.params import resolve_params, section_parameters
 PREPARE_CODE = ("data", "classifiers", "mixture.py")
 CACHE_DIR = Path("runs") / ".prefect-cache"
 PREPARE_CACHE = (INPUTS - "params" - "run_dir" - "root" - "recorder") + TASK_SOURCE
-HEADLINE = (
-    ("modes covered", "diagnose", "modes_covered"),
-    ("high-quality fraction", "diagnose", "high_quality_fraction"),
-    ("mode KL", "diagnose", "mode_kl"),
-    ("NDB", "diagnose", "ndb"),
-    ("Inception Score", "evaluate", "is_mean"),
-    ("KL divergence", "evaluate", "kl_divergence"),
-    ("JS divergence", "evaluate", "js_divergence"),
-    ("FID", "evaluate", "fid"),
-    ("precision", "evaluate", "precision"),
-    ("recall", "evaluate", "recall"),
-    ("density", "evaluate", "density"),
-    ("coverage", "evaluate", "coverage"),
-)
 
 
 def code_version() -> str:
@@ -120,7 +107,12 @@ def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder
     store = root / CACHE_DIR
     # Cache records and their (small) results live in the project, beside the DVC cache they
     # point into, so every orchestrator process working on this project shares them.
-    cached = prepare_task.with_options(cache_policy=PREPARE_CACHE.configure(key_storage=store / "keys"), result_storage=store / "results")
+    # SERIALIZABLE with a lock per key: concurrent runs needing the same preparation wait for the
+    # first to write it and then read its record, instead of all preparing at once.
+    policy = PREPARE_CACHE.configure(
+        key_storage=store / "keys", isolation_level="SERIALIZABLE", lock_manager=FileSystemLockManager(lock_files_directory=store / "locks")
+    )
+    cached = prepare_task.with_options(cache_policy=policy, result_storage=store / "results")
     args = (params, str(layout.root), str(root), prepare_key(params), recorder)
     result = cached(*args)
     if not layout.prepared_meta.is_file():  # a cache hit: the task did not run here
@@ -234,18 +226,7 @@ def read_result(path: Path) -> dict[str, Any]:
 
 # -- reporting -------------------------------------------------------------------------------------
 def headline(result: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = []
-    for label, source, key in HEADLINE:
-        figures = result.get(source) or {}
-        if key not in figures:
-            continue
-        value = fmt(figures[key])
-        if key == "modes_covered":
-            value = f"{value} / {fmt(figures.get('modes_total'))}"
-        elif key == "ndb":
-            value = f"{value} / {fmt(figures.get('ndb_bins'))}"
-        rows.append((label, value))
-    return rows
+    return headline_rows(result.get("evaluate") or {}, result.get("diagnose") or {})
 
 
 def summary_markdown(result: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
 """``make serve``: a local Prefect server (started when none answers) serving the deployments
-``gan-pipeline/default`` and ``gan-sweep/default``.
+``gan-pipeline/default``, ``gan-sweep/default``, ``gan-mixture/default`` and ``gan-remedy/default``.
 
 Then, from this directory::
 
@@ -9,47 +9,58 @@ Then, from this directory::
 
 Runs execute in subprocesses of this process, in this directory; Ctrl-C stops serving (and the
 server, if this process started it). The server keeps its SQLite database in ``$PREFECT_HOME``
-(``~/.prefect`` by default).
+(``~/.prefect`` by default). ``make worker`` (:mod:`.worker`) deploys the same flows to a process
+work pool instead, run by a ``prefect worker``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from gancore_flows import server
 
+DESCRIPTIONS = {
+    "gan-pipeline": "The GAN pipeline on params.yaml; any section field overrides it.",
+    "gan-sweep": "gan-pipeline over architectures x losses x seeds, with a comparison table.",
+    "gan-mixture": "A mixture of GANs, one per part of the data, trained in parallel and scored as one model.",
+    "gan-remedy": "gan-pipeline, then the remedies its diagnosis names, ranked; the winner gets the registry alias best.",
+}
 
-def deployments(params_file: str | Path) -> list[Any]:
-    from prefect.types.entrypoint import EntrypointType
 
+def flows() -> list[Any]:
+    from gancore_flows.mixture import gan_mixture
     from gancore_flows.pipeline import gan_pipeline
+    from gancore_flows.remedy import gan_remedy
     from gancore_flows.sweep import gan_sweep
 
-    # An absolute parameter file: runs find params.yaml (and so the project root) wherever they start.
-    defaults = {"params_file": str(Path(params_file).resolve())}
-    # Module entrypoints (flows is an installed package): runs load the flows wherever they start.
-    kind = EntrypointType.MODULE_PATH
-    return [
-        gan_pipeline.to_deployment(
-            "default",
-            parameters=defaults,
+    return [gan_pipeline, gan_sweep, gan_mixture, gan_remedy]
+
+
+def deployments(params_file: str | Path, name: str = "default", **options: Any) -> list[Any]:
+    """Every flow as a deployment on ``params_file`` (absolute: runs find params.yaml, and so the
+    project root, wherever they start), with module entrypoints (the flows are an installed
+    package: runs load them wherever they start) and a run form that shows params.yaml's values."""
+    from prefect.types.entrypoint import EntrypointType
+
+    from gancore_flows.params import form_hints
+
+    path = Path(params_file).resolve()
+    out = []
+    for fl in flows():
+        deployment = fl.to_deployment(
+            name,
+            parameters={"params_file": str(path)},
             tags=["gancore"],
-            entrypoint_type=kind,
-            description="The GAN pipeline on params.yaml; any section field overrides it.",
-        ),
-        gan_sweep.to_deployment(
-            "default",
-            parameters=defaults,
-            tags=["gancore"],
-            entrypoint_type=kind,
-            description="gan-pipeline over architectures x losses x seeds, with a comparison table.",
-        ),
-    ]
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description=DESCRIPTIONS[fl.name],
+            **options,
+        )
+        deployment._parameter_openapi_schema = form_hints(deployment._parameter_openapi_schema, path)
+        out.append(deployment)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,32 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.params).is_file():
         print(f"serve: {args.params} not found; run from the project root or pass --params", file=sys.stderr)
         return 2
-
-    url = server.configured_api_url() or server.api_url(args.host, args.port)
-    started = None
-    if not server.healthy(url):
-        if not server.is_local(url):
-            print(f"serve: the Prefect API at {url} does not answer (PREFECT_API_URL); start it or unset PREFECT_API_URL", file=sys.stderr)
-            return 1
-        parsed = urlparse(url)
-        log = Path("runs") / "prefect-server.log"
-        log.parent.mkdir(exist_ok=True)
-        print(f"starting a Prefect server at {url} (log: {log}) ...", flush=True)
-        started = server.start_server(parsed.hostname or args.host, parsed.port or args.port, log=log)
-    print(f"Prefect server: {url} (UI: {url.removesuffix('/api')})", flush=True)
-
     from prefect import serve
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    os.environ["PREFECT_API_URL"] = url  # for the flow-run subprocesses
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}), server.pointed_here(url) as pointed:
-            if not pointed:
-                print(f"a prefect.toml of your own is here: export PREFECT_API_URL={url} in other shells", flush=True)
+        with server.local_server(args.host, args.port) as url:
+            print(f"Prefect server: {url} (UI: {url.removesuffix('/api')})", flush=True)
             serve(*deployments(args.params), limit=args.limit)
-    finally:
-        if started is not None:
-            server.stop_process(started)
+    except server.ServerUnavailable as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -20,8 +20,11 @@ reach it (removed when serve stops; environment variables and ``.env`` still tak
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +72,86 @@ def startup_timeout() -> int:
     return ephemeral.startup_timeout_seconds if "startup_timeout_seconds" in ephemeral.model_fields_set else STARTUP_TIMEOUT
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: receive SIGTERM when the parent dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's exit handler stops it instead
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((DEFAULT_HOST, 0))
+        return s.getsockname()[1]
+
+
+class TemporaryServer:
+    """Prefect's API server for this process alone (what Prefect's own ephemeral mode starts), bound
+    to 127.0.0.1 on a free port, stopped with this process even when it is SIGKILLed (so a killed
+    ``make run`` leaves no server behind). Cold starts of several processes sharing one
+    ``PREFECT_HOME`` take turns (a file lock), so only the first runs the database migrations."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def api_url(self) -> str:
+        return api_url(DEFAULT_HOST, self.port)
+
+    def start(self, timeout: float) -> None:
+        import fcntl
+
+        import prefect
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        env = {
+            **os.environ,
+            **settings.to_environment_variables(exclude_unset=True),
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+        }
+        env.pop(API_URL_ENV, None)
+        home = Path(settings.home)
+        home.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(Path(prefect.__file__).parent.parent),
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            DEFAULT_HOST,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ]
+        with open(home / ".gancore-server-start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+            try:
+                wait_healthy(self.api_url, timeout, self.process)
+            except BaseException:
+                self.stop()
+                raise
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
+            self.process = None
+
+
 @contextlib.contextmanager
 def local_api() -> Iterator[str]:
     """The API for flows run in this process: the configured server if it answers, else a
@@ -80,12 +163,17 @@ def local_api() -> Iterator[str]:
         return
     if url:
         print(f"note: no Prefect server answers at {url}; using a temporary local one (start a server with `make serve`)", file=sys.stderr)
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
     timeout = startup_timeout()
-    server = SubprocessASGIServer()
-    server.start(timeout=timeout)
+    server = TemporaryServer()
+    try:
+        server.start(timeout)
+    except TimeoutError as exc:
+        raise TimeoutError(
+            f"{exc}: the temporary Prefect server did not start within server.ephemeral.startup_timeout_seconds="
+            f"{timeout}; raise it (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS) or start one with `make serve`"
+        ) from None
     previous = os.environ.get(API_URL_ENV)
     os.environ[API_URL_ENV] = server.api_url  # for every process started from here
     try:
@@ -160,3 +248,42 @@ def pointed_here(url: str, directory: str | Path = ".") -> Iterator[bool]:
 
 def is_local(url: str) -> bool:
     return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+class ServerUnavailable(RuntimeError):
+    """The configured Prefect server does not answer, and it is not one this machine can start."""
+
+
+@contextlib.contextmanager
+def local_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log: str | Path | None = None) -> Iterator[str]:
+    """A real Prefect server for deployments (``make serve``, ``make worker``): the configured one
+    if it answers, else ``prefect server start`` on ``host:port`` for the block. Processes started
+    inside see it (``PREFECT_API_URL``), and so do ``prefect`` commands typed in this directory
+    (``prefect.toml``). Yields the API URL."""
+    quiet()
+    url = configured_api_url() or api_url(host, port)
+    started = None
+    if not healthy(url):
+        if not is_local(url):
+            raise ServerUnavailable(f"the Prefect API at {url} does not answer (PREFECT_API_URL); start it or unset PREFECT_API_URL")
+        parsed = urlparse(url)
+        log = Path(log) if log else Path("runs") / "prefect-server.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"starting a Prefect server at {url} (log: {log}) ...", flush=True)
+        started = start_server(parsed.hostname or host, parsed.port or port, log=log)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    previous = os.environ.get(API_URL_ENV)
+    os.environ[API_URL_ENV] = url  # for the flow-run and worker subprocesses
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}), pointed_here(url) as pointed:
+            if not pointed:
+                print(f"a prefect.toml of your own is here: export PREFECT_API_URL={url} in other shells", flush=True)
+            yield url
+    finally:
+        if previous is None:
+            os.environ.pop(API_URL_ENV, None)
+        else:
+            os.environ[API_URL_ENV] = previous
+        if started is not None:
+            stop_process(started)

@@ -82,7 +82,7 @@ def run_members(
                     "label": m["label"],
                     "overrides": m["overrides"],
                     "params_file": params_file,
-                    "sets": sets,
+                    "sets": m.get("sets", sets),
                     "threads": threads,
                     "context": context,
                 },

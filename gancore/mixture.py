@@ -17,9 +17,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+from torch import nn
 
 from gancore import trainlog
 from gancore.config import Params, ParamsError
@@ -198,3 +200,59 @@ def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict
     summary["seconds"] = round(sum(s["seconds"] for s in summaries), 3)
     summary["steps"] = params.train.steps
     return summary
+
+
+class MixtureGenerator(nn.Module):
+    """The parts' generators as one generator ``z -> x`` (what the model registry holds, so a
+    mixture serves like any generator).
+
+    Each latent vector picks its part from its first coordinate: ``u = Phi(z_0)`` is uniform on
+    [0, 1] and falls into part k's interval of the cumulative weights with probability w_k. The
+    part then gets ``z`` with ``z_0`` replaced by ``Phi^-1`` of ``u``'s position inside that
+    interval, which is again standard normal: every part sees latent vectors distributed exactly
+    as in its training.
+    """
+
+    edges: torch.Tensor
+
+    def __init__(self, generators: list[nn.Module], weights: list[float]):
+        super().__init__()
+        self.parts = nn.ModuleList(generators)
+        w = torch.tensor(weights, dtype=torch.float64)
+        edges = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(w / w.sum(), 0)])
+        edges[-1] = 1.0
+        self.register_buffer("edges", edges)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        u = 0.5 * (1.0 + torch.erf(z[:, 0].double() / math.sqrt(2.0)))
+        part = torch.bucketize(u, self.edges[1:-1], right=True)
+        lo, hi = self.edges[part], self.edges[part + 1]
+        inner = ((u - lo) / (hi - lo)).clamp(1e-12, 1 - 1e-12)
+        z = z.clone()
+        z[:, 0] = (math.sqrt(2.0) * torch.erfinv(2.0 * inner - 1.0)).to(z.dtype)
+        outputs: torch.Tensor | None = None
+        for k, generator in enumerate(self.parts):
+            mask = part == k
+            if not bool(mask.any()):
+                continue
+            x = generator(z[mask])
+            if outputs is None:
+                outputs = x.new_empty((len(z), *x.shape[1:]))
+            outputs[mask] = x
+        assert outputs is not None
+        return outputs
+
+
+def load_mixture_generator(layout: Layout, device: str = "cpu") -> tuple[MixtureGenerator, dict[str, Any]]:
+    """The mixture in ``layout`` as one module, and a record like a model file's."""
+    from gancore.modelio import load_generator, read_model_file
+
+    manifest = read_json(layout.mixture)
+    generators, record = [], {}
+    for part in manifest["parts"]:
+        path = layout.models / part["generator"]
+        record = read_model_file(path)
+        generators.append(load_generator(path, device))
+    module = MixtureGenerator(generators, [p["weight"] for p in manifest["parts"]]).to(device).eval()
+    keep = ("arch", "options", "latent_dim", "shape", "kind", "ema", "step")
+    return module, {**{k: record.get(k) for k in keep}, "parts": len(generators)}

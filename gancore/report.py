@@ -28,3 +28,54 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def headline_rows(evaluate: dict[str, Any], diagnose: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) of the figures a paper prints, where the run has them."""
+    rows = []
+    for label, source, key in HEADLINE:
+        figures = (evaluate if source == "evaluate" else diagnose) or {}
+        if key not in figures:
+            continue
+        value = fmt(figures[key])
+        if key == "modes_covered":
+            value = f"{value} / {fmt(figures.get('modes_total'))}"
+        elif key == "ndb":
+            value = f"{value} / {fmt(figures.get('ndb_bins'))}"
+        rows.append((label, value))
+    return rows
+
+
+HEADLINE = (
+    ("modes covered", "diagnose", "modes_covered"),
+    ("high-quality fraction", "diagnose", "high_quality_fraction"),
+    ("mode KL", "diagnose", "mode_kl"),
+    ("NDB", "diagnose", "ndb"),
+    ("Inception Score", "evaluate", "is_mean"),
+    ("KL divergence", "evaluate", "kl_divergence"),
+    ("JS divergence", "evaluate", "js_divergence"),
+    ("FID", "evaluate", "fid"),
+    ("precision", "evaluate", "precision"),
+    ("recall", "evaluate", "recall"),
+    ("density", "evaluate", "density"),
+    ("coverage", "evaluate", "coverage"),
+)
+
+
+def run_description(evaluate: dict[str, Any], diagnose: dict[str, Any], params: Any = None) -> str:
+    """The run page's description: the verdict with its explanation, the headline figures, the
+    remedies (with the settings that apply them) and what ran, in markdown."""
+    parts = [f"**Verdict: {diagnose.get('verdict', 'n/a')}**" + (f" — {diagnose['explanation']}" if diagnose.get("explanation") else "")]
+    rows = headline_rows(evaluate, diagnose)
+    if rows:
+        parts.append(markdown_table(["figure", "value"], [list(r) for r in rows]))
+    remedies = diagnose.get("remedies") or []
+    if remedies:
+        parts.append("**Remedies**\n\n" + "\n".join(f"- {r}" for r in remedies))
+    if params is not None:
+        flat = params.flat()
+        what = ", ".join(
+            f"{k}={fmt(flat[k])}" for k in ("data.name", "model.arch", "model.pack", "loss.name", "train.steps", "seed") if k in flat
+        )
+        parts.append(f"Ran: {what}. Samples: the `samples` image; training: the `progress` images and the `train/`, `monitor/` curves.")
+    return "\n\n".join(parts)

@@ -58,3 +58,59 @@ def ring8_centers() -> list[list[float]]:
     from gancore.data.toy import ring8
 
     return ring8().centers.tolist()
+
+
+# -- tiny training runs: an MLP of width 16 on 256 ring points, a few steps ----------------------------
+def ring_data(n_train: int = 256, n_test: int = 128, seed: int = 0):
+    """Ring points with sigma 0.05 (wider than the protocol's, so a few steps already land some)."""
+    import torch
+
+    from gancore.data.prepared import PreparedData
+
+    centers = ring8_centers()
+    gen = torch.Generator().manual_seed(seed)
+
+    def points(n):
+        labels = torch.randint(8, (n,), generator=gen)
+        return torch.tensor(centers)[labels] + 0.05 * torch.randn(n, 2, generator=gen), labels
+
+    train, train_labels = points(n_train)
+    test, test_labels = points(n_test)
+    meta = {
+        "name": "ring8",
+        "kind": "vector",
+        "shape": [2],
+        "count": n_train,
+        "count_test": n_test,
+        "value_range": [-1, 1],
+        "storage": "float32",
+        "seed": seed,
+        "modes": {"count": 8, "definition": "nearest centre", "centers": centers, "sigma": 0.05},
+        "raw_sha256": {},
+    }
+    return PreparedData(meta, train, test, train_labels, test_labels)
+
+
+def make_layout(root, data=None):
+    from gancore.data.prepared import save_prepared
+    from gancore.layout import Layout
+
+    layout = Layout(root)
+    save_prepared(layout.prepared, data if data is not None else ring_data())
+    return layout
+
+
+def make_params(loss: str = "non_saturating", hidden: int = 16, model: dict | None = None, **train):
+    from gancore.config import validate
+
+    tree = {
+        "seed": 3,
+        "device": "cpu",
+        "data": {"name": "ring8", "n_train": 256, "n_test": 128},
+        "model": {"arch": "mlp", "latent_dim": 4, "options": {"hidden": hidden, "depth": 2, "batch_norm": True}, **(model or {})},
+        "loss": {"name": loss},
+        "train": {"steps": 6, "batch_size": 32, "checkpoint_every": 3, "log_every": 2, **train},
+        "sample": {"n": 64, "batch_size": 32},
+        "tracking": {"enabled": False},
+    }
+    return validate(tree)

@@ -105,7 +105,7 @@ def test_repro_runs_every_stage_into_one_mlflow_run(repo):
     prepared = next(o for o in lock(root)["stages"]["prepare"]["outs"] if o["path"] == "data/prepared")
     assert tags["dvc.prepared_md5"] == prepared["md5"] == data_version(root / "data" / "prepared")
     evaluate = json.loads((root / "metrics" / "evaluate.json").read_text())
-    assert run.data.metrics["evaluate/fid"] == evaluate["fid"]
+    assert run.data.metrics["fid"] == evaluate["fid"]
     assert "mlflow" not in (root / "dvc.lock").read_text() and "mlartifacts" not in (root / "dvc.lock").read_text()
     assert (root / "data" / "raw").is_dir()
     # Artifacts beside mlflow.db; nothing in MLflow's fallback ./mlruns.

@@ -218,8 +218,9 @@ def folder_digest(root: Path, files: list[Path]) -> str:
     return total.hexdigest()
 
 
-def prepare_image_folder(path: str, seed: int, n_train: int | None, n_test: int | None, size: int,
-                         on_bad_image: str = "fail") -> PreparedData:
+def prepare_image_folder(
+    path: str, seed: int, n_train: int | None, n_test: int | None, size: int, on_bad_image: str = "fail"
+) -> PreparedData:
     """A folder of images as prepared data. Files that cannot be decoded fail the stage, all named
     at once (``on_bad_image="fail"``), or are left out with a warning naming them (``"skip"``)."""
     root = Path(path).expanduser()

@@ -130,7 +130,7 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         "confidence": cfg.confidence if data.kind == "image" else None,
         "distance_space": modes["space"],
     }
-    decision = decide(figures, dynamics, params.loss.name)
+    decision = decide(figures, dynamics, params.loss.name, remedy_context(params, figures))
     result = _clean({**figures, **decision, "dynamics": dynamics})
 
     # Pictures and tables first, the JSON last: diagnose.json existing means the stage finished.
@@ -169,6 +169,24 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         "high_quality_fraction": result["high_quality_fraction"],
         "mode_kl": result["mode_kl"],
         "ndb": result["ndb"],
+    }
+
+
+def remedy_context(params: Params, figures: dict[str, Any]) -> dict[str, Any]:
+    """What the remedies' settings depend on (see :func:`gancore.diagnostics.verdict.remedy_plan`)."""
+    from gancore.registry import architectures
+
+    reg = architectures().get(params.model.arch)
+    options = {**(reg.architecture.defaults if reg else {}), **params.model.options}
+    return {
+        "pack": params.model.pack,
+        "batch_size": params.train.batch_size,
+        "steps": params.train.steps,
+        "mixture": params.mixture.enabled,
+        "modes_total": figures.get("modes_total"),
+        "kind": params.data_kind,
+        "arch_options": sorted(options),
+        "batch_norm": bool(options.get("batch_norm")),
     }
 
 

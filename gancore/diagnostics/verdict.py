@@ -31,6 +31,7 @@ Two deliberate readings of that order:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 VERDICTS = ("healthy", "partial_collapse", "complete_collapse", "vanishing_gradients", "not_converged")
@@ -70,7 +71,9 @@ def _modes_missing(f: Mapping[str, Any]) -> bool | None:
     return expected - covered >= max(1.0, MISSING_MODES_SDS * (f.get("modes_expected_sd") or 0.0))
 
 
-def decide(figures: Mapping[str, Any], dynamics: Mapping[str, Any] | None = None, loss: str | None = None) -> dict[str, Any]:
+def decide(
+    figures: Mapping[str, Any], dynamics: Mapping[str, Any] | None = None, loss: str | None = None, context: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Apply the precedence above to ``figures`` (the flat numbers of ``diagnose.json``) and ``dynamics``.
 
     Returns ``verdict``, ``evidence`` (the numbers behind the verdict), ``explanation``,
@@ -199,11 +202,13 @@ def decide(figures: Mapping[str, Any], dynamics: Mapping[str, Any] | None = None
         }
         evidence["equilibrium"] = _get(eq, "flag")
         explanation = _healthy_text(f, eq)
+    plan = remedy_plan(verdict, loss, dynamics, context) if context is not None else None
     return {
         "verdict": verdict,
         "evidence": evidence,
         "explanation": explanation,
-        "remedies": remedies(verdict, loss, dynamics),
+        "remedies": remedies(verdict, loss, dynamics) if plan is None else [r.described() for r in plan],
+        "remedy_settings": None if plan is None else [{"name": r.name, "sets": list(r.sets)} for r in plan],
         "findings": [{"verdict": v, "text": t} for v, t, _ in findings],
     }
 
@@ -247,3 +252,57 @@ def remedies(verdict: str, loss: str | None = None, dynamics: Mapping[str, Any] 
             out.append(NORMALISATION)
         return out
     return []
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """A remedy, and the parameter settings (``key.path=value``, as for ``gan -S``) that apply it."""
+
+    name: str
+    text: str
+    sets: tuple[str, ...] = ()
+
+    def described(self) -> str:
+        return self.text + (f" (set: {' '.join(f'-S {s}' for s in self.sets)})" if self.sets else "")
+
+
+def remedy_plan(verdict: str, loss: str | None, dynamics: Mapping[str, Any] | None, context: Mapping[str, Any]) -> list[Remedy]:
+    """:func:`remedies` for ``verdict`` as settings for this run (``context``: ``pack``,
+    ``batch_size``, ``steps``, ``mixture``, ``modes_total``, ``kind``, ``arch_options``); a remedy
+    the run already applies is left out, one without a setting (more diverse data) keeps none."""
+    texts = remedies(verdict, loss, dynamics)
+    pack, batch = int(context.get("pack") or 1), int(context.get("batch_size") or 0)
+    plan: list[Remedy] = []
+    for text in texts:
+        if text == PACKING:
+            for m in (2, 4):
+                if pack < m:
+                    sets = [f"model.pack={m}"] + ([f"train.batch_size={max(m, batch // m * m)}"] if batch % m else [])
+                    plan.append(
+                        Remedy(
+                            f"pack{m}",
+                            f"packing with {m} samples (PacGAN{m}): the discriminator judges {m} samples jointly, "
+                            "so a lack of diversity becomes visible to it",
+                            tuple(sets),
+                        )
+                    )
+        elif text == SEPARATE:
+            if not context.get("mixture"):
+                sets = ["mixture.enabled=true"]
+                if context.get("kind") == "vector" and context.get("modes_total"):
+                    sets.append(f"mixture.parts={int(context['modes_total'])}")
+                plan.append(Remedy("mixture", SEPARATE, tuple(sets)))
+        elif text == NON_SATURATING:
+            plan.append(Remedy("non_saturating", text, ("loss.name=non_saturating",)))
+        elif text == WASSERSTEIN:
+            plan.append(Remedy("wasserstein_gp", text, ("loss.name=wasserstein_gp", "train.n_critic=5")))
+        elif text == NORMALISATION:
+            if "batch_norm" in (context.get("arch_options") or ()) and not context.get("batch_norm"):
+                plan.append(Remedy("batch_norm", text, ("model.options.batch_norm=true",)))
+            else:
+                plan.append(Remedy("normalisation", text))
+        elif text == LONGER:
+            plan.append(Remedy("longer", text, (f"train.steps={2 * int(context.get('steps') or 0)}",) if context.get("steps") else ()))
+        else:
+            plan.append(Remedy("more_data" if text == DIVERSE else "other", text))
+    return plan

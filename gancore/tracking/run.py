@@ -2,17 +2,13 @@
 
 What a run holds: every parameter flattened (``data.name``, ``train.steps``, ...); tags for the git
 commit, the DVC hash of the prepared data (``dvc.prepared_md5``), the orchestrator and the
-architecture plugin with its version; the training curves (``train/<column>`` by step, logged in
-batches); every number of ``evaluate.json`` / ``diagnose.json`` (``evaluate/<key>``,
-``diagnose/<key>``); the sample picture, the diagnostic plots and ``diagnosis.md`` as artifacts; and
-the generator (``mlflow.pytorch.log_model``, signature latent vector -> sample), registered as
-``gancore-<data>-<arch>``.
+architecture plugin with its version; and what each stage leaves (:mod:`gancore.tracking.content`:
+curves, headline metrics, the description, pictures, the registered generator).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import secrets
@@ -131,114 +127,49 @@ class PipelineRun:
         if path.is_file():
             self.client.log_artifact(self.run_id, str(path), directory)
 
+    def log_metric_batch(self, metrics: list[Any]) -> None:
+        for chunk in _chunks(metrics, _MAX_METRICS):
+            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+
+    def child(self, name: str, tags: dict[str, Any] | None = None) -> PipelineRun:
+        """A run nested under this one (the UI shows it under its parent)."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{self.name}-{name}",
+            tags={"mlflow.parentRunId": self.run_id, **{k: str(v) for k, v in (tags or {}).items() if v is not None}},
+        )
+        return PipelineRun(self.client, run.info.run_id, self.experiment_id, self.root)
+
+    def children(self) -> list[Any]:
+        return self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'")
+
     # -- what each stage leaves behind --
     def log_stage(self, stage: str, params: Params, layout: Layout, summary: dict[str, Any] | None = None) -> None:
-        """Record ``stage``'s outputs under ``layout`` (and its summary, when it just ran)."""
-        getattr(self, f"_log_{stage}")(params, layout)
-        if summary:
-            # Summaries of prepare/train/sample add what the files do not say (timings, resume
-            # point); evaluate/diagnose summaries repeat their JSON files, already logged.
-            if stage in ("prepare", "train", "sample"):
-                self.log_metrics({f"{stage}.{k}": v for k, v in numeric_items(summary)})
-            if stage == "train":
-                self.set_tags({"train.device": summary.get("device")})
+        """Record ``stage``'s outputs under ``layout`` (and its summary, when it just ran): see
+        :mod:`gancore.tracking.content`."""
+        from gancore.tracking import content
+
+        if stage == "prepare":
+            self._log_prepare(params, layout)
+        else:
+            content.LOGGERS[stage](self, params, layout)
+        if summary and stage in ("prepare", "train", "sample"):
+            # What the files do not say (timings, the resume point) as tags: single values that
+            # would otherwise crowd the metrics tab; evaluate/diagnose summaries repeat their JSON.
+            self.set_tags({f"{stage}.{k}": v for k, v in summary.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
 
     def _log_prepare(self, params: Params, layout: Layout) -> None:
         from gancore.dvcstore import data_version
 
-        meta_path = layout.prepared_meta
         tags: dict[str, Any] = {"dvc.prepared_md5": data_version(layout.prepared)}
-        if meta_path.is_file():
-            meta = read_json(meta_path)
+        if layout.prepared_meta.is_file():
+            meta = read_json(layout.prepared_meta)
             tags["data.count"] = meta.get("count")
             tags["data.modes"] = (meta.get("modes") or {}).get("count")
             classifier = meta.get("classifier") or {}
-            if "test_accuracy" in classifier:
-                self.log_metrics({"prepare.classifier_test_accuracy": float(classifier["test_accuracy"])})
+            if classifier.get("test_accuracy") is not None:
+                self.log_metrics({"classifier_test_accuracy": float(classifier["test_accuracy"])})
         self.set_tags(tags)
-
-    def _log_train(self, params: Params, layout: Layout) -> None:
-        from mlflow.entities import Metric
-
-        if layout.train_log.is_file():
-            from gancore import trainlog
-
-            start_ms = self.client.get_run(self.run_id).info.start_time or int(time.time() * 1000)
-            metrics = []
-            for row in trainlog.read(layout.train_log):
-                # Wall-clock offsets from the log, so MLflow's "relative time" axis is training time.
-                ts = start_ms + int(1000 * (row.get("seconds") or 0.0))
-                for key, value in row.items():
-                    if key not in ("step", "seconds") and value is not None and math.isfinite(value):
-                        metrics.append(Metric(f"train/{key}", value, ts, int(row["step"])))
-            for chunk in _chunks(metrics, _MAX_METRICS):
-                self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
-            self.log_artifact(layout.train_log, "metrics")
-        generator = layout.generator
-        if generator.is_file():
-            self._log_generator(params, generator)
-
-    def _log_generator(self, params: Params, path: Path) -> None:
-        import mlflow
-        import numpy as np
-        import torch
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        from gancore.modelio import load_generator, read_model_file
-
-        record = read_model_file(path)
-        latent_dim, shape = int(record["latent_dim"]), tuple(int(s) for s in record["shape"])
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim), "z")]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape), "x")]),
-        )
-        reg = _plugin(params.model.arch)
-        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
-        if reg is not None and reg.distribution and reg.version:
-            requirements.append(f"{reg.distribution}=={reg.version}")
-        # Pickle, not pt2: any plugin's generator logs without tracing; loading it needs the
-        # plugin installed, which the requirements name. (mlflow warns about pickle each time.)
-        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        # The logged model belongs to the active experiment, not to run_id's: without this it
-        # lands in "Default" (artifacts under ./mlruns of whatever directory created the store).
-        mlflow.set_experiment(experiment_id=self.experiment_id)
-        mlflow.pytorch.log_model(
-            load_generator(path, "cpu"),
-            name="generator",
-            signature=signature,
-            registered_model_name=registered_model_name(params),
-            run_id=self.run_id,
-            serialization_format="pickle",
-            pip_requirements=requirements,  # also skips mlflow's slow import-sniffing subprocess
-            await_registration_for=0,
-        )
-        self.set_tags({"model.step": record.get("step"), "model.ema": record.get("ema")})
-
-    def _log_sample(self, params: Params, layout: Layout) -> None:
-        self.log_artifact(layout.samples_picture, "samples")
-
-    def _log_evaluate(self, params: Params, layout: Layout) -> None:
-        path = layout.evaluate_json
-        if path.is_file():
-            result = read_json(path)
-            self.log_metrics({f"evaluate/{k}": v for k, v in numeric_items(result)})
-            self.set_tags({f"evaluate.{k}": v for k, v in text_items(result)})
-            self.log_artifact(path, "metrics")
-
-    def _log_diagnose(self, params: Params, layout: Layout) -> None:
-        path = layout.diagnose_json
-        if path.is_file():
-            result = read_json(path)
-            self.log_metrics({f"diagnose/{k}": v for k, v in numeric_items(result)})
-            texts = dict(text_items(result))
-            self.set_tags({"verdict": texts.pop("verdict", None), **{f"diagnose.{k}": v for k, v in texts.items()}})
-            self.log_artifact(path, "metrics")
-        for path in (layout.diagnosis_md, layout.mode_histogram_csv):
-            self.log_artifact(path, "diagnosis")
-        if layout.plots.is_dir():
-            for picture in sorted(layout.plots.glob("*.png")):
-                self.log_artifact(picture, "plots")
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)

@@ -222,7 +222,7 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         """Run the monitor at ``step``; record its figures in ``row``; False to stop training."""
         assert monitor is not None
         figures, x = monitor.measure(trainer.sampling_generator)
-        verdict = monitor.judge(figures)
+        verdict = monitor.judge({**figures, "step": step})
         monitor.picture(x, layout.progress / f"step_{step:06d}.png")
         row.update(log_columns(figures, verdict))
         if tp.keep_best and best.improves(figures):
@@ -254,7 +254,9 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         while step < tp.steps and watch["stopped"] is None:
             step += 1
             last = step == tp.steps
-            monitor_now = monitor is not None and tp.monitor_every is not None and (step % tp.monitor_every == 0 or last)
+            # Multiples of monitor_every only (not also the last step): train.steps must not change
+            # the log of the steps before it, or a longer run would not continue a shorter one.
+            monitor_now = monitor is not None and tp.monitor_every is not None and step % tp.monitor_every == 0
             log_now = step % tp.log_every == 0 or last or monitor_now
             stats = trainer.step(step, stats=log_now)
             if stats is not None:

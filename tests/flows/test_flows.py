@@ -131,7 +131,7 @@ def test_pipeline_flow_runs_every_stage_into_its_own_directory_and_one_mlflow_ru
     assert run.data.tags["prefect.flow_run_id"] == str(flow_run_id)
     assert run.data.tags["dvc.prepared_md5"] == version
     assert run.data.params["train.steps"] == "50"
-    assert run.data.metrics["evaluate/fid"] == result["evaluate"]["fid"]
+    assert run.data.metrics["fid"] == result["evaluate"]["fid"]
     assert len(MlflowClient().get_metric_history(run.info.run_id, "train/loss_d")) == 10
 
     artifacts = artifacts_of(flow_run_id)

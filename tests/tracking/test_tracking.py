@@ -22,6 +22,7 @@ from gancore.config import load_params
 from gancore.dvcstore import data_version
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
+from gancore.ranking import headline
 from gancore.registry import architectures
 from gancore.stages import STAGE_ORDER, run_stage
 from helpers import write_params
@@ -82,13 +83,31 @@ def test_one_run_holds_params_tags_curves_metrics_artifacts_and_model(tiny_run):
         history = sorted((m.step, m.value) for m in client().get_metric_history(run_id, f"train/{column}"))
         assert history == [(r["step"], r[column]) for r in rows], column
 
-    # Every number of evaluate.json and diagnose.json (MLflow stores doubles: exact).
-    for stage in ("evaluate", "diagnose"):
-        result = json.loads((layout.metrics / f"{stage}.json").read_text())
-        numbers = dict(tracking.numeric_items(result))
-        assert numbers, stage
-        for key, value in numbers.items():
-            assert run.data.metrics[f"{stage}/{key}"] == value, key
+    # The monitor's figures are curves too, at its checks (every 25 steps).
+    monitor = sorted(m.step for m in client().get_metric_history(run_id, "monitor/high_quality_fraction"))
+    assert monitor == [25, 50]
+
+    # The figures a paper prints, unprefixed and exact (MLflow stores doubles); everything else
+    # only in the JSON artifacts, so the metrics tab opens with the curves.
+    evaluate = json.loads((layout.metrics / "evaluate.json").read_text())
+    diagnose = json.loads((layout.metrics / "diagnose.json").read_text())
+    expected = headline(evaluate, diagnose)
+    assert {"is_mean", "fid", "js_divergence", "modes_covered", "high_quality_fraction"} <= set(expected)
+    assert ("mode_kl" in expected) == (diagnose["mode_kl"] is not None)
+    for key, value in expected.items():
+        assert run.data.metrics[key] == value, key
+    prefixes = {k.split("/")[0] for k in run.data.metrics if "/" in k}
+    assert prefixes == {"train", "monitor"}
+    assert set(run.data.metrics) - {k for k in run.data.metrics if "/" in k} == {*expected, "classifier_test_accuracy"}
+
+    # The diagnosis is the run's description; the pictures are images (a series for the progress).
+    description = tags["mlflow.note.content"]
+    assert f"**Verdict: {diagnose['verdict']}**" in description and diagnose["explanation"] in description
+    assert all(remedy in description for remedy in diagnose["remedies"])
+    assert tags["mlflow.loggedImages"].lower() == "true"
+    images = {p for p in artifact_paths(run_id) if p.startswith("images/")}
+    assert {p.split("+")[0] for p in images} == {"images/samples", "images/progress"}
+    assert sorted({int(p.split("+step+")[1].split("+")[0]) for p in images if p.startswith("images/progress")}) == [25, 50]
 
     assert {
         "samples/samples.png",
@@ -117,7 +136,12 @@ def test_registered_generator_maps_latent_vectors_to_samples(tiny_run):
     logged = mlflow.pytorch.load_model(uri)
     z = torch.randn(7, params.model.latent_dim, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        assert torch.equal(logged.eval()(z), load_generator(layout.models / "generator.pt")(z))
+        expected = load_generator(layout.models / "generator.pt")(z)
+        assert torch.equal(logged.eval()(z), expected)
+    # MLflow's generic interface (what `mlflow models serve` and batch inference use): an ndarray
+    # of latent vectors in, samples out.
+    predicted = mlflow.pyfunc.load_model(uri).predict(z.numpy())
+    assert predicted.shape == (7, 2) and torch.allclose(torch.as_tensor(predicted), expected)
 
 
 def test_stages_skipped_by_dvc_are_backfilled_and_the_run_is_handed_on(tiny_run):

@@ -1,0 +1,173 @@
+"""gan-mixture: a mixture of GANs, one per part of the data, with the parts trained in parallel.
+
+The design notes' first remedy for mode collapse: "train separate GANs for different modes".
+Prepare partitions the training data (class labels where the data set has them, else k-means with
+``mixture.parts`` parts; see :mod:`gancore.mixture`); every part trains as its own task on the
+sweep's task runner (a local process pool, Dask or Ray); the mixture is then sampled in proportion
+to the part sizes into one ``samples/samples.pt``, and evaluated and diagnosed as one model. One
+MLflow run holds the mixture, with a nested child run per part.
+
+The same mixture runs without Prefect: ``gan <stage> -S mixture.enabled=true`` or ``dvc repro``
+with ``mixture.enabled: true`` in params.yaml (the train stage then trains the parts one after
+another).
+
+``python -m gancore_flows.mixture -S data.name=grid25 -S mixture.parts=25 [--runner dask] [--workers 4]``
+"""
+
+# No `from __future__ import annotations`: Prefect builds the parameter model from the real
+# annotations, also in process-pool workers that receive the flow by value.
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect import flow, task
+
+from gancore import tracking
+from gancore.config import Params
+from gancore.layout import Layout
+from gancore.mixture import finish_mixture, partition_info, train_part
+from gancore.recorder import NULL_RECORDER, Recorder
+from gancore_flows.params import resolve_params, section_parameters
+from gancore_flows.pipeline import (
+    add_params_arguments,
+    check_params,
+    diagnose_task,
+    evaluate_task,
+    open_mlflow_run,
+    prepared_data,
+    print_summary,
+    read_result,
+    run_layout,
+    sample_task,
+    transient_failure,
+)
+from gancore_flows.runners import RUNNERS, Runner, check_member_host, member_context, task_runner, threads_per_member
+
+MIXTURE_ON = "mixture.enabled=true"
+
+
+@task(name="train-part", task_run_name="part{index}", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_failure)
+def part_task(
+    params: Params,
+    run_dir: str,
+    index: int,
+    parent_run_id: Optional[str],
+    root: str,
+    threads: int = 1,
+    context: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """Train part ``index`` (resuming from its checkpoint on a retry); open its child run."""
+    import torch
+
+    if context:
+        check_member_host(context)
+    torch.set_num_threads(threads)
+    layout = Layout(run_dir)
+    summary = train_part(params, layout, index)
+    if parent_run_id:
+        from gancore.tracking.content import log_part
+
+        part = partition_info(layout)["parts"][index]
+        log_part(tracking.open_run(parent_run_id, root), params, layout, index, part, summary)
+    return summary
+
+
+@flow(
+    name="gan-mixture",
+    log_prints=True,
+    description="one GAN per part of the data (labels or k-means), trained in parallel, sampled and scored as one mixture",
+)
+@section_parameters
+def gan_mixture(
+    runner: Runner = "process",
+    workers: int = 2,
+    address: Optional[str] = None,
+    params_file: str = "params.yaml",
+    out_dir: Optional[str] = None,
+    sets: Optional[list[str]] = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The mixture on params.yaml (``mixture.enabled`` forced on) with the given overrides.
+
+    ``runner``/``workers``/``address``: where the parts train, as for gan-sweep.
+    """
+    params_path = Path(params_file).resolve()
+    root = params_path.parent
+    params = resolve_params(params_path, overrides, [*(sets or []), MIXTURE_ON])
+    layout = run_layout(params, root, out_dir)
+    run_dir = str(layout.root)
+    mlrun = open_mlflow_run(params, layout, root, **{"mixture": "parent"})
+    recorder: Recorder = tracking.OwnedRunRecorder(mlrun.run_id, str(root)) if mlrun else NULL_RECORDER
+    try:
+        prepared = prepared_data(params, layout, root, recorder)
+        parts = partition_info(layout)["parts"]
+        context = member_context(str(params_path))
+        threads = threads_per_member(min(workers, len(parts)))
+        with task_runner(runner, workers, address) as pool:
+            futures = [
+                pool.submit(
+                    part_task,
+                    parameters={
+                        "params": params,
+                        "run_dir": run_dir,
+                        "index": p["index"],
+                        "parent_run_id": mlrun.run_id if mlrun else None,
+                        "root": str(root),
+                        "threads": threads,
+                        "context": context,
+                    },
+                )
+                for p in parts
+            ]
+            part_summaries = [f.result() for f in futures]
+        summary = {**finish_mixture(params, layout), "seconds": round(sum(s["seconds"] for s in part_summaries), 3)}
+        recorder.finish("train", params, layout, summary)
+        summaries = {"prepare": prepared["summary"], "train": summary}
+        summaries["sample"] = sample_task("sample", params, run_dir, recorder)
+        summaries["evaluate"] = evaluate_task("evaluate", params, run_dir, recorder)
+        summaries["diagnose"] = diagnose_task("diagnose", params, run_dir, recorder)
+    except BaseException:
+        if mlrun:
+            mlrun.end("FAILED")
+        raise
+    if mlrun:
+        mlrun.set_tags({"pipeline.stages_run": ",".join(summaries), "mixture.parts": len(parts)})
+        mlrun.end("FINISHED")
+    return {
+        "run_dir": run_dir,
+        "data_version": prepared["version"],
+        "prepare_cached": bool(prepared.get("cached")),
+        "mlflow_run_id": mlrun.run_id if mlrun else None,
+        "mlflow_run_name": mlrun.name if mlrun else None,
+        "mlflow_url": mlrun.url if mlrun else None,
+        "params": {k: params.flat()[k] for k in ("data.name", "model.arch", "loss.name", "seed", "train.steps", "mixture.parts")},
+        "evaluate": read_result(layout.evaluate_json),
+        "diagnose": read_result(layout.diagnose_json),
+        "summaries": summaries,
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gancore_flows.mixture", description="Run the gan-mixture flow in this process.")
+    add_params_arguments(parser)
+    parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<arch>-<data>-<flow run id>)")
+    parser.add_argument("--runner", choices=RUNNERS, default="process", help="where the parts train (default: a local process pool)")
+    parser.add_argument("--workers", type=int, default=2, help="parts trained at once (default 2)")
+    parser.add_argument("--address", default=None, help="an existing Dask scheduler or Ray cluster")
+    args = parser.parse_args(argv)
+    if (code := check_params("gan-mixture", args.params, [*args.sets, MIXTURE_ON])) is not None:
+        return code
+    from gancore_flows.server import local_api
+
+    with local_api():
+        result = gan_mixture(
+            runner=args.runner, workers=args.workers, address=args.address, params_file=args.params, out_dir=args.out, sets=args.sets
+        )
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Which of several runs is best: the one rule the remedy flow's comparison and the registry's
+``best`` alias share.
+
+A run that the diagnosis calls healthy beats one it does not; then more modes covered (as a share
+of the known modes), then a higher high-quality fraction, then a lower mode KL, then a lower FID,
+then a higher Inception Score. Missing figures rank last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+#: The figures a paper prints, and the run page shows first (MLflow metrics without a prefix).
+HEADLINE_EVALUATE = (
+    "is_mean",
+    "is_std",
+    "fid",
+    "kid_mean",
+    "kl_divergence",
+    "js_divergence",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "js_lower_bound",
+)
+HEADLINE_DIAGNOSE = ("modes_covered", "modes_total", "high_quality_fraction", "mode_kl", "ndb", "ndb_k")
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def headline(evaluate: Mapping[str, Any] | None, diagnose: Mapping[str, Any] | None) -> dict[str, float]:
+    """The headline figures of one run that are numbers."""
+    out: dict[str, float] = {}
+    for source, keys in ((evaluate or {}, HEADLINE_EVALUATE), (diagnose or {}, HEADLINE_DIAGNOSE)):
+        for key in keys:
+            value = _number(source.get(key))
+            if value is not None:
+                out[key] = value
+    return out
+
+
+def rank_key(figures: Mapping[str, Any], verdict: str | None) -> tuple[float, ...]:
+    """Sort key, larger is better (see the module doc); ``figures`` as from :func:`headline`."""
+
+    def get(key: str) -> float | None:
+        return _number(figures.get(key))
+
+    covered, total = get("modes_covered"), get("modes_total")
+    coverage = covered / total if covered is not None and total else -math.inf
+    hq, kl, fid, is_mean = get("high_quality_fraction"), get("mode_kl"), get("fid"), get("is_mean")
+    return (
+        1.0 if verdict == "healthy" else 0.0,
+        coverage,
+        hq if hq is not None else -math.inf,
+        -kl if kl is not None else -math.inf,
+        -fid if fid is not None else -math.inf,
+        is_mean if is_mean is not None else -math.inf,
+    )

@@ -1,0 +1,98 @@
+"""The collapse monitor: figures and pictures at every check, no effect on training, the best
+generator kept, and stop / rollback on collapse, all resumable exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gancore import training, trainlog
+from gancore.checkpoint import load_checkpoint
+from gancore.training import monitor
+from helpers import make_layout, make_params
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_monitor_watches_without_changing_training(tmp_path):
+    on, off = make_layout(tmp_path / "on"), make_layout(tmp_path / "off")
+    training.train(make_params(steps=8, monitor_every=2, log_every=2), on)
+    training.train(make_params(steps=8, monitor_every=None, log_every=2), off)
+    assert same(weights(on.generator), weights(off.generator)) and same(weights(on.discriminator), weights(off.discriminator))
+    rows_on, rows_off = trainlog.read(on.train_log), trainlog.read(off.train_log)
+    step_stats = lambda rows: [{k: r[k] for k in trainlog.COLUMNS if k != "seconds"} for r in rows]  # noqa: E731
+    assert step_stats(rows_on) == step_stats(rows_off)
+    for row in rows_on:  # every monitor step: the 2D protocol's figures, 2,500 fixed latent vectors
+        assert 0 <= row["monitor/modes_covered"] <= 8 and 0 <= row["monitor/high_quality_fraction"] <= 1
+        assert row["monitor/collapse"] in (0, 1)
+    pictures = sorted(p.name for p in on.progress.glob("*.png"))
+    assert pictures == [f"step_{s:06d}.png" for s in (2, 4, 6, 8)]
+    assert all((on.progress / p).read_bytes().startswith(PNG) for p in pictures)
+    assert not list(off.progress.glob("*.png"))
+
+
+def test_keep_best_keeps_the_generator_of_the_best_check(tmp_path):
+    layout = make_layout(tmp_path)
+    summary = training.train(make_params(steps=8, monitor_every=2, keep_best="high_quality_fraction"), layout)
+    rows = [r for r in trainlog.read(layout.train_log) if r.get("monitor/high_quality_fraction") is not None]
+    best = max(rows, key=lambda r: r["monitor/high_quality_fraction"])  # the first of equals
+    record = json.loads((layout.best_models / "best.json").read_text())
+    assert record == {"figure": "high_quality_fraction", "value": best["monitor/high_quality_fraction"], "step": best["step"]}
+    assert (summary["best_step"], summary["best_value"]) == (best["step"], record["value"])
+    assert torch.load(layout.best_models / "generator.pt", weights_only=True)["step"] == best["step"]
+
+
+@pytest.fixture
+def collapse_at(monkeypatch):
+    """The verdict the monitor reaches, forced at chosen steps (the verdict rules themselves are
+    tested in tests/diagnostics); everything else about the run is real."""
+    steps: set[int] = set()
+
+    def judge(figures):
+        return "partial_collapse" if figures["step"] in steps else "healthy"
+
+    monkeypatch.setattr(monitor.CollapseMonitor, "judge", staticmethod(judge))
+    return steps
+
+
+def test_stop_ends_training_at_the_collapse_and_stays_stopped(tmp_path, collapse_at):
+    collapse_at.add(4)
+    layout = make_layout(tmp_path)
+    params = make_params(steps=10, monitor_every=2, on_collapse="stop", checkpoint_every=5)
+    summary = training.train(params, layout)
+    assert summary["stopped_at"] == 4 and summary["steps"] == 4
+    assert load_checkpoint(layout.checkpoint)["monitor"]["stopped"] == 4
+    assert torch.load(layout.generator, weights_only=True)["step"] == 4
+    again = training.train(params, layout)  # resuming a stopped run does not train on
+    assert again["steps"] == 4 and same(weights(layout.generator), weights(layout.generator))
+
+
+def test_rollback_restores_the_last_healthy_state_and_resumes_exactly(tmp_path, collapse_at):
+    collapse_at.update({6, 10})
+    params = make_params(steps=12, monitor_every=2, on_collapse="rollback", checkpoint_every=4, max_rollbacks=1)
+    whole = make_layout(tmp_path / "whole")
+    summary = training.train(params, whole)
+    rows = {r["step"]: r for r in trainlog.read(whole.train_log)}
+    assert rows[6]["monitor/rollback"] == 4  # back to the check at step 4, the last healthy one
+    assert rows[10].get("monitor/rollback") is None  # max_rollbacks=1: the second collapse is only recorded
+    assert summary["rollbacks"] == 1
+    assert load_checkpoint(whole.checkpoint)["monitor"]["rollbacks"] == [{"step": 6, "to": 4, "verdict": "partial_collapse"}]
+    # The rolled-back run continued from step 4's weights with a fresh latent stream: not the
+    # weights a run without the collapse would have.
+    assert load_checkpoint(whole.checkpoint)["trainer"]["rollbacks"] == 1
+
+    part = make_layout(tmp_path / "part")
+    training.train(params.model_copy(update={"train": params.train.model_copy(update={"steps": 8})}), part)
+    resumed = training.train(params, part)
+    assert resumed["resumed_from"] == 8
+    assert same(weights(whole.generator), weights(part.generator))
