@@ -24,10 +24,10 @@ FORMAT = 2
 # evaluation classifier prepared beside the data. The monitor's interval changes the weights only
 # when it acts on collapse (on_collapse: stop or rollback): see run_identity.
 RESULT_NEUTRAL = {
-    "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb", "keep_best", "compile"),
+    "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb", "keep_best", "devices"),
     "data": ("classifier_epochs", "on_bad_image"),
 }
-SECTIONS = ("seed", "data", "model", "loss", "train", "prepared_data")
+SECTIONS = ("seed", "data", "model", "loss", "train", "prepared_data", "world_size")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -38,7 +38,7 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def run_identity(params: Params, prepared_data: str, model_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_identity(params: Params, prepared_data: str, model_options: dict[str, Any] | None = None, world_size: int = 1) -> dict[str, Any]:
     """The parameters that define a run's results, by section, plus the prepared data's hash.
 
     ``model_options``: the architecture's options resolved over its defaults, so that a plugin
@@ -55,6 +55,8 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
     if model_options is not None:
         identity["model"]["options"] = json.loads(json.dumps(model_options, sort_keys=True))
     identity["prepared_data"] = prepared_data
+    if world_size > 1:  # each rank trains on its share of every batch: another split, another run
+        identity["world_size"] = world_size
     return identity
 
 

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a failure with a message (missing data, non-finite loss
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -84,6 +85,7 @@ def _run_stage(args: argparse.Namespace) -> int:
 
     from gancore.config import load_params
     from gancore.layout import Layout
+    from gancore.recorder import NULL_RECORDER
     from gancore.stages import run_stage
     from gancore.tracking import recorder_for
 
@@ -91,9 +93,12 @@ def _run_stage(args: argparse.Namespace) -> int:
     kwargs = {"restart": args.restart} if args.command == "train" else {}
     # With tracking enabled the stage joins the pipeline's MLflow run (found through
     # <out>/.mlflow_run.json); mlflow.db lives beside the parameter file.
-    recorder = recorder_for(params, Path(args.params).resolve().parent)
+    # Under torchrun every rank runs `gan train`; rank 0 alone records and reports.
+    rank0 = os.environ.get("RANK", "0") == "0"
+    recorder = recorder_for(params, Path(args.params).resolve().parent) if rank0 else NULL_RECORDER
     summary = run_stage(args.command, params, Layout(args.out), recorder, **kwargs)
-    _print_summary(args.command, summary)
+    if rank0 and "GANCORE_TRAIN_SUMMARY" not in os.environ:  # launched by train.devices: the launcher reports
+        _print_summary(args.command, summary)
     return 0
 
 

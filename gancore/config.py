@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,6 +86,15 @@ class TrainParams(_Section):
     keep_best: Optional[KeepBest] = Field(None, description="keep models/best/ at the best value of this monitor figure (null: off)")
     on_collapse: Literal["continue", "stop", "rollback"] = Field("continue", description="what the monitor does when it sees mode collapse")
     max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed under on_collapse=rollback before training continues regardless")
+    devices: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes (one per GPU, or CPU processes with gloo) training with DistributedDataParallel; >1 launches torchrun",
+    )
+    compile: Union[bool, Literal["auto"]] = Field(
+        "auto", description="torch.compile the training step: true, false, or auto (where it pays: see the README)"
+    )
 
 
 class SampleParams(_Section):

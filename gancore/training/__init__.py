@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from gancore import seeds, trainlog
+from gancore import faults, seeds, trainlog
 from gancore.checkpoint import (
     check_resumable,
     file_sha256,
@@ -48,6 +48,7 @@ from gancore.io import write_json
 from gancore.layout import Layout
 from gancore.losses import get_loss
 from gancore.modelio import build_pair, resolve_architecture, save_model
+from gancore.training import distributed
 from gancore.training.batches import BatchStream, use_resident
 from gancore.training.monitor import PREFIX, CollapseMonitor, log_columns
 from gancore.training.trainer import Trainer
@@ -61,6 +62,13 @@ BEST_FILE = "best.json"
 
 def _progress_enabled() -> bool:
     return os.environ.get(PROGRESS_ENV, "1") != "0" and sys.stderr.isatty()
+
+
+def use_compile(setting: bool | str, device: torch.device) -> bool:
+    """``train.compile``: ``auto`` compiles on CUDA, where fusing the small kernels of a GAN step
+    pays; on a CPU torch.compile measured no faster than eager for the built-in models (and costs
+    a minute of compilation), so auto leaves it off there."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
 def _check_data(params: Params, layout: Layout, data: PreparedData) -> tuple[int, ...]:
@@ -105,22 +113,42 @@ class _Best:
 
 
 def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
-    """Train (or resume) the GAN described by ``params``; write models/, checkpoints/ and the log."""
+    """Train (or resume) the GAN described by ``params``; write models/, checkpoints/ and the log.
+
+    Under torchrun every rank runs this function (:mod:`.distributed`); with ``train.devices > 1``
+    outside torchrun it launches torchrun and returns rank 0's summary.
+    """
+    world = distributed.from_env()
+    if params.train.devices > 1 and not world.distributed:
+        return distributed.launch(params, layout, restart)
+    try:
+        return _train(params, layout, restart, world)
+    finally:
+        if world.distributed:
+            distributed.teardown()
+
+
+def _train(params: Params, layout: Layout, restart: bool, world: distributed.World) -> dict[str, Any]:
     started = time.perf_counter()
     tp = params.train
+    main = world.main  # rank 0 writes every file; the other ranks only train
     device = resolve_device(params.device)
+    if world.distributed:
+        device = distributed.setup(world, device)
     data = load_prepared(layout.prepared)
     shape = _check_data(params, layout, data)
     arch, options = resolve_architecture(params.model.arch, params.model.options)
-    identity = run_identity(params, file_sha256(layout.prepared_data), options)
+    identity = run_identity(params, file_sha256(layout.prepared_data), options, world_size=world.size)
     digest = identity_digest(identity)
 
-    # A mixture trained here before is replaced by this single generator.
-    layout.mixture.unlink(missing_ok=True)
     ckpt = layout.checkpoint
-    if restart:
-        ckpt.unlink(missing_ok=True)
-        layout.healthy_checkpoint.unlink(missing_ok=True)
+    if main:
+        layout.mixture.unlink(missing_ok=True)  # a mixture trained here before is replaced
+        if restart:
+            ckpt.unlink(missing_ok=True)
+            layout.healthy_checkpoint.unlink(missing_ok=True)
+    if world.distributed:
+        distributed.barrier()
     state = load_checkpoint(ckpt) if ckpt.exists() else None
     if state is not None:
         check_resumable(ckpt, state, identity, tp.steps)
@@ -140,9 +168,12 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         device,
         resident=use_resident(tp.resident_data, data.train.nbytes, tp.resident_max_gb),
         channels_last=image and device.type == "cuda",
+        share=(world.rank, world.size),
     )
-    monitor = (
-        CollapseMonitor(
+    monitored = tp.monitor_every is not None
+    monitor = None
+    if monitored and main:
+        monitor = CollapseMonitor(
             data,
             layout.prepared,
             params.model.latent_dim,
@@ -151,9 +182,6 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
             params.diagnose.confidence,
             params.diagnose.duplicate_fraction,
         )
-        if tp.monitor_every
-        else None
-    )
     del data
     trainer = Trainer(
         generator,
@@ -168,6 +196,8 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         ema_decay=tp.ema_decay,
         seed=params.seed,
         pack=params.model.pack,
+        world=world,
+        compile=use_compile(tp.compile, device),
     )
 
     rows: list[dict[str, Any]] = []
@@ -179,8 +209,9 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         watch.update(state.get("monitor") or {})
     best = _Best(tp.keep_best, watch["best"])
     saved_step = start if state is not None else None
-    trainlog.write(layout.train_log, rows)
-    layout.progress.mkdir(parents=True, exist_ok=True)  # a DVC output, also when the monitor is off
+    if main:
+        trainlog.write(layout.train_log, rows)
+        layout.progress.mkdir(parents=True, exist_ok=True)  # a DVC output, also when the monitor is off
     common: dict[str, Any] = dict(
         arch=params.model.arch,
         options=options,
@@ -192,9 +223,12 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
 
     def raise_if_nonfinite() -> None:
         bad = trainer.first_nonfinite()
+        if world.distributed:  # every rank stops at the first bad step of any rank
+            bad = distributed.first_bad(bad)
         if bad is None:
             return
-        trainlog.write(layout.train_log, rows)
+        if main:
+            trainlog.write(layout.train_log, rows)
         kept = (
             f"the last good checkpoint {ckpt} (step {saved_step}) was kept"
             if saved_step is not None
@@ -218,8 +252,8 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
             "monitor": dict(watch),
         }
 
-    def check(step: int, row: dict[str, Any]) -> bool:
-        """Run the monitor at ``step``; record its figures in ``row``; False to stop training."""
+    def judge(step: int, row: dict[str, Any]) -> dict[str, Any]:
+        """Rank 0: the monitor's figures at ``step`` (into ``row``) and what to do about them."""
         assert monitor is not None
         figures, x = monitor.measure(trainer.sampling_generator)
         verdict = monitor.judge({**figures, "step": step})
@@ -229,38 +263,55 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
             best.value, best.step = figures[tp.keep_best], step
             save_model(layout.best_models / "generator.pt", trainer.sampling_generator, ema=trainer.ema is not None, step=step, **common)
             write_json(layout.best_models / BEST_FILE, {"figure": tp.keep_best, "value": best.value, "step": step})
-        collapsed = bool(row[PREFIX + "collapse"])
-        if not collapsed:
+        if not row[PREFIX + "collapse"]:
             if tp.on_collapse == "rollback":
                 watch["healthy_step"] = step
                 save_checkpoint(layout.healthy_checkpoint, checkpoint_state(step))
-            return True
+            return {"act": None, "healthy_step": watch["healthy_step"]}
         if tp.on_collapse == "stop":
+            return {"act": "stop", "verdict": verdict}
+        if tp.on_collapse == "rollback" and watch["healthy_step"] is not None and len(watch["rollbacks"]) < tp.max_rollbacks:
+            return {"act": "rollback", "verdict": verdict}
+        return {"act": None, "healthy_step": watch["healthy_step"]}
+
+    def check(step: int, row: dict[str, Any]) -> bool:
+        """Run the monitor at ``step`` and act on it on every rank; False to stop training."""
+        decision = judge(step, row) if main else None
+        if world.distributed:
+            decision = distributed.broadcast(decision, world)
+        assert decision is not None
+        if decision["act"] == "stop":
             watch["stopped"] = step
             row[PREFIX + "stop"] = step
             return False
-        if tp.on_collapse == "rollback" and watch["healthy_step"] is not None and len(watch["rollbacks"]) < tp.max_rollbacks:
+        if decision["act"] == "rollback":
             healthy = load_checkpoint(layout.healthy_checkpoint)
             trainer.load_state_dict(healthy["trainer"])
             trainer.reroll_noise()
-            watch["rollbacks"] = [*watch["rollbacks"], {"step": step, "to": healthy["step"], "verdict": verdict}]
+            watch["rollbacks"] = [*watch["rollbacks"], {"step": step, "to": healthy["step"], "verdict": decision["verdict"]}]
             row[PREFIX + "rollback"] = healthy["step"]
+        else:
+            watch["healthy_step"] = decision["healthy_step"]
         return True
 
     loop_start = time.perf_counter()
     step = start
-    bar = tqdm(total=tp.steps, initial=start, desc="train", unit="step", disable=not _progress_enabled(), dynamic_ncols=True)
+    bar = tqdm(total=tp.steps, initial=start, desc="train", unit="step", disable=not (main and _progress_enabled()), dynamic_ncols=True)
     try:
         while step < tp.steps and watch["stopped"] is None:
             step += 1
             last = step == tp.steps
             # Multiples of monitor_every only (not also the last step): train.steps must not change
             # the log of the steps before it, or a longer run would not continue a shorter one.
-            monitor_now = monitor is not None and tp.monitor_every is not None and step % tp.monitor_every == 0
+            monitor_now = monitored and step % (tp.monitor_every or 1) == 0
             log_now = step % tp.log_every == 0 or last or monitor_now
             stats = trainer.step(step, stats=log_now)
+            faults.hit("train.step", index=step)
             if stats is not None:
-                values = dict(zip(trainlog.STEP_STATS, torch.stack([stats[c] for c in trainlog.STEP_STATS]).tolist()))
+                stacked = torch.stack([stats[c] for c in trainlog.STEP_STATS])
+                if world.distributed:
+                    stacked = distributed.mean(stacked)  # figures of the whole batch
+                values = dict(zip(trainlog.STEP_STATS, stacked.tolist()))
                 elapsed = elapsed_before + time.perf_counter() - loop_start
                 row = {"step": step, **values, "bn_drift_g": trainer.bn_drift(), "seconds": round(elapsed, 3)}
                 rows.append(row)
@@ -270,17 +321,23 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
                     last = True
             if step % tp.checkpoint_every == 0 or last:
                 raise_if_nonfinite()
-                save_checkpoint(ckpt, checkpoint_state(step))
+                if world.distributed:
+                    distributed.check_agreement(trainer.G, trainer.D)
+                if main:
+                    save_checkpoint(ckpt, checkpoint_state(step))
+                    trainlog.write(layout.train_log, rows)
                 saved_step = step
-                trainlog.write(layout.train_log, rows)
             bar.update(1)
     finally:
         bar.close()
     loop_seconds = time.perf_counter() - loop_start
 
-    save_model(layout.generator, trainer.sampling_generator, ema=trainer.ema is not None, step=step, **common)
-    save_model(layout.discriminator, trainer.D, ema=False, step=step, pack=params.model.pack, **common)
-    trainlog.write(layout.train_log, rows)
+    if main:
+        save_model(layout.generator, trainer.sampling_generator, ema=trainer.ema is not None, step=step, **common)
+        save_model(layout.discriminator, trainer.D, ema=False, step=step, pack=params.model.pack, **common)
+        trainlog.write(layout.train_log, rows)
+    if world.distributed:
+        distributed.barrier()  # the files are complete before any rank returns
 
     trained = step - start
     summary: dict[str, Any] = {
@@ -292,6 +349,10 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         "resumed_from": start if state is not None else None,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    if monitor is not None:
+    if world.distributed:
+        summary["processes"] = world.size
+    if monitored:
         summary.update(rollbacks=len(watch["rollbacks"]), stopped_at=watch["stopped"], best_step=best.step, best_value=best.value)
+    if main and world.distributed:
+        distributed.write_summary(summary)
     return summary

@@ -47,15 +47,32 @@ class BatchStream:
     ``DataLoader`` with ``num_workers=0``: it fetches only when asked, so the checkpointed
     position is exactly the number of batches consumed, and gathering rows of an in-memory tensor
     is cheaper than shipping them from worker processes.
+
+    ``share=(rank, world)``: in distributed training every rank walks the same order and yields
+    its own contiguous ``batch_size / world`` slice of each batch.
     """
 
-    def __init__(self, data: Tensor, batch_size: int, seed: int, device: torch.device | str, resident: bool, channels_last: bool = False):
+    def __init__(
+        self,
+        data: Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device | str,
+        resident: bool,
+        channels_last: bool = False,
+        share: tuple[int, int] = (0, 1),
+    ):
         if batch_size > len(data):
             raise TrainingError(
                 f"train.batch_size={batch_size} is larger than the {len(data)} training examples; lower it or prepare more data (data.n_train)"
             )
+        rank, world = share
+        if batch_size % world:
+            raise TrainingError(f"train.batch_size={batch_size} does not split into {world} equal shares; use a multiple of {world}")
         self.n = len(data)
         self.batch_size = batch_size
+        self.local = batch_size // world
+        self.offset = rank * self.local
         self.device = torch.device(device)
         self.resident = resident
         self.channels_last = channels_last
@@ -83,7 +100,7 @@ class BatchStream:
             self._perm_on_device = None
         start = self.pos
         self.pos += self.batch_size
-        return start, self.pos
+        return start + self.offset, start + self.offset + self.local
 
     def __iter__(self) -> BatchStream:
         return self

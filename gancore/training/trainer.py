@@ -13,6 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from gancore import seeds
 from gancore.losses import GanLoss, flat_logits, gradient_penalty, minimax_value
 from gancore.training.batches import BatchStream
+from gancore.training.distributed import SINGLE, World
 
 NOISE_STREAM = "train/noise"
 
@@ -50,6 +51,8 @@ class Trainer:
         ema_decay: float | None = None,
         seed: int = 0,
         pack: int = 1,
+        world: World = SINGLE,
+        compile: bool = False,
     ):
         self.device = batches.device
         cuda = self.device.type == "cuda"
@@ -63,8 +66,9 @@ class Trainer:
         self.batches = batches
         self.latent_dim = latent_dim
         self.batch_size = batches.batch_size
-        if pack < 1 or self.batch_size % pack:
-            raise ValueError(f"batch size {self.batch_size} is not a multiple of pack={pack}")
+        self.local = batches.local  # this rank's share of a batch (all of it in one process)
+        if pack < 1 or self.local % pack:
+            raise ValueError(f"batch size {self.local} (per process) is not a multiple of pack={pack}")
         self.pack = pack
         self.n_critic = n_critic
         fused = {"fused": True} if cuda else {}
@@ -81,12 +85,31 @@ class Trainer:
         self._bad_losses = torch.zeros(2, device=self.device)
         if cuda:
             torch.backends.cudnn.benchmark = True
+        # The modules training calls: DistributedDataParallel replicas on several ranks (G's update
+        # runs through the plain D, whose weights it must not touch, so D's replica sees no
+        # gradient-less forward).
+        self.world = world
+        self.G_train: nn.Module = self.G
+        self.D_train: nn.Module = self.D
+        self.D_plain: nn.Module = self.D
+        if world.distributed:
+            from gancore.training.distributed import wrap
+
+            self.G_train, self.D_train = wrap(self.G, self.device), wrap(self.D, self.device)
+        self.compiled = compile
+        if compile:
+            # Graphs of the forwards (and, through AOTAutograd, their backwards); the weights,
+            # optimisers and checkpoints stay the plain modules'.
+            self.G_train, self.D_train, self.D_plain = (torch.compile(m) for m in (self.G_train, self.D_train, self.D))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
     def _z(self) -> Tensor:
-        return torch.randn(self.batch_size, self.latent_dim, generator=self.noise, device=self.device)
+        # The whole batch's latent vectors, this rank's share of them: every rank's stream stays
+        # in step with a single process's.
+        z = torch.randn(self.batch_size, self.latent_dim, generator=self.noise, device=self.device)
+        return z[self.batches.offset : self.batches.offset + self.local] if self.world.distributed else z
 
     def _packed(self, x: Tensor) -> Tensor:
         """[B, d] -> [B/m, m*d]; [B, C, H, W] -> [B/m, m*C, H, W] (m consecutive samples a group)."""
@@ -94,9 +117,9 @@ class Trainer:
             return x
         return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
 
-    def discriminate(self, x: Tensor) -> Tensor:
+    def discriminate(self, x: Tensor, module: nn.Module | None = None) -> Tensor:
         """D's logits for a batch of samples, packed as D was built (``[B / pack]``)."""
-        return flat_logits(self.D(self._packed(x)))
+        return flat_logits((module or self.D)(self._packed(x)))
 
     def reroll_noise(self) -> None:
         """A fresh latent stream after a rollback, so that training does not replay the same
@@ -106,18 +129,18 @@ class Trainer:
 
     def step(self, step: int, stats: bool = False) -> dict[str, Tensor] | None:
         """One generator update (``step`` numbers it for error reports); with ``stats``, the log values as tensors."""
-        G, D = self.G, self.D
+        G, D, D_train = self.G, self.D, self.D_train
         losses_d = []
         for _ in range(self.n_critic):
             real = next(self.batches)
             with torch.no_grad(), self._autocast():
                 fake = G(self._z())
             with self._autocast():
-                l_real = self.discriminate(real).float()
-                l_fake = self.discriminate(fake).float()
+                l_real = self.discriminate(real, D_train).float()
+                l_fake = self.discriminate(fake, D_train).float()
                 loss_d = self.loss.d(l_real, l_fake)
                 if self.loss.gp_weight:
-                    penalty = gradient_penalty(D, self._packed(real), self._packed(fake), generator=self.noise)
+                    penalty = gradient_penalty(D_train, self._packed(real), self._packed(fake), generator=self.noise)
                     loss_d = loss_d + self.loss.gp_weight * penalty
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -127,7 +150,7 @@ class Trainer:
 
         D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
         with self._autocast():
-            loss_g = self.loss.g(self.discriminate(G(self._z())).float())
+            loss_g = self.loss.g(self.discriminate(self.G_train(self._z()), self.D_plain).float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
