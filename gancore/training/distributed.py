@@ -139,9 +139,9 @@ def launch(params: Params, layout: Layout, restart: bool) -> dict[str, Any]:
     from gancore.errors import TrainingError
 
     devices = params.train.devices
-    if params.device.startswith("cuda") or (params.device == "auto" and torch.cuda.is_available()):
-        if torch.cuda.device_count() < devices:
-            raise TrainingError(f"train.devices={devices} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    on_gpus = params.device.startswith("cuda") or (params.device == "auto" and torch.cuda.is_available())
+    if on_gpus and torch.cuda.device_count() < devices:
+        raise TrainingError(f"train.devices={devices} but only {torch.cuda.device_count()} CUDA device(s) are visible")
     with tempfile.TemporaryDirectory(prefix="gancore-ddp-") as tmp:
         tree = params.model_dump(mode="json")
         tree["tracking"]["enabled"] = False

@@ -100,7 +100,7 @@ class Trainer:
         if compile:
             # Graphs of the forwards (and, through AOTAutograd, their backwards); the weights,
             # optimisers and checkpoints stay the plain modules'.
-            self.G_train, self.D_train, self.D_plain = (torch.compile(m) for m in (self.G_train, self.D_train, self.D))
+            self.G_train, self.D_train, self.D_plain = (torch.compile(m) for m in (self.G_train, self.D_train, self.D))  # type: ignore[assignment]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
