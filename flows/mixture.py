@@ -159,12 +159,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-mixture", args.params, [*args.sets, MIXTURE_ON])) is not None:
         return code
-    from gancore_flows.server import local_api
+    from gancore_flows.server import run_locally
 
-    with local_api():
-        result = gan_mixture(
-            runner=args.runner, workers=args.workers, address=args.address, params_file=args.params, out_dir=args.out, sets=args.sets
-        )
+    result = run_locally(
+        "gan-mixture",
+        gan_mixture,
+        runner=args.runner,
+        workers=args.workers,
+        address=args.address,
+        params_file=args.params,
+        out_dir=args.out,
+        sets=args.sets,
+    )
+    if result is None:
+        return 1
     print_summary(result)
     return 0
 

@@ -32,7 +32,6 @@ from typing import Any, Optional
 from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
-from prefect.locking.filesystem import FileSystemLockManager
 from prefect.runtime import deployment, flow_run
 
 import gancore
@@ -107,11 +106,11 @@ def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder
     store = root / CACHE_DIR
     # Cache records and their (small) results live in the project, beside the DVC cache they
     # point into, so every orchestrator process working on this project shares them.
-    # SERIALIZABLE with a lock per key: concurrent runs needing the same preparation wait for the
-    # first to write it and then read its record, instead of all preparing at once.
-    policy = PREPARE_CACHE.configure(
-        key_storage=store / "keys", isolation_level="SERIALIZABLE", lock_manager=FileSystemLockManager(lock_files_directory=store / "locks")
-    )
+    # Concurrent runs needing the same preparation may both prepare it: the result is the same
+    # (a function of the key), its records and DVC objects are written atomically. (Prefect's
+    # SERIALIZABLE isolation would hold the key's lock until the enclosing sweep member ends, and
+    # forever if its process is killed.)
+    policy = PREPARE_CACHE.configure(key_storage=store / "keys")
     cached = prepare_task.with_options(cache_policy=policy, result_storage=store / "results")
     args = (params, str(layout.root), str(root), prepare_key(params), recorder)
     result = cached(*args)
@@ -291,10 +290,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-pipeline", args.params, args.sets)) is not None:
         return code
-    from gancore_flows.server import local_api
+    from gancore_flows.server import run_locally
 
-    with local_api():
-        result = gan_pipeline(params_file=args.params, out_dir=args.out, sets=args.sets)
+    result = run_locally("gan-pipeline", gan_pipeline, params_file=args.params, out_dir=args.out, sets=args.sets)
+    if result is None:
+        return 1
     print_summary(result)
     return 0
 

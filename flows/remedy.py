@@ -181,10 +181,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-remedy", args.params, args.sets)) is not None:
         return code
-    from gancore_flows.server import local_api
+    from gancore_flows.server import run_locally
 
-    with local_api():
-        gan_remedy(runner=args.runner, workers=args.workers, address=args.address, params_file=args.params, sets=args.sets)
+    ranked = run_locally(
+        "gan-remedy", gan_remedy, runner=args.runner, workers=args.workers, address=args.address, params_file=args.params, sets=args.sets
+    )
+    if ranked is None:
+        return 1
     print("Open the MLflow UI with:  make ui")
     return 0
 

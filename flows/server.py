@@ -30,8 +30,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from gancore.environment import quiet
@@ -70,6 +71,21 @@ def startup_timeout() -> int:
 
     ephemeral = get_current_settings().server.ephemeral
     return ephemeral.startup_timeout_seconds if "startup_timeout_seconds" in ephemeral.model_fields_set else STARTUP_TIMEOUT
+
+
+class ServerStartError(RuntimeError):
+    """The temporary local Prefect server did not come up."""
+
+
+def run_locally(prog: str, flow: Callable[..., Any], **parameters: Any) -> Any:
+    """Call ``flow`` against :func:`local_api` (``make run``, ``make sweep``, ...); a server that
+    cannot start is reported in one line and ``None`` returned (the caller exits 1)."""
+    try:
+        with local_api():
+            return flow(**parameters)
+    except ServerStartError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return None
 
 
 def _die_with_parent() -> None:

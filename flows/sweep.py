@@ -207,10 +207,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name in ("archs", "losses", "seeds"):
         if getattr(args, name):
             kwargs[name] = getattr(args, name)
-    from gancore_flows.server import local_api
+    from gancore_flows.server import run_locally
 
-    with local_api():
-        gan_sweep(**kwargs)
+    if run_locally("gan-sweep", gan_sweep, **kwargs) is None:
+        return 1
     print("Open the MLflow UI with:  make ui")
     return 0
 

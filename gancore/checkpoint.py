@@ -49,6 +49,8 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
     for section in ("data", "model", "loss", "train"):
         neutral = RESULT_NEUTRAL.get(section, ())
         identity[section] = {k: v for k, v in dump[section].items() if k not in neutral}
+    if params.train.lr_decay > 0:  # the schedule ends at train.steps: a longer run is another run
+        identity["train"]["steps"] = params.train.steps
     if params.train.on_collapse == "continue":  # the monitor only watches: it cannot change the weights
         for key in ("monitor_every", "max_rollbacks"):
             identity["train"].pop(key, None)

@@ -74,6 +74,9 @@ class TrainParams(_Section):
     batch_size: int = Field(256, gt=0, description="samples per step (real and generated each)")
     lr_g: float = Field(5e-4, gt=0, lt=1)
     lr_d: float = Field(1e-3, gt=0, lt=1)
+    lr_decay: float = Field(
+        0.0, ge=0, le=1, description="final share of the steps over which both learning rates fall linearly to 0 (0: constant)"
+    )
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     n_critic: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
@@ -125,9 +128,10 @@ class DiagnoseParams(_Section):
 
 
 class MixtureParams(_Section):
-    enabled: bool = Field(False, description="train one GAN per part of the data and sample their mixture")
+    enabled: bool = Field(True, description="train one GAN per part of the data and sample their mixture (false: one GAN)")
     partition: Literal["auto", "labels", "kmeans"] = Field("auto", description="auto: class labels for labelled images, k-means otherwise")
     parts: int = Field(8, ge=2, le=1000, description="k-means parts (labels: one part per class)")
+    steps: Optional[int] = Field(1000, gt=0, description="training steps of each part (null: train.steps)")
 
 
 class TrackingParams(_Section):

@@ -88,23 +88,61 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
         test_mask = test_of[i] if test_of is not None else torch.zeros(len(data.test), dtype=torch.bool)
         if not test_mask.any():  # a part no held-out point falls in: score it on the whole test split
             test_mask = torch.ones(len(data.test), dtype=torch.bool)
+        train, test, meta = data.train[mask], data.test[test_mask], dict(data.meta)
+        shift, scale = [0.0] * (train.shape[1] if data.kind == "vector" else 0), 1.0
+        if data.kind == "vector":
+            # Each part trains on its own points centred and scaled to unit spread: a GAN learns a
+            # blob at the origin fast and precisely, wherever the part lies (grid25 reaches +-4 at
+            # sigma 0.05). Sampling maps the part back (x * scale + shift).
+            shift_t = train.double().mean(0)
+            scale = float(train.double().sub(shift_t).square().mean().sqrt()) or 1.0
+            shift = shift_t.tolist()
+            train, test = _affine(train, shift_t, scale), _affine(test, shift_t, scale)
+            meta = _normalised_meta(meta, shift_t, scale)
         part = PreparedData(
             meta={
-                **data.meta,
+                **meta,
                 "count": int(mask.sum()),
                 "count_test": int(test_mask.sum()),
-                "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i]},
+                "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i], "shift": shift, "scale": scale},
             },
-            train=data.train[mask],
-            test=data.test[test_mask],
+            train=train,
+            test=test,
             train_labels=None if data.train_labels is None else data.train_labels[mask],
             test_labels=None if data.test_labels is None else data.test_labels[test_mask],
         )
         save_prepared(layout.part(i).prepared, part)
-        parts.append({"index": i, "count": part.meta["count"], "count_test": part.meta["count_test"], "description": descriptions[i]})
+        parts.append(
+            {
+                "index": i,
+                "count": part.meta["count"],
+                "count_test": part.meta["count_test"],
+                "description": descriptions[i],
+                "shift": shift,
+                "scale": scale,
+            }
+        )
     info = {"method": method, "parts": parts}
     write_json(layout.prepared / MIXTURE_FILE, info)
     return info
+
+
+def _affine(x: torch.Tensor, shift: torch.Tensor, scale: float) -> torch.Tensor:
+    return ((x.double() - shift) / scale).to(x.dtype)
+
+
+def _normalised_meta(meta: dict[str, Any], shift: torch.Tensor, scale: float) -> dict[str, Any]:
+    """The mode centres, sigma and value range in a part's normalised coordinates."""
+    modes = dict(meta.get("modes") or {})
+    if modes.get("centers"):
+        modes["centers"] = _affine(torch.tensor(modes["centers"], dtype=torch.float64), shift, scale).tolist()
+    if modes.get("sigma"):
+        modes["sigma"] = float(modes["sigma"]) / scale
+    out = {**meta, "modes": modes}
+    if meta.get("value_range"):
+        lo, hi = meta["value_range"]
+        out["value_range"] = [(lo - float(shift.max())) / scale, (hi - float(shift.min())) / scale]
+    return out
 
 
 def copy_classifier(layout: Layout, index: int) -> None:
@@ -127,8 +165,9 @@ def partition_info(layout: Layout) -> dict[str, Any]:
 
 
 def part_params(params: Params) -> Params:
-    """The parameters each part trains with: the mixture's, as a single GAN."""
-    return params.model_copy(update={"mixture": params.mixture.model_copy(update={"enabled": False})})
+    """The parameters each part trains with: the mixture's, as a single GAN of ``mixture.steps``."""
+    train = params.train.model_copy(update={"steps": params.mixture.steps}) if params.mixture.steps else params.train
+    return params.model_copy(update={"mixture": params.mixture.model_copy(update={"enabled": False}), "train": train})
 
 
 def train_part(params: Params, layout: Layout, index: int, restart: bool = False) -> dict[str, Any]:
@@ -198,7 +237,7 @@ def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict
     summaries = [train_part(params, layout, p["index"], restart) for p in info["parts"]]
     summary = finish_mixture(params, layout)
     summary["seconds"] = round(sum(s["seconds"] for s in summaries), 3)
-    summary["steps"] = params.train.steps
+    summary["steps"] = part_params(params).train.steps
     return summary
 
 
@@ -214,10 +253,19 @@ class MixtureGenerator(nn.Module):
     """
 
     edges: torch.Tensor
+    shifts: torch.Tensor | None
+    scales: torch.Tensor | None
 
-    def __init__(self, generators: list[nn.Module], weights: list[float]):
+    def __init__(self, generators: list[nn.Module], weights: list[float], affines: list[tuple[list[float], float]] | None = None):
         super().__init__()
         self.parts = nn.ModuleList(generators)
+        # Each part's map back from its normalised coordinates (vector data), x * scale + shift.
+        shifts = scales = None
+        if affines and affines[0][0]:
+            shifts = torch.tensor([a[0] for a in affines], dtype=torch.float32)
+            scales = torch.tensor([a[1] for a in affines], dtype=torch.float32)
+        self.register_buffer("shifts", shifts)
+        self.register_buffer("scales", scales)
         w = torch.tensor(weights, dtype=torch.float64)
         edges = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(w / w.sum(), 0)])
         edges[-1] = 1.0
@@ -236,6 +284,8 @@ class MixtureGenerator(nn.Module):
             if not bool(mask.any()):
                 continue
             x = generator(z[mask])
+            if self.shifts is not None and self.scales is not None:
+                x = x * self.scales[k] + self.shifts[k]
             if outputs is None:
                 outputs = x.new_empty((len(z), *x.shape[1:]))
             outputs[mask] = x
@@ -253,6 +303,7 @@ def load_mixture_generator(layout: Layout, device: str = "cpu") -> tuple[Mixture
         path = layout.models / part["generator"]
         record = read_model_file(path)
         generators.append(load_generator(path, device))
-    module = MixtureGenerator(generators, [p["weight"] for p in manifest["parts"]]).to(device).eval()
+    affines = [(p.get("shift") or [], float(p.get("scale", 1.0))) for p in manifest["parts"]]
+    module = MixtureGenerator(generators, [p["weight"] for p in manifest["parts"]], affines).to(device).eval()
     keep = ("arch", "options", "latent_dim", "shape", "kind", "ema", "step")
     return module, {**{k: record.get(k) for k in keep}, "parts": len(generators)}

@@ -78,11 +78,11 @@ def draw_samples(params: Params, layout: Layout, device: torch.device) -> tuple[
         parts, record = [], None
         for part, count in zip(manifest["parts"], counts):
             generator, record = _load(layout.models / part["generator"], params, device)
-            parts.append(
-                draw(
-                    generator, count, record["latent_dim"], seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}"), bs, device
-                )
-            )
+            stream = seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}")
+            x = draw(generator, count, record["latent_dim"], stream, bs, device)
+            if part.get("shift"):  # back from the part's normalised coordinates
+                x = x * float(part["scale"]) + torch.tensor(part["shift"], dtype=x.dtype)
+            parts.append(x)
         x = torch.cat(parts)
         x = x[torch.randperm(len(x), generator=seeds.generator(params.seed, f"{SAMPLE_STREAM}/shuffle"))]
         assert record is not None

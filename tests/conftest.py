@@ -85,7 +85,7 @@ def mnist_full(tmp_path_factory):
 
     _mirror_or_skip("MNIST")
     root = tmp_path_factory.mktemp("mnist_full")
-    params = Params(device="cpu", data={"name": "mnist", "n_train": None, "n_test": None})
+    params = Params(device="cpu", data={"name": "mnist", "n_train": None, "n_test": None}, mixture={"enabled": False})
     start = time.perf_counter()
     summary = prepare_data(params, Layout(root))
     return Layout(root), summary, time.perf_counter() - start

@@ -21,6 +21,7 @@ TINY = {
     "sample": {"n": 500},
     "evaluate": {"max_real": 1000},
     "diagnose": {"ndb_bins": 20},
+    "mixture": {"enabled": False},  # a single GAN; the mixture has tests of its own
     "tracking": {"enabled": True, "experiment": "gancore-tests"},
 }
 
@@ -111,6 +112,7 @@ def make_params(loss: str = "non_saturating", hidden: int = 16, model: dict | No
         "loss": {"name": loss},
         "train": {"steps": 6, "batch_size": 32, "checkpoint_every": 3, "log_every": 2, **train},
         "sample": {"n": 64, "batch_size": 32},
+        "mixture": {"enabled": False},
         "tracking": {"enabled": False},
     }
     return validate(tree)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -60,3 +61,161 @@ def test_gan_console_script_reports_usage_errors_with_exit_2():
     gan = Path(sys.executable).with_name("gan")
     result = subprocess.run([str(gan), "train", "--bogus-flag"], capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+# -- bad input: one line naming the file or key and what to do; exit 2 for usage and parameters,
+# 1 for data; nothing half written ----------------------------------------------------------------
+def _run(args, tmp_path, capsys):
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_a_params_file_that_is_yaml_but_not_a_mapping(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text("- ring8\n- mlp\n")
+    code, err = _run(["prepare", "--params", str(path), "--out", str(tmp_path / "out")], tmp_path, capsys)
+    assert code == 2 and str(path) in err and "holds a list, not a mapping of sections" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_override_without_equals_sign(tmp_path, capsys):
+    code, err = _run(["train", "--params", str(REPO / "params.yaml"), "--out", str(tmp_path), "-S", "train.steps"], tmp_path, capsys)
+    assert code == 2 and "train.steps" in err and "key.path=value" in err
+    assert _files(tmp_path) == []
+
+
+def test_an_unknown_stage_lists_the_stages(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gancore.cli", "trian"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "invalid choice: 'trian'" in result.stderr and all(
+        s in result.stderr for s in ("prepare", "train", "sample", "evaluate", "diagnose")
+    )
+
+
+def test_a_batch_larger_than_the_data_is_a_parameter_error(tmp_path, capsys):
+    sets = ["-S", "data.n_train=100", "-S", "data.n_test=50", "-S", "tracking.enabled=false", "-S", "mixture.enabled=false"]
+    assert main(["prepare", "--params", str(REPO / "params.yaml"), "--out", str(tmp_path), *sets]) == 0
+    capsys.readouterr()
+    before = sorted(_files(tmp_path))
+    code, err = _run(
+        ["train", "--params", str(REPO / "params.yaml"), "--out", str(tmp_path), *sets, "-S", "train.batch_size=256"], tmp_path, capsys
+    )
+    assert code == 2 and "train.batch_size: 256 is larger than the 100 training examples" in err and "use at most 100" in err
+    assert sorted(_files(tmp_path)) == before  # nothing written
+
+
+def test_a_truncated_checkpoint_names_the_file_and_offers_restart(tmp_path, capsys):
+    sets = [
+        "-S",
+        "data.n_train=256",
+        "-S",
+        "data.n_test=64",
+        "-S",
+        "train.steps=4",
+        "-S",
+        "train.batch_size=32",
+        "-S",
+        "train.checkpoint_every=2",
+        "-S",
+        "tracking.enabled=false",
+        "-S",
+        "mixture.enabled=false",
+        "-S",
+        "model.options.hidden=8",
+    ]
+    args = ["--params", str(REPO / "params.yaml"), "--out", str(tmp_path), *sets]
+    assert main(["prepare", *args]) == 0 and main(["train", *args]) == 0
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    capsys.readouterr()
+    code, err = _run(["train", *args], tmp_path, capsys)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert str(ckpt) in err and "gan train --restart" in err
+    assert main(["train", "--restart", *args]) == 0
+
+
+def _png(path, mode, size=(12, 10)):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(len(str(path)))
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, size[::-1], dtype=np.uint16))
+    elif mode == "P":
+        image = Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+    else:
+        channels = {"L": 1, "RGB": 3, "RGBA": 4, "LA": 2}[mode]
+        array = rng.integers(0, 255, (*size[::-1], channels), dtype=np.uint8)
+        image = Image.fromarray(array[..., 0] if channels == 1 else array, mode)
+    image.save(path)
+
+
+def test_an_image_folder_of_mixed_modes_is_converted(tmp_path, capsys):
+    from gancore.data.images import load_rgb
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, mode in enumerate(["L", "RGB", "RGBA", "LA", "P", "I;16"] * 3):
+        _png(folder / f"{i:02d}-{mode.replace(';', '')}.png", mode)
+    sixteen = load_rgb(folder / "05-I16.png")
+    assert sixteen.mode == "RGB" and 0 < sum(sixteen.getextrema()[0]) < 510  # scaled to 8 bits, not clipped to white
+    sets = [
+        "-S",
+        "data.name=image_folder",
+        "-S",
+        f"data.path={folder}",
+        "-S",
+        "data.image_size=8",
+        "-S",
+        "data.n_test=3",
+        "-S",
+        "mixture.enabled=false",
+        "-S",
+        "tracking.enabled=false",
+    ]
+    assert main(["prepare", "--params", str(REPO / "params.yaml"), "--out", str(tmp_path / "out"), *sets]) == 0
+    import torch
+
+    data = torch.load(tmp_path / "out" / "data" / "prepared" / "data.pt", weights_only=True)
+    assert data["train"].shape == (15, 3, 8, 8) and data["test"].shape == (3, 3, 8, 8)
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_corrupt_images_are_named_and_failed_or_skipped(tmp_path, capsys, policy):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(20):
+        _png(folder / f"good{i:02d}.png", "RGB")
+    (folder / "bad-truncated.png").write_bytes((folder / "good00.png").read_bytes()[:40])
+    (folder / "bad-noise.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "out"
+    sets = [
+        "-S",
+        "data.name=image_folder",
+        "-S",
+        f"data.path={folder}",
+        "-S",
+        "data.image_size=8",
+        "-S",
+        "data.n_test=4",
+        "-S",
+        f"data.on_bad_image={policy}",
+        "-S",
+        "mixture.enabled=false",
+        "-S",
+        "tracking.enabled=false",
+    ]
+    with pytest.warns(UserWarning, match="2 image") if policy == "skip" else contextlib.nullcontext():
+        code = main(["prepare", "--params", str(REPO / "params.yaml"), "--out", str(out), *sets])
+    err = capsys.readouterr().err
+    if policy == "fail":
+        assert code == 1 and "2 image(s)" in err and "bad-truncated.png" in err and "bad-noise.jpg" in err
+        assert "data.on_bad_image=skip" in err
+        assert not (out / "data" / "prepared" / "meta.json").exists()
+    else:
+        import torch
+
+        assert code == 0
+        data = torch.load(out / "data" / "prepared" / "data.pt", weights_only=True)
+        assert len(data["train"]) + len(data["test"]) == 20

@@ -22,6 +22,7 @@ RING = [
     "train.checkpoint_every=100",
     "train.log_every=10",
     "tracking.enabled=false",
+    "mixture.enabled=false",
 ]
 IMAGES = [
     "model.arch=dcgan",
@@ -38,6 +39,7 @@ IMAGES = [
     "evaluate.max_real=512",
     "diagnose.ndb_bins=10",
     "tracking.enabled=false",
+    "mixture.enabled=false",
 ]
 
 

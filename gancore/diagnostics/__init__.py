@@ -130,7 +130,7 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         "confidence": cfg.confidence if data.kind == "image" else None,
         "distance_space": modes["space"],
     }
-    decision = decide(figures, dynamics, params.loss.name, remedy_context(params, figures))
+    decision = decide(figures, dynamics, params.loss.name, remedy_context(params, figures, layout))
     result = _clean({**figures, **decision, "dynamics": dynamics})
 
     # Pictures and tables first, the JSON last: diagnose.json existing means the stage finished.
@@ -172,7 +172,7 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
     }
 
 
-def remedy_context(params: Params, figures: dict[str, Any]) -> dict[str, Any]:
+def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:
     """What the remedies' settings depend on (see :func:`gancore.diagnostics.verdict.remedy_plan`)."""
     from gancore.registry import architectures
 
@@ -182,7 +182,7 @@ def remedy_context(params: Params, figures: dict[str, Any]) -> dict[str, Any]:
         "pack": params.model.pack,
         "batch_size": params.train.batch_size,
         "steps": params.train.steps,
-        "mixture": params.mixture.enabled,
+        "mixture": layout.mixture.exists(),
         "modes_total": figures.get("modes_total"),
         "kind": params.data_kind,
         "arch_options": sorted(options),

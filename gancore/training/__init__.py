@@ -64,6 +64,13 @@ def _progress_enabled() -> bool:
     return os.environ.get(PROGRESS_ENV, "1") != "0" and sys.stderr.isatty()
 
 
+def lr_factor(step: int, steps: int, decay: float) -> float:
+    """``train.lr_decay``: 1 until the last ``decay`` share of the steps, then falling linearly to
+    ``1 / (decay * steps)`` at the last step (a function of the step alone: resumable)."""
+    start = steps - round(decay * steps)
+    return 1.0 if step <= start else (steps - step + 1) / (steps - start + 1)
+
+
 def use_compile(setting: bool | str, device: torch.device) -> bool:
     """``train.compile``: ``auto`` compiles on CUDA, where fusing the small kernels of a GAN step
     pays; on a CPU torch.compile measured no faster than eager for the built-in models (and costs
@@ -305,6 +312,8 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
             # the log of the steps before it, or a longer run would not continue a shorter one.
             monitor_now = monitored and step % (tp.monitor_every or 1) == 0
             log_now = step % tp.log_every == 0 or last or monitor_now
+            if tp.lr_decay > 0:
+                trainer.set_lr_factor(lr_factor(step, tp.steps, tp.lr_decay))
             stats = trainer.step(step, stats=log_now)
             faults.hit("train.step", index=step)
             if stats is not None:

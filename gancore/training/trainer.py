@@ -74,6 +74,9 @@ class Trainer:
         fused = {"fused": True} if cuda else {}
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=betas, **fused)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas, **fused)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
         self.ema_decay = ema_decay
         self.ema = copy.deepcopy(self.G).requires_grad_(False) if ema_decay else None
         self.seed = seed
@@ -101,6 +104,12 @@ class Trainer:
             # Graphs of the forwards (and, through AOTAutograd, their backwards); the weights,
             # optimisers and checkpoints stay the plain modules'.
             self.G_train, self.D_train, self.D_plain = (torch.compile(m) for m in (self.G_train, self.D_train, self.D))  # type: ignore[assignment]
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale both learning rates to ``factor`` times their configured values."""
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()

@@ -502,7 +502,17 @@ def test_stage_ring8(tmp_path):
     assert all(k in out for k in REQUIRED_KEYS)
     assert _no_nan(out)
     assert out["dynamics"]["equilibrium"]["flag"] is True
-    assert out["remedies"] == [PACKING, SEPARATE, DIVERSE]
+    # The reference's remedies, each with the settings that apply it to this run.
+    assert [r["name"] for r in out["remedy_settings"]] == ["pack2", "pack4", "mixture", "more_data"]
+    assert [r["sets"] for r in out["remedy_settings"]] == [
+        ["model.pack=2"],
+        ["model.pack=4"],
+        ["mixture.enabled=true", "mixture.parts=8"],
+        [],
+    ]
+    assert out["remedies"][2] == f"{SEPARATE} (set: -S mixture.enabled=true -S mixture.parts=8)"
+    assert out["remedies"][0].startswith("packing with 2 samples (PacGAN2)") and out["remedies"][0].endswith("(set: -S model.pack=2)")
+    assert out["remedies"][3] == DIVERSE
     assert out["ndb"] > false_positive_bound(50, 0.05)
     rows = list(csv.DictReader((layout.metrics / "mode_histogram.csv").open()))
     assert [r["mode"] for r in rows] == [str(i) for i in range(8)]

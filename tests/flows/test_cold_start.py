@@ -1,0 +1,63 @@
+"""The first `make run` on a fresh machine: `python -m gancore_flows.pipeline` with a new, empty
+PREFECT_HOME while another process keeps both cores busy. Prefect's temporary server migrates its
+database on that first start, which took longer than Prefect's 20 s default; the flows give it a
+startup timeout that fits, unless the user set one (the second test: then theirs applies)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import venv_env, write_params
+
+pytestmark = pytest.mark.xdist_group("cold-start")
+
+
+def _burn() -> None:  # pragma: no cover - runs in the burner processes
+    while True:
+        pass
+
+
+@pytest.fixture
+def busy_cores():
+    """Every core busy with a spinning process for the duration of the test."""
+    burners = [multiprocessing.get_context("spawn").Process(target=_burn, daemon=True) for _ in range(os.cpu_count() or 2)]
+    for b in burners:
+        b.start()
+    yield
+    for b in burners:
+        b.kill()
+        b.join()
+
+
+def run_flow(tmp_path, home, **env_extra):
+    write_params(tmp_path / "params.yaml", train={"steps": 20, "monitor_every": None}, tracking={"enabled": False})
+    env = venv_env(PREFECT_HOME=str(home), **env_extra)
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "gancore_flows.pipeline", "--params", str(tmp_path / "params.yaml")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.timeout(900)
+def test_first_run_with_a_cold_prefect_home_on_busy_cores_passes(tmp_path, busy_cores):
+    home = tmp_path / "fresh-prefect-home"
+    assert not home.exists()
+    done = run_flow(tmp_path, home)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "verdict" in done.stdout and (home / "prefect.db").is_file()
+
+
+def test_a_startup_timeout_the_user_set_is_kept(tmp_path):
+    done = run_flow(tmp_path, tmp_path / "cold-home", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
+    assert done.returncode != 0
+    assert "startup_timeout_seconds=1" in done.stderr and "make serve" in done.stderr

@@ -1,0 +1,63 @@
+"""gan-remedy: the pipeline, then the remedies its diagnosis names (with their settings) as a
+sweep, a ranked comparison, an MLflow parent run over the members and the registry alias."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from gancore.ranking import headline, rank_key
+from gancore_flows.remedy import gan_remedy
+
+pytestmark = pytest.mark.xdist_group("remedy")
+
+
+def test_remedies_run_as_a_sweep_and_the_best_is_ranked_first(prefect_harness, project):
+    # 40 steps of one GAN: far from converged, so the diagnosis names remedies.
+    state = gan_remedy(
+        return_state=True,
+        params_file=str(project / "params.yaml"),
+        workers=2,
+        train={"steps": 40, "monitor_every": 20},
+        sets=["mixture.steps=150"],
+    )
+    assert state.is_completed(), state
+    ranked = state.result()
+    baseline = next(r for r in ranked if r["label"] == "baseline")
+    assert baseline["verdict"] != "healthy" and len(ranked) >= 2
+    c = MlflowClient()
+    base_run = c.get_run(baseline["mlflow_run_id"])
+    remedy_names = [r["name"] for r in eval_settings(base_run)]
+    assert sorted(r["label"] for r in ranked if r["label"] != "baseline") == sorted(remedy_names)
+    for r in ranked:
+        run = c.get_run(r["mlflow_run_id"])
+        for setting in r["settings"]:  # each remedy ran with exactly its settings
+            key, value = setting.split("=", 1)
+            assert run.data.params[key] == value, setting
+    # Best first, by the ranking rule, and all members nested under the remedy's parent run.
+    keys = [rank_key(c.get_run(r["mlflow_run_id"]).data.metrics, r["verdict"]) for r in ranked]
+    assert keys == sorted(keys, reverse=True)
+    parents = {c.get_run(r["mlflow_run_id"]).data.tags["mlflow.parentRunId"] for r in ranked}
+    assert len(parents) == 1
+    parent = c.get_run(parents.pop())
+    assert parent.data.tags["remedy.best"] == ranked[0]["label"] and "| rank |" in parent.data.tags["mlflow.note.content"]
+    # The registry alias follows the best healthy version.
+    if ranked[0]["verdict"] == "healthy":
+        best = c.get_model_version_by_alias("gancore-ring8-mlp", "best")
+        winner = c.get_run(ranked[0]["mlflow_run_id"])
+        assert rank_key(c.get_run(best.run_id).data.metrics, "healthy") >= rank_key(winner.data.metrics, "healthy")
+
+
+def eval_settings(run) -> list[dict]:
+    import json
+
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="metrics/diagnose.json")
+    return [r for r in json.loads(open(path).read())["remedy_settings"] if r["sets"]]
+
+
+def test_ranking_prefers_healthy_then_coverage_then_quality():
+    healthy = rank_key(headline({}, {"modes_covered": 7, "modes_total": 8, "high_quality_fraction": 0.5}), "healthy")
+    collapsed = rank_key(headline({}, {"modes_covered": 8, "modes_total": 8, "high_quality_fraction": 0.99}), "partial_collapse")
+    better = rank_key(headline({}, {"modes_covered": 8, "modes_total": 8, "high_quality_fraction": 0.9}), "healthy")
+    assert better > healthy > collapsed

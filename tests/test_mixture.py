@@ -1,0 +1,120 @@
+"""The mixture of GANs: partition, one GAN per part, sampling in proportion, one model to serve;
+through the CLI (what dvc repro runs) and through the gan-mixture flow (parts in parallel)."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from gancore.cli import main
+from gancore.layout import Layout
+from gancore.mixture import MixtureGenerator, load_mixture_generator, mean_log
+from helpers import PARAMS
+
+MIXTURE = [
+    "data.n_train=2000",
+    "data.n_test=1000",
+    "mixture.enabled=true",
+    "mixture.parts=8",
+    "mixture.steps=150",
+    "train.batch_size=128",
+    "train.checkpoint_every=75",
+    "train.log_every=25",
+    "train.monitor_every=75",
+    "sample.n=800",
+    "evaluate.max_real=1000",
+    "diagnose.ndb_bins=20",
+    "tracking.enabled=false",
+]
+
+
+@pytest.fixture(scope="module")
+def cli_mixture(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mixture")
+    sets = [a for o in MIXTURE for a in ("-S", o)]
+    for stage in ("prepare", "train", "sample", "evaluate", "diagnose"):
+        assert main([stage, "--params", str(PARAMS), "--out", str(out), *sets]) == 0, stage
+    return Layout(out)
+
+
+def test_kmeans_finds_the_eight_modes_and_each_part_trains_normalised(cli_mixture):
+    layout = cli_mixture
+    info = json.loads((layout.prepared / "mixture.json").read_text())
+    assert info["method"] == "kmeans" and len(info["parts"]) == 8
+    assert sum(p["count"] for p in info["parts"]) == 2000
+    centers = torch.tensor(json.loads(layout.prepared_meta.read_text())["modes"]["centers"])
+    shifts = torch.tensor([p["shift"] for p in info["parts"]])
+    # Every part sits on one of the ring's centres (sigma 0.01: its mean within a few 1e-3).
+    assert torch.cdist(shifts, centers.float()).min(dim=1).values.max() < 5e-3
+    assert len(set(torch.cdist(shifts, centers.float()).argmin(dim=1).tolist())) == 8
+    for p in info["parts"]:
+        part = layout.part(p["index"])
+        data = torch.load(part.prepared_data, weights_only=True)["train"]
+        assert data.shape == (p["count"], 2)
+        assert data.mean(0).abs().max() < 1e-5 and data.pow(2).mean().sqrt() == pytest.approx(1.0, abs=1e-5)
+        assert part.generator.is_file() and part.train_log.is_file()
+
+
+def test_samples_follow_the_part_sizes_and_the_mixture_is_healthy(cli_mixture):
+    layout = cli_mixture
+    manifest = json.loads(layout.mixture.read_text())
+    weights = [p["weight"] for p in manifest["parts"]]
+    assert sum(weights) == pytest.approx(1.0)
+    samples = torch.load(layout.samples_file, weights_only=True)["x"]
+    assert samples.shape == (800, 2)
+    diagnosis = json.loads(layout.diagnose_json.read_text())
+    # Each part is one Gaussian: after 150 steps per part the mixture already sits on the modes.
+    assert diagnosis["modes_covered"] == 8 and diagnosis["high_quality_fraction"] > 0.9
+    assert diagnosis["verdict"] == "healthy"
+    assert "mixture" not in [r["name"] for r in diagnosis["remedy_settings"]]  # already one
+
+
+def test_the_mixture_is_one_generator_that_picks_parts_by_weight(cli_mixture):
+    module, record = load_mixture_generator(cli_mixture)
+    assert isinstance(module, MixtureGenerator) and record["parts"] == 8
+    z = torch.randn(20000, record["latent_dim"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = module(z)
+    centers = torch.tensor(json.loads(cli_mixture.prepared_meta.read_text())["modes"]["centers"]).float()
+    shares = torch.bincount(torch.cdist(x, centers).argmin(dim=1), minlength=8).double() / len(x)
+    manifest = json.loads(cli_mixture.mixture.read_text())
+    # Parts are picked with probability = weight: binomial s.d. of a share <= sqrt(.25/20000) = 0.0035.
+    expected = torch.zeros(8, dtype=torch.float64)
+    shifts = torch.tensor([p["shift"] for p in manifest["parts"]]).float()
+    for part, mode in zip(manifest["parts"], torch.cdist(shifts, centers).argmin(dim=1).tolist()):
+        expected[mode] += part["weight"]
+    assert torch.allclose(shares, expected, atol=5 * 0.0035)
+
+
+def test_mean_log_averages_the_steps_every_part_logged():
+    logs = [[{"step": 1, "loss_d": 1.0}, {"step": 2, "loss_d": 3.0}], [{"step": 1, "loss_d": 2.0}]]
+    assert mean_log(logs) == [{"step": 1, "loss_d": 1.5}]
+
+
+def test_gan_mixture_flow_trains_parts_in_parallel_under_one_parent_run(prefect_harness, project):
+    from gancore_flows.mixture import gan_mixture
+
+    state = gan_mixture(
+        return_state=True, params_file=str(project / "params.yaml"), sets=["mixture.parts=8", "mixture.steps=60", "train.monitor_every=30"]
+    )
+    assert state.is_completed(), state
+    result = state.result()
+    parent = MlflowClient().get_run(result["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["mixture.parts"] == "8"
+    children = mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        output_format="list",
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    assert sorted(c.data.tags["mixture.part"] for c in children) == [str(i) for i in range(8)]
+    assert all(c.info.status == "FINISHED" and c.data.metrics["weight"] > 0 for c in children)
+    assert len(MlflowClient().get_metric_history(children[0].info.run_id, "train/loss_d")) > 0
+    # The mixture is registered as one model, and serves through MLflow's generic interface.
+    version = parent.data.tags["model.version"]
+    predicted = mlflow.pyfunc.load_model(f"models:/gancore-ring8-mlp/{version}").predict(torch.randn(5, 16).numpy())
+    assert predicted.shape == (5, 2)
+    assert result["diagnose"]["modes_total"] == 8
