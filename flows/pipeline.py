@@ -99,6 +99,7 @@ train_task = stage_task.with_options(name="train", retries=2, retry_delay_second
 sample_task = stage_task.with_options(name="sample")
 evaluate_task = stage_task.with_options(name="evaluate")
 diagnose_task = stage_task.with_options(name="diagnose")
+probe_task = stage_task.with_options(name="probe")
 
 
 def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder) -> dict[str, Any]:
@@ -179,6 +180,8 @@ def gan_pipeline(
         summaries["sample"] = sample_task("sample", params, run_dir, recorder)
         summaries["evaluate"] = evaluate_task("evaluate", params, run_dir, recorder)
         summaries["diagnose"] = diagnose_task("diagnose", params, run_dir, recorder)
+        if params.probe.enabled:
+            summaries["probe"] = probe_task("probe", params, run_dir, recorder)
     except BaseException:
         if mlrun:
             mlrun.end("FAILED")
@@ -200,6 +203,7 @@ def gan_pipeline(
         "params": {k: params.flat()[k] for k in ("data.name", "model.arch", "loss.name", "seed", "train.steps")},
         "evaluate": read_result(layout.evaluate_json),
         "diagnose": read_result(layout.diagnose_json),
+        "probe": read_result(layout.probe_json) if params.probe.enabled else None,
         "summaries": summaries,
     }
     create_markdown_artifact(

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gancore.names import STAGE_ORDER
+from gancore.names import ALL_STAGES
 
 STAGE_HELP = {
     "prepare": "fetch raw data and write data/prepared/ (tensors, meta.json, domain classifier)",
@@ -20,6 +20,7 @@ STAGE_HELP = {
     "sample": "draw samples with a fixed seed into samples/, plus a picture",
     "evaluate": "score the samples: Inception Score, KL/JS, FID, precision/recall, density/coverage",
     "diagnose": "mode collapse and training-dynamics diagnosis with a verdict",
+    "probe": "linear probe of the trained discriminator's features vs raw pixels and a random discriminator (probe.enabled)",
 }
 
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gan", description="Reproducible GAN experiments: prepare -> train -> sample -> evaluate -> diagnose."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for stage in STAGE_ORDER:
+    for stage in ALL_STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
         _add_params_args(p)
         if stage == "train":

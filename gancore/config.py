@@ -134,6 +134,18 @@ class MixtureParams(_Section):
     steps: Optional[int] = Field(1000, gt=0, description="training steps of each part (null: train.steps)")
 
 
+def _probe_budgets() -> list[int | Literal["all"]]:
+    return [10, 100, "all"]
+
+
+class ProbeParams(_Section):
+    enabled: bool = Field(False, description="gan probe: a linear probe of the trained discriminator's features (needs labels)")
+    labels_per_class: list[Union[int, Literal["all"]]] = Field(
+        default_factory=_probe_budgets, description="labelled training examples per class the probe may use"
+    )
+    l2: float = Field(1e-3, ge=0, description="L2 penalty of the probe's logistic regression (standardised features)")
+
+
 class TrackingParams(_Section):
     enabled: bool = True
     experiment: str = Field("gancore", min_length=1)
@@ -150,6 +162,7 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     diagnose: DiagnoseParams = Field(default_factory=DiagnoseParams)
     mixture: MixtureParams = Field(default_factory=MixtureParams)
+    probe: ProbeParams = Field(default_factory=ProbeParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
     @field_validator("device")

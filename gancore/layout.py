@@ -26,6 +26,7 @@ PICTURE_FILE = "samples.png"
 TRAIN_LOG_FILE = "train_log.csv"
 EVALUATE_FILE = "evaluate.json"
 DIAGNOSE_FILE = "diagnose.json"
+PROBE_FILE = "probe.json"
 DIAGNOSIS_MD = "diagnosis.md"
 MODE_CSV = "mode_histogram.csv"
 MIXTURE_FILE = "mixture.json"
@@ -135,6 +136,10 @@ class Layout:
     @property
     def diagnose_json(self) -> Path:
         return self.metrics / DIAGNOSE_FILE
+
+    @property
+    def probe_json(self) -> Path:
+        return self.metrics / PROBE_FILE
 
     @property
     def diagnosis_md(self) -> Path:

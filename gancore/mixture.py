@@ -223,7 +223,7 @@ def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for step in sorted(s for s, group in by_step.items() if len(group) == len(logs)):
         group = by_step[step]
         mean: dict[str, Any] = {"step": step}
-        for key in trainlog.columns_of(group)[1:]:
+        for key in dict.fromkeys(k for row in group for k in row if k != "step"):
             values = [r[key] for r in group if r.get(key) is not None]
             mean[key] = sum(values) / len(values) if values else None
         rows.append(mean)

@@ -10,6 +10,9 @@ from typing import Literal, get_args
 
 StageName = Literal["prepare", "train", "sample", "evaluate", "diagnose"]
 STAGE_ORDER: tuple[str, ...] = get_args(StageName)
+# After the pipeline, adding to its run: the discriminator's linear probe (probe.enabled).
+POST_STAGES: tuple[str, ...] = ("probe",)
+ALL_STAGES: tuple[str, ...] = (*STAGE_ORDER, *POST_STAGES)
 
 DatasetName = Literal["ring8", "grid25", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)

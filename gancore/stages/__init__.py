@@ -54,14 +54,21 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
     return run_diagnosis(params, layout)
 
 
+def probe(params: Params, layout: Layout) -> dict[str, Any]:
+    from gancore.probe import probe as run_probe
+
+    return run_probe(params, layout)
+
+
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "prepare": prepare,
     "train": train,
     "sample": sample,
     "evaluate": evaluate,
     "diagnose": diagnose,
+    "probe": probe,  # after the pipeline: adds to its run (probe.enabled)
 }
-assert tuple(STAGES) == STAGE_ORDER
+assert tuple(STAGES)[: len(STAGE_ORDER)] == STAGE_ORDER
 
 
 def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = NULL_RECORDER, **kwargs: Any) -> dict[str, Any]:
@@ -72,7 +79,7 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
     is re-raised. ``kwargs`` go to the stage (``restart`` for train).
     """
     if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGE_ORDER)}")
+        raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
     recorder.begin(stage, params, layout)
     try:
         summary = STAGES[stage](params, layout, **kwargs)

@@ -199,4 +199,21 @@ def log_diagnose(run: PipelineRun, params: Params, layout: Layout) -> None:
             run.set_tags({"model.alias": "best"})
 
 
-LOGGERS = {"train": log_train, "sample": log_sample, "evaluate": log_evaluate, "diagnose": log_diagnose}
+def log_probe(run: PipelineRun, params: Params, layout: Layout) -> None:
+    path = layout.probe_json
+    if not path.is_file():
+        return
+    result = read_json(path)
+    if result.get("enabled"):
+        run.log_metrics(
+            {
+                f"probe_{space}_{budget}": float(acc)
+                for budget, accs in result["labels_per_class"].items()
+                for space, acc in accs.items()
+                if space != "labelled_examples"
+            }
+        )
+        run.log_artifact(path, "metrics")
+
+
+LOGGERS = {"train": log_train, "sample": log_sample, "evaluate": log_evaluate, "diagnose": log_diagnose, "probe": log_probe}

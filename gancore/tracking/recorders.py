@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from gancore.io import read_json, write_json
 from gancore.layout import Layout
-from gancore.names import STAGE_ORDER
+from gancore.names import POST_STAGES, STAGE_ORDER
 from gancore.recorder import NULL_RECORDER, Recorder
 from gancore.tracking.run import PipelineRun, open_run, start_pipeline_run
 from gancore.tracking.store import client, project_root, tracking_uri
@@ -163,6 +163,13 @@ class FileHandedRecorder:
     def begin(self, stage: str, params: Params, layout: Layout) -> None:
         c = client(self.root)
         state = read_state(layout)
+        if stage in POST_STAGES:  # adds to the pipeline's run, finished or not
+            if state and state.get("tracking_uri") == tracking_uri(self.root) and _status(c, state["run_id"]) is not None:
+                self._run, self._state = open_run(state["run_id"], self.root), state
+                return
+            self._run = start_pipeline_run(params, layout, self.orchestrator, self.root)
+            self._state = {"stages": [], "reused": [], "post": True}
+            return
         keep, abandoned = self._continuable(state, c, stage, params)
         if keep:
             assert state is not None
@@ -194,6 +201,10 @@ class FileHandedRecorder:
         except BaseException as exc:
             self.fail(stage, exc)
             raise
+        if stage in POST_STAGES:
+            if state.get("post"):
+                run.end("FINISHED")
+            return
         state["stages"] = [*state["stages"], stage]
         write_state(layout, state)
         run.set_tags({"pipeline.stages_run": ",".join(state["stages"]), "pipeline.stages_reused": ",".join(state.get("reused", []))})
@@ -201,8 +212,12 @@ class FileHandedRecorder:
             run.end("FINISHED")
 
     def fail(self, stage: str, exc: BaseException) -> None:
-        if self._run is not None:
-            self._run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if self._run is None:
+            return
+        if stage in POST_STAGES and not self._state.get("post"):  # the pipeline itself succeeded
+            self._run.set_tags({f"{stage}.failed": str(exc)[:500]})
+            return
+        self._run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
 
     def __repr__(self) -> str:
         return f"FileHandedRecorder(root={self.root!r}, orchestrator={self.orchestrator!r})"

@@ -223,3 +223,71 @@ def test_core_imports_no_orchestrator_and_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.timeout(600)
+def test_registered_model_serves_latent_vectors_over_http(tiny_run, tmp_path):
+    """`mlflow models serve -m models:/<name>@best --env-manager local` on 127.0.0.1 answers a POST
+    of latent vectors with samples."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from helpers import free_port, venv_env
+
+    params, layout, run_id = tiny_run
+    (version,) = model_versions(params, run_id)
+    client().set_registered_model_alias(version.name, "serve-test", version.version)
+    port = free_port()
+    env = venv_env(MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"])
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{version.name}@serve-test",
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        z = torch.randn(4, params.model.latent_dim, generator=torch.Generator().manual_seed(9))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": z.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as r:
+            predictions = torch.tensor(json.load(r)["predictions"])
+        from gancore.modelio import load_generator
+
+        with torch.no_grad():
+            expected = load_generator(layout.models / "generator.pt")(z)
+        assert predictions.shape == (4, 2) and torch.allclose(predictions, expected, atol=1e-6)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)

@@ -1,0 +1,133 @@
+"""gan probe: the discriminator's penultimate features under a linear probe, beside raw pixels and
+a random discriminator, on MNIST and Fashion-MNIST (small, short runs: the numbers that matter are
+in the note; here the protocol and its controls)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gancore.cli import main
+from gancore.probe import balanced_subset, last_layer, logistic_regression
+from helpers import PARAMS
+
+pytestmark = pytest.mark.xdist_group("probe")
+
+
+@pytest.fixture(params=["mnist", "fashion_mnist"])
+def trained(request, tmp_path_factory):
+    import os
+    from pathlib import Path
+
+    mirror = os.environ.get("GANCORE_DATASETS_DIR")
+    folder = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[request.param]
+    if not mirror or not (Path(mirror) / folder).exists():
+        pytest.skip(f"no {folder} mirror (GANCORE_DATASETS_DIR={mirror!r})")
+    out = tmp_path_factory.mktemp(request.param)
+    sets = [
+        "-S",
+        f"data.name={request.param}",
+        "-S",
+        "model.arch=dcgan",
+        "-S",
+        "model.latent_dim=32",
+        "-S",
+        "model.options.width=16",
+        "-S",
+        "data.n_train=2000",
+        "-S",
+        "data.n_test=1000",
+        "-S",
+        "data.classifier_epochs=0",
+        "-S",
+        "mixture.enabled=false",
+        "-S",
+        "train.steps=150",
+        "-S",
+        "train.batch_size=64",
+        "-S",
+        "train.lr_g=0.0002",
+        "-S",
+        "train.lr_d=0.0002",
+        "-S",
+        "train.monitor_every=null",
+        "-S",
+        "tracking.enabled=false",
+        "-S",
+        "probe.enabled=true",
+        "-S",
+        "probe.labels_per_class=[10, 100]",
+    ]
+    args = ["--params", str(PARAMS), "--out", str(out), *sets]
+    assert main(["prepare", *args]) == 0 and main(["train", *args]) == 0
+    return out, args
+
+
+def test_probe_reports_the_discriminator_beside_pixels_and_a_random_discriminator(trained, capsys):
+    out, args = trained
+    assert main(["probe", *args]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "metrics" / "probe.json").read_text())
+    assert result["enabled"] and result["test_examples"] == 1000
+    # The last convolution sees 32 maps of 7x7, max-pooled to 4x4.
+    assert result["feature_dim"] == {"discriminator": 32 * 4 * 4, "pixels": 784, "random": 32 * 4 * 4}
+    for budget, labelled in (("10", 100), ("100", 1000)):
+        accs = result["labels_per_class"][budget]
+        assert accs["labelled_examples"] == labelled
+        for space in ("discriminator", "pixels", "random"):
+            assert 0.2 < accs[space] <= 1.0, (budget, space)  # well above chance (0.1) for every space
+            assert f"{space}@{budget}" in printed
+    # More labels never hurt a linear probe much: (1000 labels vs 100; 3 sd of a 1000-example test is 0.05)
+    for space in ("discriminator", "pixels", "random"):
+        assert result["labels_per_class"]["100"][space] >= result["labels_per_class"]["10"][space] - 0.05
+
+
+def test_probe_needs_labels_and_says_so_with_exit_2(tmp_path, capsys):
+    from gancore.data.prepared import PreparedData, save_prepared
+    from gancore.layout import Layout
+
+    layout = Layout(tmp_path)
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    meta = {"name": "image_folder", "kind": "image", "shape": [3, 8, 8], "count": 32, "count_test": 8, "modes": {"count": None}}
+    save_prepared(layout.prepared, PreparedData(meta, images[:32], images[32:]))
+    code = main(
+        [
+            "probe",
+            "--params",
+            str(PARAMS),
+            "--out",
+            str(tmp_path),
+            "-S",
+            "probe.enabled=true",
+            "-S",
+            "data.name=image_folder",
+            "-S",
+            "data.path=x",
+            "-S",
+            "data.image_size=8",
+            "-S",
+            "tracking.enabled=false",
+        ]
+    )
+    assert code == 2 and "needs class labels" in capsys.readouterr().err
+    assert not (tmp_path / "metrics" / "probe.json").exists()
+
+
+def test_logistic_regression_separates_separable_classes_and_subsets_are_balanced():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(50, 3, generator=gen) + 4, torch.randn(50, 3, generator=gen) - 4])
+    y = torch.cat([torch.zeros(50, dtype=torch.long), torch.ones(50, dtype=torch.long)])
+    w, b, norm = logistic_regression(x, y, 2, 1e-3)
+    assert (((x - norm[0]) / norm[1] @ w + b).argmax(1) == y).all()
+    idx = balanced_subset(y, 7, seed=0)
+    assert torch.bincount(y[idx]).tolist() == [7, 7]
+    assert torch.equal(idx, balanced_subset(y, 7, seed=0))  # seeded
+
+
+def test_features_come_from_the_input_of_the_last_layer():
+    from gancore.modelio import build_pair
+
+    _, d = build_pair("dcgan", (1, 28, 28), 8, {"width": 4})
+    assert last_layer(d) is d.net[-1]
