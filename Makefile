@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_DATASETS)/README.md),)
 export GANCORE_DATASETS_DIR ?= $(SHARED_DATASETS)
 endif
 
-.PHONY: run repro sweep mixture remedy serve worker ui tracking-server test lint install install-dev bench clean
+.PHONY: run repro sweep mixture remedy serve worker ui tracking-server test lint install install-dev chromium bench clean
 
 MLFLOW_PORT ?= 5000
 # pytest-xdist workers for `make test` (2: one per core of the CI machine)
@@ -32,8 +32,15 @@ $(VENV)/.installed-dev: pyproject.toml examples/gancore-example-plugin/pyproject
 	$(PY) -m pip install -q -e examples/gancore-example-plugin
 	touch $(VENV)/.installed $@
 
+# The browser tests drive Debian's Chromium through Playwright (Playwright's own browser download
+# is unreachable here): installed with apt when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install-dev: $(VENV)/.installed-dev chromium
 
 # The default pipeline through the gan-pipeline Prefect flow, in this process (no server needed).
 # Parameters as for `gan`: make run ARGS='-S model.arch=dcgan -S data.name=mnist'
@@ -78,7 +85,7 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev chromium
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 bench: $(VENV)/.installed

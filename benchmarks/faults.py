@@ -44,6 +44,8 @@ TINY = {
     "sample": {"n": 500},
     "evaluate": {"max_real": 1000},
     "diagnose": {"ndb_bins": 20},
+    # The faults hit one GAN's checkpoints; the mixture's parts reuse the same training loop.
+    "mixture": {"enabled": False},
     "tracking": {"enabled": True, "experiment": "gancore-faults"},
 }
 

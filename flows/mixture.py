@@ -69,7 +69,8 @@ def part_task(
     if parent_run_id:
         from gancore.tracking.content import log_part
 
-        part = partition_info(layout)["parts"][index]
+        parts = partition_info(layout)["parts"]
+        part = {**parts[index], "weight": parts[index]["count"] / sum(p["count"] for p in parts)}
         log_part(tracking.open_run(parent_run_id, root), params, layout, index, part, summary)
     return summary
 

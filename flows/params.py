@@ -143,11 +143,18 @@ def form_hints(schema: Any, params_file: str | Path) -> Any:
         shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         prop["examples"] = [value]
         prop["description"] = f"{prop.get('description') or ''} [params.yaml: {shown}]".strip()
+        if value is not None:
+            # The form opens on params.yaml's value (a choice list shows it selected) instead of
+            # an empty None; a run started from the form passes the values it shows.
+            prop["default"] = value
 
     for section, model in SECTIONS.items():
         definition = definitions.get(model.__name__)
         if not definition:
             continue
+        top = (data.get("properties") or {}).get(section)
+        if top is not None:  # the section's own default (all None) would hide its fields' defaults
+            top["default"] = {k: v for k, v in values[section].items() if v is not None}
         for name, prop in (definition.get("properties") or {}).items():
             hint(prop, values[section].get(name))
         arch = definition.get("properties", {}).get("arch") if section == "model" else None

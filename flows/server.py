@@ -224,6 +224,8 @@ def start_server(
     """``prefect server start`` in a child process; returns once it answers."""
     environment = quiet({**os.environ, **(env or {})})
     environment.pop(API_URL_ENV, None)  # the server is the API; it must not look for another
+    # The UI it serves calls the API from the browser: at this port, not Prefect's default 4200.
+    environment.setdefault("PREFECT_UI_API_URL", api_url(host, port))
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     # The child keeps its own copy of the log's descriptor; ours closes with the block.
     with open(log, "ab") if log else open(os.devnull, "wb") as out:

@@ -62,10 +62,13 @@ HEADLINE = (
 )
 
 
-def run_description(evaluate: dict[str, Any], diagnose: dict[str, Any], params: Any = None) -> str:
-    """The run page's description: the verdict with its explanation, the headline figures, the
-    remedies (with the settings that apply them) and what ran, in markdown."""
+def run_description(evaluate: dict[str, Any], diagnose: dict[str, Any], params: Any = None, picture: str | None = None) -> str:
+    """The run page's description: the verdict with its explanation, the sample picture
+    (``picture``: its URL), the headline figures, the remedies (with the settings that apply them)
+    and what ran, in markdown."""
     parts = [f"**Verdict: {diagnose.get('verdict', 'n/a')}**" + (f" — {diagnose['explanation']}" if diagnose.get("explanation") else "")]
+    if picture:
+        parts.append(f"![samples]({picture})")
     rows = headline_rows(evaluate, diagnose)
     if rows:
         parts.append(markdown_table(["figure", "value"], [list(r) for r in rows]))

@@ -116,3 +116,36 @@ def make_params(loss: str = "non_saturating", hidden: int = 16, model: dict | No
         "tracking": {"enabled": False},
     }
     return validate(tree)
+
+
+# -- a real browser ----------------------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+# Chromium in a closed network: no background traffic, no sandbox (root in CI), no GPU.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def browser_page(playwright, width: int = 1800, height: int = 1200):
+    """A page of Debian's headless Chromium driven by Playwright (its own browser download is
+    unreachable here): ``executable_path``."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    return browser, browser.new_page(viewport={"width": width, "height": height})
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -184,13 +184,17 @@ def log_diagnose(run: PipelineRun, params: Params, layout: Layout) -> None:
     evaluate, diagnose = _results(layout)
     if diagnose:
         run.log_metrics(headline(None, diagnose))
-        run.set_tags({"verdict": diagnose.get("verdict"), "mlflow.note.content": run_description(evaluate, diagnose, params)})
+        # The UI serves a run's artifacts at get-artifact (relative to its own address).
+        picture = (
+            f"get-artifact?path=samples/{layout.samples_picture.name}&run_uuid={run.run_id}" if layout.samples_picture.is_file() else None
+        )
+        run.set_tags({"verdict": diagnose.get("verdict"), "mlflow.note.content": run_description(evaluate, diagnose, params, picture)})
         run.log_artifact(layout.diagnose_json, "metrics")
     for path in (layout.diagnosis_md, layout.mode_histogram_csv):
         run.log_artifact(path, "diagnosis")
     if layout.plots.is_dir():
-        for picture in sorted(layout.plots.glob("*.png")):
-            run.log_artifact(picture, "plots")
+        for plot in sorted(layout.plots.glob("*.png")):
+            run.log_artifact(plot, "plots")
     if diagnose.get("verdict") == "healthy":
         from gancore.tracking.models import promote_if_best
         from gancore.tracking.run import registered_model_name
