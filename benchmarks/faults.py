@@ -333,7 +333,7 @@ def transient_in_task(ws: Workspace, rng: random.Random, env: dict[str, str]) ->
     )
 
 
-def concurrent_flows(ws: Workspace, rng: random.Random, env: dict[str, str], n: int = 4) -> Outcome:
+def concurrent_flows(ws: Workspace, rng: random.Random, env: dict[str, str], n: int = 3) -> Outcome:
     """``n`` flows at once in one project: one SQLite MLflow store, one DVC cache, one Prefect cache."""
     root = ws.fresh("concurrent")
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
@@ -433,7 +433,7 @@ SCENARIOS: dict[str, Callable[..., Outcome]] = {
     "disk full writing a checkpoint": lambda ws, rng, env: disk_full_checkpoint(ws, rng),
     "disk full writing a result": lambda ws, rng, env: disk_full_result(ws, rng),
     "SIGKILL dvc repro in the train stage": lambda ws, rng, env: kill_dvc_repro(ws, rng),
-    "4 concurrent flows in one project": concurrent_flows,
+    "3 concurrent flows in one project": concurrent_flows,
 }
 RANDOM_POINTS = {name for name in SCENARIOS if "SIGKILL" in name or "transient" in name}
 

@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from prefect import flow, task
 
-from gancore import tracking
+from gancore import progress, tracking
 from gancore.config import Params
 from gancore.layout import Layout
 from gancore.mixture import finish_mixture, partition_info, train_part
@@ -122,7 +122,11 @@ def gan_mixture(
                 )
                 for p in parts
             ]
-            part_summaries = [f.result() for f in futures]
+            part_summaries = []
+            with progress.bar(len(futures), "mixture parts", "part") as bar:
+                for future in futures:
+                    part_summaries.append(future.result())
+                    bar.update()
         summary = {**finish_mixture(params, layout), "seconds": round(sum(s["seconds"] for s in part_summaries), 3)}
         recorder.finish("train", params, layout, summary)
         summaries = {"prepare": prepared["summary"], "train": summary}

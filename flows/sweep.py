@@ -23,7 +23,7 @@ from typing import Any, Optional
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from gancore import tracking
+from gancore import progress, tracking
 from gancore.names import LossName
 from gancore.report import fmt, markdown_table
 from gancore_flows.params import member_overrides, resolve_params, section_parameters
@@ -89,14 +89,18 @@ def run_members(
             )
             for m in members
         ]
-        for m, future in zip(members, futures):
-            future.wait()
-            if future.state.is_completed():
-                m["result"] = future.result()
-            else:
-                failures += 1
-                exc = future.state.result(raise_on_failure=False)
-                m["result"], m["error"] = None, (str(exc).splitlines() or [future.state.name])[0][:200]
+        # In submission order: the bar may lag a member that finished early, never run ahead.
+        with progress.bar(len(members), "sweep members", "run") as bar:
+            for m, future in zip(members, futures):
+                future.wait()
+                if future.state.is_completed():
+                    m["result"] = future.result()
+                else:
+                    failures += 1
+                    exc = future.state.result(raise_on_failure=False)
+                    m["result"], m["error"] = None, (str(exc).splitlines() or [future.state.name])[0][:200]
+                bar.update()
+                bar.set_postfix(failed=failures)
     return failures
 
 

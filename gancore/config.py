@@ -33,6 +33,10 @@ class ParamsError(ValueError):
         lines = [f"invalid parameters in {source}:"] + [f"  {key}: {msg}" for key, msg in problems]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable with its own arguments, so that it crosses process pools (Prefect, Dask) intact.
+        return (type(self), (self.problems, self.source))
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)

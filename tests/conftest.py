@@ -64,28 +64,3 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
-
-
-def _mirror_or_skip(name: str) -> None:
-    mirror = os.environ.get("GANCORE_DATASETS_DIR")
-    if not mirror or not (Path(mirror) / name).exists():
-        pytest.skip(f"no {name} mirror (GANCORE_DATASETS_DIR={mirror!r}); the machine has no network")
-
-
-@pytest.fixture(scope="session")
-def mnist_full(tmp_path_factory):
-    """MNIST prepared in full with the default (converged) domain classifier, once per session:
-    the published MNIST score, evaluation on real digits and the discriminator probe share it.
-    Returns (layout, prepare summary, seconds)."""
-    import time
-
-    from gancore.config import Params
-    from gancore.data import prepare_data
-    from gancore.layout import Layout
-
-    _mirror_or_skip("MNIST")
-    root = tmp_path_factory.mktemp("mnist_full")
-    params = Params(device="cpu", data={"name": "mnist", "n_train": None, "n_test": None}, mixture={"enabled": False})
-    start = time.perf_counter()
-    summary = prepare_data(params, Layout(root))
-    return Layout(root), summary, time.perf_counter() - start

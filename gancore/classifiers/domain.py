@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gancore import progress
 from gancore.classifiers import Classifier, classify
 from gancore.data.prepared import CLASSIFIER_FILE, PreparedData, load_meta, to_model_range
 from gancore.device import resolve_device
@@ -418,7 +419,8 @@ def _train(
     augment = settings["augment"]
     network.train()
     losses, correct, seen = [], 0, 0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    bar = progress.bar(epochs * per_epoch, "domain classifier", "batch")
+    with bar, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive(settings["seed"], "classifier-dropout"))
         for epoch in range(epochs):
             order = torch.randperm(n, generator=gen).to(device)
@@ -439,8 +441,10 @@ def _train(
                 epoch_loss += loss.item() * len(idx)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(idx)
+                bar.update()
             losses.append(round(epoch_loss / seen, 6))
             log.info("domain classifier epoch %d/%d: loss %.4f, train accuracy %.4f", epoch + 1, epochs, losses[-1], correct / seen)
+            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=losses[-1], accuracy=f"{correct / seen:.4f}")
     network.eval()
     return network, {"train_loss": losses, "train_accuracy": round(correct / max(seen, 1), 6)}
 

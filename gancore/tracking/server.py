@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from gancore.environment import quiet
 
@@ -48,7 +49,13 @@ def _environment() -> dict[str, str]:
 
 
 def _serve(command: list[str], url: str, announce: Path | None = None, timeout: float = 300.0) -> int:
-    """Run ``command`` until interrupted; announce ``url`` in ``announce`` once it answers."""
+    """Run ``command`` until interrupted (Ctrl-C or SIGTERM); announce ``url`` in ``announce`` once
+    it answers. The server runs in a session of its own, stopped with this process."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # the same clean-up as Ctrl-C: the server goes, the announcement too
+
+    signal.signal(signal.SIGTERM, stop)
     process = subprocess.Popen(command, env=_environment(), start_new_session=True)
     try:
         deadline = time.monotonic() + timeout

@@ -23,15 +23,12 @@ updates made, discarded ones included.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from gancore import faults, seeds, trainlog
+from gancore import faults, progress, seeds, trainlog
 from gancore.checkpoint import (
     check_resumable,
     file_sha256,
@@ -55,13 +52,8 @@ from gancore.training.trainer import Trainer
 
 __all__ = ["BatchStream", "Trainer", "train"]
 
-PROGRESS_ENV = "GANCORE_PROGRESS"
 BATCH_STREAM = "train/batches"
 BEST_FILE = "best.json"
-
-
-def _progress_enabled() -> bool:
-    return os.environ.get(PROGRESS_ENV, "1") != "0" and sys.stderr.isatty()
 
 
 def lr_factor(step: int, steps: int, decay: float) -> float:
@@ -303,7 +295,7 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
 
     loop_start = time.perf_counter()
     step = start
-    bar = tqdm(total=tp.steps, initial=start, desc="train", unit="step", disable=not (main and _progress_enabled()), dynamic_ncols=True)
+    bar = progress.bar(tp.steps, "train", "step", initial=start, show=main)
     try:
         while step < tp.steps and watch["stopped"] is None:
             step += 1

@@ -3,17 +3,13 @@
 import contextlib
 import io
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import metrics_throughput  # noqa: E402
+from helpers import import_benchmark
 
-sys.path.pop(0)
+metrics_throughput = import_benchmark("metrics_throughput")
 
 
 @pytest.fixture(scope="module")

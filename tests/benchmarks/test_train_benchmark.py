@@ -7,20 +7,23 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
 
 
-def test_train_throughput_runs():
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """The benchmark as a user runs it: its own interpreter, one intra-op thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--tiny", "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env=env,
+        [sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True, timeout=300, cwd=REPO, env=env
     )
     assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_train_throughput_runs():
+    proc = run_benchmark("train_throughput.py", "--tiny", "--device", "cpu")
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("arch"))
     assert lines[header].split()[-1] == "ratio"
@@ -30,3 +33,14 @@ def test_train_throughput_runs():
         ours, base, ratio = (float(v) for v in row[3:6])
         assert all(math.isfinite(v) and v > 0 for v in (ours, base, ratio)), row
         assert math.isclose(ratio, ours / base, rel_tol=0.01, abs_tol=0.006), row  # printed to 2 decimals
+
+
+def test_monitor_overhead_runs():
+    proc = run_benchmark("monitor_overhead.py", "--tiny")
+    header, row = proc.stdout.splitlines()[-2:]
+    assert header.split() == ["run", "off_s", "on_s", "overhead"]
+    off, on, overhead = float(row.split()[-3]), float(row.split()[-2]), float(row.split()[-1].rstrip("%"))
+    assert off > 0 and on > 0
+    # Times printed to 2 decimals (+-0.005 each), the overhead to 1 (+-0.05).
+    rounding = 100 * (0.005 / off + 0.005 * on / off**2) + 0.05
+    assert overhead == pytest.approx(100 * (on / off - 1), abs=rounding)

@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import (
 )
 
 import gancore.training
-from gancore.config import Params, ParamsError
+from gancore.config import Params, ParamsError, load_params
 from gancore.dvcstore import data_version
 from gancore.layout import Layout
 from gancore.stages import STAGES
@@ -34,7 +34,7 @@ from gancore_flows import server
 from gancore_flows.params import LossOverrides, TrainOverrides, resolve_params
 from gancore_flows.pipeline import PREPARE_CODE, gan_pipeline
 from gancore_flows.sweep import gan_sweep
-from helpers import REPO, venv_env
+from helpers import REPO, browser_page, screenshot, venv_env
 
 
 def artifacts_of(flow_run_id) -> dict[str, object]:
@@ -216,6 +216,44 @@ def served_deployments(url: str) -> int:
         return 0
 
 
+def check_run_form(url: str, params_file: Path, screenshot_name: str) -> None:
+    """The served gan-pipeline deployment's run form in the Prefect UI (headless Chromium): typed
+    sections, dropdowns of the names with params.yaml's values preselected, the values as hints."""
+    from playwright.sync_api import sync_playwright
+
+    from gancore.names import DATASETS, LOSSES
+    from gancore.registry import architectures
+
+    with urllib.request.urlopen(f"{url}/deployments/name/gan-pipeline/default", timeout=10) as response:
+        deployment = json.load(response)["id"]
+    ui = url.removesuffix("/api")
+    with sync_playwright() as p:
+        browser, page = browser_page(p)
+        try:
+            page.goto(f"{ui}/deployments/deployment/{deployment}/run")
+            page.wait_for_selector("text=[params.yaml:", timeout=120_000)
+            text = page.inner_text("body")
+            for section in ("data (Optional)", "model (Optional)", "loss (Optional)", "train (Optional)", "mixture (Optional)"):
+                assert section in text
+            params = load_params(params_file)
+            for value in (params.data.name, params.model.arch, params.loss.name, params.train.steps, params.train.batch_size):
+                assert f"[params.yaml: {value}]" in text, value
+            names = ((params.data.name, DATASETS), (params.loss.name, LOSSES), (params.model.arch, tuple(sorted(architectures()))))
+            for value, choices in names:
+                select = page.locator(f'button.p-select-button__control[modelvalue="{value}"]').first
+                select.press("ArrowDown")  # opens the dropdown (a click toggles it twice here)
+                options = page.locator(".p-select-option__text")
+                options.first.wait_for(timeout=10_000)
+                assert set(options.all_inner_texts()) >= set(choices), (value, options.all_inner_texts())
+                assert page.locator(".p-select-option--selected").inner_text() == value
+                if value == params.data.name:
+                    screenshot(page, screenshot_name)
+                select.press("Escape")
+                page.wait_for_timeout(200)
+        finally:
+            browser.close()
+
+
 @pytest.mark.timeout(900)
 def test_served_deployment_runs_to_completion(project, first_run):
     """`make serve` (gancore_flows.serve starting its own server) + `prefect deployment run ... --watch`."""
@@ -237,6 +275,7 @@ def test_served_deployment_runs_to_completion(project, first_run):
             assert serve.poll() is None, (project / "serve.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "deployments were not served within 300 s"
             time.sleep(1)
+        check_run_form(url, project / "params.yaml", "prefect-run-form")
         # No PREFECT_API_URL: the CLI finds the server through the prefect.toml serve wrote here.
         run = subprocess.run(
             ["prefect", "deployment", "run", "gan-pipeline/default", "--watch", "--param", 'train={"steps": 20}'],

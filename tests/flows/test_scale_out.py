@@ -66,8 +66,11 @@ def tracking_server(tmp_path_factory):
         wait_for(lambda: (root / ".mlflow-server").is_file(), 300, "the tracking server did not answer", process, log)
         yield url, root
     finally:
-        stop(process)
+        stop(process, signal.SIGTERM)  # what a service manager sends: the MLflow server goes with it
     assert not (root / ".mlflow-server").exists()
+    from gancore.tracking.server import answers
+
+    assert not answers(url)
 
 
 def test_sweep_on_a_dask_cluster_reports_to_one_api_and_logs_through_the_tracking_server(prefect_harness, tracking_server, monkeypatch):
@@ -96,7 +99,7 @@ def test_sweep_on_a_dask_cluster_reports_to_one_api_and_logs_through_the_trackin
     for r in results:
         run = c.get_run(r["mlflow_run_id"])
         assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:/")
-        assert len(c.get_metric_history(run.info.run_id, "train/loss_d")) == 2
+        assert len(c.get_metric_history(run.info.run_id, "train/loss_d")) == 20 // 5  # train.steps / train.log_every of the test parameters
         assert run.data.metrics["fid"] == r["evaluate"]["fid"]
         assert {"metrics/evaluate.json", "metrics/diagnose.json", "samples/samples.png"} <= {
             f.path for d in ("metrics", "samples") for f in c.list_artifacts(run.info.run_id, d)

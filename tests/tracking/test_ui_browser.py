@@ -99,7 +99,8 @@ def test_run_page_shows_the_verdict_the_headline_metrics_and_the_samples(ui, pag
     for metric in ("is_mean", "fid", "js_divergence", "modes_covered", "high_quality_fraction"):
         page.get_by_role("cell", name=metric, exact=True).first.wait_for(timeout=30000)
     page.get_by_text("Show more").first.click()
-    image = page.locator("img[alt='samples']").first
+    # The description's markdown picture (MLflow's sanitiser drops the alt text; the source stays).
+    image = page.locator("img[src*='samples/samples.png']").first
     image.wait_for(timeout=30000)
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=30000)
     screenshot(page, "mlflow-run-page")

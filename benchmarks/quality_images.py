@@ -1,0 +1,156 @@
+"""Image GANs against the published numbers: the example parameter files, trained and scored over seeds.
+
+For each example (``examples/params/<name>.yaml``) the data is prepared once (seed 0: the domain
+classifier that scores every seed), then each seed trains, samples, evaluates and diagnoses in its
+own folder. The table gives mean +- s.e. over seeds of the generated domain Inception Score, modes
+covered, high-quality %, FID in the domain classifier's feature space, and the verdicts, beside
+the same classifier's score of the real test set (the ceiling) and the published MNIST score
+(9.88, ChunyuanLI/MNIST_Inception_Score). Each seed's sample grid is kept under ``--out``.
+
+    python benchmarks/quality_images.py                          # mnist-dcgan, fashion-dcgan; 3 seeds
+    python benchmarks/quality_images.py --example mnist-dcgan --seeds 1 --out bench-out
+    python benchmarks/quality_images.py --tiny                   # CI smoke size: numbers meaningless
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runs import mean_se, pm, run_stages  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "params"
+DEFAULT_EXAMPLES = ("mnist-dcgan", "fashion-dcgan")  # cifar10-resnet_sn: a GPU job (--example)
+PUBLISHED_IS = {"mnist": 9.88}  # the MNIST score of the real test set (reference.md)
+TINY = [
+    "data.n_train=1000",
+    "data.n_test=500",
+    "data.classifier_epochs=1",
+    "mixture.steps=10",
+    "train.steps=10",
+    "train.batch_size=32",
+    "model.options.width=8",
+    "train.monitor_every=null",
+    "sample.n=500",
+    "evaluate.max_real=500",
+    "diagnose.ndb_bins=10",
+]
+
+
+def params_for(example: str, seed: int, sets: list[str]) -> Any:
+    from gancore.config import load_params
+
+    return load_params(EXAMPLES / f"{example}.yaml", [f"seed={seed}", "device=cpu", "tracking.enabled=false", *sets])
+
+
+def prepare(example: str, sets: list[str], root: str) -> float:
+    from gancore.layout import Layout
+
+    return run_stages(params_for(example, 0, sets), Layout(Path(root) / example / "prepared"), ("prepare",))
+
+
+def run_seed(example: str, seed: int, sets: list[str], root: str) -> dict[str, Any]:
+    from gancore.layout import Layout
+
+    shared, layout = Layout(Path(root) / example / "prepared"), Layout(Path(root) / example / f"seed{seed}")
+    shutil.copytree(shared.prepared, layout.prepared, dirs_exist_ok=True)
+    cpu_s = run_stages(params_for(example, seed, sets), layout, ("train", "sample", "evaluate", "diagnose"))
+    evaluation = json.loads(layout.evaluate_json.read_text())
+    diagnosis = json.loads(layout.diagnose_json.read_text())
+    return {
+        "example": example,
+        "seed": seed,
+        "train_cpu_min": cpu_s / 60,
+        "is_mean": evaluation["is_mean"],
+        "is_real_mean": evaluation["is_real_mean"],
+        "fid": evaluation["fid"],
+        "modes_covered": diagnosis["modes_covered"],
+        "modes_total": diagnosis["modes_total"],
+        "high_quality_fraction": diagnosis["high_quality_fraction"],
+        "verdict": diagnosis["verdict"],
+        "picture": str(layout.samples_picture),
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "generated domain IS / modes / high-quality % / FID (domain features), mean +- s.e. over seeds",
+        "",
+        "| example | seeds | IS | real IS (same classifier) | published real IS | modes | high quality % | FID | healthy | CPU-min/seed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for example in dict.fromkeys(r["example"] for r in results):
+        rows = [r for r in results if r["example"] == example]
+        data = example.split("-")[0]
+        published = PUBLISHED_IS.get(data)
+
+        def col(key: str, scale: float = 1.0, rows: list[dict[str, Any]] = rows) -> tuple[float, float]:
+            return mean_se([scale * r[key] for r in rows])
+
+        lines.append(
+            f"| {example} | {len(rows)} | {pm(col('is_mean'), 2)} | {rows[0]['is_real_mean']:.2f} | "
+            f"{'-' if published is None else f'{published:.2f}'} | {pm(col('modes_covered'), 1)}/{rows[0]['modes_total']} | "
+            f"{pm(col('high_quality_fraction', 100), 1)} | {pm(col('fid'), 2)} | "
+            f"{sum(r['verdict'] == 'healthy' for r in rows)}/{len(rows)} | {pm(col('train_cpu_min'), 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--example", action="append", help=f"examples/params/<name>.yaml (default: {', '.join(DEFAULT_EXAMPLES)})")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 3; --tiny: 1)")
+    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="seeds trained at once, one thread each")
+    parser.add_argument("-S", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="more parameter overrides")
+    parser.add_argument("--tiny", action="store_true", help="a few steps on a small subset: a smoke run for CI")
+    parser.add_argument("--json", type=Path, help="also write every run here")
+    parser.add_argument("--out", type=Path, help="keep the runs (and their sample grids) here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    examples = args.example or list(DEFAULT_EXAMPLES)
+    missing = [e for e in examples if not (EXAMPLES / f"{e}.yaml").is_file()]
+    if missing:
+        known = sorted(p.stem for p in EXAMPLES.glob("*.yaml"))
+        parser.error(f"no example {', '.join(missing)} in {EXAMPLES}; known: {', '.join(known)}")
+    seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
+    if seeds < 1 or args.workers < 1:
+        parser.error("--seeds and --workers must be at least 1")
+    sets = (TINY if args.tiny else []) + args.sets
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gancore-quality-") as scratch:
+        root = str(args.out or scratch)
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            for example, done in zip(examples, pool.map(prepare, examples, [sets] * len(examples), [root] * len(examples))):
+                print(f"{example}: prepared in {done / 60:.1f} CPU-min", flush=True)
+            futures = [pool.submit(run_seed, e, s, sets, root) for e in examples for s in range(seeds)]
+            results = []
+            for future in futures:
+                r = future.result()
+                results.append(r)
+                print(
+                    f"{r['example']} seed {r['seed']}: IS {r['is_mean']:.3f} (real {r['is_real_mean']:.3f}), "
+                    f"{r['modes_covered']}/{r['modes_total']} modes, {100 * r['high_quality_fraction']:.1f} % HQ, "
+                    f"FID {r['fid']:.2f}, {r['verdict']}, {r['train_cpu_min']:.1f} CPU-min",
+                    flush=True,
+                )
+    print()
+    print(table(results))
+    print(f"\n{len(results)} runs in {(time.perf_counter() - start) / 60:.1f} min wall on {args.workers} workers")
+    if args.json:
+        from gancore.io import write_json
+
+        write_json(args.json, {"runs": results, "tiny": args.tiny})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""What the quality benchmarks share: running pipeline stages in a single-threaded worker, and
+summarising seeds as mean +- standard error."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from typing import Any
+
+
+def run_stages(params: Any, layout: Any, stages: tuple[str, ...]) -> float:
+    """Run ``stages`` of the pipeline on ``params`` under ``layout`` in this process, on one
+    thread (benchmark workers run side by side); return the CPU seconds they took."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    os.environ.setdefault("GANCORE_PROGRESS", "0")
+    from gancore.stages import run_stage
+
+    start = time.process_time()
+    for stage in stages:
+        run_stage(stage, params, layout)
+    return time.process_time() - start
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN for a single value: no spread to estimate)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
+
+
+def pm(value: tuple[float, float], digits: int) -> str:
+    mean, se = value
+    return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f"+-{se:.{digits}f}")

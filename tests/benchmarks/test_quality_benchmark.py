@@ -1,0 +1,51 @@
+"""The image-quality benchmark runs its examples end to end (--tiny) and tabulates its own runs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gancore.config import load_params
+from helpers import REPO, import_benchmark
+
+
+@pytest.mark.parametrize("example", sorted(p.stem for p in (REPO / "examples" / "params").glob("*.yaml")))
+def test_example_parameter_files_are_valid(example):
+    params = load_params(REPO / "examples" / "params" / f"{example}.yaml")
+    assert params.data.name == {"mnist": "mnist", "fashion": "fashion_mnist", "cifar10": "cifar10"}[example.split("-")[0]]
+    assert params.model.arch == example.split("-")[1]
+
+
+def test_tiny_run_scores_every_seed_and_keeps_its_pictures(tmp_path):
+    if not (Path(os.environ.get("GANCORE_DATASETS_DIR", "")) / "MNIST").exists():
+        pytest.skip("no MNIST mirror (GANCORE_DATASETS_DIR)")
+    quality_images = import_benchmark("quality_images")
+    stdout = io.StringIO()
+    argv = [
+        "--tiny",
+        "--example",
+        "mnist-dcgan",
+        "--seeds",
+        "2",
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--json",
+        str(tmp_path / "q.json"),
+    ]
+    with contextlib.redirect_stdout(stdout):
+        assert quality_images.main(argv) == 0
+    runs = json.loads((tmp_path / "q.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    for r in runs:
+        assert 1 <= r["is_mean"] <= 10 and 1 <= r["is_real_mean"] <= 10 and r["modes_total"] == 10
+        assert Path(r["picture"]).is_file()
+    row = next(line for line in stdout.getvalue().splitlines() if line.startswith("| mnist-dcgan |"))
+    mean = (runs[0]["is_mean"] + runs[1]["is_mean"]) / 2
+    assert row.split("|")[3].strip().startswith(f"{mean:.2f}") and "| 9.88 |" in row
