@@ -16,8 +16,6 @@ faults = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = faults  # dataclasses look their module up there
 spec.loader.exec_module(faults)
 
-pytestmark = pytest.mark.xdist_group("faults")
-
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):

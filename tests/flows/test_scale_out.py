@@ -21,7 +21,6 @@ from gancore_flows import server
 from gancore_flows.sweep import gan_sweep
 from helpers import free_port, venv_env, write_params
 
-pytestmark = pytest.mark.xdist_group("scale-out")
 SWEEP = {"losses": ["non_saturating", "hinge"], "seeds": [0], "train": {"steps": 20, "monitor_every": 10}}
 
 
