@@ -39,7 +39,7 @@ from gancore.checkpoint import (
 )
 from gancore.config import MONITOR_FIGURES, Params, ParamsError
 from gancore.data.prepared import PreparedData, load_prepared
-from gancore.device import resolve_device
+from gancore.device import pin_small_model_threads, resolve_device
 from gancore.errors import TrainingError
 from gancore.io import write_json
 from gancore.layout import Layout
@@ -120,9 +120,11 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
     world = distributed.from_env()
     if params.train.devices > 1 and not world.distributed:
         return distributed.launch(params, layout, restart)
+    threads = torch.get_num_threads()
     try:
         return _train(params, layout, restart, world)
     finally:
+        torch.set_num_threads(threads)  # _train may pin a small model to one thread
         if world.distributed:
             distributed.teardown()
 
@@ -159,6 +161,7 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
 
     torch.manual_seed(params.seed)  # weight initialisation
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)
+    pin_small_model_threads(device, generator, discriminator)
     image = len(shape) == 3
     batches = BatchStream(
         data.train,
@@ -346,6 +349,7 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
         "loss_d": rows[-1]["loss_d"] if rows else None,
         "loss_g": rows[-1]["loss_g"] if rows else None,
         "samples_per_second": round(trained * tp.batch_size / loop_seconds, 1) if trained else None,
+        "threads": torch.get_num_threads(),  # intra-op threads of the loop (see pin_small_model_threads)
         "device": str(device),
         "resumed_from": start if state is not None else None,
         "seconds": round(time.perf_counter() - started, 3),
