@@ -200,7 +200,22 @@ def local_api() -> Iterator[str]:
             os.environ.pop(API_URL_ENV, None)
         else:
             os.environ[API_URL_ENV] = previous
+        drain_prefect_workers()
         server.stop()
+
+
+def drain_prefect_workers(timeout: float = 30.0) -> None:
+    """Deliver the flow-run logs and events still queued in this process while the server is up.
+
+    Prefect sends the rest at interpreter exit, after this temporary server has stopped; it then
+    retries against a dead address and `make run` hung for minutes after printing its summary.
+    Prefect's own test harness drains the same two workers before it stops its server."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(RuntimeError):  # never started in this process
+            worker.drain_all(timeout=timeout)
 
 
 def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
