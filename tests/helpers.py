@@ -160,3 +160,10 @@ def import_benchmark(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def image_meta(name: str, shape: list[int], count: int, count_test: int, modes: dict, **extra) -> dict:
+    """meta.json of a prepared image set (uint8 storage, model range [-1, 1], seed 0), for tests
+    that build prepared data by hand."""
+    meta = {"name": name, "kind": "image", "shape": shape, "count": count, "count_test": count_test, "value_range": [-1, 1]}
+    return {**meta, "storage": "uint8", "seed": 0, "modes": modes, "raw_sha256": {}, **extra}

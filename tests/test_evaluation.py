@@ -23,7 +23,7 @@ from gancore.errors import EvaluationError
 from gancore.evaluation import HEADLINE, _real_subset, evaluate, probability_metrics, strict_json
 from gancore.evaluation_jsd import js_lower_bound
 from gancore.layout import Layout
-from helpers import ring8_centers
+from helpers import image_meta, ring8_centers
 
 K = 8
 SIGMA = 0.01
@@ -371,19 +371,14 @@ def test_domain_classifier_unavailable_suggests_inception(tmp_path, labelled):
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     labels = torch.arange(40) % 2 if labelled else None
     reason = "data.classifier_epochs=0" if labelled else "image_folder has no class labels"
-    meta = {
-        "name": "image_folder",
-        "kind": "image",
-        "shape": [3, 8, 8],
-        "count": 40,
-        "count_test": 40,
-        "value_range": [-1, 1],
-        "storage": "uint8",
-        "seed": 0,
-        "modes": {"count": None, "definition": "none"},
-        "raw_sha256": {},
-        "classifier": {"kind": "none", "reason": reason, "test_accuracy": None},
-    }
+    meta = image_meta(
+        "image_folder",
+        [3, 8, 8],
+        40,
+        40,
+        {"count": None, "definition": "none"},
+        classifier={"kind": "none", "reason": reason, "test_accuracy": None},
+    )
     save_prepared(layout.prepared, PreparedData(meta, images, images, labels, labels))
     write_samples(layout, images)
     params = Params(device="cpu", data={"name": "image_folder", "path": str(tmp_path), "image_size": 8})
@@ -548,19 +543,14 @@ def test_unlabelled_images_with_an_inception_classifier(tmp_path, monkeypatch):
     monkeypatch.setattr(gancore.classifiers, "load_classifier", fake_load)
     layout = Layout(tmp_path)
     images = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    meta = {
-        "name": "image_folder",
-        "kind": "image",
-        "shape": [3, 8, 8],
-        "count": 300,
-        "count_test": 300,
-        "value_range": [-1, 1],
-        "storage": "uint8",
-        "seed": 0,
-        "modes": {"count": None, "definition": "none"},
-        "raw_sha256": {},
-        "classifier": {"kind": "none", "reason": "no labels", "test_accuracy": None},
-    }
+    meta = image_meta(
+        "image_folder",
+        [3, 8, 8],
+        300,
+        300,
+        {"count": None, "definition": "none"},
+        classifier={"kind": "none", "reason": "no labels", "test_accuracy": None},
+    )
     save_prepared(layout.prepared, PreparedData(meta, images, images))
     write_samples(layout, images.clone())  # a "generator" that returns the held-out set itself
     params = Params(

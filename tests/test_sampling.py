@@ -12,7 +12,7 @@ from gancore.data.prepared import PreparedData, save_prepared
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
 from gancore.sampling import SAMPLE_STREAM, load_samples, sample
-from helpers import ring8_centers
+from helpers import image_meta, ring8_centers
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CENTERS = ring8_centers()
@@ -90,18 +90,7 @@ def test_generator_of_another_shape_is_refused(ring_run):
 def test_image_samples_are_uint8_and_pictured_as_a_grid(tmp_path):
     layout = Layout(tmp_path)
     images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    meta = {
-        "name": "mnist",
-        "kind": "image",
-        "shape": [1, 28, 28],
-        "count": 32,
-        "count_test": 8,
-        "value_range": [-1, 1],
-        "storage": "uint8",
-        "seed": 0,
-        "modes": {"count": 10, "definition": "digit class"},
-        "raw_sha256": {},
-    }
+    meta = image_meta("mnist", [1, 28, 28], 32, 8, {"count": 10, "definition": "digit class"})
     save_prepared(layout.prepared, PreparedData(meta, images[:32], images[32:]))
     params = _params(
         {"name": "mnist", "n_train": 32, "n_test": 8}, {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}}, n=20, grid_size=16

@@ -17,6 +17,7 @@ from gancore.diagnostics.dynamics import EQUILIBRIUM_TOL, VALUE_TOL, analyse_dyn
 from gancore.diagnostics.modes import collapse_measures, expected_coverage, modes_2d, modes_labelled, modes_stacked
 from gancore.diagnostics.ndb import false_positive_bound, kmeans, ndb, two_proportion_z
 from gancore.diagnostics.verdict import DIVERSE, NON_SATURATING, NORMALISATION, PACKING, SEPARATE, WASSERSTEIN, decide
+from helpers import image_meta
 
 # P(r < 3 sigma) for an isotropic 2D Gaussian: the radius is Rayleigh, 1 - exp(-9/2).
 P_HQ = 1.0 - math.exp(-4.5)
@@ -536,18 +537,7 @@ def test_stage_images_without_classifier(tmp_path):
     g = torch.Generator().manual_seed(0)
     train = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8, generator=g)
     test = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8, generator=g)
-    meta = {
-        "name": "image_folder",
-        "kind": "image",
-        "shape": [3, 8, 8],
-        "count": 300,
-        "count_test": 100,
-        "value_range": [-1, 1],
-        "storage": "uint8",
-        "seed": 0,
-        "modes": {"count": None, "definition": "unlabelled"},
-        "raw_sha256": {},
-    }
+    meta = image_meta("image_folder", [3, 8, 8], 300, 100, {"count": None, "definition": "unlabelled"})
     save_prepared(layout.prepared, PreparedData(meta, train, test))
     layout.samples.mkdir(parents=True)
     # Every sample the same image: complete collapse, seen in pixel space.

@@ -11,7 +11,7 @@ from gancore.config import ParamsError, validate
 from gancore.data.prepared import PreparedData
 from gancore.modelio import build_pair, load_discriminator, packed_shape
 from gancore.names import LOSSES
-from helpers import make_layout, make_params
+from helpers import image_meta, make_layout, make_params
 
 
 def test_packed_shape_concatenates_along_the_first_axis():
@@ -64,18 +64,7 @@ def test_every_loss_trains_packed_and_resumes_exactly(tmp_path, loss):
 def test_image_architectures_train_packed(tmp_path, arch, shape, options):
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (16, *shape), dtype=torch.uint8, generator=gen)
-    meta = {
-        "name": "image_folder",
-        "kind": "image",
-        "shape": list(shape),
-        "count": 16,
-        "count_test": 8,
-        "value_range": [-1, 1],
-        "storage": "uint8",
-        "seed": 0,
-        "modes": {"count": None},
-        "raw_sha256": {},
-    }
+    meta = image_meta("image_folder", list(shape), 16, 8, {"count": None})
     layout = make_layout(tmp_path, PreparedData(meta, images, images[:8]))
     params = validate(
         {

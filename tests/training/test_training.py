@@ -19,7 +19,7 @@ from gancore.device import resolve_device
 from gancore.errors import GanCoreError, TrainingError
 from gancore.losses import GanLoss, get_loss
 from gancore.modelio import load_discriminator, load_generator
-from helpers import make_layout, make_params, ring_data
+from helpers import image_meta, make_layout, make_params, ring_data
 
 
 def state_equal(a: dict, b: dict) -> bool:
@@ -242,18 +242,7 @@ def test_resident_and_streamed_data_train_identically(tmp_path):
 def test_uint8_images_train_in_model_range(tmp_path):
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (48, 1, 28, 28), dtype=torch.uint8, generator=gen)
-    meta = {
-        "name": "mnist",
-        "kind": "image",
-        "shape": [1, 28, 28],
-        "count": 40,
-        "count_test": 8,
-        "value_range": [-1, 1],
-        "storage": "uint8",
-        "seed": 0,
-        "modes": {"count": 10, "definition": "digit class"},
-        "raw_sha256": {},
-    }
+    meta = image_meta("mnist", [1, 28, 28], 40, 8, {"count": 10, "definition": "digit class"})
     layout = make_layout(tmp_path, PreparedData(meta, images[:40], images[40:]))
     stream = training.BatchStream(images, 16, seed=0, device="cpu", resident=True)
     x = next(stream)
