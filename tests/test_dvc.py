@@ -19,6 +19,10 @@ from helpers import REPO, venv_env, write_params
 GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
 
 
+# One `dvc repro` (the module fixture) serves every test here: keep them on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("dvc")
+
+
 def repository_files(repo: Path) -> list[str]:
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, capture_output=True)
     if listed.returncode == 0 and listed.stdout:

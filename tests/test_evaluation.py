@@ -473,6 +473,7 @@ def mnist(tmp_path_factory):
     return prepared, q, c0, run("same", prepared.train[:MNIST_N]), run("collapsed", prepared.test[:1].repeat(MNIST_N, 1, 1, 1))
 
 
+@pytest.mark.xdist_group("evaluation-mnist")  # one module fixture for all of them, not one per worker
 def test_mnist_same_distribution(mnist):
     prepared, _, _, r, _ = mnist
     assert set(r) == KEYS
@@ -494,6 +495,7 @@ def test_mnist_same_distribution(mnist):
     assert r["js_lower_bound"] <= 4 * r["js_lower_bound_se"] + 1e-9
 
 
+@pytest.mark.xdist_group("evaluation-mnist")  # one module fixture for all of them, not one per worker
 def test_mnist_collapse(mnist):
     _, q, c0, _, r = mnist
     # Identical images get identical posteriors, so p(y) = p(y|x): IS = 1 whatever the classifier.

@@ -41,6 +41,7 @@ def cli_mixture(tmp_path_factory):
     return Layout(out)
 
 
+@pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
 def test_kmeans_finds_the_eight_modes_and_each_part_trains_normalised(cli_mixture):
     layout = cli_mixture
     info = json.loads((layout.prepared / "mixture.json").read_text())
@@ -59,6 +60,7 @@ def test_kmeans_finds_the_eight_modes_and_each_part_trains_normalised(cli_mixtur
         assert part.generator.is_file() and part.train_log.is_file()
 
 
+@pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
 def test_samples_follow_the_part_sizes_and_the_mixture_is_healthy(cli_mixture):
     layout = cli_mixture
     manifest = json.loads(layout.mixture.read_text())
@@ -73,6 +75,7 @@ def test_samples_follow_the_part_sizes_and_the_mixture_is_healthy(cli_mixture):
     assert "mixture" not in [r["name"] for r in diagnosis["remedy_settings"]]  # already one
 
 
+@pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
 def test_the_mixture_is_one_generator_that_picks_parts_by_weight(cli_mixture):
     module, record = load_mixture_generator(cli_mixture)
     assert isinstance(module, MixtureGenerator) and record["parts"] == 8
