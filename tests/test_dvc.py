@@ -63,7 +63,7 @@ def sh(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900, st
     return done.stdout + (done.stderr if stderr else "")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def repo(tmp_path_factory):
     """The repository copied (tracked and untracked-not-ignored files), tiny params committed, and
     one `dvc repro` run. The copy's own code runs (PYTHONPATH): it is the code DVC hashes."""

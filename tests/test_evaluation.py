@@ -435,7 +435,7 @@ MNIST_N = 500
 MNIST_SPLITS = 5
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def mnist(tmp_path_factory):
     from gancore.classifiers import classify, load_classifier
     from gancore.data import load_prepared, prepare_data

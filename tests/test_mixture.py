@@ -32,7 +32,7 @@ MIXTURE = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def cli_mixture(tmp_path_factory):
     out = tmp_path_factory.mktemp("mixture")
     sets = [a for o in MIXTURE for a in ("-S", o)]

@@ -33,7 +33,7 @@ def _params(data: dict, model: dict, n: int, **sample_opts):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def ring_run(tmp_path_factory):
     layout = Layout(tmp_path_factory.mktemp("ring"))
     gen = torch.Generator().manual_seed(0)

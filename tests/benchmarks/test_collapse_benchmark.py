@@ -14,7 +14,7 @@ from helpers import import_benchmark
 collapse = import_benchmark("collapse")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("collapse") / "collapse.json"
     stdout = io.StringIO()

@@ -12,7 +12,7 @@ from helpers import import_benchmark
 metrics_throughput = import_benchmark("metrics_throughput")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def tiny_run(tmp_path_factory):
     # In-process main() rather than a subprocess: the same code path, without paying for a
     # second interpreter's torch/torchmetrics/sklearn imports.

@@ -53,7 +53,7 @@ def mirror(monkeypatch) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def mnist_raw(tmp_path_factory) -> Path:
     """One extracted copy of MNIST, shared by the tests that do not test fetching itself."""
     path = find_mirror()
@@ -66,7 +66,7 @@ def mnist_raw(tmp_path_factory) -> Path:
     return raw
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def mnist_lookup(mnist_raw):
     """Image bytes -> set of MNIST labels, per split: to check every prepared image against its source."""
     out = {}

@@ -17,12 +17,12 @@ sys.modules[spec.name] = faults  # dataclasses look their module up there
 spec.loader.exec_module(faults)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def workspace(tmp_path_factory):
     return faults.Workspace(tmp_path_factory.mktemp("faults"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def flow_env(tmp_path_factory):
     """The flows' environment: one Prefect home of their own, started cold by the first flow."""
     env = venv_env(PREFECT_HOME=str(tmp_path_factory.mktemp("prefect-home")))

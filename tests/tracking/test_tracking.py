@@ -30,7 +30,7 @@ from helpers import write_params
 EXPERIMENT = "gancore-tests"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracked")
     params = load_params(write_params(root / "params.yaml"))
