@@ -167,3 +167,8 @@ def image_meta(name: str, shape: list[int], count: int, count_test: int, modes: 
     that build prepared data by hand."""
     meta = {"name": name, "kind": "image", "shape": shape, "count": count, "count_test": count_test, "value_range": [-1, 1]}
     return {**meta, "storage": "uint8", "seed": 0, "modes": modes, "raw_sha256": {}, **extra}
+
+
+def overrides(*settings: str) -> list[str]:
+    """``-S key=value`` arguments of the CLI, one pair per setting."""
+    return [arg for setting in settings for arg in ("-S", setting)]

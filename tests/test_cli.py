@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gancore.cli import main
-from helpers import REPO
+from helpers import REPO, overrides
 
 
 def _files(root: Path) -> list[Path]:
@@ -106,24 +106,16 @@ def test_a_batch_larger_than_the_data_is_a_parameter_error(tmp_path, capsys):
 
 
 def test_a_truncated_checkpoint_names_the_file_and_offers_restart(tmp_path, capsys):
-    sets = [
-        "-S",
+    sets = overrides(
         "data.n_train=256",
-        "-S",
         "data.n_test=64",
-        "-S",
         "train.steps=4",
-        "-S",
         "train.batch_size=32",
-        "-S",
         "train.checkpoint_every=2",
-        "-S",
         "tracking.enabled=false",
-        "-S",
         "mixture.enabled=false",
-        "-S",
         "model.options.hidden=8",
-    ]
+    )
     args = ["--params", str(REPO / "params.yaml"), "--out", str(tmp_path), *sets]
     assert main(["prepare", *args]) == 0 and main(["train", *args]) == 0
     ckpt = tmp_path / "checkpoints" / "last.pt"
@@ -160,20 +152,14 @@ def test_an_image_folder_of_mixed_modes_is_converted(tmp_path, capsys):
         _png(folder / f"{i:02d}-{mode.replace(';', '')}.png", mode)
     sixteen = load_rgb(folder / "05-I16.png")
     assert sixteen.mode == "RGB" and 0 < sum(sixteen.getextrema()[0]) < 510  # scaled to 8 bits, not clipped to white
-    sets = [
-        "-S",
+    sets = overrides(
         "data.name=image_folder",
-        "-S",
         f"data.path={folder}",
-        "-S",
         "data.image_size=8",
-        "-S",
         "data.n_test=3",
-        "-S",
         "mixture.enabled=false",
-        "-S",
         "tracking.enabled=false",
-    ]
+    )
     assert main(["prepare", "--params", str(REPO / "params.yaml"), "--out", str(tmp_path / "out"), *sets]) == 0
     import torch
 
@@ -190,22 +176,15 @@ def test_corrupt_images_are_named_and_failed_or_skipped(tmp_path, capsys, policy
     (folder / "bad-truncated.png").write_bytes((folder / "good00.png").read_bytes()[:40])
     (folder / "bad-noise.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     out = tmp_path / "out"
-    sets = [
-        "-S",
+    sets = overrides(
         "data.name=image_folder",
-        "-S",
         f"data.path={folder}",
-        "-S",
         "data.image_size=8",
-        "-S",
         "data.n_test=4",
-        "-S",
         f"data.on_bad_image={policy}",
-        "-S",
         "mixture.enabled=false",
-        "-S",
         "tracking.enabled=false",
-    ]
+    )
     with pytest.warns(UserWarning, match="2 image") if policy == "skip" else contextlib.nullcontext():
         code = main(["prepare", "--params", str(REPO / "params.yaml"), "--out", str(out), *sets])
     err = capsys.readouterr().err
