@@ -20,7 +20,9 @@ BIN = Path(sys.executable).parent
 
 def run_gan(args: list[str], cwd: Path, tty: bool) -> str:
     """Run ``gan`` with stderr on a pseudo-terminal (tty) or a pipe; return what stderr got."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Its own classifier cache: a classifier cached by another test (or the other parameter, on
+    # the other xdist worker) would skip the training whose bar this test looks for.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANCORE_CACHE_DIR": str(cwd / "cache")}
     env.pop("GANCORE_PROGRESS", None)
     if not tty:
         done = subprocess.run([str(BIN / "gan"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
