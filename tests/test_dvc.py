@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,10 @@ def test_repro_runs_every_stage_into_one_mlflow_run(repo):
 def test_second_repro_does_nothing(repo):
     root, env, _ = repo
     before = len(runs(root))
+    # Bytecode caches appear beside the code whenever Python imports it without
+    # PYTHONDONTWRITEBYTECODE: they must not count as a change of the stages' code dependencies.
+    sh([sys.executable, "-m", "compileall", "-q", "gancore"], root, env)
+    assert list((root / "gancore" / "training").glob("__pycache__/*.pyc"))
     out = sh(["dvc", "repro"], root, env)
     assert "Data and pipelines are up to date." in out and "Running stage" not in out
     assert len(runs(root)) == before
