@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -24,38 +25,55 @@ def _burn() -> None:  # pragma: no cover - runs in the burner processes
 
 @pytest.fixture
 def busy_cores():
-    """Every core busy for the duration of the test: a spinning process per core, less the cores
-    the other pytest-xdist workers keep busy (the failure was met with the suite running beside it)."""
+    """Every core busy while the temporary server first starts: a spinning process per core, less
+    the cores the other pytest-xdist workers keep busy (the failure was met with the suite running
+    beside it). Yields a function that stops them: once the server answered, spinning on only
+    slows the rest of the suite."""
     others = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) - 1
     count = max(1, (os.cpu_count() or 2) - others)
     burners = [multiprocessing.get_context("spawn").Process(target=_burn, daemon=True) for _ in range(count)]
     for b in burners:
         b.start()
-    yield
-    for b in burners:
-        b.kill()
-        b.join()
+
+    def stop() -> None:
+        for b in burners:
+            b.kill()
+            b.join()
+        burners.clear()
+
+    yield stop
+    stop()
 
 
-def run_flow(tmp_path, home, **env_extra):
+def run_flow(tmp_path, home, started=None, **env_extra) -> subprocess.CompletedProcess:
+    """`python -m gancore_flows.pipeline` on a tiny project; ``started()`` is called once the flow
+    run has begun (its temporary server answered)."""
     write_params(tmp_path / "params.yaml", train={"steps": 20, "monitor_every": None}, tracking={"enabled": False})
     env = venv_env(PREFECT_HOME=str(home), **env_extra)
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gancore_flows.pipeline", "--params", str(tmp_path / "params.yaml")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    command = [sys.executable, "-m", "gancore_flows.pipeline", "--params", str(tmp_path / "params.yaml")]
+    out, err = tmp_path / "flow.out", tmp_path / "flow.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=stdout, stderr=stderr, text=True)
+        deadline = time.monotonic() + 900
+        while started and process.poll() is None and time.monotonic() < deadline:
+            if "Beginning flow run" in out.read_text() + err.read_text():
+                started()
+                break
+            time.sleep(0.5)
+        try:
+            code = process.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    return subprocess.CompletedProcess(command, code, out.read_text(), err.read_text())
 
 
 @pytest.mark.timeout(900)
 def test_first_run_with_a_cold_prefect_home_on_busy_cores_passes(tmp_path, busy_cores):
     home = tmp_path / "fresh-prefect-home"
     assert not home.exists()
-    done = run_flow(tmp_path, home)
+    done = run_flow(tmp_path, home, started=busy_cores)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "verdict" in done.stdout and (home / "prefect.db").is_file()
     # Logs and events reached the server before it stopped: none retried against a dead address

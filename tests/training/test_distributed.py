@@ -3,8 +3,10 @@ way users start them (torchrun, or train.devices=2 which launches it)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,12 +56,22 @@ def torchrun(root, *args, faults=None, timeout=600):
 
 
 def project(tmp_path, name, **sections):
+    """A project with these parameters and its data prepared; a configuration already prepared in
+    this session is copied (the same parameters prepare the same data, bit for bit)."""
     root = tmp_path / name
     root.mkdir()
     write_params(root / "params.yaml", device="cpu", tracking={"enabled": False}, **sections)
+    key = (root / "params.yaml").read_text()
+    if key in _PREPARED:
+        shutil.copytree(_PREPARED[key] / "data", root / "data")
+        return root
     done = gan(root, "prepare")
     assert done.returncode == 0, done.stderr
+    _PREPARED[key] = root
     return root
+
+
+_PREPARED: dict[str, Path] = {}
 
 
 def weights(root):
