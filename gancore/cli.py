@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--root", default=".", help="project folder holding mlflow.db (default: .)")
+    ui.add_argument("--workers", type=int, default=1, help="server processes (default 1: one person browsing; mlflow's own default is 4)")
     server = sub.add_parser(
         "tracking-server", help="a shared MLflow tracking server on this project's store; its runs log through it while it runs"
     )
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             root = Path(args.root).resolve()
             if args.command == "ui":
-                return server.ui(root, args.host, args.port)
+                return server.ui(root, args.host, args.port, args.workers)
             return server.tracking_server(root, args.host, args.port, args.backend_store_uri, args.artifacts_destination, args.workers)
         return _run_stage(args)
     except ParamsError as exc:
