@@ -64,3 +64,14 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test on the Prefect test harness goes to one pytest-xdist worker: a harness is a
+    server process per worker (about 15 s of CPU to start, and its services poll for the rest of
+    the session), and one serves them all. pytest-xdist reads the mark after this hook."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if "prefect_harness" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("prefect-harness"))

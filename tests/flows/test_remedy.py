@@ -4,13 +4,10 @@ sweep, a ranked comparison, an MLflow parent run over the members and the regist
 from __future__ import annotations
 
 import mlflow
-import pytest
 from mlflow import MlflowClient
 
 from gancore.ranking import headline, rank_key
 from gancore_flows.remedy import gan_remedy
-
-pytestmark = pytest.mark.xdist_group("remedy")
 
 
 def test_remedies_run_as_a_sweep_and_the_best_is_ranked_first(prefect_harness, project):
