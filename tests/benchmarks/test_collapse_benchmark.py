@@ -13,6 +13,9 @@ from helpers import import_benchmark
 
 collapse = import_benchmark("collapse")
 
+# One tiny_run (a session fixture) serves the module: keep its tests on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("collapse-benchmark")
+
 
 @pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def tiny_run(tmp_path_factory):

@@ -29,6 +29,9 @@ from helpers import write_params
 
 EXPERIMENT = "gancore-tests"
 
+# One tiny_run (a session fixture) serves the module: keep its tests on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("tracking")
+
 
 @pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def tiny_run(tmp_path_factory):
