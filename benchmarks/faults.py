@@ -292,10 +292,19 @@ def flow(
     )
 
 
-def _runs(root: Path) -> list[Any]:
+def _client(root: Path) -> Any:
+    """The project's own store, its model registry included: without ``registry_uri``, an
+    ``mlflow.set_registry_uri()`` earlier in this process (any in-process flow, e.g. in the test
+    suite) would receive the registry calls instead."""
     from mlflow import MlflowClient
 
-    c = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _runs(root: Path) -> list[Any]:
+
+    c = _client(root)
     exp = c.get_experiment_by_name(TINY["tracking"]["experiment"])
     return [] if exp is None else c.search_runs([exp.experiment_id])
 
@@ -353,9 +362,8 @@ def concurrent_flows(ws: Workspace, rng: random.Random, env: dict[str, str], n: 
     outputs = [p.communicate(timeout=1800)[0] for p in procs]
     codes = [p.returncode for p in procs]
     runs = _runs(root)
-    from mlflow import MlflowClient
 
-    c = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    c = _client(root)
     versions = c.search_model_versions("name='gancore-ring8-mlp'")
     dirs = [d for d in (root / "runs").iterdir() if d.is_dir() and not d.name.startswith(".")]
     complete = all(

@@ -94,7 +94,7 @@ def test_sweep_on_a_dask_cluster_reports_to_one_api_and_logs_through_the_trackin
     assert len(children) == 2 and all(c.state.is_completed() for c in children)
 
     # Everything arrived through the server: runs, curves, metrics, artifacts, model versions.
-    c = MlflowClient(tracking_uri=url)
+    c = MlflowClient(tracking_uri=url, registry_uri=url)  # not a registry set earlier in this process
     for r in results:
         run = c.get_run(r["mlflow_run_id"])
         assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:/")
