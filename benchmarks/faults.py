@@ -303,7 +303,6 @@ def _client(root: Path) -> Any:
 
 
 def _runs(root: Path) -> list[Any]:
-
     c = _client(root)
     exp = c.get_experiment_by_name(TINY["tracking"]["experiment"])
     return [] if exp is None else c.search_runs([exp.experiment_id])
@@ -362,7 +361,6 @@ def concurrent_flows(ws: Workspace, rng: random.Random, env: dict[str, str], n: 
     outputs = [p.communicate(timeout=1800)[0] for p in procs]
     codes = [p.returncode for p in procs]
     runs = _runs(root)
-
     c = _client(root)
     versions = c.search_model_versions("name='gancore-ring8-mlp'")
     dirs = [d for d in (root / "runs").iterdir() if d.is_dir() and not d.name.startswith(".")]

@@ -55,6 +55,9 @@ def torchrun(root, *args, faults=None, timeout=600):
     )
 
 
+_PREPARED: dict[str, Path] = {}  # params.yaml text -> a project prepared with it in this session
+
+
 def project(tmp_path, name, **sections):
     """A project with these parameters and its data prepared; a configuration already prepared in
     this session is copied (the same parameters prepare the same data, bit for bit)."""
@@ -69,9 +72,6 @@ def project(tmp_path, name, **sections):
     assert done.returncode == 0, done.stderr
     _PREPARED[key] = root
     return root
-
-
-_PREPARED: dict[str, Path] = {}
 
 
 def weights(root):
