@@ -30,6 +30,8 @@ PROBE_FILE = "probe.json"
 DIAGNOSIS_MD = "diagnosis.md"
 MODE_CSV = "mode_histogram.csv"
 MIXTURE_FILE = "mixture.json"
+# The curve the mixture's part count was chosen from (data/prepared/, beside mixture.json).
+SELECTION_PICTURE = "parts_selection.png"
 # The MLflow run a file-handed pipeline (one process per stage) is logging into.
 RUN_FILE = ".mlflow_run.json"
 

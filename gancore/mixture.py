@@ -2,11 +2,10 @@
 
 ``mixture.enabled: true`` turns the pipeline into a mixture, through the same stages:
 
-* **prepare** partitions the training data into parts: by class label where the data set has
-  labels (``mixture.partition: auto`` or ``labels``), else by k-means with ``mixture.parts`` parts
-  (the best of several seeded k-means++ restarts). Each part becomes a prepared data set of its
-  own under ``data/prepared/parts/partNN/`` (its test split: the held-out points nearest its
-  centroid, or of its class), beside ``data/prepared/mixture.json``;
+* **prepare** partitions the training data into parts (:mod:`gancore.partition`): by class label
+  where the data set has labels, else into the data's own clusters, as many as BIC finds
+  (``mixture.parts: auto``) or ``mixture.parts``. Each part becomes a prepared data set of its
+  own under ``data/prepared/parts/partNN/``, beside ``data/prepared/mixture.json``;
 * **train** trains one GAN per part, each exactly as a single GAN trains, into
   ``models/parts/partNN/`` (the ``gan-mixture`` flow trains the parts in parallel), then writes
   ``models/mixture.json``: each part's generator and its weight, its share of the training data.
@@ -23,138 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gancore import trainlog
+from gancore import progress, trainlog
 from gancore.config import Params, ParamsError
-from gancore.data.prepared import PreparedData, save_prepared
 from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
-
-KMEANS_RESTARTS = 5
-
-
-def partition_method(params: Params, data: PreparedData) -> str:
-    method = params.mixture.partition
-    if method == "auto":
-        return "labels" if data.kind == "image" and data.train_labels is not None else "kmeans"
-    if method == "labels" and data.train_labels is None:
-        raise ParamsError([("mixture.partition", f"labels: {data.meta.get('name')} has no class labels; use kmeans (or auto)")])
-    return method
-
-
-def _points(data: PreparedData, split: str) -> torch.Tensor:
-    x = data.train if split == "train" else data.test
-    return x.float().reshape(len(x), -1)
-
-
-def kmeans_partition(data: PreparedData, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(centroids [k, d], train assignments [N]) of the best of :data:`KMEANS_RESTARTS` k-means runs
-    (lowest within-part sum of squares)."""
-    from gancore.diagnostics.ndb import kmeans
-
-    x = _points(data, "train")
-    if len(x) < k:
-        raise ParamsError([("mixture.parts", f"{k} parts for {len(x)} training examples; use at most {len(x)}")])
-    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
-    for restart in range(KMEANS_RESTARTS):
-        centers, labels = kmeans(x, k, seed, stream=f"mixture/kmeans{restart}")
-        inertia = float((x.to(centers.dtype) - centers[labels]).pow(2).sum())
-        if best is None or inertia < best[0]:
-            best = (inertia, centers, labels)
-    assert best is not None
-    return best[1], best[2]
-
-
-def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[str, Any]:
-    """Split ``data`` into parts, save each as a prepared set, write the partition's description."""
-    method = partition_method(params, data)
-    if method == "labels":
-        assert data.train_labels is not None
-        classes = sorted(int(c) for c in torch.unique(data.train_labels))
-        train_of = [data.train_labels == c for c in classes]
-        test_of = [data.test_labels == c for c in classes] if data.test_labels is not None else None
-        names = (data.meta.get("modes") or {}).get("labels") or [str(c) for c in classes]
-        descriptions = [f"class {names[c] if c < len(names) else c}" for c in classes]
-    else:
-        from gancore.diagnostics.ndb import _nearest
-
-        centers, labels = kmeans_partition(data, params.mixture.parts, params.seed)
-        test_labels = _nearest(_points(data, "test").to(centers.dtype), centers)
-        train_of = [labels == i for i in range(len(centers))]
-        test_of = [test_labels == i for i in range(len(centers))]
-        descriptions = [f"k-means part around {[round(v, 4) for v in c.tolist()[:4]]}" + ("..." if c.numel() > 4 else "") for c in centers]
-    parts = []
-    for i, mask in enumerate(train_of):
-        test_mask = test_of[i] if test_of is not None else torch.zeros(len(data.test), dtype=torch.bool)
-        if not test_mask.any():  # a part no held-out point falls in: score it on the whole test split
-            test_mask = torch.ones(len(data.test), dtype=torch.bool)
-        train, test, meta = data.train[mask], data.test[test_mask], dict(data.meta)
-        shift, scale = [0.0] * (train.shape[1] if data.kind == "vector" else 0), 1.0
-        if data.kind == "vector":
-            # Each part trains on its own points centred and scaled to unit spread: a GAN learns a
-            # blob at the origin fast and precisely, wherever the part lies (grid25 reaches +-4 at
-            # sigma 0.05). Sampling maps the part back (x * scale + shift).
-            shift_t = train.double().mean(0)
-            scale = float(train.double().sub(shift_t).square().mean().sqrt()) or 1.0
-            shift = shift_t.tolist()
-            train, test = _affine(train, shift_t, scale), _affine(test, shift_t, scale)
-            meta = _normalised_meta(meta, shift_t, scale)
-        part = PreparedData(
-            meta={
-                **meta,
-                "count": int(mask.sum()),
-                "count_test": int(test_mask.sum()),
-                "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i], "shift": shift, "scale": scale},
-            },
-            train=train,
-            test=test,
-            train_labels=None if data.train_labels is None else data.train_labels[mask],
-            test_labels=None if data.test_labels is None else data.test_labels[test_mask],
-        )
-        save_prepared(layout.part(i).prepared, part)
-        parts.append(
-            {
-                "index": i,
-                "count": part.meta["count"],
-                "count_test": part.meta["count_test"],
-                "description": descriptions[i],
-                "shift": shift,
-                "scale": scale,
-            }
-        )
-    info = {"method": method, "parts": parts}
-    write_json(layout.prepared / MIXTURE_FILE, info)
-    return info
-
-
-def _affine(x: torch.Tensor, shift: torch.Tensor, scale: float) -> torch.Tensor:
-    return ((x.double() - shift) / scale).to(x.dtype)
-
-
-def _normalised_meta(meta: dict[str, Any], shift: torch.Tensor, scale: float) -> dict[str, Any]:
-    """The mode centres, sigma and value range in a part's normalised coordinates."""
-    modes = dict(meta.get("modes") or {})
-    if modes.get("centers"):
-        modes["centers"] = _affine(torch.tensor(modes["centers"], dtype=torch.float64), shift, scale).tolist()
-    if modes.get("sigma"):
-        modes["sigma"] = float(modes["sigma"]) / scale
-    out = {**meta, "modes": modes}
-    if meta.get("value_range"):
-        lo, hi = meta["value_range"]
-        out["value_range"] = [(lo - float(shift.max())) / scale, (hi - float(shift.min())) / scale]
-    return out
-
-
-def copy_classifier(layout: Layout, index: int) -> None:
-    """The part's monitor scores with the whole data set's domain classifier."""
-    import shutil
-
-    from gancore.io import atomic_path
-
-    source, target = layout.classifier, layout.part(index).classifier
-    if source.exists():
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
+from gancore.training.monitor import PREFIX
 
 
 def partition_info(layout: Layout) -> dict[str, Any]:
@@ -164,29 +37,62 @@ def partition_info(layout: Layout) -> dict[str, Any]:
     return read_json(path)
 
 
-def part_params(params: Params) -> Params:
-    """The parameters each part trains with: the mixture's, as a single GAN of ``mixture.steps``."""
-    train = params.train.model_copy(update={"steps": params.mixture.steps}) if params.mixture.steps else params.train
+def part_params(params: Params, count: int | None = None) -> Params:
+    """The parameters each part trains with: the mixture's, as a single GAN of ``mixture.steps``;
+    for a part of ``count`` examples too few to fill ``train.batch_size`` (times ``model.pack``),
+    the largest batch it can fill."""
+    update: dict[str, Any] = {"steps": params.mixture.steps} if params.mixture.steps else {}
+    if count is not None and params.train.batch_size * params.model.pack > count:
+        update["batch_size"] = count // params.model.pack
+    train = params.train.model_copy(update=update) if update else params.train
     return params.model_copy(update={"mixture": params.mixture.model_copy(update={"enabled": False}), "train": train})
 
 
-def train_part(params: Params, layout: Layout, index: int, restart: bool = False) -> dict[str, Any]:
-    """Train part ``index`` of the mixture (what the ``gan-mixture`` flow runs in parallel)."""
+def train_part(params: Params, layout: Layout, index: int, restart: bool = False, later_steps: int | None = None) -> dict[str, Any]:
+    """Train part ``index`` of the mixture (what the ``gan-mixture`` flow runs in parallel).
+
+    ``later_steps``: the steps of the parts still to train after this one, so that the time
+    estimate printed early in training covers the rest of the mixture (sequential training)."""
     from gancore.training import train
 
     info = partition_info(layout)
     part = info["parts"][index]
-    if params.train.batch_size > part["count"]:
+    if part["count"] < params.model.pack:
         raise ParamsError(
             [
                 (
-                    "train.batch_size",
-                    f"{params.train.batch_size} is larger than part {index} of the mixture "
-                    f"({part['count']} examples, {part['description']}); lower it or use fewer parts",
+                    "model.pack",
+                    f"{params.model.pack} is more than the {part['count']} examples of part {index} ({part['description']}); use fewer parts or a smaller pack",
                 )
             ]
         )
-    return train(part_params(params), layout.part(index), restart=restart)
+    own = part_params(params, part["count"])
+    if own.train.batch_size != params.train.batch_size:
+        progress.say(
+            f"part {index + 1}/{len(info['parts'])} ({part['description']}) has {part['count']} examples, fewer than "
+            f"train.batch_size={params.train.batch_size}"
+            + (f" x model.pack={params.model.pack}" if params.model.pack > 1 else "")
+            + f": it trains with batch {own.train.batch_size}"
+        )
+    label = f"train part {index + 1}/{len(info['parts'])}"
+    return train(own, layout.part(index), restart=restart, label=label, later_steps=later_steps)
+
+
+def plan_text(params: Params, layout: Layout) -> str:
+    """What the train stage is about to do, in one line."""
+    from gancore.device import resolve_device
+
+    device = resolve_device(params.device)
+    batch = f"batch {params.train.batch_size}" + (f" x pack {params.model.pack}" if params.model.pack > 1 else "")
+    if params.mixture.enabled and layout.prepared.joinpath(MIXTURE_FILE).is_file():
+        info = partition_info(layout)
+        how = {"labels": "one per class", "none": "the whole data set, unlabelled images are not split"}.get(
+            info["method"], "clusters, count chosen by BIC" if info.get("chosen_by") == "bic" else "clusters"
+        )
+        steps = part_params(params).train.steps
+        n = len(info["parts"])
+        return f"plan: {'a mixture of ' + str(n) + ' GANs' if n > 1 else 'one GAN'} ({how}) x {steps} steps{' each' if n > 1 else ''}, {batch}, {params.model.arch} on {device}"
+    return f"plan: one GAN, {params.train.steps} steps, {batch}, {params.model.arch} on {device}"
 
 
 def remove_single(layout: Layout) -> None:
@@ -209,8 +115,55 @@ def finish_mixture(params: Params, layout: Layout) -> dict[str, Any]:
             raise GanCoreError(f"{generator} is missing: part {p['index']} of the mixture is not trained yet")
         parts.append({**p, "weight": p["count"] / total, "generator": generator.relative_to(layout.models).as_posix()})
     write_json(layout.mixture, {"method": info["method"], "parts": parts})
-    trainlog.write(layout.train_log, mean_log([trainlog.read(layout.part(p["index"]).train_log) for p in info["parts"]]))
+    judged = mixture_monitor(params, layout, parts)
+    rows = mean_log([trainlog.read(layout.part(p["index"]).train_log) for p in info["parts"]])
+    # The parts' monitor figures describe one part each (1 mode covered of the data's 8): the
+    # mixture's log carries the mixture's own, judged on its parts' samples together.
+    rows = [{k: v for k, v in row.items() if not k.startswith(PREFIX)} for row in rows]
+    for row in rows:
+        row.update(judged.get(int(row["step"]), {}))
+    trainlog.write(layout.train_log, rows)
     return {"parts": len(parts), "weights": [round(p["weight"], 6) for p in parts], "method": info["method"]}
+
+
+def mixture_monitor(params: Params, layout: Layout, parts: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The collapse monitor's figures of the mixture itself at every step where all its parts were
+    checked: each part's fixed-z samples of that step, mapped back to the data's coordinates and
+    taken in proportion to the parts' weights, judged against the whole data set (and pictured in
+    ``plots/progress/``, the mixture's own progress series)."""
+    import torch
+
+    from gancore.data.prepared import load_prepared, to_model_range
+    from gancore.io import torch_load
+    from gancore.sampling import allocate
+    from gancore.training.monitor import CollapseMonitor, log_columns
+
+    if params.train.monitor_every is None or not parts:
+        return {}
+    stepsets = [{int(f.stem[5:]) for f in layout.part(p["index"]).progress.glob("step_*.pt")} for p in parts]
+    steps = sorted(set.intersection(*stepsets))
+    if not steps:
+        return {}
+    data = load_prepared(layout.prepared)
+    d = params.diagnose
+    monitor = CollapseMonitor(
+        data, layout.prepared, params.model.latent_dim, params.seed, torch.device("cpu"), d.confidence, d.duplicate_fraction
+    )
+    counts = allocate(len(monitor.z), [p["weight"] for p in parts])
+    layout.progress.mkdir(parents=True, exist_ok=True)
+    judged = {}
+    for step in steps:
+        xs = []
+        for part, count in zip(parts, counts):
+            x = to_model_range(torch_load(layout.part(part["index"]).progress / f"step_{step:06d}.pt")["x"])[:count]
+            if part.get("shift"):
+                x = x * float(part["scale"]) + torch.tensor(part["shift"], dtype=x.dtype)
+            xs.append(x)
+        x = torch.cat(xs)
+        figures = monitor.score(x)
+        monitor.picture(x, layout.progress / f"step_{step:06d}.png")
+        judged[step] = log_columns(figures, monitor.judge(figures))
+    return judged
 
 
 def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -234,7 +187,9 @@ def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict
     """The train stage of a mixture: every part in turn (each resumable on its own), then the manifest."""
     info = partition_info(layout)
     remove_single(layout)
-    summaries = [train_part(params, layout, p["index"], restart) for p in info["parts"]]
+    steps = part_params(params).train.steps
+    n = len(info["parts"])
+    summaries = [train_part(params, layout, p["index"], restart, later_steps=steps * (n - 1 - i)) for i, p in enumerate(info["parts"])]
     summary = finish_mixture(params, layout)
     summary["seconds"] = round(sum(s["seconds"] for s in summaries), 3)
     summary["steps"] = part_params(params).train.steps

@@ -14,10 +14,12 @@ STAGE_ORDER: tuple[str, ...] = get_args(StageName)
 POST_STAGES: tuple[str, ...] = ("probe",)
 ALL_STAGES: tuple[str, ...] = (*STAGE_ORDER, *POST_STAGES)
 
-DatasetName = Literal["ring8", "grid25", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder"]
+DatasetName = Literal["ring8", "grid25", "points", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)
-VectorDatasetName = Literal["ring8", "grid25"]
+VectorDatasetName = Literal["ring8", "grid25", "points"]
 VECTOR_DATASETS: tuple[str, ...] = get_args(VectorDatasetName)
+# Data sets read from the user's own files (data.path).
+FILE_DATASETS: tuple[str, ...] = ("points", "image_folder")
 
 LossName = Literal["minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares"]
 LOSSES: tuple[str, ...] = get_args(LossName)

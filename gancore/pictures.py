@@ -25,11 +25,19 @@ def save_image_grid(images: torch.Tensor, path: str | Path) -> None:
         save_image(grid, tmp, format="png")
 
 
+def plane(points: Any) -> np.ndarray:
+    """The first two coordinates of points [N, d] (1-D points on the x axis), for 2D pictures."""
+    p = np.asarray(points, dtype=np.float64)
+    p = p.reshape(len(p), -1)
+    return np.concatenate([p, np.zeros_like(p)], axis=1) if p.shape[1] == 1 else p[:, :2]
+
+
 def points_image(points: Any, centers: Any = None, extent: tuple[float, float] | None = None, size: int = 256) -> np.ndarray:
-    """2D points as an RGB uint8 image [size, size, 3]: white background, darker where denser,
-    mode centres as red crosses; ``extent`` (lo, hi) on both axes (default: the points' range)."""
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    c = None if centers is None else np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    """Points as an RGB uint8 image [size, size, 3] (their first two coordinates): white background,
+    darker where denser, mode centres as red crosses; ``extent`` (lo, hi) on both axes (default:
+    the points' range)."""
+    p = plane(points)
+    c = None if centers is None or not len(centers) else plane(centers)
     if extent is None:
         ref = p if c is None else np.concatenate([p, c])
         finite = ref[np.isfinite(ref).all(1)]

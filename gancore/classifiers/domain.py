@@ -1,6 +1,7 @@
 """Domain classifiers: p(mode | x) for the data set itself, fitted during ``gan prepare``.
 
-- ring8 / grid25: the exact posterior of the equal-weight Gaussian mixture, nothing to train.
+- ring8 / grid25: the exact posterior of the equal-weight Gaussian mixture, nothing to train;
+  points: the posterior of the Gaussian mixture prepare fitted to the data's clusters.
 - mnist, fashion_mnist, cifar10, labelled image folders: a small CNN trained with Adam for
   ``data.classifier_epochs`` epochs; features are its penultimate layer. Adaptive pooling lets one
   network serve 28, 32 and 64 pixel images.
@@ -101,41 +102,57 @@ def build_network(arch: dict[str, Any]) -> ConvNet:
 
 
 class GaussianPosterior(Classifier):
-    """p(k | x) of an equal-weight isotropic Gaussian mixture: softmax_k(-||x - c_k||^2 / (2 sigma^2)).
+    """p(k | x) of a Gaussian mixture with diagonal covariances:
+    softmax_k(log w_k - 1/2 sum_d [(x_d - mu_kd)^2 / var_kd + log var_kd]); features are the points.
 
-    Computed in float64: with sigma = 0.01 the exponents reach -1e5, far past float32's range, and
-    the softmax's max-subtraction keeps the largest term at exp(0).
+    ring8 / grid25: the generating mixture (equal weights, isotropic sigma), where this is
+    softmax_k(-||x - c_k||^2 / (2 sigma^2)). points: the mixture prepare fitted to the data
+    (meta ``modes.weights/means/variances``). Computed in float64: with sigma = 0.01 the exponents
+    reach -1e5, far past float32's range, and the softmax's max-subtraction keeps the largest term
+    at exp(0).
     """
 
     name = "domain"
-    feature_dim = 2
     mixed_precision = False
 
-    def __init__(self, centers: Any, sigma: float):
+    def __init__(self, centers: Any, sigma: float | None = None, weights: Any = None, variances: Any = None):
         super().__init__()
         self.centers = torch.as_tensor(centers, dtype=torch.float64)
-        if self.centers.dim() != 2 or self.centers.shape[1] != 2 or not sigma > 0:
-            raise EvaluationError(f"Gaussian posterior needs centres [K, 2] and sigma > 0, got {tuple(self.centers.shape)} and {sigma}")
-        self.sigma = float(sigma)
-        self.num_classes = self.centers.shape[0]
+        if self.centers.dim() != 2 or not len(self.centers):
+            raise EvaluationError(f"a Gaussian posterior needs centres [K, d], got {tuple(self.centers.shape)}")
+        k, d = self.centers.shape
+        if variances is None:
+            if sigma is None or not sigma > 0:
+                raise EvaluationError(f"a Gaussian posterior needs sigma > 0 or per-component variances, got sigma={sigma}")
+            variances = torch.full((k, d), float(sigma) ** 2, dtype=torch.float64)
+        self.variances = torch.as_tensor(variances, dtype=torch.float64)
+        self.weights = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.variances.shape != (k, d) or self.weights.shape != (k,) or not bool((self.variances > 0).all()):
+            raise EvaluationError(f"a Gaussian posterior needs variances [K, d] > 0 and weights [K] for centres {[k, d]}")
+        self.sigma = sigma
+        self.num_classes = k
+        self.feature_dim = d
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> GaussianPosterior:
         modes = meta.get("modes") or {}
+        if modes.get("means") and modes.get("variances"):
+            return cls(modes["means"], weights=modes.get("weights"), variances=modes["variances"])
         if not modes.get("centers") or modes.get("sigma") is None:
             raise EvaluationError(f"meta.json of {meta.get('name')!r} lacks modes.centers / modes.sigma; run `gan prepare` again")
         return cls(modes["centers"], modes["sigma"])
 
     def to(self, device: str | torch.device) -> GaussianPosterior:
         super().to(device)
-        self.centers = self.centers.to(self.device)
+        self.centers, self.variances, self.weights = (t.to(self.device) for t in (self.centers, self.variances, self.weights))
         return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.dim() != 2 or x.shape[1] != 2:
-            raise EvaluationError(f"the Gaussian posterior classifies 2D points [B, 2], got {tuple(x.shape)}")
-        sq_dist = (x.double()[:, None, :] - self.centers[None]).square().sum(-1)
-        return -sq_dist / (2 * self.sigma**2), x.clone()
+        if x.dim() != 2 or x.shape[1] != self.feature_dim:
+            raise EvaluationError(f"the Gaussian posterior classifies points [B, {self.feature_dim}], got {tuple(x.shape)}")
+        scaled = (x.double()[:, None, :] - self.centers[None]).square() / self.variances[None]
+        logits = torch.log(self.weights)[None] - 0.5 * (scaled.sum(-1) + torch.log(self.variances).sum(1)[None])
+        return logits, x.clone()
 
 
 class CNNClassifier(Classifier):
@@ -251,9 +268,12 @@ def _none(reason: str, start: float) -> dict[str, Any]:
 
 def _fit_gaussian(data: PreparedData, start: float) -> dict[str, Any]:
     classifier = GaussianPosterior.from_meta(data.meta)
+    estimated = bool((data.meta.get("modes") or {}).get("estimated"))
     info: dict[str, Any] = {
         "kind": "gaussian_posterior",
-        "definition": "exact posterior over the mixture centres (meta.modes.centers, sigma; equal priors)",
+        "definition": "posterior of the Gaussian mixture fitted to the training data (meta.modes: weights, means, variances)"
+        if estimated
+        else "exact posterior over the mixture centres (meta.modes.centers, sigma; equal priors)",
         "num_classes": classifier.num_classes,
         "feature_dim": classifier.feature_dim,
     }

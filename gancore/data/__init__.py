@@ -44,7 +44,12 @@ def build_data(params: Params, layout: Layout) -> PreparedData:
     """The prepared data set for ``params`` in memory (raw inputs are fetched into ``layout.raw``)."""
     d = params.data
     # Imported per kind: the image sets pull in torchvision, which 2D data never need.
-    if params.data_kind == "vector":
+    if d.name == "points":
+        from gancore.data.points import prepare_points
+
+        assert d.path is not None  # validated with the parameters
+        data = prepare_points(d.path, params.seed, d.n_train, d.n_test, params.mixture.max_parts)
+    elif params.data_kind == "vector":
         from gancore.data.toy import prepare_toy
 
         data = prepare_toy(d.name, params.seed, d.n_train, d.n_test)
@@ -105,11 +110,15 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
         run_facts = {}
     mixture = None
     if params.mixture.enabled:
-        from gancore.mixture import copy_classifier, prepare_parts
+        from gancore.partition import copy_classifier, prepare_parts
 
         mixture = prepare_parts(params, layout, data)
         for part in mixture["parts"]:
             copy_classifier(layout, part["index"])
+        # The partition in the data's description too (its count and, for parts=auto, the curve
+        # it was chosen from); meta.json is written last, as everywhere in prepare.
+        data.meta["mixture"] = {k: v for k, v in mixture.items() if k != "parts"} | {"parts": len(mixture["parts"])}
+        write_json(out / META_FILE, data.meta)
     summary: dict[str, Any] = {
         "name": data.meta["name"],
         "kind": data.kind,
@@ -125,6 +134,6 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
         summary["classifier_cache"] = run_facts["cache"]
     if mixture is not None:
         summary["mixture_parts"] = len(mixture["parts"])
-        summary["mixture_method"] = mixture["method"]
+        summary["mixture_method"] = mixture["method"] + (" (part count by BIC)" if mixture.get("chosen_by") == "bic" else "")
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary

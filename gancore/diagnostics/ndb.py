@@ -15,8 +15,8 @@ Follows eitanrich/gans-n-gmms ``utils/ndb.py``:
 
 Under the null hypothesis (same distribution) about ``alpha * K`` bins come out different by
 chance; :func:`false_positive_bound` gives a 3-sigma binomial bound on that count, used to call an
-NDB "significant". Our K-means is a small torch implementation (k-means++ seeding, Lloyd
-iterations), not scikit-learn's, so bins match the reference in kind, not bit for bit.
+NDB "significant". Our K-means (:func:`gancore.clustering.kmeans`: greedy k-means++ seeding, Lloyd
+iterations) is not scikit-learn's code, so bins match the reference in kind, not bit for bit.
 """
 
 from __future__ import annotations
@@ -26,80 +26,12 @@ from typing import Any
 
 import torch
 
+from gancore.clustering import kmeans, nearest
 from gancore.seeds import generator as seeded_generator
 
 # The reference warns to keep the training set near 500 x K for speed; 10k points with K = 100
 # leaves ~100 per bin, enough for the per-bin proportions (relative SE ~ 10 %).
 NDB_MAX_REAL = 10_000
-KMEANS_ITERS = 50
-# scikit-learn's convergence rule: stop once the centres move (summed squared shift) by less than
-# 1e-4 of the data's mean per-dimension variance; the bins no longer change in any way that the
-# per-bin proportions could register.
-KMEANS_TOL = 1e-4
-# Chunk of points per distance computation: bounds the memory of [chunk, K] on 3072-dim images.
-_CHUNK = 4096
-
-
-def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    out = []
-    exact = x.shape[1] <= 16
-    for start in range(0, len(x), _CHUNK):
-        part = x[start : start + _CHUNK]
-        d = torch.cdist(part, centers, compute_mode="donot_use_mm_for_euclid_dist" if exact else "use_mm_for_euclid_dist")
-        out.append(d.argmin(dim=1))
-    return torch.cat(out)
-
-
-def _min_sq_dist(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-    return (x - center).pow(2).sum(dim=1)
-
-
-def kmeans(
-    x: torch.Tensor, k: int, seed: int = 0, iters: int = KMEANS_ITERS, stream: str = "diagnose/kmeans"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """K-means (k-means++ seeding, then Lloyd) on ``x`` [N, d]; returns (centres [k, d], labels [N]).
-
-    Runs on ``x``'s device; the random choices come from a CPU generator, so a seed picks the same
-    bins on any device (up to floating-point ties). An emptied cluster is re-seeded at the point
-    farthest from its centre, so every bin keeps members and the reference proportions stay positive.
-    """
-    x = x.reshape(len(x), -1)
-    # Low-dimensional data in float64: tight 2D modes (sigma 0.01) need the digits.
-    x = x.double() if x.shape[1] <= 16 else x.float()
-    n = len(x)
-    if n < k:
-        raise ValueError(f"K-means needs at least as many points as bins: {n} points, {k} bins")
-    gen = seeded_generator(seed, stream)
-    first = int(torch.randint(n, (1,), generator=gen))
-    centers = [x[first]]
-    d2 = _min_sq_dist(x, x[first])
-    for _ in range(1, k):
-        total = d2.sum()
-        if total <= 0:  # fewer distinct points than bins: any point will do
-            idx = int(torch.randint(n, (1,), generator=gen))
-        else:
-            idx = int(torch.multinomial((d2 / total).double().cpu(), 1, generator=gen))
-        centers.append(x[idx])
-        d2 = torch.minimum(d2, _min_sq_dist(x, x[idx]))
-    c = torch.stack(centers)
-    labels = _nearest(x, c)
-    tol = KMEANS_TOL * float(x.var(dim=0).mean())
-    for _ in range(iters):
-        sums = torch.zeros_like(c).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=k)
-        empty = counts == 0
-        new_c = torch.where(empty[:, None], c, sums / counts.clamp_min(1)[:, None].to(x.dtype))
-        if empty.any():
-            far = _min_sq_dist(x, new_c[labels]).argsort(descending=True)
-            new_c[empty] = x[far[: int(empty.sum())]]
-        shift = float((new_c - c).pow(2).sum())
-        c = new_c
-        new = _nearest(x, c)
-        if torch.equal(new, labels) or shift <= tol:
-            labels = new
-            break
-        labels = new
-    return c, labels
 
 
 def two_proportion_z(p1: torch.Tensor, n1: int, p2: torch.Tensor, n2: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +70,7 @@ def ndb(
     # Bins ordered by size, largest first, as the reference does (for the plots and the table).
     order = ref.argsort(descending=True, stable=True)
     centers, ref = centers[order], ref[order]
-    gen_labels = _nearest(g.to(centers.device, centers.dtype), centers)
+    gen_labels = nearest(g.to(centers.device, centers.dtype), centers)
     ref, centers = ref.cpu(), centers.cpu()
     query = torch.bincount(gen_labels.cpu(), minlength=bins).double() / n2
     z, p_values = two_proportion_z(ref, n1, query, n2)

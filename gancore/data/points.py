@@ -1,0 +1,212 @@
+"""Your own vector data: ``data.name: points`` with ``data.path`` naming a ``.npy`` or ``.csv`` file.
+
+One row per point, one numeric column per coordinate (a ``.csv`` may start with a header row; its
+delimiter is found from the first lines: comma, semicolon, tab or spaces). Every value must be a
+finite number: the first offending cell is named by row and column.
+
+The prepared data are **standardised** with the training split's per-column mean and standard
+deviation, which ``meta.json`` keeps under ``units``; ``gan sample`` maps the samples back and
+writes them in the file's units beside the prepared-space tensor (``samples/samples.csv``).
+
+The data's modes are unknown, so prepare finds its clusters (:func:`gancore.clustering.select_clusters`:
+a diagonal Gaussian mixture, its size chosen by BIC) and records the mixture under ``modes``. That
+mixture is the domain classifier of these data (its posterior gives p(cluster | x)), the parts of
+the mixture of GANs (``mixture.parts: auto``) and the modes the diagnosis counts; ``modes.estimated``
+says that they were found, not given.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gancore.data.prepared import PreparedData
+from gancore.errors import DataError
+from gancore.seeds import generator
+
+SUFFIXES = (".npy", ".csv")
+# The fewest rows that leave a test split able to fill the evaluation's 10 splits.
+MIN_ROWS = 20
+# Points the cluster count is chosen on (a seeded subset): 5,000 pin the BIC curve of 2-D data
+# with 25 clusters; the final mixture is fitted on the whole training split.
+SELECT_POINTS = 5000
+VALUE_MARGIN = 0.05  # value_range: the data's range widened by this share on each side
+
+
+class PointsError(DataError):
+    """A points file that cannot be read as a table of finite numbers."""
+
+
+def _check_path(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in SUFFIXES:
+        raise PointsError(f"{p} is not a .npy or .csv file; give data.path a .npy array [N, d] or a .csv of numeric columns")
+    if not p.is_file():
+        raise PointsError(f"{p} does not exist; give data.path an existing .npy or .csv file")
+    return p
+
+
+def _dialect(sample: str) -> Any:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t ")
+    except csv.Error:
+        return csv.excel  # one column, or a sample the sniffer cannot read: commas
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_rows(p: Path) -> tuple[list[str] | None, list[list[str]]]:
+    text = p.read_text(encoding="utf-8-sig")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise PointsError(f"{p} is empty; it needs one row per point")
+    dialect = _dialect("\n".join(lines[:20]))
+    rows = [[cell.strip() for cell in row if cell.strip() != "" or dialect.delimiter != " "] for row in csv.reader(lines, dialect)]
+    header = None
+    if rows and not all(_is_number(cell) for cell in rows[0]):
+        header, rows = rows[0], rows[1:]
+    return header, rows
+
+
+@functools.lru_cache(maxsize=32)
+def _dims_cached(path: str, mtime: float, size: int) -> int:
+    p = Path(path)
+    if p.suffix.lower() == ".npy":
+        try:
+            array = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise PointsError(f"{p} is not a readable .npy array ({exc})") from None
+        if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] < 1):
+            raise PointsError(f"{p} holds an array of shape {list(array.shape)}; points need [N, d] (one row per point) or [N]")
+        return 1 if array.ndim == 1 else int(array.shape[1])
+    header, rows = _csv_rows(p)
+    if header is not None:
+        return len(header)
+    return len(rows[0]) if rows else 0
+
+
+def point_dims(path: str | Path) -> int:
+    """The number of columns of the points file ``path`` (cheap: the header or first row only)."""
+    p = _check_path(path)
+    stat = p.stat()
+    dims = _dims_cached(str(p.resolve()), stat.st_mtime, stat.st_size)
+    if dims < 1:
+        raise PointsError(f"{p} has no columns; it needs one numeric column per coordinate")
+    return dims
+
+
+def load_points(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """The points of ``path`` as float64 [N, d] and the column names; errors name the bad cell."""
+    p = _check_path(path)
+    if p.suffix.lower() == ".npy":
+        try:
+            raw = np.load(p, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise PointsError(f"{p} is not a readable .npy array ({exc})") from None
+        if raw.ndim == 1:
+            raw = raw[:, None]
+        if raw.ndim != 2:
+            raise PointsError(f"{p} holds an array of shape {list(raw.shape)}; points need [N, d] (one row per point)")
+        if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == np.bool_):
+            raise PointsError(f"{p} holds {raw.dtype} values; points need numbers")
+        x = raw.astype(np.float64)
+        names = [f"x{j}" for j in range(x.shape[1])]
+        first_row = 0
+    else:
+        header, rows = _csv_rows(p)
+        width = len(header) if header is not None else len(rows[0]) if rows else 0
+        names = header if header is not None else [f"x{j}" for j in range(width)]
+        first_row = 2 if header is not None else 1
+        x = np.empty((len(rows), width), dtype=np.float64)
+        for i, row in enumerate(rows):
+            if len(row) != width:
+                raise PointsError(f"{p}, row {i + first_row}: {len(row)} values where the file has {width} columns ({', '.join(names)})")
+            for j, cell in enumerate(row):
+                try:
+                    x[i, j] = float(cell)
+                except ValueError:
+                    raise PointsError(f"{p}, row {i + first_row}, column {names[j]!r}: {cell!r} is not a number") from None
+        first_row -= 1  # the file's row number of x[i] is i + 1 + first_row
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        what = "NaN" if np.isnan(x[i, j]) else "inf"
+        where = f"row {i + 1 + first_row}" if p.suffix.lower() == ".csv" else f"row {i} (0-based)"
+        raise PointsError(f"{p}, {where}, column {names[j]!r}: {what} ({int(bad.sum())} non-finite values in all); remove or fill those rows")
+    if len(x) < MIN_ROWS:
+        raise PointsError(f"{p} has {len(x)} rows; points need at least {MIN_ROWS} (a training and a test split)")
+    return x, names
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:
+    """The points file as prepared data: a seeded split, standardised, with its clusters found."""
+    from gancore.clustering import fit_gmm, kmeans_best, select_clusters
+    from gancore.config import ParamsError
+
+    p = _check_path(path)
+    x, names = load_points(p)
+    n = len(x)
+    n_test = n_test or max(MIN_ROWS // 2, round(0.1 * n))
+    if n_test >= n:
+        raise ParamsError([("data.n_test", f"{n_test} leaves no training rows out of the {n} in {p}; use fewer")])
+    perm = torch.randperm(n, generator=generator(seed, "points_split"))
+    test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
+    if n_train is not None:
+        if n_train > len(train_idx):
+            raise ParamsError([("data.n_train", f"{n_train} is more than the {len(train_idx)} training rows of {p}; use at most that")])
+        train_idx = train_idx[torch.randperm(len(train_idx), generator=generator(seed, "train_subset"))[:n_train].sort().values]
+    train64, test64 = torch.from_numpy(x[train_idx.numpy()]), torch.from_numpy(x[test_idx.numpy()])
+    mean = train64.mean(0)
+    std = train64.std(0) if len(train64) > 1 else torch.ones_like(mean)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays as it is, centred
+    train, test = ((train64 - mean) / std), ((test64 - mean) / std)
+
+    pick = torch.randperm(len(train), generator=generator(seed, "points/select"))[:SELECT_POINTS]
+    selection = select_clusters(train[pick], max_clusters, seed, "points/select")
+    gmm = fit_gmm(train, *kmeans_best(train, selection.k, seed, 5, "points/clusters"))
+    lo, hi = float(train.min()), float(train.max())
+    margin = VALUE_MARGIN * (hi - lo or 1.0)
+    stat = p.stat()
+    meta = {
+        "value_range": [lo - margin, hi + margin],
+        "value_range_definition": f"standardised units: the training data's range +- {VALUE_MARGIN:.0%}",
+        "units": {
+            "columns": names,
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "definition": "prepared = (x - mean) / std per column (training split); samples.csv is back in the file's units",
+        },
+        "modes": {
+            "count": gmm.k,
+            "estimated": True,
+            "definition": f"{gmm.k} clusters found in the standardised training data (diagonal Gaussian mixture, size chosen by BIC)",
+            "weights": gmm.weights.tolist(),
+            "means": gmm.means.tolist(),
+            "variances": gmm.variances.tolist(),
+            "selection": selection.as_dict(),
+        },
+        "raw_sha256": {},
+        "source": {"path": str(p.resolve()), "rows": n, "columns": len(names), "bytes": stat.st_size, "sha256": file_sha256(p)},
+    }
+    # The clusters' labels stand where a labelled set has its classes (the real mode histogram).
+    return PreparedData(meta, train.float(), test.float(), gmm.predict(train), gmm.predict(test))

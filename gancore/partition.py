@@ -1,0 +1,232 @@
+"""The parts of a mixture of GANs: how ``gan prepare`` splits the data (see :mod:`gancore.mixture`).
+
+* ``mixture.partition: labels`` (``auto`` for labelled images): one part per class;
+* ``none`` (``auto`` for unlabelled images): one part, the whole data set;
+* ``kmeans`` (``auto`` for vector data): the data's clusters, a diagonal Gaussian mixture fitted by EM
+  from k-means, in the data's coordinates (vectors) or the leading principal components of the
+  pixels (images). ``mixture.parts: auto`` (the default) takes the number of clusters that
+  minimises BIC over 1..``mixture.max_parts`` (:func:`gancore.clustering.select_clusters`), so no
+  part count is ever given for a data set; the curve it was chosen from is kept in
+  ``mixture.json``, ``meta.json`` and ``parts_selection.png``.
+
+Each part becomes a prepared data set of its own under ``data/prepared/parts/partNN/`` (its test
+split: the held-out examples of its cluster or class); vector parts are centred and scaled to unit
+spread, and sampling maps them back.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from gancore.clustering import as_points, fit_gmm, kmeans_best, select_clusters
+from gancore.config import Params, ParamsError
+from gancore.data.prepared import PreparedData, save_prepared
+from gancore.io import write_json
+from gancore.layout import MIXTURE_FILE, SELECTION_PICTURE, Layout
+from gancore.seeds import generator as seeded_generator
+
+KMEANS_RESTARTS = 5
+# Points the part count is chosen on (a seeded subset of the training data): 5,000 pin the BIC
+# curve of 2-D data with 25 clusters; the partition itself is fitted on every training point.
+SELECT_POINTS = 5000
+# Images are clustered in the space of their leading principal components: the clusters of the
+# flattened pixels, at a fraction of the cost, and a space where a Gaussian mixture's BIC is defined.
+IMAGE_COMPONENTS = 16
+
+
+def partition_method(params: Params, data: PreparedData) -> str:
+    """``labels``, ``kmeans`` or ``none`` (one part: unlabelled images under ``auto``, whose
+    clusters of pixels are colours and layouts rather than modes; ``partition: kmeans`` splits
+    them anyway)."""
+    method = params.mixture.partition
+    if method == "auto":
+        if data.kind == "image":
+            return "labels" if data.train_labels is not None else "none"
+        return "kmeans"
+    if method == "labels" and data.train_labels is None:
+        raise ParamsError([("mixture.partition", f"labels: {data.meta.get('name')} has no class labels; use kmeans (or auto)")])
+    return method
+
+
+def _points(data: PreparedData, split: str) -> torch.Tensor:
+    x = data.train if split == "train" else data.test
+    return x.float().reshape(len(x), -1)
+
+
+def cluster_space(data: PreparedData, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(train, test) rows in the space the parts are clustered in, and its name: the coordinates
+    of vector data; for images the leading principal components of the flattened pixels."""
+    train, test = as_points(_points(data, "train")), as_points(_points(data, "test"))
+    if data.kind == "vector":
+        return train, test, "coordinates"
+    pick = torch.randperm(len(train), generator=seeded_generator(seed, "mixture/pca"))[:SELECT_POINTS]
+    mean = train[pick].mean(0)
+    q = min(IMAGE_COMPONENTS, len(pick), train.shape[1])
+    _, _, v = torch.pca_lowrank(train[pick] - mean, q=q, center=False, niter=4)
+    return (train - mean) @ v, (test - mean) @ v, f"first {q} principal components of the pixels"
+
+
+def choose_parts(params: Params, data: PreparedData, train: torch.Tensor) -> tuple[int, dict[str, Any] | None]:
+    """The part count: ``mixture.parts``, or for ``auto`` the cluster count BIC picks over
+    1..``mixture.max_parts`` (the mixture prepare already fitted to a points file, when there is one)."""
+    parts = params.mixture.parts
+    if parts != "auto":
+        if len(train) < int(parts):
+            raise ParamsError([("mixture.parts", f"{parts} parts for {len(train)} training examples; use at most {len(train)}")])
+        return int(parts), None
+    modes = data.meta.get("modes") or {}
+    if modes.get("estimated") and modes.get("selection"):
+        return int(modes["count"]), modes["selection"]
+    pick = torch.randperm(len(train), generator=seeded_generator(params.seed, "mixture/select"))[:SELECT_POINTS]
+    selection = select_clusters(train[pick], params.mixture.max_parts, params.seed, "mixture/select")
+    if selection.at_limit:
+        warnings.warn(
+            f"mixture.parts=auto: BIC was still falling at mixture.max_parts={params.mixture.max_parts}; "
+            "the data may hold more clusters: raise mixture.max_parts",
+            stacklevel=2,
+        )
+    return selection.k, selection.as_dict()
+
+
+def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, Any]]:
+    """(train labels, test labels, descriptions, record) of the data's clusters: a diagonal Gaussian
+    mixture of the chosen size, fitted by EM from the best of :data:`KMEANS_RESTARTS` k-means runs;
+    each example goes to its most probable component (unlike k-means' nearest centre, this respects
+    clusters of unequal widths). A points file's clusters are those prepare found."""
+    modes = data.meta.get("modes") or {}
+    train, test, space = cluster_space(data, params.seed)
+    k, selection = choose_parts(params, data, train)
+    if modes.get("estimated") and params.mixture.parts == "auto" and data.train_labels is not None and data.test_labels is not None:
+        train_labels, test_labels = data.train_labels, data.test_labels
+    else:
+        gmm = fit_gmm(train, *kmeans_best(train, k, params.seed, KMEANS_RESTARTS, "mixture/kmeans"))
+        train_labels, test_labels = gmm.predict(train), gmm.predict(test)
+    kept = [int(c) for c in torch.unique(train_labels)]  # a component that won no example is no part
+    remap = torch.full((k,), -1, dtype=torch.long)
+    remap[kept] = torch.arange(len(kept))
+    train_labels, test_labels = remap[train_labels], remap[test_labels]
+    descriptions = []
+    for i in range(len(kept)):
+        centre = _points(data, "train")[train_labels == i].double().mean(0).tolist() if data.kind == "vector" else None
+        descriptions.append(
+            f"cluster {i}" + (f" around {[round(v, 4) for v in centre[:4]]}" + ("..." if len(centre) > 4 else "") if centre else "")
+        )
+    record = {"space": space, "chosen_by": "bic" if selection else "mixture.parts", "selection": selection}
+    return train_labels, test_labels, descriptions, record
+
+
+def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[str, Any]:
+    """Split ``data`` into parts, save each as a prepared set, write the partition's description."""
+    method = partition_method(params, data)
+    record: dict[str, Any] = {}
+    if method == "labels":
+        assert data.train_labels is not None
+        classes = sorted(int(c) for c in torch.unique(data.train_labels))
+        train_of = [data.train_labels == c for c in classes]
+        test_of = [data.test_labels == c for c in classes] if data.test_labels is not None else None
+        names = (data.meta.get("modes") or {}).get("labels") or [str(c) for c in classes]
+        descriptions = [f"class {names[c] if c < len(names) else c}" for c in classes]
+    elif method == "none":
+        train_of, test_of, descriptions = [torch.ones(len(data.train), dtype=torch.bool)], None, ["the whole data set"]
+    else:
+        train_labels, test_labels, descriptions, record = cluster_partition(data, params)
+        train_of = [train_labels == i for i in range(len(descriptions))]
+        test_of = [test_labels == i for i in range(len(descriptions))]
+    parts = []
+    for i, mask in enumerate(train_of):
+        test_mask = test_of[i] if test_of is not None else torch.zeros(len(data.test), dtype=torch.bool)
+        if not test_mask.any():  # a part no held-out point falls in: score it on the whole test split
+            test_mask = torch.ones(len(data.test), dtype=torch.bool)
+        train, test, meta = data.train[mask], data.test[test_mask], dict(data.meta)
+        shift, scale = [0.0] * (train.shape[1] if data.kind == "vector" else 0), 1.0
+        if data.kind == "vector":
+            # Each part trains on its own points centred and scaled to unit spread: a GAN learns a
+            # blob at the origin fast and precisely, wherever the part lies (grid25 reaches +-4 at
+            # sigma 0.05). Sampling maps the part back (x * scale + shift).
+            shift_t = train.double().mean(0)
+            scale = float(train.double().sub(shift_t).square().mean().sqrt()) or 1.0
+            shift = shift_t.tolist()
+            train, test = _affine(train, shift_t, scale), _affine(test, shift_t, scale)
+            meta = _normalised_meta(meta, shift_t, scale)
+        part = PreparedData(
+            meta={
+                **meta,
+                "count": int(mask.sum()),
+                "count_test": int(test_mask.sum()),
+                "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i], "shift": shift, "scale": scale},
+            },
+            train=train,
+            test=test,
+            train_labels=None if data.train_labels is None else data.train_labels[mask],
+            test_labels=None if data.test_labels is None else data.test_labels[test_mask],
+        )
+        save_prepared(layout.part(i).prepared, part)
+        parts.append(
+            {
+                "index": i,
+                "count": part.meta["count"],
+                "count_test": part.meta["count_test"],
+                "description": descriptions[i],
+                "shift": shift,
+                "scale": scale,
+            }
+        )
+    info = {"method": method, **record, "parts": parts}
+    write_json(layout.prepared / MIXTURE_FILE, info)
+    if record.get("selection"):
+        plot_selection(record["selection"], layout.prepared / SELECTION_PICTURE, data.meta.get("name", ""))
+    return info
+
+
+def plot_selection(selection: dict[str, Any], path: Any, name: str) -> None:
+    """The BIC curve the part count was chosen from, its minimum marked."""
+    from matplotlib.figure import Figure
+
+    from gancore.io import save_figure
+
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    ax.plot(selection["k"], selection["bic"], marker="o", ms=3)
+    chosen = selection["chosen"]
+    ax.axvline(chosen, color="tab:red", ls="--", label=f"chosen: {chosen}")
+    ax.set_xlabel("clusters k")
+    ax.set_ylabel("BIC (lower is better)")
+    ax.set_title(f"{name}: number of mixture parts")
+    ax.legend()
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
+
+
+def _affine(x: torch.Tensor, shift: torch.Tensor, scale: float) -> torch.Tensor:
+    return ((x.double() - shift) / scale).to(x.dtype)
+
+
+def _normalised_meta(meta: dict[str, Any], shift: torch.Tensor, scale: float) -> dict[str, Any]:
+    """The mode centres, sigma and value range in a part's normalised coordinates."""
+    modes = dict(meta.get("modes") or {})
+    for key in ("centers", "means"):
+        if modes.get(key):
+            modes[key] = _affine(torch.tensor(modes[key], dtype=torch.float64), shift, scale).tolist()
+    if modes.get("sigma"):
+        modes["sigma"] = float(modes["sigma"]) / scale
+    if modes.get("variances"):
+        modes["variances"] = (torch.tensor(modes["variances"], dtype=torch.float64) / scale**2).tolist()
+    out = {**meta, "modes": modes}
+    if meta.get("value_range"):
+        lo, hi = meta["value_range"]
+        out["value_range"] = [(lo - float(shift.max())) / scale, (hi - float(shift.min())) / scale]
+    return out
+
+
+def copy_classifier(layout: Layout, index: int) -> None:
+    """The part's monitor scores with the whole data set's domain classifier."""
+    import shutil
+
+    from gancore.io import atomic_path
+
+    source, target = layout.classifier, layout.part(index).classifier
+    if source.exists():
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
