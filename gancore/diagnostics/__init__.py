@@ -6,13 +6,7 @@ present, ``metrics/train_log.csv``. Writes ``metrics/diagnose.json``, ``metrics/
 and, under ``plots/``, ``mode_histogram.png`` (data with known modes), ``ndb.png`` and
 ``dynamics.png`` (when there is a training log).
 
-Which space each measure works in:
-
-* mode protocols: the mixture centres for 2D data, the domain classifier's probabilities for
-  images (see :mod:`gancore.diagnostics.modes`);
-* complete-collapse distances: raw coordinates for 2D data, the domain classifier's features for
-  images (flattened pixels when the data set has no classifier);
-* NDB: raw coordinates / flattened pixels, as the NDB paper does.
+Which space each measure works in: :mod:`gancore.diagnostics.spaces`.
 """
 
 from __future__ import annotations
@@ -21,16 +15,15 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 from gancore.config import Params
-from gancore.data.prepared import PreparedData, load_prepared, to_model_range
+from gancore.data.prepared import PreparedData, load_prepared
 from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log
-from gancore.diagnostics.modes import PAIRWISE_MAX_POINTS, STACKED_MODES, collapse_measures, modes_2d, modes_labelled, modes_stacked, subset
-from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
+from gancore.diagnostics.modes import STACKED_MODES
+from gancore.diagnostics.spaces import measure
 from gancore.diagnostics.verdict import decide
 from gancore.errors import EvaluationError
-from gancore.io import write_json, write_text
+from gancore.io import read_json, write_json, write_text
 from gancore.layout import Layout
 from gancore.report import fmt
 
@@ -53,44 +46,6 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _mode_analysis(params: Params, data: PreparedData, samples: torch.Tensor, layout: Layout, device) -> dict[str, Any]:
-    """Mode report (or None), generated/real points for the distance measures, and their space."""
-    meta = data.meta
-    modes_meta = meta.get("modes") or {}
-    cfg = params.diagnose
-    n_pair = min(PAIRWISE_MAX_POINTS, len(samples), len(data.test))
-    real_pair = subset(data.test, n_pair, params.seed, "diagnose/pairwise-real")
-    if data.kind == "vector":
-        report = None
-        if modes_meta.get("centers") and modes_meta.get("sigma"):
-            report = modes_2d(
-                samples, modes_meta["centers"], float(modes_meta["sigma"]), real_labels=data.test_labels, real_points=data.test_float()
-            )
-        return {"report": report, "generated": samples, "real": to_model_range(real_pair), "space": "coordinates"}
-
-    if not meta.get("classifier"):
-        # Without a domain classifier there are no mode assignments; distances fall back to pixels.
-        return {
-            "report": None,
-            "generated": samples.flatten(1),
-            "real": to_model_range(real_pair).flatten(1),
-            "space": "pixels (no domain classifier in data/prepared)",
-        }
-    from gancore.classifiers import classify, load_classifier
-
-    classifier = load_classifier("domain", layout, device)
-    bs = params.evaluate.batch_size
-    probs, feats = classify(classifier, samples, bs, device)
-    _, real_feats = classify(classifier, real_pair, bs, device)
-    count = modes_meta.get("count")
-    report = None
-    if count == STACKED_MODES and classifier.num_classes == STACKED_MODES:
-        report = modes_stacked(probs, cfg.confidence)
-    elif count and data.test_labels is not None and classifier.num_classes == count:
-        report = modes_labelled(probs, data.test_labels, cfg.confidence, modes_meta.get("labels"))
-    return {"report": report, "generated": feats, "real": real_feats, "space": f"domain classifier features ({classifier.feature_dim}-D)"}
-
-
 def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
     """Run every diagnostic, write the outputs listed in the module docstring, return a summary."""
     from gancore.device import resolve_device
@@ -111,12 +66,7 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         )
     device = resolve_device(params.device)
 
-    modes = _mode_analysis(params, data, samples, layout, device)
-    report = modes["report"]
-    collapse = collapse_measures(modes["generated"], modes["real"], cfg.duplicate_fraction, params.seed)
-    ndb_real = to_model_range(subset(data.train, NDB_MAX_REAL, params.seed, "diagnose/ndb-real"))
-    # Pixels on the accelerator; 2D points stay on the CPU (cheap, and float64, which MPS lacks).
-    ndb_result = ndb(ndb_real, samples, cfg.ndb_bins, cfg.ndb_alpha, params.seed, device=device if data.kind == "image" else "cpu")
+    report, ndb_result, measured = measure(params, data, samples, layout, device)
 
     log = read_train_log(layout.train_log)
     dynamics = analyse_dynamics(log, params.loss.name) if log is not None and len(log["step"]) else None
@@ -125,10 +75,9 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         "dataset": data.meta.get("name", params.data.name),
         "kind": data.kind,
         "n_samples": int(len(samples)),
-        **figures_from(report, collapse, ndb_result),
+        **figures_from(report, measured, ndb_result),
         "high_quality_definition": _hq_definition(data, report, cfg.confidence),
         "confidence": cfg.confidence if data.kind == "image" else None,
-        "distance_space": modes["space"],
     }
     decision = decide(figures, dynamics, params.loss.name, remedy_context(params, figures, layout))
     result = _clean({**figures, **decision, "dynamics": dynamics})
@@ -173,16 +122,22 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
 
 
 def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:
-    """What the remedies' settings depend on (see :func:`gancore.diagnostics.verdict.remedy_plan`)."""
+    """What the remedies' settings depend on (see :func:`gancore.diagnostics.remedies.plan`)."""
     from gancore.registry import architectures
 
     reg = architectures().get(params.model.arch)
     options = {**(reg.architecture.defaults if reg else {}), **params.model.options}
+    t = params.train
     return {
         "pack": params.model.pack,
-        "batch_size": params.train.batch_size,
-        "steps": params.train.steps,
+        "batch_size": t.batch_size,
+        "steps": t.steps,
+        "lr_g": t.lr_g,
+        "lr_d": t.lr_d,
+        "n_critic": t.n_critic,
+        "monitor_every": t.monitor_every,
         "mixture": layout.mixture.exists(),
+        "mixture_parts": len(read_json(layout.mixture)["parts"]) if layout.mixture.exists() else None,
         "modes_total": figures.get("modes_total"),
         "kind": params.data_kind,
         "arch_options": sorted(options),
@@ -190,9 +145,10 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
     }
 
 
-def figures_from(report: dict[str, Any] | None, collapse: dict[str, Any], ndb_result: dict[str, Any]) -> dict[str, Any]:
+def figures_from(report: dict[str, Any] | None, measured: dict[str, Any], ndb_result: dict[str, Any]) -> dict[str, Any]:
     """The flat figures of ``diagnose.json`` (and of :func:`~gancore.diagnostics.verdict.decide`)
-    from a mode report (None: no known modes), :func:`collapse_measures` and :func:`ndb`."""
+    from a mode report (None: no known modes), the distance measures
+    (:func:`gancore.diagnostics.spaces.measure`: collapse, dispersion, copying) and :func:`ndb`."""
 
     def mode(key: str) -> Any:
         return report.get(key) if report else None
@@ -203,13 +159,15 @@ def figures_from(report: dict[str, Any] | None, collapse: dict[str, Any], ndb_re
         "mode_protocol": mode("protocol"),
         "real_histogram_source": mode("real_histogram_source"),
         **{k: ndb_result[k] for k in ("ndb", "ndb_k", "ndb_js", "ndb_bins", "ndb_alpha", "ndb_false_positive_bound", "ndb_significant")},
-        **collapse,
+        **measured,
     }
 
 
 def _hq_definition(data: PreparedData, report: dict[str, Any] | None, confidence: float) -> str | None:
     if report is None:
         return None
+    if data.kind == "vector" and (data.meta.get("modes") or {}).get("estimated"):
+        return f"Mahalanobis distance to the nearest fitted cluster < {report['quality_radius']:.4g} (PacGAN's 3 sigma carried to {data.shape[0]}-D)"
     if data.kind == "vector":
         return f"distance to the nearest centre < 3 sigma ({report['quality_radius']:.4g})"
     if report["modes_total"] == STACKED_MODES:
@@ -235,7 +193,20 @@ def _markdown(r: dict[str, Any]) -> str:
         ),
         ("NDB / K", f"{r['ndb']} / {r['ndb_bins']} (JS {fmt(r['ndb_js'])})"),
         ("pairwise-distance ratio", fmt(r["pairwise_distance_ratio"])),
-        ("near-duplicate rate (real)", f"{fmt(r['duplicate_rate'])} ({fmt(r['real_duplicate_rate'])})"),
+        (
+            "spread inside modes / the data's",
+            fmt(r.get("dispersion_ratio"))
+            + (
+                f" (lowest: mode {r.get('dispersion_min_mode')}, {fmt(r.get('dispersion_min'))})"
+                if r.get("dispersion_min") is not None
+                else ""
+            ),
+        ),
+        (
+            "near-duplicate rate (real data, same n)",
+            f"{fmt(r['duplicate_rate'])} ({fmt(r['real_duplicate_rate'])}; chance {fmt(r.get('duplicate_quantile'))})",
+        ),
+        ("data copying: C_T (copy rate)", f"{fmt(r.get('copy_c_t'))} ({fmt(r.get('copy_rate'))}; chance {fmt(r.get('copy_quantile'))})"),
     ]
     dyn = r.get("dynamics")
     if dyn:

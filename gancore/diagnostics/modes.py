@@ -24,8 +24,8 @@ Every report also carries the coverage a *perfect* generator would reach with th
 counted samples (``modes_expected`` and its standard deviation), because with few samples or
 many modes ``modes_covered < modes_total`` is not by itself evidence of a missing mode.
 
-Complete collapse ("nearly all samples the same") is measured without modes, see
-:func:`collapse_measures`.
+Complete collapse ("nearly all samples the same") and collapse inside modes are measured in
+:mod:`gancore.diagnostics.diversity`.
 """
 
 from __future__ import annotations
@@ -42,9 +42,6 @@ from gancore.seeds import generator as seeded_generator
 # PacGAN's quality radius, in units of the mixture's sigma (``dis_thre=3`` in MetricLogger).
 QUALITY_SIGMAS = 3.0
 STACKED_MODES = 1000
-# Subset size for the pairwise-distance measures: 2,000 points give 2M pairs, far more than needed
-# to pin a mean distance to < 1 %, at a cdist cost of milliseconds.
-PAIRWISE_MAX_POINTS = 2000
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -176,6 +173,97 @@ def modes_2d(
     )
 
 
+# PacGAN's 2D quality probability: a sample of a mode's own Gaussian lies within 3 sigma of its
+# centre with probability 1 - exp(-9/2) = 98.89 % in 2D.
+PACGAN_QUALITY_PROBABILITY = 1.0 - math.exp(-(QUALITY_SIGMAS**2) / 2)
+
+
+def quality_radius(dims: int, probability: float = PACGAN_QUALITY_PROBABILITY) -> float:
+    """The Mahalanobis radius r with P(chi_dims <= r) = ``probability``: PacGAN's 3 sigma carried to
+    ``dims`` dimensions (r = 3 exactly for 2D), so that a faithful sample is high quality with the
+    same probability in any dimension. Bisection on the chi-square CDF (regularised gamma)."""
+    lo, hi = 0.0, 10.0 + 10.0 * math.sqrt(dims)
+    half = torch.tensor(dims / 2.0, dtype=torch.float64)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if float(torch.special.gammainc(half, torch.tensor(mid * mid / 2, dtype=torch.float64))) < probability:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def assign_gaussian(points: Any, means: Any, variances: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's nearest component in its own units (Mahalanobis distance with the diagonal
+    ``variances``) and that distance."""
+    x = torch.as_tensor(_as_numpy(points), dtype=torch.float64).reshape(len(points), -1)
+    mu = torch.as_tensor(_as_numpy(means), dtype=torch.float64)
+    var = torch.as_tensor(_as_numpy(variances), dtype=torch.float64)
+    d2 = torch.cat([((x[s : s + 4096, None, :] - mu[None]) ** 2 / var[None]).sum(-1) for s in range(0, len(x), 4096)])
+    dist, nearest = d2.min(dim=1)
+    return nearest.numpy(), dist.sqrt().numpy()
+
+
+def modes_gaussian(points: Any, means: Any, variances: Any, real_labels: Any | None = None) -> dict[str, Any]:
+    """PacGAN's protocol carried to a Gaussian mixture of any dimension with diagonal covariances
+    (the clusters prepare found in a points file): each sample goes to its nearest component in
+    Mahalanobis distance, is high quality within :func:`quality_radius` of it, and the histogram
+    counts high-quality samples. In 2D with equal isotropic components this is :func:`modes_2d`."""
+    mu = _as_numpy(means).reshape(len(means), -1)
+    k, dims = mu.shape
+    nearest, dist = assign_gaussian(points, mu, variances)
+    radius = quality_radius(dims)
+    good = dist < radius
+    counts = np.bincount(nearest[good], minlength=k).astype(np.int64)
+    if real_labels is not None:
+        real_hist = histogram(np.bincount(_as_numpy(real_labels).astype(np.int64), minlength=k).astype(np.float64))
+        source = "prepared test points' clusters (the fitted mixture's most probable component)"
+    else:
+        real_hist, source = np.full(k, 1.0 / k), "uniform"
+    return _report(
+        f"gaussian_{dims}d: nearest component (Mahalanobis), high quality within {radius:.4g} of it "
+        f"(P = {PACGAN_QUALITY_PROBABILITY:.4f} for a faithful sample, as PacGAN's 3 sigma in 2D); histogram of high-quality samples",
+        counts,
+        counts,
+        real_hist,
+        float(good.mean()) if len(nearest) else None,
+        mode_kl(counts, real_hist),
+        int(good.sum()),
+        [str(i) for i in range(k)],
+        real_histogram_source=source,
+        quality_radius=radius,
+    )
+
+
+def vector_modes(
+    points: Any, modes: dict[str, Any], real_labels: Any | None = None, real_points: Any | None = None
+) -> dict[str, Any] | None:
+    """The mode report of vector samples against ``modes`` (a prepared ``meta.json``'s ``modes``):
+    the PacGAN protocol for known centres (ring8, grid25), its Mahalanobis form for the mixture
+    prepare fitted to a points file; None when the data have neither."""
+    if modes.get("means") and modes.get("variances"):
+        return modes_gaussian(points, modes["means"], modes["variances"], real_labels=real_labels)
+    if modes.get("centers") and modes.get("sigma"):
+        return modes_2d(points, modes["centers"], float(modes["sigma"]), real_labels=real_labels, real_points=real_points)
+    return None
+
+
+def vector_assignments(points: Any, modes: dict[str, Any]) -> torch.Tensor:
+    """Each point's mode under :func:`vector_modes`' protocol, -1 where it is not high quality."""
+    if modes.get("means") and modes.get("variances"):
+        nearest, dist = assign_gaussian(points, modes["means"], modes["variances"])
+        good = dist < quality_radius(np.asarray(modes["means"]).shape[1])
+    else:
+        nearest, good = assign_2d(points, modes["centers"], float(modes["sigma"]))
+    return torch.where(torch.from_numpy(good), torch.from_numpy(nearest), -1)
+
+
+def labelled_assignments(probs: Any, confidence: float) -> torch.Tensor:
+    """Each example's most probable class, -1 below ``confidence`` (the labelled protocol's quality)."""
+    conf, pred = torch.as_tensor(_as_numpy(probs)).max(dim=1)
+    return torch.where(conf >= confidence, pred, -1)
+
+
 def stacked_channel_probs(probs: Any) -> torch.Tensor:
     """[N, 1000] triple probabilities -> [N, 3, 10] per-channel marginals (mode = d0*100 + d1*10 + d2)."""
     p = torch.as_tensor(_as_numpy(probs), dtype=torch.float64)
@@ -245,67 +333,3 @@ def subset(x: torch.Tensor, n: int, seed: int, stream: str) -> torch.Tensor:
         return x
     idx = torch.randperm(len(x), generator=seeded_generator(seed, stream))[:n]
     return x[idx]
-
-
-def _distances(x: torch.Tensor) -> torch.Tensor:
-    # Low-dimensional points are compared exactly in float64 (tight 2D modes); features in float32
-    # through the matrix-product form, whose rounding is negligible at feature-space scales.
-    if x.shape[1] <= 16:
-        x = x.double()
-        return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
-    return torch.cdist(x.float(), x.float()).clamp_min_(0)
-
-
-def _pair_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distances over unordered pairs i < j, and each point's distance to its nearest other point."""
-    d = _distances(x)
-    iu = torch.triu_indices(len(x), len(x), offset=1)
-    pairs = d[iu[0], iu[1]]
-    d.fill_diagonal_(float("inf"))
-    return pairs, d.min(dim=1).values
-
-
-def collapse_measures(
-    generated: Any,
-    real: Any,
-    duplicate_fraction: float,
-    seed: int = 0,
-    max_points: int = PAIRWISE_MAX_POINTS,
-) -> dict[str, Any]:
-    """Pairwise-distance ratio and near-duplicate rate of generated vs real points (or features).
-
-    Both sets are cut to the same seeded subset size n = min(max_points, N_gen, N_real), since
-    nearest-neighbour distances shrink with n.
-
-    * ``pairwise_distance_ratio`` = mean distance over generated pairs / mean over real pairs
-      (about 1 for a faithful generator, near 0 when every sample is the same).
-    * ``duplicate_rate`` = share of generated points whose nearest *other* generated point is
-      closer than ``duplicate_fraction`` x the median real pairwise distance
-      (``duplicate_threshold``). ``real_duplicate_rate`` is the same rule applied to the real
-      subset: data with tight modes (ring8's sigma is 1 % of its radius) are "near duplicates" by
-      this rule too, so only the excess over the real rate speaks of collapse.
-    """
-    g = torch.as_tensor(_as_numpy(generated)).reshape(len(generated), -1)
-    r = torch.as_tensor(_as_numpy(real)).reshape(len(real), -1)
-    n = min(max_points, len(g), len(r))
-    if n < 2:
-        raise ValueError(f"need at least 2 generated and 2 real points, got {len(g)} and {len(r)}")
-    g = subset(g, n, seed, "diagnose/pairwise-generated")
-    r = subset(r, n, seed, "diagnose/pairwise-real")
-    g_pairs, g_nn = _pair_stats(g)
-    r_pairs, r_nn = _pair_stats(r)
-    real_mean, real_median = float(r_pairs.mean()), float(r_pairs.median())
-    threshold = duplicate_fraction * real_median
-    dup = float((g_nn < threshold).double().mean())
-    real_dup = float((r_nn < threshold).double().mean())
-    return {
-        "pairwise_distance_ratio": float(g_pairs.mean()) / real_mean if real_mean > 0 else None,
-        "mean_pairwise_generated": float(g_pairs.mean()),
-        "mean_pairwise_real": real_mean,
-        "median_pairwise_real": real_median,
-        "duplicate_threshold": threshold,
-        "duplicate_rate": dup,
-        "real_duplicate_rate": real_dup,
-        "duplicate_excess": dup - real_dup,
-        "pairwise_points": n,
-    }

@@ -3,57 +3,81 @@
 Precedence (the first that holds wins; the others are still listed under ``findings``):
 
 1. ``complete_collapse`` -- nearly all samples the same: generated samples spread over less than
-   ``PAIRWISE_TINY`` of the real data's mean pairwise distance, or more than
-   ``DUPLICATE_EXCESS_HIGH`` of them have a near twin beyond what the real data has, or (where the
-   mode counts are reliable, see below) at most one mode covered where a faithful generator would
-   cover several.
+   ``PAIRWISE_TINY`` of the real data's mean pairwise distance, or (where the mode counts are
+   reliable, see below) at most one mode covered where a faithful generator would cover several.
 2. ``vanishing_gradients`` -- D(G(z)) near 0 while the generator's gradient norm collapsed (the
    training-log check of :mod:`gancore.diagnostics.dynamics`).
 3. ``partial_collapse`` -- modes missing: fewer modes covered than a faithful generator would cover
    with as many counted samples, by at least max(1, 3 sd); where the data have no known modes,
    an NDB above its chance level (alpha K + 3 sd).
-4. ``not_converged`` -- high-quality fraction below ``HIGH_QUALITY_LOW``, or the discriminator far
-   from the 1/2 equilibrium (sigmoid losses), or D(G(z)) oscillating.
-5. ``healthy``.
+4. ``intra_mode_collapse`` -- the samples inside the modes differ too little (the design notes'
+   "samples that differ little"): their spread within modes is below ``DISPERSION_LOW`` of the
+   data's (significantly), or one mode is reduced to nearly a point (below ``PAIRWISE_TINY``), or
+   near duplicates exceed twice their chance rate (:mod:`gancore.diagnostics.diversity`: each
+   measure calibrated on real data, so a faithful generator sits at chance).
+5. ``data_copying`` -- the generator reproduces its training data: generated samples lie closer to
+   training points than held-out real points do (Meehan et al.'s C_T below ``COPY_Z``) and more
+   than twice the chance share of them lie closer than the held-out data's low quantile.
+6. ``not_converged`` -- high-quality fraction below ``HIGH_QUALITY_LOW``, or below
+   ``QUALITY_SHARE_LOW`` of what held-out real data score under the same protocol (samples too
+   wide, blurred), or the discriminator far from the 1/2 equilibrium (sigmoid losses), or D(G(z))
+   oscillating.
+7. ``healthy``.
 
-Two deliberate readings of that order:
+Deliberate readings of that order:
 
 * Mode counts are judged only when at least ``HIGH_QUALITY_LOW`` of the samples are high quality.
   Coverage counts high-quality samples only, so when nearly none are (noise, an untrained
   generator) a low count says the generator has not learned the data, not that it dropped modes:
   such a run falls through to ``not_converged`` (its mode counts stay in the findings).
 * NDB counts partial collapse only for data without known modes. Its K bins (100 by default) are
-  much finer than 8 or 25 modes, so with known modes it also reacts to every mismatch of shape
-  inside a mode (a Gaussian a little too wide), which is quality, not a missing mode. It is
-  reported in the evidence either way.
+  much finer than 8 or 25 modes, so with known modes it reacts to every mismatch of shape inside
+  a mode, which the dispersion ratio, the near-duplicate rate and the high-quality share measure
+  in the modes' own terms (too tight, repeated, too wide). It is reported in the evidence either way.
+
+The remedies come from every finding, ordered by cause (:mod:`gancore.diagnostics.remedies`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-VERDICTS = ("healthy", "partial_collapse", "complete_collapse", "vanishing_gradients", "not_converged")
+from gancore.diagnostics.remedies import plan
+
+VERDICTS = (
+    "healthy",
+    "partial_collapse",
+    "complete_collapse",
+    "intra_mode_collapse",
+    "data_copying",
+    "vanishing_gradients",
+    "not_converged",
+)
+# Precedence of the non-healthy verdicts, most severe first.
+RANKED = ("complete_collapse", "vanishing_gradients", "partial_collapse", "intra_mode_collapse", "data_copying", "not_converged")
 
 # A tenth of the real spread: collapsing ring8 onto one mode gives ~0.01, onto two neighbouring
-# modes ~0.3, so 0.1 separates "one point" from "few modes".
+# modes ~0.3, so 0.1 separates "one point" from "few modes". The same bound marks a single mode
+# reduced to nearly a point (its within-mode spread ratio).
 PAIRWISE_TINY = 0.1
-# More than half the samples have a near twin that the real data would not explain.
-DUPLICATE_EXCESS_HIGH = 0.5
 # Below half the samples high quality, mode counts rest on a minority of the samples.
 HIGH_QUALITY_LOW = 0.5
+# A quarter of the samples a faithful generator would place in its modes fall outside them.
+QUALITY_SHARE_LOW = 0.75
 # Modes missing beyond sampling chance: at least one, and at least 3 sd of the coverage a faithful
 # generator would reach with as many samples.
 MISSING_MODES_SDS = 3.0
-
-PACKING = "packing (PacGAN): let the discriminator judge several samples jointly, so a lack of diversity becomes visible to it"
-SEPARATE = "train separate GANs for different modes (e.g. one per class) and mix their samples"
-DIVERSE = "train on more diverse data"
-NON_SATURATING = "use the non-saturating generator loss -log D(G(z)) (loss.name=non_saturating), whose gradient does not vanish when D rejects the samples"
-WASSERSTEIN = "use a Wasserstein loss (loss.name=wasserstein_gp): the critic's gradients do not saturate"
-NORMALISATION = "normalisation such as batch normalisation in the generator, against internal covariate shift"
-LONGER = "train for more steps (train.steps) and compare the dynamics plot: D(x) and D(G(z)) should approach 1/2"
+# Samples spread less than half as far as the data inside their modes (a quarter of the variance).
+DISPERSION_LOW = 0.5
+# Twice the chance rate of a faithful generator (the calibration quantile), and 3 sd above it
+# (sd of a proportion of mutually-nearest pairs: sqrt(2 q (1 - q) / n)).
+CHANCE_FACTOR = 2.0
+SIGNIFICANCE_SDS = 3.0
+# Meehan et al.'s C_T: averaged per-cell Z scores of the U test; below -3 the generated samples are
+# closer to the training data than held-out data are, beyond chance.
+COPY_Z = -3.0
 
 
 def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
@@ -71,45 +95,34 @@ def _modes_missing(f: Mapping[str, Any]) -> bool | None:
     return expected - covered >= max(1.0, MISSING_MODES_SDS * (f.get("modes_expected_sd") or 0.0))
 
 
-def decide(
-    figures: Mapping[str, Any], dynamics: Mapping[str, Any] | None = None, loss: str | None = None, context: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Apply the precedence above to ``figures`` (the flat numbers of ``diagnose.json``) and ``dynamics``.
+def above_chance(rate: float | None, quantile: float | None, n: int | None) -> bool:
+    """``rate`` beyond twice the chance ``quantile`` and 3 sd above it (pairs of mutual neighbours)."""
+    if rate is None or quantile is None or not n:
+        return False
+    sd = math.sqrt(2 * quantile * (1 - quantile) / n)
+    return rate >= CHANCE_FACTOR * quantile and rate >= quantile + SIGNIFICANCE_SDS * sd
 
-    Returns ``verdict``, ``evidence`` (the numbers behind the verdict), ``explanation``,
-    ``remedies`` and ``findings`` (every condition that held, in precedence order).
-    """
-    f = figures
-    hq = f.get("high_quality_fraction")
-    total, covered = f.get("modes_total"), f.get("modes_covered")
-    reliable = total is not None and hq is not None and hq >= HIGH_QUALITY_LOW
-    missing = _modes_missing(f)
-    ratio, dup_excess = f.get("pairwise_distance_ratio"), f.get("duplicate_excess")
 
-    findings: list[tuple[str, str, dict[str, Any]]] = []
+class _Findings:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, dict[str, Any]]] = []
 
-    def found(verdict: str, text: str, **evidence: Any) -> None:
-        findings.append((verdict, text, evidence))
+    def add(self, verdict: str, text: str, **evidence: Any) -> None:
+        self.items.append((verdict, text, evidence))
 
-    # 1. complete collapse
+
+def _collapse(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: bool | None) -> None:
+    total, covered, hq = f.get("modes_total"), f.get("modes_covered"), f.get("high_quality_fraction")
+    ratio = f.get("pairwise_distance_ratio")
     if ratio is not None and ratio <= PAIRWISE_TINY:
-        found(
+        out.add(
             "complete_collapse",
             f"generated samples lie {ratio:.3g} times as far apart as real ones (collapse below {PAIRWISE_TINY})",
             pairwise_distance_ratio=ratio,
             threshold=PAIRWISE_TINY,
         )
-    if dup_excess is not None and dup_excess >= DUPLICATE_EXCESS_HIGH:
-        found(
-            "complete_collapse",
-            f"{f.get('duplicate_rate'):.1%} of generated samples have a near duplicate (real data: {f.get('real_duplicate_rate'):.1%})",
-            duplicate_rate=f.get("duplicate_rate"),
-            real_duplicate_rate=f.get("real_duplicate_rate"),
-            duplicate_excess=dup_excess,
-            threshold=DUPLICATE_EXCESS_HIGH,
-        )
     if reliable and total is not None and covered is not None and total > 1 and covered <= 1 and missing:
-        found(
+        out.add(
             "complete_collapse",
             f"only {covered} of {total} modes covered",
             modes_covered=covered,
@@ -117,32 +130,23 @@ def decide(
             modes_expected=f.get("modes_expected"),
             high_quality_fraction=hq,
         )
-    # 2. vanishing gradients
-    van = _get(dynamics, "vanishing_gradients")
-    if _get(van, "flag"):
-        found(
-            "vanishing_gradients",
-            f"D(G(z)) ended at {van['d_fake_late']:.3g} and the generator's gradient norm fell to "
-            f"{van['grad_ratio']:.3g} of its peak (collapse below {van['ratio_threshold']})",
-            d_fake_late=van["d_fake_late"],
-            grad_ratio=van["grad_ratio"],
-            grad_norm_g_late_median=van["grad_norm_g_late_median"],
-            grad_norm_g_reference_median=van["grad_norm_g_reference_median"],
-        )
-    # 3. partial collapse
+
+
+def _partial(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: bool | None) -> None:
+    total, covered = f.get("modes_total"), f.get("modes_covered")
     if reliable and missing:
-        found(
+        out.add(
             "partial_collapse",
             f"{covered} of {total} modes covered; a faithful generator would cover {f['modes_expected']:.1f} with as many samples",
             modes_covered=covered,
             modes_total=total,
             modes_expected=f.get("modes_expected"),
             modes_expected_sd=f.get("modes_expected_sd"),
-            high_quality_fraction=hq,
+            high_quality_fraction=f.get("high_quality_fraction"),
             mode_kl=f.get("mode_kl"),
         )
     if total is None and f.get("ndb_significant"):
-        found(
+        out.add(
             "partial_collapse",
             f"{f['ndb']} of {f.get('ndb_bins')} NDB bins differ significantly (chance level {f.get('ndb_false_positive_bound', 0):.1f})",
             ndb=f["ndb"],
@@ -150,15 +154,75 @@ def decide(
             ndb_js=f.get("ndb_js"),
             ndb_false_positive_bound=f.get("ndb_false_positive_bound"),
         )
-    # 4. not converged
+
+
+def _inside(f: Mapping[str, Any], out: _Findings) -> None:
+    disp, se = f.get("dispersion_ratio"), f.get("dispersion_se_log")
+    where = "modes" if f.get("modes_total") is not None else "clusters"
+    if disp is not None and disp < DISPERSION_LOW and (se is None or math.log(max(disp, 1e-300)) + SIGNIFICANCE_SDS * se < 0):
+        out.add(
+            "intra_mode_collapse",
+            f"inside their {where} the samples spread {disp:.2f} times as far as the data do (below {DISPERSION_LOW})",
+            dispersion_ratio=disp,
+            dispersion_se_log=se,
+            dispersion_modes=f.get("dispersion_modes"),
+            threshold=DISPERSION_LOW,
+        )
+    elif f.get("dispersion_min") is not None and f["dispersion_min"] < PAIRWISE_TINY:
+        out.add(
+            "intra_mode_collapse",
+            f"mode {f.get('dispersion_min_mode')} is reduced to nearly one point (spread {f['dispersion_min']:.3g} of the data's)",
+            dispersion_min=f["dispersion_min"],
+            dispersion_min_mode=f.get("dispersion_min_mode"),
+            threshold=PAIRWISE_TINY,
+        )
+    rate, q = f.get("duplicate_rate"), f.get("duplicate_quantile")
+    if above_chance(rate, q, f.get("duplicate_points")):
+        out.add(
+            "intra_mode_collapse",
+            f"{rate:.1%} of generated samples have a near duplicate, where real data of the same size have {f.get('real_duplicate_rate'):.1%} "
+            f"(chance: {q:.0%})",
+            duplicate_rate=rate,
+            real_duplicate_rate=f.get("real_duplicate_rate"),
+            duplicate_quantile=q,
+            duplicate_points=f.get("duplicate_points"),
+        )
+
+
+def _copying(f: Mapping[str, Any], out: _Findings) -> None:
+    c_t, rate, q = f.get("copy_c_t"), f.get("copy_rate"), f.get("copy_quantile")
+    if c_t is not None and c_t < COPY_Z and above_chance(rate, q, f.get("n_samples")):
+        out.add(
+            "data_copying",
+            f"generated samples sit closer to training points than held-out data do (C_T = {c_t:.1f}, below {COPY_Z:g}); "
+            f"{rate:.1%} of them are closer than {q:.0%} of held-out points are"
+            + (f", {f['copy_exact_share']:.1%} exact copies" if f.get("copy_exact_share") else ""),
+            copy_c_t=c_t,
+            copy_rate=rate,
+            copy_quantile=q,
+            copy_exact_share=f.get("copy_exact_share"),
+        )
+
+
+def _convergence(f: Mapping[str, Any], dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
+    hq, total, covered, real_hq = f.get("high_quality_fraction"), f.get("modes_total"), f.get("modes_covered"), f.get("high_quality_real")
     if hq is not None and hq < HIGH_QUALITY_LOW:
         text = f"only {hq:.1%} of samples are high quality (below {HIGH_QUALITY_LOW:.0%})"
         if total is not None and covered is not None:
             text += f"; {covered} of {total} modes covered"
-        found("not_converged", text, high_quality_fraction=hq, threshold=HIGH_QUALITY_LOW, modes_covered=covered, modes_total=total)
+        out.add("not_converged", text, high_quality_fraction=hq, threshold=HIGH_QUALITY_LOW, modes_covered=covered, modes_total=total)
+    elif hq is not None and real_hq and hq < QUALITY_SHARE_LOW * real_hq:
+        out.add(
+            "not_converged",
+            f"{hq:.1%} of samples are high quality, against {real_hq:.1%} of held-out real data (below {QUALITY_SHARE_LOW:.0%} of it): "
+            "the samples are too spread or blurred",
+            high_quality_fraction=hq,
+            high_quality_real=real_hq,
+            threshold=QUALITY_SHARE_LOW,
+        )
     eq = _get(dynamics, "equilibrium")
     if _get(eq, "far_flag"):
-        found(
+        out.add(
             "not_converged",
             f"the discriminator is far from the 1/2 equilibrium: D(x) = {eq['d_real_mean']:.3g}, D(G(z)) = {eq['d_fake_mean']:.3g}",
             d_real_mean=eq["d_real_mean"],
@@ -167,16 +231,50 @@ def decide(
         )
     osc = _get(dynamics, "oscillation")
     if _get(osc, "flag"):
-        found(
+        out.add(
             "not_converged",
             f"D(G(z)) oscillates late in training (detrended std {osc['detrended_std']:.3g}, {osc['sign_changes']} sign changes)",
             detrended_std=osc["detrended_std"],
             sign_changes=osc["sign_changes"],
         )
 
+
+def decide(
+    figures: Mapping[str, Any], dynamics: Mapping[str, Any] | None = None, loss: str | None = None, context: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Apply the precedence above to ``figures`` (the flat numbers of ``diagnose.json``) and ``dynamics``.
+
+    Returns ``verdict``, ``evidence`` (the numbers behind the verdict), ``explanation``,
+    ``remedies`` (texts, with their settings), ``remedy_settings`` and ``findings`` (every
+    condition that held, in precedence order). ``context``: what the remedies' settings depend on
+    (:func:`gancore.diagnostics.remedies.plan`).
+    """
+    f = figures
+    hq = f.get("high_quality_fraction")
+    reliable = f.get("modes_total") is not None and hq is not None and hq >= HIGH_QUALITY_LOW
+    missing = _modes_missing(f)
+    out = _Findings()
+    _collapse(f, out, reliable, missing)
+    van = _get(dynamics, "vanishing_gradients")
+    if _get(van, "flag"):
+        out.add(
+            "vanishing_gradients",
+            f"D(G(z)) ended at {van['d_fake_late']:.3g} and the generator's gradient norm fell to "
+            f"{van['grad_ratio']:.3g} of its peak (collapse below {van['ratio_threshold']})",
+            d_fake_late=van["d_fake_late"],
+            grad_ratio=van["grad_ratio"],
+            grad_norm_g_late_median=van["grad_norm_g_late_median"],
+            grad_norm_g_reference_median=van["grad_norm_g_reference_median"],
+        )
+    _partial(f, out, reliable, missing)
+    _inside(f, out)
+    _copying(f, out)
+    _convergence(f, dynamics, out)
+
+    findings = out.items
+    eq = _get(dynamics, "equilibrium")
     if findings:
-        rank = {v: i for i, v in enumerate(("complete_collapse", "vanishing_gradients", "partial_collapse", "not_converged"))}
-        verdict = min(findings, key=lambda x: rank[x[0]])[0]
+        verdict = min(findings, key=lambda x: RANKED.index(x[0]))[0]
         primary = [x for x in findings if x[0] == verdict]
         evidence: dict[str, Any] = {}
         for _, _, ev in primary:
@@ -187,28 +285,17 @@ def decide(
             explanation += " Also: " + "; ".join(others) + "."
     else:
         verdict = "healthy"
-        evidence = {
-            k: f.get(k)
-            for k in (
-                "modes_covered",
-                "modes_total",
-                "high_quality_fraction",
-                "mode_kl",
-                "pairwise_distance_ratio",
-                "duplicate_excess",
-                "ndb",
-                "ndb_k",
-            )
-        }
+        keys = ("modes_covered", "modes_total", "high_quality_fraction", "mode_kl", "pairwise_distance_ratio", "dispersion_ratio")
+        evidence = {k: f.get(k) for k in (*keys, "duplicate_rate", "copy_c_t", "ndb", "ndb_k")}
         evidence["equilibrium"] = _get(eq, "flag")
         explanation = _healthy_text(f, eq)
-    plan = remedy_plan(verdict, loss, dynamics, context) if context is not None else None
+    remedies = plan([verdict, *(v for v, _, _ in findings)], loss, dynamics, context or {})
     return {
         "verdict": verdict,
         "evidence": evidence,
         "explanation": explanation,
-        "remedies": remedies(verdict, loss, dynamics) if plan is None else [r.described() for r in plan],
-        "remedy_settings": None if plan is None else [{"name": r.name, "sets": list(r.sets)} for r in plan],
+        "remedies": [r.described() for r in remedies],
+        "remedy_settings": [r.setting() for r in remedies],
         "findings": [{"verdict": v, "text": t} for v, t, _ in findings],
     }
 
@@ -217,6 +304,8 @@ _HEADLINES = {
     "complete_collapse": "Complete mode collapse: nearly all samples are the same.",
     "vanishing_gradients": "Vanishing generator gradients: the discriminator rejects the samples and the generator stopped learning.",
     "partial_collapse": "Partial mode collapse: some modes of the data are missing from the samples.",
+    "intra_mode_collapse": "Collapse inside the modes: every mode is there, but the samples in it differ too little.",
+    "data_copying": "Data copying: the generator reproduces its training data instead of new samples like them.",
     "not_converged": "Not converged: the generator has not (yet) learned the data.",
 }
 
@@ -227,82 +316,13 @@ def _healthy_text(f: Mapping[str, Any], eq: Mapping[str, Any] | None) -> str:
         parts.append(f"{f.get('modes_covered')} of {f['modes_total']} modes covered")
     if f.get("high_quality_fraction") is not None:
         parts.append(f"{f['high_quality_fraction']:.1%} of samples high quality")
+    if f.get("dispersion_ratio") is not None:
+        parts.append(f"spread inside modes {f['dispersion_ratio']:.2f} of the data's")
     if f.get("pairwise_distance_ratio") is not None:
-        parts.append(f"sample spread {f['pairwise_distance_ratio']:.2f} of the real data's")
+        parts.append(f"overall spread {f['pairwise_distance_ratio']:.2f} of the data's")
+    if f.get("duplicate_rate") is not None and f.get("duplicate_quantile") is not None:
+        parts.append(f"near duplicates {f['duplicate_rate']:.1%} (chance {f['duplicate_quantile']:.0%})")
     if _get(eq, "flag"):
         parts.append("D(x) and D(G(z)) average near the 1/2 equilibrium")
-    text = "Healthy: no sign of mode collapse, vanishing gradients or non-convergence"
+    text = "Healthy: no sign of mode collapse (across or inside modes), data copying, vanishing gradients or non-convergence"
     return text + (" (" + "; ".join(parts) + ")." if parts else ".")
-
-
-def remedies(verdict: str, loss: str | None = None, dynamics: Mapping[str, Any] | None = None) -> list[str]:
-    """The remedies named in the reference for ``verdict``, adapted to the loss in use."""
-    if verdict in ("complete_collapse", "partial_collapse"):
-        return [PACKING, SEPARATE, DIVERSE]
-    if verdict == "vanishing_gradients":
-        out = [] if loss == "non_saturating" else [NON_SATURATING]
-        if loss != "wasserstein_gp":
-            out.append(WASSERSTEIN)
-        return out + [NORMALISATION]
-    if verdict == "not_converged":
-        out = [LONGER]
-        bn = _get(dynamics, "bn_drift")
-        if dynamics is not None and (bn is None or bn.get("flag")):
-            # No BN in the generator (no drift logged), or its statistics never settled.
-            out.append(NORMALISATION)
-        return out
-    return []
-
-
-@dataclass(frozen=True)
-class Remedy:
-    """A remedy, and the parameter settings (``key.path=value``, as for ``gan -S``) that apply it."""
-
-    name: str
-    text: str
-    sets: tuple[str, ...] = ()
-
-    def described(self) -> str:
-        return self.text + (f" (set: {' '.join(f'-S {s}' for s in self.sets)})" if self.sets else "")
-
-
-def remedy_plan(verdict: str, loss: str | None, dynamics: Mapping[str, Any] | None, context: Mapping[str, Any]) -> list[Remedy]:
-    """:func:`remedies` for ``verdict`` as settings for this run (``context``: ``pack``,
-    ``batch_size``, ``steps``, ``mixture``, ``modes_total``, ``kind``, ``arch_options``); a remedy
-    the run already applies is left out, one without a setting (more diverse data) keeps none."""
-    texts = remedies(verdict, loss, dynamics)
-    pack, batch = int(context.get("pack") or 1), int(context.get("batch_size") or 0)
-    plan: list[Remedy] = []
-    for text in texts:
-        if text == PACKING:
-            for m in (2, 4):
-                if pack < m:
-                    sets = [f"model.pack={m}"] + ([f"train.batch_size={max(m, batch // m * m)}"] if batch % m else [])
-                    plan.append(
-                        Remedy(
-                            f"pack{m}",
-                            f"packing with {m} samples (PacGAN{m}): the discriminator judges {m} samples jointly, "
-                            "so a lack of diversity becomes visible to it",
-                            tuple(sets),
-                        )
-                    )
-        elif text == SEPARATE:
-            if not context.get("mixture"):
-                sets = ["mixture.enabled=true"]
-                if context.get("kind") == "vector" and context.get("modes_total"):
-                    sets.append(f"mixture.parts={int(context['modes_total'])}")
-                plan.append(Remedy("mixture", SEPARATE, tuple(sets)))
-        elif text == NON_SATURATING:
-            plan.append(Remedy("non_saturating", text, ("loss.name=non_saturating",)))
-        elif text == WASSERSTEIN:
-            plan.append(Remedy("wasserstein_gp", text, ("loss.name=wasserstein_gp", "train.n_critic=5")))
-        elif text == NORMALISATION:
-            if "batch_norm" in (context.get("arch_options") or ()) and not context.get("batch_norm"):
-                plan.append(Remedy("batch_norm", text, ("model.options.batch_norm=true",)))
-            else:
-                plan.append(Remedy("normalisation", text))
-        elif text == LONGER:
-            plan.append(Remedy("longer", text, (f"train.steps={2 * int(context.get('steps') or 0)}",) if context.get("steps") else ()))
-        else:
-            plan.append(Remedy("more_data" if text == DIVERSE else "other", text))
-    return plan

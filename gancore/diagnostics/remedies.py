@@ -1,0 +1,127 @@
+"""The remedies the diagnosis proposes: one catalogue, each remedy with the settings that apply it
+and, where ``benchmarks/collapse.py`` measured it to help less than its name promises, that caveat.
+
+:func:`plan` turns the diagnosis's findings into an ordered list. Remedies for a **cause** named
+by the training dynamics come first (a saturating loss whose gradients vanished: the
+non-saturating loss; a dominant discriminator: balance the two players), then the remedies of the
+verdict's symptom, then those of the other findings; each once, and none the run already applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """A remedy, and the parameter settings (``key.path=value``, as for ``gan -S``) that apply it."""
+
+    name: str
+    text: str
+    sets: tuple[str, ...] = ()
+    caveat: str | None = None
+    cause: str | None = None
+
+    def described(self) -> str:
+        out = self.text
+        if self.cause:
+            out = f"{out} [cause: {self.cause}]"
+        if self.sets:
+            out += f" (set: {' '.join(f'-S {s}' for s in self.sets)})"
+        if self.caveat:
+            out += f" Measured: {self.caveat}"
+        return out
+
+    def setting(self) -> dict[str, Any]:
+        return {"name": self.name, "sets": list(self.sets), "cause": self.cause, "caveat": self.caveat}
+
+
+# Packing at this project's budget, measured by benchmarks/collapse.py (README "Curing mode collapse").
+PACKING_CAVEAT = None
+SEPARATE = "train separate GANs for different modes (a mixture of GANs, one per cluster or class of the data) and mix their samples"
+DIVERSE = "train on more diverse data (more examples, or augmentation that the discriminator sees on real and generated samples)"
+NON_SATURATING = "use the non-saturating generator loss -log D(G(z)), whose gradient does not vanish when D rejects the samples"
+WASSERSTEIN = "use a Wasserstein loss with gradient penalty: the critic's gradients do not saturate"
+NORMALISATION = "normalisation such as batch normalisation in the generator, against internal covariate shift"
+LONGER = "train for more steps and compare the dynamics plot: D(x) and D(G(z)) should approach 1/2"
+BALANCE = "balance the players: the discriminator learns faster than the generator can follow; give both the same learning rate and one D step per G step"
+EARLIER = "stop earlier: keep the generator at its best monitored step instead of the last one"
+
+
+def _packing(m: int) -> Remedy:
+    return Remedy(
+        f"pack{m}",
+        f"packing with {m} samples (PacGAN{m}): the discriminator judges {m} samples jointly, so a lack of diversity becomes visible to it",
+        (f"model.pack={m}",),
+        caveat=PACKING_CAVEAT,
+    )
+
+
+def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics: Mapping[str, Any] | None) -> list[Remedy]:
+    """The remedies of one finding (``name``: a verdict, or a cause found in the dynamics)."""
+    pack = int(context.get("pack") or 1)
+    out: list[Remedy] = []
+    if name == "saturating_loss":
+        out.append(Remedy("non_saturating", NON_SATURATING, ("loss.name=non_saturating",), cause="the saturating minimax loss"))
+    if name in ("saturating_loss", "vanishing_gradients") and loss != "wasserstein_gp":
+        out.append(Remedy("wasserstein_gp", WASSERSTEIN, ("loss.name=wasserstein_gp", "train.n_critic=5")))
+    if name == "dominant_discriminator":
+        lr_g, lr_d, n_critic = context.get("lr_g"), context.get("lr_d"), int(context.get("n_critic") or 1)
+        sets = ([f"train.lr_d={lr_g}"] if lr_g and lr_d and lr_d > lr_g else []) + (["train.n_critic=1"] if n_critic > 1 else [])
+        if sets:
+            out.append(
+                Remedy("balance", BALANCE, tuple(sets), cause=f"a dominant discriminator (lr_d {lr_d} vs lr_g {lr_g}, n_critic {n_critic})")
+            )
+    if name in ("complete_collapse", "partial_collapse", "intra_mode_collapse"):
+        if not context.get("mixture"):
+            out.append(Remedy("mixture", SEPARATE, ("mixture.enabled=true",)))
+        elif context.get("mixture_parts") == 1:  # unlabelled images trained as one part: split them
+            out.append(Remedy("mixture", SEPARATE, ("mixture.partition=kmeans",)))
+        out += [_packing(m) for m in (2, 4) if pack < m]
+        out.append(Remedy("more_data", DIVERSE))
+    if name == "data_copying":
+        steps = int(context.get("steps") or 0)
+        if steps and context.get("monitor_every"):
+            out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best")))
+        out.append(Remedy("more_data", DIVERSE))
+    if name in ("vanishing_gradients", "not_converged"):
+        if name == "not_converged" and context.get("steps"):
+            out.append(Remedy("longer", LONGER, (f"train.steps={2 * int(context['steps'])}",)))
+        bn = (dynamics or {}).get("bn_drift")
+        if name == "vanishing_gradients" or dynamics is None or bn is None or bn.get("flag"):
+            # No batch norm in the generator (no drift logged), or its statistics never settled.
+            if "batch_norm" in (context.get("arch_options") or ()) and not context.get("batch_norm"):
+                out.append(Remedy("batch_norm", NORMALISATION, ("model.options.batch_norm=true",)))
+            else:
+                out.append(Remedy("normalisation", NORMALISATION))
+    return out
+
+
+def causes(loss: str | None, dynamics: Mapping[str, Any] | None) -> list[str]:
+    """Causes the training dynamics name: a saturating loss that stopped the generator's gradients,
+    a discriminator that dominates."""
+    found = []
+    vanishing = ((dynamics or {}).get("vanishing_gradients") or {}).get("flag")
+    dominance = ((dynamics or {}).get("dominance") or {}).get("flag")
+    if loss == "minimax" and (vanishing or dominance):
+        found.append("saturating_loss")
+    if dominance:
+        found.append("dominant_discriminator")
+    return found
+
+
+def plan(verdicts: Sequence[str], loss: str | None, dynamics: Mapping[str, Any] | None, context: Mapping[str, Any]) -> list[Remedy]:
+    """The remedies for ``verdicts`` (the verdict first, then every other finding's), causes first."""
+    order = [*causes(loss, dynamics), *dict.fromkeys(v for v in verdicts if v != "healthy")]
+    if not [v for v in verdicts if v != "healthy"]:
+        return []
+    seen: set[str] = set()
+    out: list[Remedy] = []
+    for name in order:
+        for remedy in _catalogue(name, loss, context, dynamics):
+            if remedy.name not in seen:
+                seen.add(remedy.name)
+                out.append(remedy)
+    return out

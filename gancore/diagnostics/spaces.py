@@ -1,0 +1,132 @@
+"""Where each diagnostic measures, and the measuring itself: the figures of ``diagnose.json``.
+
+* mode protocols: the mixture centres for ring8/grid25, the mixture prepare fitted to a points
+  file, the domain classifier's probabilities for images (see :mod:`gancore.diagnostics.modes`);
+* distances (complete collapse, near duplicates, data copying): the coordinates of vector data,
+  the domain classifier's features for images (flattened pixels when there is no classifier);
+* dispersion inside modes: per mode in the same space (the quality-filtered samples of each
+  mode); for data without known modes, per NDB bin;
+* NDB: raw coordinates / flattened pixels, as the NDB paper does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gancore.config import Params
+from gancore.data.prepared import PreparedData, to_model_range
+from gancore.diagnostics.diversity import PAIRWISE_MAX_POINTS, collapse_measures, data_copying, dispersion
+from gancore.diagnostics.modes import (
+    STACKED_MODES,
+    labelled_assignments,
+    modes_labelled,
+    modes_stacked,
+    subset,
+    vector_assignments,
+    vector_modes,
+)
+from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
+from gancore.layout import Layout
+
+# Training images the copy test embeds (classifier features or pixels): enough for its cells' U tests.
+COPY_TRAIN_IMAGES = 10_000
+
+
+@dataclass
+class Space:
+    """Generated and real points in one space, and the mode of each (-1: not counted)."""
+
+    name: str
+    generated: torch.Tensor
+    real: torch.Tensor  # held-out real points (2n of them: calibration and control)
+    train: torch.Tensor  # training points, for the copy test
+    gen_modes: torch.Tensor | None = None
+    real_modes: torch.Tensor | None = None
+    modes: int = 0
+    labels: list[str] | None = None
+
+
+def _vector(data: PreparedData, samples: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, Any] | None, Space]:
+    modes_meta = data.meta.get("modes") or {}
+    report = vector_modes(samples, modes_meta, real_labels=data.test_labels, real_points=data.test_float())
+    space = Space("coordinates", samples, to_model_range(real), data.train_float())
+    if report is not None:
+        space.gen_modes, space.real_modes = vector_assignments(samples, modes_meta), vector_assignments(space.real, modes_meta)
+        space.modes, space.labels = report["modes_total"], report["mode_labels"]
+        report["high_quality_real"] = float((space.real_modes >= 0).double().mean())
+    return report, space
+
+
+def _image(
+    params: Params, data: PreparedData, samples: torch.Tensor, real: torch.Tensor, layout: Layout, device: Any
+) -> tuple[dict[str, Any] | None, Space]:
+    train = subset(data.train, COPY_TRAIN_IMAGES, params.seed, "diagnose/copy-train-images")
+    if not data.meta.get("classifier") or (data.meta.get("classifier") or {}).get("kind") == "none":
+        # Without a domain classifier there are no mode assignments; distances fall back to pixels.
+        space = Space(
+            "pixels (no domain classifier in data/prepared)",
+            samples.flatten(1),
+            to_model_range(real).flatten(1),
+            to_model_range(train).flatten(1),
+        )
+        return None, space
+    from gancore.classifiers import classify, load_classifier
+
+    classifier = load_classifier("domain", layout, device)
+    bs = params.evaluate.batch_size
+    probs, feats = classify(classifier, samples, bs, device)
+    real_probs, real_feats = classify(classifier, real, bs, device)
+    _, train_feats = classify(classifier, train, bs, device)
+    modes_meta = data.meta.get("modes") or {}
+    count, confidence = modes_meta.get("count"), params.diagnose.confidence
+    report = None
+    if count == STACKED_MODES and classifier.num_classes == STACKED_MODES:
+        report = modes_stacked(probs, confidence)
+    elif count and data.test_labels is not None and classifier.num_classes == count:
+        report = modes_labelled(probs, data.test_labels, confidence, modes_meta.get("labels"))
+    space = Space(f"domain classifier features ({classifier.feature_dim}-D)", feats, real_feats, train_feats)
+    if report is not None:
+        if report["modes_total"] == STACKED_MODES:
+            # Class-conditional spread needs a class per example: the triple of each sample.
+            space.gen_modes, space.real_modes = probs.argmax(1), real_probs.argmax(1)
+        else:
+            space.gen_modes, space.real_modes = labelled_assignments(probs, confidence), labelled_assignments(real_probs, confidence)
+            report["high_quality_real"] = float((space.real_modes >= 0).double().mean())
+        space.modes, space.labels = report["modes_total"], report["mode_labels"]
+    return report, space
+
+
+def measure(
+    params: Params, data: PreparedData, samples: torch.Tensor, layout: Layout, device: Any
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
+    """(mode report or None, NDB result, the figures of every other measure)."""
+    cfg = params.diagnose
+    # Held-out real points for the distance measures: twice the generated subset (calibration, control).
+    n_real = min(2 * PAIRWISE_MAX_POINTS, len(data.test))
+    real = subset(data.test, n_real, params.seed, "diagnose/pairwise-real")
+    if data.kind == "vector":
+        report, space = _vector(data, samples, real)
+    else:
+        report, space = _image(params, data, samples, real, layout, device)
+    ndb_real = to_model_range(subset(data.train, NDB_MAX_REAL, params.seed, "diagnose/ndb-real"))
+    # Pixels on the accelerator; vector points stay on the CPU (cheap, and float64, which MPS lacks).
+    ndb_result = ndb(ndb_real, samples, cfg.ndb_bins, cfg.ndb_alpha, params.seed, device=device if data.kind == "image" else "cpu")
+    figures: dict[str, Any] = collapse_measures(space.generated, space.real, cfg.duplicate_fraction, params.seed)
+    if space.gen_modes is not None and space.real_modes is not None:
+        figures.update(dispersion(space.generated, space.real, space.gen_modes, space.real_modes, space.modes, space.labels))
+        figures["dispersion_space"] = f"per mode, {space.name}"
+    else:
+        # No known modes: the NDB bins stand in for them (each bin a small region of the data).
+        from gancore.clustering import nearest
+
+        centres = ndb_result["centers"].double() if data.kind == "vector" else ndb_result["centers"].float()
+        flat_s, flat_r = samples.reshape(len(samples), -1).to(centres.dtype), ndb_real.reshape(len(ndb_real), -1).to(centres.dtype)
+        figures.update(dispersion(flat_s, flat_r, nearest(flat_s, centres), nearest(flat_r, centres), len(centres)))
+        figures["dispersion_space"] = "per NDB bin, " + ("coordinates" if data.kind == "vector" else "pixels")
+    figures.update(data_copying(space.generated, space.train, space.real, cfg.duplicate_fraction, params.seed))
+    figures["high_quality_real"] = (report or {}).get("high_quality_real")
+    figures["distance_space"] = space.name
+    return report, ndb_result, figures

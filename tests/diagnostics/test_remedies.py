@@ -1,0 +1,66 @@
+"""Remedies come from every finding, ranked by cause, each with the settings that apply it."""
+
+from __future__ import annotations
+
+from gancore.diagnostics.remedies import BALANCE, NON_SATURATING, SEPARATE, plan
+from gancore.diagnostics.verdict import decide
+
+COLLAPSED = {"modes_total": 8, "modes_covered": 1, "modes_expected": 8.0, "modes_expected_sd": 0.0, "high_quality_fraction": 0.99}
+SINGLE = {"pack": 1, "steps": 5000, "lr_g": 1e-4, "lr_d": 2e-3, "n_critic": 5, "monitor_every": 500, "mixture": False}
+
+
+def _dynamics(vanishing: bool, dominance: bool) -> dict:
+    return {
+        "vanishing_gradients": {
+            "flag": vanishing,
+            "d_fake_late": 0.01,
+            "grad_ratio": 0.01,
+            "ratio_threshold": 0.1,
+            "grad_norm_g_late_median": 1e-4,
+            "grad_norm_g_reference_median": 1e-2,
+        },
+        "dominance": {"flag": dominance},
+    }
+
+
+def test_a_saturating_loss_that_stalled_is_cured_first():
+    """The issue's case: minimax with a dominant D collapses completely, with vanishing gradients
+    beside it. The verdict stays the worst symptom; the first remedy is the cause's."""
+    out = decide(COLLAPSED, _dynamics(vanishing=True, dominance=True), "minimax", SINGLE)
+    assert out["verdict"] == "complete_collapse"
+    names = [r["name"] for r in out["remedy_settings"]]
+    assert names[:3] == ["non_saturating", "wasserstein_gp", "balance"]
+    assert out["remedy_settings"][0]["sets"] == ["loss.name=non_saturating"]
+    assert out["remedies"][0].startswith(NON_SATURATING) and "cause: the saturating minimax loss" in out["remedies"][0]
+    assert out["remedy_settings"][2]["sets"] == ["train.lr_d=0.0001", "train.n_critic=1"]
+    assert out["remedies"][2].startswith(BALANCE)
+    # ... then the symptom's remedies, then the other findings' (vanishing gradients: normalisation), each once.
+    assert names[3:] == ["mixture", "pack2", "pack4", "more_data", "normalisation"] and len(set(names)) == len(names)
+
+
+def test_the_non_saturating_loss_is_not_proposed_to_a_run_that_uses_it():
+    out = decide(COLLAPSED, _dynamics(vanishing=True, dominance=False), "non_saturating", SINGLE)
+    names = [r["name"] for r in out["remedy_settings"]]
+    assert "non_saturating" not in names and names[0] == "mixture"
+    assert out["remedies"][0].startswith(SEPARATE)
+
+
+def test_copies_of_the_training_data_call_for_an_earlier_stop_and_more_data():
+    figures = {**COLLAPSED, "modes_covered": 8, "copy_c_t": -8.0, "copy_rate": 0.4, "copy_quantile": 0.05, "n_samples": 2500}
+    out = decide(figures, None, "non_saturating", SINGLE)
+    assert out["verdict"] == "data_copying"
+    assert [r["name"] for r in out["remedy_settings"]] == ["earlier", "more_data"]
+    assert out["remedy_settings"][0]["sets"] == ["train.keep_best=high_quality_fraction", "sample.generator=best"]
+
+
+def test_a_one_part_mixture_of_images_is_split_by_clusters():
+    out = plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "mixture": True, "mixture_parts": 1})
+    assert out[0].name == "mixture" and out[0].sets == ("mixture.partition=kmeans",)
+    # A run that is already a mixture of several parts gets no mixture remedy.
+    assert "mixture" not in [
+        r.name for r in plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "mixture": True, "mixture_parts": 8})
+    ]
+
+
+def test_healthy_runs_get_no_remedy():
+    assert plan(["healthy"], "minimax", _dynamics(vanishing=True, dominance=True), SINGLE) == []
