@@ -26,6 +26,7 @@ from gancore.modelio import module_from_record, read_model_file
 from gancore.pictures import save_image_grid
 
 SAMPLE_STREAM = "sample"
+POINTS_CSV = "samples.csv"
 
 
 @torch.no_grad()
@@ -102,6 +103,9 @@ def sample(params: Params, layout: Layout) -> dict[str, Any]:
     if record["kind"] == "image":
         save_image_grid(stored[: params.sample.grid_size], picture)
     else:
+        units = load_meta(layout.prepared).get("units")
+        if units:
+            write_points_csv(to_units(x, units), units["columns"], layout.samples / POINTS_CSV)
         save_scatter(x, layout, picture)
     summary = {
         "n": int(x.shape[0]),
@@ -122,23 +126,58 @@ def load_samples(layout: Layout) -> Tensor:
     return to_model_range(torch_load(path, GanCoreError, "run `gan sample` again")["x"])
 
 
+def to_units(x: Tensor, units: dict[str, Any]) -> Tensor:
+    """Points from the prepared (standardised) space back to the data file's units."""
+    return x.double() * torch.tensor(units["std"], dtype=torch.float64) + torch.tensor(units["mean"], dtype=torch.float64)
+
+
+def write_points_csv(x: Tensor, columns: list[str], path: Path) -> None:
+    """Points [N, d] as a .csv with a header row (full float64 precision), written atomically."""
+    import csv
+    import io
+
+    from gancore.io import write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([repr(v) for v in row] for row in x.tolist())
+    write_text(path, buffer.getvalue())
+
+
 def save_scatter(points: Tensor, layout: Layout, path: str | Path, max_real: int = 5000) -> None:
-    """2D samples over held-out real points and the mode centres, on equal axes."""
+    """Samples over held-out real points and the mode centres, on equal axes (the first two
+    coordinates, in the data file's units for points)."""
     from matplotlib.figure import Figure
+
+    from gancore.pictures import plane
 
     meta = load_meta(layout.prepared)
     real = load_prepared(layout.prepared).test[:max_real]
-    centers = meta.get("modes", {}).get("centers") or []
+    modes = meta.get("modes") or {}
+    centers = torch.tensor(modes.get("centers") or modes.get("means") or [], dtype=torch.float64)
+    units = meta.get("units")
+    if units:
+        points, real = to_units(points, units), to_units(real, units)
+        centers = to_units(centers, units) if len(centers) else centers
+    points, real = torch.from_numpy(plane(points)), torch.from_numpy(plane(real))
+    marks = torch.from_numpy(plane(centers)) if len(centers) else None
     fig = Figure(figsize=(6, 6))
     ax = fig.subplots()
+    if units:
+        names = list(units["columns"]) + [""]
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1] if len(units["columns"]) > 1 else "")
     # Generated first, real on top: the real modes are tight (sigma 0.01-0.05) and would vanish
     # under thousands of generated points.
     ax.scatter(points[:, 0], points[:, 1], s=4, c="tab:blue", alpha=0.5, linewidths=0, label=f"generated ({len(points)})", rasterized=True)
     ax.scatter(real[:, 0], real[:, 1], s=2, c="black", linewidths=0, label=f"real, held out ({len(real)})", rasterized=True)
-    if centers:
-        c = torch.tensor(centers)
-        ax.scatter(c[:, 0], c[:, 1], marker="x", s=40, c="tab:red", label=f"mode centres ({len(c)})")
-    ax.set_aspect("equal")
+    if len(centers):
+        c = centers
+        what = "clusters found" if modes.get("estimated") else "mode centres"
+        ax.scatter(c[:, 0], c[:, 1], marker="x", s=40, c="tab:red", label=f"{what} ({len(c)})")
+    if not units:  # the protocols' coordinates share one scale; a file's columns need not
+        ax.set_aspect("equal")
     ax.set_title(f"{meta.get('name', 'data')}: samples")
     ax.legend(loc="upper right", fontsize=8)
     save_figure(fig, path, dpi=120, bbox_inches="tight")

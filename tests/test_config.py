@@ -38,7 +38,7 @@ def test_repository_params_yaml_is_valid():
         ({"train": {"steps": "many"}}, "train.steps", "valid integer"),
         ({"train": {"steps": 0}}, "train.steps", "greater than 0"),
         ({"train": {"beta1": 1.5}}, "train.beta1", "less than 1"),
-        ({"data": {"name": "imagenet"}}, "data.name", "'ring8', 'grid25', 'mnist'"),
+        ({"data": {"name": "imagenet"}}, "data.name", "'ring8', 'grid25', 'points', 'mnist'"),
         ({"loss": {"name": "wgan"}}, "loss.name", "'minimax', 'non_saturating', 'wasserstein_gp', 'hinge'"),
         ({"evaluate": {"classifier": "resnet"}}, "evaluate.classifier", "'domain', 'inception'"),
         ({"device": "tpu"}, "device", "auto, cpu, cuda, cuda:N, mps"),

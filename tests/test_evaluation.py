@@ -34,6 +34,12 @@ LOG2 = math.log(2)
 
 # Keys evaluate.json must always hold (values may be null where documented).
 KEYS = {
+    "knn_n",
+    "precision_faithful",
+    "recall_faithful",
+    "density_faithful",
+    "coverage_faithful",
+    "faithful_reference",
     "classifier",
     "classifier_test_accuracy",
     "feature_space",
@@ -365,10 +371,9 @@ def test_prepared_data_of_another_data_set(ring_layout):
         evaluate(Params(device="cpu", data={"name": "grid25"}), ring_layout)
 
 
-@pytest.mark.parametrize("labelled", [False, True])
-def test_domain_classifier_unavailable_suggests_inception(tmp_path, labelled):
+def _no_classifier_layout(tmp_path, labelled: bool) -> tuple[Layout, torch.Tensor]:
     layout = Layout(tmp_path)
-    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(40) % 2 if labelled else None
     reason = "data.classifier_epochs=0" if labelled else "image_folder has no class labels"
     meta = image_meta(
@@ -380,12 +385,30 @@ def test_domain_classifier_unavailable_suggests_inception(tmp_path, labelled):
         classifier={"kind": "none", "reason": reason, "test_accuracy": None},
     )
     save_prepared(layout.prepared, PreparedData(meta, images, images, labels, labels))
+    return layout, images
+
+
+def test_labelled_data_without_their_classifier_suggest_one(tmp_path):
+    layout, images = _no_classifier_layout(tmp_path, labelled=True)
     write_samples(layout, images)
     params = Params(device="cpu", data={"name": "image_folder", "path": str(tmp_path), "image_size": 8})
     with pytest.raises(EvaluationError, match=r"evaluate.classifier=domain is not available.*set evaluate.classifier=inception") as err:
         evaluate(params, layout)
-    assert ("classifier_epochs > 0" in str(err.value)) == labelled
-    assert ("no class labels" in str(err.value)) != labelled
+    assert "classifier_epochs > 0" in str(err.value)
+
+
+def test_unlabelled_images_are_scored_in_pixel_components(tmp_path):
+    """No labels, so no classifier can exist: the feature metrics use the pixels' principal
+    components; identical images score as identical, and the class metrics are null with a note."""
+    layout, images = _no_classifier_layout(tmp_path, labelled=False)
+    write_samples(layout, images)
+    params = Params(device="cpu", data={"name": "image_folder", "path": str(tmp_path), "image_size": 8})
+    evaluate(params, layout)
+    r = json.loads(layout.evaluate_json.read_text())
+    assert r["feature_space"].startswith("pixels:pca") and r["is_mean"] is None and "no class labels" in r["probability_note"]
+    assert r["fid"] == pytest.approx(0.0, abs=1e-6)
+    # Samples = the real set, and the training set is the same 40 images: both sides agree exactly.
+    assert r["precision"] == r["precision_faithful"] == 1.0 and r["coverage"] == r["coverage_faithful"]
 
 
 # -- the discriminator's JSD lower bound -----------------------------------------------------------

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import v2
-from tqdm import tqdm
 
+from gancore import progress
 from gancore.config import ParamsError
 from gancore.data.prepared import PreparedData
 from gancore.data.raw import load_torchvision
@@ -56,9 +56,12 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or images.shape[-2:] == (size, size):
         return images
     chunks = images.split(RESIZE_CHUNK)
-    return torch.cat(
-        [v2.functional.resize(c, [size, size], antialias=True) for c in tqdm(chunks, desc="resize", leave=False, disable=len(chunks) < 8)]
-    )
+    out = []
+    with progress.bar(len(chunks), "resize images", "chunk", show=len(chunks) >= 8) as bar:
+        for c in chunks:
+            out.append(v2.functional.resize(c, [size, size], antialias=True))
+            bar.update(1)
+    return torch.cat(out)
 
 
 def _labelled_modes(name: str, classes: list[str]) -> dict[str, Any]:
@@ -192,10 +195,12 @@ def decode(files: list[Path], size: int) -> tuple[torch.Tensor, dict[int, str]]:
     images: list[torch.Tensor] = []
     bad: dict[int, str] = {}
     offset = 0
-    for batch, reasons in tqdm(loader, desc="decode images", leave=False, disable=len(files) < PARALLEL_DECODE_MIN):
-        bad.update({offset + j: reason for j, reason in enumerate(reasons) if reason})
-        images.append(batch)
-        offset += len(batch)
+    with progress.bar(len(files), "decode images", "image", show=len(files) >= PARALLEL_DECODE_MIN) as bar:
+        for batch, reasons in loader:
+            bad.update({offset + j: reason for j, reason in enumerate(reasons) if reason})
+            images.append(batch)
+            offset += len(batch)
+            bar.update(len(batch))
     return torch.cat(images), bad
 
 

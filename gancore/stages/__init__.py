@@ -27,6 +27,13 @@ def prepare(params: Params, layout: Layout) -> dict[str, Any]:
 
 
 def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
+    import os
+
+    from gancore import progress
+    from gancore.mixture import plan_text
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        progress.say(plan_text(params, layout))
     if params.mixture.enabled:
         from gancore.mixture import train_mixture
 

@@ -42,7 +42,7 @@ from gancore.data.prepared import PreparedData, load_prepared
 from gancore.device import pin_small_model_threads, resolve_device
 from gancore.errors import TrainingError
 from gancore.io import write_json
-from gancore.layout import Layout
+from gancore.layout import Layout, PartLayout
 from gancore.losses import get_loss
 from gancore.modelio import build_pair, resolve_architecture, save_model
 from gancore.training import distributed
@@ -53,6 +53,9 @@ from gancore.training.trainer import Trainer
 __all__ = ["BatchStream", "Trainer", "train"]
 
 BATCH_STREAM = "train/batches"
+# Steps timed before the time estimate is printed: past the first steps' warm-up (allocation,
+# kernel selection), early enough to be useful.
+ESTIMATE_STEPS = 20
 BEST_FILE = "best.json"
 
 
@@ -79,13 +82,16 @@ def _check_data(params: Params, layout: Layout, data: PreparedData) -> tuple[int
             f"(train tensor {list(data.train.shape)}), but the parameters ask for {params.data.name!r} "
             f"with shape {list(params.data_shape)}: run `gan prepare` with these parameters"
         )
-    if params.train.batch_size > len(data.train):
+    per_step = params.train.batch_size * params.model.pack
+    if per_step > len(data.train):
+        packed = f" x model.pack={params.model.pack}" if params.model.pack > 1 else ""
+        most = len(data.train) // params.model.pack
         raise ParamsError(
             [
                 (
                     "train.batch_size",
-                    f"{params.train.batch_size} is larger than the {len(data.train)} training "
-                    f"examples in {layout.prepared}; use at most {len(data.train)} or prepare more data (data.n_train)",
+                    f"{params.train.batch_size}{packed} samples per step are more than the {len(data.train)} training "
+                    f"examples in {layout.prepared}; use train.batch_size at most {most} or prepare more data (data.n_train)",
                 )
             ]
         )
@@ -111,8 +117,12 @@ class _Best:
         return {"value": self.value, "step": self.step}
 
 
-def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
+def train(params: Params, layout: Layout, restart: bool = False, label: str = "train", later_steps: int | None = None) -> dict[str, Any]:
     """Train (or resume) the GAN described by ``params``; write models/, checkpoints/ and the log.
+
+    ``label`` names the run in progress lines (``train part 3/8``); ``later_steps``, the steps
+    that follow this run in the same job (a mixture's later parts), go into the time estimate
+    printed after the first :data:`ESTIMATE_STEPS` steps.
 
     Under torchrun every rank runs this function (:mod:`.distributed`); with ``train.devices > 1``
     outside torchrun it launches torchrun and returns rank 0's summary.
@@ -122,14 +132,24 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
         return distributed.launch(params, layout, restart)
     threads = torch.get_num_threads()
     try:
-        return _train(params, layout, restart, world)
+        return _train(params, layout, restart, world, label, later_steps)
     finally:
         torch.set_num_threads(threads)  # _train may pin a small model to one thread
         if world.distributed:
             distributed.teardown()
 
 
-def _train(params: Params, layout: Layout, restart: bool, world: distributed.World) -> dict[str, Any]:
+def _estimate(label: str, done: int, seconds: float, left: int, later_steps: int | None) -> str:
+    per_step = seconds / done
+    text = f"{label}: {1000 * per_step:.1f} ms per step over the first {done} steps: about {progress.duration(per_step * left)} for its {left} steps left"
+    if later_steps:
+        text += f", and about {progress.duration(per_step * later_steps)} for the {later_steps} steps of the parts after it"
+    return text
+
+
+def _train(
+    params: Params, layout: Layout, restart: bool, world: distributed.World, label: str = "train", later_steps: int | None = None
+) -> dict[str, Any]:
     started = time.perf_counter()
     tp = params.train
     main = world.main  # rank 0 writes every file; the other ranks only train
@@ -165,7 +185,7 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
     image = len(shape) == 3
     batches = BatchStream(
         data.train,
-        tp.batch_size,
+        tp.batch_size * params.model.pack,  # PacGAN: D judges batch_size packed examples of m samples
         seeds.derive(params.seed, BATCH_STREAM),
         device,
         resident=use_resident(tp.resident_data, data.train.nbytes, tp.resident_max_gb),
@@ -260,6 +280,8 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
         figures, x = monitor.measure(trainer.sampling_generator)
         verdict = monitor.judge({**figures, "step": step})
         monitor.picture(x, layout.progress / f"step_{step:06d}.png")
+        if isinstance(layout, PartLayout):  # the mixture judges its parts' samples together
+            monitor.keep(x, layout.progress / f"step_{step:06d}.pt")
         row.update(log_columns(figures, verdict))
         if tp.keep_best and best.improves(figures):
             best.value, best.step = figures[tp.keep_best], step
@@ -298,7 +320,7 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
 
     loop_start = time.perf_counter()
     step = start
-    bar = progress.bar(tp.steps, "train", "step", initial=start, show=main)
+    bar = progress.bar(tp.steps, label, "step", initial=start, show=main)
     try:
         while step < tp.steps and watch["stopped"] is None:
             step += 1
@@ -332,6 +354,8 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
                     trainlog.write(layout.train_log, rows)
                 saved_step = step
             bar.update(1)
+            if main and step == start + ESTIMATE_STEPS and step < tp.steps:
+                progress.say(_estimate(label, ESTIMATE_STEPS, time.perf_counter() - loop_start, tp.steps - step, later_steps))
     finally:
         bar.close()
     loop_seconds = time.perf_counter() - loop_start
@@ -348,7 +372,7 @@ def _train(params: Params, layout: Layout, restart: bool, world: distributed.Wor
         "steps": step,
         "loss_d": rows[-1]["loss_d"] if rows else None,
         "loss_g": rows[-1]["loss_g"] if rows else None,
-        "samples_per_second": round(trained * tp.batch_size / loop_seconds, 1) if trained else None,
+        "samples_per_second": round(trained * tp.batch_size * params.model.pack / loop_seconds, 1) if trained else None,
         "threads": torch.get_num_threads(),  # intra-op threads of the loop (see pin_small_model_threads)
         "device": str(device),
         "resumed_from": start if state is not None else None,

@@ -33,7 +33,7 @@ IMAGE_SAMPLES = 500
 PAIRWISE_POINTS = 500
 GRID_IMAGES = 64
 BATCH = 500
-COLLAPSE_VERDICTS = ("complete_collapse", "partial_collapse")
+COLLAPSE_VERDICTS = ("complete_collapse", "partial_collapse", "intra_mode_collapse")
 # Column prefix in the training log (and the MLflow metric group).
 PREFIX = "monitor/"
 
@@ -59,6 +59,7 @@ class CollapseMonitor:
         n = VECTOR_SAMPLES if self.kind == "vector" else IMAGE_SAMPLES
         self.z = torch.randn(n, latent_dim, generator=seeds.generator(seed, MONITOR_STREAM))
         modes = data.meta.get("modes") or {}
+        self.modes = modes
         self.centers, self.sigma = modes.get("centers"), modes.get("sigma")
         self.value_range = data.meta.get("value_range")
         self.test_labels = data.test_labels
@@ -69,13 +70,16 @@ class CollapseMonitor:
             from gancore.classifiers.domain import load_domain_classifier
 
             self.classifier = load_domain_classifier(prepared_dir).to(device)
-        real = subset(data.test, PAIRWISE_POINTS, seed, "train/monitor-real")
-        self.real_features = self._features(to_model_range(real))[1] if self.needs_distances else None
+        # Twice the compared points: the near-duplicate rate calibrates on one half, checks the other.
+        real = subset(data.test, 2 * PAIRWISE_POINTS, seed, "train/monitor-real")
+        real_probs, self.real_features = self._features(to_model_range(real))
+        # The real points' modes, for the spread inside each mode (where the modes are known).
+        self.real_modes = self._modes(to_model_range(real), real_probs) if self.known_modes else None
 
     @property
     def known_modes(self) -> bool:
         if self.kind == "vector":
-            return bool(self.centers and self.sigma)
+            return bool((self.centers and self.sigma) or (self.modes.get("means") and self.modes.get("variances")))
         return (
             self.classifier is not None
             and self.mode_count is not None
@@ -106,35 +110,56 @@ class CollapseMonitor:
         probs, features = classify(self.classifier, x, BATCH, self.device)
         return probs, features
 
+    def _modes(self, x: torch.Tensor, probs: torch.Tensor | None) -> torch.Tensor | None:
+        """Each point's mode (-1: not high quality) under the diagnosis's protocol."""
+        from gancore.diagnostics.modes import labelled_assignments, vector_assignments
+
+        if self.kind == "vector":
+            return vector_assignments(x, self.modes)
+        if probs is None:
+            return None
+        return probs.argmax(1) if self.mode_count == 1000 else labelled_assignments(probs, self.confidence)
+
     def measure(self, generator: nn.Module) -> tuple[dict[str, Any], torch.Tensor]:
         """(figures, samples) for the generator as it is now."""
-        from gancore.diagnostics.modes import collapse_measures, modes_2d, modes_labelled, modes_stacked
-
         started = time.perf_counter()
         x = self.samples(generator)
+        figures = self.score(x)
+        figures["seconds"] = time.perf_counter() - started
+        return figures, x
+
+    def score(self, x: torch.Tensor) -> dict[str, Any]:
+        """The monitor's figures for samples ``x`` (float, model range): also how a mixture's
+        samples, gathered from its parts, are judged against the whole data set."""
+        from gancore.diagnostics.diversity import collapse_measures, dispersion
+        from gancore.diagnostics.modes import modes_labelled, modes_stacked, vector_modes
+
         figures: dict[str, Any] = {}
+        probs, feats = self._features(x)
+        report = None
         if self.kind == "vector" and self.known_modes:
-            assert self.sigma is not None
-            report = modes_2d(x, self.centers, float(self.sigma), real_labels=self.test_labels)
-        else:
-            probs, feats = self._features(x)
-            report = None
-            if self.known_modes and probs is not None:
-                report = (
-                    modes_stacked(probs, self.confidence)
-                    if self.mode_count == 1000
-                    else modes_labelled(probs, self.test_labels, self.confidence, self.labels)
-                )
-            if self.needs_distances:
-                figures.update(
-                    {
-                        k: v
-                        for k, v in collapse_measures(
-                            feats, self.real_features, self.duplicate_fraction, self.seed, PAIRWISE_POINTS
-                        ).items()
-                        if k in ("pairwise_distance_ratio", "duplicate_rate", "real_duplicate_rate", "duplicate_excess")
-                    }
-                )
+            report = vector_modes(x, self.modes, real_labels=self.test_labels)
+        elif self.known_modes and probs is not None:
+            report = (
+                modes_stacked(probs, self.confidence)
+                if self.mode_count == 1000
+                else modes_labelled(probs, self.test_labels, self.confidence, self.labels)
+            )
+        if report is not None and self.real_modes is not None:
+            gen_modes = self._modes(x, probs)
+            assert gen_modes is not None
+            spread = dispersion(feats, self.real_features, gen_modes, self.real_modes, report["modes_total"])
+            figures.update(
+                {k: spread[k] for k in ("dispersion_ratio", "dispersion_se_log", "dispersion_min", "dispersion_min_mode") if k in spread}
+            )
+        if self.needs_distances:
+            measured = collapse_measures(feats, self.real_features, self.duplicate_fraction, self.seed, PAIRWISE_POINTS)
+            figures.update(
+                {
+                    k: measured[k]
+                    for k in ("pairwise_distance_ratio", "duplicate_rate", "real_duplicate_rate", "duplicate_quantile", "duplicate_points")
+                }
+            )
         if report is not None:
             figures.update(
                 {
@@ -142,8 +167,7 @@ class CollapseMonitor:
                     for k in ("modes_total", "modes_covered", "modes_expected", "modes_expected_sd", "high_quality_fraction", "mode_kl")
                 }
             )
-        figures["seconds"] = time.perf_counter() - started
-        return figures, x
+        return figures
 
     @staticmethod
     def judge(figures: dict[str, Any]) -> str:
@@ -152,12 +176,18 @@ class CollapseMonitor:
 
         return decide(figures)["verdict"]
 
+    def keep(self, x: torch.Tensor, path: Path) -> None:
+        """The samples themselves (images as uint8), for a mixture to judge its parts together."""
+        from gancore.io import torch_save
+
+        torch_save({"x": to_uint8(x) if self.kind == "image" else x}, path)
+
     def picture(self, x: torch.Tensor, path: Path) -> None:
         from gancore.pictures import save_image_grid, save_points
 
         if self.kind == "vector":
             extent = tuple(self.value_range) if self.value_range else None
-            save_points(x, path, self.centers, extent)
+            save_points(x, path, self.centers or self.modes.get("means"), extent)
         else:
             save_image_grid(to_uint8(x[:GRID_IMAGES]), path)
 
@@ -165,7 +195,7 @@ class CollapseMonitor:
 def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
     """The monitor's figures as training-log cells (``monitor/<figure>``)."""
     # Not its running time: the log of a resumed run must equal an uninterrupted run's.
-    keep = ("modes_covered", "high_quality_fraction", "mode_kl", "pairwise_distance_ratio", "duplicate_rate")
+    keep = ("modes_covered", "high_quality_fraction", "mode_kl", "dispersion_ratio", "pairwise_distance_ratio", "duplicate_rate")
     cells = {PREFIX + k: figures[k] for k in keep if figures.get(k) is not None}
     cells[PREFIX + "collapse"] = int(verdict in COLLAPSE_VERDICTS)
     return cells

@@ -85,6 +85,19 @@ def test_image_architectures_train_packed(tmp_path, arch, shape, options):
     assert d(torch.zeros(3, 2 * shape[0], *shape[1:])).shape in ((3,), (3, 1))
 
 
-def test_batch_size_must_be_a_multiple_of_the_pack():
-    with pytest.raises(ParamsError, match=r"train.batch_size: 30 is not a multiple of model.pack=4"):
-        validate({"model": {"pack": 4}, "train": {"batch_size": 30}}, check_plugins=False)
+def test_discriminator_sees_batch_size_packed_examples(tmp_path):
+    """PacGAN's protocol: a step draws train.batch_size packed examples of m samples each (m times
+    the samples of an unpacked step), whatever batch size; no multiple of m is required."""
+    params = make_params(model={"pack": 3}, steps=1, batch_size=10, log_every=1)
+    layout = make_layout(tmp_path)
+    summary = training.train(params, layout)
+    assert summary["steps"] == 1
+    seen = []
+    d = load_discriminator(layout.discriminator)
+    d.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
+    trainer = training.Trainer.__new__(training.Trainer)
+    trainer.pack, trainer.D = 3, d
+    training.Trainer.discriminate(trainer, torch.zeros(30, 2))
+    assert seen == [(10, 6)]  # 30 samples -> 10 examples of 3 points (6 numbers)
+    with pytest.raises(ParamsError, match=r"train.batch_size: 100 x model.pack=3 samples per step are more than the 256 training examples"):
+        training.train(make_params(model={"pack": 3}, steps=1, batch_size=100), make_layout(tmp_path / "big"))
