@@ -1,22 +1,22 @@
-"""Mode collapse and its remedies on the PacGAN 2D protocols, beside PacGAN's Table 1.
+"""Mode collapse and its cures on the PacGAN 2D protocols and a vector file, beside PacGAN's Table 1.
 
-For each data set (ring8, grid25) and seed, four ways to train on the same prepared data:
+Two tables, each mean +- standard error over seeds, scored by ``gan diagnose`` (2,500 samples from
+fixed z; high quality within 3 sigma of a centre, or its Mahalanobis form for the clusters found in
+a points file; a mode is covered by one high-quality sample; reverse KL of the mode histogram):
 
-- GAN: one GAN (``mixture.enabled=false``) with this project's defaults;
-- PacGAN2 / PacGAN4: the same with the discriminator judging 2 / 4 samples jointly
-  (``model.pack``), the settings the diagnosis proposes for a collapsed run;
-- mixture: one GAN per k-means part of the data (the default; ``mixture.parts`` = the number of
-  modes, ``mixture.steps`` per part).
+1. **Defaults.** Each data set with nothing but its name: ``data.name=ring8``, ``grid25``, and
+   ``points`` on a file this benchmark writes (five 2-D Gaussians of unequal weights and widths,
+   in units 100x apart: data the defaults were not chosen on). The mixture finds its parts itself
+   (``mixture.parts: auto``); the targets of the issue are checked and printed.
+2. **Remedies.** Single-GAN baselines that go wrong: one GAN of the defaults
+   (``mixture.enabled=false``) on ring8 and grid25, and on ring8 a minimax GAN whose discriminator
+   dominates (lr_d 2e-3, lr_g 1e-4, 5 D steps). Each baseline's own diagnosis names its remedies
+   (``diagnose.json`` -> ``remedy_settings``); every remedy with settings runs on the same seed,
+   and the table says whether it covered more modes without losing high quality.
 
-Each run is scored by ``gan diagnose`` with the protocol of ``../shared/reference.md`` (2,500
-samples from fixed z; high quality within 3 sigma of a centre; a mode is covered by one
-high-quality sample; reverse KL of the mode histogram). The table gives mean +- standard error
-over the seeds and PacGAN's published row beside ours (10 trials there). Runs go to a process
-pool of ``--workers`` single-threaded processes.
-
-    python benchmarks/collapse.py                    # 5 seeds, ring8 and grid25 (about 1 CPU-hour)
-    python benchmarks/collapse.py --seeds 3 --data ring8
-    python benchmarks/collapse.py --tiny             # CI smoke size: seconds per run, numbers meaningless
+    python benchmarks/collapse.py                     # 10 seeds of the defaults, 3 of the remedies
+    python benchmarks/collapse.py --table defaults --seeds 3 --data ring8
+    python benchmarks/collapse.py --tiny              # CI smoke size: seconds per run, numbers meaningless
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -32,150 +31,247 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runs import mean_se, pm, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-METHODS: dict[str, list[str]] = {
-    "GAN": ["mixture.enabled=false"],
-    "PacGAN2": ["mixture.enabled=false", "model.pack=2"],
-    "PacGAN4": ["mixture.enabled=false", "model.pack=4"],
-    "mixture": ["mixture.enabled=true"],
-}
-# Per data set: the mixture's parts are its modes; grid25's parts have 1/25 of the data each and
-# converge in fewer steps (measured: 25/25 modes, 99 % high quality at 500 steps).
-DATA_SETS: dict[str, list[str]] = {
-    "ring8": ["data.name=ring8", "mixture.parts=8", "mixture.steps=1000"],
-    "grid25": ["data.name=grid25", "mixture.parts=25", "mixture.steps=500"],
+POINTS_FILE = "blobs5.csv"
+DATA_SETS = ("ring8", "grid25", "points")
+# The baselines of the remedies table: (data, label, settings).
+BASELINES: dict[str, tuple[str, list[str]]] = {
+    "ring8/GAN": ("ring8", ["mixture.enabled=false"]),
+    "grid25/GAN": ("grid25", ["mixture.enabled=false"]),
+    "ring8/minimax, dominant D": (
+        "ring8",
+        ["mixture.enabled=false", "loss.name=minimax", "train.lr_d=0.002", "train.lr_g=0.0001", "train.n_critic=5"],
+    ),
 }
 TINY = [
     "train.steps=60",
     "train.batch_size=64",
     "mixture.steps=30",
+    "mixture.max_parts=10",
     "data.n_train=2000",
     "data.n_test=500",
     "train.monitor_every=null",
     "train.checkpoint_every=1000",
 ]
+# The issue's targets for the defaults: modes, high-quality share, reverse KL.
+TARGETS = {"ring8": (8, 0.97, 0.03), "grid25": (25, 0.95, 0.03)}
 # PacGAN Table 1 (../shared/reference.md): modes, high-quality %, reverse KL, each (mean, s.e.).
 PAPER: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {
     "ring8": {
-        "GAN": ((6.3, 0.5), (98.2, 0.2), (0.45, 0.09)),
-        "PacGAN2": ((7.9, 0.1), (95.6, 2.0), (0.07, 0.03)),
-        "PacGAN4": ((7.8, 0.1), (95.9, 1.4), (0.07, 0.02)),
+        "baseline": ((6.3, 0.5), (98.2, 0.2), (0.45, 0.09)),
+        "pack2": ((7.9, 0.1), (95.6, 2.0), (0.07, 0.03)),
+        "pack4": ((7.8, 0.1), (95.9, 1.4), (0.07, 0.02)),
     },
     "grid25": {
-        "GAN": ((17.3, 0.8), (94.8, 0.7), (0.70, 0.07)),
-        "PacGAN2": ((23.8, 0.7), (91.3, 0.8), (0.13, 0.04)),
-        "PacGAN4": ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01)),
+        "baseline": ((17.3, 0.8), (94.8, 0.7), (0.70, 0.07)),
+        "pack2": ((23.8, 0.7), (91.3, 0.8), (0.13, 0.04)),
+        "pack4": ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01)),
     },
 }
-SCORES = ("modes_covered", "high_quality_fraction", "mode_kl")
+SCORES = ("modes_covered", "modes_total", "high_quality_fraction", "mode_kl")
 
 
-def run_one(data: str, method: str, seed: int, sets: list[str], root: str) -> dict[str, Any]:
-    """Train, sample and diagnose one configuration in its own folder; return its scores."""
+def write_points(path: Path) -> Path:
+    """The held-out vector file: five 2-D Gaussians, weights 0.35..0.08, widths 0.5..4, the second
+    column in units 100x the first (the layout of tests/diagnostics/test_collapse_cases.py)."""
+    rng = np.random.default_rng(2024)
+    centres = np.array([[0, 0], [50, 0], [0, 20], [60, 30], [20, 40]], float)
+    widths = np.array([[3, 1], [1, 1], [2, 2], [0.5, 0.5], [4, 1]], float)
+    labels = rng.choice(5, 20_000, p=[0.35, 0.25, 0.2, 0.12, 0.08])
+    x = (centres[labels] + widths[labels] * rng.standard_normal((20_000, 2))) * np.array([1.0, 100.0])
+    np.savetxt(path, x, delimiter=",", header="length,mass", comments="")
+    return path
+
+
+def data_sets(data: str, root: str) -> list[str]:
+    return [f"data.name={data}"] + ([f"data.path={Path(root) / POINTS_FILE}"] if data == "points" else [])
+
+
+def run_one(data: str, label: str, seed: int, sets: list[str], root: str) -> dict[str, Any]:
+    """Prepare, train, sample and diagnose one configuration in its own folder; return its scores."""
     from gancore.config import load_params
     from gancore.layout import Layout
 
-    overrides = [f"seed={seed}", "device=cpu", "tracking.enabled=false", *DATA_SETS[data], *METHODS[method], *sets]
+    overrides = [f"seed={seed}", "device=cpu", "tracking.enabled=false", *data_sets(data, root), *sets]
     params = load_params(REPO / "params.yaml", overrides)
-    layout = Layout(Path(root) / f"{data}-{method}-{seed}")
+    folder = "-".join(part for part in (data, label, str(seed)) if part).replace("/", "_").replace(" ", "_").replace(",", "")
+    layout = Layout(Path(root) / folder)
     cpu_s = run_stages(params, layout, ("prepare", "train", "sample", "diagnose"))
     diagnosis = json.loads(layout.diagnose_json.read_text())
+    mixture = layout.prepared / "mixture.json"
+    parts = len(json.loads(mixture.read_text())["parts"]) if params.mixture.enabled and mixture.is_file() else None
     return {
         "data": data,
-        "method": method,
+        "label": label,
         "seed": seed,
+        "sets": sets,
         "cpu_s": cpu_s,
+        "parts": parts,
         "verdict": diagnosis["verdict"],
+        "remedies": [r for r in diagnosis.get("remedy_settings") or [] if r.get("sets")],
         # None (no high-quality sample to histogram) becomes NaN, which the summary carries as NaN.
-        **{k: float("nan") if diagnosis[k] is None else float(diagnosis[k]) for k in SCORES},
+        **{k: float("nan") if diagnosis.get(k) is None else float(diagnosis[k]) for k in SCORES},
     }
 
 
-def cell(values: tuple[tuple[float, float], ...]) -> str:
-    modes, hq, kl = values
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "n": len(rows),
+        "modes": mean_se([r["modes_covered"] for r in rows]),
+        "modes_total": mean_se([r["modes_total"] for r in rows]),
+        "high_quality_pct": mean_se([100 * r["high_quality_fraction"] for r in rows]),
+        "reverse_kl": mean_se([r["mode_kl"] for r in rows]),
+        "parts": sorted({r["parts"] for r in rows if r.get("parts") is not None}),
+        "healthy": sum(r["verdict"] == "healthy" for r in rows),
+        "cpu_s": sum(r["cpu_s"] for r in rows) / len(rows),
+    }
+
+
+def cell(s: dict[str, Any] | tuple[tuple[float, float], ...]) -> str:
+    modes, hq, kl = (s["modes"], s["high_quality_pct"], s["reverse_kl"]) if isinstance(s, dict) else s
     return f"{pm(modes, 1)} / {pm(hq, 1)} / {pm(kl, 2)}"
 
 
-def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    summary: dict[str, dict[str, Any]] = {}
+def defaults_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    summary, lines = {}, ["| data | seeds | parts chosen | modes / high-quality % / reverse KL | healthy | target | met | CPU s/run |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
     for data in DATA_SETS:
-        for method in METHODS:
-            rows = [r for r in results if r["data"] == data and r["method"] == method]
-            if not rows:
-                continue
-            modes = mean_se([r["modes_covered"] for r in rows])
-            hq = mean_se([100 * r["high_quality_fraction"] for r in rows])
-            kl = mean_se([r["mode_kl"] for r in rows])
-            summary[f"{data}/{method}"] = {
-                "n": len(rows),
-                "modes": modes,
-                "high_quality_pct": hq,
-                "reverse_kl": kl,
-                "cpu_s": statistics.fmean(r["cpu_s"] for r in rows),
-                "healthy": sum(r["verdict"] == "healthy" for r in rows),
-            }
-    return summary
-
-
-def table(summary: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        "modes / high-quality % / reverse KL, mean +- s.e. over seeds (PacGAN: 10 trials)",
-        "",
-        "| data | method | seeds | ours | PacGAN Table 1 | healthy | CPU s/run |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, s in summary.items():
-        data, method = key.split("/")
-        paper = PAPER.get(data, {}).get(method)
-        ours = cell((s["modes"], s["high_quality_pct"], s["reverse_kl"]))
+        rows = [r for r in results if r["data"] == data and r["label"] == "defaults"]
+        if not rows:
+            continue
+        s = summary[data] = summarise(rows)
+        target = TARGETS.get(data)
+        met = None
+        if target:
+            met = all(
+                r["modes_covered"] >= target[0] and r["high_quality_fraction"] >= target[1] and r["mode_kl"] <= target[2] for r in rows
+            )
+        target_text = f"{target[0]} / {100 * target[1]:.0f} / {target[2]}" if target else "-"
+        met_text = "-" if met is None else f"{'yes' if met else 'NO'} (every seed)"
+        parts = ", ".join(str(p) for p in s["parts"])
+        found = f" of {s['modes_total'][0]:.0f} found" if data == "points" else ""
         lines.append(
-            f"| {data} | {method} | {s['n']} | {ours} | {cell(paper) if paper else '-'} | {s['healthy']}/{s['n']} | {s['cpu_s']:.0f} |"
+            f"| {data} | {s['n']} | {parts} | {cell(s)}{found} | {s['healthy']}/{s['n']} | {target_text} | {met_text} | {s['cpu_s']:.0f} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines), summary
+
+
+def remedies_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    summary: dict[str, Any] = {}
+    lines = [
+        "| baseline | run | seeds | ours | PacGAN Table 1 | healthy | more modes, high quality kept | CPU s/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, (data, _) in BASELINES.items():
+        base_rows = [r for r in results if r["label"] == key]
+        if not base_rows:
+            continue
+        base = summary[key] = summarise(base_rows)
+        labels = ["baseline"] + sorted({r["remedy"] for r in results if r.get("baseline") == key})
+        for label in labels:
+            rows = base_rows if label == "baseline" else [r for r in results if r.get("baseline") == key and r.get("remedy") == label]
+            s = base if label == "baseline" else summarise(rows)
+            summary[f"{key}/{label}"] = s
+            verdict = "-"
+            if label != "baseline":
+                by_seed = {r["seed"]: r for r in base_rows}
+                gains = [
+                    r["modes_covered"] >= by_seed[r["seed"]]["modes_covered"]
+                    and r["high_quality_fraction"] >= by_seed[r["seed"]]["high_quality_fraction"] - 0.01
+                    and (r["modes_covered"], r["high_quality_fraction"])
+                    != (by_seed[r["seed"]]["modes_covered"], by_seed[r["seed"]]["high_quality_fraction"])
+                    for r in rows
+                ]
+                verdict = f"{sum(gains)}/{len(gains)} seeds"
+            paper = PAPER.get(data, {}).get(label) if key.endswith("/GAN") else None
+            lines.append(
+                f"| {key} | {label} | {s['n']} | {cell(s)} | {cell(paper) if paper else '-'} | {s['healthy']}/{s['n']} | {verdict} | {s['cpu_s']:.0f} |"
+            )
+    return "\n".join(lines), summary
+
+
+def _progress(r: dict[str, Any]) -> None:
+    name = r["label"] + (f" + {r['remedy']}" if r.get("remedy") else "")
+    print(
+        f"{r['data']:7s} {name:34s} seed {r['seed']}: {r['modes_covered']:.0f}/{r['modes_total']:.0f} modes, "
+        f"{100 * r['high_quality_fraction']:.1f} % HQ, rKL {r['mode_kl']:.3f}, {r['verdict']}, {r['cpu_s']:.0f} CPU-s",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per configuration (default 5; --tiny: 1)")
-    parser.add_argument("--data", action="append", choices=list(DATA_SETS), help="data sets (default: all)")
-    parser.add_argument("--method", action="append", choices=list(METHODS), help="methods (default: all)")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel single-threaded runs")
-    parser.add_argument("--tiny", action="store_true", help="seconds per run, for CI (1 seed unless --seeds)")
-    parser.add_argument("--json", type=Path, help="also write every run and the summary here")
+    parser.add_argument("--table", action="append", choices=("defaults", "remedies"), help="tables to run (default: both)")
+    parser.add_argument("--seeds", type=int, help="seeds of the defaults table (default 10; --tiny: 1)")
+    parser.add_argument("--remedy-seeds", type=int, help="seeds of the remedies table (default 3; --tiny: 1)")
+    parser.add_argument("--data", action="append", choices=DATA_SETS, help="data sets of the defaults table (default: all)")
+    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="parallel single-threaded runs")
+    parser.add_argument("--tiny", action="store_true", help="seconds per run, for CI")
+    parser.add_argument("--json", type=Path, help="also write every run and the summaries here")
     parser.add_argument("--out", type=Path, help="keep the runs' folders here (default: a temporary folder)")
     args = parser.parse_args(argv)
-    seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 5)
-    if seeds < 1 or args.workers < 1:
-        parser.error("--seeds and --workers must be at least 1")
+    seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 10)
+    remedy_seeds = args.remedy_seeds if args.remedy_seeds is not None else (1 if args.tiny else 3)
+    if min(seeds, remedy_seeds, args.workers) < 1:
+        parser.error("--seeds, --remedy-seeds and --workers must be at least 1")
+    tables = args.table or ["defaults", "remedies"]
     sets = TINY if args.tiny else []
-    jobs = [(d, m, s) for d in args.data or DATA_SETS for m in args.method or METHODS for s in range(seeds)]
+    results: list[dict[str, Any]] = []
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gancore-collapse-") as scratch:
         root = str(args.out or scratch)
-        start = time.perf_counter()
-        with ProcessPoolExecutor(max_workers=min(args.workers, len(jobs))) as pool:
-            futures = [pool.submit(run_one, d, m, s, sets, root) for d, m, s in jobs]
-            results = []
-            for future in futures:
-                results.append(future.result())
-                r = results[-1]
-                print(
-                    f"{r['data']:7s} {r['method']:8s} seed {r['seed']}: {r['modes_covered']:.0f} modes, "
-                    f"{100 * r['high_quality_fraction']:.1f} % HQ, rKL {r['mode_kl']:.3f}, {r['verdict']}, {r['cpu_s']:.0f} CPU-s",
-                    flush=True,
-                )
-        wall = time.perf_counter() - start
-    summary = summarise(results)
+        Path(root).mkdir(parents=True, exist_ok=True)
+        write_points(Path(root) / POINTS_FILE)
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            jobs = []
+            if "defaults" in tables:
+                jobs += [pool.submit(run_one, d, "defaults", s, sets, root) for d in args.data or DATA_SETS for s in range(seeds)]
+            if "remedies" in tables:
+                jobs += [
+                    pool.submit(run_one, BASELINES[k][0], k, s, [*sets, *BASELINES[k][1]], root)
+                    for k in BASELINES
+                    for s in range(remedy_seeds)
+                ]
+            followers = []
+            for job in jobs:
+                r = job.result()
+                results.append(r)
+                _progress(r)
+                if r["label"] in BASELINES:  # its own diagnosis names the remedies to try
+                    for remedy in r["remedies"]:
+                        extra = [*r["sets"], *remedy["sets"]]
+                        followers.append(
+                            (
+                                remedy["name"],
+                                r["label"],
+                                pool.submit(run_one, r["data"], f"{r['label']} {remedy['name']}", r["seed"], extra, root),
+                            )
+                        )
+            for name, baseline, job in followers:
+                r = {**job.result(), "baseline": baseline, "remedy": name}
+                results.append(r)
+                _progress(r)
+    wall = time.perf_counter() - start
+    out: dict[str, Any] = {"runs": results, "tiny": args.tiny}
     print()
-    print(table(summary))
-    print(f"\n{len(results)} runs in {wall:.0f} s wall on {min(args.workers, len(jobs))} workers")
+    if "defaults" in tables:
+        text, out["defaults"] = defaults_table(results)
+        print("Defaults only (data.name, and data.path for points): modes / high-quality % / reverse KL, mean +- s.e.\n")
+        print(text + "\n")
+    if "remedies" in tables:
+        text, out["remedies"] = remedies_table(results)
+        print("Single-GAN baselines and the remedies their diagnosis proposed (same seeds; PacGAN: 10 trials)\n")
+        print(text + "\n")
+    print(f"{len(results)} runs in {wall:.0f} s wall on {args.workers} workers")
     if args.json:
         from gancore.io import write_json
 
-        write_json(args.json, {"runs": results, "summary": summary, "tiny": args.tiny})
+        write_json(args.json, out)
     return 0
 
 

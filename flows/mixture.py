@@ -1,8 +1,8 @@
 """gan-mixture: a mixture of GANs, one per part of the data, with the parts trained in parallel.
 
 The design notes' first remedy for mode collapse: "train separate GANs for different modes".
-Prepare partitions the training data (class labels where the data set has them, else k-means with
-``mixture.parts`` parts; see :mod:`gancore.mixture`); every part trains as its own task on the
+Prepare partitions the training data (class labels where the data set has them, else the data's
+own clusters, as many as BIC finds; see :mod:`gancore.partition`); every part trains as its own task on the
 sweep's task runner (a local process pool, Dask or Ray); the mixture is then sampled in proportion
 to the part sizes into one ``samples/samples.pt``, and evaluated and diagnosed as one model. One
 MLflow run holds the mixture, with a nested child run per part.
@@ -11,7 +11,7 @@ The same mixture runs without Prefect: ``gan <stage> -S mixture.enabled=true`` o
 with ``mixture.enabled: true`` in params.yaml (the train stage then trains the parts one after
 another).
 
-``python -m gancore_flows.mixture -S data.name=grid25 -S mixture.parts=25 [--runner dask] [--workers 4]``
+``python -m gancore_flows.mixture -S data.name=grid25 [--runner dask] [--workers 4]``
 """
 
 # No `from __future__ import annotations`: Prefect builds the parameter model from the real
@@ -26,8 +26,8 @@ from prefect import flow, task
 
 from gancore import progress, tracking
 from gancore.config import Params
-from gancore.layout import Layout
-from gancore.mixture import finish_mixture, partition_info, train_part
+from gancore.layout import Layout, find_project_root
+from gancore.mixture import finish_mixture, partition_info, plan_text, train_part
 from gancore.recorder import NULL_RECORDER, Recorder
 from gancore_flows.params import resolve_params, section_parameters
 from gancore_flows.pipeline import (
@@ -95,7 +95,7 @@ def gan_mixture(
     ``runner``/``workers``/``address``: where the parts train, as for gan-sweep.
     """
     params_path = Path(params_file).resolve()
-    root = params_path.parent
+    root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, [*(sets or []), MIXTURE_ON])
     layout = run_layout(params, root, out_dir)
     run_dir = str(layout.root)
@@ -104,6 +104,7 @@ def gan_mixture(
     try:
         prepared = prepared_data(params, layout, root, recorder)
         parts = partition_info(layout)["parts"]
+        progress.say(plan_text(params, layout) + f", parts in parallel on {runner} ({min(workers, len(parts))} at once)")
         context = member_context(str(params_path))
         threads = threads_per_member(min(workers, len(parts)))
         with task_runner(runner, workers, address) as pool:

@@ -6,8 +6,8 @@ anything of its own. What Prefect adds:
 * **one output directory per flow run** (``runs/<arch>-<data>-<flow run id>``, or ``out_dir``), so
   concurrent runs never share a file;
 * **cached data preparation**: keyed on the parameters prepare reads (seed, device, ``data.*``,
-  ``mixture.*``) and the code it runs (the task's source plus the sources of ``gancore.data`` and
-  ``gancore.classifiers``). Its output is committed to the project's DVC cache and the task returns
+  ``mixture.*``) and the code it runs (the task's source plus every source file prepare imports,
+  :func:`gancore.codedeps.code_digest`, the files dvc.yaml lists for it). Its output is committed to the project's DVC cache and the task returns
   its DVC version; a cached run checks that version out into the new run directory
   (:mod:`gancore.dvcstore`);
 * **training retries** that resume from the run directory's last checkpoint (a transient failure
@@ -38,27 +38,22 @@ import gancore
 from gancore import dvcstore, tracking
 from gancore.config import Params, ParamsError
 from gancore.errors import GanCoreError
-from gancore.layout import Layout
+from gancore.layout import Layout, find_project_root
 from gancore.recorder import NULL_RECORDER, Recorder
 from gancore.report import fmt, headline_rows, markdown_table
 from gancore.stages import run_stage
 from gancore_flows.params import resolve_params, section_parameters
 
-# The gancore sub-packages the prepare stage runs; dvc.yaml's prepare stage lists the same deps.
-PREPARE_CODE = ("data", "classifiers", "mixture.py")
 CACHE_DIR = Path("runs") / ".prefect-cache"
 PREPARE_CACHE = (INPUTS - "params" - "run_dir" - "root" - "recorder") + TASK_SOURCE
 
 
 def code_version() -> str:
-    """A digest of the code the prepare stage runs (part of its cache key)."""
-    package = Path(gancore.__file__).parent
-    digest = hashlib.sha256(gancore.__version__.encode())
-    for sub in PREPARE_CODE:
-        target = package / sub
-        for path in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
-            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    """A digest of the code the prepare stage runs (part of its cache key): the same files
+    dvc.yaml lists for prepare, both derived from its imports (:mod:`gancore.codedeps`)."""
+    from gancore.codedeps import code_digest
+
+    return hashlib.sha256(f"{gancore.__version__}:{code_digest('prepare')}".encode()).hexdigest()[:16]
 
 
 def prepare_key(params: Params) -> dict[str, Any]:
@@ -164,7 +159,7 @@ def gan_pipeline(
     ``params_file``; outputs go to ``out_dir`` or ``runs/<arch>-<data>-<flow run id>``.
     """
     params_path = Path(params_file).resolve()
-    root = params_path.parent
+    root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, sets)
     layout = run_layout(params, root, out_dir)
     run_dir = str(layout.root)

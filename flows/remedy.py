@@ -25,6 +25,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from gancore import tracking
+from gancore.layout import find_project_root
 from gancore.ranking import headline, rank_key
 from gancore.report import fmt, markdown_table, text_table
 from gancore_flows.params import resolve_params, section_parameters
@@ -98,7 +99,7 @@ def gan_remedy(
 ) -> list[dict[str, Any]]:
     """The baseline on params.yaml plus the overrides, then its diagnosis's remedies (see the module doc)."""
     params_path = Path(params_file).resolve()
-    root = params_path.parent
+    root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, sets)
     parent = None
     if params.tracking.enabled:

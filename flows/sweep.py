@@ -17,13 +17,13 @@ table (a Prefect markdown artifact, also printed).
 import argparse
 import itertools
 import sys
-from pathlib import Path
 from typing import Any, Optional
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from gancore import progress, tracking
+from gancore.layout import find_project_root
 from gancore.names import LossName
 from gancore.report import fmt, markdown_table
 from gancore_flows.params import member_overrides, resolve_params, section_parameters
@@ -166,7 +166,7 @@ def gan_sweep(
         raise ValueError("empty sweep: give at least one architecture, one loss and one seed")
     if members[0]["params"].tracking.enabled:
         # One store and experiment, created before members race to create them.
-        tracking.ensure_experiment(members[0]["params"].tracking.experiment, Path(params_file).resolve().parent)
+        tracking.ensure_experiment(members[0]["params"].tracking.experiment, find_project_root(params_file))
     failures = run_members(members, params_file, sets, runner, workers, address)
     headers, rows = comparison_rows(members)
     table = markdown_table(headers, rows)

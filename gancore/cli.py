@@ -83,10 +83,9 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 
 
 def _run_stage(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from gancore.config import load_params
-    from gancore.layout import Layout
+    from gancore.layout import Layout, find_project_root
     from gancore.recorder import NULL_RECORDER
     from gancore.stages import run_stage
     from gancore.tracking import recorder_for
@@ -94,10 +93,10 @@ def _run_stage(args: argparse.Namespace) -> int:
     params = load_params(args.params, args.overrides)
     kwargs = {"restart": args.restart} if args.command == "train" else {}
     # With tracking enabled the stage joins the pipeline's MLflow run (found through
-    # <out>/.mlflow_run.json); mlflow.db lives beside the parameter file.
+    # <out>/.mlflow_run.json); mlflow.db lives in the project root (the DVC repository of the params file).
     # Under torchrun every rank runs `gan train`; rank 0 alone records and reports.
     rank0 = os.environ.get("RANK", "0") == "0"
-    recorder = recorder_for(params, Path(args.params).resolve().parent) if rank0 else NULL_RECORDER
+    recorder = recorder_for(params, find_project_root(args.params)) if rank0 else NULL_RECORDER
     summary = run_stage(args.command, params, Layout(args.out), recorder, **kwargs)
     if rank0 and "GANCORE_TRAIN_SUMMARY" not in os.environ:  # launched by train.devices: the launcher reports
         _print_summary(args.command, summary)

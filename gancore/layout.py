@@ -202,6 +202,35 @@ class PartLayout(Layout):
         return self.root / "samples" / "parts" / self.name
 
 
+PROJECT_MARKERS = ("dvc.yaml", ".dvc")
+
+
+def _walk_up(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return folder
+    return None
+
+
+def find_project_root(params_file: str | Path | None = None) -> Path:
+    """The project a run belongs to, where ``mlflow.db``, ``runs/`` and the DVC cache live: the
+    DVC repository (a folder holding ``dvc.yaml`` or ``.dvc/``) that holds ``params_file``, found
+    by walking up from it the way DVC and git walk up from the working directory; for a params file
+    outside any repository, the repository around the working directory; else the working directory.
+
+    ``examples/params/mnist-dcgan.yaml`` thus belongs to the repository's root, not to
+    ``examples/params/``. Inside ``dvc repro`` DVC names its root itself (``$DVC_ROOT``).
+    """
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    if params_file is not None:
+        found = _walk_up(Path(params_file).resolve().parent)
+        if found is not None:
+            return found
+    cwd = Path.cwd().resolve()
+    return _walk_up(cwd) or cwd
+
+
 def datasets_mirror() -> Path | None:
     value = os.environ.get(DATASETS_ENV)
     return Path(value) if value else None

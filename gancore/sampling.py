@@ -172,8 +172,8 @@ def save_scatter(points: Tensor, layout: Layout, path: str | Path, max_real: int
     # under thousands of generated points.
     ax.scatter(points[:, 0], points[:, 1], s=4, c="tab:blue", alpha=0.5, linewidths=0, label=f"generated ({len(points)})", rasterized=True)
     ax.scatter(real[:, 0], real[:, 1], s=2, c="black", linewidths=0, label=f"real, held out ({len(real)})", rasterized=True)
-    if len(centers):
-        c = centers
+    if marks is not None:
+        c = marks
         what = "clusters found" if modes.get("estimated") else "mode centres"
         ax.scatter(c[:, 0], c[:, 1], marker="x", s=40, c="tab:red", label=f"{what} ({len(c)})")
     if not units:  # the protocols' coordinates share one scale; a file's columns need not

@@ -461,7 +461,8 @@ MNIST_SPLITS = 5
 @pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def mnist(tmp_path_factory):
     from gancore.classifiers import classify, load_classifier
-    from gancore.data import load_prepared, prepare_data
+    from gancore.data import load_prepared
+    from gancore.data.prepare import prepare_data
 
     mirror = os.environ.get("GANCORE_DATASETS_DIR")
     if not mirror or not (Path(mirror) / "MNIST").exists():

@@ -19,7 +19,6 @@ MIXTURE = [
     "data.n_train=2000",
     "data.n_test=1000",
     "mixture.enabled=true",
-    "mixture.parts=8",
     "mixture.steps=150",
     "train.batch_size=128",
     "train.checkpoint_every=75",
@@ -42,10 +41,15 @@ def cli_mixture(tmp_path_factory):
 
 
 @pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
-def test_kmeans_finds_the_eight_modes_and_each_part_trains_normalised(cli_mixture):
+def test_the_data_s_eight_clusters_are_found_and_each_part_trains_normalised(cli_mixture):
     layout = cli_mixture
     info = json.loads((layout.prepared / "mixture.json").read_text())
-    assert info["method"] == "kmeans" and len(info["parts"]) == 8
+    # mixture.parts: auto, the default: nobody told it the ring has 8 modes.
+    assert info["method"] == "kmeans" and len(info["parts"]) == 8 and info["chosen_by"] == "bic"
+    selection = info["selection"]
+    assert selection["chosen"] == 8 and selection["k"][0] == 1 and min(selection["bic"]) == selection["bic"][7]
+    assert json.loads(layout.prepared_meta.read_text())["mixture"]["parts"] == 8
+    assert (layout.prepared / "parts_selection.png").stat().st_size > 1000
     assert sum(p["count"] for p in info["parts"]) == 2000
     centers = torch.tensor(json.loads(layout.prepared_meta.read_text())["modes"]["centers"])
     shifts = torch.tensor([p["shift"] for p in info["parts"]])
@@ -76,6 +80,20 @@ def test_samples_follow_the_part_sizes_and_the_mixture_is_healthy(cli_mixture):
 
 
 @pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
+def test_the_mixture_s_log_carries_its_own_monitor_figures(cli_mixture):
+    """The parts' monitors see one mode each; the mixture's log (and so its MLflow run) holds the
+    monitor's figures for the mixture's own samples, and its progress pictures."""
+    from gancore import trainlog
+
+    rows = {int(r["step"]): r for r in trainlog.read(cli_mixture.train_log)}
+    assert rows[150]["monitor/modes_covered"] == 8 and rows[150]["monitor/high_quality_fraction"] > 0.9
+    assert rows[75]["monitor/modes_covered"] > 1
+    part_rows = {int(r["step"]): r for r in trainlog.read(cli_mixture.part(0).train_log)}
+    assert part_rows[150]["monitor/modes_covered"] == 1  # what the parent showed before
+    assert (cli_mixture.progress / "step_000150.png").stat().st_size > 500
+
+
+@pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
 def test_the_mixture_is_one_generator_that_picks_parts_by_weight(cli_mixture):
     module, record = load_mixture_generator(cli_mixture)
     assert isinstance(module, MixtureGenerator) and record["parts"] == 8
@@ -101,9 +119,7 @@ def test_mean_log_averages_the_steps_every_part_logged():
 def test_gan_mixture_flow_trains_parts_in_parallel_under_one_parent_run(prefect_harness, project):
     from gancore_flows.mixture import gan_mixture
 
-    state = gan_mixture(
-        return_state=True, params_file=str(project / "params.yaml"), sets=["mixture.parts=8", "mixture.steps=60", "train.monitor_every=30"]
-    )
+    state = gan_mixture(return_state=True, params_file=str(project / "params.yaml"), sets=["mixture.steps=60", "train.monitor_every=30"])
     assert state.is_completed(), state
     result = state.result()
     parent = MlflowClient().get_run(result["mlflow_run_id"])
@@ -116,6 +132,11 @@ def test_gan_mixture_flow_trains_parts_in_parallel_under_one_parent_run(prefect_
     assert sorted(c.data.tags["mixture.part"] for c in children) == [str(i) for i in range(8)]
     assert all(c.info.status == "FINISHED" and c.data.metrics["weight"] > 0 for c in children)
     assert len(MlflowClient().get_metric_history(children[0].info.run_id, "train/loss_d")) > 0
+    # The parent's monitor curve is the mixture's own (its parts each cover one mode of eight).
+    parent_modes = MlflowClient().get_metric_history(parent.info.run_id, "monitor/modes_covered")
+    child_modes = MlflowClient().get_metric_history(children[0].info.run_id, "monitor/modes_covered")
+    assert [m.step for m in parent_modes] == [30, 60] and max(m.value for m in parent_modes) > 1
+    assert all(m.value <= 1 for m in child_modes)
     # The mixture is registered as one model, and serves through MLflow's generic interface.
     version = parent.data.tags["model.version"]
     predicted = mlflow.pyfunc.load_model(f"models:/gancore-ring8-mlp/{version}").predict(torch.randn(5, 16).numpy())

@@ -1,4 +1,5 @@
-"""Progress bars show on a terminal only: the domain classifier's in `gan prepare`, training's in `gan train`."""
+"""Progress shows as bars on a terminal and as plain lines elsewhere (Prefect logs, CI, DVC): the
+domain classifier's in `gan prepare`, training's in `gan train`, with the training plan."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def run_gan(args: list[str], cwd: Path, tty: bool) -> str:
 
 
 @pytest.mark.parametrize("tty", [True, False], ids=["terminal", "pipe"])
-def test_classifier_and_training_bars_only_on_a_terminal(tmp_path, tty):
+def test_bars_on_a_terminal_lines_elsewhere(tmp_path, tty):
     if not (Path(os.environ.get("GANCORE_DATASETS_DIR", "")) / "MNIST").exists():
         pytest.skip("no MNIST mirror (GANCORE_DATASETS_DIR)")
     sets = ["-S", "data.name=mnist", "-S", "model.arch=dcgan", "-S", "model.options.width=4", "-S", "data.n_train=256"]
@@ -57,7 +58,12 @@ def test_classifier_and_training_bars_only_on_a_terminal(tmp_path, tty):
     common = ["--params", str(REPO / "params.yaml"), "--out", str(tmp_path), *sets]
     prepared = run_gan(["prepare", *common], tmp_path, tty)
     trained = run_gan(["train", *common], tmp_path, tty)
-    assert ("domain classifier" in prepared) is tty
-    assert ("train:" in trained and "step" in trained) is tty
+    assert "epoch=1/1" in prepared  # the postfix: epoch, loss, accuracy (bar or line)
+    assert "[gancore] plan: one GAN, 5 steps, batch 32, dcgan on cpu" in trained
+    # A bar redraws itself with carriage returns; off a terminal each report is a line of its own.
+    assert ("\r" in trained) is tty
     if tty:
-        assert "epoch=1/1" in prepared  # the bar's postfix: epoch, loss, accuracy
+        assert "domain classifier" in prepared and "train:" in trained and "step" in trained
+    else:
+        assert "[progress] domain classifier: batch" in prepared
+        assert "[progress] train: step 5/5 (100%)" in trained

@@ -137,7 +137,7 @@ def test_resolve_options_overlays_defaults_and_names_allowed_keys():
 
 
 def test_get_architecture_unknown_lists_installed():
-    with pytest.raises(KeyError, match="unknown architecture 'nope'; installed: dcgan, mlp, resnet_sn"):
+    with pytest.raises(KeyError, match="unknown architecture 'nope'; installed: dcgan, mlp, pacgan, resnet_sn"):
         registry.get_architecture("nope")
 
 
@@ -192,6 +192,6 @@ def test_plugins_check_fails_a_broken_plugin_and_names_the_check(monkeypatch, ca
 
 def test_plugins_check_unknown_name_or_device_exits_1(capsys):
     assert main(["plugins", "check", "nope"]) == 1
-    assert "unknown architecture 'nope'; installed: dcgan, mlp, resnet_sn" in capsys.readouterr().err
+    assert "unknown architecture 'nope'; installed: dcgan, mlp, pacgan, resnet_sn" in capsys.readouterr().err
     assert main(["plugins", "check", "mlp", "--device", "nonsense"]) == 1
     assert "device 'nonsense' is not usable here" in capsys.readouterr().err

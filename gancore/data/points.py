@@ -20,6 +20,8 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +146,9 @@ def load_points(path: str | Path) -> tuple[np.ndarray, list[str]]:
         i, j = (int(v) for v in np.argwhere(bad)[0])
         what = "NaN" if np.isnan(x[i, j]) else "inf"
         where = f"row {i + 1 + first_row}" if p.suffix.lower() == ".csv" else f"row {i} (0-based)"
-        raise PointsError(f"{p}, {where}, column {names[j]!r}: {what} ({int(bad.sum())} non-finite values in all); remove or fill those rows")
+        raise PointsError(
+            f"{p}, {where}, column {names[j]!r}: {what} ({int(bad.sum())} non-finite values in all); remove or fill those rows"
+        )
     if len(x) < MIN_ROWS:
         raise PointsError(f"{p} has {len(x)} rows; points need at least {MIN_ROWS} (a training and a test split)")
     return x, names
@@ -164,6 +168,13 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     from gancore.config import ParamsError
 
     p = _check_path(path)
+    # dvc repro runs stages in the repository's root, whose data/own/ prepare depends on.
+    if os.environ.get("DVC_STAGE") and not p.resolve().is_relative_to((Path.cwd() / "data" / "own").resolve()):
+        warnings.warn(
+            f"{p} is outside data/own/, the folder dvc.yaml's prepare stage depends on: `dvc repro` will not notice "
+            "when the file changes; move it to data/own/",
+            stacklevel=2,
+        )
     x, names = load_points(p)
     n = len(x)
     n_test = n_test or max(MIN_ROWS // 2, round(0.1 * n))

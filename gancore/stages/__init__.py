@@ -21,7 +21,7 @@ __all__ = ["NULL_RECORDER", "STAGES", "STAGE_ORDER", "NullRecorder", "Recorder",
 
 
 def prepare(params: Params, layout: Layout) -> dict[str, Any]:
-    from gancore.data import prepare_data
+    from gancore.data.prepare import prepare_data
 
     return prepare_data(params, layout)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gancore.io import read_json
-from gancore.layout import Layout
+from gancore.layout import MIXTURE_FILE, SELECTION_PICTURE, Layout
 from gancore.names import ORCHESTRATORS
 from gancore.tracking.store import client, experiment_id, project_root, run_url
 
@@ -169,7 +169,23 @@ class PipelineRun:
             classifier = meta.get("classifier") or {}
             if classifier.get("test_accuracy") is not None:
                 self.log_metrics({"classifier_test_accuracy": float(classifier["test_accuracy"])})
+            mixture = meta.get("mixture") or {}
+            if mixture:
+                # The part count and, for mixture.parts=auto, the BIC curve it was chosen from
+                # (a metric over k: the UI plots it against "step").
+                tags.update({"mixture.parts_chosen": mixture.get("parts"), "mixture.partition": mixture.get("method")})
+                selection = mixture.get("selection") or (meta.get("modes") or {}).get("selection")
+                if selection:
+                    from mlflow.entities import Metric
+
+                    now = int(time.time() * 1000)
+                    self.log_metric_batch(
+                        [Metric("partition/bic", float(b), now, int(k)) for k, b in zip(selection["k"], selection["bic"])]
+                    )
         self.set_tags(tags)
+        for name in (SELECTION_PICTURE, MIXTURE_FILE):
+            if (layout.prepared / name).is_file():
+                self.log_artifact(layout.prepared / name, "partition")
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)

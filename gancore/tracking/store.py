@@ -39,10 +39,15 @@ class TrackingError(GanCoreError):
 
 
 def project_root(hint: str | Path | None = None) -> Path:
-    """The directory whose ``mlflow.db`` records runs (see the module doc)."""
+    """The directory whose ``mlflow.db`` records runs (see the module doc): ``hint`` when given
+    (a root already found), else :func:`gancore.layout.find_project_root`."""
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
-    return Path(hint).resolve() if hint is not None else Path.cwd().resolve()
+    if hint is not None:
+        return Path(hint).resolve()
+    from gancore.layout import find_project_root
+
+    return find_project_root()
 
 
 def tracking_uri(root: str | Path | None = None) -> str:

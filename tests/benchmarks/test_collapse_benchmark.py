@@ -1,4 +1,4 @@
-"""The collapse benchmark runs end to end (--tiny) and its table summarises its own runs."""
+"""The collapse benchmark runs end to end (--tiny) and its tables summarise its own runs."""
 
 from __future__ import annotations
 
@@ -21,33 +21,47 @@ pytestmark = pytest.mark.xdist_group("collapse-benchmark")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("collapse") / "collapse.json"
     stdout = io.StringIO()
-    argv = ["--tiny", "--seeds", "2", "--data", "ring8", "--method", "GAN", "--method", "mixture", "--workers", "2", "--json", str(out)]
+    argv = ["--tiny", "--seeds", "2", "--data", "ring8", "--data", "points", "--workers", "2", "--json", str(out)]
     with contextlib.redirect_stdout(stdout):
         assert collapse.main(argv) == 0
     return stdout.getvalue(), json.loads(out.read_text())
 
 
-def test_every_configuration_ran_once_per_seed(tiny_run):
+def test_every_default_configuration_ran_once_per_seed_with_nothing_but_its_data(tiny_run):
     _, result = tiny_run
-    assert sorted((r["method"], r["seed"]) for r in result["runs"]) == [("GAN", 0), ("GAN", 1), ("mixture", 0), ("mixture", 1)]
-    for r in result["runs"]:
-        assert 0 <= r["modes_covered"] <= 8 and 0 <= r["high_quality_fraction"] <= 1 and r["cpu_s"] > 0
+    defaults = [r for r in result["runs"] if r["label"] == "defaults"]
+    assert sorted((r["data"], r["seed"]) for r in defaults) == [("points", 0), ("points", 1), ("ring8", 0), ("ring8", 1)]
+    for r in defaults:
+        assert r["sets"] == collapse.TINY  # no part count, no per-data-set setting
+        assert r["parts"] >= 1 and 0 <= r["modes_covered"] <= r["modes_total"] and r["cpu_s"] > 0
 
 
 def test_summary_is_mean_and_standard_error_of_the_runs(tiny_run):
     _, result = tiny_run
-    for method in ("GAN", "mixture"):
-        modes = [r["modes_covered"] for r in result["runs"] if r["method"] == method]
-        mean, se = result["summary"][f"ring8/{method}"]["modes"]
-        assert mean == pytest.approx(sum(modes) / 2)
-        # s.e. of two values: |a - b| / 2.
-        assert se == pytest.approx(abs(modes[0] - modes[1]) / 2)
+    modes = [r["modes_covered"] for r in result["runs"] if r["label"] == "defaults" and r["data"] == "ring8"]
+    mean, se = result["defaults"]["ring8"]["modes"]
+    assert mean == pytest.approx(sum(modes) / 2)
+    assert se == pytest.approx(abs(modes[0] - modes[1]) / 2)  # s.e. of two values: |a - b| / 2
 
 
-def test_table_puts_the_published_row_beside_ours(tiny_run):
+def test_every_remedy_a_baseline_proposed_ran_on_its_seed(tiny_run):
+    _, result = tiny_run
+    baselines = [r for r in result["runs"] if r["label"] in collapse.BASELINES]
+    assert sorted(r["label"] for r in baselines) == sorted(collapse.BASELINES)
+    followers = [r for r in result["runs"] if r.get("baseline")]
+    proposed = sorted((b["label"], b["seed"], m["name"]) for b in baselines for m in b["remedies"])
+    assert sorted((r["baseline"], r["seed"], r["remedy"]) for r in followers) == proposed
+    for r in followers:
+        base = next(b for b in baselines if b["label"] == r["baseline"])
+        remedy = next(m for m in base["remedies"] if m["name"] == r["remedy"])
+        assert r["sets"] == [*base["sets"], *remedy["sets"]]
+
+
+def test_tables_put_the_published_row_beside_ours(tiny_run):
     stdout, result = tiny_run
-    gan_row = next(line for line in stdout.splitlines() if line.startswith("| ring8 | GAN |"))
+    gan_row = next(line for line in stdout.splitlines() if line.startswith("| ring8/GAN | baseline |"))
     assert "6.3+-0.5 / 98.2+-0.2 / 0.45+-0.09" in gan_row  # PacGAN Table 1, GAN on the ring
-    mixture_row = next(line for line in stdout.splitlines() if line.startswith("| ring8 | mixture |"))
-    mean, se = result["summary"]["ring8/mixture"]["modes"]
-    assert f"| {mean:.1f}" + ("" if math.isnan(se) else f"+-{se:.1f}") in mixture_row
+    ring = next(line for line in stdout.splitlines() if line.startswith("| ring8 | 2 |"))
+    mean, se = result["defaults"]["ring8"]["modes"]
+    assert f"| {mean:.1f}" + ("" if math.isnan(se) else f"+-{se:.1f}") in ring
+    assert "| 8 / 97 / 0.03 |" in ring  # the target beside the measured row

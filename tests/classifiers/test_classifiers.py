@@ -461,7 +461,7 @@ CONVERGED_EPOCHS = 8
 @pytest.fixture(scope="session")
 def mnist_full(tmp_path_factory):
     """MNIST prepared in full with a converged domain classifier, fitted once per session (cached)."""
-    from gancore.data import prepare_data
+    from gancore.data.prepare import prepare_data
 
     root = tmp_path_factory.mktemp("mnist_full")
     p = Params(device="cpu", data={"name": "mnist", "n_train": None, "n_test": None, "classifier_epochs": CONVERGED_EPOCHS})

@@ -22,7 +22,8 @@ from scipy import stats
 from torchvision.transforms.v2 import functional as F
 
 from gancore.config import ParamsError, validate
-from gancore.data import CLASSIFIER_FILE, DATA_FILE, META_FILE, load_prepared, prepare_data
+from gancore.data import CLASSIFIER_FILE, DATA_FILE, META_FILE, load_prepared
+from gancore.data.prepare import prepare_data
 from gancore.data.raw import load_torchvision
 from gancore.data.toy import grid25, ring8
 from gancore.errors import DataError

@@ -32,9 +32,9 @@ from gancore.layout import Layout
 from gancore.stages import STAGES
 from gancore_flows import server
 from gancore_flows.params import LossOverrides, TrainOverrides, resolve_params
-from gancore_flows.pipeline import PREPARE_CODE, gan_pipeline
+from gancore_flows.pipeline import gan_pipeline
 from gancore_flows.sweep import gan_sweep
-from helpers import REPO, browser_page, screenshot, venv_env
+from helpers import browser_page, screenshot, venv_env
 
 
 def artifacts_of(flow_run_id) -> dict[str, object]:
@@ -78,13 +78,6 @@ def test_overrides_apply_on_top_of_params_yaml(project):
     assert params.train.batch_size == base.train.batch_size == 128  # untouched: params.yaml's value
     with pytest.raises(ParamsError, match="loss.name"):
         resolve_params(project / "params.yaml", {"loss": {"name": "wgan"}})
-
-
-def test_prepare_cache_key_covers_the_code_dvc_tracks_for_prepare():
-    import yaml
-
-    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["prepare"]["deps"]
-    assert sorted(deps) == sorted(f"gancore/{sub}" for sub in PREPARE_CODE)
 
 
 def test_training_is_retried_only_for_failures_a_retry_can_fix():

@@ -297,7 +297,7 @@ def test_conformance_leaves_the_callers_random_state_and_threads_alone():
 
 
 def test_unknown_architecture_is_a_gancore_error_listing_installed():
-    with pytest.raises(GanCoreError, match=r"unknown architecture 'nope'; installed: .*dcgan, mlp, resnet_sn"):
+    with pytest.raises(GanCoreError, match=r"unknown architecture 'nope'; installed: .*dcgan, mlp, pacgan, resnet_sn"):
         check_architecture("nope")
 
 

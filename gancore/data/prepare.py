@@ -1,0 +1,115 @@
+"""The ``prepare`` stage: raw inputs -> ``data/prepared/`` (see :mod:`gancore.data.prepared`).
+
+Everything is built in memory first; only then are the outputs written, each atomically, with
+``meta.json`` last so that a reader never pairs new tensors with an old description.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gancore.config import Params
+from gancore.data.prepared import CLASSIFIER_FILE, META_FILE, PreparedData, save_prepared
+from gancore.errors import DataError
+from gancore.io import write_json
+from gancore.layout import MIXTURE_FILE, Layout
+
+
+def build_data(params: Params, layout: Layout) -> PreparedData:
+    """The prepared data set for ``params`` in memory (raw inputs are fetched into ``layout.raw``)."""
+    d = params.data
+    # Imported per kind: the image sets pull in torchvision, which 2D data never need.
+    if d.name == "points":
+        from gancore.data.points import prepare_points
+
+        assert d.path is not None  # validated with the parameters
+        data = prepare_points(d.path, params.seed, d.n_train, d.n_test, params.mixture.max_parts)
+    elif params.data_kind == "vector":
+        from gancore.data.toy import prepare_toy
+
+        data = prepare_toy(d.name, params.seed, d.n_train, d.n_test)
+    else:
+        from gancore.data import images
+
+        if d.name == "stacked_mnist":
+            data = images.prepare_stacked_mnist(layout.raw, params.seed, d.n_train, d.n_test, d.image_size)
+        elif d.name == "image_folder":
+            assert d.path is not None and d.image_size is not None  # validated with the parameters
+            data = images.prepare_image_folder(d.path, params.seed, d.n_train, d.n_test, d.image_size, d.on_bad_image)
+        else:
+            data = images.prepare_torchvision(d.name, layout.raw, params.seed, d.n_train, d.n_test, d.image_size)
+
+    shape = list(data.train.shape[1:])
+    if tuple(shape) != params.data_shape:
+        raise DataError(f"{d.name} was built with shape {shape}, but the parameters imply {list(params.data_shape)}")
+    data.meta = {
+        "name": d.name,
+        "kind": params.data_kind,
+        "shape": shape,
+        "count": len(data.train),
+        "count_test": len(data.test),
+        "storage": "uint8" if params.data_kind == "image" else "float32",
+        "seed": params.seed,
+        # Identifies the parameters that produced this set (later stages can check they still match).
+        "data_digest": params.digest("seed", "data"),
+        **data.meta,
+    }
+    return data
+
+
+def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
+    """The ``prepare`` stage: write ``data.pt``, ``meta.json`` and, when asked, the domain classifier."""
+    start = time.perf_counter()
+    layout.raw.mkdir(parents=True, exist_ok=True)  # a DVC output even for synthetic data (then empty)
+    data = build_data(params, layout)
+    out = layout.prepared
+    # An older description, classifier or partition must not outlive the tensors it described.
+    for stale in (META_FILE, CLASSIFIER_FILE, MIXTURE_FILE):
+        (out / stale).unlink(missing_ok=True)
+    if (out / "parts").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "parts")
+    save_prepared(out, data)
+    # 2D data always get theirs: the exact posterior over the centres needs no training.
+    if params.data.classifier_epochs > 0 or data.kind == "vector":
+        from gancore.classifiers.domain import fit_domain_classifier
+
+        info = fit_domain_classifier(data, params, out)
+        # Timings and cache hits differ between identical runs; meta.json must not, so that the
+        # same parameters and code give the same data version (DVC hash) whoever runs prepare.
+        run_facts = {k: info.pop(k) for k in ("seconds", "fit_seconds", "cache") if k in info}
+        data.meta["classifier"] = info
+        write_json(out / META_FILE, data.meta)
+    else:
+        run_facts = {}
+    mixture = None
+    if params.mixture.enabled:
+        from gancore.partition import copy_classifier, prepare_parts
+
+        mixture = prepare_parts(params, layout, data)
+        for part in mixture["parts"]:
+            copy_classifier(layout, part["index"])
+        # The partition in the data's description too (its count and, for parts=auto, the curve
+        # it was chosen from); meta.json is written last, as everywhere in prepare.
+        data.meta["mixture"] = {k: v for k, v in mixture.items() if k != "parts"} | {"parts": len(mixture["parts"])}
+        write_json(out / META_FILE, data.meta)
+    summary: dict[str, Any] = {
+        "name": data.meta["name"],
+        "kind": data.kind,
+        "shape": "x".join(str(s) for s in data.shape),
+        "count": data.meta["count"],
+        "count_test": data.meta["count_test"],
+        "modes": data.num_modes if data.num_modes is not None else "unknown",
+    }
+    accuracy = data.meta.get("classifier", {}).get("test_accuracy")
+    if accuracy is not None:
+        summary["classifier_test_accuracy"] = accuracy
+    if "cache" in run_facts:
+        summary["classifier_cache"] = run_facts["cache"]
+    if mixture is not None:
+        summary["mixture_parts"] = len(mixture["parts"])
+        summary["mixture_method"] = mixture["method"] + (" (part count by BIC)" if mixture.get("chosen_by") == "bic" else "")
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return summary

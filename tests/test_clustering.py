@@ -1,0 +1,82 @@
+"""How many clusters the data hold (:func:`gancore.clustering.select_clusters`), on the benchmarks
+and on held-out layouts the criterion was not chosen on, including ones built to fool it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gancore.clustering import fit_gmm, kmeans, kmeans_best, nearest, select_clusters
+from gancore.data.toy import prepare_toy
+
+
+def _blobs(centres, sds, weights, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    centres, sds = torch.as_tensor(centres, dtype=torch.float64), torch.as_tensor(sds, dtype=torch.float64)
+    labels = torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), n, replacement=True, generator=g)
+    return centres[labels] + sds[labels] * torch.randn(n, centres.shape[1], generator=g, dtype=torch.float64), labels
+
+
+@pytest.mark.parametrize("name, count", [("ring8", 8), ("grid25", 25)])
+def test_the_benchmarks_modes_are_found_over_seeds(name, count):
+    for seed in range(3):
+        x = prepare_toy(name, seed, 5000, 100).train
+        assert select_clusters(x, 50, seed).k == count
+
+
+def test_unequal_weights_and_widths():
+    x, _ = _blobs(
+        [[0, 0], [5, 0], [0, 5], [5, 5], [10, 2], [2, 10]],
+        [[1.0], [0.3], [0.5], [0.1], [0.8], [0.2]],
+        [0.4, 0.2, 0.15, 0.1, 0.1, 0.05],
+        5000,
+        1,
+    )
+    assert select_clusters(x, 50, 0).k == 6
+
+
+def test_twelve_separated_clusters_in_ten_dimensions():
+    g = torch.Generator().manual_seed(1)
+    centres = 6 * torch.randn(12, 10, generator=g, dtype=torch.float64)
+    x, _ = _blobs(centres, torch.ones(12, 1), torch.full((12,), 1 / 12), 5000, 2)
+    assert select_clusters(x, 30, 0).k == 12
+
+
+def test_one_gaussian_is_one_cluster_and_the_search_stops_early():
+    x = torch.randn(5000, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    sel = select_clusters(x, 50, 0)
+    assert sel.k == 1
+    assert sel.ks[-1] <= 1 + 5  # patience: five k past the best without improvement
+    assert not sel.at_limit
+
+
+def test_a_limit_too_low_is_reported():
+    x = prepare_toy("ring8", 0, 5000, 100).train
+    sel = select_clusters(x, 5, 0)
+    assert sel.k == 5 and sel.at_limit and sel.as_dict()["at_limit"] is True
+
+
+def test_bic_matches_its_definition():
+    x, labels = _blobs([[0, 0], [10, 0]], [[1.0], [2.0]], [0.5, 0.5], 2000, 4)
+    centres, assigned = kmeans_best(x, 2, 0, 3, "t")
+    gmm = fit_gmm(x, centres, assigned)
+    # Log-likelihood of the data under the fitted mixture, computed independently.
+    comp = torch.distributions.Normal(gmm.means[None], gmm.variances.sqrt()[None])
+    ll = torch.logsumexp(torch.log(gmm.weights)[None] + comp.log_prob(x[:, None, :]).sum(-1), dim=1).sum()
+    assert gmm.log_likelihood == pytest.approx(float(ll), rel=1e-9)
+    assert gmm.bic == pytest.approx(-2 * float(ll) + (1 + 2 * 2 * 2) * math.log(2000), rel=1e-12)
+    assert sorted(gmm.variances[:, 0].sqrt().tolist()) == pytest.approx([1.0, 2.0], rel=0.1)
+    # Most probable component = the generating one, up to the Bayes error of two Gaussians 10
+    # apart with sds 1 and 2 (about 0.1 %; 0.5 % leaves room for 2,000 draws).
+    agree = (gmm.predict(x) == labels).double().mean()
+    assert max(float(agree), 1 - float(agree)) > 0.995
+
+
+def test_kmeans_is_seeded_and_nearest_agrees():
+    x = prepare_toy("ring8", 0, 4000, 100).train
+    a, la = kmeans(x, 8, seed=5)
+    b, lb = kmeans(x, 8, seed=5)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert torch.equal(nearest(x.double(), a), la)
