@@ -101,7 +101,11 @@ def test_a_batch_larger_than_the_data_is_a_parameter_error(tmp_path, capsys):
     code, err = _run(
         ["train", "--params", str(REPO / "params.yaml"), "--out", str(tmp_path), *sets, "-S", "train.batch_size=256"], tmp_path, capsys
     )
-    assert code == 2 and "train.batch_size: 256 samples per step are more than the 100 training examples" in err and "use train.batch_size at most 100" in err
+    assert (
+        code == 2
+        and "train.batch_size: 256 samples per step are more than the 100 training examples" in err
+        and "use train.batch_size at most 100" in err
+    )
     assert sorted(_files(tmp_path)) == before  # nothing written
 
 

@@ -46,7 +46,11 @@ def test_a_params_file_in_a_subfolder_records_its_run_in_the_root_store(tmp_path
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's own store, as for a user
     env.pop("DVC_ROOT", None)
     done = subprocess.run(
-        ["gan", "prepare", "--params", "examples/params/tiny.yaml", "--out", "runs/example"], cwd=root, env=env, capture_output=True, text=True
+        ["gan", "prepare", "--params", "examples/params/tiny.yaml", "--out", "runs/example"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     assert (root / "mlflow.db").is_file() and not (root / "examples" / "params" / "mlflow.db").exists()
