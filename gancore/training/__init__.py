@@ -28,42 +28,30 @@ from typing import Any
 
 import torch
 
-from gancore import faults, progress, seeds, trainlog
+from gancore import seeds
 from gancore.checkpoint import (
     check_resumable,
     file_sha256,
     identity_digest,
     load_checkpoint,
     run_identity,
-    save_checkpoint,
 )
-from gancore.config import MONITOR_FIGURES, Params, ParamsError
+from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, load_prepared
 from gancore.device import pin_small_model_threads, resolve_device
 from gancore.errors import TrainingError
-from gancore.io import write_json
-from gancore.layout import Layout, PartLayout
+from gancore.layout import Layout
 from gancore.losses import get_loss
-from gancore.modelio import build_pair, resolve_architecture, save_model
+from gancore.modelio import build_pair, resolve_architecture
 from gancore.training import distributed
 from gancore.training.batches import BatchStream, use_resident
-from gancore.training.monitor import PREFIX, CollapseMonitor, log_columns
+from gancore.training.loop import BEST_FILE, ESTIMATE_STEPS, LoopState, TrainingLoop, lr_factor
+from gancore.training.monitor import CollapseMonitor
 from gancore.training.trainer import Trainer
 
-__all__ = ["BatchStream", "Trainer", "train"]
+__all__ = ["BEST_FILE", "ESTIMATE_STEPS", "BatchStream", "LoopState", "Trainer", "TrainingLoop", "lr_factor", "train"]
 
 BATCH_STREAM = "train/batches"
-# Steps timed before the time estimate is printed: past the first steps' warm-up (allocation,
-# kernel selection), early enough to be useful.
-ESTIMATE_STEPS = 20
-BEST_FILE = "best.json"
-
-
-def lr_factor(step: int, steps: int, decay: float) -> float:
-    """``train.lr_decay``: 1 until the last ``decay`` share of the steps, then falling linearly to
-    ``1 / (decay * steps)`` at the last step (a function of the step alone: resumable)."""
-    start = steps - round(decay * steps)
-    return 1.0 if step <= start else (steps - step + 1) / (steps - start + 1)
 
 
 def use_compile(setting: bool | str, device: torch.device) -> bool:
@@ -98,25 +86,6 @@ def _check_data(params: Params, layout: Layout, data: PreparedData) -> tuple[int
     return shape
 
 
-class _Best:
-    """The best monitored value of ``train.keep_best`` so far, and the step it was reached at."""
-
-    def __init__(self, figure: str | None, state: dict[str, Any] | None = None):
-        self.figure = figure
-        self.higher = MONITOR_FIGURES.get(figure or "", True)
-        self.value: float | None = (state or {}).get("value")
-        self.step: int | None = (state or {}).get("step")
-
-    def improves(self, figures: dict[str, Any]) -> bool:
-        value = figures.get(self.figure or "")
-        if value is None:
-            return False
-        return self.value is None or (value > self.value if self.higher else value < self.value)
-
-    def state(self) -> dict[str, Any]:
-        return {"value": self.value, "step": self.step}
-
-
 def train(params: Params, layout: Layout, restart: bool = False, label: str = "train", later_steps: int | None = None) -> dict[str, Any]:
     """Train (or resume) the GAN described by ``params``; write models/, checkpoints/ and the log.
 
@@ -137,14 +106,6 @@ def train(params: Params, layout: Layout, restart: bool = False, label: str = "t
         torch.set_num_threads(threads)  # _train may pin a small model to one thread
         if world.distributed:
             distributed.teardown()
-
-
-def _estimate(label: str, done: int, seconds: float, left: int, later_steps: int | None) -> str:
-    per_step = seconds / done
-    text = f"{label}: {1000 * per_step:.1f} ms per step over the first {done} steps: about {progress.duration(per_step * left)} for its {left} steps left"
-    if later_steps:
-        text += f", and about {progress.duration(per_step * later_steps)} for the {later_steps} steps of the parts after it"
-    return text
 
 
 def _train(
@@ -222,19 +183,7 @@ def _train(
         compile=use_compile(tp.compile, device),
     )
 
-    rows: list[dict[str, Any]] = []
-    start, elapsed_before = 0, 0.0
-    watch: dict[str, Any] = {"best": None, "healthy_step": None, "stopped": None, "rollbacks": []}
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        rows, start, elapsed_before = list(state["log"]), int(state["step"]), float(state["seconds"])
-        watch.update(state.get("monitor") or {})
-    best = _Best(tp.keep_best, watch["best"])
-    saved_step = start if state is not None else None
-    if main:
-        trainlog.write(layout.train_log, rows)
-        layout.progress.mkdir(parents=True, exist_ok=True)  # a DVC output, also when the monitor is off
-    common: dict[str, Any] = dict(
+    model_record: dict[str, Any] = dict(
         arch=params.model.arch,
         options=options,
         latent_dim=params.model.latent_dim,
@@ -242,146 +191,9 @@ def _train(
         kind=params.data_kind,
         params_digest=digest,
     )
-
-    def raise_if_nonfinite() -> None:
-        bad = trainer.first_nonfinite()
-        if world.distributed:  # every rank stops at the first bad step of any rank
-            bad = distributed.first_bad(bad)
-        if bad is None:
-            return
-        if main:
-            trainlog.write(layout.train_log, rows)
-        kept = (
-            f"the last good checkpoint {ckpt} (step {saved_step}) was kept"
-            if saved_step is not None
-            else "no checkpoint had been written yet"
-        )
-        raise TrainingError(
-            f"non-finite loss_d={bad[1]:.6g} loss_g={bad[2]:.6g} at step {bad[0]}; {kept}. Lower "
-            "train.lr_d/train.lr_g, try another loss (e.g. loss.name=hinge) or check the data for NaN"
-        )
-
-    def checkpoint_state(step: int) -> dict[str, Any]:
-        watch["best"] = best.state()
-        return {
-            "step": step,
-            "identity": identity,
-            "digest": digest,
-            "device": device.type,
-            "seconds": elapsed_before + time.perf_counter() - loop_start,
-            "log": rows,
-            "trainer": trainer.state_dict(),
-            "monitor": dict(watch),
-        }
-
-    def judge(step: int, row: dict[str, Any]) -> dict[str, Any]:
-        """Rank 0: the monitor's figures at ``step`` (into ``row``) and what to do about them."""
-        assert monitor is not None
-        figures, x = monitor.measure(trainer.sampling_generator)
-        verdict = monitor.judge({**figures, "step": step})
-        monitor.picture(x, layout.progress / f"step_{step:06d}.png")
-        if isinstance(layout, PartLayout):  # the mixture judges its parts' samples together
-            monitor.keep(x, layout.progress / f"step_{step:06d}.pt")
-        row.update(log_columns(figures, verdict))
-        if tp.keep_best and best.improves(figures):
-            best.value, best.step = figures[tp.keep_best], step
-            save_model(layout.best_models / "generator.pt", trainer.sampling_generator, ema=trainer.ema is not None, step=step, **common)
-            write_json(layout.best_models / BEST_FILE, {"figure": tp.keep_best, "value": best.value, "step": step})
-        if not row[PREFIX + "collapse"]:
-            if tp.on_collapse == "rollback":
-                watch["healthy_step"] = step
-                save_checkpoint(layout.healthy_checkpoint, checkpoint_state(step))
-            return {"act": None, "healthy_step": watch["healthy_step"]}
-        if tp.on_collapse == "stop":
-            return {"act": "stop", "verdict": verdict}
-        if tp.on_collapse == "rollback" and watch["healthy_step"] is not None and len(watch["rollbacks"]) < tp.max_rollbacks:
-            return {"act": "rollback", "verdict": verdict}
-        return {"act": None, "healthy_step": watch["healthy_step"]}
-
-    def check(step: int, row: dict[str, Any]) -> bool:
-        """Run the monitor at ``step`` and act on it on every rank; False to stop training."""
-        decision = judge(step, row) if main else None
-        if world.distributed:
-            decision = distributed.broadcast(decision, world)
-        assert decision is not None
-        if decision["act"] == "stop":
-            watch["stopped"] = step
-            row[PREFIX + "stop"] = step
-            return False
-        if decision["act"] == "rollback":
-            healthy = load_checkpoint(layout.healthy_checkpoint)
-            trainer.load_state_dict(healthy["trainer"])
-            trainer.reroll_noise()
-            watch["rollbacks"] = [*watch["rollbacks"], {"step": step, "to": healthy["step"], "verdict": decision["verdict"]}]
-            row[PREFIX + "rollback"] = healthy["step"]
-        else:
-            watch["healthy_step"] = decision["healthy_step"]
-        return True
-
-    loop_start = time.perf_counter()
-    step = start
-    bar = progress.bar(tp.steps, label, "step", initial=start, show=main)
-    try:
-        while step < tp.steps and watch["stopped"] is None:
-            step += 1
-            last = step == tp.steps
-            # Multiples of monitor_every only (not also the last step): train.steps must not change
-            # the log of the steps before it, or a longer run would not continue a shorter one.
-            monitor_now = monitored and step % (tp.monitor_every or 1) == 0
-            log_now = step % tp.log_every == 0 or last or monitor_now
-            if tp.lr_decay > 0:
-                trainer.set_lr_factor(lr_factor(step, tp.steps, tp.lr_decay))
-            stats = trainer.step(step, stats=log_now)
-            faults.hit("train.step", index=step)
-            if stats is not None:
-                stacked = torch.stack([stats[c] for c in trainlog.STEP_STATS])
-                if world.distributed:
-                    stacked = distributed.mean(stacked)  # figures of the whole batch
-                values = dict(zip(trainlog.STEP_STATS, stacked.tolist()))
-                elapsed = elapsed_before + time.perf_counter() - loop_start
-                row = {"step": step, **values, "bn_drift_g": trainer.bn_drift(), "seconds": round(elapsed, 3)}
-                rows.append(row)
-                raise_if_nonfinite()  # after the row: the log shows the failing values
-                bar.set_postfix(loss_d=f"{values['loss_d']:.4f}", loss_g=f"{values['loss_g']:.4f}", refresh=False)
-                if monitor_now and not check(step, row):
-                    last = True
-            if step % tp.checkpoint_every == 0 or last:
-                raise_if_nonfinite()
-                if world.distributed:
-                    distributed.check_agreement(trainer.G, trainer.D)
-                if main:
-                    save_checkpoint(ckpt, checkpoint_state(step))
-                    trainlog.write(layout.train_log, rows)
-                saved_step = step
-            bar.update(1)
-            if main and step == start + ESTIMATE_STEPS and step < tp.steps:
-                progress.say(_estimate(label, ESTIMATE_STEPS, time.perf_counter() - loop_start, tp.steps - step, later_steps))
-    finally:
-        bar.close()
-    loop_seconds = time.perf_counter() - loop_start
-
-    if main:
-        save_model(layout.generator, trainer.sampling_generator, ema=trainer.ema is not None, step=step, **common)
-        save_model(layout.discriminator, trainer.D, ema=False, step=step, pack=params.model.pack, **common)
-        trainlog.write(layout.train_log, rows)
-    if world.distributed:
-        distributed.barrier()  # the files are complete before any rank returns
-
-    trained = step - start
-    summary: dict[str, Any] = {
-        "steps": step,
-        "loss_d": rows[-1]["loss_d"] if rows else None,
-        "loss_g": rows[-1]["loss_g"] if rows else None,
-        "samples_per_second": round(trained * tp.batch_size * params.model.pack / loop_seconds, 1) if trained else None,
-        "threads": torch.get_num_threads(),  # intra-op threads of the loop (see pin_small_model_threads)
-        "device": str(device),
-        "resumed_from": start if state is not None else None,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    if world.distributed:
-        summary["processes"] = world.size
-    if monitored:
-        summary.update(rollbacks=len(watch["rollbacks"]), stopped_at=watch["stopped"], best_step=best.step, best_value=best.value)
+    run = {"identity": identity, "digest": digest, "device": device.type}
+    loop = TrainingLoop(params, layout, trainer, monitor, world, state, run, model_record, label, later_steps)
+    summary = loop.finish(loop.run_steps(), device, started)
     if main and world.distributed:
         distributed.write_summary(summary)
     return summary

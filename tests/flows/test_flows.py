@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
 )
 
-import gancore.training
+import gancore.training.loop
 from gancore.config import Params, ParamsError, load_params
 from gancore.dvcstore import data_version
 from gancore.layout import Layout
@@ -136,7 +136,7 @@ def test_pipeline_flow_runs_every_stage_into_its_own_directory_and_one_mlflow_ru
 def test_cached_preparation_is_checked_out_and_training_retries_resume(first_run, project, monkeypatch):
     _, first = first_run
     saves = []
-    real_save = gancore.training.save_checkpoint
+    real_save = gancore.training.loop.save_checkpoint
 
     def flaky_save(path, state):
         saves.append(state["step"])
@@ -144,7 +144,7 @@ def test_cached_preparation_is_checked_out_and_training_retries_resume(first_run
             raise OSError("injected: disk full")
         real_save(path, state)
 
-    monkeypatch.setattr(gancore.training, "save_checkpoint", flaky_save)
+    monkeypatch.setattr(gancore.training.loop, "save_checkpoint", flaky_save)
     flow_run_id, result = run_flow(params_file=str(project / "params.yaml"), loss={"name": "hinge"})
 
     assert result["run_dir"] != first["run_dir"]
