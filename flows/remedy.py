@@ -130,8 +130,7 @@ def gan_remedy(
         best = ranked[0].get("result") or {}
         promoted = False
         if parent is not None and best.get("mlflow_run_id") and (best.get("diagnose") or {}).get("verdict") == "healthy":
-            from gancore.tracking.models import promote_if_best
-            from gancore.tracking.run import registered_model_name
+            from gancore.tracking.models import promote_if_best, registered_model_name
 
             promoted = promote_if_best(parent.client, registered_model_name(params), best["mlflow_run_id"])
         summary = (

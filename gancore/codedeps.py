@@ -18,6 +18,7 @@ import ast
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parent
@@ -74,31 +75,69 @@ def _package_of(path: Path) -> str:
     return ".".join(parts)
 
 
-@cache
-def imports_of(path: Path) -> frozenset[Path]:
-    """The first-party modules ``path`` imports (anywhere in it), with the packages they run."""
+def _type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _under_type_checking(tree: ast.AST) -> set[int]:
+    """The nodes inside ``if TYPE_CHECKING:`` blocks (imports for annotations only, never run)."""
+    return {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and _type_checking(block)
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every import that runs (anywhere in the file, also inside functions;
+    not those under ``if TYPE_CHECKING:``), relative imports resolved."""
     tree = ast.parse(path.read_text(), str(path))
     here = _package_of(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
-    names: set[str] = set()
+    skipped = _under_type_checking(tree)
+    out: list[tuple[str, list[str]]] = []
     for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
+            out += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
+            out.append((base, [alias.name for alias in node.names]))
+    return out
+
+
+@cache
+def imports_of(path: Path) -> frozenset[Path]:
+    """The first-party modules ``path`` runs through its imports: each named module, and the
+    packages on the way (importing ``a.b.c`` runs ``a`` and ``a.b`` first)."""
     files: set[Path] = set()
-    for name in names:
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
-            found = _module_file(".".join(parts[:i]))
-            if found is not None:
-                files.add(found)
+    for module, names in _imports(path):
+        for name in [module, *(f"{module}.{n}" for n in names)]:
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):
+                found = _module_file(".".join(parts[:i]))
+                if found is not None:
+                    files.add(found)
+    return frozenset(files)
+
+
+@cache
+def module_edges(path: Path) -> frozenset[Path]:
+    """The modules ``path`` imports by name, the graph whose cycles matter: ``from a.b import c``
+    is an edge to the module ``a.b.c`` when there is one, else to ``a.b``. The packages run on the
+    way are not edges (a package's ``__init__`` re-exporting its submodules is no cycle)."""
+    files: set[Path] = set()
+    for module, names in _imports(path):
+        targets = [f"{module}.{n}" if _module_file(f"{module}.{n}") is not None else module for n in names] or [module]
+        files.update(f for t in targets if (f := _module_file(t)) is not None)
+    files.discard(path)
     return frozenset(files)
 
 
@@ -155,6 +194,105 @@ def code_digest(stage: str) -> str:
     for path in sorted(f for p in paths for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p]) if "__pycache__" not in f.parts):
         digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+# The layers, lowest first: a module may import its own layer and the ones below, never above.
+# (The stages know nothing of trackers, the core nothing of the orchestrators.)
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "names", "seeds", "io", "layout", "environment", "progress", "faults", "hookspecs"),
+    ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
+    ("config", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking"),
+    ("data", "checkpoint", "modelio", "conformance", "classifiers", "partition", "dvcstore"),
+    ("diagnostics", "training", "mixture", "sampling", "evaluation", "evaluation_jsd", "probe"),
+    ("recorder", "stages", "tracking", "codedeps"),
+    ("cli", "__init__"),
+)
+# Third-party orchestrators the core may import only inside functions (or in these modules).
+ORCHESTRATORS = ("prefect", "mlflow", "dvc")
+ORCHESTRATOR_HOMES = ("gancore/tracking/", "gancore/dvcstore.py")
+
+
+def _layer(path: Path) -> int:
+    """The layer of a module: its longest matching entry in :data:`LAYERS` (``data/prepared``
+    sits below ``data``); -1 when it has none."""
+    rel = path.relative_to(PACKAGE).with_suffix("").as_posix()
+    matches = [(len(name), i) for i, names in enumerate(LAYERS) for name in names if rel == name or rel.startswith(name + "/")]
+    return max(matches)[1] if matches else -1
+
+
+def package_modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def import_cycles(edges: Any = None) -> list[list[str]]:
+    """Groups of first-party modules that import each other (directly or around a loop), counting
+    imports inside functions too: a cycle hidden behind a local import is still a cycle."""
+    edges = edges or module_edges
+    graph = {f: set(edges(f)) for f in package_modules()}
+    index: dict[Path, int] = {}
+    low: dict[Path, int] = {}
+    stack: list[Path] = []
+    on: set[Path] = set()
+    cycles: list[list[str]] = []
+
+    def strong(v: Path) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(p.relative_to(REPO).as_posix() for p in group))
+
+    for v in graph:
+        if v not in index:
+            strong(v)
+    return cycles
+
+
+def layer_violations(edges: Any = None) -> list[str]:
+    """Imports of a higher layer (:data:`LAYERS`), of the flows from the core, and module-level
+    imports of an orchestrator outside its homes."""
+    edges = edges or module_edges
+    problems = []
+    for path in package_modules():
+        rel = path.relative_to(REPO).as_posix()
+        mine = _layer(path)
+        if mine < 0:
+            problems.append(f"{rel} is in no layer of gancore.codedeps.LAYERS: add it")
+            continue
+        for target in sorted(edges(path)):
+            theirs = _layer(target)
+            if theirs > mine:
+                problems.append(f"{rel} (layer {mine}) imports {target.relative_to(REPO).as_posix()} (layer {theirs}, above it)")
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:  # module level only: imports inside functions load lazily
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if top == "gancore_flows":
+                    problems.append(f"{rel} imports {name}: the core never imports the flows")
+                if top in ORCHESTRATORS and not rel.startswith(ORCHESTRATOR_HOMES):
+                    problems.append(f"{rel} imports {name} at module level: only {', '.join(ORCHESTRATOR_HOMES)} may")
+    return problems
 
 
 def check_dvc(stages: dict) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gancore.errors import ParamsError
 from gancore.names import FILE_DATASETS, VECTOR_DATASETS, ClassifierName, DatasetName, LossName
 
 NATIVE_IMAGE_SIZE = {"mnist": 28, "fashion_mnist": 28, "stacked_mnist": 28, "cifar10": 32}
@@ -22,20 +23,6 @@ CHANNELS = {"mnist": 1, "fashion_mnist": 1, "stacked_mnist": 3, "cifar10": 3, "i
 # The monitor figures train.keep_best can select on, and whether higher is better.
 MONITOR_FIGURES = {"high_quality_fraction": True, "modes_covered": True, "mode_kl": False}
 KeepBest = Literal["high_quality_fraction", "modes_covered", "mode_kl"]
-
-
-class ParamsError(ValueError):
-    """Invalid parameters. ``problems`` holds one ``(key_path, message)`` per problem."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str = "params"):
-        self.problems = problems
-        self.source = source
-        lines = [f"invalid parameters in {source}:"] + [f"  {key}: {msg}" for key, msg in problems]
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Picklable with its own arguments, so that it crosses process pools (Prefect, Dask) intact.
-        return (type(self), (self.problems, self.source))
 
 
 class _Section(BaseModel):

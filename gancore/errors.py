@@ -1,5 +1,7 @@
 """Errors the CLI reports as one clear message (exit 1) instead of a traceback."""
 
+from typing import Any
+
 
 class GanCoreError(RuntimeError):
     """Base class for failures with a message meant for the user."""
@@ -29,3 +31,17 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (torch.load's run to a page), for error messages."""
     text = str(exc).strip().splitlines()
     return (text[0][:limit] if text else "") or type(exc).__name__
+
+
+class ParamsError(ValueError):
+    """Invalid parameters. ``problems`` holds one ``(key_path, message)`` per problem."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "params"):
+        self.problems = problems
+        self.source = source
+        lines = [f"invalid parameters in {source}:"] + [f"  {key}: {msg}" for key, msg in problems]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable with its own arguments, so that it crosses process pools (Prefect, Dask) intact.
+        return (type(self), (self.problems, self.source))

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gancore import progress
-from gancore.classifiers import Classifier, classify
+from gancore.classifiers.base import Classifier, classify
 from gancore.data.prepared import CLASSIFIER_FILE, PreparedData, load_meta, to_model_range
 from gancore.device import resolve_device
 from gancore.errors import EvaluationError, first_line

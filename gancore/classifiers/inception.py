@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gancore.classifiers import Classifier
+from gancore.classifiers.base import Classifier
 from gancore.data.prepared import to_uint8
 from gancore.errors import EvaluationError, first_line
 from gancore.io import torch_load

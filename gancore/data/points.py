@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from gancore.data.prepared import PreparedData
-from gancore.errors import DataError
+from gancore.errors import DataError, ParamsError
 from gancore.seeds import generator
 
 SUFFIXES = (".npy", ".csv")
@@ -165,7 +165,6 @@ def file_sha256(path: Path) -> str:
 def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
     from gancore.clustering import fit_gmm, kmeans_best, select_clusters
-    from gancore.config import ParamsError
 
     p = _check_path(path)
     # dvc repro runs stages in the repository's root, whose data/own/ prepare depends on.

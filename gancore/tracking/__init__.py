@@ -10,6 +10,7 @@ without it when ``tracking.enabled`` is false. It records; it never runs a stage
   process to process through ``<output root>/.mlflow_run.json``).
 """
 
+from gancore.tracking.models import registered_model_name
 from gancore.tracking.recorders import (
     FileHandedRecorder,
     OwnedRunRecorder,
@@ -25,7 +26,6 @@ from gancore.tracking.run import (
     numeric_items,
     open_run,
     param_value,
-    registered_model_name,
     run_name,
     start_pipeline_run,
     text_items,

@@ -87,7 +87,7 @@ def log_model(run: PipelineRun, params: Params, layout: Layout) -> None:
     """The trained generator (or the mixture as one module), registered."""
     from gancore.modelio import load_generator, read_model_file
     from gancore.tracking import models
-    from gancore.tracking.run import registered_model_name
+    from gancore.tracking.models import registered_model_name
 
     module: nn.Module
     if layout.mixture.is_file():
@@ -196,8 +196,7 @@ def log_diagnose(run: PipelineRun, params: Params, layout: Layout) -> None:
         for plot in sorted(layout.plots.glob("*.png")):
             run.log_artifact(plot, "plots")
     if diagnose.get("verdict") == "healthy":
-        from gancore.tracking.models import promote_if_best
-        from gancore.tracking.run import registered_model_name
+        from gancore.tracking.models import promote_if_best, registered_model_name
 
         if promote_if_best(run.client, registered_model_name(params), run.run_id):
             run.set_tags({"model.alias": "best"})

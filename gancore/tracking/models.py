@@ -22,8 +22,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
     from torch import nn
 
+    from gancore.config import Params
+
 BEST_ALIAS = "best"
 log = logging.getLogger(__name__)
+
+
+def registered_model_name(params: Params) -> str:
+    return f"gancore-{params.data.name}-{params.model.arch}"
 
 
 def signature(latent_dim: int, shape: tuple[int, ...]) -> Any:

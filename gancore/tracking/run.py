@@ -41,10 +41,6 @@ def run_name(params: Params) -> str:
     return "-".join(parts + [secrets.token_hex(2)])
 
 
-def registered_model_name(params: Params) -> str:
-    return f"gancore-{params.data.name}-{params.model.arch}"
-
-
 # -- values ---------------------------------------------------------------------------------------
 def param_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)

@@ -15,33 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from gancore.environment import quiet
+from gancore.tracking.store import SERVER_FILE, answers
 
-SERVER_FILE = ".mlflow-server"
 # MLflow 3's GenAI job runner starts several consumer processes per server; the pipeline needs none.
 QUIET_SERVER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-
-
-def answers(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def announced_server(root: Path) -> str | None:
-    """The URL in ``root/.mlflow-server`` if a server there answers."""
-    path = root / SERVER_FILE
-    if not path.is_file():
-        return None
-    url = path.read_text().strip()
-    return url if url and answers(url) else None
 
 
 def _environment() -> dict[str, str]:
@@ -100,11 +81,11 @@ def ui(root: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 1) 
 def tracking_server(
     root: Path, host: str = "127.0.0.1", port: int = 5000, backend: str | None = None, artifacts: str | None = None, workers: int = 1
 ) -> int:
-    from gancore.tracking.store import ARTIFACTS_DIR, DB_FILE, SQLITE_PREFIX, _initialise_sqlite
+    from gancore.tracking.store import ARTIFACTS_DIR, DB_FILE, SQLITE_PREFIX, initialise_sqlite
 
     backend = backend or f"{SQLITE_PREFIX}{root / DB_FILE}"
     if backend.startswith(SQLITE_PREFIX):
-        _initialise_sqlite(backend, Path(backend[len(SQLITE_PREFIX) :]))  # schema and WAL before the server opens it
+        initialise_sqlite(backend, Path(backend[len(SQLITE_PREFIX) :]))  # schema and WAL before the server opens it
     artifacts = artifacts or str(root / ARTIFACTS_DIR)
     url = f"http://{host}:{port}"
     command = [

@@ -16,6 +16,8 @@ never block the writer and MLflow's 20 s busy timeout covers writers queueing fo
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +32,8 @@ ARTIFACTS_DIR = "mlartifacts"
 UI_URL_ENV = "GANCORE_MLFLOW_UI"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
 SQLITE_PREFIX = "sqlite:///"
+# Written beside mlflow.db while `gan tracking-server` serves it (gancore.tracking.server).
+SERVER_FILE = ".mlflow-server"
 
 _initialised: set[str] = set()
 
@@ -61,9 +65,24 @@ def tracking_uri(root: str | Path | None = None) -> str:
 
 @lru_cache(maxsize=16)
 def _announced(root: str) -> str | None:
-    from gancore.tracking.server import announced_server
-
     return announced_server(Path(root))
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def announced_server(root: Path) -> str | None:
+    """The URL in ``root/.mlflow-server`` if a server there answers."""
+    path = root / SERVER_FILE
+    if not path.is_file():
+        return None
+    url = path.read_text().strip()
+    return url if url and answers(url) else None
 
 
 def run_url(experiment_id: str, run_id: str | None = None) -> str:
@@ -77,7 +96,7 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
 
 
-def _initialise_sqlite(uri: str, path: Path) -> None:
+def initialise_sqlite(uri: str, path: Path) -> None:
     """Create (or migrate) the store's tables once, under an exclusive lock, in WAL mode."""
     import fcntl
     import sqlite3
@@ -105,7 +124,7 @@ def client(root: str | Path | None = None) -> MlflowClient:
     uri = tracking_uri(root)
     path = sqlite_path(uri)
     if path is not None and uri not in _initialised:
-        _initialise_sqlite(uri, path)
+        initialise_sqlite(uri, path)
         _initialised.add(uri)
     # log_model goes through mlflow's fluent layer, which reads the process-wide URIs.
     mlflow.set_tracking_uri(uri)
