@@ -64,7 +64,7 @@ def part_task(
     if context:
         check_member_host(context)
     torch.set_num_threads(threads)
-    layout = Layout(run_dir)
+    layout = Layout(Path(run_dir))
     summary = train_part(params, layout, index)
     if parent_run_id:
         from gancore.tracking.content import log_part
@@ -165,7 +165,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-mixture", args.params, [*args.sets, MIXTURE_ON])) is not None:
         return code
-    from gancore_flows.server import run_locally
+    from gancore_flows.prefect_api import run_locally
 
     result = run_locally(
         "gan-mixture",

@@ -68,7 +68,7 @@ def section_parameters(fn: F) -> F:
     own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=model(), annotation=model) for name, model in SECTIONS.items()]
     extra += [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Optional[Params.model_fields[name].annotation])  # type: ignore[name-defined]
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Optional[Params.model_fields[name].annotation])
         for name in SCALARS
     ]
     fn.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]

@@ -78,7 +78,7 @@ def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
 @task(name="prepare", persist_result=True, cache_policy=PREPARE_CACHE)
 def prepare_task(params: Params, run_dir: str, root: str, key: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
     """Run prepare into ``run_dir``; commit its output to the DVC cache; return summary + version."""
-    layout = Layout(run_dir)
+    layout = Layout(Path(run_dir))
     summary = run_stage("prepare", params, layout, recorder)
     version = dvcstore.store(layout.prepared, root) if dvcstore.is_dvc_repo(root) else dvcstore.data_version(layout.prepared)
     return {"summary": summary, "version": version}
@@ -87,7 +87,7 @@ def prepare_task(params: Params, run_dir: str, root: str, key: dict[str, Any], r
 @task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE)
 def stage_task(stage: str, params: Params, run_dir: str, recorder: Recorder) -> dict[str, Any]:
     # train: restart=False, so a retry resumes from this run directory's last checkpoint.
-    return run_stage(stage, params, Layout(run_dir), recorder)
+    return run_stage(stage, params, Layout(Path(run_dir)), recorder)
 
 
 train_task = stage_task.with_options(name="train", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_failure)
@@ -289,7 +289,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-pipeline", args.params, args.sets)) is not None:
         return code
-    from gancore_flows.server import run_locally
+    from gancore_flows.prefect_api import run_locally
 
     result = run_locally("gan-pipeline", gan_pipeline, params_file=args.params, out_dir=args.out, sets=args.sets)
     if result is None:

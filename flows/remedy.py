@@ -181,7 +181,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-remedy", args.params, args.sets)) is not None:
         return code
-    from gancore_flows.server import run_locally
+    from gancore_flows.prefect_api import run_locally
 
     ranked = run_locally(
         "gan-remedy", gan_remedy, runner=args.runner, workers=args.workers, address=args.address, params_file=args.params, sets=args.sets

@@ -5,7 +5,7 @@ processes (the way ``distributed.LocalCluster`` and ``ray.init`` start one for r
 members go to the existing cluster. Dask and Ray are optional extras:
 ``pip install 'gancore[dask]'`` / ``'gancore[ray]'``.
 
-Members report their flow runs to the parent's Prefect API (:func:`gancore_flows.server.local_api`
+Members report their flow runs to the parent's Prefect API (:func:`gancore_flows.prefect_api.local_api`
 puts its address in the environment before the cluster starts, and Prefect hands its settings to
 every task). Members on other machines need the same project directory (code, params.yaml, the DVC
 cache) at the same path and a tracking server, not a SQLite file: :func:`check_member_host` makes a

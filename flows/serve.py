@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gancore_flows import server
+from gancore_flows import prefect_api
 
 DESCRIPTIONS = {
     "gan-pipeline": "The GAN pipeline on params.yaml; any section field overrides it.",
@@ -65,8 +65,8 @@ def deployments(params_file: str | Path, name: str = "default", **options: Any) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default=server.DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=server.DEFAULT_PORT)
+    parser.add_argument("--host", default=prefect_api.DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=prefect_api.DEFAULT_PORT)
     parser.add_argument("--params", default="params.yaml", metavar="FILE")
     parser.add_argument("--limit", type=int, default=None, help="flow runs executed at once (default: no limit)")
     args = parser.parse_args(argv)
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     from prefect import serve
 
     try:
-        with server.local_server(args.host, args.port) as url:
+        with prefect_api.local_server(args.host, args.port) as url:
             print(f"Prefect server: {url} (UI: {url.removesuffix('/api')})", flush=True)
             serve(*deployments(args.params), limit=args.limit)
-    except server.ServerUnavailable as exc:
+    except prefect_api.ServerUnavailable as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 1
     return 0

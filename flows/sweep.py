@@ -211,7 +211,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name in ("archs", "losses", "seeds"):
         if getattr(args, name):
             kwargs[name] = getattr(args, name)
-    from gancore_flows.server import run_locally
+    from gancore_flows.prefect_api import run_locally
 
     if run_locally("gan-sweep", gan_sweep, **kwargs) is None:
         return 1

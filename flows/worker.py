@@ -1,7 +1,7 @@
 """``make worker``: the flows deployed to a ``process`` work pool, and a worker running them.
 
 Against the configured Prefect server (``PREFECT_API_URL``), or a local one started here when none
-answers (:func:`gancore_flows.server.local_server`):
+answers (:func:`gancore_flows.prefect_api.local_server`):
 
 1. creates the work pool ``--pool`` (type ``process``) unless it exists;
 2. deploys gan-pipeline, gan-sweep, gan-mixture and gan-remedy to it as ``<flow>/pool`` (module
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from gancore.environment import quiet
-from gancore_flows import server
+from gancore_flows import prefect_api
 
 POOL = "gancore-process"
 DEPLOYMENT = "pool"
@@ -63,8 +63,8 @@ def deploy(params_file: Path, pool: str, name: str = DEPLOYMENT) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pool", default=POOL, help=f"work pool name (default {POOL})")
-    parser.add_argument("--host", default=server.DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=server.DEFAULT_PORT)
+    parser.add_argument("--host", default=prefect_api.DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=prefect_api.DEFAULT_PORT)
     parser.add_argument("--params", default="params.yaml", metavar="FILE")
     parser.add_argument("--limit", type=int, default=None, help="flow runs the worker runs at once (default: no limit)")
     args = parser.parse_args(argv)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker: {args.params} not found; run from the project root or pass --params", file=sys.stderr)
         return 2
     try:
-        with server.local_server(args.host, args.port) as url:
+        with prefect_api.local_server(args.host, args.port) as url:
             ensure_pool(args.pool)
             names = deploy(params_file, args.pool)
             print(f"work pool {args.pool!r} at {url}: {', '.join(names)}", flush=True)
@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                 return worker.wait()
             except KeyboardInterrupt:
                 worker.terminate()
-                server.stop_process(worker)
+                prefect_api.stop_process(worker)
                 return 0
-    except server.ServerUnavailable as exc:
+    except prefect_api.ServerUnavailable as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 1
 

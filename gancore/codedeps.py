@@ -42,7 +42,7 @@ PLUMBING = frozenset(
         "gancore/cli.py",
         "gancore/environment.py",
         "gancore/errors.py",
-        "gancore/faults.py",
+        "gancore/failpoints.py",
         "gancore/hookspecs.py",
         "gancore/io.py",
         "gancore/layout.py",
@@ -199,7 +199,7 @@ def code_digest(stage: str) -> str:
 # The layers, lowest first: a module may import its own layer and the ones below, never above.
 # (The stages know nothing of trackers, the core nothing of the orchestrators.)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "names", "seeds", "io", "layout", "environment", "progress", "faults", "hookspecs"),
+    ("errors", "names", "seeds", "io", "layout", "environment", "progress", "failpoints", "hookspecs"),
     ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
     ("config", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking"),
     ("data", "checkpoint", "modelio", "conformance", "classifiers", "partition", "dvcstore"),

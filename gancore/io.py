@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gancore import faults
+from gancore import failpoints
 from gancore.errors import GanCoreError, WriteError, first_line
 
 
@@ -39,7 +39,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         try:
             yield tmp_path
-            faults.hit(f"write:{path.name}", path=path)
+            failpoints.hit(f"write:{path.name}", path=path)
             _fsync(tmp_path)
         except OSError as exc:
             kept = "the previous file is kept" if path.exists() else "nothing was written"

@@ -38,10 +38,10 @@ def spectral_norm_(module: nn.Module) -> nn.Module:
 
 def require_shape(arch: str, shape: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[int, int, int]:
     """``shape`` as (C, H, W) if it is a square image of a supported side, else a clear ValueError."""
-    shape = tuple(int(d) for d in shape)
-    if len(shape) != 3 or shape[0] < 1 or shape[1] != shape[2] or shape[1] not in sizes:
-        raise ValueError(f"{arch} builds square images (C, S, S) with S in {', '.join(map(str, sizes))}; got shape {shape}")
-    return shape  # type: ignore[return-value]
+    dims = tuple(int(d) for d in shape)
+    if len(dims) != 3 or dims[0] < 1 or dims[1] != dims[2] or dims[1] not in sizes:
+        raise ValueError(f"{arch} builds square images (C, S, S) with S in {', '.join(map(str, sizes))}; got shape {dims}")
+    return dims[0], dims[1], dims[2]
 
 
 def log2_steps(start: int, size: int) -> int:

@@ -82,11 +82,11 @@ def build(
     """``width``: channels next to the image (they double with every halving of the side);
     ``d_batch_norm``: batch norm in the discriminator; ``spectral_norm``: in the discriminator
     only, which then has no batch norm. The options' defaults are these keyword defaults."""
-    shape = require_shape("dcgan", shape, SIZES)
+    image = require_shape("dcgan", shape, SIZES)
     if int(width) < 1:
         raise ValueError(f"dcgan option width must be >= 1; got {width}")
-    generator = DCGANGenerator(shape, int(latent_dim), int(width))
-    discriminator = DCGANDiscriminator(shape, int(width), bool(d_batch_norm), bool(spectral_norm))
+    generator = DCGANGenerator(image, int(latent_dim), int(width))
+    discriminator = DCGANDiscriminator(image, int(width), bool(d_batch_norm), bool(spectral_norm))
     return generator, discriminator
 
 

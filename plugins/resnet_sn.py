@@ -25,7 +25,7 @@ SIZES = (32, 64)
 _RESIDUAL_GAIN = math.sqrt(2.0)
 
 
-def _xavier(module: nn.Module, gain: float) -> nn.Module:
+def _xavier(module: nn.Conv2d | nn.Linear, gain: float) -> nn.Module:
     nn.init.xavier_uniform_(module.weight, gain)
     if module.bias is not None:
         nn.init.zeros_(module.bias)
@@ -115,10 +115,10 @@ class ResNetDiscriminator(nn.Module):
 
 def build(shape: tuple[int, ...], latent_dim: int, width: int = 128) -> tuple[nn.Module, nn.Module]:
     """``width``: channels in every block (the paper's CIFAR-10 model: 128)."""
-    shape = require_shape("resnet_sn", shape, SIZES)
+    image = require_shape("resnet_sn", shape, SIZES)
     if int(width) < 1:
         raise ValueError(f"resnet_sn option width must be >= 1; got {width}")
-    return ResNetGenerator(shape, int(latent_dim), int(width)), ResNetDiscriminator(shape, int(width))
+    return ResNetGenerator(image, int(latent_dim), int(width)), ResNetDiscriminator(image, int(width))
 
 
 @hookimpl

@@ -16,7 +16,7 @@ differently in different products, which matters at ties: a generator that copie
 points puts a fake sample exactly on the boundary of some real balls (a copy of x's k-th
 neighbour is at distance exactly r_k(x)), and with plain float64 products such a strict
 comparison comes out either way (measured with the fast form alone: density off by 1-3 counts
-in 8 of 20 such runs; ``prdc`` got them right on this machine, by its BLAS's rounding luck, with
+in 8 of 20 such runs; ``prdc`` got them right on the test machine, by its BLAS's rounding luck, with
 no guarantee). So every comparison whose two sides are within the fast form's error bound
 (4 (d + 2) eps (|x|^2 + |y|^2)) is redone with the direct form sum((x - y)^2), which is the same
 function of the two points wherever they occur: bitwise-equal pairs give bitwise-equal values, so

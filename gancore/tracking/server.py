@@ -71,7 +71,7 @@ def ui(root: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 1) 
     uri = tracking_uri(root)
     url = f"http://{host}:{port}"
     # One worker: mlflow's default of 4 starts four server processes (about 7 s of CPU each on
-    # this 2-core machine) for what is one person's browser; a worker serves requests concurrently.
+    # a 2-core CPU) for what is one person's browser; a worker serves requests concurrently.
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     command += ["--workers", str(workers)]
     print(f"MLflow UI over {uri}: {url}/#/experiments?workflowType=machine_learning", flush=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from gancore import faults, progress, trainlog
+from gancore import failpoints, progress, trainlog
 from gancore.checkpoint import load_checkpoint, save_checkpoint
 from gancore.config import MONITOR_FIGURES, Params
 from gancore.errors import TrainingError
@@ -224,7 +224,7 @@ class TrainingLoop:
         if tp.lr_decay > 0:
             trainer.set_lr_factor(lr_factor(step, tp.steps, tp.lr_decay))
         stats = trainer.step(step, stats=log_now)
-        faults.hit("train.step", index=step)
+        failpoints.hit("train.step", index=step)
         if stats is not None:
             stacked = torch.stack([stats[c] for c in trainlog.STEP_STATS])
             if self.world.distributed:

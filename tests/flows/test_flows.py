@@ -30,7 +30,7 @@ from gancore.config import Params, ParamsError, load_params
 from gancore.dvcstore import data_version
 from gancore.layout import Layout
 from gancore.stages import STAGES
-from gancore_flows import server
+from gancore_flows import prefect_api
 from gancore_flows.params import LossOverrides, TrainOverrides, resolve_params
 from gancore_flows.pipeline import gan_pipeline
 from gancore_flows.sweep import gan_sweep
@@ -251,7 +251,7 @@ def check_run_form(url: str, params_file: Path, screenshot_name: str) -> None:
 def test_served_deployment_runs_to_completion(project, first_run):
     """`make serve` (gancore_flows.serve starting its own server) + `prefect deployment run ... --watch`."""
     port = free_port()
-    url = server.api_url(port=port)
+    url = prefect_api.api_url(port=port)
     env = venv_env(OMP_NUM_THREADS="1")
     env.pop("PREFECT_API_URL", None)
     with open(project / "serve.log", "wb") as log:
@@ -287,7 +287,7 @@ def test_served_deployment_runs_to_completion(project, first_run):
         except subprocess.TimeoutExpired:
             serve.kill()
     assert not (project / "prefect.toml").exists()
-    assert not server.healthy(url)  # the server serve started is gone with it
+    assert not prefect_api.healthy(url)  # the server serve started is gone with it
 
     runs = mlflow.search_runs(experiment_names=["gancore-tests"], filter_string="params.`train.steps` = '20'")
     assert len(runs) == 1

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
-from gancore_flows import server
+from gancore_flows import prefect_api
 from gancore_flows.sweep import gan_sweep
 from helpers import free_port, venv_env, write_params
 
@@ -149,7 +149,7 @@ def test_deployment_run_completes_through_a_process_worker(project):
     """`make worker`: a local server, the process work pool, the deployments on it and a worker;
     then `prefect deployment run 'gan-pipeline/pool' --watch`."""
     port = free_port()
-    url = server.api_url(port=port)
+    url = prefect_api.api_url(port=port)
     env = venv_env(PREFECT_HOME=str(project / "prefect-worker-home"))
     env.pop("PREFECT_API_URL", None)
     log = project / "worker.log"
@@ -184,4 +184,4 @@ def test_deployment_run_completes_through_a_process_worker(project):
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGINT)  # Ctrl-C: the worker, then the server it started
         stop(worker)
-    assert not server.healthy(url)  # the server the worker command started stopped with it
+    assert not prefect_api.healthy(url)  # the server the worker command started stopped with it

@@ -40,7 +40,7 @@ from gancore.environment import quiet
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 TOML = "prefect.toml"
-TOML_MARKER = "# written by `make serve` (flows/server.py); removed when it stops"
+TOML_MARKER = "# written by `make serve` (flows/prefect_api.py); removed when it stops"
 # Seconds a temporary server may take to answer: its cold first start (migrations) on a busy
 # 2-core machine took over 20 s, Prefect's default; ten minutes covers a slow disk too.
 STARTUP_TIMEOUT = 600
