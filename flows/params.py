@@ -50,6 +50,7 @@ SampleOverrides = SECTIONS["sample"]
 EvaluateOverrides = SECTIONS["evaluate"]
 DiagnoseOverrides = SECTIONS["diagnose"]
 MixtureOverrides = SECTIONS["mixture"]
+AugmentOverrides = SECTIONS["augment"]
 TrackingOverrides = SECTIONS["tracking"]
 SCALARS = tuple(name for name in Params.model_fields if name not in SECTIONS)  # seed, device
 

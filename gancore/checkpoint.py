@@ -54,6 +54,8 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
     if params.train.on_collapse == "continue":  # the monitor only watches: it cannot change the weights
         for key in ("monitor_every", "max_rollbacks"):
             identity["train"].pop(key, None)
+    if params.augment.policy.strip():  # augmentation changes the weights; off, old checkpoints still resume
+        identity["augment"] = dump["augment"]
     if model_options is not None:
         identity["model"]["options"] = json.loads(json.dumps(model_options, sort_keys=True))
     identity["prepared_data"] = prepared_data

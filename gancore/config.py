@@ -16,7 +16,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gancore.errors import ParamsError
-from gancore.names import FILE_DATASETS, VECTOR_DATASETS, ClassifierName, DatasetName, LossName
+from gancore.names import (
+    AUGMENTATIONS,
+    FILE_DATASETS,
+    IMAGE_AUGMENTATIONS,
+    VECTOR_AUGMENTATIONS,
+    VECTOR_DATASETS,
+    ClassifierName,
+    DatasetName,
+    LossName,
+    parse_policy,
+)
 
 NATIVE_IMAGE_SIZE = {"mnist": 28, "fashion_mnist": 28, "stacked_mnist": 28, "cifar10": 32}
 CHANNELS = {"mnist": 1, "fashion_mnist": 1, "stacked_mnist": 3, "cifar10": 3, "image_folder": 3}
@@ -153,6 +163,22 @@ class MixtureParams(_Section):
         return v
 
 
+class AugmentParams(_Section):
+    policy: str = Field(
+        "",
+        description="augmentation D sees on real and generated samples (DiffAugment): images: any of color,translation,cutout; vectors: jitter; empty: none",
+    )
+    adaptive: bool = Field(
+        False, description="ADA: apply each transform with a probability p driven by r_t = E[sign D(x_real)] towards target"
+    )
+    target: float = Field(0.6, gt=0, lt=1, description="the r_t that adaptive augmentation steers to (ADA: 0.6)")
+    kimg: float = Field(100.0, gt=0, description="p can move from 0 to 1 in this many thousand real samples (ADA: 500)")
+    interval: int = Field(4, ge=1, description="steps between adjustments of p (ADA: 4)")
+    jitter: float = Field(
+        0.05, gt=0, description="jitter: the noise's standard deviation, as a share of each coordinate's in the training data"
+    )
+
+
 def _probe_budgets() -> list[int | Literal["all"]]:
     return [10, 100, "all"]
 
@@ -192,6 +218,7 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     diagnose: DiagnoseParams = Field(default_factory=DiagnoseParams)
     mixture: MixtureParams = Field(default_factory=MixtureParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
     probe: ProbeParams = Field(default_factory=ProbeParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
@@ -335,6 +362,22 @@ def validate(tree: dict[str, Any], source: str = "params", check_plugins: bool =
     return params
 
 
+def _augment_problems(params: Params) -> list[tuple[str, str]]:
+    policy = parse_policy(params.augment.policy)
+    unknown = [p for p in policy if p not in AUGMENTATIONS]
+    if unknown:
+        return [("augment.policy", f"unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(AUGMENTATIONS)} (comma-separated)")]
+    fits = VECTOR_AUGMENTATIONS if params.data_kind == "vector" else IMAGE_AUGMENTATIONS
+    wrong = [p for p in policy if p not in fits]
+    if wrong:
+        return [
+            ("augment.policy", f"{', '.join(wrong)} cannot augment {params.data_kind} data ({params.data.name}); use {', '.join(fits)}")
+        ]
+    if params.augment.adaptive and not policy:
+        return [("augment.adaptive", f"needs augment.policy, e.g. {','.join(fits)}")]
+    return []
+
+
 def _semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     d = params.data
@@ -381,6 +424,7 @@ def _semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, s
         problems.append(("sample.generator", "best needs train.keep_best (e.g. high_quality_fraction); or use sample.generator=last"))
     if params.mixture.enabled and params.mixture.partition == "labels" and params.data_kind == "vector":
         problems.append(("mixture.partition", f"{d.name} is unlabelled vector data: use kmeans (or auto)"))
+    problems += _augment_problems(params)
     m = params.mixture
     if m.parts != "auto" and int(m.parts) > m.max_parts:
         problems.append(("mixture.parts", f"{m.parts} is more than mixture.max_parts={m.max_parts}; raise max_parts or use fewer parts"))

@@ -29,3 +29,13 @@ CLASSIFIERS: tuple[str, ...] = get_args(ClassifierName)
 
 Orchestrator = Literal["cli", "dvc", "prefect"]
 ORCHESTRATORS: tuple[str, ...] = get_args(Orchestrator)
+
+# Augmentations D sees on real and generated samples (gancore.training.augment).
+IMAGE_AUGMENTATIONS: tuple[str, ...] = ("color", "translation", "cutout")
+VECTOR_AUGMENTATIONS: tuple[str, ...] = ("jitter",)
+AUGMENTATIONS: tuple[str, ...] = IMAGE_AUGMENTATIONS + VECTOR_AUGMENTATIONS
+
+
+def parse_policy(text: str | None) -> list[str]:
+    """``augment.policy`` (``"translation,cutout,color"``) as names, in order; empty: none."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]

@@ -43,7 +43,10 @@ from gancore.errors import TrainingError
 from gancore.layout import Layout
 from gancore.losses import get_loss
 from gancore.modelio import build_pair, resolve_architecture
+from gancore.names import parse_policy
 from gancore.training import distributed
+from gancore.training.augment import STREAM as AUGMENT_STREAM
+from gancore.training.augment import Augment
 from gancore.training.batches import BatchStream, use_resident
 from gancore.training.loop import BEST_FILE, ESTIMATE_STEPS, LoopState, TrainingLoop, lr_factor
 from gancore.training.monitor import CollapseMonitor
@@ -108,6 +111,18 @@ def train(params: Params, layout: Layout, restart: bool = False, label: str = "t
             distributed.teardown()
 
 
+def _augment(params: Params, data: PreparedData, device: torch.device, world: distributed.World) -> Augment | None:
+    """``augment.*`` as the trainer's augmentation, or None when the policy is empty."""
+    a = params.augment
+    policy = parse_policy(a.policy)
+    if not policy:
+        return None
+    jitter = data.train.float().std(dim=0) * a.jitter if data.kind == "vector" and len(data.train) > 1 else None
+    reduce = (lambda t: distributed.mean(t) * world.size) if world.distributed else None
+    stream = f"{AUGMENT_STREAM}/rank{world.rank}" if world.distributed else AUGMENT_STREAM
+    return Augment(policy, device, params.seed, a.adaptive, a.target, a.kimg, a.interval, jitter, stream, reduce)
+
+
 def _train(
     params: Params, layout: Layout, restart: bool, world: distributed.World, label: str = "train", later_steps: int | None = None
 ) -> dict[str, Any]:
@@ -165,6 +180,7 @@ def _train(
             params.diagnose.confidence,
             params.diagnose.duplicate_fraction,
         )
+    augment = _augment(params, data, device, world)
     del data
     trainer = Trainer(
         generator,
@@ -181,6 +197,7 @@ def _train(
         pack=params.model.pack,
         world=world,
         compile=use_compile(tp.compile, device),
+        augment=augment,
     )
 
     model_record: dict[str, Any] = dict(

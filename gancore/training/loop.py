@@ -232,6 +232,8 @@ class TrainingLoop:
             values = dict(zip(trainlog.STEP_STATS, stacked.tolist()))
             elapsed = self.elapsed_before + time.perf_counter() - self.loop_start
             row = {"step": step, **values, "bn_drift_g": trainer.bn_drift(), "seconds": round(elapsed, 3)}
+            if trainer.augment is not None:  # p and the r_t it was last steered by
+                row.update({k: float(v) for k, v in trainer.augment.stats().items()})
             self.rows.append(row)
             self.raise_if_nonfinite()  # after the row: the log shows the failing values
             bar.set_postfix(loss_d=f"{values['loss_d']:.4f}", loss_g=f"{values['loss_g']:.4f}", refresh=False)

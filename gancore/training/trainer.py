@@ -12,6 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from gancore import seeds
 from gancore.losses import GanLoss, flat_logits, gradient_penalty, minimax_value
+from gancore.training.augment import Augment
 from gancore.training.batches import BatchStream
 from gancore.training.distributed import SINGLE, World
 
@@ -53,6 +54,7 @@ class Trainer:
         pack: int = 1,
         world: World = SINGLE,
         compile: bool = False,
+        augment: Augment | None = None,
     ):
         self.device = batches.device
         cuda = self.device.type == "cuda"
@@ -99,6 +101,8 @@ class Trainer:
             from gancore.training.distributed import wrap
 
             self.G_train, self.D_train = wrap(self.G, self.device), wrap(self.D, self.device)
+        # Augmentation D sees on every input, real and generated, in both steps (DiffAugment).
+        self.augment = augment if augment is not None and augment.active else None
         self.compiled = compile
         if compile:
             # Graphs of the forwards (and, through AOTAutograd, their backwards); the weights,
@@ -126,9 +130,13 @@ class Trainer:
             return x
         return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
 
+    def d_input(self, x: Tensor) -> Tensor:
+        """What D sees of a batch: augmented (each sample on its own), then packed."""
+        return self._packed(self.augment(x) if self.augment is not None else x)
+
     def discriminate(self, x: Tensor, module: nn.Module | None = None) -> Tensor:
-        """D's logits for a batch of samples, packed as D was built (``[B / pack]``)."""
-        return flat_logits((module or self.D)(self._packed(x)))
+        """D's logits for a batch of samples, augmented and packed as D was built (``[B / pack]``)."""
+        return flat_logits((module or self.D)(self.d_input(x)))
 
     def reroll_noise(self) -> None:
         """A fresh latent stream after a rollback, so that training does not replay the same
@@ -145,12 +153,15 @@ class Trainer:
             with torch.no_grad(), self._autocast():
                 fake = G(self._z())
             with self._autocast():
-                l_real = self.discriminate(real, D_train).float()
-                l_fake = self.discriminate(fake, D_train).float()
+                real_in, fake_in = self.d_input(real), self.d_input(fake)
+                l_real = flat_logits(D_train(real_in)).float()
+                l_fake = flat_logits(D_train(fake_in)).float()
                 loss_d = self.loss.d(l_real, l_fake)
                 if self.loss.gp_weight:
-                    penalty = gradient_penalty(D_train, self._packed(real), self._packed(fake), generator=self.noise)
+                    penalty = gradient_penalty(D_train, real_in, fake_in, generator=self.noise)
                     loss_d = loss_d + self.loss.gp_weight * penalty
+            if self.augment is not None:
+                self.augment.observe(l_real)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
@@ -166,6 +177,8 @@ class Trainer:
         D.requires_grad_(True)
         if self.ema is not None:
             self._update_ema()
+        if self.augment is not None:
+            self.augment.adjust(step, self.local)
         self._track_finite(step, losses_d, loss_g.detach())
         if not stats:
             return None
@@ -237,6 +250,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
             "bn_prev": [t.cpu() for t in self.bn_prev] if self.bn_prev is not None else None,
+            "augment": self.augment.state_dict() if self.augment is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -256,3 +270,5 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         bn_prev = state["bn_prev"]
         self.bn_prev = [t.to(self.device) for t in bn_prev] if bn_prev is not None else None
+        if self.augment is not None and state.get("augment") is not None:
+            self.augment.load_state_dict(state["augment"])

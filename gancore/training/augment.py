@@ -1,0 +1,177 @@
+"""Augmentation the discriminator sees on real and generated samples alike: the design notes'
+second remedy, "train on more diverse data", in its practical form.
+
+* **DiffAugment** (Zhao et al. 2020, mit-han-lab/data-efficient-gans, ``DiffAugment_pytorch.py``):
+  differentiable transforms T applied to every input of D, real and generated, in D's step and in
+  G's, so that G's gradient flows through T. Images: ``color`` (brightness +-0.5, saturation x0..2,
+  contrast x0.5..1.5), ``translation`` (up to 1/8 of the side, zero padding), ``cutout`` (a square
+  of half the side). Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each
+  coordinate's standard deviation in the training data: a small blur in the data's own units).
+* **Adaptive** (ADA, Karras et al. 2020, NVlabs/stylegan2-ada-pytorch): each transform is applied
+  to each sample with probability p. Every ``augment.interval`` steps p moves by
+  ``sign(r_t - augment.target) * (samples seen) / (augment.kimg * 1000)``, with
+  ``r_t = E[sign(D(x_real))]`` over those steps: p can go from 0 to 1 in ``augment.kimg``
+  thousand real samples (ADA: 500k images; the default here, 100k, suits CPU-sized runs). A D that
+  is sure of the training data (r_t high) gets more augmentation. p, the r_t accumulators and the
+  transforms' random stream are checkpointed, so a resume continues exactly (stylegan2-ada issue
+  106: p reset to 0 on resume). Without ``adaptive`` p is 1: every transform on every sample.
+
+Everything stays on the device (no host synchronisation per step); the random draws come from a
+seeded generator of their own, so augmentation changes no other stream of training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gancore import seeds
+from gancore.names import AUGMENTATIONS, parse_policy
+
+__all__ = ["Augment", "parse_policy"]
+STREAM = "train/augment"
+TRANSLATION_RATIO = 0.125
+CUTOUT_RATIO = 0.5
+
+
+def _brightness(x: Tensor, g: torch.Generator) -> Tensor:
+    return x + (torch.rand(x.shape[0], 1, 1, 1, generator=g, device=x.device, dtype=x.dtype) - 0.5)
+
+
+def _saturation(x: Tensor, g: torch.Generator) -> Tensor:
+    mean = x.mean(dim=1, keepdim=True)
+    return (x - mean) * (torch.rand(x.shape[0], 1, 1, 1, generator=g, device=x.device, dtype=x.dtype) * 2) + mean
+
+
+def _contrast(x: Tensor, g: torch.Generator) -> Tensor:
+    mean = x.mean(dim=[1, 2, 3], keepdim=True)
+    return (x - mean) * (torch.rand(x.shape[0], 1, 1, 1, generator=g, device=x.device, dtype=x.dtype) + 0.5) + mean
+
+
+def _translation(x: Tensor, g: torch.Generator) -> Tensor:
+    b, _, h, w = x.shape
+    sh, sw = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
+    dy = torch.randint(-sh, sh + 1, (b, 1, 1), generator=g, device=x.device)
+    dx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=g, device=x.device)
+    gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+    ys = torch.clamp(gy[None] + dy + 1, 0, h + 1)
+    xs = torch.clamp(gx[None] + dx + 1, 0, w + 1)
+    padded = torch.nn.functional.pad(x, [1, 1, 1, 1])
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, ys, xs].permute(0, 3, 1, 2)
+
+
+def _cutout(x: Tensor, g: torch.Generator) -> Tensor:
+    b, _, h, w = x.shape
+    ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
+    oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=g, device=x.device)
+    ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=g, device=x.device)
+    gy, gx = torch.meshgrid(torch.arange(ch, device=x.device), torch.arange(cw, device=x.device), indexing="ij")
+    ys = torch.clamp(gy[None] + oy - ch // 2, 0, h - 1)
+    xs = torch.clamp(gx[None] + ox - cw // 2, 0, w - 1)
+    mask = torch.ones(b, h, w, device=x.device, dtype=x.dtype)
+    mask[torch.arange(b, device=x.device)[:, None, None], ys, xs] = 0
+    return x * mask[:, None]
+
+
+class Augment:
+    """The transforms of ``policy`` with their application probability p (see the module doc)."""
+
+    def __init__(
+        self,
+        policy: list[str],
+        device: torch.device,
+        seed: int,
+        adaptive: bool = False,
+        target: float = 0.6,
+        kimg: float = 100.0,
+        interval: int = 4,
+        jitter_scale: Tensor | None = None,
+        stream: str = STREAM,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+    ):
+        unknown = [p for p in policy if p not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown augmentation {', '.join(unknown)}; allowed: {', '.join(AUGMENTATIONS)}")
+        self.policy, self.device, self.adaptive = list(policy), device, adaptive
+        self.target, self.kimg, self.interval = target, kimg, interval
+        self.generator = seeds.generator(seed, stream, device)
+        self.p = torch.zeros((), device=device) if adaptive else torch.ones((), device=device)
+        self._signs = torch.zeros((), device=device)  # sum of sign(D(x_real)) since the last adjustment
+        self._count = torch.zeros((), device=device)
+        self.last_rt = torch.zeros((), device=device)
+        self.jitter_scale = jitter_scale.to(device) if jitter_scale is not None else None
+        # Distributed training: the sum over every rank's signs, so that all ranks keep one p.
+        self.reduce = reduce
+
+    @property
+    def active(self) -> bool:
+        return bool(self.policy)
+
+    def _apply(self, x: Tensor, op: Any) -> Tensor:
+        if not self.adaptive:
+            return op(x, self.generator)
+        mask = torch.rand(x.shape[0], generator=self.generator, device=x.device) < self.p
+        return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), op(x, self.generator), x)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        for name in self.policy:
+            if name == "color":
+                for op in (_brightness, _saturation, _contrast):
+                    x = self._apply(x, op)
+            elif name == "translation":
+                x = self._apply(x, _translation)
+            elif name == "cutout":
+                x = self._apply(x, _cutout)
+            elif name == "jitter":
+                scale = self.jitter_scale
+
+                def jitter(v: Tensor, g: torch.Generator, scale: Tensor | None = scale) -> Tensor:
+                    noise = torch.randn(v.shape, generator=g, device=v.device, dtype=v.dtype)
+                    return v + noise * (scale if scale is not None else 1.0)
+
+                x = self._apply(x, jitter)
+        return x
+
+    # -- the adaptive probability ----------------------------------------------------------------
+    def observe(self, logits_real: Tensor) -> None:
+        """Accumulate sign(D(x_real)) of one discriminator step (no host sync)."""
+        self._signs = self._signs + torch.sign(logits_real.detach().float()).sum()
+        self._count = self._count + logits_real.numel()
+
+    def adjust(self, step: int, samples_per_step: int) -> None:
+        """Every ``interval`` steps: r_t from the accumulated signs, and p moved towards target."""
+        if step % self.interval:
+            return
+        signs, count = self._signs, self._count
+        if self.reduce is not None:
+            signs, count = self.reduce(signs), self.reduce(count)
+        rt = signs / count.clamp_min(1)
+        self.last_rt = rt
+        if self.adaptive:
+            delta = torch.sign(rt - self.target) * (samples_per_step * self.interval) / (self.kimg * 1000.0)
+            self.p = (self.p + delta).clamp(0.0, 1.0)
+        self._signs = torch.zeros_like(self._signs)
+        self._count = torch.zeros_like(self._count)
+
+    def stats(self) -> dict[str, Tensor]:
+        return {"augment_p": self.p.detach().clone(), "r_t": self.last_rt.detach().clone()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "p": self.p.detach().cpu(),
+            "signs": self._signs.detach().cpu(),
+            "count": self._count.detach().cpu(),
+            "last_rt": self.last_rt.detach().cpu(),
+            "rng": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.p = state["p"].to(self.device)
+        self._signs = state["signs"].to(self.device)
+        self._count = state["count"].to(self.device)
+        self.last_rt = state["last_rt"].to(self.device)
+        self.generator.set_state(state["rng"])

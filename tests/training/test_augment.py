@@ -1,0 +1,126 @@
+"""Augmentation D sees on real and generated samples (DiffAugment) and its adaptive probability
+(ADA): the transforms, p's speed, exact resume, every loss and packing, and bad policies."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gancore import training, trainlog
+from gancore.cli import main
+from gancore.data.prepared import PreparedData
+from gancore.names import LOSSES
+from gancore.training.augment import Augment, _cutout, _translation
+from helpers import PARAMS, image_meta, make_layout, make_params
+
+
+def test_translation_shifts_whole_pixels_with_zero_fill():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(1, 65, dtype=torch.float32).reshape(1, 1, 8, 8).repeat(16, 3, 1, 1)
+    y = _translation(x, g)
+    assert y.shape == x.shape
+    for i in range(16):  # each sample: the same image moved by at most 1 pixel (1/8 of 8), zeros in
+        matches = [
+            (dy, dx)
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if torch.equal(y[i, 0], torch.nn.functional.pad(x[i, 0], [1, 1, 1, 1])[1 + dy : 9 + dy, 1 + dx : 9 + dx])
+        ]
+        assert len(matches) == 1
+
+
+def test_cutout_zeroes_a_square_of_half_the_side():
+    g = torch.Generator().manual_seed(1)
+    x = torch.ones(32, 3, 8, 8)
+    y = _cutout(x, g)
+    zeros = (y[:, 0] == 0).sum(dim=(1, 2))
+    # A 4 x 4 square, clipped at the border: 4 to 16 pixels; the same in every channel.
+    assert zeros.min() >= 4 and zeros.max() == 16
+    assert torch.equal(y[:, 0] == 0, y[:, 2] == 0)
+
+
+def test_the_transforms_are_differentiable():
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    a = Augment(["color", "translation", "cutout"], torch.device("cpu"), seed=0)
+    a(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_adaptive_p_moves_at_the_documented_speed():
+    """p moves by (samples per step x interval) / (kimg x 1000) per adjustment, up while r_t is
+    above the target: from 0 to 1 in kimg thousand samples."""
+    a = Augment(["jitter"], torch.device("cpu"), seed=0, adaptive=True, target=0.6, kimg=1.0, interval=4)
+    confident = torch.full((50,), 3.0)  # D calls every real sample real: r_t = 1
+    for step in range(1, 9):
+        a.observe(confident)
+        a.adjust(step, 50)
+    assert float(a.p) == pytest.approx(2 * 50 * 4 / 1000)  # two adjustments, 0.2 each
+    assert float(a.stats()["r_t"]) == 1.0
+    unsure = torch.tensor([1.0, -1.0] * 25)  # r_t = 0: below the target, p comes down
+    for step in range(9, 13):
+        a.observe(unsure)
+        a.adjust(step, 50)
+    assert float(a.p) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="unknown augmentation blur; allowed: color, translation, cutout, jitter"):
+        Augment(["blur"], torch.device("cpu"), seed=0)
+
+
+def test_resumed_run_has_the_same_p_curve_and_generator(tmp_path):
+    """Killed at a checkpoint and resumed: the same p curve, the same generator, bit for bit."""
+    aug = {"policy": "jitter", "adaptive": True, "kimg": 0.5, "interval": 2, "target": 0.01}
+    params = make_params(steps=12, checkpoint_every=6, log_every=2).model_copy()
+    params = params.model_copy(update={"augment": params.augment.model_copy(update=aug)})
+    whole = make_layout(tmp_path / "whole")
+    training.train(params, whole)
+    part = make_layout(tmp_path / "part")
+    training.train(params.model_copy(update={"train": params.train.model_copy(update={"steps": 6})}), part)
+    assert training.train(params, part)["resumed_from"] == 6
+    curve = lambda layout: [(r["step"], r["augment_p"], r["r_t"]) for r in trainlog.read(layout.train_log)]  # noqa: E731
+    assert curve(whole) == curve(part)
+    assert len({p for _, p, _ in curve(whole)}) > 2  # p moved
+    a = torch.load(whole.generator, weights_only=True)["state_dict"]
+    b = torch.load(part.generator, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains_with_augmentation_and_packing(tmp_path, loss):
+    params = make_params(loss=loss, model={"pack": 2}, steps=4, log_every=2)
+    params = params.model_copy(update={"augment": params.augment.model_copy(update={"policy": "jitter", "adaptive": True})})
+    summary = training.train(params, make_layout(tmp_path))
+    assert summary["steps"] == 4 and math.isfinite(summary["loss_d"])
+
+
+def test_image_policies_train_a_dcgan(tmp_path):
+    from gancore.config import validate
+
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    meta = image_meta("mnist", [1, 28, 28], 32, 16, {"count": None})
+    layout = make_layout(tmp_path, PreparedData(meta, images, images[:16]))
+    params = validate(
+        {
+            "device": "cpu",
+            "data": {"name": "mnist"},
+            "model": {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}},
+            "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "monitor_every": None},
+            "augment": {"policy": "translation,cutout,color"},
+            "mixture": {"enabled": False},
+            "tracking": {"enabled": False},
+        }
+    )
+    assert training.train(params, layout)["steps"] == 2
+    assert trainlog.read(layout.train_log)[-1]["augment_p"] == 1.0  # a fixed policy: every sample
+
+
+def test_unknown_or_misplaced_policies_exit_2(capsys, tmp_path):
+    for sets, message in (
+        (["augment.policy=flip"], "augment.policy: unknown 'flip'; allowed: color, translation, cutout, jitter"),
+        (["augment.policy=cutout"], "augment.policy: cutout cannot augment vector data (ring8); use jitter"),
+        (["augment.adaptive=true"], "augment.adaptive: needs augment.policy"),
+    ):
+        args = ["train", "--params", str(PARAMS), "--out", str(tmp_path)] + [a for s in sets for a in ("-S", s)]
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
