@@ -18,6 +18,7 @@ import numpy as np
 
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, load_prepared
+from gancore.diagnostics import memorisation
 from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log
 from gancore.diagnostics.modes import STACKED_MODES
 from gancore.diagnostics.spaces import measure
@@ -70,6 +71,9 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
 
     log = read_train_log(layout.train_log)
     dynamics = analyse_dynamics(log, params.loss.name) if log is not None and len(log["step"]) else None
+    overfitting = memorisation.measure(params, layout, device)
+    if overfitting is not None:
+        dynamics = {**(dynamics or {}), "discriminator_overfitting": overfitting}
 
     figures = {
         "dataset": data.meta.get("name", params.data.name),
@@ -140,6 +144,7 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "mixture_parts": len(read_json(layout.mixture)["parts"]) if layout.mixture.exists() else None,
         "modes_total": figures.get("modes_total"),
         "kind": params.data_kind,
+        "augment_adaptive": params.augment.adaptive,
         "arch_options": sorted(options),
         "batch_norm": bool(options.get("batch_norm")),
     }
@@ -208,11 +213,19 @@ def _markdown(r: dict[str, Any]) -> str:
         ),
         ("data copying: C_T (copy rate)", f"{fmt(r.get('copy_c_t'))} ({fmt(r.get('copy_rate'))}; chance {fmt(r.get('copy_quantile'))})"),
     ]
-    dyn = r.get("dynamics")
-    if dyn:
+    dyn = r.get("dynamics") or {}
+    if dyn.get("equilibrium"):
         eq = dyn["equilibrium"]
         rows.append(("late D(x) / D(G(z))", f"{fmt(eq['d_real_mean'])} / {fmt(eq['d_fake_mean'])}"))
         rows.append(("late V(D,G) (equilibrium -log 4 = -1.386)", fmt(eq["value_mean"])))
+    if dyn.get("discriminator_overfitting"):
+        m = dyn["discriminator_overfitting"]
+        rows.append(
+            (
+                "D calls real: training / held-out data (r_t)",
+                f"{fmt(m['called_real_train'])} / {fmt(m['called_real_heldout'])} ({fmt(m['r_t_train'])})",
+            )
+        )
     lines = [f"# Diagnosis: {r['verdict']}", "", r["explanation"], "", "| figure | value |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]
     if r["remedies"]:

@@ -48,6 +48,21 @@ NORMALISATION = "normalisation such as batch normalisation in the generator, aga
 LONGER = "train for more steps and compare the dynamics plot: D(x) and D(G(z)) should approach 1/2"
 BALANCE = "balance the players: the discriminator learns faster than the generator can follow; give both the same learning rate and one D step per G step"
 EARLIER = "stop earlier: keep the generator at its best monitored step instead of the last one"
+AUGMENT = (
+    "augment what the discriminator sees (DiffAugment, with ADA's adaptive probability): real and generated samples alike, "
+    "so that a small data set looks larger to D and it stops memorising it"
+)
+
+
+def _more_data(context: Mapping[str, Any]) -> Remedy:
+    """More diverse data in its practical form: augmentation with settings (none when the run
+    already augments adaptively: then only more examples remain)."""
+    from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
+
+    if context.get("augment_adaptive"):
+        return Remedy("more_data", DIVERSE)
+    policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
+    return Remedy("augment", AUGMENT, (f"augment.policy={policy}", "augment.adaptive=true"))
 
 
 def _packing(m: int) -> Remedy:
@@ -80,12 +95,12 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         elif context.get("mixture_parts") == 1:  # unlabelled images trained as one part: split them
             out.append(Remedy("mixture", SEPARATE, ("mixture.partition=kmeans",)))
         out += [_packing(m) for m in (2, 4) if pack < m]
-        out.append(Remedy("more_data", DIVERSE))
-    if name == "data_copying":
+        out.append(_more_data(context))
+    if name in ("data_copying", "discriminator_overfitting"):
+        out.append(_more_data(context))
         steps = int(context.get("steps") or 0)
         if steps and context.get("monitor_every"):
             out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best")))
-        out.append(Remedy("more_data", DIVERSE))
     if name in ("vanishing_gradients", "not_converged"):
         if name == "not_converged" and context.get("steps"):
             out.append(Remedy("longer", LONGER, (f"train.steps={2 * int(context['steps'])}",)))

@@ -18,11 +18,14 @@ Precedence (the first that holds wins; the others are still listed under ``findi
 5. ``data_copying`` -- the generator reproduces its training data: generated samples lie closer to
    training points than held-out real points do (Meehan et al.'s C_T below ``COPY_Z``) and more
    than twice the chance share of them lie closer than the held-out data's low quantile.
-6. ``not_converged`` -- high-quality fraction below ``HIGH_QUALITY_LOW``, or below
+6. ``discriminator_overfitting`` -- D memorises its training data: it calls training examples
+   real a tenth more often than held-out real ones, significantly
+   (:mod:`gancore.diagnostics.memorisation`); the remedy is augmentation.
+7. ``not_converged`` -- high-quality fraction below ``HIGH_QUALITY_LOW``, or below
    ``QUALITY_SHARE_LOW`` of what held-out real data score under the same protocol (samples too
    wide, blurred), or the discriminator far from the 1/2 equilibrium (sigmoid losses), or D(G(z))
    oscillating.
-7. ``healthy``.
+8. ``healthy``.
 
 Deliberate readings of that order:
 
@@ -52,11 +55,20 @@ VERDICTS = (
     "complete_collapse",
     "intra_mode_collapse",
     "data_copying",
+    "discriminator_overfitting",
     "vanishing_gradients",
     "not_converged",
 )
 # Precedence of the non-healthy verdicts, most severe first.
-RANKED = ("complete_collapse", "vanishing_gradients", "partial_collapse", "intra_mode_collapse", "data_copying", "not_converged")
+RANKED = (
+    "complete_collapse",
+    "vanishing_gradients",
+    "partial_collapse",
+    "intra_mode_collapse",
+    "data_copying",
+    "discriminator_overfitting",
+    "not_converged",
+)
 
 # A tenth of the real spread: collapsing ring8 onto one mode gives ~0.01, onto two neighbouring
 # modes ~0.3, so 0.1 separates "one point" from "few modes". The same bound marks a single mode
@@ -204,6 +216,21 @@ def _copying(f: Mapping[str, Any], out: _Findings) -> None:
         )
 
 
+def _overfitting(dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
+    m = _get(dynamics, "discriminator_overfitting")
+    if _get(m, "flag"):
+        out.add(
+            "discriminator_overfitting",
+            f"D calls {m['called_real_train']:.1%} of training examples real but {m['called_real_heldout']:.1%} of held-out real ones "
+            f"(gap {m['gap']:.2f}, z = {m['z']:.1f}; r_t on the training data {m['r_t_train']:.2f})",
+            called_real_train=m["called_real_train"],
+            called_real_heldout=m["called_real_heldout"],
+            gap=m["gap"],
+            z=m["z"],
+            r_t_train=m["r_t_train"],
+        )
+
+
 def _convergence(f: Mapping[str, Any], dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
     hq, total, covered, real_hq = f.get("high_quality_fraction"), f.get("modes_total"), f.get("modes_covered"), f.get("high_quality_real")
     if hq is not None and hq < HIGH_QUALITY_LOW:
@@ -269,6 +296,7 @@ def decide(
     _partial(f, out, reliable, missing)
     _inside(f, out)
     _copying(f, out)
+    _overfitting(dynamics, out)
     _convergence(f, dynamics, out)
 
     findings = out.items
@@ -306,6 +334,7 @@ _HEADLINES = {
     "partial_collapse": "Partial mode collapse: some modes of the data are missing from the samples.",
     "intra_mode_collapse": "Collapse inside the modes: every mode is there, but the samples in it differ too little.",
     "data_copying": "Data copying: the generator reproduces its training data instead of new samples like them.",
+    "discriminator_overfitting": "The discriminator memorises its training data: it tells training examples from held-out real ones.",
     "not_converged": "Not converged: the generator has not (yet) learned the data.",
 }
 

@@ -169,6 +169,7 @@ class TrainingLoop:
         assert self.monitor is not None
         tp, step = self.tp, self.step
         figures, x = self.monitor.measure(self.trainer.sampling_generator)
+        figures.update(self.monitor.discriminator_figures(self.trainer.D, self.trainer.pack))
         verdict = self.monitor.judge({**figures, "step": step})
         self.monitor.picture(x, self.layout.progress / f"step_{step:06d}.png")
         if isinstance(self.layout, PartLayout):  # the mixture judges its parts' samples together

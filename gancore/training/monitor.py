@@ -70,6 +70,13 @@ class CollapseMonitor:
             from gancore.classifiers.domain import load_domain_classifier
 
             self.classifier = load_domain_classifier(prepared_dir).to(device)
+        # Fixed training and held-out subsets: is D memorising its training data (its "real" calls
+        # on seen against unseen examples)? (gancore.diagnostics.memorisation)
+        self.memorisation_data = PreparedData(
+            data.meta,
+            subset(data.train, PAIRWISE_POINTS, seed, "train/monitor-memo-train"),
+            subset(data.test, PAIRWISE_POINTS, seed, "train/monitor-memo-test"),
+        )
         # Twice the compared points: the near-duplicate rate calibrates on one half, checks the other.
         real = subset(data.test, 2 * PAIRWISE_POINTS, seed, "train/monitor-real")
         real_probs, self.real_features = self._features(to_model_range(real))
@@ -176,6 +183,18 @@ class CollapseMonitor:
 
         return decide(figures)["verdict"]
 
+    def discriminator_figures(self, discriminator: nn.Module, pack: int) -> dict[str, Any]:
+        """D's "real" calls on fixed training vs held-out examples: the gap and r_t on training data."""
+        from gancore.diagnostics.memorisation import counts, summarise
+
+        was_training = discriminator.training
+        discriminator.eval()
+        try:
+            m = summarise([counts(discriminator, self.memorisation_data, pack, self.seed)])
+        finally:
+            discriminator.train(was_training)
+        return {} if m is None else {"d_gap": m["gap"], "r_t_train": m["r_t_train"]}
+
     def keep(self, x: torch.Tensor, path: Path) -> None:
         """The samples themselves (images as uint8), for a mixture to judge its parts together."""
         from gancore.io import torch_save
@@ -195,7 +214,16 @@ class CollapseMonitor:
 def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
     """The monitor's figures as training-log cells (``monitor/<figure>``)."""
     # Not its running time: the log of a resumed run must equal an uninterrupted run's.
-    keep = ("modes_covered", "high_quality_fraction", "mode_kl", "dispersion_ratio", "pairwise_distance_ratio", "duplicate_rate")
+    keep = (
+        "modes_covered",
+        "high_quality_fraction",
+        "mode_kl",
+        "dispersion_ratio",
+        "pairwise_distance_ratio",
+        "duplicate_rate",
+        "d_gap",
+        "r_t_train",
+    )
     cells = {PREFIX + k: figures[k] for k in keep if figures.get(k) is not None}
     cells[PREFIX + "collapse"] = int(verdict in COLLAPSE_VERDICTS)
     return cells

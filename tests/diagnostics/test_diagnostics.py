@@ -155,7 +155,7 @@ def test_ring_collapsed_to_one_mode(ring_data):
     assert figures["pairwise_distance_ratio"] < 0.02
     assert decision["verdict"] == "complete_collapse"
     # A single GAN: a mixture of GANs first, then packing (with its measured caveat), then more data.
-    assert [r["name"] for r in decision["remedy_settings"]] == ["mixture", "pack2", "pack4", "more_data"]
+    assert [r["name"] for r in decision["remedy_settings"]] == ["mixture", "pack2", "pack4", "augment"]
     assert decision["remedies"][0].startswith(SEPARATE)
     assert decision["evidence"]["modes_covered"] == 1
 
@@ -514,8 +514,13 @@ def test_stage_ring8(tmp_path):
     assert out["dynamics"]["equilibrium"]["flag"] is True
     # The remedies, each with the settings that apply it to this run: a single GAN, so the mixture
     # first (parts found from the data: no part count to give), then packing, then more data.
-    assert [r["name"] for r in out["remedy_settings"]] == ["mixture", "pack2", "pack4", "more_data"]
-    assert [r["sets"] for r in out["remedy_settings"]] == [["mixture.enabled=true"], ["model.pack=2"], ["model.pack=4"], []]
+    assert [r["name"] for r in out["remedy_settings"]] == ["mixture", "pack2", "pack4", "augment"]
+    assert [r["sets"] for r in out["remedy_settings"]] == [
+        ["mixture.enabled=true"],
+        ["model.pack=2"],
+        ["model.pack=4"],
+        ["augment.policy=jitter", "augment.adaptive=true"],  # "more diverse data", as settings
+    ]
     assert out["remedies"][0] == f"{SEPARATE} (set: -S mixture.enabled=true)"
     assert out["remedies"][1].startswith("packing with 2 samples (PacGAN2)") and "(set: -S model.pack=2)" in out["remedies"][1]
     assert out["ndb"] > false_positive_bound(50, 0.05)

@@ -6,7 +6,7 @@ from gancore.diagnostics.remedies import BALANCE, NON_SATURATING, SEPARATE, plan
 from gancore.diagnostics.verdict import decide
 
 COLLAPSED = {"modes_total": 8, "modes_covered": 1, "modes_expected": 8.0, "modes_expected_sd": 0.0, "high_quality_fraction": 0.99}
-SINGLE = {"pack": 1, "steps": 5000, "lr_g": 1e-4, "lr_d": 2e-3, "n_critic": 5, "monitor_every": 500, "mixture": False}
+SINGLE = {"pack": 1, "steps": 5000, "lr_g": 1e-4, "lr_d": 2e-3, "n_critic": 5, "monitor_every": 500, "mixture": False, "kind": "vector"}
 
 
 def _dynamics(vanishing: bool, dominance: bool) -> dict:
@@ -35,7 +35,7 @@ def test_a_saturating_loss_that_stalled_is_cured_first():
     assert out["remedy_settings"][2]["sets"] == ["train.lr_d=0.0001", "train.n_critic=1"]
     assert out["remedies"][2].startswith(BALANCE)
     # ... then the symptom's remedies, then the other findings' (vanishing gradients: normalisation), each once.
-    assert names[3:] == ["mixture", "pack2", "pack4", "more_data", "normalisation"] and len(set(names)) == len(names)
+    assert names[3:] == ["mixture", "pack2", "pack4", "augment", "normalisation"] and len(set(names)) == len(names)
 
 
 def test_the_non_saturating_loss_is_not_proposed_to_a_run_that_uses_it():
@@ -47,10 +47,11 @@ def test_the_non_saturating_loss_is_not_proposed_to_a_run_that_uses_it():
 
 def test_copies_of_the_training_data_call_for_an_earlier_stop_and_more_data():
     figures = {**COLLAPSED, "modes_covered": 8, "copy_c_t": -8.0, "copy_rate": 0.4, "copy_quantile": 0.05, "n_samples": 2500}
-    out = decide(figures, None, "non_saturating", SINGLE)
+    out = decide(figures, None, "non_saturating", {**SINGLE, "kind": "image"})
     assert out["verdict"] == "data_copying"
-    assert [r["name"] for r in out["remedy_settings"]] == ["earlier", "more_data"]
-    assert out["remedy_settings"][0]["sets"] == ["train.keep_best=high_quality_fraction", "sample.generator=best"]
+    assert [r["name"] for r in out["remedy_settings"]] == ["augment", "earlier"]
+    assert out["remedy_settings"][0]["sets"] == ["augment.policy=color,translation,cutout", "augment.adaptive=true"]  # images: the kind
+    assert out["remedy_settings"][1]["sets"] == ["train.keep_best=high_quality_fraction", "sample.generator=best"]
 
 
 def test_a_one_part_mixture_of_images_is_split_by_clusters():
@@ -64,3 +65,27 @@ def test_a_one_part_mixture_of_images_is_split_by_clusters():
 
 def test_healthy_runs_get_no_remedy():
     assert plan(["healthy"], "minimax", _dynamics(vanishing=True, dominance=True), SINGLE) == []
+
+
+def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augments_is_told_so():
+    overfit = {
+        "discriminator_overfitting": {
+            "flag": True,
+            "called_real_train": 0.95,
+            "called_real_heldout": 0.6,
+            "gap": 0.35,
+            "z": 12.0,
+            "r_t_train": 0.9,
+        }
+    }
+    healthy = {**COLLAPSED, "modes_covered": 8}
+    out = decide(healthy, overfit, "non_saturating", SINGLE)
+    assert out["verdict"] == "discriminator_overfitting" and "95.0% of training examples" in out["explanation"]
+    assert out["remedy_settings"][0] == {
+        "name": "augment",
+        "sets": ["augment.policy=jitter", "augment.adaptive=true"],
+        "cause": None,
+        "caveat": None,
+    }
+    already = decide(healthy, overfit, "non_saturating", {**SINGLE, "augment_adaptive": True})
+    assert [r["name"] for r in already["remedy_settings"]][0] == "more_data" and already["remedy_settings"][0]["sets"] == []

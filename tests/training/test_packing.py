@@ -96,7 +96,7 @@ def test_discriminator_sees_batch_size_packed_examples(tmp_path):
     d = load_discriminator(layout.discriminator)
     d.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
     trainer = training.Trainer.__new__(training.Trainer)
-    trainer.pack, trainer.D = 3, d
+    trainer.pack, trainer.D, trainer.augment = 3, d, None
     training.Trainer.discriminate(trainer, torch.zeros(30, 2))
     assert seen == [(10, 6)]  # 30 samples -> 10 examples of 3 points (6 numbers)
     with pytest.raises(ParamsError, match=r"train.batch_size: 100 x model.pack=3 samples per step are more than the 256 training examples"):

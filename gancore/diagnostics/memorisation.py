@@ -1,0 +1,100 @@
+"""A discriminator that memorises its training data: the signal ADA steers by, and its proof on
+held-out data.
+
+D's verdict "real" (logit > 0) is counted on training examples and on held-out real examples of
+the same distribution. A D that generalises calls both real equally often; one that memorised the
+training set calls its own examples real far more often (Karras et al. 2020 watch
+``r_t = E[sign D(x_train)]``; the held-out gap is what makes it evidence rather than a guess).
+Measured on clean (unaugmented) data, with packed inputs for a packing D, on equal numbers of
+each, in the coordinates D was trained in (a mixture: each part's D on its own part, pooled).
+
+The finding: the gap is at least ``GAP`` (a tenth of the examples) and significant (two-proportion
+z at least 3). The remedy is augmentation, with its settings.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from gancore.data.prepared import PreparedData, to_model_range
+from gancore.diagnostics.modes import subset
+
+GAP = 0.1
+SIGNIFICANCE_Z = 3.0
+MAX_POINTS = 5000
+
+
+@torch.no_grad()
+def _calls_real(discriminator: torch.nn.Module, x: torch.Tensor, pack: int, batch: int = 500) -> torch.Tensor:
+    """sign(D) of every packed group of ``pack`` examples (+1: called real)."""
+    x = x[: len(x) // pack * pack]
+    out = []
+    for start in range(0, len(x), batch * pack):
+        chunk = to_model_range(x[start : start + batch * pack])
+        packed = chunk.reshape(len(chunk) // pack, pack * chunk.shape[1], *chunk.shape[2:]) if pack > 1 else chunk
+        out.append(torch.sign(discriminator(packed).reshape(-1).float()))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def counts(discriminator: torch.nn.Module, data: PreparedData, pack: int, seed: int) -> dict[str, float]:
+    """Called-real counts and r_t sums on equal subsets of training and held-out data."""
+    n = min(MAX_POINTS, len(data.train), len(data.test))
+    train = subset(data.train, n, seed, "diagnose/memorisation-train")
+    test = subset(data.test, n, seed, "diagnose/memorisation-test")
+    s_train, s_test = _calls_real(discriminator, train, pack), _calls_real(discriminator, test, pack)
+    return {
+        "n_train": len(s_train),
+        "n_test": len(s_test),
+        "real_train": float((s_train > 0).sum()),
+        "real_test": float((s_test > 0).sum()),
+        "sign_train": float(s_train.sum()),
+        "sign_test": float(s_test.sum()),
+    }
+
+
+def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
+    """The pooled figures and the finding from :func:`counts` of one D or of every part's."""
+    n1, n2 = sum(c["n_train"] for c in parts), sum(c["n_test"] for c in parts)
+    if not n1 or not n2:
+        return None
+    p1, p2 = sum(c["real_train"] for c in parts) / n1, sum(c["real_test"] for c in parts) / n2
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    z = (p1 - p2) / se if se > 0 else 0.0
+    gap = p1 - p2
+    return {
+        "called_real_train": p1,
+        "called_real_heldout": p2,
+        "gap": gap,
+        "z": z,
+        "r_t_train": sum(c["sign_train"] for c in parts) / n1,
+        "r_t_heldout": sum(c["sign_test"] for c in parts) / n2,
+        "n": n1,
+        "gap_threshold": GAP,
+        "flag": bool(gap >= GAP and z >= SIGNIFICANCE_Z),
+    }
+
+
+def measure(params: Any, layout: Any, device: Any) -> dict[str, Any] | None:
+    """The figures for the trained model in ``layout`` (a single GAN or a mixture), or None when
+    there is no discriminator to ask."""
+    from gancore.data.prepared import load_prepared
+    from gancore.io import read_json
+    from gancore.modelio import load_discriminator, read_model_file
+
+    pairs = []
+    if layout.mixture.is_file():
+        for part in read_json(layout.mixture)["parts"]:
+            pairs.append((layout.part(int(part["index"])).discriminator, layout.part(int(part["index"])).prepared))
+    elif layout.discriminator.is_file():
+        pairs.append((layout.discriminator, layout.prepared))
+    found = []
+    for path, prepared in pairs:
+        if not path.is_file():
+            continue
+        pack = int(read_model_file(path).get("pack", 1))
+        found.append(counts(load_discriminator(path, device), load_prepared(prepared), pack, params.seed))
+    return summarise(found) if found else None
