@@ -31,8 +31,9 @@ ENTRY: dict[str, tuple[str, ...]] = {
     "diagnose": ("gancore.diagnostics",),
     "probe": ("gancore.probe",),
 }
-# Stages that build networks from the architecture plugins (entry points, not imports).
-BUILDS_NETWORKS = ("train", "sample", "probe")
+# The architecture plugins load through entry points, which no import statement shows: a stage
+# whose code can build networks (it runs gancore/modelio.py) depends on them.
+BUILDS_NETWORKS = "gancore/modelio.py"
 PLUGINS = "plugins"
 # Modules that compute nothing an output depends on: error types, file plumbing, paths, names,
 # progress output, the command line, trackers (a side channel), fault injection for tests.
@@ -180,7 +181,7 @@ def stage_deps(stage: str) -> list[str]:
             folder = folder.parent
         out.add(best.as_posix() if best is not None else f)
     out = {d for d in out if not any(d != o and d.startswith(o + "/") for o in out)}
-    if stage in BUILDS_NETWORKS:
+    if BUILDS_NETWORKS in files:
         out.add(PLUGINS)
     return sorted(out)
 

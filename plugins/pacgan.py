@@ -8,7 +8,8 @@
 * weights ~ N(0, 0.02^2), biases 0 (the paper's TF initialisers); batch-norm scales 1.
 
 The paper trains with Adam (lr 1e-4, beta1 0.8), 100 packed examples a step, for 400 epochs of
-100,000 points: ``examples/params/pacgan-grid25.yaml`` holds those settings.
+100,000 points: ``-S model.arch=pacgan -S model.latent_dim=2 -S train.lr_g=0.0001 -S train.lr_d=0.0001
+-S train.beta1=0.8 -S train.batch_size=100 -S mixture.enabled=false`` (and a GPU for the 400k steps).
 """
 
 from __future__ import annotations

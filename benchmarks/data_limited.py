@@ -1,0 +1,215 @@
+"""Training on little data, with and without the augmentation the discriminator sees (the design
+notes' "train on more diverse data"): MNIST and Fashion-MNIST at 1 %, 10 % and 100 % of the
+training set, one DCGAN each (the mnist-dcgan example's network and rates, no mixture), with
+
+* ``none``: no augmentation;
+* ``fixed``: DiffAugment's ``color,translation,cutout`` on every sample;
+* ``adaptive``: the same transforms with ADA's adaptive probability (``augment.adaptive``).
+
+Every configuration trains the same number of steps on the same seeds. FID and IS are taken in the
+domain classifier's space, one classifier per data set trained on the full training set (so that
+the yardstick does not shrink with the data), against the full test split. The table gives mean
++- s.e. over seeds: FID, IS, modes, high quality, the discriminator's overfitting figures (its
+"real" calls on training against held-out data, r_t; flagged runs) and CPU-minutes, with the
+published DiffAugment / ADA figures beside them as anchors (other data and networks: the direction
+of the effect is comparable, not the numbers).
+
+    python benchmarks/data_limited.py                         # 3 seeds, 1,000 steps a run
+    python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --steps 2000
+    python benchmarks/data_limited.py --tiny                  # CI smoke size: numbers meaningless
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runs import mean_se, pm, run_stages  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = ("mnist", "fashion_mnist")
+TRAIN_SIZE = 60_000
+TINY_SIZE = 2_000
+FRACTIONS = (0.01, 0.1, 1.0)
+POLICY = "color,translation,cutout"
+SETTINGS = {"none": [], "fixed": [f"augment.policy={POLICY}"], "adaptive": [f"augment.policy={POLICY}", "augment.adaptive=true"]}
+COMMON = [
+    "model.arch=dcgan",
+    "model.latent_dim=64",
+    "model.options.width=32",
+    "mixture.enabled=false",
+    "train.monitor_every=null",
+    "train.checkpoint_every=100000",
+    "sample.n=5000",
+]
+TINY = ["data.n_test=300", "model.options.width=4", "sample.n=300", "evaluate.max_real=300", "diagnose.ndb_bins=10"]
+# Published anchors (../shared/reference.md): FID without -> with augmentation.
+ANCHORS = [
+    ("DiffAugment, BigGAN, CIFAR-10 100 %", 9.59, 8.70),
+    ("DiffAugment, BigGAN, CIFAR-10 20 %", 21.58, 14.04),
+    ("DiffAugment, BigGAN, CIFAR-10 10 %", 39.78, 22.40),
+    ("DiffAugment, StyleGAN2, CIFAR-10 10 %", 36.02, 14.50),
+    ("ADA, StyleGAN2, MetFaces (1,336 images)", 57.26, 18.22),
+]
+
+
+def _params(data: str, fraction: float, policy: str, seed: int, steps: int, sets: list[str], size: int) -> Any:
+    """``size``: the training set the fractions are of (60,000; less with --tiny)."""
+    from gancore.config import load_params
+
+    n = max(64, round(fraction * size))
+    overrides = [f"seed={seed}", "device=cpu", "tracking.enabled=false", f"data.name={data}", *COMMON, f"train.steps={steps}"]
+    overrides += ["data.n_train=null" if n >= TRAIN_SIZE else f"data.n_train={n}", *SETTINGS[policy], *sets]
+    return load_params(REPO / "params.yaml", overrides)
+
+
+def reference(data: str, root: str, sets: list[str], size: int) -> float:
+    """The data set prepared whole, once: its domain classifier is every run's yardstick."""
+    from gancore.layout import Layout
+
+    params = _params(data, 1.0, "none", 0, 1, sets, size)
+    return run_stages(params, Layout(Path(root) / data / "reference"), ("prepare",))
+
+
+def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets: list[str], size: int, root: str) -> dict[str, Any]:
+    from gancore.io import read_json, write_json
+    from gancore.layout import Layout
+
+    params = _params(data, fraction, policy, seed, steps, sets, size)
+    layout = Layout(Path(root) / data / f"{fraction:g}-{policy}-{seed}")
+    # Prepare the subset without a classifier of its own, then install the reference's.
+    cpu_s = run_stages(params.model_copy(update={"data": params.data.model_copy(update={"classifier_epochs": 0})}), layout, ("prepare",))
+    ref = Layout(Path(root) / data / "reference")
+    shutil.copyfile(ref.classifier, layout.classifier)
+    meta = read_json(layout.prepared_meta)
+    meta["classifier"] = read_json(ref.prepared_meta)["classifier"]
+    write_json(layout.prepared_meta, meta)
+    cpu_s += run_stages(params, layout, ("train", "sample", "evaluate", "diagnose"))
+    evaluation, diagnosis = read_json(layout.evaluate_json), read_json(layout.diagnose_json)
+    memo = (diagnosis.get("dynamics") or {}).get("discriminator_overfitting") or {}
+    return {
+        "data": data,
+        "fraction": fraction,
+        "policy": policy,
+        "seed": seed,
+        "n_train": params.data.n_train,
+        "cpu_min": cpu_s / 60,
+        "fid": evaluation["fid"],
+        "is_mean": evaluation["is_mean"],
+        "modes_covered": diagnosis["modes_covered"],
+        "high_quality_fraction": diagnosis["high_quality_fraction"],
+        "d_gap": memo.get("gap"),
+        "r_t_train": memo.get("r_t_train"),
+        "overfitting": bool(memo.get("flag")),
+        "verdict": diagnosis["verdict"],
+        "remedies": [r["name"] for r in diagnosis.get("remedy_settings") or []],
+    }
+
+
+def _stat(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[float, float]:
+    return mean_se([scale * float(r[key]) for r in rows if r.get(key) is not None] or [float("nan")])
+
+
+def table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    summary: dict[str, Any] = {}
+    lines = [
+        "| data | train share | augmentation | seeds | FID (domain) | IS (domain) | modes | high quality % | D gap (train - held-out) | r_t | overfitting flagged | CPU-min/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for data in DATA:
+        for fraction in FRACTIONS:
+            base = None
+            for policy in SETTINGS:
+                rows = [r for r in results if (r["data"], r["fraction"], r["policy"]) == (data, fraction, policy)]
+                if not rows:
+                    continue
+                s = {
+                    "n": len(rows),
+                    "fid": _stat(rows, "fid"),
+                    "is": _stat(rows, "is_mean"),
+                    "modes": _stat(rows, "modes_covered"),
+                    "hq": _stat(rows, "high_quality_fraction", 100),
+                    "gap": _stat(rows, "d_gap"),
+                    "rt": _stat(rows, "r_t_train"),
+                    "flagged": sum(r["overfitting"] for r in rows),
+                    "cpu": _stat(rows, "cpu_min"),
+                }
+                if policy == "none":
+                    base = s["fid"][0]
+                s["fid_change"] = None if base is None else s["fid"][0] / base - 1
+                summary[f"{data}/{fraction:g}/{policy}"] = s
+                change = "" if policy == "none" or s["fid_change"] is None else f" ({100 * s['fid_change']:+.0f} %)"
+                lines.append(
+                    f"| {data} | {fraction:.0%} | {policy} | {s['n']} | {pm(s['fid'], 2)}{change} | {pm(s['is'], 2)} | {pm(s['modes'], 1)} | "
+                    f"{pm(s['hq'], 1)} | {pm(s['gap'], 3)} | {pm(s['rt'], 2)} | {s['flagged']}/{s['n']} | {pm(s['cpu'], 1)} |"
+                )
+    return "\n".join(lines), summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", choices=DATA, help="data sets (default: both)")
+    parser.add_argument("--fraction", action="append", type=float, choices=FRACTIONS, help="training shares (default: all)")
+    parser.add_argument("--policy", action="append", choices=list(SETTINGS), help="augmentations (default: all)")
+    parser.add_argument("--seeds", type=int, help="seeds per configuration (default 3; --tiny: 1)")
+    parser.add_argument("--steps", type=int, help="generator steps of every run (default 1000; --tiny: 4)")
+    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="parallel single-threaded runs")
+    parser.add_argument("--tiny", action="store_true", help="seconds per run, for CI")
+    parser.add_argument("--json", type=Path, help="also write every run and the summary here")
+    parser.add_argument("--out", type=Path, help="keep the runs' folders here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
+    steps = args.steps if args.steps is not None else (4 if args.tiny else 1000)
+    sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
+    datasets, fractions, policies = args.data or list(DATA), args.fraction or list(FRACTIONS), args.policy or list(SETTINGS)
+    if args.tiny and not args.fraction:
+        fractions = [0.01]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gancore-data-limited-") as scratch:
+        root = str(args.out or scratch)
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            size = TINY_SIZE if args.tiny else TRAIN_SIZE
+            for _ in pool.map(reference, datasets, [root] * len(datasets), [sets] * len(datasets), [size] * len(datasets)):
+                pass
+            jobs = [
+                pool.submit(run_one, d, f, p, s, steps, sets, size, root)
+                for d in datasets
+                for f in fractions
+                for p in policies
+                for s in range(seeds)
+            ]
+            results = []
+            for job in jobs:
+                r = job.result()
+                results.append(r)
+                print(
+                    f"{r['data']:13s} {r['fraction']:5.0%} {r['policy']:8s} seed {r['seed']}: FID {r['fid']:.2f}, IS {r['is_mean']:.2f}, "
+                    f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} CPU-min",
+                    flush=True,
+                )
+    text, summary = table(results)
+    print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
+    print(text)
+    print("\nPublished anchors (other data and networks), FID without -> with augmentation:\n")
+    print("| setting | without | with |\n|---|---|---|")
+    for name, before, after in ANCHORS:
+        print(f"| {name} | {before} | {after} ({100 * (after / before - 1):+.0f} %) |")
+    print(f"\n{len(results)} runs in {time.perf_counter() - start:.0f} s wall on {args.workers} workers")
+    if args.json:
+        from gancore.io import write_json
+
+        write_json(args.json, {"runs": results, "summary": summary, "tiny": args.tiny, "steps": steps})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
