@@ -22,7 +22,6 @@ of the effect is comparable, not the numbers).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
