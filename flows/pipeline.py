@@ -235,6 +235,8 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"**Verdict: {diagnosis.get('verdict', 'n/a')}**" + (f" — {diagnosis['explanation']}" if diagnosis.get("explanation") else ""),
         markdown_table(["metric", "value"], [list(r) for r in headline(result)]),
         markdown_table(["parameter", "value"], [[k, fmt(v)] for k, v in result["params"].items()]),
+        "**Provenance of the metrics**\n\n"
+        + markdown_table(["field", "value"], [[k, fmt(v)] for k, v in ((result.get("evaluate") or {}).get("provenance") or {}).items()]),
         f"Data version (DVC): `{result['data_version']}`{' (cached)' if result['prepare_cached'] else ''}  \n"
         f"Outputs: `{result['run_dir']}`",
     ]

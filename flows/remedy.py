@@ -26,6 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from gancore import tracking
 from gancore.layout import find_project_root
+from gancore.provenance import differences
 from gancore.ranking import headline, rank_key
 from gancore.report import fmt, markdown_table, text_table
 from gancore_flows.params import resolve_params, section_parameters
@@ -44,12 +45,26 @@ COLUMNS = (
 )
 
 
+def _card(row: dict[str, Any]) -> Optional[dict[str, Any]]:
+    return ((row.get("result") or {}).get("evaluate") or {}).get("provenance")
+
+
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows best first (failed runs last)."""
+    """The rows best first (failed runs last). A run measured otherwise than the baseline (another
+    feature network, weights, resize, sample size, reference split: its provenance card differs)
+    is not ranked: it goes last, ``not_comparable`` naming the fields."""
+    baseline = _card(rows[0]) if rows else None
+    for row in rows[1:]:
+        if row.get("result") is not None:
+            diff = differences(baseline, _card(row))
+            if diff:
+                row["not_comparable"] = diff
 
     def key(row: dict[str, Any]) -> tuple[float, ...]:
         r = row.get("result")
         if r is None:
+            return (-2.0,)
+        if row.get("not_comparable"):
             return (-1.0,)
         return rank_key(headline(r.get("evaluate"), r.get("diagnose")), (r.get("diagnose") or {}).get("verdict"))
 
@@ -63,6 +78,10 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         r = row.get("result")
         if r is None:
             out.append([str(i), row["label"], " ".join(row["extra"]) or "-", f"failed: {row.get('error')}", *[""] * (len(COLUMNS) - 1), ""])
+            continue
+        if row.get("not_comparable"):
+            reason = "not ranked, measured otherwise than the baseline: " + "; ".join(row["not_comparable"])
+            out.append([str(i), row["label"], " ".join(row["extra"]) or "-", reason, *[""] * (len(COLUMNS) - 1), ""])
             continue
         figures = {**(r.get("evaluate") or {}), **(r.get("diagnose") or {})}
         cells = []

@@ -25,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from gancore import progress, tracking
 from gancore.layout import find_project_root
 from gancore.names import LossName
+from gancore.provenance import differences
 from gancore.report import fmt, markdown_table
 from gancore_flows.params import member_overrides, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
@@ -170,6 +171,10 @@ def gan_sweep(
     failures = run_members(members, params_file, sets, runner, workers, address)
     headers, rows = comparison_rows(members)
     table = markdown_table(headers, rows)
+    cards = [((m.get("result") or {}).get("evaluate") or {}).get("provenance") for m in members if m.get("result")]
+    apart = sorted({d for c in cards[1:] for d in differences(cards[0], c)})
+    if apart:  # numbers measured otherwise do not sit in one table without a warning
+        table += "\n\nNot comparable as they stand (their provenance cards differ): " + "; ".join(apart)
     create_markdown_artifact(
         markdown=f"# gan-sweep\n\n{table}\n", key="gan-sweep-comparison", description=f"gan-sweep over {len(members)} configurations"
     )

@@ -35,8 +35,22 @@ from gancore.errors import EvaluationError, GanCoreError
 from gancore.evaluation_jsd import js_lower_bound
 from gancore.io import write_json
 from gancore.layout import Layout
+from gancore.metrics.fid_infinity import fid_infinity
+from gancore.provenance import card
 
-HEADLINE = ("is_mean", "is_std", "kl_divergence", "js_divergence", "fid", "precision", "recall", "density", "coverage", "js_lower_bound")
+HEADLINE = (
+    "is_mean",
+    "is_std",
+    "kl_divergence",
+    "js_divergence",
+    "fid",
+    "fid_infinity",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "js_lower_bound",
+)
 
 
 def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
@@ -70,22 +84,29 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "classifier": ev.classifier if pixels is None else None,
-        "classifier_test_accuracy": None if real_probs is None else _classifier_accuracy(ev.classifier, prepared, idx, real_probs),
+        "classifier_test_accuracy": None
+        if real_probs is None or not real_probs.shape[1]
+        else _classifier_accuracy(ev.classifier, prepared, idx, real_probs),
         "feature_space": _feature_space(params, classifier) if pixels is None else pixels.name,
         "n_generated": len(gen_feat),
         "n_real": len(real_feat),
         "splits": ev.splits,
         "seed": params.seed,
     }
-    if gen_probs is not None and real_probs is not None:
+    if gen_probs is not None and real_probs is not None and gen_probs.shape[1] > 0:
         result.update(probability_metrics(gen_probs, real_probs, splits=ev.splits, seed=params.seed))
     else:
         result.update(
             {key: None for key in ("is_mean", "is_std", "is_real_mean", "is_real_std", "kl_divergence", "js_divergence", "js_distance")}
         )
         result["probability_note"] = (
-            f"{prepared.meta.get('name')} has no class labels, so no domain classifier: the Inception Score and the class "
-            "divergences need one (evaluate.classifier=inception with its weights); the feature metrics use pixel components"
+            (
+                f"{prepared.meta.get('name')} has no class labels, so no domain classifier: the Inception Score and the class "
+                "divergences need one (evaluate.classifier=inception with its weights); the feature metrics use pixel components"
+            )
+            if pixels is not None
+            else f"{getattr(classifier, 'weights', ev.classifier)} carry no classifier layer: features only (FID, KID, "
+            "precision/recall), no Inception Score; torch-fidelity's weights in torch hub's cache add the logits"
         )
     # The k-NN metrics on 10k x 10k float64 distances take minutes on a CPU, seconds on a GPU.
     # (Not on MPS, which has no float64.)
@@ -98,7 +119,9 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     faithful = knn_metrics(real_feat.to(metric_device), train_feat.to(metric_device), pr_k=ev.pr_k, dc_k=ev.dc_k, seed=params.seed)
     result.update({f"{k}_faithful": faithful[k] for k in ("precision", "recall", "density", "coverage")})
     result["faithful_reference"] = f"{len(train_feat)} training examples in place of generated samples, against the same real ones"
+    result.update(fid_infinity(real_feat.to(metric_device), gen_feat.to(metric_device), seed=params.seed))
     result.update(js_lower_bound(real_feat, gen_feat, seed=params.seed).as_dict())
+    result["provenance"] = card(params, prepared, classifier, result["feature_space"], len(real_feat), len(gen_feat), layout)
 
     result = strict_json(result)
     write_json(layout.evaluate_json, result)
@@ -203,6 +226,8 @@ def feature_metrics(real_feat: torch.Tensor, gen_feat: torch.Tensor, *, pr_k: in
 def strict_json(result: dict[str, Any]) -> dict[str, Any]:
     """Non-finite floats -> null, listed in ``non_finite_metrics``; verifies strict JSON."""
     bad = [key for key, value in result.items() if isinstance(value, float) and not math.isfinite(value)]
+    if result.get("fid_curve"):
+        result = {**result, "fid_curve": [[n, v if math.isfinite(v) else None] for n, v in result["fid_curve"]]}
     out = {key: (None if key in bad else value) for key, value in result.items()}
     out["non_finite_metrics"] = ", ".join(bad) if bad else None
     json.dumps(out, allow_nan=False)  # raises if anything non-JSON slipped through

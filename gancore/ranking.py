@@ -17,6 +17,7 @@ HEADLINE_EVALUATE = (
     "is_mean",
     "is_std",
     "fid",
+    "fid_infinity",
     "kid_mean",
     "kl_divergence",
     "js_divergence",
@@ -26,7 +27,17 @@ HEADLINE_EVALUATE = (
     "coverage",
     "js_lower_bound",
 )
-HEADLINE_DIAGNOSE = ("modes_covered", "modes_total", "high_quality_fraction", "mode_kl", "ndb", "ndb_k")
+HEADLINE_DIAGNOSE = (
+    "modes_covered",
+    "modes_total",
+    "high_quality_fraction",
+    "mode_kl",
+    "dispersion_ratio",
+    "duplicate_rate",
+    "copy_c_t",
+    "ndb",
+    "ndb_k",
+)
 
 
 def _number(value: Any) -> float | None:

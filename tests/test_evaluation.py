@@ -34,6 +34,10 @@ LOG2 = math.log(2)
 
 # Keys evaluate.json must always hold (values may be null where documented).
 KEYS = {
+    "fid_infinity",
+    "fid_slope",
+    "fid_curve",
+    "provenance",
     "knn_n",
     "precision_faithful",
     "recall_faithful",

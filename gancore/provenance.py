@@ -1,0 +1,97 @@
+"""The provenance card of a run's metrics: what a number was measured with, so that two numbers
+are compared only when they were measured the same way.
+
+FID moves with the feature network and its weights (66 against 5.33 for one model:
+stylegan2-ada issue 99), the reference split (train against test: 21 against 14), the resizing
+(6 points or more on FFHQ, clean-fid) and the sample size (Chong and Forsyth 2020). The card names
+each: feature network, weights and their hash, resize, input range, n_real, n_generated, the
+reference split, the seed, and the protocol with its version. ``evaluate.json``, the MLflow run
+(tags ``provenance.*``), the Prefect artifact and every comparison carry it; :func:`differences`
+says which field keeps two runs apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+# Bump when a metric's computation changes: numbers of two versions are not comparable.
+PROTOCOL = "gancore-evaluate"
+VERSION = 2
+FIELDS = (
+    "feature_network",
+    "weights",
+    "resize",
+    "input_range",
+    "n_real",
+    "n_generated",
+    "reference_split",
+    "seed",
+    "protocol",
+)
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def card(params: Any, prepared: Any, classifier: Any, feature_space: str, n_real: int, n_generated: int, layout: Any) -> dict[str, Any]:
+    """The card of one evaluation (``classifier`` None: the pixel-component space)."""
+    name = params.evaluate.classifier
+    if params.data_kind == "vector":
+        network, weights, resize, input_range = (
+            "the points themselves (coordinates); classes from the data's Gaussian mixture",
+            "-",
+            "none",
+            "the prepared data's units",
+        )
+    elif classifier is None:
+        network, weights, resize, input_range = (
+            feature_space,
+            f"principal components of the training split (seed {params.seed})",
+            "none (prepared size)",
+            "[-1, 1]",
+        )
+    elif name == "domain":
+        path = Path(layout.classifier)
+        network = f"domain classifier trained in prepare on {prepared.meta.get('name')} ({classifier.feature_dim}-D penultimate features)"
+        weights = f"{path.name} sha256:{_file_hash(path)}" if path.is_file() else "-"
+        resize, input_range = "none (native size)", "[-1, 1]"
+    elif name == "inception_tf":
+        network = "TF inception-2015-12-05 pool3 (2048-D)" + ("" if getattr(classifier, "logits", True) else ", no logits")
+        weights = getattr(classifier, "weights", "torch-fidelity pt_inception-2015-12-05")
+        resize, input_range = "TF1 bilinear to 299x299 (torch-fidelity)", "uint8 0..255, then (x - 128) / 128"
+    else:
+        network, weights = "torchvision Inception-v3 (ImageNet) pool (2048-D)", "IMAGENET1K_V1"
+        resize, input_range = "bilinear to 299x299 (torch)", "[0, 1], ImageNet mean/std"
+    split = "test split" if prepared.meta.get("count_test") else "held-out split"
+    max_real = params.evaluate.max_real
+    return {
+        "feature_network": network,
+        "weights": weights,
+        "resize": resize,
+        "input_range": input_range,
+        "n_real": int(n_real),
+        "n_generated": int(n_generated),
+        "reference_split": f"{prepared.meta.get('name')} {split}"
+        + (f", a seeded subset of {max_real}" if max_real and n_real >= max_real else ""),
+        "seed": int(params.seed),
+        "protocol": f"{PROTOCOL} v{VERSION}",
+    }
+
+
+# What must agree for two runs' numbers to be ranked: every field but the seed (runs over seeds
+# are the very comparison a sweep makes; the seed is on the card to reproduce a number).
+COMPARABLE = tuple(f for f in FIELDS if f != "seed")
+
+
+def differences(a: dict[str, Any] | None, b: dict[str, Any] | None, fields: tuple[str, ...] = COMPARABLE) -> list[str]:
+    """The fields in which two cards differ (a missing card differs in every field)."""
+    if not a or not b:
+        return ["provenance (a run without a card)"]
+    return [f"{f}: {a.get(f)!r} vs {b.get(f)!r}" for f in fields if a.get(f) != b.get(f)]
