@@ -8,8 +8,8 @@ the stages that build networks (loaded through entry points, which no import sta
 :data:`PLUMBING` is left out: modules that move files and names around but compute nothing a
 stage's outputs depend on, so that editing a help text or a path does not rerun training.
 
-``python -m gancore.codedeps`` prints each stage's list in ``dvc.yaml``'s form; a test keeps
-``dvc.yaml`` and the cache key equal to it.
+``python -m gancore.codedeps`` prints each stage's list in ``dvc.yaml``'s form (``--write`` puts
+them into ``dvc.yaml``); a test keeps ``dvc.yaml`` and the cache key equal to it.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def code_digest(stage: str) -> str:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "names", "seeds", "io", "layout", "environment", "progress", "failpoints", "hookspecs"),
     ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
-    ("config", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking"),
+    ("config", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking", "provenance"),
     ("data", "checkpoint", "modelio", "conformance", "classifiers", "partition", "dvcstore"),
     ("diagnostics", "training", "mixture", "sampling", "evaluation", "evaluation_jsd", "probe"),
     ("recorder", "stages", "tracking", "codedeps"),
@@ -307,7 +307,38 @@ def check_dvc(stages: dict) -> list[str]:
     return problems
 
 
-def main() -> int:
+def rewrite_dvc(text: str) -> str:
+    """``dvc.yaml``'s text with each stage's code deps replaced by the derived ones (its other
+    deps, comments and everything else kept as they are)."""
+    lines, out, stage, in_deps = text.split("\n"), [], None, False
+    for line in lines:
+        name = line.strip()[:-1]
+        if line.startswith("  ") and not line.startswith("    ") and line.strip().endswith(":") and name in ENTRY:
+            stage = name
+        if stage and line.startswith("    deps:"):
+            in_deps = True
+            out.append(line)
+            continue
+        if in_deps:
+            if line.startswith("      - ") or line.startswith("      #"):
+                if not line.strip()[2:].startswith(("gancore", PLUGINS)):
+                    out.append(line)
+                continue
+            assert stage is not None
+            out += [f"      - {dep}" for dep in stage_deps(stage)]
+            in_deps = False
+        out.append(line)
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print each stage's code deps; ``--write`` puts them into the repository's dvc.yaml."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--write"]:
+        path = REPO / "dvc.yaml"
+        path.write_text(rewrite_dvc(path.read_text()))
+        print(f"wrote the derived code deps into {path}")
+        return 0
     for stage in ENTRY:
         print(f"{stage}:")
         for dep in stage_deps(stage):

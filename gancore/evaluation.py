@@ -37,20 +37,10 @@ from gancore.io import write_json
 from gancore.layout import Layout
 from gancore.metrics.fid_infinity import fid_infinity
 from gancore.provenance import card
+from gancore.ranking import HEADLINE_EVALUATE
 
-HEADLINE = (
-    "is_mean",
-    "is_std",
-    "kl_divergence",
-    "js_divergence",
-    "fid",
-    "fid_infinity",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-    "js_lower_bound",
-)
+# What the stage returns: the evaluate figures of gancore.ranking.FIGURES.
+HEADLINE = HEADLINE_EVALUATE
 
 
 def evaluate(params: Params, layout: Layout) -> dict[str, Any]:

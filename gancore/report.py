@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from gancore.ranking import FIGURES
+
 
 def fmt(value: Any) -> str:
     """A figure for people: 4 significant digits, ``n/a`` for a missing one."""
@@ -46,20 +48,8 @@ def headline_rows(evaluate: dict[str, Any], diagnose: dict[str, Any]) -> list[tu
     return rows
 
 
-HEADLINE = (
-    ("modes covered", "diagnose", "modes_covered"),
-    ("high-quality fraction", "diagnose", "high_quality_fraction"),
-    ("mode KL", "diagnose", "mode_kl"),
-    ("NDB", "diagnose", "ndb"),
-    ("Inception Score", "evaluate", "is_mean"),
-    ("KL divergence", "evaluate", "kl_divergence"),
-    ("JS divergence", "evaluate", "js_divergence"),
-    ("FID", "evaluate", "fid"),
-    ("precision", "evaluate", "precision"),
-    ("recall", "evaluate", "recall"),
-    ("density", "evaluate", "density"),
-    ("coverage", "evaluate", "coverage"),
-)
+# (label, source, key) of the figures a run's summary shows: gancore.ranking.FIGURES.
+HEADLINE = tuple((f.label, f.source, f.key) for f in FIGURES if f.summary)
 
 
 def run_description(evaluate: dict[str, Any], diagnose: dict[str, Any], params: Any = None, picture: str | None = None) -> str:
