@@ -202,7 +202,7 @@ def code_digest(stage: str) -> str:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "names", "seeds", "io", "layout", "environment", "progress", "failpoints", "hookspecs"),
     ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
-    ("config", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking", "provenance"),
+    ("config", "config_checks", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking", "provenance"),
     ("data", "checkpoint", "modelio", "conformance", "classifiers", "partition", "dvcstore"),
     ("diagnostics", "training", "mixture", "sampling", "evaluation", "evaluation_jsd", "probe"),
     ("recorder", "stages", "tracking", "codedeps"),

@@ -17,15 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gancore.errors import ParamsError
 from gancore.names import (
-    AUGMENTATIONS,
-    FILE_DATASETS,
-    IMAGE_AUGMENTATIONS,
-    VECTOR_AUGMENTATIONS,
     VECTOR_DATASETS,
     ClassifierName,
     DatasetName,
     LossName,
-    parse_policy,
 )
 
 NATIVE_IMAGE_SIZE = {"mnist": 28, "fashion_mnist": 28, "stacked_mnist": 28, "cifar10": 32}
@@ -356,97 +351,12 @@ def validate(tree: dict[str, Any], source: str = "params", check_plugins: bool =
         params = Params.model_validate(tree)
     except ValidationError as exc:
         raise ParamsError(_problems(exc), source) from None
-    problems = _semantic_problems(params, check_plugins)
+    from gancore.config_checks import semantic_problems
+
+    problems = semantic_problems(params, check_plugins)
     if problems:
         raise ParamsError(problems, source)
     return params
-
-
-def _augment_problems(params: Params) -> list[tuple[str, str]]:
-    policy = parse_policy(params.augment.policy)
-    unknown = [p for p in policy if p not in AUGMENTATIONS]
-    if unknown:
-        return [("augment.policy", f"unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(AUGMENTATIONS)} (comma-separated)")]
-    fits = VECTOR_AUGMENTATIONS if params.data_kind == "vector" else IMAGE_AUGMENTATIONS
-    wrong = [p for p in policy if p not in fits]
-    if wrong:
-        return [
-            ("augment.policy", f"{', '.join(wrong)} cannot augment {params.data_kind} data ({params.data.name}); use {', '.join(fits)}")
-        ]
-    if params.augment.adaptive and not policy:
-        return [("augment.adaptive", f"needs augment.policy, e.g. {','.join(fits)}")]
-    return []
-
-
-def _semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    d = params.data
-    if d.name == "image_folder":
-        if not d.path:
-            problems.append(("data.path", "required for data.name=image_folder: a folder of images"))
-        if not d.image_size:
-            problems.append(("data.image_size", "required for data.name=image_folder, e.g. 64"))
-    elif d.name == "points":
-        if not d.path:
-            problems.append(("data.path", "required for data.name=points: a .npy or .csv file of numeric columns, one row per point"))
-        else:
-            from gancore.data.points import PointsError, point_dims
-
-            try:
-                point_dims(d.path)
-            except PointsError as exc:
-                problems.append(("data.path", str(exc)))
-    elif d.path:
-        problems.append(("data.path", f"only used by {' and '.join(FILE_DATASETS)}, not {d.name}; remove it"))
-    if d.name in VECTOR_DATASETS and d.image_size:
-        problems.append(("data.image_size", f"{d.name} is vector data; remove image_size"))
-    if params.evaluate.classifier != "domain" and params.data_kind == "vector":
-        problems.append(("evaluate.classifier", f"{params.evaluate.classifier} needs images; {d.name} is vector data: use domain"))
-    if params.n_samples < params.evaluate.splits:
-        problems.append(
-            (
-                "sample.n",
-                f"{params.n_samples} samples cannot fill evaluate.splits={params.evaluate.splits}; use at least as many samples as splits",
-            )
-        )
-    t = params.train
-    if t.monitor_every is None:
-        if t.keep_best is not None:
-            problems.append(("train.keep_best", "needs the collapse monitor: set train.monitor_every (e.g. 500) or keep_best=null"))
-        if t.on_collapse != "continue":
-            problems.append(
-                (
-                    "train.on_collapse",
-                    f"{t.on_collapse} needs the collapse monitor: set train.monitor_every (e.g. 500) or on_collapse=continue",
-                )
-            )
-    if params.sample.generator == "best" and t.keep_best is None:
-        problems.append(("sample.generator", "best needs train.keep_best (e.g. high_quality_fraction); or use sample.generator=last"))
-    if params.mixture.enabled and params.mixture.partition == "labels" and params.data_kind == "vector":
-        problems.append(("mixture.partition", f"{d.name} is unlabelled vector data: use kmeans (or auto)"))
-    problems += _augment_problems(params)
-    m = params.mixture
-    if m.parts != "auto" and int(m.parts) > m.max_parts:
-        problems.append(("mixture.parts", f"{m.parts} is more than mixture.max_parts={m.max_parts}; raise max_parts or use fewer parts"))
-    if check_plugins:
-        from gancore.registry import architectures, resolve_options
-
-        archs = architectures()
-        reg = archs.get(params.model.arch)
-        if reg is None:
-            problems.append(("model.arch", f"{params.model.arch!r} is not an installed architecture; allowed: {', '.join(sorted(archs))}"))
-        else:
-            arch = reg.architecture
-            if params.data_shape != (0,) and not arch.supports(params.data_shape):
-                supported = ", ".join(str(s) for s in arch.shapes) or ", ".join(sorted(arch.kinds))
-                problems.append(
-                    ("model.arch", f"{arch.name} does not support data shape {params.data_shape} of {d.name}; it supports: {supported}")
-                )
-            try:
-                resolve_options(arch, params.model.options)
-            except ValueError as exc:
-                problems.append(("model.options", str(exc)))
-    return problems
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None, check_plugins: bool = True) -> Params:
