@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import mean_se, pm, run_stages  # noqa: E402
+from runs import add_run_arguments, mean_se, pm, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS_FILE = "blobs5.csv"
@@ -210,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="seeds of the defaults table (default 10; --tiny: 1)")
     parser.add_argument("--remedy-seeds", type=int, help="seeds of the remedies table (default 3; --tiny: 1)")
     parser.add_argument("--data", action="append", choices=DATA_SETS, help="data sets of the defaults table (default: all)")
-    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="parallel single-threaded runs")
-    parser.add_argument("--tiny", action="store_true", help="seconds per run, for CI")
-    parser.add_argument("--json", type=Path, help="also write every run and the summaries here")
-    parser.add_argument("--out", type=Path, help="keep the runs' folders here (default: a temporary folder)")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 10)
     remedy_seeds = args.remedy_seeds if args.remedy_seeds is not None else (1 if args.tiny else 3)

@@ -22,7 +22,6 @@ of the effect is comparable, not the numbers).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import mean_se, pm, run_stages  # noqa: E402
+from runs import add_run_arguments, mean_se, pm, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ("mnist", "fashion_mnist")
@@ -161,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", action="append", choices=list(SETTINGS), help="augmentations (default: all)")
     parser.add_argument("--seeds", type=int, help="seeds per configuration (default 3; --tiny: 1)")
     parser.add_argument("--steps", type=int, help="generator steps of every run (default 1000; --tiny: 4)")
-    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="parallel single-threaded runs")
-    parser.add_argument("--tiny", action="store_true", help="seconds per run, for CI")
-    parser.add_argument("--json", type=Path, help="also write every run and the summary here")
-    parser.add_argument("--out", type=Path, help="keep the runs' folders here (default: a temporary folder)")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
     steps = args.steps if args.steps is not None else (4 if args.tiny else 1000)

@@ -3,10 +3,12 @@ summarising seeds as mean +- standard error."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -34,3 +36,11 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 def pm(value: tuple[float, float], digits: int) -> str:
     mean, se = value
     return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f"+-{se:.{digits}f}")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every seeded quality benchmark takes: workers, --tiny, --json, --out."""
+    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="parallel single-threaded runs")
+    parser.add_argument("--tiny", action="store_true", help="seconds per run, for CI (numbers meaningless)")
+    parser.add_argument("--json", type=Path, help="also write every run and the summary here")
+    parser.add_argument("--out", type=Path, help="keep the runs' folders here (default: a temporary folder)")
