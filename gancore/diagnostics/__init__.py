@@ -76,6 +76,7 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         dynamics = {**(dynamics or {}), "discriminator_overfitting": overfitting}
 
     figures = {
+        **_coverage_figures(layout),
         "dataset": data.meta.get("name", params.data.name),
         "kind": data.kind,
         "n_samples": int(len(samples)),
@@ -123,6 +124,16 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         "mode_kl": result["mode_kl"],
         "ndb": result["ndb"],
     }
+
+
+def _coverage_figures(layout: Layout) -> dict[str, Any]:
+    """Precision and coverage beside a faithful generator's, from ``evaluate.json`` when the
+    evaluate stage ran (the variety the samples cover; see the verdict's coverage rule)."""
+    if not layout.evaluate_json.is_file():
+        return {}
+    evaluation = read_json(layout.evaluate_json)
+    keys = ("precision", "coverage", "precision_faithful", "coverage_faithful", "knn_n")
+    return {f"evaluate_{k}": evaluation.get(k) for k in keys}
 
 
 def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:

@@ -14,7 +14,9 @@ Precedence (the first that holds wins; the others are still listed under ``findi
    "samples that differ little"): their spread within modes is below ``DISPERSION_LOW`` of the
    data's (significantly), or one mode is reduced to nearly a point (below ``PAIRWISE_TINY``), or
    near duplicates exceed twice their chance rate (:mod:`gancore.diagnostics.diversity`: each
-   measure calibrated on real data, so a faithful generator sits at chance).
+   measure calibrated on real data, so a faithful generator sits at chance), or (when evaluate
+   ran) realistic samples cover less than ``SHARE_LOW`` of the variety a faithful generator covers
+   (coverage against training examples in the samples' place, at equal n).
 5. ``data_copying`` -- the generator reproduces its training data: generated samples lie closer to
    training points than held-out real points do (Meehan et al.'s C_T below ``COPY_Z``) and more
    than twice the chance share of them lie closer than the held-out data's low quantile.
@@ -83,6 +85,10 @@ QUALITY_SHARE_LOW = 0.75
 MISSING_MODES_SDS = 3.0
 # Samples spread less than half as far as the data inside their modes (a quarter of the variance).
 DISPERSION_LOW = 0.5
+# Realistic samples (precision at least this share of a faithful generator's at equal n) that
+# cover less than this share of what a faithful generator covers (coverage, Naeem et al. 2020):
+# a fifth of the data's variety is missing, though every sample looks right.
+SHARE_LOW = 0.8
 # Twice the chance rate of a faithful generator (the calibration quantile), and 3 sd above it
 # (sd of a proportion of mutually-nearest pairs: sqrt(2 q (1 - q) / n)).
 CHANCE_FACTOR = 2.0
@@ -187,6 +193,26 @@ def _inside(f: Mapping[str, Any], out: _Findings) -> None:
             dispersion_min=f["dispersion_min"],
             dispersion_min_mode=f.get("dispersion_min_mode"),
             threshold=PAIRWISE_TINY,
+        )
+    coverage, faithful = f.get("evaluate_coverage"), f.get("evaluate_coverage_faithful")
+    precision, precision_faithful = f.get("evaluate_precision"), f.get("evaluate_precision_faithful")
+    if (
+        coverage is not None
+        and faithful
+        and precision is not None
+        and precision_faithful
+        and precision >= SHARE_LOW * precision_faithful
+        and coverage < SHARE_LOW * faithful
+    ):
+        out.add(
+            "intra_mode_collapse",
+            f"realistic samples (precision {precision:.2f}, a faithful generator {precision_faithful:.2f}) cover only "
+            f"{coverage / faithful:.0%} of the real variety a faithful generator covers (coverage {coverage:.2f} against {faithful:.2f})",
+            coverage=coverage,
+            coverage_faithful=faithful,
+            precision=precision,
+            precision_faithful=precision_faithful,
+            threshold=SHARE_LOW,
         )
     rate, q = f.get("duplicate_rate"), f.get("duplicate_quantile")
     if above_chance(rate, q, f.get("duplicate_points")):
@@ -332,7 +358,7 @@ _HEADLINES = {
     "complete_collapse": "Complete mode collapse: nearly all samples are the same.",
     "vanishing_gradients": "Vanishing generator gradients: the discriminator rejects the samples and the generator stopped learning.",
     "partial_collapse": "Partial mode collapse: some modes of the data are missing from the samples.",
-    "intra_mode_collapse": "Collapse inside the modes: every mode is there, but the samples in it differ too little.",
+    "intra_mode_collapse": "Collapse inside the modes: every mode is there, but its samples differ too little or cover too little of its variety.",
     "data_copying": "Data copying: the generator reproduces its training data instead of new samples like them.",
     "discriminator_overfitting": "The discriminator memorises its training data: it tells training examples from held-out real ones.",
     "not_converged": "Not converged: the generator has not (yet) learned the data.",

@@ -165,3 +165,18 @@ def test_points_file_finds_its_own_clusters(prepared):
     assert modes["estimated"] and modes["count"] == len(HELD_OUT_CENTRES)
     assert modes["selection"]["chosen"] == len(HELD_OUT_CENTRES)
     assert math.isclose(sum(modes["weights"]), 1.0, rel_tol=1e-9)
+
+
+def test_realistic_samples_covering_too_little_variety_are_not_healthy():
+    """The README's MNIST example before this check: 10/10 classes, 97 % high quality, sharp
+    samples (precision 0.75 against 0.87 for training images in their place) that cover 0.70 of
+    the real data where a faithful generator covers 0.94: a quarter of the variety is missing."""
+    from gancore.diagnostics.verdict import decide
+
+    base = {"modes_total": 10, "modes_covered": 10, "modes_expected": 10.0, "high_quality_fraction": 0.973, "dispersion_ratio": 0.93}
+    seen = {"evaluate_precision": 0.75, "evaluate_precision_faithful": 0.87, "evaluate_coverage_faithful": 0.94}
+    out = decide({**base, **seen, "evaluate_coverage": 0.70})
+    assert out["verdict"] == "intra_mode_collapse" and "cover only 74% of the real variety" in out["explanation"]
+    # A faithful generator's own coverage is fine; unrealistic samples are not called collapsed on coverage.
+    assert decide({**base, **seen, "evaluate_coverage": 0.93})["verdict"] == "healthy"
+    assert decide({**base, **seen, "evaluate_precision": 0.3, "evaluate_coverage": 0.2})["verdict"] == "healthy"
