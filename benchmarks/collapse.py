@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="seeds of the defaults table (default 10; --tiny: 1)")
     parser.add_argument("--remedy-seeds", type=int, help="seeds of the remedies table (default 3; --tiny: 1)")
     parser.add_argument("--data", action="append", choices=DATA_SETS, help="data sets of the defaults table (default: all)")
+    parser.add_argument("--baseline", action="append", choices=list(BASELINES), help="baselines of the remedies table (default: all)")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 10)
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             if "remedies" in tables:
                 jobs += [
                     pool.submit(run_one, BASELINES[k][0], k, s, [*sets, *BASELINES[k][1]], root)
-                    for k in BASELINES
+                    for k in args.baseline or BASELINES
                     for s in range(remedy_seeds)
                 ]
             followers = []

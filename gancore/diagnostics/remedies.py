@@ -104,6 +104,10 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
     if name in ("vanishing_gradients", "not_converged"):
         if name == "not_converged" and context.get("steps"):
             out.append(Remedy("longer", LONGER, (f"train.steps={2 * int(context['steps'])}",)))
+        if name == "not_converged" and not context.get("mixture") and (context.get("modes_total") or 0) > 1:
+            # Several modes one GAN has not learned: parts are each one easy mode (benchmarks/collapse.py:
+            # grid25's not-converged single GANs reach every mode at the protocol's ceiling as a mixture).
+            out.append(Remedy("mixture", SEPARATE, ("mixture.enabled=true",)))
         bn = (dynamics or {}).get("bn_drift")
         if name == "vanishing_gradients" or dynamics is None or bn is None or bn.get("flag"):
             # No batch norm in the generator (no drift logged), or its statistics never settled.
