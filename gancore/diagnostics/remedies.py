@@ -38,8 +38,17 @@ class Remedy:
         return {"name": self.name, "sets": list(self.sets), "cause": self.cause, "caveat": self.caveat}
 
 
-# Packing at this project's budget, measured by benchmarks/collapse.py (README "Curing mode collapse").
-PACKING_CAVEAT = None
+# What benchmarks/collapse.py measured of the remedies that did not help there (README, "Curing
+# mode collapse"): they stay proposed, with the measurement beside them.
+PACKING_CAVEAT = (
+    "in benchmarks/collapse.py at this project's budget (5,000 steps) packing covered more grid25 modes than one GAN "
+    "but lowered its high-quality share, and did not lift a minimax GAN with a dominant discriminator out of collapse; "
+    "PacGAN's gains were measured at 400k steps"
+)
+AUGMENT_COLLAPSE_CAVEAT = (
+    "in benchmarks/collapse.py augmentation did not cure a collapsed single GAN; it answers a discriminator that "
+    "memorises a small data set (benchmarks/data_limited.py)"
+)
 SEPARATE = "train separate GANs for different modes (a mixture of GANs, one per cluster or class of the data) and mix their samples"
 DIVERSE = "train on more diverse data (more examples, or augmentation that the discriminator sees on real and generated samples)"
 NON_SATURATING = "use the non-saturating generator loss -log D(G(z)), whose gradient does not vanish when D rejects the samples"
@@ -54,7 +63,7 @@ AUGMENT = (
 )
 
 
-def _more_data(context: Mapping[str, Any]) -> Remedy:
+def _more_data(context: Mapping[str, Any], for_collapse: bool) -> Remedy:
     """More diverse data in its practical form: augmentation with settings (none when the run
     already augments adaptively: then only more examples remain)."""
     from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
@@ -62,7 +71,8 @@ def _more_data(context: Mapping[str, Any]) -> Remedy:
     if context.get("augment_adaptive"):
         return Remedy("more_data", DIVERSE)
     policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
-    return Remedy("augment", AUGMENT, (f"augment.policy={policy}", "augment.adaptive=true"))
+    caveat = AUGMENT_COLLAPSE_CAVEAT if for_collapse else None
+    return Remedy("augment", AUGMENT, (f"augment.policy={policy}", "augment.adaptive=true"), caveat=caveat)
 
 
 def _packing(m: int) -> Remedy:
@@ -95,9 +105,9 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         elif context.get("mixture_parts") == 1:  # unlabelled images trained as one part: split them
             out.append(Remedy("mixture", SEPARATE, ("mixture.partition=kmeans",)))
         out += [_packing(m) for m in (2, 4) if pack < m]
-        out.append(_more_data(context))
+        out.append(_more_data(context, for_collapse=True))
     if name in ("data_copying", "discriminator_overfitting"):
-        out.append(_more_data(context))
+        out.append(_more_data(context, for_collapse=False))
         steps = int(context.get("steps") or 0)
         if steps and context.get("monitor_every"):
             out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best")))
@@ -133,7 +143,10 @@ def causes(loss: str | None, dynamics: Mapping[str, Any] | None) -> list[str]:
 
 def plan(verdicts: Sequence[str], loss: str | None, dynamics: Mapping[str, Any] | None, context: Mapping[str, Any]) -> list[Remedy]:
     """The remedies for ``verdicts`` (the verdict first, then every other finding's), causes first."""
-    order = [*causes(loss, dynamics), *dict.fromkeys(v for v in verdicts if v != "healthy")]
+    # A discriminator that memorises its data is a cause too (of poor samples, of collapse):
+    # its remedy, augmentation without the collapse caveat, goes with the causes.
+    memorising = ["discriminator_overfitting"] if "discriminator_overfitting" in verdicts else []
+    order = [*causes(loss, dynamics), *memorising, *dict.fromkeys(v for v in verdicts if v != "healthy")]
     if not [v for v in verdicts if v != "healthy"]:
         return []
     seen: set[str] = set()
