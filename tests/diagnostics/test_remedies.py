@@ -93,7 +93,7 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
 
 def test_a_memorising_discriminator_is_a_cause_and_its_augmentation_carries_no_collapse_caveat():
     out = plan(["partial_collapse", "discriminator_overfitting"], "non_saturating", None, {**SINGLE, "kind": "image"})
-    assert [r.name for r in out][:2] == ["augment", "mixture"] and out[0].caveat is None
+    assert [r.name for r in out][:3] == ["augment", "earlier", "mixture"] and out[0].caveat is None
     collapsed = plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "kind": "image"})
     assert next(r for r in collapsed if r.name == "augment").caveat.startswith("in benchmarks/collapse.py")
     assert next(r for r in collapsed if r.name == "pack2").caveat.startswith("in benchmarks/collapse.py")
