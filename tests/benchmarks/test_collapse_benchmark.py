@@ -22,6 +22,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("collapse") / "collapse.json"
     stdout = io.StringIO()
     argv = ["--tiny", "--seeds", "2", "--data", "ring8", "--data", "points", "--workers", "2", "--json", str(out)]
+    argv += ["--baseline", "ring8/GAN", "--baseline", "grid25/GAN"]  # the minimax one's 5 D steps: the full run has it
     with contextlib.redirect_stdout(stdout):
         assert collapse.main(argv) == 0
     return stdout.getvalue(), json.loads(out.read_text())
@@ -47,7 +48,7 @@ def test_summary_is_mean_and_standard_error_of_the_runs(tiny_run):
 def test_every_remedy_a_baseline_proposed_ran_on_its_seed(tiny_run):
     _, result = tiny_run
     baselines = [r for r in result["runs"] if r["label"] in collapse.BASELINES]
-    assert sorted(r["label"] for r in baselines) == sorted(collapse.BASELINES)
+    assert sorted(r["label"] for r in baselines) == ["grid25/GAN", "ring8/GAN"]
     followers = [r for r in result["runs"] if r.get("baseline")]
     proposed = sorted((b["label"], b["seed"], m["name"]) for b in baselines for m in b["remedies"])
     assert sorted((r["baseline"], r["seed"], r["remedy"]) for r in followers) == proposed
