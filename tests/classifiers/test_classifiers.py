@@ -433,6 +433,8 @@ def _no_network(*args, **kwargs):
 def test_missing_weights_offline_name_file_folder_and_url(tmp_path, monkeypatch, name, filename, url):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", _no_network)
+    # Without the offline package (gancore[inception]) the TF weights can only come from the URL.
+    monkeypatch.setattr("gancore.classifiers.tf_weights.weights_file", lambda: None)
     start = time.perf_counter()
     with pytest.raises(EvaluationError) as err:
         load_classifier(name, Layout(tmp_path))
@@ -445,7 +447,7 @@ def test_missing_weights_offline_name_file_folder_and_url(tmp_path, monkeypatch,
 def test_inception_tf_without_torch_fidelity(monkeypatch):
     # A None entry in sys.modules makes the import raise ImportError, as if not installed.
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
-    with pytest.raises(EvaluationError, match="pip install torch-fidelity"):
+    with pytest.raises(EvaluationError, match=r"needs torch-fidelity.*pip install 'gancore\[inception\]'"):
         load_classifier("inception_tf", Layout("."))
 
 

@@ -27,6 +27,9 @@ def ui(tmp_path_factory):
     import os
 
     root = tmp_path_factory.mktemp("ui-project")
+    # A project of its own (a DVC repository), so its runs go to its mlflow.db, not the one of the
+    # repository the tests run from (gancore.layout.find_project_root).
+    (root / ".dvc").mkdir()
     write_params(root / "params.yaml", tracking={"experiment": "gancore-ui"})
     saved = os.environ.pop("MLFLOW_TRACKING_URI")  # the project's own mlflow.db, as for a user
     runs = []
