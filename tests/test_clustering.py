@@ -22,7 +22,7 @@ def _blobs(centres, sds, weights, n, seed):
 @pytest.mark.parametrize("name, count", [("ring8", 8), ("grid25", 25)])
 def test_the_benchmarks_modes_are_found_over_seeds(name, count):
     for seed in range(3):
-        x = prepare_toy(name, seed, 5000, 100).train
+        x = prepare_toy(name, seed, 2500, 100).train
         assert select_clusters(x, 50, seed).k == count
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from gancore.clustering import kmeans, nearest
@@ -41,12 +42,14 @@ COPY_MAX_TRAIN = 20_000
 COPY_MAX_GENERATED = 5_000
 COPY_CELLS = 20
 COPY_MIN_PER_CELL = 20
+# Up to this many dimensions nearest neighbours come from a k-d tree (exact); above, from cdist.
+KD_TREE_DIMS = 16
 _CHUNK = 2048
 
 
 def _points(x: Any) -> torch.Tensor:
     x = torch.as_tensor(x).reshape(len(x), -1)
-    return x.double() if x.shape[1] <= 16 else x.float()
+    return x.double() if x.shape[1] <= KD_TREE_DIMS else x.float()
 
 
 def _spread(x: torch.Tensor) -> tuple[float, float]:
@@ -106,10 +109,21 @@ def dispersion(generated: Any, real: Any, gen_labels: Any, real_labels: Any, mod
 
 def _nn_distances(x: torch.Tensor, ref: torch.Tensor, exclude_self: bool) -> torch.Tensor:
     """Each row's distance to its nearest row of ``ref`` (itself excluded when ``x`` is ``ref``)."""
-    exact = x.shape[1] <= 16
+    if x.shape[1] <= KD_TREE_DIMS:
+        # Few dimensions: a k-d tree finds the exact neighbour in O(n log n), where the full
+        # distance matrix costs n x m (2,500 samples against 20,000 training points: 10x slower).
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(ref.double().numpy())
+        dist, idx = tree.query(x.double().numpy(), k=2 if exclude_self else 1)
+        if exclude_self:
+            # Row i's first hit is itself, or a duplicate of it (then at distance 0 all the same).
+            own = idx[:, 0] == np.arange(len(x))
+            dist = np.where(own, dist[:, 1], dist[:, 0])
+        return torch.from_numpy(np.asarray(dist, dtype=np.float64)).to(x.dtype)
     out = []
     for start in range(0, len(x), _CHUNK):
-        d = torch.cdist(x[start : start + _CHUNK], ref, compute_mode="donot_use_mm_for_euclid_dist" if exact else "use_mm_for_euclid_dist")
+        d = torch.cdist(x[start : start + _CHUNK], ref, compute_mode="use_mm_for_euclid_dist")
         if exclude_self:
             idx = torch.arange(start, min(start + _CHUNK, len(x)))
             d[idx - start, idx] = math.inf

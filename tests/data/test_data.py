@@ -35,7 +35,8 @@ MNIST_MD5 = dict(torchvision.datasets.MNIST.resources)
 
 
 def make_params(seed: int = 0, **data):
-    return validate({"seed": seed, "data": {"classifier_epochs": 0, **data}}, check_plugins=False)
+    # No mixture: these tests are about the data; the partition has tests/test_mixture.py.
+    return validate({"seed": seed, "data": {"classifier_epochs": 0, **data}, "mixture": {"enabled": False}}, check_plugins=False)
 
 
 def find_mirror() -> Path | None:
