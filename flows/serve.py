@@ -22,21 +22,20 @@ from typing import Any
 
 from gancore_flows import prefect_api
 
-DESCRIPTIONS = {
-    "gan-pipeline": "The GAN pipeline on params.yaml; any section field overrides it.",
-    "gan-sweep": "gan-pipeline over architectures x losses x seeds, with a comparison table.",
-    "gan-mixture": "A mixture of GANs, one per part of the data, trained in parallel and scored as one model.",
-    "gan-remedy": "gan-pipeline, then the remedies its diagnosis names, ranked; the winner gets the registry alias best.",
-}
+# Every flow served and deployed, as ``module:function`` in gancore_flows. Adding a flow: its own
+# module with an ``@flow(name=..., description=...)`` (the description is the deployment's), and
+# one entry here.
+FLOWS: tuple[str, ...] = ("pipeline:gan_pipeline", "sweep:gan_sweep", "mixture:gan_mixture", "remedy:gan_remedy")
 
 
 def flows() -> list[Any]:
-    from gancore_flows.mixture import gan_mixture
-    from gancore_flows.pipeline import gan_pipeline
-    from gancore_flows.remedy import gan_remedy
-    from gancore_flows.sweep import gan_sweep
+    import importlib
 
-    return [gan_pipeline, gan_sweep, gan_mixture, gan_remedy]
+    out = []
+    for entry in FLOWS:
+        module, _, name = entry.partition(":")
+        out.append(getattr(importlib.import_module(f"gancore_flows.{module}"), name))
+    return out
 
 
 def deployments(params_file: str | Path, name: str = "default", **options: Any) -> list[Any]:
@@ -55,7 +54,6 @@ def deployments(params_file: str | Path, name: str = "default", **options: Any) 
             parameters={"params_file": str(path)},
             tags=["gancore"],
             entrypoint_type=EntrypointType.MODULE_PATH,
-            description=DESCRIPTIONS[fl.name],
             **options,
         )
         deployment._parameter_openapi_schema = form_hints(deployment._parameter_openapi_schema, path)

@@ -82,21 +82,61 @@ class GanLoss:
     gp_weight: float = 0.0
 
 
-_OBJECTIVES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
-    "minimax": (_minimax_d, _minimax_g),
-    "non_saturating": (_minimax_d, _non_saturating_g),
-    "wasserstein_gp": (_wasserstein_d, _critic_g),
-    "hinge": (_hinge_d, _critic_g),
-    "least_squares": (_least_squares_d, _least_squares_g),
+@dataclass(frozen=True)
+class LossSpec:
+    """One loss in the registry: its objectives and what the diagnostics may assume of it.
+
+    ``sigmoid``: D is a sigmoid classifier trained on V (Goodfellow 2014), so D(x) = 1/2 and V =
+    -log 4 at the equilibrium and D(G(z)) near 0 means the generator's gradients vanish; for other
+    critics the logged "probabilities" are sigmoids of unbounded scores. ``saturating``: G's
+    objective flattens where D rejects the fakes (the non-saturating one is its remedy).
+    ``penalty``: the trainer adds a gradient penalty of weight ``loss.gp_weight``.
+    """
+
+    name: str
+    d: Callable[[Tensor, Tensor], Tensor]
+    g: Callable[[Tensor], Tensor]
+    sigmoid: bool = False
+    saturating: bool = False
+    penalty: bool = False
+
+
+# Adding a loss: its two objectives above, one entry here, and its name in ``names.LossName``
+# (what params validate; tests/test_losses.py checks that the two agree).
+REGISTRY: dict[str, LossSpec] = {
+    spec.name: spec
+    for spec in (
+        LossSpec("minimax", _minimax_d, _minimax_g, sigmoid=True, saturating=True),
+        LossSpec("non_saturating", _minimax_d, _non_saturating_g, sigmoid=True),
+        LossSpec("wasserstein_gp", _wasserstein_d, _critic_g, penalty=True),
+        LossSpec("hinge", _hinge_d, _critic_g),
+        LossSpec("least_squares", _least_squares_d, _least_squares_g),
+    )
 }
 
 
+def spec(name: str | None) -> LossSpec | None:
+    """The registry entry of ``name``; None for a name it does not hold (an old run's log)."""
+    return REGISTRY.get(name or "")
+
+
+def is_sigmoid(name: str | None) -> bool:
+    found = spec(name)
+    return bool(found and found.sigmoid)
+
+
+def is_saturating(name: str | None) -> bool:
+    found = spec(name)
+    return bool(found and found.saturating)
+
+
 def get_loss(name: str, gp_weight: float = 10.0) -> GanLoss:
-    """The objective called ``name`` (``loss.name`` in params); ``gp_weight`` only for wasserstein_gp."""
-    if name not in _OBJECTIVES:
+    """The objective called ``name`` (``loss.name`` in params); ``gp_weight`` only where the loss
+    has a gradient penalty."""
+    found = spec(name)
+    if found is None:
         raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
-    d, g = _OBJECTIVES[name]
-    return GanLoss(name, d, g, gp_weight if name == "wasserstein_gp" else 0.0)
+    return GanLoss(name, found.d, found.g, gp_weight if found.penalty else 0.0)
 
 
 def gradient_penalty(

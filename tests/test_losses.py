@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from gancore.losses import get_loss, gradient_penalty, minimax_value
+from gancore.losses import REGISTRY, get_loss, gradient_penalty, is_saturating, is_sigmoid, minimax_value, spec
 from gancore.names import LOSSES
 
 L_REAL = torch.tensor([2.0, -1.0, 0.5, 0.0], dtype=torch.float64)
@@ -145,3 +145,34 @@ def test_saturating_generator_gradient_vanishes_non_saturating_does_not():
         assert _grad_of_g_loss("non_saturating", logit) == pytest.approx(-1 / (1 + math.exp(logit)), rel=1e-9)
     assert abs(_grad_of_g_loss("minimax", -30.0)) < 1e-12
     assert _grad_of_g_loss("non_saturating", -30.0) == pytest.approx(-1.0, rel=1e-12)
+
+
+# -- the registry: one entry per loss, and what the diagnostics read from it ---------------------
+
+
+def test_the_registry_holds_exactly_the_names_params_accept():
+    assert tuple(REGISTRY) == LOSSES
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_sigmoid_flag_means_the_d_loss_is_log4_where_d_says_one_half(name):
+    """The diagnostics read 'sigmoid' as: D(x) = sigmoid(logit), equilibrium at D = 1/2 with D's
+    loss log 4. That holds for the flagged losses and for no other (hinge: 2, LS: 1/2, W: 0)."""
+    zero = torch.zeros(8)
+    at_half = REGISTRY[name].d(zero, zero).item()
+    assert (abs(at_half - math.log(4)) < 1e-6) == is_sigmoid(name)
+
+
+@pytest.mark.parametrize("name", [n for n in LOSSES if is_sigmoid(n)])
+def test_saturating_flag_means_g_gets_no_gradient_where_d_rejects_the_fakes(name):
+    """Where D is sure the fakes are fake (logit -10, D = 4.5e-5), a saturating G objective has a
+    gradient of about sigmoid(-10) per sample; the non-saturating one of about 1."""
+    logits = torch.full((4,), -10.0, requires_grad=True)
+    (grad,) = torch.autograd.grad(REGISTRY[name].g(logits), logits)
+    per_sample = grad.abs().mean().item() * 4
+    assert (per_sample < 1e-3) == is_saturating(name)
+    assert per_sample < 1e-3 or per_sample > 0.99
+
+
+def test_names_the_registry_does_not_hold_are_neither_sigmoid_nor_saturating():
+    assert not is_sigmoid("an_old_loss") and not is_saturating(None) and spec("an_old_loss") is None

@@ -26,9 +26,9 @@ import numpy as np
 
 from gancore import trainlog
 from gancore.errors import EvaluationError
+from gancore.losses import is_sigmoid
 
 REQUIRED = ("step", "loss_d", "loss_g", "d_real", "d_fake", "value", "grad_norm_g")
-SIGMOID_LOSSES = ("minimax", "non_saturating")
 
 LOG4 = math.log(4.0)
 # "Late" and "early" are the last and first 20 % of the rows: long enough to average minibatch
@@ -201,7 +201,7 @@ def analyse_dynamics(log: Mapping[str, np.ndarray], loss: str) -> dict[str, Any]
         raise EvaluationError("the training log has a header but no rows; train for at least one log interval")
     w = _window(n)
     late = {k: v[-w:] for k, v in log.items()}
-    sigmoid = loss in SIGMOID_LOSSES
+    sigmoid = is_sigmoid(loss)
     return {
         "loss": loss,
         "rows": n,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from gancore.io import atomic_path, save_figure
+from gancore.losses import is_sigmoid
 
 LOG4 = math.log(4.0)
 
@@ -84,7 +85,7 @@ def plot_dynamics(path: str | Path, log: Mapping[str, np.ndarray], loss: str) ->
     ax = axes[1]
     ax.plot(step, log["loss_d"], label="loss D")
     ax.plot(step, log["loss_g"], label="loss G")
-    if loss in ("minimax", "non_saturating"):
+    if is_sigmoid(loss):
         # D minimises -V, whose equilibrium value is log 4; V itself is logged in "value".
         ax.plot(step, log["value"], label="V(D,G)", alpha=0.7)
         ax.axhline(LOG4, color="k", ls="--", lw=1, label="log 4 (D loss at equilibrium)")

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gancore.losses import is_saturating
+
 
 @dataclass(frozen=True)
 class Remedy:
@@ -134,7 +136,7 @@ def causes(loss: str | None, dynamics: Mapping[str, Any] | None) -> list[str]:
     found = []
     vanishing = ((dynamics or {}).get("vanishing_gradients") or {}).get("flag")
     dominance = ((dynamics or {}).get("dominance") or {}).get("flag")
-    if loss == "minimax" and (vanishing or dominance):
+    if is_saturating(loss) and (vanishing or dominance):
         found.append("saturating_loss")
     if dominance:
         found.append("dominant_discriminator")
