@@ -10,7 +10,7 @@
    printed, and an MLflow parent run whose children are the member runs. The winner's registered
    model version gets the registry alias ``best`` when it is healthy.
 
-``python -m gancore_flows.remedy -S data.name=grid25 [--runner dask] [--workers 3]``
+``python -m gancore_flows.remedy -S data.name=grid25 [--runner dask] [--workers 3] [--remedies mixture,longer]``
 """
 
 # No `from __future__ import annotations`: Prefect builds the parameter model from the real
@@ -114,9 +114,12 @@ def gan_remedy(
     address: Optional[str] = None,
     params_file: str = "params.yaml",
     sets: Optional[list[str]] = None,
+    remedies: Optional[list[str]] = None,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
-    """The baseline on params.yaml plus the overrides, then its diagnosis's remedies (see the module doc)."""
+    """The baseline on params.yaml plus the overrides, then its diagnosis's remedies (see the module
+    doc); ``remedies``: only these of them, by name (e.g. ``["mixture", "longer"]``; default: all)."""
+    check_remedy_names(remedies)
     params_path = Path(params_file).resolve()
     root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, sets)
@@ -134,6 +137,16 @@ def gan_remedy(
         rows: list[dict[str, Any]] = [{"label": "baseline", "extra": [], "result": baseline}]
         diagnosis = baseline.get("diagnose") or {}
         plan = [] if diagnosis.get("verdict") == "healthy" else [r for r in diagnosis.get("remedy_settings") or [] if r.get("sets")]
+        if remedies is not None:
+            skipped = [r["name"] for r in plan if r["name"] not in remedies]
+            unproposed = [n for n in remedies if n not in {r["name"] for r in plan}]
+            plan = [r for r in plan if r["name"] in remedies]
+            if skipped or unproposed:
+                print(
+                    f"remedies chosen: {', '.join(r['name'] for r in plan) or 'none'}"
+                    + (f"; not run: {', '.join(skipped)}" if skipped else "")
+                    + (f"; not proposed by this diagnosis: {', '.join(unproposed)}" if unproposed else "")
+                )
         if plan:
             members = [
                 {"label": r["name"], "extra": list(r["sets"]), "overrides": overrides, "sets": [*(sets or []), *r["sets"]]} for r in plan
@@ -191,19 +204,41 @@ def gan_remedy(
     ]
 
 
+def check_remedy_names(names: Optional[list[str]]) -> None:
+    from gancore.diagnostics.remedies import NAMES
+
+    unknown = [n for n in names or [] if n not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown remedy {', '.join(map(repr, unknown))}; choose from {', '.join(NAMES)}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.remedy", description="Run the gan-remedy flow in this process.")
     add_params_arguments(parser)
     parser.add_argument("--runner", choices=RUNNERS, default="process", help="where the remedies run (default: a local process pool)")
     parser.add_argument("--workers", type=int, default=2, help="remedies run at once (default 2)")
     parser.add_argument("--address", default=None, help="an existing Dask scheduler or Ray cluster")
+    parser.add_argument("--remedies", default=None, metavar="A,B", help="only these of the proposed remedies, e.g. mixture,longer")
     args = parser.parse_args(argv)
+    remedies = [n.strip() for n in args.remedies.split(",") if n.strip()] if args.remedies is not None else None
+    try:
+        check_remedy_names(remedies)
+    except ValueError as exc:
+        print(f"gan-remedy: --remedies: {exc}", file=sys.stderr)
+        return 2
     if (code := check_params("gan-remedy", args.params, args.sets)) is not None:
         return code
     from gancore_flows.prefect_api import run_locally
 
     ranked = run_locally(
-        "gan-remedy", gan_remedy, runner=args.runner, workers=args.workers, address=args.address, params_file=args.params, sets=args.sets
+        "gan-remedy",
+        gan_remedy,
+        runner=args.runner,
+        workers=args.workers,
+        address=args.address,
+        params_file=args.params,
+        sets=args.sets,
+        remedies=remedies,
     )
     if ranked is None:
         return 1

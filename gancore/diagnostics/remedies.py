@@ -65,6 +65,23 @@ AUGMENT = (
 )
 
 
+#: Every remedy name the catalogue below can propose (what ``gan-remedy --remedies`` chooses from).
+NAMES: tuple[str, ...] = (
+    "non_saturating",
+    "wasserstein_gp",
+    "balance",
+    "mixture",
+    "pack2",
+    "pack4",
+    "augment",
+    "more_data",
+    "earlier",
+    "longer",
+    "batch_norm",
+    "normalisation",
+)
+
+
 def _more_data(context: Mapping[str, Any], for_collapse: bool) -> Remedy:
     """More diverse data in its practical form: augmentation with settings (none when the run
     already augments adaptively: then only more examples remain)."""

@@ -18,6 +18,7 @@ def test_remedies_run_as_a_sweep_and_the_best_is_ranked_first(prefect_harness, p
         workers=2,
         train={"steps": 40, "monitor_every": 20},
         sets=["mixture.steps=150"],
+        remedies=["longer", "mixture", "pack2"],  # of what it proposes, these (each member is a pipeline)
     )
     assert state.is_completed(), state
     ranked = state.result()
@@ -25,8 +26,10 @@ def test_remedies_run_as_a_sweep_and_the_best_is_ranked_first(prefect_harness, p
     assert baseline["verdict"] != "healthy" and len(ranked) >= 2
     c = MlflowClient()
     base_run = c.get_run(baseline["mlflow_run_id"])
-    remedy_names = [r["name"] for r in eval_settings(base_run)]
-    assert sorted(r["label"] for r in ranked if r["label"] != "baseline") == sorted(remedy_names)
+    proposed = [r["name"] for r in eval_settings(base_run)]
+    assert "longer" in proposed and len(proposed) > 2  # so the choice below left some out
+    chosen = [n for n in proposed if n in ("longer", "mixture", "pack2")]
+    assert sorted(r["label"] for r in ranked if r["label"] != "baseline") == sorted(chosen)
     for r in ranked:
         run = c.get_run(r["mlflow_run_id"])
         for setting in r["settings"]:  # each remedy ran with exactly its settings
@@ -58,3 +61,27 @@ def test_ranking_prefers_healthy_then_coverage_then_quality():
     collapsed = rank_key(headline({}, {"modes_covered": 8, "modes_total": 8, "high_quality_fraction": 0.99}), "partial_collapse")
     better = rank_key(headline({}, {"modes_covered": 8, "modes_total": 8, "high_quality_fraction": 0.9}), "healthy")
     assert better > healthy > collapsed
+
+
+def test_unknown_remedy_names_are_a_usage_error_naming_the_known_ones(capsys):
+    from gancore_flows.remedy import main
+
+    assert main(["--remedies", "mixture,pakc2"]) == 2
+    err = capsys.readouterr().err
+    assert "'pakc2'" in err and "pack2" in err and "mixture" in err
+
+
+def test_every_remedy_the_catalogue_proposes_has_a_known_name():
+    from gancore.diagnostics.remedies import NAMES, plan
+
+    verdicts = ["complete_collapse", "partial_collapse", "intra_mode_collapse", "not_converged", "data_copying", "discriminator_overfitting"]
+    dynamics = {"vanishing_gradients": {"flag": True}, "dominance": {"flag": True}, "bn_drift": {"flag": True}}
+    seen = set()
+    for context in (
+        {"steps": 100, "monitor_every": 10, "modes_total": 8, "lr_g": 1e-4, "lr_d": 1e-3, "n_critic": 5, "arch_options": ["batch_norm"]},
+        {"mixture": True, "mixture_parts": 1, "pack": 4, "kind": "image"},
+    ):
+        for loss in ("minimax", "non_saturating"):
+            seen |= {r.name for r in plan(verdicts, loss, dynamics, context)}
+    assert seen <= set(NAMES)
+    assert {"non_saturating", "wasserstein_gp", "balance", "mixture", "pack2", "pack4", "longer", "earlier"} <= seen
