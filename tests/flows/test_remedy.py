@@ -74,7 +74,14 @@ def test_unknown_remedy_names_are_a_usage_error_naming_the_known_ones(capsys):
 def test_every_remedy_the_catalogue_proposes_has_a_known_name():
     from gancore.diagnostics.remedies import NAMES, plan
 
-    verdicts = ["complete_collapse", "partial_collapse", "intra_mode_collapse", "not_converged", "data_copying", "discriminator_overfitting"]
+    verdicts = [
+        "complete_collapse",
+        "partial_collapse",
+        "intra_mode_collapse",
+        "not_converged",
+        "data_copying",
+        "discriminator_overfitting",
+    ]
     dynamics = {"vanishing_gradients": {"flag": True}, "dominance": {"flag": True}, "bn_drift": {"flag": True}}
     seen = set()
     for context in (
