@@ -108,6 +108,8 @@ def test_dcgan_init_follows_radford():
 
 
 def test_dcgan_discriminator_normalisation_options():
+    torch.manual_seed(0)
+
     def bn_count(net):
         return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
 
@@ -120,10 +122,10 @@ def test_dcgan_discriminator_normalisation_options():
     assert all(parametrize.is_parametrized(m, "weight") for m in d.modules() if isinstance(m, nn.Conv2d))
     d.train()
     x = torch.randn(4, 3, 32, 32)
-    for _ in range(50):
+    for _ in range(150):
         d(x)
-    # u^T W v never exceeds the top singular value, so W / estimate has norm >= 1; 50 power
-    # iterations bring it within a couple of percent of 1.
+    # u^T W v never exceeds the top singular value, so W / estimate has norm >= 1; 150 power
+    # iterations bring it within a couple of percent of 1 (50 left 1 init in 150 of resnet_sn at 1.021).
     assert all(1 - 1e-4 <= s <= 1.02 for s in _spectral_norms(d))
 
 
@@ -138,6 +140,7 @@ def test_dcgan_rejects_unsupported_shapes(shape):
 
 @pytest.mark.parametrize("size, blocks", [(32, 3), (64, 4)])
 def test_resnet_sn_structure(size, blocks):
+    torch.manual_seed(size)  # the same initial weights and power-iteration start on every run
     g, d = resnet_sn.build((3, size, size), 8, width=8)
     assert len(g.blocks) == blocks  # 4x4 start doubled `blocks` times
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules())
@@ -145,7 +148,9 @@ def test_resnet_sn_structure(size, blocks):
     assert weighted and all(parametrize.is_parametrized(m, "weight") for m in weighted)
     d.train()
     x = torch.rand(4, 3, size, size) * 2 - 1
-    for _ in range(50):
+    # Power iteration converges as (s2/s1)^k: 50 steps left one init in 150 at 1.021 (measured);
+    # 150 steps bring the worst of those within 0.3 % of 1.
+    for _ in range(150):
         d(x)
     assert all(1 - 1e-4 <= s <= 1.02 for s in _spectral_norms(d))
     # No batch norm, and spectral norm's power iteration is frozen in eval mode: an image's logit
