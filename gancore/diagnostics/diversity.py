@@ -30,6 +30,7 @@ import torch
 
 from gancore.clustering import kmeans, nearest
 from gancore.diagnostics.modes import subset
+from gancore.diagnostics.ndb import proportion_z
 
 # Subset size for the pairwise-distance measures: 2,000 points give 2M pairs, far more than needed
 # to pin a mean distance to < 1 %, at a cdist cost of milliseconds.
@@ -131,12 +132,6 @@ def _nn_distances(x: torch.Tensor, ref: torch.Tensor, exclude_self: bool) -> tor
     return torch.cat(out)
 
 
-def _proportion_z(p1: float, n1: int, p2: float, n2: int) -> float:
-    p = (p1 * n1 + p2 * n2) / (n1 + n2)
-    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    return (p1 - p2) / se if se > 0 else 0.0
-
-
 def near_duplicates(generated: Any, real: Any, quantile: float, seed: int, max_points: int) -> dict[str, Any]:
     """Near-duplicate rate of ``generated`` calibrated on ``real`` at equal n (see the module doc).
 
@@ -161,7 +156,7 @@ def near_duplicates(generated: Any, real: Any, quantile: float, seed: int, max_p
         "duplicate_rate": rate,
         "real_duplicate_rate": real_rate,
         "duplicate_excess": rate - real_rate,
-        "duplicate_z": _proportion_z(rate, n, real_rate, n),
+        "duplicate_z": proportion_z(rate, n, real_rate, n),
         "duplicate_points": n,
     }
 

@@ -14,13 +14,13 @@ z at least 3). The remedy is augmentation, with its settings.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from gancore.data.prepared import PreparedData, to_model_range
 from gancore.diagnostics.modes import subset
+from gancore.diagnostics.ndb import proportion_z
 
 GAP = 0.1
 SIGNIFICANCE_Z = 3.0
@@ -61,9 +61,7 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
     if not n1 or not n2:
         return None
     p1, p2 = sum(c["real_train"] for c in parts) / n1, sum(c["real_test"] for c in parts) / n2
-    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    z = (p1 - p2) / se if se > 0 else 0.0
+    z = proportion_z(p1, int(n1), p2, int(n2))
     gap = p1 - p2
     return {
         "called_real_train": p1,
@@ -85,16 +83,14 @@ def measure(params: Any, layout: Any, device: Any) -> dict[str, Any] | None:
     from gancore.io import read_json
     from gancore.modelio import load_discriminator, read_model_file
 
-    pairs = []
     if layout.mixture.is_file():
-        for part in read_json(layout.mixture)["parts"]:
-            pairs.append((layout.part(int(part["index"])).discriminator, layout.part(int(part["index"])).prepared))
-    elif layout.discriminator.is_file():
-        pairs.append((layout.discriminator, layout.prepared))
+        trained = [layout.part(int(part["index"])) for part in read_json(layout.mixture)["parts"]]
+    else:
+        trained = [layout]
     found = []
-    for path, prepared in pairs:
-        if not path.is_file():
+    for each in trained:
+        if not each.discriminator.is_file():
             continue
-        pack = int(read_model_file(path).get("pack", 1))
-        found.append(counts(load_discriminator(path, device), load_prepared(prepared), pack, params.seed))
+        pack = int(read_model_file(each.discriminator).get("pack", 1))
+        found.append(counts(load_discriminator(each.discriminator, device), load_prepared(each.prepared), pack, params.seed))
     return summarise(found) if found else None

@@ -43,6 +43,12 @@ def two_proportion_z(p1: torch.Tensor, n1: int, p2: torch.Tensor, n2: int) -> tu
     return z, torch.special.erfc(z.abs() / math.sqrt(2.0))
 
 
+def proportion_z(p1: float, n1: int, p2: float, n2: int) -> float:
+    """The z statistic of :func:`two_proportion_z` for one pair of proportions (0 when both are 0 or 1)."""
+    z, _ = two_proportion_z(torch.tensor([p1], dtype=torch.float64), n1, torch.tensor([p2], dtype=torch.float64), n2)
+    return float(z[0])
+
+
 def false_positive_bound(k: int, alpha: float) -> float:
     """alpha K + 3 sqrt(K alpha (1 - alpha)): at most this many bins differ by chance (3 sigma)."""
     return alpha * k + 3.0 * math.sqrt(k * alpha * (1 - alpha))
