@@ -158,13 +158,16 @@ def _thin_factor(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     return (x.to(torch.float64) - mu).T / math.sqrt(x.shape[0] - 1)
 
 
-def fid(feat_real: Any, feat_fake: Any) -> float:
-    """FID between two feature sets [N1, d] and [N2, d] (N >= 2 each); symmetric in its arguments."""
+def fid(feat_real: Any, feat_fake: Any, real_statistics: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> float:
+    """FID between two feature sets [N1, d] and [N2, d] (N >= 2 each); symmetric in its arguments.
+
+    ``real_statistics``: :func:`feature_statistics` of ``feat_real`` when the caller already has
+    them (FID against one real set at many sample sizes)."""
     real = check_features(feat_real, "feat_real", 2, float64=False)
     fake = check_features(feat_fake, "feat_fake", 2, float64=False).to(real.device)
     check_same_dim(real, fake, "feat_real", "feat_fake")
     d = real.shape[1]
-    (mu1, s1), (mu2, s2) = feature_statistics(real), feature_statistics(fake)
+    (mu1, s1), (mu2, s2) = real_statistics or feature_statistics(real), feature_statistics(fake)
     thin1, thin2 = real.shape[0] <= d, fake.shape[0] <= d
     if thin1 and thin2:
         tr_covmean = torch.linalg.svdvals(_thin_factor(real, mu1).T @ _thin_factor(fake, mu2)).sum()

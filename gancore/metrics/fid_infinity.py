@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gancore.metrics.fid import fid
+from gancore.metrics.fid import feature_statistics, fid
 
 
 def fid_infinity(real: torch.Tensor, fake: torch.Tensor, seed: int = 0, points: int = 7, min_fraction: float = 0.2) -> dict[str, Any]:
@@ -28,10 +28,11 @@ def fid_infinity(real: torch.Tensor, fake: torch.Tensor, seed: int = 0, points: 
     inverse = np.linspace(1.0 / smallest, 1.0 / n, points)
     sizes = sorted({int(round(1.0 / v)) for v in inverse})
     gen = torch.Generator().manual_seed(seed)
+    real_statistics = feature_statistics(real)  # the same real set at every N
     curve = []
     for size in sizes:
         idx = torch.randperm(n, generator=gen)[:size].to(fake.device)
-        curve.append((size, fid(real, fake[idx])))
+        curve.append((size, fid(real, fake[idx], real_statistics)))
     x = np.array([1.0 / s for s, _ in curve])
     y = np.array([v for _, v in curve])
     slope, intercept = np.polyfit(x, y, 1)
