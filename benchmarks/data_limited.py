@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import add_run_arguments, mean_se, pm, run_stages  # noqa: E402
+from runs import add_run_arguments, gather, mean_se, pm, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ("mnist", "fashion_mnist")
@@ -182,15 +182,13 @@ def main(argv: list[str] | None = None) -> int:
                 for p in policies
                 for s in range(seeds)
             ]
-            results = []
-            for job in jobs:
-                r = job.result()
-                results.append(r)
-                print(
+            results = gather(
+                jobs,
+                lambda r: (
                     f"{r['data']:13s} {r['fraction']:5.0%} {r['policy']:8s} seed {r['seed']}: FID {r['fid']:.2f}, IS {r['is_mean']:.2f}, "
-                    f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} CPU-min",
-                    flush=True,
-                )
+                    f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} CPU-min"
+                ),
+            )
     text, summary = table(results)
     print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
     print(text)

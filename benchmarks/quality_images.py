@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import mean_se, pm, run_stages  # noqa: E402
+from runs import gather, mean_se, pm, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "params"
@@ -132,16 +132,14 @@ def main(argv: list[str] | None = None) -> int:
             for example, done in zip(examples, pool.map(prepare, examples, [sets] * len(examples), [root] * len(examples))):
                 print(f"{example}: prepared in {done / 60:.1f} CPU-min", flush=True)
             futures = [pool.submit(run_seed, e, s, sets, root) for e in examples for s in range(seeds)]
-            results = []
-            for future in futures:
-                r = future.result()
-                results.append(r)
-                print(
+            results = gather(
+                futures,
+                lambda r: (
                     f"{r['example']} seed {r['seed']}: IS {r['is_mean']:.3f} (real {r['is_real_mean']:.3f}), "
                     f"{r['modes_covered']}/{r['modes_total']} modes, {100 * r['high_quality_fraction']:.1f} % HQ, "
-                    f"FID {r['fid']:.2f}, {r['verdict']}, {r['train_cpu_min']:.1f} CPU-min",
-                    flush=True,
-                )
+                    f"FID {r['fid']:.2f}, {r['verdict']}, {r['train_cpu_min']:.1f} CPU-min"
+                ),
+            )
     print()
     print(table(results))
     print(f"\n{len(results)} runs in {(time.perf_counter() - start) / 60:.1f} min wall on {args.workers} workers")

@@ -8,6 +8,8 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,16 @@ def run_stages(params: Any, layout: Any, stages: tuple[str, ...]) -> float:
     for stage in stages:
         run_stage(stage, params, layout)
     return time.process_time() - start
+
+
+def gather(futures: Iterable[Future], line: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+    """The futures' results in submission order, each printed as ``line(result)`` once it is in."""
+    results = []
+    for future in futures:
+        result = future.result()
+        results.append(result)
+        print(line(result), flush=True)
+    return results
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gancore.losses import is_saturating
+from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,6 @@ NAMES: tuple[str, ...] = (
 def _more_data(context: Mapping[str, Any], for_collapse: bool) -> Remedy:
     """More diverse data in its practical form: augmentation with settings (none when the run
     already augments adaptively: then only more examples remain)."""
-    from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
-
     if context.get("augment_adaptive"):
         return Remedy("more_data", DIVERSE)
     policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
