@@ -30,14 +30,6 @@ RESULT_NEUTRAL = {
 SECTIONS = ("seed", "data", "model", "loss", "train", "prepared_data", "world_size")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_identity(params: Params, prepared_data: str, model_options: dict[str, Any] | None = None, world_size: int = 1) -> dict[str, Any]:
     """The parameters that define a run's results, by section, plus the prepared data's hash.
 

@@ -9,6 +9,7 @@ on disk too. A failed write (a full disk) leaves the previous file untouched and
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +19,12 @@ from typing import Any
 
 from gancore import failpoints
 from gancore.errors import GanCoreError, WriteError, first_line
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (read in blocks: a file of any size)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 def _fsync(path: Path) -> None:

@@ -12,9 +12,10 @@ says which field keeps two runs apart.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
+
+from gancore.io import file_digest
 
 # Bump when a metric's computation changes: numbers of two versions are not comparable.
 PROTOCOL = "gancore-evaluate"
@@ -30,14 +31,6 @@ FIELDS = (
     "seed",
     "protocol",
 )
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def card(params: Any, prepared: Any, classifier: Any, feature_space: str, n_real: int, n_generated: int, layout: Any) -> dict[str, Any]:
@@ -60,7 +53,7 @@ def card(params: Any, prepared: Any, classifier: Any, feature_space: str, n_real
     elif name == "domain":
         path = Path(layout.classifier)
         network = f"domain classifier trained in prepare on {prepared.meta.get('name')} ({classifier.feature_dim}-D penultimate features)"
-        weights = f"{path.name} sha256:{_file_hash(path)}" if path.is_file() else "-"
+        weights = f"{path.name} sha256:{file_digest(path)[:16]}" if path.is_file() else "-"
         resize, input_range = "none (native size)", "[-1, 1]"
     elif name == "inception_tf":
         network = "TF inception-2015-12-05 pool3 (2048-D)" + ("" if getattr(classifier, "logits", True) else ", no logits")

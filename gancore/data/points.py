@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from gancore.data.prepared import PreparedData
 from gancore.errors import DataError, ParamsError
+from gancore.io import file_digest
 from gancore.seeds import generator
 
 SUFFIXES = (".npy", ".csv")
@@ -154,14 +154,6 @@ def load_points(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return x, names
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
     from gancore.clustering import fit_gmm, kmeans_best, select_clusters
@@ -216,7 +208,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             "selection": selection.as_dict(),
         },
         "raw_sha256": {},
-        "source": {"path": str(p.resolve()), "rows": n, "columns": len(names), "bytes": stat.st_size, "sha256": file_sha256(p)},
+        "source": {"path": str(p.resolve()), "rows": n, "columns": len(names), "bytes": stat.st_size, "sha256": file_digest(p)},
     }
     # The clusters' labels stand where a labelled set has its classes (the real mode histogram).
     return PreparedData(meta, train.float(), test.float(), gmm.predict(train), gmm.predict(test))

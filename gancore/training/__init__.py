@@ -31,7 +31,6 @@ import torch
 from gancore import seeds
 from gancore.checkpoint import (
     check_resumable,
-    file_sha256,
     identity_digest,
     load_checkpoint,
     run_identity,
@@ -40,6 +39,7 @@ from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, load_prepared
 from gancore.device import pin_small_model_threads, resolve_device
 from gancore.errors import TrainingError
+from gancore.io import file_digest
 from gancore.layout import Layout
 from gancore.losses import get_loss
 from gancore.modelio import build_pair, resolve_architecture
@@ -135,7 +135,7 @@ def _train(
     data = load_prepared(layout.prepared)
     shape = _check_data(params, layout, data)
     arch, options = resolve_architecture(params.model.arch, params.model.options)
-    identity = run_identity(params, file_sha256(layout.prepared_data), options, world_size=world.size)
+    identity = run_identity(params, file_digest(layout.prepared_data), options, world_size=world.size)
     digest = identity_digest(identity)
 
     ckpt = layout.checkpoint
