@@ -203,7 +203,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "names", "seeds", "io", "layout", "environment", "progress", "failpoints", "hookspecs"),
     ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
     ("config", "config_checks", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking", "provenance"),
-    ("data", "checkpoint", "modelio", "conformance", "classifiers", "partition", "dvcstore"),
+    ("data", "checkpoint", "modelio", "conformance", "conformance_checks", "classifiers", "partition", "dvcstore"),
     ("diagnostics", "training", "mixture", "sampling", "evaluation", "evaluation_jsd", "probe"),
     ("recorder", "stages", "tracking", "codedeps"),
     ("cli", "__init__"),
