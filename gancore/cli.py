@@ -23,6 +23,13 @@ STAGE_HELP = {
     "probe": "linear probe of the trained discriminator's features vs raw pixels and a random discriminator (probe.enabled)",
 }
 
+# The other registries, listed (the architectures are `gan plugins list`).
+CATALOGUE_HELP = {
+    "datasets": "list the data sets (data.name): kind, shape, modes, protocol sample count, source",
+    "metrics": "list the evaluation's metrics: their figures, which way is better, what they measure",
+    "losses": "list the losses (loss.name) and what the diagnosis assumes of each",
+}
+
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", metavar="FILE", help="parameter file (default: params.yaml)")
@@ -64,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--artifacts-destination", default=None, help="artifact root the server serves (default: the project's mlartifacts/)"
     )
     server.add_argument("--workers", type=int, default=1)
+    for name, what in CATALOGUE_HELP.items():
+        sub.add_parser(name, help=what, description=what)
     plugins = sub.add_parser("plugins", help="list architecture plugins or check one")
     psub = plugins.add_subparsers(dest="plugins_command", required=True, metavar="ACTION")
     psub.add_parser("list", help="show every architecture, where it came from, its kinds and options")
@@ -139,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plugins":
             return _plugins(args)
+        if args.command in CATALOGUE_HELP:
+            from gancore.catalogue import show
+
+            return show(args.command)
         if args.command in ("ui", "tracking-server"):
             from pathlib import Path
 

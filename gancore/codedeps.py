@@ -20,14 +20,19 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from gancore.datasets import builder_modules
+from gancore.figures import compute_modules
+
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parent
-# What each stage's function in gancore.stages imports.
+# What each stage's function in gancore.stages imports; prepare and evaluate also import, by name,
+# the data sets' builders and the metrics' functions ("module:function" in gancore.datasets and
+# gancore.figures), which no import statement shows.
 ENTRY: dict[str, tuple[str, ...]] = {
-    "prepare": ("gancore.data.prepare",),
+    "prepare": ("gancore.data.prepare", *builder_modules()),
     "train": ("gancore.mixture", "gancore.training"),
     "sample": ("gancore.sampling",),
-    "evaluate": ("gancore.evaluation",),
+    "evaluate": ("gancore.evaluation", *compute_modules()),
     "diagnose": ("gancore.diagnostics",),
     "probe": ("gancore.probe",),
 }
@@ -200,12 +205,12 @@ def code_digest(stage: str) -> str:
 # The layers, lowest first: a module may import its own layer and the ones below, never above.
 # (The stages know nothing of trackers, the core nothing of the orchestrators.)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "names", "seeds", "io", "layout", "environment", "progress", "failpoints", "hookspecs"),
+    ("errors", "datasets", "figures", "names", "seeds", "io", "layout", "environment", "progress", "failpoints", "hookspecs"),
     ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
     ("config", "config_checks", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking", "provenance"),
     ("data", "checkpoint", "modelio", "conformance", "conformance_checks", "classifiers", "partition", "dvcstore"),
     ("diagnostics", "training", "mixture", "sampling", "evaluation", "evaluation_jsd", "probe"),
-    ("recorder", "stages", "tracking", "codedeps"),
+    ("recorder", "stages", "tracking", "codedeps", "catalogue"),
     ("cli", "__init__"),
 )
 # Third-party orchestrators the core may import only inside functions (or in these modules).

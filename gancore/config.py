@@ -15,16 +15,15 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gancore.datasets import REGISTRY as DATASETS
+from gancore.datasets import DatasetSpec
 from gancore.errors import ParamsError
 from gancore.names import (
-    VECTOR_DATASETS,
     ClassifierName,
     DatasetName,
     LossName,
 )
 
-NATIVE_IMAGE_SIZE = {"mnist": 28, "fashion_mnist": 28, "stacked_mnist": 28, "cifar10": 32}
-CHANNELS = {"mnist": 1, "fashion_mnist": 1, "stacked_mnist": 3, "cifar10": 3, "image_folder": 3}
 # The monitor figures train.keep_best can select on, and whether higher is better.
 MONITOR_FIGURES = {"high_quality_fraction": True, "modes_covered": True, "mode_kl": False}
 KeepBest = Literal["high_quality_fraction", "modes_covered", "mode_kl"]
@@ -226,7 +225,8 @@ class Params(_Section):
         train = dict(tree.get("train") or {})
         data = tree.get("data") or {}
         name = data.get("name", "ring8") if isinstance(data, dict) else getattr(data, "name", "ring8")
-        auto = AUTO_TRAIN["vector" if name in VECTOR_DATASETS else "image"]
+        spec = DATASETS.get(name)  # an unknown name is reported by the field's validation
+        auto = AUTO_TRAIN[spec.kind if spec else "image"]
         for key, value in auto.items():
             if train.get(key, "auto") == "auto":
                 train[key] = value
@@ -242,30 +242,34 @@ class Params(_Section):
 
     # -- derived facts -----------------------------------------------------------------------
     @property
+    def dataset(self) -> DatasetSpec:
+        return DATASETS[self.data.name]
+
+    @property
     def data_kind(self) -> str:
-        return "vector" if self.data.name in VECTOR_DATASETS else "image"
+        return self.dataset.kind
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        if self.data.name == "points":
+        spec = self.dataset
+        if spec.kind == "vector":
+            if spec.shape is not None:
+                return spec.shape
             from gancore.data.points import PointsError, point_dims
 
             try:
                 return (point_dims(self.data.path or ""),)
             except PointsError:
                 return (0,)  # reported by validation as a data.path problem
-        if self.data_kind == "vector":
-            return (2,)
-        size = self.data.image_size or NATIVE_IMAGE_SIZE[self.data.name]
-        return (CHANNELS[self.data.name], size, size)
+        assert spec.channels is not None  # every image spec names its channels
+        size = self.data.image_size or (spec.shape[-1] if spec.shape else 0)  # 0: image_size missing, reported by validation
+        return (spec.channels, size, size)
 
     @property
     def n_samples(self) -> int:
         if self.sample.n is not None:
             return self.sample.n
-        if self.data_kind == "vector":
-            return 2500
-        return 26000 if self.data.name == "stacked_mnist" else 10000
+        return self.dataset.samples
 
     def flat(self) -> dict[str, Any]:
         """Parameters flattened to ``section.key`` -> value (for trackers and hashes)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gancore.names import AUGMENTATIONS, FILE_DATASETS, IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS, VECTOR_DATASETS, parse_policy
+from gancore.names import AUGMENTATIONS, FILE_DATASETS, IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS, parse_policy
 
 if TYPE_CHECKING:  # pragma: no cover
     from gancore.config import Params
@@ -30,15 +30,15 @@ def augment_problems(params: Params) -> list[tuple[str, str]]:
 
 def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
-    d = params.data
-    if d.name == "image_folder":
+    d, spec = params.data, params.dataset
+    if spec.reads_path and spec.kind == "image":
         if not d.path:
-            problems.append(("data.path", "required for data.name=image_folder: a folder of images"))
-        if not d.image_size:
-            problems.append(("data.image_size", "required for data.name=image_folder, e.g. 64"))
-    elif d.name == "points":
+            problems.append(("data.path", f"required for data.name={d.name}: {spec.summary}"))
+        if not d.image_size and spec.shape is None:
+            problems.append(("data.image_size", f"required for data.name={d.name}, e.g. 64"))
+    elif spec.reads_path:
         if not d.path:
-            problems.append(("data.path", "required for data.name=points: a .npy or .csv file of numeric columns, one row per point"))
+            problems.append(("data.path", f"required for data.name={d.name}: {spec.summary}"))
         else:
             from gancore.data.points import PointsError, point_dims
 
@@ -48,7 +48,7 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                 problems.append(("data.path", str(exc)))
     elif d.path:
         problems.append(("data.path", f"only used by {' and '.join(FILE_DATASETS)}, not {d.name}; remove it"))
-    if d.name in VECTOR_DATASETS and d.image_size:
+    if spec.kind == "vector" and d.image_size:
         problems.append(("data.image_size", f"{d.name} is vector data; remove image_size"))
     if params.evaluate.classifier != "domain" and params.data_kind == "vector":
         problems.append(("evaluate.classifier", f"{params.evaluate.classifier} needs images; {d.name} is vector data: use domain"))

@@ -26,20 +26,19 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from gancore.config import Params
 from gancore.errors import EvaluationError, GanCoreError
-from gancore.evaluation_jsd import js_lower_bound
+from gancore.figures import HEADLINE_EVALUATE, METRICS
 from gancore.io import write_json
 from gancore.layout import Layout
-from gancore.metrics.fid_infinity import fid_infinity
+from gancore.metrics.inputs import MetricInputs, seeded_subset
 from gancore.provenance import card
-from gancore.ranking import HEADLINE_EVALUATE
 
-# What the stage returns: the evaluate figures of gancore.ranking.FIGURES.
+# What the stage returns: the evaluate figures of gancore.figures.FIGURES.
 HEADLINE = HEADLINE_EVALUATE
 
 
@@ -83,12 +82,22 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
         "splits": ev.splits,
         "seed": params.seed,
     }
-    if gen_probs is not None and real_probs is not None and gen_probs.shape[1] > 0:
-        result.update(probability_metrics(gen_probs, real_probs, splits=ev.splits, seed=params.seed))
-    else:
-        result.update(
-            {key: None for key in ("is_mean", "is_std", "is_real_mean", "is_real_std", "kl_divergence", "js_divergence", "js_distance")}
+    if gen_probs is not None and real_probs is not None and gen_probs.shape[1] != real_probs.shape[1]:
+        raise EvaluationError(
+            f"the classifier gave {gen_probs.shape[1]} classes for generated samples but {real_probs.shape[1]} for real data"
         )
+    # The k-NN metrics on 10k x 10k float64 distances take minutes on a CPU, seconds on a GPU.
+    # (Not on MPS, which has no float64.)
+    metric_device = device if device.type == "cuda" else torch.device("cpu")
+
+    def training_features(n: int) -> torch.Tensor:
+        return embed(prepared.train[_real_subset(len(prepared.train), n, params.seed + 1)])[1]
+
+    inputs = MetricInputs(
+        real_feat.to(metric_device), gen_feat.to(metric_device), real_probs, gen_probs, ev, params.seed, training_features
+    )
+    result.update(run_metrics(inputs))
+    if not inputs.has_probabilities:
         result["probability_note"] = (
             (
                 f"{prepared.meta.get('name')} has no class labels, so no domain classifier: the Inception Score and the class "
@@ -98,19 +107,6 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
             else f"{getattr(classifier, 'weights', ev.classifier)} carry no classifier layer: features only (FID, KID, "
             "precision/recall), no Inception Score; torch-fidelity's weights in torch hub's cache add the logits"
         )
-    # The k-NN metrics on 10k x 10k float64 distances take minutes on a CPU, seconds on a GPU.
-    # (Not on MPS, which has no float64.)
-    metric_device = device if device.type == "cuda" else torch.device("cpu")
-    result.update(feature_metrics(real_feat.to(metric_device), gen_feat.to(metric_device), pr_k=ev.pr_k, dc_k=ev.dc_k, seed=params.seed))
-    # What a faithful generator scores on the k-NN metrics at this n: training examples in its place.
-    n_knn = result["knn_n"]
-    train_idx = _real_subset(len(prepared.train), n_knn, params.seed + 1)
-    _, train_feat = embed(prepared.train[train_idx])
-    faithful = knn_metrics(real_feat.to(metric_device), train_feat.to(metric_device), pr_k=ev.pr_k, dc_k=ev.dc_k, seed=params.seed)
-    result.update({f"{k}_faithful": faithful[k] for k in ("precision", "recall", "density", "coverage")})
-    result["faithful_reference"] = f"{len(train_feat)} training examples in place of generated samples, against the same real ones"
-    result.update(fid_infinity(real_feat.to(metric_device), gen_feat.to(metric_device), seed=params.seed))
-    result.update(js_lower_bound(real_feat, gen_feat, seed=params.seed).as_dict())
     result["provenance"] = card(params, prepared, classifier, result["feature_space"], len(real_feat), len(gen_feat), layout)
 
     result = strict_json(result)
@@ -118,99 +114,31 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     return {key: result[key] for key in HEADLINE}
 
 
-# -- metrics on classifier outputs ---------------------------------------------------------------
+# -- the registered metrics ---------------------------------------------------------------------
 
 
-def class_histogram(probs: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Share of samples whose most probable class is k, for k < num_classes (float64, sums to 1)."""
-    from gancore.metrics import label_histogram
-
-    return label_histogram(torch.as_tensor(probs).argmax(1), num_classes)
+def run_metrics(inputs: MetricInputs) -> dict[str, Any]:
+    """Every metric of :data:`gancore.figures.METRICS`, in order; one that needs class
+    probabilities the classifier does not give reports its figures as null."""
+    out: dict[str, Any] = {}
+    for metric in METRICS.values():
+        if metric.needs == "probabilities" and not inputs.has_probabilities:
+            out.update(dict.fromkeys(metric.keys))
+        else:
+            out.update(metric.function()(inputs))
+    return out
 
 
 def probability_metrics(gen_probs: torch.Tensor, real_probs: torch.Tensor, *, splits: int, seed: int) -> dict[str, Any]:
-    """Inception Score of both sets and KL/JS between their argmax histograms."""
-    from gancore.metrics import inception_score, js_distance, js_divergence, kl_divergence
-
-    if gen_probs.shape[1] != real_probs.shape[1]:
-        raise EvaluationError(
-            f"the classifier gave {gen_probs.shape[1]} classes for generated samples but {real_probs.shape[1]} for real data"
-        )
-    k = gen_probs.shape[1]
-    is_mean, is_std = inception_score(gen_probs, splits=splits, seed=seed)
-    is_real_mean, is_real_std = inception_score(real_probs, splits=splits, seed=seed)
-    p_gen, p_real = class_histogram(gen_probs, k), class_histogram(real_probs, k)
-
-    unseen = ((p_gen > 0) & (p_real == 0)).nonzero().flatten().tolist()
-    if unseen:
-        kl, note = (
-            None,
-            (
-                f"KL(generated || real) is +inf: generated samples fall in class(es) {_short_list(unseen)} "
-                f"(a share of {float(p_gen[unseen].sum()):.4g} of them) which no real held-out example hits; see js_divergence"
-            ),
-        )
-    else:
-        kl, note = kl_divergence(p_gen, p_real), None
-    return {
-        "is_mean": is_mean,
-        "is_std": is_std,
-        "is_real_mean": is_real_mean,
-        "is_real_std": is_real_std,
-        "num_classes": k,
-        "classes_generated": int((p_gen > 0).sum()),
-        "classes_real": int((p_real > 0).sum()),
-        "kl_divergence": kl,
-        "kl_divergence_note": note,
-        # KL(generated || uniform): the quantity the stacked-MNIST tables report (there the 1000
-        # modes are uniform by construction); the 2D tables of PacGAN count only high-quality
-        # samples, which `gan diagnose` does.
-        "kl_to_uniform": kl_divergence(p_gen, torch.full_like(p_gen, 1.0 / k)),
-        "js_divergence": js_divergence(p_gen, p_real),
-        "js_distance": js_distance(p_gen, p_real),
-    }
+    """The metrics of class probabilities alone: Inception Score of both sets and KL/JS between
+    their argmax histograms."""
+    empty = torch.empty(0, 1)
+    inputs = MetricInputs(empty, empty, real_probs, gen_probs, _Splits(splits), seed, lambda n: empty)
+    return {k: v for m in METRICS.values() if m.needs == "probabilities" for k, v in m.function()(inputs).items()}
 
 
-def equal_sizes(real_feat: torch.Tensor, gen_feat: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both sets cut to the smaller one's size (seeded subsets): the k-NN metrics' radii shrink
-    with n, so precision/recall and density/coverage compare equal numbers of real and generated
-    points, as their papers do (coverage of a faithful 2D generator: ~0.97 at equal n, ~0.65 with
-    10,000 real against 2,500 generated)."""
-    n = min(len(real_feat), len(gen_feat))
-    return real_feat[_real_subset(len(real_feat), n, seed)], gen_feat[_real_subset(len(gen_feat), n, seed + 2)]
-
-
-def knn_metrics(real_feat: torch.Tensor, gen_feat: torch.Tensor, *, pr_k: int, dc_k: int, seed: int) -> dict[str, Any]:
-    """Improved precision/recall and density/coverage at equal n (:func:`equal_sizes`)."""
-    from gancore.metrics import density_coverage, precision_recall
-
-    real_n, gen_n = equal_sizes(real_feat, gen_feat, seed)
-    precision, recall = precision_recall(real_n, gen_n, k=pr_k)
-    density, coverage = density_coverage(real_n, gen_n, k=dc_k)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "pr_k": pr_k,
-        "density": density,
-        "coverage": coverage,
-        "dc_k": dc_k,
-        "knn_n": len(real_n),
-    }
-
-
-def feature_metrics(real_feat: torch.Tensor, gen_feat: torch.Tensor, *, pr_k: int, dc_k: int, seed: int) -> dict[str, Any]:
-    """FID, KID (all points), improved precision/recall and density/coverage (equal n) in one feature space."""
-    from gancore.metrics import fid, kid
-
-    subset = min(1000, len(gen_feat), len(real_feat))
-    kid_mean, kid_std = kid(real_feat, gen_feat, subsets=100, subset_size=subset, seed=seed)
-    return {
-        "fid": fid(real_feat, gen_feat),
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
-        "kid_subset_size": subset,
-        **knn_metrics(real_feat, gen_feat, pr_k=pr_k, dc_k=dc_k, seed=seed),
-    }
+class _Splits(NamedTuple):
+    splits: int
 
 
 def strict_json(result: dict[str, Any]) -> dict[str, Any]:
@@ -297,9 +225,7 @@ class PixelSpace:
 
 def _real_subset(n: int, max_real: int | None, seed: int) -> torch.Tensor:
     """Indices of the real held-out examples to compare with: all, or a seeded draw of max_real."""
-    if max_real is None or n <= max_real:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_real].sort().values
+    return seeded_subset(n, max_real, seed)
 
 
 def _load_classifier(params: Params, layout: Layout, prepared: Any, device: torch.device) -> Any:
@@ -344,8 +270,3 @@ def _feature_space(params: Params, classifier: Any) -> str:
     if params.data_kind == "vector":
         return f"coordinates:{classifier.feature_dim}"
     return f"{params.evaluate.classifier}:{classifier.feature_dim}"
-
-
-def _short_list(items: list[int], limit: int = 10) -> str:
-    shown = ", ".join(str(i) for i in items[:limit])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")

@@ -19,10 +19,14 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gancore.metrics.inputs import MetricInputs
 
 LOG4 = math.log(4.0)
 
@@ -179,3 +183,8 @@ def _estimate(
     v_hat = float(log_d_real.mean() + log_1m_d_fake.mean())
     se = 0.5 * math.sqrt(float(log_d_real.var(unbiased=True)) / n_test + float(log_1m_d_fake.var(unbiased=True)) / n_test)
     return JSDEstimate(max(0.0, (v_hat + LOG4) / 2), v_hat, se, n_train, n_test)
+
+
+def evaluate(inputs: MetricInputs) -> dict[str, Any]:
+    """The registry's adapter (:data:`gancore.figures.METRICS`)."""
+    return dict(js_lower_bound(inputs.real_features, inputs.generated_features, seed=inputs.seed).as_dict())

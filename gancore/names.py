@@ -6,7 +6,9 @@ choices); the tuple beside it is derived from the type, so the two cannot disagr
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
+
+from gancore import datasets
 
 StageName = Literal["prepare", "train", "sample", "evaluate", "diagnose"]
 STAGE_ORDER: tuple[str, ...] = get_args(StageName)
@@ -14,12 +16,15 @@ STAGE_ORDER: tuple[str, ...] = get_args(StageName)
 POST_STAGES: tuple[str, ...] = ("probe",)
 ALL_STAGES: tuple[str, ...] = (*STAGE_ORDER, *POST_STAGES)
 
-DatasetName = Literal["ring8", "grid25", "points", "mnist", "fashion_mnist", "cifar10", "stacked_mnist", "image_folder"]
-DATASETS: tuple[str, ...] = get_args(DatasetName)
-VectorDatasetName = Literal["ring8", "grid25", "points"]
-VECTOR_DATASETS: tuple[str, ...] = get_args(VectorDatasetName)
+# The data sets are registered in gancore.datasets; their names are read from there.
+DATASETS: tuple[str, ...] = datasets.NAMES
+if TYPE_CHECKING:
+    DatasetName = str
+else:
+    DatasetName = Literal[DATASETS]
+VECTOR_DATASETS: tuple[str, ...] = datasets.of_kind("vector")
 # Data sets read from the user's own files (data.path).
-FILE_DATASETS: tuple[str, ...] = ("points", "image_folder")
+FILE_DATASETS: tuple[str, ...] = tuple(n for n, s in datasets.REGISTRY.items() if s.reads_path)
 
 LossName = Literal["minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares"]
 LOSSES: tuple[str, ...] = get_args(LossName)

@@ -10,49 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from gancore.figures import FIGURES, HEADLINE_DIAGNOSE, HEADLINE_EVALUATE
 
-@dataclass(frozen=True)
-class Figure:
-    """A figure a run reports: where it comes from, its label, which way is better, and whether
-    the run's summary (the CLI, the Prefect artifact, the MLflow description) shows it."""
-
-    key: str
-    source: str  # "evaluate" or "diagnose"
-    label: str
-    better: str  # "higher", "lower", "near 1" or "-"
-    summary: bool = True
-
-
-#: The figures a paper prints, in the order runs show them: the one list the MLflow metrics
-#: without a prefix, the summaries and the evaluate stage's return value are read from.
-FIGURES = (
-    Figure("modes_covered", "diagnose", "modes covered", "higher"),
-    Figure("modes_total", "diagnose", "modes known", "-", summary=False),
-    Figure("high_quality_fraction", "diagnose", "high-quality fraction", "higher"),
-    Figure("mode_kl", "diagnose", "mode KL", "lower"),
-    Figure("dispersion_ratio", "diagnose", "spread inside modes", "near 1"),
-    Figure("duplicate_rate", "diagnose", "near duplicates", "lower", summary=False),
-    Figure("copy_c_t", "diagnose", "data copying C_T", "near 0", summary=False),
-    Figure("ndb", "diagnose", "NDB", "lower"),
-    Figure("ndb_k", "diagnose", "NDB/K", "lower", summary=False),
-    Figure("is_mean", "evaluate", "Inception Score", "higher"),
-    Figure("is_std", "evaluate", "IS std", "-", summary=False),
-    Figure("kl_divergence", "evaluate", "KL divergence", "lower"),
-    Figure("js_divergence", "evaluate", "JS divergence", "lower"),
-    Figure("fid", "evaluate", "FID", "lower"),
-    Figure("fid_infinity", "evaluate", "FID-infinity", "lower"),
-    Figure("kid_mean", "evaluate", "KID", "lower", summary=False),
-    Figure("precision", "evaluate", "precision", "higher"),
-    Figure("recall", "evaluate", "recall", "higher"),
-    Figure("density", "evaluate", "density", "near 1"),
-    Figure("coverage", "evaluate", "coverage", "higher"),
-    Figure("js_lower_bound", "evaluate", "JSD lower bound", "lower", summary=False),
-)
-HEADLINE_EVALUATE = tuple(f.key for f in FIGURES if f.source == "evaluate")
-HEADLINE_DIAGNOSE = tuple(f.key for f in FIGURES if f.source == "diagnose")
+# The figures are registered in gancore.figures (the evaluation's metrics and the diagnosis's).
+__all__ = ["FIGURES", "HEADLINE_DIAGNOSE", "HEADLINE_EVALUATE", "headline", "rank_key"]
 
 
 def _number(value: Any) -> float | None:

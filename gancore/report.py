@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gancore.ranking import FIGURES
+from gancore.figures import FIGURES
 
 
 def fmt(value: Any) -> str:
@@ -48,7 +48,7 @@ def headline_rows(evaluate: dict[str, Any], diagnose: dict[str, Any]) -> list[tu
     return rows
 
 
-# (label, source, key) of the figures a run's summary shows: gancore.ranking.FIGURES.
+# (label, source, key) of the figures a run's summary shows: gancore.figures.FIGURES.
 HEADLINE = tuple((f.label, f.source, f.key) for f in FIGURES if f.summary)
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from gancore import progress
 from gancore.classifiers.base import Classifier, classify
 from gancore.data.prepared import CLASSIFIER_FILE, PreparedData, load_meta, to_model_range
+from gancore.datasets import dataset
 from gancore.device import resolve_device
 from gancore.errors import EvaluationError, first_line
 from gancore.io import torch_load, torch_save, write_json
@@ -252,7 +253,7 @@ def fit_domain_classifier(data: PreparedData, params, directory: str | Path) -> 
     start = time.perf_counter()
     directory = Path(directory)
     name = data.meta.get("name")
-    if data.kind == "vector":
+    if dataset(str(name or params.data.name)).classifier == "gaussian_posterior":
         return _fit_gaussian(data, start)
     epochs = params.data.classifier_epochs
     if epochs == 0:
@@ -314,7 +315,8 @@ def _stacked_training_set(train: torch.Tensor, labels: torch.Tensor) -> tuple[to
 def _fit_network(data: PreparedData, params, directory: Path, start: float) -> dict[str, Any]:
     assert data.train_labels is not None  # fit_domain_classifier checked
     name = data.meta.get("name")
-    stacked = name == "stacked_mnist"
+    spec = dataset(str(name or params.data.name))
+    stacked = spec.classifier == "stacked_digits"
     channels, size = data.train.shape[1], data.train.shape[-1]
     if stacked:
         images, labels = _stacked_training_set(data.train, data.train_labels)
@@ -327,7 +329,7 @@ def _fit_network(data: PreparedData, params, directory: Path, start: float) -> d
     kind = "stacked_cnn" if stacked else "cnn"
     epochs, seed = params.data.classifier_epochs, params.seed
     device = resolve_device(params.device)
-    settings = dict(TRAIN, augment=_augmentation(name, channels), epochs=epochs, seed=seed)
+    settings = dict(TRAIN, augment=_augmentation(spec.photographs), epochs=epochs, seed=seed)
 
     key = _cache_key(kind, arch, settings, images, labels)
     ckpt, record = _cache_load(key)
@@ -389,10 +391,9 @@ def _stacked_accuracy(classifier: StackedDigitClassifier, test: torch.Tensor, la
     }
 
 
-def _augmentation(name: str | None, channels: int) -> dict[str, Any]:
-    """Shifts and mirror images for colour photographs; none for digits and clothes (see GREY_ARCH)."""
-    colour = channels == 3 and name != "stacked_mnist"
-    return {"shift": 2 if colour else 0, "flip": colour}
+def _augmentation(photographs: bool) -> dict[str, Any]:
+    """Shifts and mirror images for photographs; none for digits and clothes (see GREY_ARCH)."""
+    return {"shift": 2 if photographs else 0, "flip": photographs}
 
 
 def build_network_seeded(arch: dict[str, Any], seed: int, device: torch.device) -> ConvNet:

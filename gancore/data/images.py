@@ -10,7 +10,7 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,11 @@ from gancore.data.prepared import PreparedData
 from gancore.data.raw import load_torchvision
 from gancore.errors import DataError
 from gancore.seeds import generator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gancore.config import Params
+    from gancore.datasets import DatasetSpec
+    from gancore.layout import Layout
 
 IMAGE_RANGE = [-1.0, 1.0]
 STACKED_N_TRAIN = 128_000  # PacGAN's Stacked MNIST training set
@@ -91,7 +96,7 @@ def stack_digits(digits: torch.Tensor, labels: torch.Tensor, n: int, gen: torch.
 
 
 def prepare_stacked_mnist(raw: Path, seed: int, n_train: int | None, n_test: int | None, size: int | None) -> PreparedData:
-    train_ds, test_ds, sha = load_torchvision("mnist", raw)
+    train_ds, test_ds, sha = load_torchvision("stacked_mnist", raw)  # MNIST's files
     out = []
     for split, ds, n in (("train", train_ds, n_train or STACKED_N_TRAIN), ("test", test_ds, n_test or STACKED_N_TEST)):
         digits, labels = split_tensors(ds)
@@ -109,6 +114,23 @@ def prepare_stacked_mnist(raw: Path, seed: int, n_train: int | None, n_test: int
         "raw_sha256": sha,
     }
     return PreparedData(meta, train, test, train_labels, test_labels)
+
+
+# The builders the data set registry names (gancore.datasets): (spec, params, layout) -> data.
+def build_torchvision(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
+    d = params.data
+    return prepare_torchvision(spec.name, layout.raw, params.seed, d.n_train, d.n_test, d.image_size)
+
+
+def build_stacked_mnist(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
+    d = params.data
+    return prepare_stacked_mnist(layout.raw, params.seed, d.n_train, d.n_test, d.image_size)
+
+
+def build_image_folder(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
+    d = params.data
+    assert d.path is not None and d.image_size is not None  # validated with the parameters
+    return prepare_image_folder(d.path, params.seed, d.n_train, d.n_test, d.image_size, d.on_bad_image)
 
 
 # -- image_folder ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import functools
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,11 @@ from gancore.data.prepared import PreparedData
 from gancore.errors import DataError, ParamsError
 from gancore.io import file_digest
 from gancore.seeds import generator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gancore.config import Params
+    from gancore.datasets import DatasetSpec
+    from gancore.layout import Layout
 
 SUFFIXES = (".npy", ".csv")
 # The fewest rows that leave a test split able to fill the evaluation's 10 splits.
@@ -152,6 +157,13 @@ def load_points(path: str | Path) -> tuple[np.ndarray, list[str]]:
     if len(x) < MIN_ROWS:
         raise PointsError(f"{p} has {len(x)} rows; points need at least {MIN_ROWS} (a training and a test split)")
     return x, names
+
+
+def build(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
+    """The registry's builder (gancore.datasets): the points file of ``data.path``."""
+    d = params.data
+    assert d.path is not None  # validated with the parameters
+    return prepare_points(d.path, params.seed, d.n_train, d.n_test, params.mixture.max_parts)
 
 
 def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:

@@ -18,28 +18,14 @@ from gancore.layout import MIXTURE_FILE, Layout
 
 def build_data(params: Params, layout: Layout) -> PreparedData:
     """The prepared data set for ``params`` in memory (raw inputs are fetched into ``layout.raw``)."""
-    d = params.data
-    # Imported per kind: the image sets pull in torchvision, which 2D data never need.
-    if d.name == "points":
-        from gancore.data.points import prepare_points
-
-        assert d.path is not None  # validated with the parameters
-        data = prepare_points(d.path, params.seed, d.n_train, d.n_test, params.mixture.max_parts)
-    elif params.data_kind == "vector":
-        from gancore.data.toy import prepare_toy
-
-        data = prepare_toy(d.name, params.seed, d.n_train, d.n_test)
-    else:
-        from gancore.data import images
-
-        if d.name == "stacked_mnist":
-            data = images.prepare_stacked_mnist(layout.raw, params.seed, d.n_train, d.n_test, d.image_size)
-        elif d.name == "image_folder":
-            assert d.path is not None and d.image_size is not None  # validated with the parameters
-            data = images.prepare_image_folder(d.path, params.seed, d.n_train, d.n_test, d.image_size, d.on_bad_image)
-        else:
-            data = images.prepare_torchvision(d.name, layout.raw, params.seed, d.n_train, d.n_test, d.image_size)
-
+    d, spec = params.data, params.dataset
+    # The builder is imported by name, so that 2D data never import torchvision.
+    data = spec.builder()(spec, params, layout)
+    if spec.labelled and data.train_labels is None:
+        raise DataError(f"the builder of {d.name} ({spec.build}) returned no labels, but its spec says the examples are labelled")
+    modes = (data.meta.get("modes") or {}).get("count")
+    if spec.modes is not None and modes != spec.modes:
+        raise DataError(f"the builder of {d.name} ({spec.build}) described {modes} modes, but its spec says {spec.modes}")
     shape = list(data.train.shape[1:])
     if tuple(shape) != params.data_shape:
         raise DataError(f"{d.name} was built with shape {shape}, but the parameters imply {list(params.data_shape)}")

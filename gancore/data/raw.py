@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gancore.datasets import dataset
 from gancore.errors import DataError
 from gancore.io import atomic_path
 from gancore.layout import DATASETS_ENV, datasets_mirror
-
-TORCHVISION_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
 @dataclass(frozen=True)
@@ -30,9 +29,13 @@ class Archive:
 
 
 def dataset_class(name: str) -> Any:
+    """The torchvision class that fetches data set ``name`` (its spec's ``torchvision``)."""
     import torchvision.datasets
 
-    return getattr(torchvision.datasets, TORCHVISION_NAMES[name])
+    spec = dataset(name)
+    if spec.torchvision is None:
+        raise DataError(f"{name} is not fetched through torchvision ({spec.fetch})")
+    return getattr(torchvision.datasets, spec.torchvision)
 
 
 def archives(cls: Any) -> list[Archive]:

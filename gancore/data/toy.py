@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from gancore.data.prepared import PreparedData
 from gancore.seeds import generator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gancore.config import Params
+    from gancore.datasets import DatasetSpec
+    from gancore.layout import Layout
 
 DEFAULT_N_TRAIN = 50_000
 DEFAULT_N_TEST = 10_000
@@ -62,6 +68,11 @@ def grid25() -> Mixture:
 
 
 MIXTURES = {"ring8": ring8, "grid25": grid25}
+
+
+def build(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
+    """The registry's builder (gancore.datasets): the mixture named ``spec.name``, sampled."""
+    return prepare_toy(spec.name, params.seed, params.data.n_train, params.data.n_test)
 
 
 def prepare_toy(name: str, seed: int, n_train: int | None, n_test: int | None) -> PreparedData:

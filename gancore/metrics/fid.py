@@ -35,7 +35,7 @@ subsets. Computed in float64 (torch-fidelity computes kernels in the features' d
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from gancore.metrics._validation import (
     check_same_dim,
     check_seed,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gancore.metrics.inputs import MetricInputs
 
 __all__ = ["feature_statistics", "frechet_distance", "fid", "kid"]
 
@@ -240,3 +243,16 @@ def kid(
         x, y = real[idx_real].to(torch.float64), fake[idx_fake].to(torch.float64)
         mmds[i] = float(_unbiased_mmd2(kernel(x, x), kernel(x, y), kernel(y, y)))
     return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def evaluate_fid(inputs: MetricInputs) -> dict[str, Any]:
+    """The registry's adapter (:data:`gancore.figures.METRICS`): FID over all real and generated features."""
+    return {"fid": fid(inputs.real_features, inputs.generated_features)}
+
+
+def evaluate_kid(inputs: MetricInputs) -> dict[str, Any]:
+    """The registry's adapter: KID over 100 subsets of (at most) 1,000 of each set."""
+    real, gen = inputs.real_features, inputs.generated_features
+    subset = min(1000, len(gen), len(real))
+    kid_mean, kid_std = kid(real, gen, subsets=100, subset_size=subset, seed=inputs.seed)
+    return {"kid_mean": kid_mean, "kid_std": kid_std, "kid_subset_size": subset}

@@ -11,12 +11,15 @@ ordinary least squares. Compare FID_inf with FID_inf, or FID with FID at the sam
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from gancore.metrics.fid import feature_statistics, fid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gancore.metrics.inputs import MetricInputs
 
 
 def fid_infinity(real: torch.Tensor, fake: torch.Tensor, seed: int = 0, points: int = 7, min_fraction: float = 0.2) -> dict[str, Any]:
@@ -37,3 +40,8 @@ def fid_infinity(real: torch.Tensor, fake: torch.Tensor, seed: int = 0, points: 
     y = np.array([v for _, v in curve])
     slope, intercept = np.polyfit(x, y, 1)
     return {"fid_infinity": float(intercept), "fid_slope": float(slope), "fid_curve": [[s, v] for s, v in curve]}
+
+
+def evaluate(inputs: MetricInputs) -> dict[str, Any]:
+    """The registry's adapter (:data:`gancore.figures.METRICS`)."""
+    return fid_infinity(inputs.real_features, inputs.generated_features, seed=inputs.seed)

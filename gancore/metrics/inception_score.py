@@ -18,7 +18,7 @@ class: the score rewards confident, evenly spread predictions, not diversity wit
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from gancore.metrics._validation import (
     check_seed,
 )
 from gancore.metrics.divergence import kl_rows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gancore.metrics.inputs import MetricInputs
 
 __all__ = ["inception_score", "inception_score_from_logits"]
 
@@ -99,3 +102,13 @@ def inception_score_from_logits(logits: Any, splits: int = 10, seed: Optional[in
     check_finite(t, "logits")
     p = torch.softmax(t.to(torch.float64), dim=1).cpu().numpy()
     return _mean_std(_split_scores(_permute(p, seed), splits))
+
+
+def evaluate(inputs: MetricInputs) -> dict[str, Any]:
+    """The registry's adapter (:data:`gancore.figures.METRICS`): IS of the generated and of the
+    real set (the real one is the ceiling this classifier allows)."""
+    assert inputs.generated_probabilities is not None and inputs.real_probabilities is not None
+    splits, seed = inputs.settings.splits, inputs.seed
+    is_mean, is_std = inception_score(inputs.generated_probabilities, splits=splits, seed=seed)
+    is_real_mean, is_real_std = inception_score(inputs.real_probabilities, splits=splits, seed=seed)
+    return {"is_mean": is_mean, "is_std": is_std, "is_real_mean": is_real_mean, "is_real_std": is_real_std}

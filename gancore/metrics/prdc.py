@@ -35,12 +35,15 @@ CPU. 10k x 10k on two CPU cores: ~10 s at 64-D, ~50 s at 2048-D, 1.3-1.9x faster
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 
 from gancore.metrics._validation import as_tensor, check_features, check_int, check_same_dim
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gancore.metrics.inputs import MetricInputs
 
 __all__ = ["precision_recall", "density_coverage", "compute_prdc"]
 
@@ -188,3 +191,42 @@ def density_coverage(real: Any, fake: Any, k: int = 5, *, device=None, chunk_siz
     r, f, k = _inputs(real, fake, k, device, need_fake_radii=False)
     out = _compute(r, f, k, chunk_size, need_fake_radii=False)
     return out["density"], out["coverage"]
+
+
+def _faithful_reference(inputs: MetricInputs) -> str:
+    return f"{len(inputs.faithful()[1])} training examples in place of generated samples, against the same real ones"
+
+
+def evaluate_precision_recall(inputs: MetricInputs) -> dict[str, Any]:
+    """The registry's adapter (:data:`gancore.figures.METRICS`): at equal n, and what training
+    examples score in the samples' place (``*_faithful``: a faithful generator's value at this n)."""
+    k = inputs.settings.pr_k
+    real, gen = inputs.equal_sizes()
+    precision, recall = precision_recall(real, gen, k=k)
+    faithful = precision_recall(*inputs.faithful(), k=k)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "pr_k": k,
+        "knn_n": len(real),
+        "precision_faithful": faithful[0],
+        "recall_faithful": faithful[1],
+        "faithful_reference": _faithful_reference(inputs),
+    }
+
+
+def evaluate_density_coverage(inputs: MetricInputs) -> dict[str, Any]:
+    """The registry's adapter: density and coverage at equal n, and their faithful reference."""
+    k = inputs.settings.dc_k
+    real, gen = inputs.equal_sizes()
+    density, coverage = density_coverage(real, gen, k=k)
+    faithful = density_coverage(*inputs.faithful(), k=k)
+    return {
+        "density": density,
+        "coverage": coverage,
+        "dc_k": k,
+        "knn_n": len(real),
+        "density_faithful": faithful[0],
+        "coverage_faithful": faithful[1],
+        "faithful_reference": _faithful_reference(inputs),
+    }
