@@ -34,7 +34,7 @@ def load_classifier(name: str, layout, device: str | torch.device = "cpu") -> Cl
     their weights from torch hub's cache and download them there when missing.
     """
     if name == "domain":
-        from gancore.classifiers.domain import load_domain_classifier
+        from gancore.classifiers.domain_networks import load_domain_classifier
 
         classifier = load_domain_classifier(layout.prepared)
     elif name == "inception":

@@ -76,7 +76,12 @@ def build(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
 
 
 def prepare_toy(name: str, seed: int, n_train: int | None, n_test: int | None) -> PreparedData:
-    mixture = MIXTURES[name]()
+    return prepare_mixture(MIXTURES[name](), seed, n_train, n_test)
+
+
+def prepare_mixture(mixture: Mixture, seed: int, n_train: int | None, n_test: int | None) -> PreparedData:
+    """Training and test points of ``mixture``, seeded, with its centres as the known modes (a new
+    2D set is a Mixture and a builder calling this)."""
     train, train_labels = mixture.sample(n_train or DEFAULT_N_TRAIN, generator(seed, "train"))
     test, test_labels = mixture.sample(n_test or DEFAULT_N_TEST, generator(seed, "test"))
     meta = {

@@ -67,7 +67,7 @@ class CollapseMonitor:
         self.labels = modes.get("labels")
         self.classifier = None
         if self.kind == "image" and (data.meta.get("classifier") or {}).get("kind") not in (None, "none"):
-            from gancore.classifiers.domain import load_domain_classifier
+            from gancore.classifiers.domain_networks import load_domain_classifier
 
             self.classifier = load_domain_classifier(prepared_dir).to(device)
         # Fixed training and held-out subsets: is D memorising its training data (its "real" calls
