@@ -30,8 +30,9 @@ import torch
 
 from gancore.data.prepared import to_model_range
 from gancore.device import resolve_device
-from gancore.losses import flat_logits, get_loss
+from gancore.losses import get_loss
 from gancore.modelio import build_pair
+from gancore.objectives import flat_logits
 from gancore.training import BatchStream, Trainer
 
 LOG_EVERY = 10

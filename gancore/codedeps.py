@@ -22,15 +22,17 @@ from typing import Any
 
 from gancore.datasets import builder_modules
 from gancore.figures import compute_modules
+from gancore.losses import objective_modules
 
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parent
-# What each stage's function in gancore.stages imports; prepare and evaluate also import, by name,
-# the data sets' builders and the metrics' functions ("module:function" in gancore.datasets and
-# gancore.figures), which no import statement shows.
+# What each stage's function in gancore.stages imports; prepare, train and evaluate also import,
+# by name, the data sets' builders, the losses' objectives and the metrics' functions
+# ("module:function" in gancore.datasets, gancore.losses and gancore.figures), which no import
+# statement shows.
 ENTRY: dict[str, tuple[str, ...]] = {
     "prepare": ("gancore.data.prepare", *builder_modules()),
-    "train": ("gancore.mixture", "gancore.training"),
+    "train": ("gancore.mixture", "gancore.training", *objective_modules()),
     "sample": ("gancore.sampling",),
     "evaluate": ("gancore.evaluation", *compute_modules()),
     "diagnose": ("gancore.diagnostics",),
@@ -205,9 +207,23 @@ def code_digest(stage: str) -> str:
 # The layers, lowest first: a module may import its own layer and the ones below, never above.
 # (The stages know nothing of trackers, the core nothing of the orchestrators.)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "datasets", "figures", "names", "seeds", "io", "layout", "environment", "progress", "failpoints", "hookspecs"),
+    (
+        "errors",
+        "datasets",
+        "figures",
+        "losses",
+        "objectives",
+        "names",
+        "seeds",
+        "io",
+        "layout",
+        "environment",
+        "progress",
+        "failpoints",
+        "hookspecs",
+    ),
     ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
-    ("config", "config_checks", "device", "registry", "trainlog", "pictures", "losses", "metrics", "report", "ranking", "provenance"),
+    ("config", "config_checks", "device", "registry", "trainlog", "pictures", "metrics", "report", "ranking", "provenance"),
     ("data", "checkpoint", "modelio", "conformance", "conformance_checks", "classifiers", "partition", "dvcstore"),
     ("diagnostics", "training", "mixture", "sampling", "evaluation", "evaluation_jsd", "probe"),
     ("recorder", "stages", "tracking", "codedeps", "catalogue"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, get_args
 
-from gancore import datasets
+from gancore import datasets, losses
 
 StageName = Literal["prepare", "train", "sample", "evaluate", "diagnose"]
 STAGE_ORDER: tuple[str, ...] = get_args(StageName)
@@ -26,8 +26,12 @@ VECTOR_DATASETS: tuple[str, ...] = datasets.of_kind("vector")
 # Data sets read from the user's own files (data.path).
 FILE_DATASETS: tuple[str, ...] = tuple(n for n, s in datasets.REGISTRY.items() if s.reads_path)
 
-LossName = Literal["minimax", "non_saturating", "wasserstein_gp", "hinge", "least_squares"]
-LOSSES: tuple[str, ...] = get_args(LossName)
+# The losses are registered in gancore.losses; their names are read from there.
+LOSSES: tuple[str, ...] = tuple(losses.REGISTRY)
+if TYPE_CHECKING:
+    LossName = str
+else:
+    LossName = Literal[LOSSES]
 
 ClassifierName = Literal["domain", "inception", "inception_tf"]
 CLASSIFIERS: tuple[str, ...] = get_args(ClassifierName)

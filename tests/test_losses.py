@@ -8,8 +8,9 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from gancore.losses import REGISTRY, get_loss, gradient_penalty, is_saturating, is_sigmoid, minimax_value, spec
+from gancore.losses import REGISTRY, get_loss, is_saturating, is_sigmoid, spec
 from gancore.names import LOSSES
+from gancore.objectives import gradient_penalty, minimax_value
 
 L_REAL = torch.tensor([2.0, -1.0, 0.5, 0.0], dtype=torch.float64)
 L_FAKE = torch.tensor([-3.0, 1.5, 0.0, -0.25], dtype=torch.float64)
@@ -176,3 +177,19 @@ def test_saturating_flag_means_g_gets_no_gradient_where_d_rejects_the_fakes(name
 
 def test_names_the_registry_does_not_hold_are_neither_sigmoid_nor_saturating():
     assert not is_sigmoid("an_old_loss") and not is_saturating(None) and spec("an_old_loss") is None
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_each_registered_objective_resolves_and_is_a_train_dependency(name):
+    """The registry names its objectives as module:function; train imports them by name, so its
+    DVC dependencies must include their modules (gancore.codedeps reads the same names)."""
+    from gancore import codedeps
+    from gancore.config import Params
+
+    entry = REGISTRY[name]
+    assert callable(entry.d) and callable(entry.g)
+    for reference in (entry.d_objective, entry.g_objective):
+        path = reference.partition(":")[0].replace(".", "/") + ".py"
+        assert path in codedeps.stage_deps("train")
+    schema = Params.model_json_schema()["$defs"]["LossParams"]["properties"]["name"]
+    assert tuple(schema["enum"]) == tuple(REGISTRY)  # the Prefect form's choices

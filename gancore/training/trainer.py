@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from gancore import seeds
-from gancore.losses import GanLoss, flat_logits, gradient_penalty, minimax_value
+from gancore.losses import GanLoss
+from gancore.objectives import flat_logits, gradient_penalty, minimax_value
 from gancore.training.augment import Augment
 from gancore.training.batches import BatchStream
 from gancore.training.distributed import SINGLE, World
