@@ -11,10 +11,11 @@ builder is named as ``"module:function"`` and imported only when ``prepare`` bui
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from gancore.lazy import modules, resolve
 
 Kind = Literal["vector", "image"]
 # How the domain classifier is built: the exact/fitted mixture posterior (vectors), a CNN over
@@ -49,8 +50,8 @@ class DatasetSpec:
         return self.protocol_n or (2500 if self.kind == "vector" else 10000)
 
     def builder(self) -> Callable[..., Any]:
-        module, _, function = self.build.partition(":")
-        return getattr(importlib.import_module(module), function)
+        found: Callable[..., Any] = resolve(self.build)
+        return found
 
 
 def _register(*specs: DatasetSpec) -> dict[str, DatasetSpec]:
@@ -163,4 +164,4 @@ def of_kind(kind: Kind) -> tuple[str, ...]:
 
 def builder_modules() -> tuple[str, ...]:
     """The modules the builders live in (what ``prepare`` may import by name)."""
-    return tuple(dict.fromkeys(s.build.partition(":")[0] for s in REGISTRY.values()))
+    return modules(s.build for s in REGISTRY.values())

@@ -14,10 +14,11 @@ reads the same names, so the stage's DVC dependencies include it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from gancore.lazy import modules, resolve
 
 Better = Literal["higher", "lower", "near 1", "near 0", "-"]
 
@@ -47,9 +48,8 @@ class Metric:
     absent: tuple[str, ...] = ()  # more keys set to null when its inputs are missing
 
     def function(self) -> Callable[..., dict[str, Any]]:
-        module, _, name = self.compute.partition(":")
-        fn: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), name)
-        return fn
+        found: Callable[..., dict[str, Any]] = resolve(self.compute)
+        return found
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -144,4 +144,4 @@ HEADLINE_DIAGNOSE = tuple(f.key for f in FIGURES if f.source == "diagnose")
 
 def compute_modules() -> tuple[str, ...]:
     """The modules the metrics' functions live in (what ``evaluate`` imports by name)."""
-    return tuple(dict.fromkeys(m.compute.partition(":")[0] for m in METRICS.values()))
+    return modules(m.compute for m in METRICS.values())

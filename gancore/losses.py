@@ -10,18 +10,14 @@ named as ``"module:function"`` and imported when a loss is used.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gancore.lazy import modules, resolve
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
-
-
-def _resolve(reference: str) -> Any:
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -54,11 +50,11 @@ class LossSpec:
 
     @property
     def d(self) -> Any:
-        return _resolve(self.d_objective)
+        return resolve(self.d_objective)
 
     @property
     def g(self) -> Any:
-        return _resolve(self.g_objective)
+        return resolve(self.g_objective)
 
 
 def _register(*specs: LossSpec) -> dict[str, LossSpec]:
@@ -101,5 +97,4 @@ def get_loss(name: str, gp_weight: float = 10.0) -> GanLoss:
 
 def objective_modules() -> tuple[str, ...]:
     """The modules the objectives live in (what the trainer imports by name)."""
-    refs = [r for s in REGISTRY.values() for r in (s.d_objective, s.g_objective)]
-    return tuple(dict.fromkeys(r.partition(":")[0] for r in refs))
+    return modules(r for s in REGISTRY.values() for r in (s.d_objective, s.g_objective))

@@ -12,10 +12,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from gancore.figures import FIGURES, HEADLINE_DIAGNOSE, HEADLINE_EVALUATE
+from gancore.figures import HEADLINE_DIAGNOSE, HEADLINE_EVALUATE
 
-# The figures are registered in gancore.figures (the evaluation's metrics and the diagnosis's).
-__all__ = ["FIGURES", "HEADLINE_DIAGNOSE", "HEADLINE_EVALUATE", "headline", "rank_key"]
+# The figures themselves are registered in gancore.figures (the evaluation's metrics and the diagnosis's).
 
 
 def _number(value: Any) -> float | None:
