@@ -6,12 +6,11 @@ without it when ``tracking.enabled`` is false. It records; it never runs a stage
 
 * :mod:`~gancore.tracking.store`: the tracking URI, the client and the experiment;
 * :mod:`~gancore.tracking.run`: one run and what each stage leaves in it;
-* :mod:`~gancore.tracking.recorders`: how stages find their run (owned by a flow, or handed from
+* :mod:`~gancore.tracking.mlflow_recorders`: how stages find their run (owned by a flow, or handed from
   process to process through ``<output root>/.mlflow_run.json``).
 """
 
-from gancore.tracking.models import registered_model_name
-from gancore.tracking.recorders import (
+from gancore.tracking.mlflow_recorders import (
     FileHandedRecorder,
     OwnedRunRecorder,
     current_run_id,
@@ -21,6 +20,7 @@ from gancore.tracking.recorders import (
     read_state,
     recorder_for,
 )
+from gancore.tracking.models import registered_model_name
 from gancore.tracking.run import (
     PipelineRun,
     numeric_items,
