@@ -43,7 +43,7 @@ ENTRY: dict[str, tuple[str, ...]] = {
 BUILDS_NETWORKS = "gancore/modelio.py"
 PLUGINS = "plugins"
 # Modules that compute nothing an output depends on: error types, file plumbing, paths, names,
-# progress output, the command line, trackers (a side channel), fault injection for tests.
+# the registries' module:function references, progress output, the command line, trackers (a side channel), fault injection for tests.
 PLUMBING = frozenset(
     {
         "gancore/__init__.py",
@@ -54,6 +54,7 @@ PLUMBING = frozenset(
         "gancore/hookspecs.py",
         "gancore/io.py",
         "gancore/layout.py",
+        "gancore/lazy.py",
         "gancore/names.py",
         "gancore/progress.py",
         "gancore/recorder.py",
@@ -209,6 +210,7 @@ def code_digest(stage: str) -> str:
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "errors",
+        "lazy",
         "datasets",
         "figures",
         "losses",

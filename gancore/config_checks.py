@@ -87,7 +87,8 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
             problems.append(("model.arch", f"{params.model.arch!r} is not an installed architecture; allowed: {', '.join(sorted(archs))}"))
         else:
             arch = reg.architecture
-            if params.data_shape != (0,) and not arch.supports(params.data_shape):
+            # A 0 in the shape is a data problem reported above (no image_size, an unreadable file).
+            if 0 not in params.data_shape and not arch.supports(params.data_shape):
                 supported = ", ".join(str(s) for s in arch.shapes) or ", ".join(sorted(arch.kinds))
                 problems.append(
                     ("model.arch", f"{arch.name} does not support data shape {params.data_shape} of {d.name}; it supports: {supported}")

@@ -2,8 +2,9 @@
 computes them, which way is better, headline or not) and the diagnosis's figures.
 
 The ``evaluate`` stage runs :data:`METRICS` in order; the MLflow metrics without a prefix, the
-run summaries (CLI, Prefect artifact, MLflow description), the ranking of runs, ``gan metrics``
-and the README's metric table are read from :data:`FIGURES`. Adding a metric is one new module
+run summaries (CLI, Prefect artifact, MLflow description), the figures the ranking of runs
+collects, ``gan metrics`` and the README's metric table are read from :data:`FIGURES` (the
+ranking's order of precedence is its own rule, :func:`gancore.ranking.rank_key`). Adding a metric is one new module
 (``gancore/metrics/<name>.py``: the function and an ``evaluate(inputs)`` adapter, see
 :class:`gancore.metrics.inputs.MetricInputs`) and one :class:`Metric` entry here.
 

@@ -1,7 +1,8 @@
 """Every name the parameters, the CLI and the orchestrators choose from, defined once.
 
 Each set of names is a ``Literal`` type (what pydantic validates and the Prefect form offers as
-choices); the tuple beside it is derived from the type, so the two cannot disagree.
+choices) with a tuple beside it, one derived from the other so the two cannot disagree. The data
+sets and losses are read from their registries (:mod:`gancore.datasets`, :mod:`gancore.losses`).
 """
 
 from __future__ import annotations

@@ -86,3 +86,15 @@ def test_the_readme_names_every_data_set():
     readme = (REPO / "README.md").read_text()
     missing = [n for n in NAMES if f"`{n}`" not in readme]
     assert not missing, f"README.md does not mention {missing}"
+
+
+def test_a_missing_image_size_is_one_clear_problem(tmp_path):
+    """image_folder without data.image_size: the missing key is named, and no architecture is
+    blamed for the empty shape that follows from it."""
+    from gancore.config import ParamsError, validate
+
+    with pytest.raises(ParamsError) as info:
+        validate({"data": {"name": "image_folder", "path": str(tmp_path)}, "model": {"arch": "dcgan"}})
+    message = str(info.value)
+    assert "data.image_size: required for data.name=image_folder" in message
+    assert "does not support data shape" not in message

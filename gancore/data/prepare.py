@@ -58,8 +58,8 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
 
         shutil.rmtree(out / "parts")
     save_prepared(out, data)
-    # 2D data always get theirs: the exact posterior over the centres needs no training.
-    if params.data.classifier_epochs > 0 or data.kind == "vector":
+    # A mixture posterior (vector data) needs no training: those data always get theirs.
+    if params.data.classifier_epochs > 0 or params.dataset.classifier == "gaussian_posterior":
         from gancore.classifiers.domain import fit_domain_classifier
 
         info = fit_domain_classifier(data, params, out)

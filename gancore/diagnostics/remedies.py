@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gancore.losses import is_saturating
+from gancore.losses import is_saturating, spec
 from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
 
 
@@ -108,7 +108,8 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
     out: list[Remedy] = []
     if name == "saturating_loss":
         out.append(Remedy("non_saturating", NON_SATURATING, ("loss.name=non_saturating",), cause="the saturating minimax loss"))
-    if name in ("saturating_loss", "vanishing_gradients") and loss != "wasserstein_gp":
+    found = spec(loss)
+    if name in ("saturating_loss", "vanishing_gradients") and not (found and found.penalty):
         out.append(Remedy("wasserstein_gp", WASSERSTEIN, ("loss.name=wasserstein_gp", "train.n_critic=5")))
     if name == "dominant_discriminator":
         lr_g, lr_d, n_critic = context.get("lr_g"), context.get("lr_d"), int(context.get("n_critic") or 1)

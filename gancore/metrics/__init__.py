@@ -7,9 +7,12 @@ One module per metric family, each checked for parity against its reference impl
   ``normalize_histogram``, ``label_histogram`` (discrete distributions, nats);
 - :mod:`~gancore.metrics.inception_score`: ``inception_score``, ``inception_score_from_logits``;
 - :mod:`~gancore.metrics.fid`: ``fid``, ``kid``, ``feature_statistics``, ``frechet_distance``;
-- :mod:`~gancore.metrics.prdc`: ``precision_recall``, ``density_coverage``, ``compute_prdc``.
+- :mod:`~gancore.metrics.prdc`: ``precision_recall``, ``density_coverage``, ``compute_prdc``;
+- :mod:`~gancore.metrics.fid_infinity`: ``fid_infinity`` (FID extrapolated to infinite n).
 
-Invalid input raises ``ValueError`` naming the argument and what would be valid.
+Invalid input raises ``ValueError`` naming the argument and what would be valid. Each module also
+has the adapter the ``evaluate`` stage calls, ``evaluate(inputs)`` (:mod:`.inputs`), registered in
+:data:`gancore.figures.METRICS`.
 """
 
 from gancore.metrics.divergence import js_distance, js_divergence, kl_divergence, label_histogram, normalize_histogram

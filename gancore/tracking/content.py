@@ -5,7 +5,7 @@
   prefix, in that order, then the single-valued metrics.
 * **The figures a paper prints**, as metrics without a prefix: ``is_mean``, ``fid``,
   ``js_divergence``, ``modes_covered``, ``high_quality_fraction``, ``mode_kl``, ...
-  (:mod:`gancore.ranking`). Every other number stays in ``metrics/evaluate.json`` and
+  (:data:`gancore.figures.FIGURES`). Every other number stays in ``metrics/evaluate.json`` and
   ``metrics/diagnose.json``, logged whole as artifacts.
 * **The diagnosis as the run's description** (the UI's "Description" box: the verdict, the
   figures and the remedies, in markdown) and the verdict as a tag.

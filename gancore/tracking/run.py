@@ -36,7 +36,7 @@ _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 def run_name(params: Params) -> str:
     """Says what ran: ``<arch>-<data>[-<loss>]-<4 hex>``; the loss only when not the default."""
     parts = [params.model.arch, params.data.name]
-    if params.loss.name != "non_saturating":
+    if params.loss.name != type(params.loss).model_fields["name"].default:
         parts.append(params.loss.name)
     return "-".join(parts + [secrets.token_hex(2)])
 
