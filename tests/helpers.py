@@ -1,5 +1,5 @@
 """Helpers the test modules share (fixtures live in conftest.py): paths, tiny parameters,
-subprocess environments, free ports, the ring8 protocol's centres."""
+subprocess environments, free ports, the ring8 protocol's centres, the keys of evaluate.json."""
 
 from __future__ import annotations
 
@@ -172,3 +172,54 @@ def image_meta(name: str, shape: list[int], count: int, count_test: int, modes: 
 def overrides(*settings: str) -> list[str]:
     """``-S key=value`` arguments of the CLI, one pair per setting."""
     return [arg for setting in settings for arg in ("-S", setting)]
+
+
+# -- the evaluate stage ---------------------------------------------------------------------------
+# Keys evaluate.json must always hold (values may be null where documented).
+EVALUATE_KEYS = {
+    "fid_infinity",
+    "fid_slope",
+    "fid_curve",
+    "provenance",
+    "knn_n",
+    "precision_faithful",
+    "recall_faithful",
+    "density_faithful",
+    "coverage_faithful",
+    "faithful_reference",
+    "classifier",
+    "classifier_test_accuracy",
+    "feature_space",
+    "n_generated",
+    "n_real",
+    "splits",
+    "seed",
+    "is_mean",
+    "is_std",
+    "is_real_mean",
+    "is_real_std",
+    "num_classes",
+    "classes_generated",
+    "classes_real",
+    "kl_divergence",
+    "kl_divergence_note",
+    "kl_to_uniform",
+    "js_divergence",
+    "js_distance",
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "kid_subset_size",
+    "precision",
+    "recall",
+    "pr_k",
+    "density",
+    "coverage",
+    "dc_k",
+    "js_lower_bound",
+    "js_lower_bound_v_hat",
+    "js_lower_bound_se",
+    "js_lower_bound_n_train",
+    "js_lower_bound_n_test",
+    "non_finite_metrics",
+}

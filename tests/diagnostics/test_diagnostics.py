@@ -1,110 +1,31 @@
-"""Diagnostics on constructed inputs whose answers are known analytically (no training)."""
+"""Diagnostics on constructed inputs whose answers are known analytically (no training).
+
+Training dynamics and the `gan diagnose` stage: test_dynamics_and_stage.py.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from constructed_inputs import P_HQ, N, binomial_tol, diagnosis_2d, healthy_log, kl_bound, mixture, ring8
 from scipy import stats
 
 from gancore.clustering import kmeans
 from gancore.diagnostics import figures_from
 from gancore.diagnostics.diversity import collapse_measures
-from gancore.diagnostics.dynamics import EQUILIBRIUM_TOL, VALUE_TOL, analyse_dynamics, read_train_log
 from gancore.diagnostics.modes import expected_coverage, modes_2d, modes_labelled, modes_stacked
 from gancore.diagnostics.ndb import false_positive_bound, ndb, two_proportion_z
-from gancore.diagnostics.remedies import NON_SATURATING, NORMALISATION, SEPARATE, WASSERSTEIN
+from gancore.diagnostics.remedies import SEPARATE
 from gancore.diagnostics.verdict import decide
-from helpers import image_meta
-
-# P(r < 3 sigma) for an isotropic 2D Gaussian: the radius is Rayleigh, 1 - exp(-9/2).
-P_HQ = 1.0 - math.exp(-4.5)
-N = 2500  # the 2D protocol's sample count
-
-
-def ring8() -> tuple[torch.Tensor, float]:
-    a = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
-    return torch.stack([a.cos(), a.sin()], 1), 0.01
 
 
 def grid25() -> tuple[torch.Tensor, float]:
     ax = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=torch.float64)
     xs, ys = torch.meshgrid(ax, ax, indexing="ij")
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), 0.05
-
-
-def mixture(centers: torch.Tensor, sigma: float, n: int, seed: int, modes=None) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    modes = torch.as_tensor(modes if modes is not None else range(len(centers)))
-    labels = modes[torch.randint(len(modes), (n,), generator=g)]
-    return (centers[labels] + sigma * torch.randn(n, 2, generator=g, dtype=torch.float64)).float(), labels
-
-
-def binomial_tol(p: float, n: int, sds: float = 4.0) -> float:
-    return sds * math.sqrt(p * (1 - p) / n)
-
-
-def kl_bound(k: int, n: int) -> float:
-    """99.9 % bound on KL(empirical || true) for n multinomial draws over k equal bins: 2n KL ~ chi2(k-1)."""
-    return stats.chi2.ppf(0.999, k - 1) / (2 * n)
-
-
-# -- training logs ------------------------------------------------------------------------------
-def make_log(d_real, d_fake, grad_g, bn=None, loss_g=None) -> dict[str, np.ndarray]:
-    d_real, d_fake, grad_g = (np.asarray(x, dtype=np.float64) for x in (d_real, d_fake, grad_g))
-    n = len(d_real)
-    value = np.log(d_real) + np.log1p(-d_fake)
-    log = {
-        "step": np.arange(1, n + 1, dtype=np.float64) * 10,
-        "loss_d": -value,
-        "loss_g": -np.log(d_fake) if loss_g is None else np.asarray(loss_g, dtype=np.float64),
-        "d_real": d_real,
-        "d_fake": d_fake,
-        "logit_real": np.log(d_real / (1 - d_real)),
-        "logit_fake": np.log(d_fake / (1 - d_fake)),
-        "value": value,
-        "grad_norm_g": grad_g,
-        "grad_norm_d": grad_g,
-        "bn_drift_g": np.full(n, np.nan) if bn is None else np.asarray(bn, dtype=np.float64),
-        "seconds": np.arange(n, dtype=np.float64),
-    }
-    return log
-
-
-def healthy_log(n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return make_log(
-        0.5 + 0.02 * rng.standard_normal(n),
-        0.5 + 0.02 * rng.standard_normal(n),
-        1.0 + 0.1 * rng.standard_normal(n),
-        bn=0.2 * np.exp(-np.arange(n) / 30) + 0.01,
-    )
-
-
-def vanishing_log(n: int = 200) -> dict[str, np.ndarray]:
-    t = np.arange(n) / n
-    return make_log(1 - 0.5 * np.exp(-5 * t), 0.5 * np.exp(-6 * t), np.exp(-6 * t))
-
-
-def write_log(path: Path, log: dict[str, np.ndarray]) -> None:
-    cols = list(log)
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for i in range(len(log["step"])):
-            w.writerow(["" if not np.isfinite(log[c][i]) else repr(float(log[c][i])) for c in cols])
-
-
-def diagnosis_2d(gen, centers, sigma, real_train, real_test, real_labels=None, log=None, loss="non_saturating", bins=100):
-    report = modes_2d(gen, centers, sigma, real_labels=real_labels)
-    figures = figures_from(report, collapse_measures(gen, real_test, 0.05, seed=0), ndb(real_train, gen, bins, 0.05, seed=0))
-    dynamics = analyse_dynamics(log, loss) if log is not None else None
-    return report, figures, decide(figures, dynamics, loss)
 
 
 @pytest.fixture(scope="module")
@@ -355,211 +276,3 @@ def test_labelled_images():
     q = np.bincount(skew.numpy(), minlength=10) / len(skew)
     r = modes_labelled(probs, skew, confidence=0.9)
     assert r["mode_kl"] == pytest.approx(float(np.sum(0.1 * np.log(0.1 / q))), rel=1e-10)
-
-
-# -- training dynamics ---------------------------------------------------------------------------
-def test_vanishing_gradients_log(ring_data):
-    d = analyse_dynamics(vanishing_log(), "minimax")
-    v = d["vanishing_gradients"]
-    assert v["flag"] is True and v["grad_ratio"] < 0.1 and v["d_fake_late"] < 0.1
-    assert d["dominance"]["flag"] is True
-    assert d["equilibrium"]["flag"] is False and d["equilibrium"]["far_flag"] is True
-    centers, sigma, train, test, _ = ring_data
-    gen, _ = mixture(centers, sigma, N, seed=31)
-    _, _, decision = diagnosis_2d(gen, centers, sigma, train, test, log=vanishing_log(), loss="minimax")
-    assert decision["verdict"] == "vanishing_gradients"
-    # The saturating loss is the named cause: its cure first, then the Wasserstein loss.
-    assert [r["name"] for r in decision["remedy_settings"][:2]] == ["non_saturating", "wasserstein_gp"]
-    assert decision["remedies"][0].startswith(NON_SATURATING) and decision["remedies"][1].startswith(WASSERSTEIN)
-    assert decision["evidence"]["grad_ratio"] < 0.1
-
-
-def test_equilibrium_log():
-    n = 300
-    t = np.arange(n)
-    rng = np.random.default_rng(1)
-    d_real = 0.5 + 0.04 * np.sin(t / 7) + 0.01 * rng.standard_normal(n)
-    d_fake = 0.5 - 0.04 * np.sin(t / 7) + 0.01 * rng.standard_normal(n)
-    d = analyse_dynamics(make_log(d_real, d_fake, np.ones(n)), "minimax")
-    eq = d["equilibrium"]
-    assert eq["flag"] is True
-    assert abs(eq["value_mean"] + math.log(4)) < VALUE_TOL
-    assert abs(eq["d_real_mean"] - 0.5) < EQUILIBRIUM_TOL and abs(eq["d_fake_mean"] - 0.5) < EQUILIBRIUM_TOL
-    assert d["oscillation"]["flag"] is False  # 0.04 swings: below the oscillation amplitude
-    assert d["vanishing_gradients"]["flag"] is False
-
-    # D winning (0.8 / 0.2) is outside the tolerance; V = 2 log 0.8 is 0.94 above -log 4.
-    d = analyse_dynamics(make_log(np.full(n, 0.8), np.full(n, 0.2), np.ones(n)), "minimax")
-    assert d["equilibrium"]["flag"] is False and d["equilibrium"]["far_flag"] is False
-    # A loss with no sigmoid equilibrium: numbers, no flag.
-    d = analyse_dynamics(make_log(d_real, d_fake, np.ones(n)), "wasserstein_gp")
-    assert d["equilibrium"]["flag"] is None and d["equilibrium"]["d_real_mean"] == pytest.approx(0.5, abs=0.02)
-
-
-def test_oscillation_and_bn_drift():
-    n = 300
-    t = np.arange(n)
-    d = analyse_dynamics(make_log(0.5 + 0.3 * np.sin(t / 3), 0.5 - 0.3 * np.sin(t / 3), np.ones(n)), "non_saturating")
-    osc = d["oscillation"]
-    # A sine of amplitude 0.3 has std 0.3 / sqrt 2; 60 late rows at period 2 pi 3 cross zero ~6 times.
-    assert osc["flag"] is True and osc["detrended_std"] == pytest.approx(0.3 / math.sqrt(2), rel=0.1)
-    assert osc["sign_changes"] >= 4
-    decision = decide(
-        {
-            "high_quality_fraction": 0.99,
-            "modes_total": 8,
-            "modes_covered": 8,
-            "modes_expected": 8.0,
-            "pairwise_distance_ratio": 1.0,
-            "duplicate_excess": 0.0,
-        },
-        d,
-        "non_saturating",
-    )
-    assert decision["verdict"] == "not_converged" and any(r.startswith(NORMALISATION) for r in decision["remedies"])
-
-    assert healthy_log()["bn_drift_g"][0] > 0
-    bn = analyse_dynamics(healthy_log(), "non_saturating")["bn_drift"]
-    assert bn["flag"] is False and bn["late_to_early"] < 0.5
-    steady = analyse_dynamics(make_log(np.full(n, 0.5), np.full(n, 0.5), np.ones(n), bn=np.full(n, 0.2)), "minimax")
-    assert steady["bn_drift"]["flag"] is True and steady["bn_drift"]["late_to_early"] == pytest.approx(1.0)
-    assert analyse_dynamics(make_log(np.full(n, 0.5), np.full(n, 0.5), np.ones(n)), "minimax")["bn_drift"] is None
-
-
-def test_read_train_log_roundtrip(tmp_path):
-    log = vanishing_log(50)
-    path = tmp_path / "train_log.csv"
-    write_log(path, log)
-    back = read_train_log(path)
-    assert set(back) == set(log)
-    np.testing.assert_allclose(back["grad_norm_g"], log["grad_norm_g"])
-    assert np.isnan(back["bn_drift_g"]).all()
-    assert read_train_log(tmp_path / "absent.csv") is None
-    (tmp_path / "bad.csv").write_text("step,loss_d\n1,0.5\n")
-    with pytest.raises(Exception, match="lacks column"):
-        read_train_log(tmp_path / "bad.csv")
-
-
-# -- the stage -----------------------------------------------------------------------------------
-REQUIRED_KEYS = (
-    "modes_total",
-    "modes_covered",
-    "high_quality_fraction",
-    "mode_kl",
-    "ndb",
-    "ndb_k",
-    "ndb_js",
-    "pairwise_distance_ratio",
-    "duplicate_rate",
-    "verdict",
-    "evidence",
-    "explanation",
-    "remedies",
-    "dynamics",
-)
-
-
-def _no_nan(obj) -> bool:
-    if isinstance(obj, dict):
-        return all(_no_nan(v) for v in obj.values())
-    if isinstance(obj, list):
-        return all(_no_nan(v) for v in obj)
-    return not (isinstance(obj, float) and not math.isfinite(obj))
-
-
-def test_stage_ring8(tmp_path):
-    from gancore.config import Params
-    from gancore.data.prepared import PreparedData, save_prepared
-    from gancore.diagnostics import diagnose
-    from gancore.layout import Layout
-
-    layout = Layout(tmp_path)
-    centers, sigma = ring8()
-    train, train_labels = mixture(centers, sigma, 4000, seed=41)
-    test, test_labels = mixture(centers, sigma, 2000, seed=42)
-    meta = {
-        "name": "ring8",
-        "kind": "vector",
-        "shape": [2],
-        "count": 4000,
-        "count_test": 2000,
-        "value_range": [-1.04, 1.04],
-        "storage": "float32",
-        "seed": 0,
-        "modes": {"count": 8, "definition": "ring", "centers": centers.tolist(), "sigma": sigma},
-        "raw_sha256": {},
-    }
-    save_prepared(layout.prepared, PreparedData(meta, train, test, train_labels, test_labels))
-    gen, _ = mixture(centers, sigma, N, seed=43, modes=[0, 1, 2, 3, 4, 5])
-    layout.samples.mkdir(parents=True)
-    torch.save({"x": gen, "seed": 1, "latent_dim": 16}, layout.samples / "samples.pt")
-    layout.metrics.mkdir(parents=True)
-    write_log(layout.train_log, healthy_log())
-
-    params = Params(data={"name": "ring8"}, device="cpu", diagnose={"ndb_bins": 50})
-    summary = diagnose(params, layout)
-    q = np.bincount(test_labels.numpy(), minlength=8) / len(test_labels)
-    kl_target = float(np.sum(np.log((1 / 6) / q[:6])) / 6)
-    assert summary == {
-        "verdict": "partial_collapse",
-        "modes_covered": 6,
-        "modes_total": 8,
-        "high_quality_fraction": pytest.approx(P_HQ, abs=binomial_tol(P_HQ, N)),
-        "mode_kl": pytest.approx(kl_target, abs=kl_bound(6, 2400) + 2e-3),
-        "ndb": summary["ndb"],
-    }
-    out = json.loads((layout.metrics / "diagnose.json").read_text())
-    assert all(k in out for k in REQUIRED_KEYS)
-    assert _no_nan(out)
-    assert out["dynamics"]["equilibrium"]["flag"] is True
-    # The remedies, each with the settings that apply it to this run: a single GAN, so the mixture
-    # first (parts found from the data: no part count to give), then packing, then more data.
-    assert [r["name"] for r in out["remedy_settings"]] == ["mixture", "pack2", "pack4", "augment"]
-    assert [r["sets"] for r in out["remedy_settings"]] == [
-        ["mixture.enabled=true"],
-        ["model.pack=2"],
-        ["model.pack=4"],
-        ["augment.policy=jitter", "augment.adaptive=true"],  # "more diverse data", as settings
-    ]
-    assert out["remedies"][0] == f"{SEPARATE} (set: -S mixture.enabled=true)"
-    assert out["remedies"][1].startswith("packing with 2 samples (PacGAN2)") and "(set: -S model.pack=2)" in out["remedies"][1]
-    assert out["ndb"] > false_positive_bound(50, 0.05)
-    rows = list(csv.DictReader((layout.metrics / "mode_histogram.csv").open()))
-    assert [r["mode"] for r in rows] == [str(i) for i in range(8)]
-    assert float(rows[7]["generated"]) == 0.0 and float(rows[7]["real"]) > 0.1
-    assert sum(float(r["generated"]) for r in rows) == pytest.approx(1.0, abs=1e-5)
-    for pic in ("mode_histogram.png", "dynamics.png", "ndb.png"):
-        assert (layout.plots / pic).stat().st_size > 1000
-    md = (layout.metrics / "diagnosis.md").read_text()
-    assert md.startswith("# Diagnosis: partial_collapse") and "6 / 8" in md
-    assert not list(tmp_path.rglob("*.tmp"))
-
-
-def test_stage_images_without_classifier(tmp_path):
-    """Unlabelled images without a domain classifier: modes null, distances on pixels, no NaN."""
-    from gancore.config import Params
-    from gancore.data.prepared import PreparedData, save_prepared
-    from gancore.diagnostics import diagnose
-    from gancore.layout import Layout
-
-    layout = Layout(tmp_path)
-    g = torch.Generator().manual_seed(0)
-    train = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8, generator=g)
-    test = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8, generator=g)
-    meta = image_meta("image_folder", [3, 8, 8], 300, 100, {"count": None, "definition": "unlabelled"})
-    save_prepared(layout.prepared, PreparedData(meta, train, test))
-    layout.samples.mkdir(parents=True)
-    # Every sample the same image: complete collapse, seen in pixel space.
-    same = train[:1].repeat(200, 1, 1, 1)
-    torch.save({"x": same, "seed": 1, "latent_dim": 8}, layout.samples / "samples.pt")
-    params = Params(data={"name": "image_folder", "path": "x", "image_size": 8}, device="cpu", diagnose={"ndb_bins": 10})
-    summary = diagnose(params, layout)
-    out = json.loads((layout.metrics / "diagnose.json").read_text())
-    assert summary["verdict"] == "complete_collapse"
-    assert out["modes_total"] is None and out["mode_kl"] is None and out["high_quality_fraction"] is None
-    assert out["pairwise_distance_ratio"] == 0.0 and out["duplicate_rate"] == 1.0
-    assert out["distance_space"].startswith("pixels")
-    assert out["dynamics"] is None and _no_nan(out)
-    assert (layout.metrics / "mode_histogram.csv").read_text().strip() == "mode,generated,real"
-    # No training log: the dynamics picture says so (no stale one from an earlier run survives).
-    assert (layout.plots / "dynamics.png").read_bytes().startswith(b"\x89PNG")
