@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from constructed_inputs import P_HQ, N, binomial_tol, diagnosis_2d, healthy_log, kl_bound, mixture, ring8
 from scipy import stats
 
+from constructed_inputs import P_HQ, N, binomial_tol, diagnosis_2d, healthy_log, kl_bound, mixture, ring8
 from gancore.clustering import kmeans
 from gancore.diagnostics import figures_from
 from gancore.diagnostics.diversity import collapse_measures

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from constructed_inputs import P_HQ, N, binomial_tol, diagnosis_2d, healthy_log, kl_bound, make_log, mixture, ring8
 
+from constructed_inputs import P_HQ, N, binomial_tol, diagnosis_2d, healthy_log, kl_bound, make_log, mixture, ring8
 from gancore.diagnostics.dynamics import EQUILIBRIUM_TOL, VALUE_TOL, analyse_dynamics, read_train_log
 from gancore.diagnostics.ndb import false_positive_bound
 from gancore.diagnostics.remedies import NON_SATURATING, NORMALISATION, SEPARATE, WASSERSTEIN
