@@ -20,7 +20,7 @@ from gancore.config import Params
 from gancore.data.prepared import PreparedData, load_prepared
 from gancore.diagnostics import memorisation
 from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log
-from gancore.diagnostics.modes import STACKED_MODES
+from gancore.diagnostics.modes import STACKED_PROTOCOL
 from gancore.diagnostics.spaces import measure
 from gancore.diagnostics.verdict import decide
 from gancore.errors import EvaluationError
@@ -186,7 +186,7 @@ def _hq_definition(data: PreparedData, report: dict[str, Any] | None, confidence
         return f"Mahalanobis distance to the nearest fitted cluster < {report['quality_radius']:.4g} (PacGAN's 3 sigma carried to {data.shape[0]}-D)"
     if data.kind == "vector":
         return f"distance to the nearest centre < 3 sigma ({report['quality_radius']:.4g})"
-    if report["modes_total"] == STACKED_MODES:
+    if report["protocol"].startswith(STACKED_PROTOCOL):
         return f"each channel's digit probability (marginal of the 1000-way probabilities) >= {confidence}"
     return f"classifier max probability >= {confidence}"
 

@@ -42,6 +42,7 @@ from gancore.seeds import generator as seeded_generator
 # PacGAN's quality radius, in units of the mixture's sigma (``dis_thre=3`` in MetricLogger).
 QUALITY_SIGMAS = 3.0
 STACKED_MODES = 1000
+STACKED_PROTOCOL = "pacgan_stacked_mnist"
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -283,7 +284,7 @@ def modes_stacked(probs: Any, confidence: float) -> dict[str, Any]:
     uniform = np.full(STACKED_MODES, 1.0 / STACKED_MODES)
     good = (conf >= confidence).all(dim=1)
     return _report(
-        "pacgan_stacked_mnist: per-channel argmax triple over all samples; KL vs uniform over 1000",
+        f"{STACKED_PROTOCOL}: per-channel argmax triple over all samples; KL vs uniform over 1000",
         counts,
         counts,
         uniform,

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from gancore.classifiers.domain_networks import StackedDigitClassifier
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, to_model_range
 from gancore.diagnostics.diversity import PAIRWISE_MAX_POINTS, collapse_measures, data_copying, dispersion
 from gancore.diagnostics.modes import (
-    STACKED_MODES,
     labelled_assignments,
     modes_labelled,
     modes_stacked,
@@ -83,13 +83,16 @@ def _image(
     modes_meta = data.meta.get("modes") or {}
     count, confidence = modes_meta.get("count"), params.diagnose.confidence
     report = None
-    if count == STACKED_MODES and classifier.num_classes == STACKED_MODES:
+    # Stacked MNIST's protocol follows from its classifier (one digit CNN per channel), not from a
+    # count of 1000: an image folder of 1000 classes is labelled images.
+    stacked = isinstance(classifier, StackedDigitClassifier)
+    if stacked:
         report = modes_stacked(probs, confidence)
     elif count and data.test_labels is not None and classifier.num_classes == count:
         report = modes_labelled(probs, data.test_labels, confidence, modes_meta.get("labels"))
     space = Space(f"domain classifier features ({classifier.feature_dim}-D)", feats, real_feats, train_feats)
     if report is not None:
-        if report["modes_total"] == STACKED_MODES:
+        if stacked:
             # Class-conditional spread needs a class per example: the triple of each sample.
             space.gen_modes, space.real_modes = probs.argmax(1), real_probs.argmax(1)
         else:

@@ -66,6 +66,9 @@ class CollapseMonitor:
         self.mode_count = modes.get("count")
         self.labels = modes.get("labels")
         self.classifier = None
+        # Stacked MNIST's protocol (per-channel digits) follows from its classifier, not from a
+        # count of 1000: an image folder of 1000 classes is labelled images.
+        self.stacked = (data.meta.get("classifier") or {}).get("kind") == "stacked_cnn"
         if self.kind == "image" and (data.meta.get("classifier") or {}).get("kind") not in (None, "none"):
             from gancore.classifiers.domain_networks import load_domain_classifier
 
@@ -90,7 +93,7 @@ class CollapseMonitor:
         return (
             self.classifier is not None
             and self.mode_count is not None
-            and (self.classifier.num_classes == self.mode_count and (self.test_labels is not None or self.mode_count == 1000))
+            and (self.classifier.num_classes == self.mode_count and (self.test_labels is not None or self.stacked))
         )
 
     @property
@@ -125,7 +128,7 @@ class CollapseMonitor:
             return vector_assignments(x, self.modes)
         if probs is None:
             return None
-        return probs.argmax(1) if self.mode_count == 1000 else labelled_assignments(probs, self.confidence)
+        return probs.argmax(1) if self.stacked else labelled_assignments(probs, self.confidence)
 
     def measure(self, generator: nn.Module) -> tuple[dict[str, Any], torch.Tensor]:
         """(figures, samples) for the generator as it is now."""
@@ -149,7 +152,7 @@ class CollapseMonitor:
         elif self.known_modes and probs is not None:
             report = (
                 modes_stacked(probs, self.confidence)
-                if self.mode_count == 1000
+                if self.stacked
                 else modes_labelled(probs, self.test_labels, self.confidence, self.labels)
             )
         if report is not None and self.real_modes is not None:

@@ -249,3 +249,35 @@ def test_stage_images_without_classifier(tmp_path):
     assert (layout.metrics / "mode_histogram.csv").read_text().strip() == "mode,generated,real"
     # No training log: the dynamics picture says so (no stale one from an earlier run survives).
     assert (layout.plots / "dynamics.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_image_folder_of_1000_classes_is_labelled_images_not_stacked_mnist(tmp_path):
+    """Held-out trap: Stacked MNIST has 1000 modes, and so does an ImageNet-style folder of 1000
+    class subfolders. The stacked protocol (per-channel digit marginals) follows from the stacked
+    classifier, never from the count: this folder is counted as 1000 labelled classes."""
+    from gancore.classifiers.domain_networks import FORMAT, GREY_ARCH, build_network
+    from gancore.config import Params
+    from gancore.data.prepared import PreparedData, save_prepared
+    from gancore.diagnostics import diagnose
+    from gancore.layout import Layout
+
+    layout = Layout(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (2000, 3, 16, 16), dtype=torch.uint8, generator=g)
+    test = torch.randint(0, 256, (1000, 3, 16, 16), dtype=torch.uint8, generator=g)
+    labels = torch.arange(2000) % 1000
+    arch = dict(GREY_ARCH, in_channels=3, num_classes=1000)
+    torch.manual_seed(0)
+    ckpt = {"format": FORMAT, "kind": "cnn", "state_dict": build_network(arch).state_dict(), "arch": arch}
+    ckpt.update(num_classes=1000, in_channels=3, image_size=16)
+    modes = {"count": 1000, "definition": "the 1000 class folders", "labels": [f"c{i:03d}" for i in range(1000)]}
+    meta = image_meta("image_folder", [3, 16, 16], 2000, 1000, modes, classifier={"kind": "cnn", "file": "classifier.pt"})
+    save_prepared(layout.prepared, PreparedData(meta, train, test, labels, labels[:1000]))
+    torch.save(ckpt, layout.prepared / "classifier.pt")
+    layout.samples.mkdir(parents=True)
+    torch.save({"x": test[:400].float() / 127.5 - 1, "seed": 1, "latent_dim": 8}, layout.samples / "samples.pt")
+    params = Params(data={"name": "image_folder", "path": "x", "image_size": 16}, device="cpu", diagnose={"ndb_bins": 10})
+    diagnose(params, layout)
+    out = json.loads((layout.metrics / "diagnose.json").read_text())
+    assert out["modes_total"] == 1000 and not out["mode_protocol"].startswith("pacgan_stacked_mnist")
+    assert "classifier max probability" in out["high_quality_definition"]
