@@ -26,9 +26,10 @@ class MetricInputs:
     generated_probabilities: torch.Tensor | None
     settings: Any  # params.evaluate: splits, pr_k, dc_k, ...
     seed: int
-    # n -> features of n training examples (a faithful generator's stand-in), computed once per n.
+    # n -> features of n training examples (a faithful generator's stand-in).
     training_features: Callable[[int], torch.Tensor]
-    _training: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _equal: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _faithful: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def has_probabilities(self) -> bool:
@@ -39,16 +40,18 @@ class MetricInputs:
         """Both sets cut to the smaller one's size (seeded subsets): the k-NN metrics' radii shrink
         with n, so precision/recall and density/coverage compare equal numbers of real and generated
         points, as their papers do (coverage of a faithful 2D generator: ~0.97 at equal n, ~0.65 with
-        10,000 real against 2,500 generated)."""
-        return equal_sizes(self.real_features, self.generated_features, self.seed)
+        10,000 real against 2,500 generated). Drawn once: both k-NN metrics use it."""
+        if self._equal is None:
+            self._equal = equal_sizes(self.real_features, self.generated_features, self.seed)
+        return self._equal
 
     def faithful(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(real, training) features at the k-NN metrics' n: what a faithful generator is compared on."""
-        real, _ = self.equal_sizes()
-        n = len(real)
-        if n not in self._training:
-            self._training[n] = self.training_features(n).to(self.real_features.device)
-        return equal_sizes(self.real_features, self._training[n], self.seed)
+        """(real, training) features at the k-NN metrics' n: what a faithful generator is compared on.
+        Embedded once: both k-NN metrics use it."""
+        if self._faithful is None:
+            n = len(self.equal_sizes()[0])
+            self._faithful = equal_sizes(self.real_features, self.training_features(n).to(self.real_features.device), self.seed)
+        return self._faithful
 
 
 def equal_sizes(real: torch.Tensor, generated: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

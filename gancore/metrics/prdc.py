@@ -193,40 +193,28 @@ def density_coverage(real: Any, fake: Any, k: int = 5, *, device=None, chunk_siz
     return out["density"], out["coverage"]
 
 
-def _faithful_reference(inputs: MetricInputs) -> str:
-    return f"{len(inputs.faithful()[1])} training examples in place of generated samples, against the same real ones"
+def _at_equal_n(inputs: MetricInputs, measure: Any, k: int, names: tuple[str, str], k_key: str) -> dict[str, Any]:
+    """A pair of k-NN figures at equal n (:meth:`MetricInputs.equal_sizes`), and what training
+    examples score in the samples' place (``*_faithful``: a faithful generator's value at this n)."""
+    real, gen = inputs.equal_sizes()
+    reference_real, training = inputs.faithful()
+    value, faithful = measure(real, gen, k=k), measure(reference_real, training, k=k)
+    return {
+        names[0]: value[0],
+        names[1]: value[1],
+        k_key: k,
+        "knn_n": len(real),
+        f"{names[0]}_faithful": faithful[0],
+        f"{names[1]}_faithful": faithful[1],
+        "faithful_reference": f"{len(training)} training examples in place of generated samples, against the same real ones",
+    }
 
 
 def evaluate_precision_recall(inputs: MetricInputs) -> dict[str, Any]:
-    """The registry's adapter (:data:`gancore.figures.METRICS`): at equal n, and what training
-    examples score in the samples' place (``*_faithful``: a faithful generator's value at this n)."""
-    k = inputs.settings.pr_k
-    real, gen = inputs.equal_sizes()
-    precision, recall = precision_recall(real, gen, k=k)
-    faithful = precision_recall(*inputs.faithful(), k=k)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "pr_k": k,
-        "knn_n": len(real),
-        "precision_faithful": faithful[0],
-        "recall_faithful": faithful[1],
-        "faithful_reference": _faithful_reference(inputs),
-    }
+    """The registry's adapter (:data:`gancore.figures.METRICS`): improved precision and recall."""
+    return _at_equal_n(inputs, precision_recall, inputs.settings.pr_k, ("precision", "recall"), "pr_k")
 
 
 def evaluate_density_coverage(inputs: MetricInputs) -> dict[str, Any]:
-    """The registry's adapter: density and coverage at equal n, and their faithful reference."""
-    k = inputs.settings.dc_k
-    real, gen = inputs.equal_sizes()
-    density, coverage = density_coverage(real, gen, k=k)
-    faithful = density_coverage(*inputs.faithful(), k=k)
-    return {
-        "density": density,
-        "coverage": coverage,
-        "dc_k": k,
-        "knn_n": len(real),
-        "density_faithful": faithful[0],
-        "coverage_faithful": faithful[1],
-        "faithful_reference": _faithful_reference(inputs),
-    }
+    """The registry's adapter: density and coverage."""
+    return _at_equal_n(inputs, density_coverage, inputs.settings.dc_k, ("density", "coverage"), "dc_k")
