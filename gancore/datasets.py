@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gancore.lazy import modules, resolve
+from gancore.lazy import by_name, modules, resolve
 
 Kind = Literal["vector", "image"]
 # How the domain classifier is built: the exact/fitted mixture posterior (vectors), a CNN over
@@ -54,11 +54,7 @@ class DatasetSpec:
         return found
 
 
-def _register(*specs: DatasetSpec) -> dict[str, DatasetSpec]:
-    return {s.name: s for s in specs}
-
-
-REGISTRY: dict[str, DatasetSpec] = _register(
+REGISTRY: dict[str, DatasetSpec] = by_name(
     DatasetSpec(
         "ring8",
         "vector",

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gancore.lazy import modules, resolve
+from gancore.lazy import by_name, modules, resolve
 
 Better = Literal["higher", "lower", "near 1", "near 0", "-"]
 
@@ -61,11 +61,7 @@ def _evaluate(key: str, label: str, better: Better, summary: bool = True) -> Fig
     return Figure(key, "evaluate", label, better, summary)
 
 
-def _register(*metrics: Metric) -> dict[str, Metric]:
-    return {m.name: m for m in metrics}
-
-
-METRICS: dict[str, Metric] = _register(
+METRICS: dict[str, Metric] = by_name(
     Metric(
         "inception_score",
         "gancore.metrics.inception_score:evaluate",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gancore.lazy import modules, resolve
+from gancore.lazy import by_name, modules, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -57,12 +57,8 @@ class LossSpec:
         return resolve(self.g_objective)
 
 
-def _register(*specs: LossSpec) -> dict[str, LossSpec]:
-    return {s.name: s for s in specs}
-
-
 _O = "gancore.objectives:"
-REGISTRY: dict[str, LossSpec] = _register(
+REGISTRY: dict[str, LossSpec] = by_name(
     LossSpec("minimax", _O + "minimax_d", _O + "minimax_g", sigmoid=True, saturating=True),
     LossSpec("non_saturating", _O + "minimax_d", _O + "non_saturating_g", sigmoid=True),
     LossSpec("wasserstein_gp", _O + "wasserstein_d", _O + "critic_g", penalty=True),

@@ -82,6 +82,13 @@ def test_a_builder_that_contradicts_its_spec_is_refused(tmp_path, monkeypatch):
         build_data(params, Layout(tmp_path))
 
 
+def test_a_name_registered_twice_is_refused():
+    from gancore.lazy import by_name
+
+    with pytest.raises(ValueError, match="'ring8' is registered twice"):
+        by_name(REGISTRY["ring8"], REGISTRY["grid25"], REGISTRY["ring8"])
+
+
 def test_the_readme_names_every_data_set():
     readme = (REPO / "README.md").read_text()
     missing = [n for n in NAMES if f"`{n}`" not in readme]

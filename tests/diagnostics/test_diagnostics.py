@@ -28,14 +28,6 @@ def grid25() -> tuple[torch.Tensor, float]:
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), 0.05
 
 
-@pytest.fixture(scope="module")
-def ring_data():
-    centers, sigma = ring8()
-    train, _ = mixture(centers, sigma, 10_000, seed=1)
-    test, test_labels = mixture(centers, sigma, 2_000, seed=2)
-    return centers, sigma, train, test, test_labels
-
-
 # -- 2D protocol --------------------------------------------------------------------------------
 def test_perfect_ring_is_healthy(ring_data):
     centers, sigma, train, test, _ = ring_data

@@ -35,14 +35,6 @@ def write_log(path: Path, log: dict[str, np.ndarray]) -> None:
             w.writerow(["" if not np.isfinite(log[c][i]) else repr(float(log[c][i])) for c in cols])
 
 
-@pytest.fixture(scope="module")
-def ring_data():
-    centers, sigma = ring8()
-    train, _ = mixture(centers, sigma, 10_000, seed=1)
-    test, test_labels = mixture(centers, sigma, 2_000, seed=2)
-    return centers, sigma, train, test, test_labels
-
-
 # -- training dynamics ---------------------------------------------------------------------------
 def test_vanishing_gradients_log(ring_data):
     d = analyse_dynamics(vanishing_log(), "minimax")
