@@ -45,6 +45,7 @@ TINY = [
     "evaluate.max_real=500",
     "diagnose.ndb_bins=10",
 ]
+STANDARD_TINY_N = 40  # images of each kind the --tiny --standard smoke run embeds at 299 px
 
 
 def params_for(example: str, seed: int, sets: list[str]) -> Any:
@@ -82,12 +83,49 @@ def run_seed(example: str, seed: int, sets: list[str], root: str) -> dict[str, A
     }
 
 
+def standard_space(example: str, seed: int, sets: list[str], root: str, limit: int | None) -> dict[str, Any]:
+    """The seed's samples against the real images ``gan evaluate`` drew, in the papers' space (TF
+    Inception 2015-12-05 pool features, the offline weights of ``gancore[inception]``): the same
+    images, classifier path and figures as ``gan evaluate -S evaluate.classifier=inception_tf``.
+    ``limit``: at most this many of each (the --tiny smoke size); None: all."""
+
+    from real_vs_real import standard_figures
+
+    from gancore.classifiers import classify
+    from gancore.classifiers.inception import inception_tf
+    from gancore.data.prepared import load_prepared
+    from gancore.layout import Layout
+    from gancore.metrics.inputs import seeded_subset
+    from gancore.sampling import load_samples
+
+    params, layout = params_for(example, seed, sets), Layout(Path(root) / example / f"seed{seed}")
+    prepared = load_prepared(layout.prepared)
+    real = prepared.test[seeded_subset(len(prepared.test), params.evaluate.max_real, params.seed)]
+    generated = load_samples(layout)
+    if limit is not None:
+        real, generated = real[:limit], generated[:limit]
+    network = inception_tf()
+    start = time.process_time()
+    real_features = classify(network, real, params.evaluate.batch_size)[1]
+    generated_features = classify(network, generated, params.evaluate.batch_size)[1]
+    figures = standard_figures(real_features, generated_features, params.seed)
+    return {**figures, "weights": network.weights, "cpu_min": (time.process_time() - start) / 60}
+
+
+def _pm_known(values: list[float | None]) -> str:
+    """mean +- s.e. of the values there are ("n/a" when none: FID-infinity needs a few hundred samples)."""
+    known = [v for v in values if v is not None]
+    return pm(mean_se(known), 2) if known else "n/a"
+
+
 def table(results: list[dict[str, Any]]) -> str:
+    standard = all("standard" in r for r in results)
     lines = [
         "generated domain IS / modes / high-quality % / FID (domain features), mean +- s.e. over seeds",
         "",
-        "| example | seeds | IS | real IS (same classifier) | published real IS | modes | high quality % | FID | healthy | CPU-min/seed |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| example | seeds | IS | real IS (same classifier) | published real IS | modes | high quality % | FID | healthy | CPU-min/seed |"
+        + (" FID (TF Inception) | FID-infinity (TF Inception) | n each |" if standard else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if standard else ""),
     ]
     for example in dict.fromkeys(r["example"] for r in results):
         rows = [r for r in results if r["example"] == example]
@@ -102,6 +140,12 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{'-' if published is None else f'{published:.2f}'} | {pm(col('modes_covered'), 1)}/{rows[0]['modes_total']} | "
             f"{pm(col('high_quality_fraction', 100), 1)} | {pm(col('fid'), 2)} | "
             f"{sum(r['verdict'] == 'healthy' for r in rows)}/{len(rows)} | {pm(col('train_cpu_min'), 1)} |"
+            + (
+                f" {pm(mean_se([r['standard']['fid'] for r in rows]), 2)} | "
+                f"{_pm_known([r['standard']['fid_infinity'] for r in rows])} | {rows[0]['standard']['n_generated']:,} |"
+                if standard
+                else ""
+            )
         )
     return "\n".join(lines)
 
@@ -115,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a few steps on a small subset: a smoke run for CI")
     parser.add_argument("--json", type=Path, help="also write every run here")
     parser.add_argument("--out", type=Path, help="keep the runs (and their sample grids) here (default: a temporary folder)")
+    parser.add_argument(
+        "--standard", action="store_true", help="also FID, FID-infinity and KID in the TF Inception space (needs gancore[inception])"
+    )
     args = parser.parse_args(argv)
     examples = args.example or list(DEFAULT_EXAMPLES)
     missing = [e for e in examples if not (EXAMPLES / f"{e}.yaml").is_file()]
@@ -140,6 +187,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"FID {r['fid']:.2f}, {r['verdict']}, {r['train_cpu_min']:.1f} CPU-min"
                 ),
             )
+            if args.standard:
+                # After the pool: one run at a time on every core (Inception-v3 at 299 px is the cost).
+                import torch
+
+                torch.set_num_threads(os.cpu_count() or 1)
+                for r in results:
+                    r["standard"] = standard_space(r["example"], r["seed"], sets, root, STANDARD_TINY_N if args.tiny else None)
+                    s = r["standard"]
+                    print(
+                        f"{r['example']} seed {r['seed']}: TF Inception FID {s['fid']:.2f} at n = {s['n_generated']:,}, "
+                        f"FID-infinity {s['fid_infinity']}, {s['cpu_min']:.1f} CPU-min",
+                        flush=True,
+                    )
     print()
     print(table(results))
     print(f"\n{len(results)} runs in {(time.perf_counter() - start) / 60:.1f} min wall on {args.workers} workers")

@@ -28,6 +28,24 @@ DATA = ("mnist", "fashion_mnist")
 TINY_N = 40
 
 
+def standard_figures(real: Any, other: Any, seed: int) -> dict[str, Any]:
+    """FID at n, FID-infinity and KID of ``other`` against ``real`` (feature tensors): the figures
+    this benchmark and ``quality_images.py --standard`` print, computed the way ``gan evaluate``
+    computes them."""
+    from gancore.metrics import fid, kid
+    from gancore.metrics.fid_infinity import fid_infinity
+
+    kid_mean, kid_std = kid(real, other, subsets=100, subset_size=min(1000, len(real), len(other)), seed=seed)
+    return {
+        "n_real": len(real),
+        "n_generated": len(other),
+        "fid": fid(real, other),
+        **fid_infinity(real, other, seed=seed),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+    }
+
+
 def measure(name: str, n: int, seed: int, batch_size: int) -> dict[str, Any]:
     """Train-split against test-split figures of data set ``name`` at ``n`` images each."""
     import torch
@@ -36,8 +54,6 @@ def measure(name: str, n: int, seed: int, batch_size: int) -> dict[str, Any]:
     from gancore.classifiers.inception import inception_tf
     from gancore.data.images import prepare_torchvision
     from gancore.layout import Layout
-    from gancore.metrics import fid, kid
-    from gancore.metrics.fid_infinity import fid_infinity
 
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_torchvision(name, Layout(Path(tmp)).raw, seed, n, n, None)
@@ -46,16 +62,9 @@ def measure(name: str, n: int, seed: int, batch_size: int) -> dict[str, Any]:
     _, train = classify(network, data.train, batch_size)
     _, test = classify(network, data.test, batch_size)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    subset = min(1000, n)
-    kid_mean, kid_std = kid(test, train, subsets=100, subset_size=subset, seed=seed)
     return {
         "data": name,
-        "n_real": len(test),
-        "n_generated": len(train),
-        "fid": fid(test, train),
-        **fid_infinity(test, train, seed=seed),
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
+        **standard_figures(test, train, seed),
         "images_per_second": round(2 * n / seconds, 2),
         "cpu_minutes": round(cpu_seconds / 60, 2),
         "threads": torch.get_num_threads(),

