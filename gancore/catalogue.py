@@ -1,8 +1,8 @@
-"""The registries as tables people read: ``gan datasets``, ``gan metrics``, ``gan losses`` and the
-README's tables between ``<!-- catalogue:NAME -->`` and ``<!-- /catalogue:NAME -->``.
+"""The registries as tables people read: ``gan datasets``, ``gan metrics``, ``gan losses``, ``gan
+classifiers`` and the README's tables between ``<!-- catalogue:NAME -->`` and ``<!-- /catalogue:NAME -->``.
 
 Nothing here is typed twice: each row is read from its registry (:mod:`gancore.datasets`,
-:mod:`gancore.figures`, :mod:`gancore.losses`). ``python -m gancore.catalogue --write`` puts the
+:mod:`gancore.figures`, :mod:`gancore.losses`, :mod:`gancore.classifier_choices`). ``python -m gancore.catalogue --write`` puts the
 tables into the README; a test fails while they differ.
 """
 
@@ -53,7 +53,14 @@ def losses_table() -> Table:
     return ["loss.name", "sigmoid D", "saturating G", "gradient penalty"], rows
 
 
-TABLES = {"datasets": datasets_table, "metrics": metrics_table, "losses": losses_table}
+def classifiers_table() -> Table:
+    from gancore.classifier_choices import REGISTRY
+
+    rows = [[f"`{s.name}`", s.summary, s.comparable] for s in REGISTRY.values()]
+    return ["evaluate.classifier", "what", "beside published numbers"], rows
+
+
+TABLES = {"datasets": datasets_table, "metrics": metrics_table, "losses": losses_table, "classifiers": classifiers_table}
 
 
 def render_readme(text: str) -> str:

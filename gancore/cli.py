@@ -28,6 +28,7 @@ CATALOGUE_HELP = {
     "datasets": "list the data sets (data.name): kind, shape, modes, protocol sample count, source",
     "metrics": "list the evaluation's metrics: their figures, which way is better, what they measure",
     "losses": "list the losses (loss.name) and what the diagnosis assumes of each",
+    "classifiers": "list the feature spaces (evaluate.classifier) and whether their numbers go beside a paper's",
 }
 
 

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from gancore.classifier_choices import loader_modules
 from gancore.datasets import builder_modules
 from gancore.figures import compute_modules
 from gancore.losses import objective_modules
@@ -27,14 +28,14 @@ from gancore.losses import objective_modules
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parent
 # What each stage's function in gancore.stages imports; prepare, train and evaluate also import,
-# by name, the data sets' builders, the losses' objectives and the metrics' functions
-# ("module:function" in gancore.datasets, gancore.losses and gancore.figures), which no import
-# statement shows.
+# by name, the data sets' builders, the losses' objectives, the metrics' functions and the
+# classifiers' loaders ("module:function" in gancore.datasets, gancore.losses, gancore.figures and
+# gancore.classifier_choices), which no import statement shows.
 ENTRY: dict[str, tuple[str, ...]] = {
     "prepare": ("gancore.data.prepare", *builder_modules()),
     "train": ("gancore.mixture", "gancore.training", *objective_modules()),
     "sample": ("gancore.sampling",),
-    "evaluate": ("gancore.evaluation", *compute_modules()),
+    "evaluate": ("gancore.evaluation", *compute_modules(), *loader_modules()),
     "diagnose": ("gancore.diagnostics",),
     "probe": ("gancore.probe",),
 }
@@ -212,6 +213,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "errors",
         "lazy",
         "datasets",
+        "classifier_choices",
         "figures",
         "losses",
         "objectives",

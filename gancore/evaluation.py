@@ -107,7 +107,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
             else f"{getattr(classifier, 'weights', ev.classifier)} carry no classifier layer: features only (FID, KID, "
             "precision/recall), no Inception Score; torch-fidelity's weights in torch hub's cache add the logits"
         )
-    result["provenance"] = card(params, prepared, classifier, result["feature_space"], len(real_feat), len(gen_feat), layout)
+    result["provenance"] = card(params, prepared, (pixels or classifier).describe(), len(real_feat), len(gen_feat))
 
     result = strict_json(result)
     write_json(layout.evaluate_json, result)
@@ -214,7 +214,16 @@ class PixelSpace:
         self.mean = x.mean(0)
         q = min(self.COMPONENTS, x.shape[0], x.shape[1])
         _, _, self.basis = torch.pca_lowrank(x - self.mean, q=q, center=False, niter=4)
-        self.name = f"pixels:pca{q}"
+        self.name, self.seed = f"pixels:pca{q}", seed
+
+    def describe(self) -> dict[str, str]:
+        """The provenance card's fields, as :meth:`gancore.classifiers.base.Classifier.describe`."""
+        return {
+            "feature_network": self.name,
+            "weights": f"principal components of the training split (seed {self.seed})",
+            "resize": "none (prepared size)",
+            "input_range": "[-1, 1]",
+        }
 
     def embed(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
         from gancore.data.prepared import to_model_range

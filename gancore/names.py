@@ -2,14 +2,15 @@
 
 Each set of names is a ``Literal`` type (what pydantic validates and the Prefect form offers as
 choices) with a tuple beside it, one derived from the other so the two cannot disagree. The data
-sets and losses are read from their registries (:mod:`gancore.datasets`, :mod:`gancore.losses`).
+sets, losses and classifiers are read from their registries (:mod:`gancore.datasets`,
+:mod:`gancore.losses`, :mod:`gancore.classifier_choices`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, get_args
 
-from gancore import datasets, losses
+from gancore import classifier_choices, datasets, losses
 
 StageName = Literal["prepare", "train", "sample", "evaluate", "diagnose"]
 STAGE_ORDER: tuple[str, ...] = get_args(StageName)
@@ -34,8 +35,12 @@ if TYPE_CHECKING:
 else:
     LossName = Literal[LOSSES]
 
-ClassifierName = Literal["domain", "inception", "inception_tf"]
-CLASSIFIERS: tuple[str, ...] = get_args(ClassifierName)
+# The classifiers evaluate.classifier chooses from are registered in gancore.classifier_choices.
+CLASSIFIERS: tuple[str, ...] = classifier_choices.NAMES
+if TYPE_CHECKING:
+    ClassifierName = str
+else:
+    ClassifierName = Literal[CLASSIFIERS]
 
 Orchestrator = Literal["cli", "dvc", "prefect"]
 ORCHESTRATORS: tuple[str, ...] = get_args(Orchestrator)

@@ -12,10 +12,7 @@ says which field keeps two runs apart.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-from gancore.io import file_digest
 
 # Bump when a metric's computation changes: numbers of two versions are not comparable.
 PROTOCOL = "gancore-evaluate"
@@ -33,42 +30,13 @@ FIELDS = (
 )
 
 
-def card(params: Any, prepared: Any, classifier: Any, feature_space: str, n_real: int, n_generated: int, layout: Any) -> dict[str, Any]:
-    """The card of one evaluation (``classifier`` None: the pixel-component space)."""
-    name = params.evaluate.classifier
-    if params.data_kind == "vector":
-        network, weights, resize, input_range = (
-            "the points themselves (coordinates); classes from the data's Gaussian mixture",
-            "-",
-            "none",
-            "the prepared data's units",
-        )
-    elif classifier is None:
-        network, weights, resize, input_range = (
-            feature_space,
-            f"principal components of the training split (seed {params.seed})",
-            "none (prepared size)",
-            "[-1, 1]",
-        )
-    elif name == "domain":
-        path = Path(layout.classifier)
-        network = f"domain classifier trained in prepare on {prepared.meta.get('name')} ({classifier.feature_dim}-D penultimate features)"
-        weights = f"{path.name} sha256:{file_digest(path)[:16]}" if path.is_file() else "-"
-        resize, input_range = "none (native size)", "[-1, 1]"
-    elif name == "inception_tf":
-        network = "TF inception-2015-12-05 pool3 (2048-D)" + ("" if getattr(classifier, "logits", True) else ", no logits")
-        weights = getattr(classifier, "weights", "torch-fidelity pt_inception-2015-12-05")
-        resize, input_range = "TF1 bilinear to 299x299 (torch-fidelity)", "uint8 0..255, then (x - 128) / 128"
-    else:
-        network, weights = "torchvision Inception-v3 (ImageNet) pool (2048-D)", "IMAGENET1K_V1"
-        resize, input_range = "bilinear to 299x299 (torch)", "[0, 1], ImageNet mean/std"
+def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_generated: int) -> dict[str, Any]:
+    """The card of one evaluation; ``network``: the feature space's own description (its
+    ``describe()``: feature network, weights, resize, input range)."""
     split = "test split" if prepared.meta.get("count_test") else "held-out split"
     max_real = params.evaluate.max_real
     return {
-        "feature_network": network,
-        "weights": weights,
-        "resize": resize,
-        "input_range": input_range,
+        **{field: network[field] for field in ("feature_network", "weights", "resize", "input_range")},
         "n_real": int(n_real),
         "n_generated": int(n_generated),
         "reference_split": f"{prepared.meta.get('name')} {split}"

@@ -26,7 +26,11 @@ def test_the_issue_s_drift_is_covered():
     train = codedeps.stage_deps("train")
     assert {"gancore/diagnostics", "gancore/classifiers/domain_networks.py", "gancore/pictures.py", "plugins"} <= set(train)
     # Fitting the domain classifier is prepare's work: train loads it, never fits it.
-    assert "gancore/classifiers/domain.py" not in train and "gancore/classifiers" in codedeps.stage_deps("prepare")
+    assert "gancore/classifiers/domain.py" not in train and "gancore/classifiers/domain.py" in codedeps.stage_deps("prepare")
+    # The Inception networks are loaded by name (gancore.classifier_choices): evaluate runs them,
+    # train (whose monitor scores with the domain classifier) does not.
+    assert "gancore/classifiers/inception.py" in codedeps.stage_deps("evaluate")
+    assert "gancore/classifiers/inception.py" not in train
 
 
 def test_a_planted_import_is_caught(monkeypatch):

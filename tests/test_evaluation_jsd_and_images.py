@@ -173,6 +173,9 @@ class FakeInception:
     def to(self, device):
         return self
 
+    def describe(self):
+        return {"feature_network": "a fixed random projection", "weights": "seed 0", "resize": "none", "input_range": "[-1, 1]"}
+
     def predict(self, x):
         from gancore.data.prepared import to_model_range
 

@@ -1,6 +1,7 @@
 """Classifiers that give p(y|x) and a feature embedding, for the Inception Score and its kin.
 
-``load_classifier(name, layout, device)`` returns a :class:`Classifier`:
+``load_classifier(name, layout, device)`` returns a :class:`Classifier`, loaded by the entry
+``name`` of :data:`gancore.classifier_choices.REGISTRY` (``gan classifiers`` lists them):
 
 - ``domain``: the data set's own classifier (the "MNIST score" protocol). For ring8/grid25 the
   exact Gaussian posterior over the mixture centres; for labelled image sets a small CNN trained
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from gancore.classifier_choices import REGISTRY
 from gancore.classifiers.base import Classifier, classify
 from gancore.errors import EvaluationError
 from gancore.names import CLASSIFIERS
@@ -33,21 +35,10 @@ def load_classifier(name: str, layout, device: str | torch.device = "cpu") -> Cl
     ``domain`` reads ``layout.prepared`` (meta.json, classifier.pt); the Inception networks read
     their weights from torch hub's cache and download them there when missing.
     """
-    if name == "domain":
-        from gancore.classifiers.domain_networks import load_domain_classifier
-
-        classifier = load_domain_classifier(layout.prepared)
-    elif name == "inception":
-        from gancore.classifiers.inception import inception
-
-        classifier = inception()
-    elif name == "inception_tf":
-        from gancore.classifiers.inception import inception_tf
-
-        classifier = inception_tf()
-    else:
+    spec = REGISTRY.get(name)
+    if spec is None:
         raise EvaluationError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
-    return classifier.to(device)
+    return spec.loader()(layout).to(device)
 
 
 __all__ = ["CLASSIFIERS", "Classifier", "classify", "load_classifier"]

@@ -48,6 +48,12 @@ class Classifier:
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def describe(self) -> dict[str, str]:
+        """What the provenance card (:mod:`gancore.provenance`) says of this network:
+        ``feature_network``, ``weights`` (with a hash where there is a file), ``resize`` and
+        ``input_range``; two runs' numbers are ranked together only when these agree."""
+        raise NotImplementedError(f"{type(self).__name__} must describe its network, weights, resize and input range")
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.double(), dim=1)
 

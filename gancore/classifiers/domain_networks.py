@@ -14,7 +14,7 @@ from torch import nn
 from gancore.classifiers.base import Classifier
 from gancore.data.prepared import CLASSIFIER_FILE, load_meta
 from gancore.errors import EvaluationError, first_line
-from gancore.io import torch_load
+from gancore.io import file_digest, torch_load
 
 FORMAT = 1
 
@@ -117,6 +117,14 @@ class GaussianPosterior(Classifier):
         self.centers, self.variances, self.weights = (t.to(self.device) for t in (self.centers, self.variances, self.weights))
         return self
 
+    def describe(self) -> dict[str, str]:
+        return {
+            "feature_network": "the points themselves (coordinates); classes from the data's Gaussian mixture",
+            "weights": "-",
+            "resize": "none",
+            "input_range": "the prepared data's units",
+        }
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 2 or x.shape[1] != self.feature_dim:
             raise EvaluationError(f"the Gaussian posterior classifies points [B, {self.feature_dim}], got {tuple(x.shape)}")
@@ -125,11 +133,26 @@ class GaussianPosterior(Classifier):
         return logits, x.clone()
 
 
-class CNNClassifier(Classifier):
-    """A :class:`ConvNet` over whole images."""
+class FittedClassifier(Classifier):
+    """A domain CNN: fitted by ``gan prepare`` on ``data`` and saved as ``weights`` (file and hash),
+    which :func:`load_domain_classifier` records for the provenance card."""
 
     name = "domain"
     channels_last = True
+    data: str = "?"
+    weights: str = "-"
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "feature_network": f"domain classifier trained in prepare on {self.data} ({self.feature_dim}-D penultimate features)",
+            "weights": self.weights,
+            "resize": "none (native size)",
+            "input_range": "[-1, 1]",
+        }
+
+
+class CNNClassifier(FittedClassifier):
+    """A :class:`ConvNet` over whole images."""
 
     def __init__(self, network: ConvNet, num_classes: int, feature_dim: int):
         super().__init__(network)
@@ -140,16 +163,13 @@ class CNNClassifier(Classifier):
         return self.module(x)
 
 
-class StackedDigitClassifier(Classifier):
+class StackedDigitClassifier(FittedClassifier):
     """A 1-channel digit :class:`ConvNet` applied to each channel of stacked MNIST.
 
     The channels are independent digits, so p(d0, d1, d2 | x) = p0(d0) p1(d1) p2(d2), laid out at
     index d0*100 + d1*10 + d2 (the prepared labels' convention); features are the channels'
     features side by side.
     """
-
-    name = "domain"
-    channels_last = True
 
     def __init__(self, network: ConvNet, channels: int, digit_classes: int, digit_features: int):
         super().__init__(network)
@@ -173,7 +193,7 @@ class StackedDigitClassifier(Classifier):
         return joint
 
 
-def classifier_from_checkpoint(ckpt: dict[str, Any]) -> Classifier:
+def classifier_from_checkpoint(ckpt: dict[str, Any]) -> FittedClassifier:
     network = build_network(ckpt["arch"])
     network.load_state_dict(ckpt["state_dict"])
     hidden = ckpt["arch"]["hidden"]
@@ -202,11 +222,18 @@ def load_domain_classifier(directory: str | Path) -> Classifier:
         raise EvaluationError(f"{path} is missing: the domain classifier is trained by `gan prepare`; run `gan prepare` again")
     ckpt = torch_load(path, EvaluationError, "run `gan prepare` again")
     try:
-        return classifier_from_checkpoint(ckpt)
+        classifier = classifier_from_checkpoint(ckpt)
     except EvaluationError:
         raise
     except Exception as exc:
         raise EvaluationError(f"{path} does not hold a domain classifier ({first_line(exc)}); run `gan prepare` again") from None
+    classifier.data, classifier.weights = str(meta.get("name")), f"{path.name} sha256:{file_digest(path)[:16]}"
+    return classifier
+
+
+def for_layout(layout: Any) -> Classifier:
+    """The ``domain`` entry of :data:`gancore.classifier_choices.REGISTRY`: the run's own classifier."""
+    return load_domain_classifier(layout.prepared)
 
 
 def digit_split(labels: torch.Tensor, channels: int) -> torch.Tensor:

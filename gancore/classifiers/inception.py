@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -96,6 +97,14 @@ class TorchvisionInception(Classifier):
     def __init__(self, network: nn.Module):
         super().__init__(_PoolAndLogits(network))
 
+    def describe(self) -> dict[str, str]:
+        return {
+            "feature_network": "torchvision Inception-v3 (ImageNet) pool (2048-D)",
+            "weights": "IMAGENET1K_V1",
+            "resize": "bilinear to 299x299 (torch)",
+            "input_range": "[0, 1], ImageNet mean/std",
+        }
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.module(x)
 
@@ -129,6 +138,14 @@ class TFInception(Classifier):
         self.weights = weights
         if not logits:
             self.num_classes = 0
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "feature_network": "TF inception-2015-12-05 pool3 (2048-D)" + ("" if self.logits else ", no logits"),
+            "weights": self.weights,
+            "resize": "TF1 bilinear to 299x299 (torch-fidelity)",
+            "input_range": "uint8 0..255, then (x - 128) / 128",
+        }
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # to_uint8 rounds, so uint8 samples that went through to_model_range come back bit-exact.
@@ -175,4 +192,14 @@ def inception_tf() -> TFInception:
     return TFInception(extractor)
 
 
-__all__ = ["TFInception", "TorchvisionInception", "hub_checkpoint", "inception", "inception_tf"]
+def load_inception(layout: Any) -> TorchvisionInception:
+    """The ``inception`` entry of :data:`gancore.classifier_choices.REGISTRY` (the same for every run)."""
+    return inception()
+
+
+def load_inception_tf(layout: Any) -> TFInception:
+    """The ``inception_tf`` entry of :data:`gancore.classifier_choices.REGISTRY` (the same for every run)."""
+    return inception_tf()
+
+
+__all__ = ["TFInception", "TorchvisionInception", "hub_checkpoint", "inception", "inception_tf", "load_inception", "load_inception_tf"]

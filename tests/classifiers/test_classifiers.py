@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gancore.classifiers import classify, domain, load_classifier
+from gancore.classifiers import Classifier, classify, domain, load_classifier
 from gancore.classifiers.domain import (
     CNNClassifier,
     ConvNet,
@@ -325,3 +325,48 @@ def test_load_classifier_errors(tmp_path):
     (prepared / "classifier.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(EvaluationError, match="could not be loaded.*gan prepare"):
         load_classifier("domain", Layout(tmp_path))
+
+
+# -- the registry (gancore.classifier_choices) ---------------------------------------------------
+
+
+class _PlantedSpace(Classifier):
+    """A feature space added the way CONTRIBUTING.md says: forward, describe, a loader, one entry."""
+
+    name = "planted"
+    num_classes = 0
+    feature_dim = 3
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.flatten(1)
+        return flat.new_zeros((len(x), 0)), torch.stack([flat.mean(1), flat.std(1), flat.amax(1)], 1)
+
+    def describe(self) -> dict[str, str]:
+        return {"feature_network": "mean, std and max of the pixels", "weights": "-", "resize": "none", "input_range": "[-1, 1]"}
+
+
+def _load_planted(layout: Layout) -> Classifier:
+    return _PlantedSpace()
+
+
+def test_a_registered_feature_space_is_loaded_by_name_and_carries_its_card(tmp_path, monkeypatch):
+    from gancore import classifier_choices
+    from gancore.provenance import card
+
+    spec = classifier_choices.ClassifierSpec("planted", f"{__name__}:_load_planted", "pixel moments", "none")
+    monkeypatch.setitem(classifier_choices.REGISTRY, "planted", spec)
+    clf = load_classifier("planted", Layout(tmp_path))
+    x = torch.linspace(-1, 1, 2 * 28 * 28).reshape(2, 1, 28, 28)
+    probs, features = classify(clf, x, batch_size=1)
+    assert probs.shape == (2, 0) and torch.allclose(features[:, 2], x.flatten(1).amax(1))
+    prepared = PreparedData({"name": "mnist", "count_test": 4}, torch.zeros(4, 1, 28, 28), torch.zeros(4, 1, 28, 28))
+    provenance = card(Params(), prepared, clf.describe(), n_real=4, n_generated=2)
+    assert provenance["feature_network"] == "mean, std and max of the pixels" and provenance["n_generated"] == 2
+
+
+def test_every_registered_loader_resolves_and_a_classifier_must_describe_itself():
+    from gancore.classifier_choices import REGISTRY
+
+    assert all(callable(spec.loader()) for spec in REGISTRY.values())
+    with pytest.raises(NotImplementedError, match="Bare must describe its network, weights, resize and input range"):
+        type("Bare", (Classifier,), {})().describe()
