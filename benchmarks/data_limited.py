@@ -4,7 +4,10 @@ training set, one DCGAN each (the mnist-dcgan example's network and rates, no mi
 
 * ``none``: no augmentation;
 * ``fixed``: DiffAugment's ``color,translation,cutout`` on every sample;
-* ``adaptive``: the same transforms with ADA's adaptive probability (``augment.adaptive``).
+* ``adaptive``: the same transforms with ADA's adaptive probability (``augment.adaptive``), steered
+  by r_t;
+* ``held_out``: the same, steered by D's calls on training against held-out examples
+  (``augment.signal: held_out``): p rises only while D memorises.
 
 Every configuration trains the same number of steps on the same seeds. FID and IS are taken in the
 domain classifier's space, one classifier per data set trained on the full training set (so that
@@ -39,7 +42,12 @@ TRAIN_SIZE = 60_000
 TINY_SIZE = 2_000
 FRACTIONS = (0.01, 0.1, 1.0)
 POLICY = "color,translation,cutout"
-SETTINGS = {"none": [], "fixed": [f"augment.policy={POLICY}"], "adaptive": [f"augment.policy={POLICY}", "augment.adaptive=true"]}
+SETTINGS = {
+    "none": [],
+    "fixed": [f"augment.policy={POLICY}"],
+    "adaptive": [f"augment.policy={POLICY}", "augment.adaptive=true"],
+    "held_out": [f"augment.policy={POLICY}", "augment.adaptive=true", "augment.signal=held_out"],
+}
 COMMON = [
     "model.arch=dcgan",
     "model.latent_dim=64",
@@ -79,6 +87,7 @@ def reference(data: str, root: str, sets: list[str], size: int) -> float:
 
 
 def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets: list[str], size: int, root: str) -> dict[str, Any]:
+    from gancore import trainlog
     from gancore.io import read_json, write_json
     from gancore.layout import Layout
 
@@ -93,6 +102,7 @@ def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets
     write_json(layout.prepared_meta, meta)
     cpu_s += run_stages(params, layout, ("train", "sample", "evaluate", "diagnose"))
     evaluation, diagnosis = read_json(layout.evaluate_json), read_json(layout.diagnose_json)
+    last = trainlog.read(layout.train_log)[-1]
     memo = (diagnosis.get("dynamics") or {}).get("discriminator_overfitting") or {}
     return {
         "data": data,
@@ -107,6 +117,7 @@ def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets
         "high_quality_fraction": diagnosis["high_quality_fraction"],
         "d_gap": memo.get("gap"),
         "r_t_train": memo.get("r_t_train"),
+        "p_final": last.get("augment_p"),
         "overfitting": bool(memo.get("flag")),
         "verdict": diagnosis["verdict"],
         "remedies": [r["name"] for r in diagnosis.get("remedy_settings") or []],
@@ -120,8 +131,8 @@ def _stat(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[flo
 def table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     summary: dict[str, Any] = {}
     lines = [
-        "| data | train share | augmentation | seeds | FID (domain) | IS (domain) | modes | high quality % | D gap (train - held-out) | r_t | overfitting flagged | CPU-min/run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data | train share | augmentation | seeds | FID (domain) | IS (domain) | modes | high quality % | D gap (train - held-out) | r_t | overfitting flagged | p at the end | CPU-min/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for data in DATA:
         for fraction in FRACTIONS:
@@ -138,6 +149,7 @@ def table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                     "hq": _stat(rows, "high_quality_fraction", 100),
                     "gap": _stat(rows, "d_gap"),
                     "rt": _stat(rows, "r_t_train"),
+                    "p": _stat(rows, "p_final"),
                     "flagged": sum(r["overfitting"] for r in rows),
                     "cpu": _stat(rows, "cpu_min"),
                 }
@@ -148,7 +160,7 @@ def table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                 change = "" if policy == "none" or s["fid_change"] is None else f" ({100 * s['fid_change']:+.0f} %)"
                 lines.append(
                     f"| {data} | {fraction:.0%} | {policy} | {s['n']} | {pm(s['fid'], 2)}{change} | {pm(s['is'], 2)} | {pm(s['modes'], 1)} | "
-                    f"{pm(s['hq'], 1)} | {pm(s['gap'], 3)} | {pm(s['rt'], 2)} | {s['flagged']}/{s['n']} | {pm(s['cpu'], 1)} |"
+                    f"{pm(s['hq'], 1)} | {pm(s['gap'], 3)} | {pm(s['rt'], 2)} | {s['flagged']}/{s['n']} | {pm(s['p'], 2)} | {pm(s['cpu'], 1)} |"
                 )
     return "\n".join(lines), summary
 

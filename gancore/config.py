@@ -165,7 +165,12 @@ class AugmentParams(_Section):
     adaptive: bool = Field(
         False, description="ADA: apply each transform with a probability p driven by r_t = E[sign D(x_real)] towards target"
     )
-    target: float = Field(0.6, gt=0, lt=1, description="the r_t that adaptive augmentation steers to (ADA: 0.6)")
+    signal: Literal["r_t", "held_out"] = Field(
+        "r_t",
+        description="what steers p: r_t (ADA: raise p while r_t > target) or held_out (raise p while D calls training examples "
+        "real significantly more often than held-out ones, i.e. while it memorises; lower it otherwise)",
+    )
+    target: float = Field(0.6, gt=0, lt=1, description="the r_t that adaptive augmentation steers to (ADA: 0.6; signal r_t)")
     kimg: float = Field(100.0, gt=0, description="p can move from 0 to 1 in this many thousand real samples (ADA: 500)")
     interval: int = Field(4, ge=1, description="steps between adjustments of p (ADA: 4)")
     jitter: float = Field(

@@ -55,6 +55,7 @@ from gancore.training.trainer import Trainer
 __all__ = ["BEST_FILE", "ESTIMATE_STEPS", "BatchStream", "LoopState", "Trainer", "TrainingLoop", "lr_factor", "train"]
 
 BATCH_STREAM = "train/batches"
+HELD_OUT_STREAM = "train/augment-held-out"
 
 
 def use_compile(setting: bool | str, device: torch.device) -> bool:
@@ -120,7 +121,7 @@ def _augment(params: Params, data: PreparedData, device: torch.device, world: di
     jitter = data.train.float().std(dim=0) * a.jitter if data.kind == "vector" and len(data.train) > 1 else None
     reduce = (lambda t: distributed.mean(t) * world.size) if world.distributed else None
     stream = f"{AUGMENT_STREAM}/rank{world.rank}" if world.distributed else AUGMENT_STREAM
-    return Augment(policy, device, params.seed, a.adaptive, a.target, a.kimg, a.interval, jitter, stream, reduce)
+    return Augment(policy, device, params.seed, a.adaptive, a.target, a.kimg, a.interval, jitter, stream, reduce, a.signal)
 
 
 def _train(
@@ -181,6 +182,23 @@ def _train(
             params.diagnose.duplicate_fraction,
         )
     augment = _augment(params, data, device, world)
+    held_out = None
+    if augment is not None and augment.held_out:
+        if len(data.test) < tp.batch_size * params.model.pack:
+            raise TrainingError(
+                f"augment.signal=held_out scores a batch of held-out examples per discriminator step: it needs at least "
+                f"{tp.batch_size * params.model.pack} (train.batch_size x model.pack), and the held-out split has {len(data.test)}; "
+                "raise data.n_test, lower train.batch_size, or use augment.signal=r_t"
+            )
+        held_out = BatchStream(
+            data.test,
+            tp.batch_size * params.model.pack,
+            seeds.derive(params.seed, HELD_OUT_STREAM),
+            device,
+            resident=use_resident(tp.resident_data, data.test.nbytes, tp.resident_max_gb),
+            channels_last=image and device.type == "cuda",
+            share=(world.rank, world.size),
+        )
     del data
     trainer = Trainer(
         generator,
@@ -198,6 +216,7 @@ def _train(
         world=world,
         compile=use_compile(tp.compile, device),
         augment=augment,
+        held_out=held_out,
     )
 
     model_record: dict[str, Any] = dict(

@@ -56,6 +56,7 @@ class Trainer:
         world: World = SINGLE,
         compile: bool = False,
         augment: Augment | None = None,
+        held_out: BatchStream | None = None,
     ):
         self.device = batches.device
         cuda = self.device.type == "cuda"
@@ -104,6 +105,8 @@ class Trainer:
             self.G_train, self.D_train = wrap(self.G, self.device), wrap(self.D, self.device)
         # Augmentation D sees on every input, real and generated, in both steps (DiffAugment).
         self.augment = augment if augment is not None and augment.active else None
+        # Held-out examples D scores (no gradient) when they steer the augmentation (signal held_out).
+        self.held_out = held_out if self.augment is not None and self.augment.held_out else None
         self.compiled = compile
         if compile:
             # Graphs of the forwards (and, through AOTAutograd, their backwards); the weights,
@@ -162,7 +165,7 @@ class Trainer:
                     penalty = gradient_penalty(D_train, real_in, fake_in, generator=self.noise)
                     loss_d = loss_d + self.loss.gp_weight * penalty
             if self.augment is not None:
-                self.augment.observe(l_real)
+                self.augment.observe(l_real, self._held_out_logits() if self.held_out is not None else None)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
@@ -196,6 +199,13 @@ class Trainer:
             "grad_norm_g": _grad_norm(G, self.device),
             "grad_norm_d": grad_norm_d,
         }
+
+    @torch.no_grad()
+    def _held_out_logits(self) -> Tensor:
+        """D's logits for a batch of held-out examples, augmented as the training batch was."""
+        assert self.held_out is not None
+        with self._autocast():
+            return flat_logits(self.D_plain(self.d_input(next(self.held_out)))).float()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -252,6 +262,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
             "bn_prev": [t.cpu() for t in self.bn_prev] if self.bn_prev is not None else None,
             "augment": self.augment.state_dict() if self.augment is not None else None,
+            "held_out_batches": self.held_out.state_dict() if self.held_out is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -273,3 +284,5 @@ class Trainer:
         self.bn_prev = [t.to(self.device) for t in bn_prev] if bn_prev is not None else None
         if self.augment is not None and state.get("augment") is not None:
             self.augment.load_state_dict(state["augment"])
+        if self.held_out is not None and state.get("held_out_batches") is not None:
+            self.held_out.load_state_dict(state["held_out_batches"])

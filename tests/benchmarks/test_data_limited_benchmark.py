@@ -25,7 +25,9 @@ def test_tiny_run_trains_every_policy_on_one_yardstick(tmp_path):
             data_limited.main(["--tiny", "--data", "mnist", "--workers", "2", "--json", str(tmp_path / "r.json"), "--out", str(out)]) == 0
         )
     result = json.loads((tmp_path / "r.json").read_text())
-    assert sorted(r["policy"] for r in result["runs"]) == ["adaptive", "fixed", "none"]
+    assert sorted(r["policy"] for r in result["runs"]) == ["adaptive", "fixed", "held_out", "none"]
+    p_final = {r["policy"]: r["p_final"] for r in result["runs"]}
+    assert p_final["none"] is None and p_final["fixed"] == 1.0 and all(0 <= p_final[k] <= 1 for k in ("adaptive", "held_out"))
     assert all(r["n_train"] == 64 and r["d_gap"] is not None for r in result["runs"])  # 1 % of the tiny 2,000, at least 64
     # One yardstick: every run's domain classifier is the reference's (trained on the whole set).
     reference = (out / "mnist" / "reference" / "data" / "prepared" / "classifier.pt").read_bytes()

@@ -67,9 +67,35 @@ def test_adaptive_p_moves_at_the_documented_speed():
         Augment(["blur"], torch.device("cpu"), seed=0)
 
 
-def test_resumed_run_has_the_same_p_curve_and_generator(tmp_path):
+def test_held_out_signal_raises_p_only_while_d_memorises():
+    """signal held_out: p rises while D calls training examples real significantly more often than
+    held-out ones, and falls otherwise, including for a D that is merely winning (sure of every
+    real example, seen or not: r_t = 1, where ADA's rule would raise p)."""
+    a = Augment(["jitter"], torch.device("cpu"), seed=0, adaptive=True, kimg=1.0, interval=4, signal="held_out")
+    assert a.held_out
+    seen, unseen = torch.full((50,), 3.0), torch.tensor([3.0, -3.0] * 25)  # r 1 against 0: gap 1
+    for step in range(1, 9):
+        a.observe(seen, unseen)
+        a.adjust(step, 50)
+    assert float(a.p) == pytest.approx(0.4) and float(a.stats()["augment_gap"]) == pytest.approx(1.0)
+    for step in range(9, 13):  # winning, not memorising: every real example called real
+        a.observe(seen, seen)
+        a.adjust(step, 50)
+    assert float(a.p) == pytest.approx(0.2) and float(a.stats()["r_t"]) == 1.0
+    # A gap within the noise of 200 signs a side (se ~0.1 at r ~0): not significant, p falls.
+    slight = torch.tensor([1.0] * 27 + [-1.0] * 23)
+    for step in range(13, 21):
+        a.observe(slight, torch.tensor([1.0, -1.0] * 25))
+        a.adjust(step, 50)
+    assert float(a.p) == 0.0
+    with pytest.raises(ValueError, match="unknown augmentation signal 'r_v'; allowed: r_t, held_out"):
+        Augment(["jitter"], torch.device("cpu"), seed=0, signal="r_v")
+
+
+@pytest.mark.parametrize("signal", ["r_t", "held_out"])
+def test_resumed_run_has_the_same_p_curve_and_generator(tmp_path, signal):
     """Killed at a checkpoint and resumed: the same p curve, the same generator, bit for bit."""
-    aug = {"policy": "jitter", "adaptive": True, "kimg": 0.5, "interval": 2, "target": 0.01}
+    aug = {"policy": "jitter", "adaptive": True, "kimg": 0.5, "interval": 2, "target": 0.01, "signal": signal}
     params = make_params(steps=12, checkpoint_every=6, log_every=2).model_copy()
     params = params.model_copy(update={"augment": params.augment.model_copy(update=aug)})
     whole = make_layout(tmp_path / "whole")
@@ -77,9 +103,12 @@ def test_resumed_run_has_the_same_p_curve_and_generator(tmp_path):
     part = make_layout(tmp_path / "part")
     training.train(params.model_copy(update={"train": params.train.model_copy(update={"steps": 6})}), part)
     assert training.train(params, part)["resumed_from"] == 6
-    curve = lambda layout: [(r["step"], r["augment_p"], r["r_t"]) for r in trainlog.read(layout.train_log)]  # noqa: E731
+    curve = lambda layout: [(r["step"], r["augment_p"], r["r_t"], r.get("augment_gap")) for r in trainlog.read(layout.train_log)]  # noqa: E731
     assert curve(whole) == curve(part)
-    assert len({p for _, p, _ in curve(whole)}) > 2  # p moved
+    # What steered p moved (p itself, or with held_out the gap, which needs the held-out stream
+    # restored exactly: in 12 steps D memorises nothing, so p stays 0 there).
+    assert len({row[1 if signal == "r_t" else 3] for row in curve(whole)}) > 2
+    assert all((row[3] is not None) == (signal == "held_out") for row in curve(whole))
     a = torch.load(whole.generator, weights_only=True)["state_dict"]
     b = torch.load(part.generator, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
