@@ -28,21 +28,14 @@ from gancore import tracking
 from gancore.layout import find_project_root
 from gancore.provenance import differences
 from gancore.ranking import headline, rank_key
-from gancore.report import fmt, markdown_table, text_table
+from gancore.report import comparison_cells, comparison_headers, markdown_table, text_table
 from gancore_flows.params import resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
 from gancore_flows.runners import RUNNERS, Runner
 from gancore_flows.sweep import run_members
 
-COLUMNS = (
-    ("verdict", None),
-    ("modes", "modes_covered"),
-    ("high quality", "high_quality_fraction"),
-    ("mode KL", "mode_kl"),
-    ("FID", "fid"),
-    ("IS", "is_mean"),
-    ("JS", "js_divergence"),
-)
+# The figures the ranking table shows beside the verdict (labels: gancore.figures.FIGURES).
+FIGURES = ("modes_covered", "high_quality_fraction", "mode_kl", "fid", "is_mean", "js_divergence")
 
 
 def _card(row: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -72,26 +65,18 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["rank", "remedy", "settings", *(c for c, _ in COLUMNS), "MLflow run"]
+    headers = ["rank", "remedy", "settings", *comparison_headers(FIGURES), "MLflow run"]
     out = []
     for i, row in enumerate(rows, 1):
         r = row.get("result")
         if r is None:
-            out.append([str(i), row["label"], " ".join(row["extra"]) or "-", f"failed: {row.get('error')}", *[""] * (len(COLUMNS) - 1), ""])
+            out.append([str(i), row["label"], " ".join(row["extra"]) or "-", f"failed: {row.get('error')}", *[""] * len(FIGURES), ""])
             continue
         if row.get("not_comparable"):
             reason = "not ranked, measured otherwise than the baseline: " + "; ".join(row["not_comparable"])
-            out.append([str(i), row["label"], " ".join(row["extra"]) or "-", reason, *[""] * (len(COLUMNS) - 1), ""])
+            out.append([str(i), row["label"], " ".join(row["extra"]) or "-", reason, *[""] * len(FIGURES), ""])
             continue
-        figures = {**(r.get("evaluate") or {}), **(r.get("diagnose") or {})}
-        cells = []
-        for _, key in COLUMNS:
-            if key is None:
-                cells.append(str(figures.get("verdict", "n/a")))
-            elif key == "modes_covered":
-                cells.append(f"{fmt(figures.get(key))}/{fmt(figures.get('modes_total'))}")
-            else:
-                cells.append(fmt(figures.get(key)))
+        cells = comparison_cells(r, FIGURES)
         link = f"[{r['mlflow_run_name']}]({r['mlflow_url']})" if r.get("mlflow_url") else ""
         out.append([str(i), row["label"], " ".join(row["extra"]) or "-", *cells, link])
     return headers, out

@@ -26,22 +26,13 @@ from gancore import progress, tracking
 from gancore.layout import find_project_root
 from gancore.names import LossName
 from gancore.provenance import differences
-from gancore.report import fmt, markdown_table
+from gancore.report import comparison_cells, comparison_headers, markdown_table
 from gancore_flows.params import member_overrides, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
 from gancore_flows.runners import RUNNERS, Runner, check_member_host, member_context, task_runner, threads_per_member
 
-COLUMNS = (
-    ("verdict", "diagnose", "verdict"),
-    ("modes", "diagnose", "modes_covered"),
-    ("high quality", "diagnose", "high_quality_fraction"),
-    ("mode KL", "diagnose", "mode_kl"),
-    ("KL", "evaluate", "kl_divergence"),
-    ("JS", "evaluate", "js_divergence"),
-    ("FID", "evaluate", "fid"),
-    ("precision", "evaluate", "precision"),
-    ("recall", "evaluate", "recall"),
-)
+# The figures the comparison table shows beside the verdict (labels: gancore.figures.FIGURES).
+FIGURES = ("modes_covered", "high_quality_fraction", "mode_kl", "kl_divergence", "js_divergence", "fid", "precision", "recall")
 
 
 @task(name="pipeline-run", task_run_name="{label}")
@@ -106,21 +97,15 @@ def run_members(
 
 
 def comparison_rows(members: list[dict[str, Any]], keys: tuple[str, ...] = ("arch", "loss", "seed")) -> tuple[list[str], list[list[str]]]:
-    headers = [*keys, *(c[0] for c in COLUMNS), "MLflow run"]
+    headers = [*keys, *comparison_headers(FIGURES), "MLflow run"]
     rows = []
     for m in members:
         r = m.get("result")
         ident = [str(m[k]) for k in keys]
         if r is None:
-            rows.append([*ident, f"failed: {m['error']}", *[""] * (len(COLUMNS) - 1), ""])
+            rows.append([*ident, f"failed: {m['error']}", *[""] * len(FIGURES), ""])
             continue
-        cells = []
-        for _, source, key in COLUMNS:
-            value = (r.get(source) or {}).get(key)
-            if key == "modes_covered":
-                cells.append(f"{fmt(value)}/{fmt(r['diagnose'].get('modes_total'))}")
-            else:
-                cells.append(fmt(value))
+        cells = comparison_cells(r, FIGURES)
         link = f"[{r['mlflow_run_name']}]({r['mlflow_url']})" if r.get("mlflow_url") else ""
         rows.append([*ident, *cells, link])
     return headers, rows

@@ -32,20 +32,40 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _cell(figures: dict[str, Any], key: str) -> str:
+    """One figure for people; counts with what they count of (modes of the known ones, NDB's bins)."""
+    value = fmt(figures.get(key))
+    if key == "modes_covered":
+        return f"{value} / {fmt(figures.get('modes_total'))}"
+    if key == "ndb":
+        return f"{value} / {fmt(figures.get('ndb_bins'))}"
+    return value
+
+
 def headline_rows(evaluate: dict[str, Any], diagnose: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) of the figures a paper prints, where the run has them."""
     rows = []
     for label, source, key in HEADLINE:
         figures = (evaluate if source == "evaluate" else diagnose) or {}
-        if key not in figures:
-            continue
-        value = fmt(figures[key])
-        if key == "modes_covered":
-            value = f"{value} / {fmt(figures.get('modes_total'))}"
-        elif key == "ndb":
-            value = f"{value} / {fmt(figures.get('ndb_bins'))}"
-        rows.append((label, value))
+        if key in figures:
+            rows.append((label, _cell(figures, key)))
     return rows
+
+
+_FIGURE = {f.key: f for f in FIGURES}
+
+
+def comparison_headers(keys: Sequence[str]) -> list[str]:
+    """The columns of a table of runs (the sweep's, the remedies'): the verdict, then the figures
+    ``keys`` names, under their labels in :data:`gancore.figures.FIGURES`."""
+    return ["verdict", *(_FIGURE[k].label for k in keys)]
+
+
+def comparison_cells(result: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """One run's cells under :func:`comparison_headers` (``result``: its ``evaluate`` and
+    ``diagnose`` figures, as a pipeline run returns them)."""
+    figures = {**(result.get("evaluate") or {}), **(result.get("diagnose") or {})}
+    return [str(figures.get("verdict", "n/a")), *(_cell(figures, k) for k in keys)]
 
 
 # (label, source, key) of the figures a run's summary shows: gancore.figures.FIGURES.

@@ -72,5 +72,7 @@ def test_remedy_ranking_refuses_runs_measured_otherwise():
     ranked = rank([row("baseline", 100, 0.90), row("better", 100, 0.95), row("other n", 500, 0.99)])
     assert [r["label"] for r in ranked] == ["better", "baseline", "other n"]
     assert ranked[-1]["not_comparable"] == ["n_generated: 100 vs 500"]
-    _, cells = table(ranked)
+    headers, cells = table(ranked)
     assert cells[-1][3] == "not ranked, measured otherwise than the baseline: n_generated: 100 vs 500"
+    # The columns are the figure registry's labels; counts say what they count of.
+    assert headers[3:6] == ["verdict", "modes covered", "high-quality fraction"] and cells[0][3:6] == ["healthy", "8 / 8", "0.95"]
