@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
@@ -127,18 +127,6 @@ def run_metrics(inputs: MetricInputs) -> dict[str, Any]:
         else:
             out.update(metric.function()(inputs))
     return out
-
-
-def probability_metrics(gen_probs: torch.Tensor, real_probs: torch.Tensor, *, splits: int, seed: int) -> dict[str, Any]:
-    """The metrics of class probabilities alone: Inception Score of both sets and KL/JS between
-    their argmax histograms."""
-    empty = torch.empty(0, 1)
-    inputs = MetricInputs(empty, empty, real_probs, gen_probs, _Splits(splits), seed, lambda n: empty)
-    return {k: v for m in METRICS.values() if m.needs == "probabilities" for k, v in m.function()(inputs).items()}
-
-
-class _Splits(NamedTuple):
-    splits: int
 
 
 def strict_json(result: dict[str, Any]) -> dict[str, Any]:

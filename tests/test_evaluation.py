@@ -22,7 +22,7 @@ import torch
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.errors import EvaluationError
-from gancore.evaluation import HEADLINE, _real_subset, evaluate, probability_metrics, strict_json
+from gancore.evaluation import HEADLINE, _real_subset, evaluate, strict_json
 from gancore.layout import Layout
 from helpers import EVALUATE_KEYS as KEYS
 from helpers import image_meta, ring8_centers
@@ -249,6 +249,18 @@ def test_result_file_is_strict_json_with_every_key(same, collapsed):
         assert tuple(summary) == HEADLINE
         assert summary == {key: r[key] for key in HEADLINE}
         assert r["non_finite_metrics"] is None
+
+
+def probability_metrics(gen_probs, real_probs, *, splits, seed):
+    """The registered metrics of class probabilities alone (IS, KL/JS of the argmax histograms)."""
+    from types import SimpleNamespace
+
+    from gancore.figures import METRICS
+    from gancore.metrics.inputs import MetricInputs
+
+    empty = torch.empty(0, 1)
+    inputs = MetricInputs(empty, empty, real_probs, gen_probs, SimpleNamespace(splits=splits), seed, lambda n: empty)
+    return {k: v for m in METRICS.values() if m.needs == "probabilities" for k, v in m.function()(inputs).items()}
 
 
 def test_kl_is_null_with_a_note_when_real_misses_a_generated_class():
