@@ -163,7 +163,8 @@ class AugmentParams(_Section):
         description="augmentation D sees on real and generated samples (DiffAugment): images: any of color,translation,cutout; vectors: jitter; empty: none",
     )
     adaptive: bool = Field(
-        False, description="ADA: apply each transform with a probability p driven by r_t = E[sign D(x_real)] towards target"
+        False,
+        description="ADA: apply each transform with a probability p, steered by augment.signal (r_t = E[sign D(x_real)] towards target, or held_out)",
     )
     signal: Literal["r_t", "held_out"] = Field(
         "r_t",
