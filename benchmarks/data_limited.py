@@ -160,7 +160,8 @@ def table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                 change = "" if policy == "none" or s["fid_change"] is None else f" ({100 * s['fid_change']:+.0f} %)"
                 lines.append(
                     f"| {data} | {fraction:.0%} | {policy} | {s['n']} | {pm(s['fid'], 2)}{change} | {pm(s['is'], 2)} | {pm(s['modes'], 1)} | "
-                    f"{pm(s['hq'], 1)} | {pm(s['gap'], 3)} | {pm(s['rt'], 2)} | {s['flagged']}/{s['n']} | {pm(s['p'], 2)} | {pm(s['cpu'], 1)} |"
+                    f"{pm(s['hq'], 1)} | {pm(s['gap'], 3)} | {pm(s['rt'], 2)} | {s['flagged']}/{s['n']} | {'-' if policy == 'none' else pm(s['p'], 2)} | "
+                    f"{pm(s['cpu'], 1)} |"
                 )
     return "\n".join(lines), summary
 
