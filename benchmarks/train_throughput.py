@@ -16,6 +16,11 @@ kept (the least disturbed by other work on the machine).
     python benchmarks/train_throughput.py                    # dcgan 32/64 px and mlp 2D, defaults
     python benchmarks/train_throughput.py --tiny             # seconds, for CI
     python benchmarks/train_throughput.py --archs dcgan --sizes 64 --steps 200 --batch-size 128
+    python benchmarks/train_throughput.py --augment             # our step with each augmentation against without
+
+``--augment`` prices the design notes' second remedy: our step with DiffAugment's transforms on
+every sample (``fixed``), with ADA's adaptive probability (``adaptive``, r_t) and with the held-out
+signal (``held_out``: one more no-gradient D pass per step), each against our step without.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from gancore.device import resolve_device
 from gancore.losses import get_loss
 from gancore.modelio import build_pair
 from gancore.objectives import flat_logits
+from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
 from gancore.training import BatchStream, Trainer
+from gancore.training.augment import Augment
 
 LOG_EVERY = 10
 LR, BETAS = 2e-4, (0.5, 0.999)
@@ -55,9 +62,30 @@ def make_data(shape: tuple[int, ...], n: int, seed: int = 0) -> torch.Tensor:
     return torch.stack([angles.cos(), angles.sin()], 1) + 0.02 * torch.randn(n, 2, generator=gen)
 
 
-def time_ours(G, D, data, latent_dim, batch_size, steps, warmup, loss_name, device) -> float:
+# What --augment compares: name -> (adaptive, signal); None: no augmentation.
+AUGMENT_SETTINGS = {"none": None, "fixed": (False, "r_t"), "adaptive": (True, "r_t"), "held_out": (True, "held_out")}
+
+
+def _augmentation(setting: str, data: torch.Tensor, batch_size: int, device: torch.device) -> tuple[Augment | None, BatchStream | None]:
+    """The trainer's augmentation for ``setting``, and the held-out stream it scores (held_out)."""
+    if AUGMENT_SETTINGS[setting] is None:
+        return None, None
+    adaptive, signal = AUGMENT_SETTINGS[setting]
+    policy = list(IMAGE_AUGMENTATIONS if data.dim() == 4 else VECTOR_AUGMENTATIONS)
+    augment = Augment(policy, device, seed=0, adaptive=adaptive, signal=signal)
+    if adaptive:
+        augment.p = torch.full((), 0.5, device=device)  # mid-way: half the samples transformed, as in a run
+    held = make_data(tuple(data.shape[1:]), len(data), seed=1)
+    stream = BatchStream(held, batch_size, seed=1, device=device, resident=True) if signal == "held_out" else None
+    return augment, stream
+
+
+def time_ours(G, D, data, latent_dim, batch_size, steps, warmup, loss_name, device, augment_setting: str = "none") -> float:
     batches = BatchStream(data, batch_size, seed=0, device=device, resident=True, channels_last=data.dim() == 4 and device.type == "cuda")
-    trainer = Trainer(G, D, get_loss(loss_name), batches, latent_dim=latent_dim, lr_g=LR, lr_d=LR, betas=BETAS)
+    augment, held_out = _augmentation(augment_setting, data, batch_size, device)
+    trainer = Trainer(
+        G, D, get_loss(loss_name), batches, latent_dim=latent_dim, lr_g=LR, lr_d=LR, betas=BETAS, augment=augment, held_out=held_out
+    )
 
     def run(n: int) -> None:
         for i in range(1, n + 1):
@@ -140,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "--width", type=int, default=None, help="dcgan/resnet_sn width, mlp hidden units (default: the architecture's own default)"
     )
     ap.add_argument("--tiny", action="store_true", help="a few steps, small widths and batches: a smoke run for CI")
+    ap.add_argument("--augment", action="store_true", help="our step with each augmentation against without, instead of the baseline")
     args = ap.parse_args(argv)
     if args.tiny:
         args.steps, args.warmup, args.repeats, args.batch_size, args.latent_dim = 3, 1, 1, 8, 8
@@ -151,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
         f"batch {args.batch_size}, {args.steps} timed steps x {args.repeats}, loss {args.loss}"
     )
+    if args.augment:
+        return _augment_table(args, device, archs, sizes)
     header = f"{'arch':<8} {'shape':<10} {'options':<12} {'ours samples/s':>15} {'baseline samples/s':>19} {'ratio':>7}"
     print(header)
     print("-" * len(header))
@@ -168,6 +199,26 @@ def main(argv: list[str] | None = None) -> int:
             base = max(base, time_baseline(copy.deepcopy(G), copy.deepcopy(D), *common))
         shown = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
         print(f"{arch:<8} {'x'.join(map(str, shape)):<10} {shown:<12} {ours:>15.1f} {base:>19.1f} {ours / base:>7.2f}", flush=True)
+    return 0
+
+
+def _augment_table(args: argparse.Namespace, device: torch.device, archs: list[str], sizes: list[int]) -> int:
+    """Samples/s of our step under each augmentation setting, and its cost against none."""
+    names = list(AUGMENT_SETTINGS)
+    print(f"{'arch':<8} {'shape':<10} " + " ".join(f"{n + ' samples/s':>20}" for n in names) + "   step time against none")
+    for arch, shape in configs(archs, sizes):
+        width = TINY_WIDTH.get(arch) if args.tiny else args.width
+        options = {WIDTH_OPTION[arch]: width} if width is not None and arch in WIDTH_OPTION else {}
+        torch.manual_seed(0)
+        G, D = build_pair(arch, shape, args.latent_dim, options)
+        data = make_data(shape, max(16 * args.batch_size, 256))
+        common = (data, args.latent_dim, args.batch_size, args.steps, args.warmup, args.loss, device)
+        best = dict.fromkeys(names, 0.0)
+        for _ in range(args.repeats):  # alternating, so that every setting sees the same machine load
+            for name in names:
+                best[name] = max(best[name], time_ours(copy.deepcopy(G), copy.deepcopy(D), *common, augment_setting=name))
+        cost = ", ".join(f"{n} x{best['none'] / best[n]:.2f}" for n in names[1:])
+        print(f"{arch:<8} {'x'.join(map(str, shape)):<10} " + " ".join(f"{best[n]:>20.1f}" for n in names) + f"   {cost}", flush=True)
     return 0
 
 

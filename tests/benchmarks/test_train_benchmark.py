@@ -35,6 +35,20 @@ def test_train_throughput_runs():
         assert math.isclose(ratio, ours / base, rel_tol=0.01, abs_tol=0.006), row  # printed to 2 decimals
 
 
+def test_train_throughput_prices_each_augmentation():
+    proc = run_benchmark("train_throughput.py", "--tiny", "--device", "cpu", "--augment", "--archs", "dcgan,mlp", "--sizes", "32")
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("arch"))
+    rows = [line.split() for line in lines[header + 1 :] if line.strip()]
+    assert [r[:2] for r in rows] == [["dcgan", "3x32x32"], ["mlp", "2"]]
+    for row in rows:
+        speeds = [float(v) for v in row[2:6]]  # none, fixed, adaptive, held_out
+        assert all(math.isfinite(v) and v > 0 for v in speeds), row
+        costs = dict(zip(row[6::2], row[7::2]))
+        assert set(costs) == {"fixed", "adaptive", "held_out"}
+        assert all(math.isclose(float(costs[n].strip("x,")), speeds[0] / v, rel_tol=0.01, abs_tol=0.006) for n, v in zip(costs, speeds[1:]))
+
+
 def test_monitor_overhead_runs():
     proc = run_benchmark("monitor_overhead.py", "--tiny")
     header, row = proc.stdout.splitlines()[-2:]
