@@ -37,8 +37,8 @@ from gancore.data.prepared import to_model_range
 from gancore.device import resolve_device
 from gancore.losses import get_loss
 from gancore.modelio import build_pair
-from gancore.objectives import flat_logits
 from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
+from gancore.objectives import flat_logits
 from gancore.training import BatchStream, Trainer
 from gancore.training.augment import Augment
 
