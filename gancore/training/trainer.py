@@ -154,6 +154,8 @@ class Trainer:
         losses_d = []
         for _ in range(self.n_critic):
             real = next(self.batches)
+            # Before the step's own forwards, whose autograd graph must not see D's buffers restored.
+            l_held = self._held_out_logits() if self.held_out is not None else None
             with torch.no_grad(), self._autocast():
                 fake = G(self._z())
             with self._autocast():
@@ -165,7 +167,7 @@ class Trainer:
                     penalty = gradient_penalty(D_train, real_in, fake_in, generator=self.noise)
                     loss_d = loss_d + self.loss.gp_weight * penalty
             if self.augment is not None:
-                self.augment.observe(l_real, self._held_out_logits() if self.held_out is not None else None)
+                self.augment.observe(l_real, l_held)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
@@ -202,10 +204,16 @@ class Trainer:
 
     @torch.no_grad()
     def _held_out_logits(self) -> Tensor:
-        """D's logits for a batch of held-out examples, augmented as the training batch was."""
+        """D's logits for a batch of held-out examples, augmented as the training batch was, in
+        training mode like the training batch's; D's buffers (batch-norm statistics, spectral
+        norm's vectors) are put back, so that the held-out examples leave no trace in D."""
         assert self.held_out is not None
+        saved = [b.clone() for b in self.D.buffers()]
         with self._autocast():
-            return flat_logits(self.D_plain(self.d_input(next(self.held_out)))).float()
+            logits = flat_logits(self.D_plain(self.d_input(next(self.held_out)))).float()
+        for buffer, value in zip(self.D.buffers(), saved):
+            buffer.copy_(value)
+        return logits
 
     @torch.no_grad()
     def _update_ema(self) -> None:

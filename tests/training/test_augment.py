@@ -92,6 +92,36 @@ def test_held_out_signal_raises_p_only_while_d_memorises():
         Augment(["jitter"], torch.device("cpu"), seed=0, signal="r_v")
 
 
+@pytest.mark.parametrize("options", [{"d_batch_norm": True}, {"spectral_norm": True}])
+def test_held_out_examples_leave_no_trace_while_p_stays_zero(tmp_path, options):
+    """With signal held_out and p held at 0 (a speed too slow to move it), training is bit for bit
+    the unaugmented run: the held-out pass changes no stream, no weight and no buffer of D (batch
+    statistics, spectral norm's vectors; the diagnosis's eval-mode D reads them)."""
+    from gancore.config import validate
+
+    images = torch.randint(0, 256, (48, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    meta = image_meta("mnist", [1, 28, 28], 32, 16, {"count": None})
+    tree = {
+        "device": "cpu",
+        "data": {"name": "mnist"},
+        "model": {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4, **options}},
+        "train": {"steps": 6, "batch_size": 8, "log_every": 1, "checkpoint_every": 6, "monitor_every": None},
+        "mixture": {"enabled": False},
+        "tracking": {"enabled": False},
+    }
+    held = {"policy": "translation,cutout,color", "adaptive": True, "signal": "held_out", "kimg": 1e12}
+    layouts = []
+    for name, augment in (("plain", {}), ("steered", held)):
+        layout = make_layout(tmp_path / name, PreparedData(meta, images[:32], images[32:]))
+        training.train(validate({**tree, "augment": augment}), layout)
+        layouts.append(layout)
+    plain, steered = layouts
+    assert [r["loss_d"] for r in trainlog.read(plain.train_log)] == [r["loss_d"] for r in trainlog.read(steered.train_log)]
+    a, b = (torch.load(layout.checkpoint, weights_only=False)["trainer"] for layout in (plain, steered))
+    for net in ("generator", "discriminator"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+
+
 @pytest.mark.parametrize("signal", ["r_t", "held_out"])
 def test_resumed_run_has_the_same_p_curve_and_generator(tmp_path, signal):
     """Killed at a checkpoint and resumed: the same p curve, the same generator, bit for bit."""
