@@ -50,7 +50,11 @@ def test_copies_of_the_training_data_call_for_an_earlier_stop_and_more_data():
     out = decide(figures, None, "non_saturating", {**SINGLE, "kind": "image"})
     assert out["verdict"] == "data_copying"
     assert [r["name"] for r in out["remedy_settings"]] == ["augment", "earlier"]
-    assert out["remedy_settings"][0]["sets"] == ["augment.policy=color,translation,cutout", "augment.adaptive=true"]  # images: the kind
+    assert out["remedy_settings"][0]["sets"] == [  # images: the kind's transforms
+        "augment.policy=color,translation,cutout",
+        "augment.adaptive=true",
+        "augment.signal=held_out",
+    ]
     assert out["remedy_settings"][1]["sets"] == ["train.keep_best=high_quality_fraction", "sample.generator=best"]
 
 
@@ -83,7 +87,7 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
     assert out["verdict"] == "discriminator_overfitting" and "95.0% of training examples" in out["explanation"]
     assert out["remedy_settings"][0] == {
         "name": "augment",
-        "sets": ["augment.policy=jitter", "augment.adaptive=true"],
+        "sets": ["augment.policy=jitter", "augment.adaptive=true", "augment.signal=held_out"],
         "cause": None,
         "caveat": None,
     }
