@@ -30,6 +30,8 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -153,6 +155,18 @@ def configs(archs: list[str], sizes: list[int]) -> list[tuple[str, tuple[int, ..
     return out
 
 
+def setups(args: argparse.Namespace, device: torch.device, archs: list[str], sizes: list[int]) -> Iterator[tuple[Any, ...]]:
+    """Per configuration: arch, shape, options, the initial G and D, and the timing arguments."""
+    for arch, shape in configs(archs, sizes):
+        width = TINY_WIDTH.get(arch) if args.tiny else args.width
+        options = {WIDTH_OPTION[arch]: width} if width is not None and arch in WIDTH_OPTION else {}
+        torch.manual_seed(0)
+        G, D = build_pair(arch, shape, args.latent_dim, options)
+        # Enough data for a few epochs; the baseline gets its own float32 copy, as it would.
+        data = make_data(shape, max(16 * args.batch_size, 256))
+        yield arch, shape, options, G, D, (data, args.latent_dim, args.batch_size, args.steps, args.warmup, args.loss, device)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=50, help="timed generator steps per repeat (default 50)")
@@ -185,14 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'arch':<8} {'shape':<10} {'options':<12} {'ours samples/s':>15} {'baseline samples/s':>19} {'ratio':>7}"
     print(header)
     print("-" * len(header))
-    for arch, shape in configs(archs, sizes):
-        width = TINY_WIDTH.get(arch) if args.tiny else args.width
-        options = {WIDTH_OPTION[arch]: width} if width is not None and arch in WIDTH_OPTION else {}
-        torch.manual_seed(0)
-        G, D = build_pair(arch, shape, args.latent_dim, options)
-        # Enough data for a few epochs; the baseline gets its own float32 copy, as it would.
-        data = make_data(shape, max(16 * args.batch_size, 256))
-        common = (data, args.latent_dim, args.batch_size, args.steps, args.warmup, args.loss, device)
+    for arch, shape, options, G, D, common in setups(args, device, archs, sizes):
         ours = base = 0.0
         for _ in range(args.repeats):  # alternating, so that both sides see the same machine load
             ours = max(ours, time_ours(copy.deepcopy(G), copy.deepcopy(D), *common))
@@ -206,13 +213,7 @@ def _augment_table(args: argparse.Namespace, device: torch.device, archs: list[s
     """Samples/s of our step under each augmentation setting, and its cost against none."""
     names = list(AUGMENT_SETTINGS)
     print(f"{'arch':<8} {'shape':<10} " + " ".join(f"{n + ' samples/s':>20}" for n in names) + "   step time against none")
-    for arch, shape in configs(archs, sizes):
-        width = TINY_WIDTH.get(arch) if args.tiny else args.width
-        options = {WIDTH_OPTION[arch]: width} if width is not None and arch in WIDTH_OPTION else {}
-        torch.manual_seed(0)
-        G, D = build_pair(arch, shape, args.latent_dim, options)
-        data = make_data(shape, max(16 * args.batch_size, 256))
-        common = (data, args.latent_dim, args.batch_size, args.steps, args.warmup, args.loss, device)
+    for arch, shape, _, G, D, common in setups(args, device, archs, sizes):
         best = dict.fromkeys(names, 0.0)
         for _ in range(args.repeats):  # alternating, so that every setting sees the same machine load
             for name in names:
