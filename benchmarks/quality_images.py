@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     if seeds < 1 or args.workers < 1:
         parser.error("--seeds and --workers must be at least 1")
     sets = (TINY if args.tiny else []) + args.sets
+    if args.standard:  # before any training: a missing gancore[inception] fails now, not an hour in
+        from gancore.classifiers.inception import inception_tf
+
+        inception_tf()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gancore-quality-") as scratch:
         root = str(args.out or scratch)
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             )
             if args.standard:
-                # After the pool: one run at a time on every core (Inception-v3 at 299 px is the cost).
+                # After the pool's training: one run at a time on every core (Inception-v3 at 299 px is the cost).
                 import torch
 
                 torch.set_num_threads(os.cpu_count() or 1)

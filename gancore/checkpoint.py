@@ -27,7 +27,7 @@ RESULT_NEUTRAL = {
     "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb", "keep_best", "devices"),
     "data": ("classifier_epochs", "on_bad_image"),
 }
-SECTIONS = ("seed", "data", "model", "loss", "train", "prepared_data", "world_size")
+SECTIONS = ("seed", "data", "model", "loss", "train", "augment", "prepared_data", "world_size")
 
 
 def run_identity(params: Params, prepared_data: str, model_options: dict[str, Any] | None = None, world_size: int = 1) -> dict[str, Any]:
@@ -48,6 +48,8 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
             identity["train"].pop(key, None)
     if params.augment.policy.strip():  # augmentation changes the weights; off, old checkpoints still resume
         identity["augment"] = dump["augment"]
+        if params.augment.signal == "r_t":  # the default, as before the signal existed: those checkpoints resume
+            identity["augment"].pop("signal")
     if model_options is not None:
         identity["model"]["options"] = json.loads(json.dumps(model_options, sort_keys=True))
     identity["prepared_data"] = prepared_data

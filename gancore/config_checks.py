@@ -25,6 +25,8 @@ def augment_problems(params: Params) -> list[tuple[str, str]]:
         ]
     if params.augment.adaptive and not policy:
         return [("augment.adaptive", f"needs augment.policy, e.g. {','.join(fits)}")]
+    if params.augment.signal != "r_t" and not params.augment.adaptive:
+        return [("augment.signal", f"{params.augment.signal} steers the adaptive p: set augment.adaptive=true, or leave the signal at r_t")]
     return []
 
 

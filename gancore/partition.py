@@ -138,7 +138,8 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
     parts = []
     for i, mask in enumerate(train_of):
         test_mask = test_of[i] if test_of is not None else torch.zeros(len(data.test), dtype=torch.bool)
-        if not test_mask.any():  # a part no held-out point falls in: score it on the whole test split
+        own_test = bool(test_mask.any())
+        if not own_test:  # a part no held-out point falls in: score it on the whole test split
             test_mask = torch.ones(len(data.test), dtype=torch.bool)
         train, test, meta = data.train[mask], data.test[test_mask], dict(data.meta)
         shift, scale = [0.0] * (train.shape[1] if data.kind == "vector" else 0), 1.0
@@ -157,6 +158,7 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
                 "count": int(mask.sum()),
                 "count_test": int(test_mask.sum()),
                 "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i], "shift": shift, "scale": scale},
+                "own_test": own_test,
             },
             train=train,
             test=test,

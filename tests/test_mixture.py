@@ -62,6 +62,7 @@ def test_the_data_s_eight_clusters_are_found_and_each_part_trains_normalised(cli
         assert data.shape == (p["count"], 2)
         assert data.mean(0).abs().max() < 1e-5 and data.pow(2).mean().sqrt() == pytest.approx(1.0, abs=1e-5)
         assert part.generator.is_file() and part.train_log.is_file()
+        assert json.loads(part.prepared_meta.read_text())["own_test"] is True  # held-out points of its own
 
 
 @pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker

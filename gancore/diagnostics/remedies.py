@@ -84,16 +84,18 @@ NAMES: tuple[str, ...] = (
 )
 
 
-def _more_data(context: Mapping[str, Any], for_collapse: bool) -> Remedy:
+def _more_data(context: Mapping[str, Any], for_collapse: bool, memorising: bool = False) -> Remedy:
     """More diverse data in its practical form: augmentation with settings (none when the run
-    already augments adaptively: then only more examples remain)."""
+    already augments adaptively: then only more examples remain). ``memorising``: the finding is
+    a discriminator that memorises, so p is steered by held-out examples, the signal that found
+    it (ADA's r_t also rises for a D that merely wins, and raised p and FID on full data sets,
+    benchmarks/data_limited.py); for other findings held_out would keep p near 0 and the remedy
+    would be the baseline again, so there ADA's r_t steers."""
     if context.get("augment_adaptive"):
         return Remedy("more_data", DIVERSE)
     policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
     caveat = AUGMENT_COLLAPSE_CAVEAT if for_collapse else None
-    # Steered by held-out examples, the signal that found the memorisation: ADA's r_t also rises
-    # for a D that merely wins, and raised p (and FID) on full data sets (benchmarks/data_limited.py).
-    sets = (f"augment.policy={policy}", "augment.adaptive=true", "augment.signal=held_out")
+    sets = (f"augment.policy={policy}", "augment.adaptive=true") + (("augment.signal=held_out",) if memorising else ())
     return Remedy("augment", AUGMENT, sets, caveat=caveat)
 
 
@@ -130,7 +132,7 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         out += [_packing(m) for m in (2, 4) if pack < m]
         out.append(_more_data(context, for_collapse=True))
     if name in ("data_copying", "discriminator_overfitting"):
-        out.append(_more_data(context, for_collapse=False))
+        out.append(_more_data(context, for_collapse=False, memorising=name == "discriminator_overfitting"))
         steps = int(context.get("steps") or 0)
         if steps and context.get("monitor_every"):
             out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best")))

@@ -18,7 +18,7 @@ second remedy, "train on more diverse data", in its practical form.
 * **Held-out signal** (``augment.signal: held_out``): r_t cannot tell a discriminator that
   memorises from one that merely wins. A DCGAN's D calls real data real early in training on any
   amount of data (r_t 0.6-1.0 over the first thousand steps on all of Fashion-MNIST, where D
-  called training and held-out examples real equally often), so ADA's rule raised p to 0.46 there
+  called training and held-out examples real equally often), so ADA's rule raised p to 0.47-0.48 there
   and cost FID. This signal measures memorisation itself, as ADA's r_v and our diagnosis do: each
   D step also scores a batch of held-out examples (the test split, augmented alike, no gradient),
   and p rises while D calls the training examples real significantly more often than the
@@ -170,14 +170,14 @@ class Augment:
             self._held_signs = self._held_signs + torch.sign(logits_held.detach().float()).sum()
             self._held_count = self._held_count + logits_held.numel()
 
-    def _memorising(self, rt: Tensor) -> Tensor:
+    def _memorising(self, rt: Tensor, n_train: Tensor) -> Tensor:
         """Whether D calls training examples real significantly more often than held-out ones
         over the interval: their sign means differ by more than Z standard errors (a sign of
         mean r has variance 1 - r^2). Without memorisation the test fails most of the time and p
-        falls; the threshold is a significance level, not a fitted value."""
+        falls; the threshold is a significance level, not a fitted value. ``rt`` and ``n_train``:
+        the training side, already summed over the ranks."""
         held = self.reduce(self._held_signs) if self.reduce is not None else self._held_signs
         n_held = self.reduce(self._held_count) if self.reduce is not None else self._held_count
-        n_train = self.reduce(self._count) if self.reduce is not None else self._count
         r_held = held / n_held.clamp_min(1)
         self.last_gap = rt - r_held
         se = ((1 - rt.square()) / n_train.clamp_min(1) + (1 - r_held.square()) / n_held.clamp_min(1)).clamp_min(0).sqrt()
@@ -193,7 +193,7 @@ class Augment:
         rt = signs / count.clamp_min(1)
         self.last_rt = rt
         if self.adaptive:
-            direction = torch.where(self._memorising(rt), 1.0, -1.0) if self.held_out else torch.sign(rt - self.target)
+            direction = torch.where(self._memorising(rt, count), 1.0, -1.0) if self.held_out else torch.sign(rt - self.target)
             delta = direction * (samples_per_step * self.interval) / (self.kimg * 1000.0)
             self.p = (self.p + delta).clamp(0.0, 1.0)
         self._signs = torch.zeros_like(self._signs)

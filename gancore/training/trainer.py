@@ -106,6 +106,8 @@ class Trainer:
         # Augmentation D sees on every input, real and generated, in both steps (DiffAugment).
         self.augment = augment if augment is not None and augment.active else None
         # Held-out examples D scores (no gradient) when they steer the augmentation (signal held_out).
+        if self.augment is not None and self.augment.held_out and held_out is None:
+            raise ValueError("augmentation steered by held-out examples (signal held_out) needs the held_out batch stream")
         self.held_out = held_out if self.augment is not None and self.augment.held_out else None
         self.compiled = compile
         if compile:
@@ -209,7 +211,9 @@ class Trainer:
         norm's vectors) are put back, so that the held-out examples leave no trace in D."""
         assert self.held_out is not None
         saved = [b.clone() for b in self.D.buffers()]
-        with self._autocast():
+        # A plugin's D may draw from torch's global generator (dropout): fork it, so that the
+        # held-out pass changes no stream of the step either.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self._autocast():
             logits = flat_logits(self.D_plain(self.d_input(next(self.held_out)))).float()
         for buffer, value in zip(self.D.buffers(), saved):
             buffer.copy_(value)

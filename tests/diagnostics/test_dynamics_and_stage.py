@@ -197,7 +197,7 @@ def test_stage_ring8(tmp_path):
         ["mixture.enabled=true"],
         ["model.pack=2"],
         ["model.pack=4"],
-        ["augment.policy=jitter", "augment.adaptive=true", "augment.signal=held_out"],  # "more diverse data", as settings
+        ["augment.policy=jitter", "augment.adaptive=true"],  # "more diverse data", as settings (ADA's r_t: D does not memorise)
     ]
     assert out["remedies"][0] == f"{SEPARATE} (set: -S mixture.enabled=true)"
     assert out["remedies"][1].startswith("packing with 2 samples (PacGAN2)") and "(set: -S model.pack=2)" in out["remedies"][1]

@@ -53,8 +53,7 @@ def test_copies_of_the_training_data_call_for_an_earlier_stop_and_more_data():
     assert out["remedy_settings"][0]["sets"] == [  # images: the kind's transforms
         "augment.policy=color,translation,cutout",
         "augment.adaptive=true",
-        "augment.signal=held_out",
-    ]
+    ]  # no memorisation found: ADA's r_t steers (held-out examples would keep p near 0)
     assert out["remedy_settings"][1]["sets"] == ["train.keep_best=high_quality_fraction", "sample.generator=best"]
 
 

@@ -13,7 +13,7 @@ from gancore.cli import main
 from gancore.data.prepared import PreparedData
 from gancore.names import LOSSES
 from gancore.training.augment import Augment, _cutout, _translation
-from helpers import PARAMS, image_meta, make_layout, make_params
+from helpers import PARAMS, image_meta, make_layout, make_params, ring_data
 
 
 def test_translation_shifts_whole_pixels_with_zero_fill():
@@ -90,6 +90,57 @@ def test_held_out_signal_raises_p_only_while_d_memorises():
     assert float(a.p) == 0.0
     with pytest.raises(ValueError, match="unknown augmentation signal 'r_v'; allowed: r_t, held_out"):
         Augment(["jitter"], torch.device("cpu"), seed=0, signal="r_v")
+
+
+def test_held_out_test_sums_each_side_once_over_the_ranks():
+    """Under DDP the signs and counts are summed over the ranks by an in-place all-reduce; the
+    training count must enter the z-test once. Two ranks seeing the same 128 + 128 signs are one
+    rank seeing 256 + 256: gap 0.172 at se 0.087 (z 1.98, not significant, p stays 0); counted
+    twice, the training side's se would shrink to give z 2.28 and raise p."""
+
+    def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:  # two identical ranks, in place like NCCL/gloo
+        return t.mul_(2).clone()
+
+    train = torch.tensor([1.0] * 81 + [-1.0] * 47)  # r = 34 / 128
+    held = torch.tensor([1.0] * 70 + [-1.0] * 58)  # r = 12 / 128
+    kwargs = dict(adaptive=True, kimg=1.0, interval=1, signal="held_out")
+    one = Augment(["jitter"], torch.device("cpu"), seed=0, **kwargs)
+    one.observe(torch.cat([train, train]), torch.cat([held, held]))
+    one.adjust(1, 50)
+    two = Augment(["jitter"], torch.device("cpu"), seed=0, reduce=all_reduce_sum, **kwargs)
+    two.observe(train, held)
+    two.adjust(1, 50)
+    assert float(one.last_gap) == pytest.approx(22 / 128) and float(two.last_gap) == pytest.approx(22 / 128)
+    assert float(one.p) == 0.0 and float(two.p) == 0.0
+    confident = Augment(["jitter"], torch.device("cpu"), seed=0, reduce=all_reduce_sum, **kwargs)
+    confident.observe(torch.cat([train] * 2), torch.cat([held] * 2))  # the same gap on twice the signs: z 2.8
+    confident.adjust(1, 50)
+    assert float(confident.p) > 0
+
+
+def test_augmented_checkpoints_name_what_differs_and_r_t_ones_from_before_the_signal_resume():
+    from gancore.checkpoint import describe_mismatch, run_identity
+
+    params = make_params()
+    steered = params.model_copy(update={"augment": params.augment.model_copy(update={"policy": "jitter", "adaptive": True})})
+    r_t = run_identity(steered, "hash")
+    assert "signal" not in r_t["augment"]  # an identity written before augment.signal existed: still the same run
+    held = steered.model_copy(update={"augment": steered.augment.model_copy(update={"signal": "held_out"})})
+    message = describe_mismatch(r_t, run_identity(held, "hash"))
+    assert message == "augment (augment.signal: '(absent)' in the checkpoint, 'held_out' now)"
+
+
+def test_a_part_without_test_examples_of_its_own_cannot_be_steered_by_held_out_ones(tmp_path):
+    """A mixture part no test point falls in is scored on the whole test split, other parts' data:
+    its D would call those examples fake and the signal would read it as memorisation."""
+    from gancore.errors import TrainingError
+
+    data = ring_data()
+    data.meta.update(own_test=False, part={"index": 3, "of": 8, "description": "cluster 3"})
+    params = make_params(steps=2)
+    params = params.model_copy(update={"augment": params.augment.model_copy(update={"policy": "jitter", "adaptive": True, "signal": "held_out"})})
+    with pytest.raises(TrainingError, match=r"held-out examples of this part \(cluster 3\).*use augment.signal=r_t"):
+        training.train(params, make_layout(tmp_path, data))
 
 
 @pytest.mark.parametrize("options", [{"d_batch_norm": True}, {"spectral_norm": True}])
@@ -178,6 +229,7 @@ def test_unknown_or_misplaced_policies_exit_2(capsys, tmp_path):
         (["augment.policy=flip"], "augment.policy: unknown 'flip'; allowed: color, translation, cutout, jitter"),
         (["augment.policy=cutout"], "augment.policy: cutout cannot augment vector data (ring8); use jitter"),
         (["augment.adaptive=true"], "augment.adaptive: needs augment.policy"),
+        (["augment.policy=jitter", "augment.signal=held_out"], "augment.signal: held_out steers the adaptive p: set augment.adaptive=true"),
     ):
         args = ["train", "--params", str(PARAMS), "--out", str(tmp_path)] + [a for s in sets for a in ("-S", s)]
         assert main(args) == 2
