@@ -138,7 +138,9 @@ def test_a_part_without_test_examples_of_its_own_cannot_be_steered_by_held_out_o
     data = ring_data()
     data.meta.update(own_test=False, part={"index": 3, "of": 8, "description": "cluster 3"})
     params = make_params(steps=2)
-    params = params.model_copy(update={"augment": params.augment.model_copy(update={"policy": "jitter", "adaptive": True, "signal": "held_out"})})
+    params = params.model_copy(
+        update={"augment": params.augment.model_copy(update={"policy": "jitter", "adaptive": True, "signal": "held_out"})}
+    )
     with pytest.raises(TrainingError, match=r"held-out examples of this part \(cluster 3\).*use augment.signal=r_t"):
         training.train(params, make_layout(tmp_path, data))
 
