@@ -65,6 +65,10 @@ AUGMENT = (
     "examples from held-out ones): real and generated samples alike, so that a small data set looks larger to D and it "
     "stops memorising it"
 )
+AUGMENT_ADA = (
+    "augment what the discriminator sees (DiffAugment, with ADA's adaptive probability, which rises while D is sure of "
+    "the training data): real and generated samples alike, so that the data look more diverse to D"
+)
 
 
 #: Every remedy name the catalogue below can propose (what ``gan-remedy --remedies`` chooses from).
@@ -96,7 +100,7 @@ def _more_data(context: Mapping[str, Any], for_collapse: bool, memorising: bool 
     policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
     caveat = AUGMENT_COLLAPSE_CAVEAT if for_collapse else None
     sets = (f"augment.policy={policy}", "augment.adaptive=true") + (("augment.signal=held_out",) if memorising else ())
-    return Remedy("augment", AUGMENT, sets, caveat=caveat)
+    return Remedy("augment", AUGMENT if memorising else AUGMENT_ADA, sets, caveat=caveat)
 
 
 def _packing(m: int) -> Remedy:

@@ -54,6 +54,7 @@ def test_copies_of_the_training_data_call_for_an_earlier_stop_and_more_data():
         "augment.policy=color,translation,cutout",
         "augment.adaptive=true",
     ]  # no memorisation found: ADA's r_t steers (held-out examples would keep p near 0)
+    assert "ADA's adaptive probability" in out["remedies"][0] and "held-out" not in out["remedies"][0]
     assert out["remedy_settings"][1]["sets"] == ["train.keep_best=high_quality_fraction", "sample.generator=best"]
 
 
@@ -90,6 +91,7 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
         "cause": None,
         "caveat": None,
     }
+    assert "rises while D tells training examples from held-out ones" in out["remedies"][0]
     already = decide(healthy, overfit, "non_saturating", {**SINGLE, "augment_adaptive": True})
     assert [r["name"] for r in already["remedy_settings"]][0] == "more_data" and already["remedy_settings"][0]["sets"] == []
 
