@@ -184,7 +184,8 @@ class Augment:
         return self.last_gap > HELD_OUT_Z * se
 
     def adjust(self, step: int, samples_per_step: int) -> None:
-        """Every ``interval`` steps: r_t from the accumulated signs, and p moved towards target."""
+        """Every ``interval`` steps: r_t from the accumulated signs, and p moved towards target.
+        ``samples_per_step``: real samples D saw in one generator step (all critic steps, all ranks)."""
         if step % self.interval:
             return
         signs, count = self._signs, self._count

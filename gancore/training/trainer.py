@@ -186,7 +186,8 @@ class Trainer:
         if self.ema is not None:
             self._update_ema()
         if self.augment is not None:
-            self.augment.adjust(step, self.local)
+            # ADA's speed is in real samples D has seen: every critic step's batch, on every rank.
+            self.augment.adjust(step, self.local * self.n_critic * self.world.size)
         self._track_finite(step, losses_d, loss_g.detach())
         if not stats:
             return None

@@ -67,6 +67,19 @@ def test_adaptive_p_moves_at_the_documented_speed():
         Augment(["blur"], torch.device("cpu"), seed=0)
 
 
+def test_p_moves_by_the_real_samples_d_saw_including_every_critic_step(tmp_path):
+    """With n_critic = 2, D sees 2 x 32 real samples per generator step: p moves in steps of
+    2 x 32 x interval / (kimg x 1000) = 0.0128, not the 0.0064 that one critic batch would give."""
+    aug = {"policy": "jitter", "adaptive": True, "kimg": 10.0, "interval": 2, "target": 0.01}
+    params = make_params(steps=12, checkpoint_every=12, log_every=2, n_critic=2)
+    params = params.model_copy(update={"augment": params.augment.model_copy(update=aug)})
+    layout = make_layout(tmp_path)
+    training.train(params, layout)
+    ps = [r["augment_p"] for r in trainlog.read(layout.train_log)]
+    delta = 2 * 32 * 2 / 10_000
+    assert max(ps) > 0 and all(abs(p / delta - round(p / delta)) < 1e-3 for p in ps), ps
+
+
 def test_held_out_signal_raises_p_only_while_d_memorises():
     """signal held_out: p rises while D calls training examples real significantly more often than
     held-out ones, and falls otherwise, including for a D that is merely winning (sure of every
