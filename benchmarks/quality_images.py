@@ -83,16 +83,16 @@ def run_seed(example: str, seed: int, sets: list[str], root: str) -> dict[str, A
     }
 
 
-def standard_space(example: str, seed: int, sets: list[str], root: str, limit: int | None) -> dict[str, Any]:
+def standard_space(example: str, seed: int, sets: list[str], root: str, limit: int | None, network: Any) -> dict[str, Any]:
     """The seed's samples against the real images ``gan evaluate`` drew, in the papers' space (TF
     Inception 2015-12-05 pool features, the offline weights of ``gancore[inception]``): the same
     images, classifier path and figures as ``gan evaluate -S evaluate.classifier=inception_tf``.
-    ``limit``: at most this many of each (the --tiny smoke size); None: all."""
+    ``limit``: at most this many of each (the --tiny smoke size); None: all. ``network``: the
+    loaded ``inception_tf()``."""
 
     from real_vs_real import standard_figures
 
     from gancore.classifiers import classify
-    from gancore.classifiers.inception import inception_tf
     from gancore.data.prepared import load_prepared
     from gancore.layout import Layout
     from gancore.metrics.inputs import seeded_subset
@@ -104,7 +104,6 @@ def standard_space(example: str, seed: int, sets: list[str], root: str, limit: i
     generated = load_samples(layout)
     if limit is not None:
         real, generated = real[:limit], generated[:limit]
-    network = inception_tf()
     start = time.process_time()
     real_features = classify(network, real, params.evaluate.batch_size)[1]
     generated_features = classify(network, generated, params.evaluate.batch_size)[1]
@@ -172,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     if seeds < 1 or args.workers < 1:
         parser.error("--seeds and --workers must be at least 1")
     sets = (TINY if args.tiny else []) + args.sets
+    network = None
     if args.standard:  # before any training: a missing gancore[inception] fails now, not an hour in
         from gancore.classifiers.inception import inception_tf
 
-        inception_tf()
+        network = inception_tf()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gancore-quality-") as scratch:
         root = str(args.out or scratch)
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 torch.set_num_threads(os.cpu_count() or 1)
                 for r in results:
-                    r["standard"] = standard_space(r["example"], r["seed"], sets, root, STANDARD_TINY_N if args.tiny else None)
+                    r["standard"] = standard_space(r["example"], r["seed"], sets, root, STANDARD_TINY_N if args.tiny else None, network)
                     s = r["standard"]
                     print(
                         f"{r['example']} seed {r['seed']}: TF Inception FID {s['fid']:.2f} at n = {s['n_generated']:,}, "
