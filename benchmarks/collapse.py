@@ -26,14 +26,13 @@ import json
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import add_run_arguments, mean_se, pm, run_stages  # noqa: E402
+from runs import add_run_arguments, check_device, mean_se, pm, pool, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS_FILE = "blobs5.csv"
@@ -217,20 +216,21 @@ def main(argv: list[str] | None = None) -> int:
     if min(seeds, remedy_seeds, args.workers) < 1:
         parser.error("--seeds, --remedy-seeds and --workers must be at least 1")
     tables = args.table or ["defaults", "remedies"]
-    sets = TINY if args.tiny else []
+    check_device(parser, args.device)
+    sets = [*(TINY if args.tiny else []), f"device={args.device}"]
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gancore-collapse-") as scratch:
         root = str(args.out or scratch)
         Path(root).mkdir(parents=True, exist_ok=True)
         write_points(Path(root) / POINTS_FILE)
-        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        with pool(args.workers, args.device) as workers:
             jobs = []
             if "defaults" in tables:
-                jobs += [pool.submit(run_one, d, "defaults", s, sets, root) for d in args.data or DATA_SETS for s in range(seeds)]
+                jobs += [workers.submit(run_one, d, "defaults", s, sets, root) for d in args.data or DATA_SETS for s in range(seeds)]
             if "remedies" in tables:
                 jobs += [
-                    pool.submit(run_one, BASELINES[k][0], k, s, [*sets, *BASELINES[k][1]], root)
+                    workers.submit(run_one, BASELINES[k][0], k, s, [*sets, *BASELINES[k][1]], root)
                     for k in args.baseline or BASELINES
                     for s in range(remedy_seeds)
                 ]
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                             (
                                 remedy["name"],
                                 r["label"],
-                                pool.submit(run_one, r["data"], f"{r['label']} {remedy['name']}", r["seed"], extra, root),
+                                workers.submit(run_one, r["data"], f"{r['label']} {remedy['name']}", r["seed"], extra, root),
                             )
                         )
             for name, baseline, job in followers:

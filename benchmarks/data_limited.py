@@ -20,6 +20,7 @@ of the effect is comparable, not the numbers).
     python benchmarks/data_limited.py                         # 3 seeds, 1,000 steps a run
     python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --steps 2000
     python benchmarks/data_limited.py --tiny                  # CI smoke size: numbers meaningless
+    python benchmarks/data_limited.py --device cuda --workers 12 --fraction 0.1 --steps 50000  # GPU-length
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import add_run_arguments, gather, mean_se, pm, run_stages  # noqa: E402
+from runs import add_run_arguments, check_device, gather, mean_se, pm, pool, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ("mnist", "fashion_mnist")
@@ -128,10 +128,11 @@ def _stat(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[flo
     return mean_se([scale * float(r[key]) for r in rows if r.get(key) is not None] or [float("nan")])
 
 
-def table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def table(results: list[dict[str, Any]], cost: str = "CPU-min/run") -> tuple[str, dict[str, Any]]:
     summary: dict[str, Any] = {}
     lines = [
-        "| data | train share | augmentation | seeds | FID (domain) | IS (domain) | modes | high quality % | D gap (train - held-out) | r_t | overfitting flagged | p at the end | CPU-min/run |",
+        "| data | train share | augmentation | seeds | FID (domain) | IS (domain) | modes | high quality % | D gap (train - held-out) | r_t | "
+        f"overfitting flagged | p at the end | {cost} |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for data in DATA:
@@ -177,19 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
     steps = args.steps if args.steps is not None else (4 if args.tiny else 1000)
+    check_device(parser, args.device)
     sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
+    sets.append(f"device={args.device}")
     datasets, fractions, policies = args.data or list(DATA), args.fraction or list(FRACTIONS), args.policy or list(SETTINGS)
     if args.tiny and not args.fraction:
         fractions = [0.01]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gancore-data-limited-") as scratch:
         root = str(args.out or scratch)
-        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        with pool(args.workers, args.device) as workers:
             size = TINY_SIZE if args.tiny else TRAIN_SIZE
-            for _ in pool.map(reference, datasets, [root] * len(datasets), [sets] * len(datasets), [size] * len(datasets)):
+            for _ in workers.map(reference, datasets, [root] * len(datasets), [sets] * len(datasets), [size] * len(datasets)):
                 pass
             jobs = [
-                pool.submit(run_one, d, f, p, s, steps, sets, size, root)
+                workers.submit(run_one, d, f, p, s, steps, sets, size, root)
                 for d in datasets
                 for f in fractions
                 for p in policies
@@ -199,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                 jobs,
                 lambda r: (
                     f"{r['data']:13s} {r['fraction']:5.0%} {r['policy']:8s} seed {r['seed']}: FID {r['fid']:.2f}, IS {r['is_mean']:.2f}, "
-                    f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} CPU-min"
+                    f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} {'CPU' if args.device == 'cpu' else 'wall'}-min"
                 ),
             )
-    text, summary = table(results)
+    text, summary = table(results, "CPU-min/run" if args.device == "cpu" else "GPU wall-min/run (runs sharing it)")
     print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
     print(text)
     print("\nPublished anchors (other data and networks), FID without -> with augmentation:\n")

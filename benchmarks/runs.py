@@ -5,28 +5,47 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 
 def run_stages(params: Any, layout: Any, stages: tuple[str, ...]) -> float:
     """Run ``stages`` of the pipeline on ``params`` under ``layout`` in this process, on one
-    thread (benchmark workers run side by side); return the CPU seconds they took."""
+    thread (benchmark workers run side by side); return the CPU seconds they took (on a GPU: the
+    wall-clock seconds, the GPU's time being what the run costs there)."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     os.environ.setdefault("GANCORE_PROGRESS", "0")
     from gancore.stages import run_stage
 
-    start = time.process_time()
+    clock = time.perf_counter if params.device == "cuda" else time.process_time
+    start = clock()
     for stage in stages:
         run_stage(stage, params, layout)
-    return time.process_time() - start
+    return clock() - start
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """Usage error (exit 2) for ``--device cuda`` where torch sees no CUDA device."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False); use --device cpu")
+
+
+def pool(workers: int, device: str) -> ProcessPoolExecutor:
+    """The benchmark's worker processes; started fresh (spawn) for CUDA, which a forked child of
+    a process that touched CUDA cannot initialise."""
+    context = multiprocessing.get_context("spawn") if device == "cuda" else None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def gather(futures: Iterable[Future], line: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
@@ -51,8 +70,14 @@ def pm(value: tuple[float, float], digits: int) -> str:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every seeded quality benchmark takes: workers, --tiny, --json, --out."""
+    """The options every seeded quality benchmark takes: workers, device, --tiny, --json, --out."""
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="parallel single-threaded runs")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where every run trains (cuda: the runs share the GPU, and the cost column is wall-clock minutes)",
+    )
     parser.add_argument("--tiny", action="store_true", help="seconds per run, for CI (numbers meaningless)")
     parser.add_argument("--json", type=Path, help="also write every run and the summary here")
     parser.add_argument("--out", type=Path, help="keep the runs' folders here (default: a temporary folder)")

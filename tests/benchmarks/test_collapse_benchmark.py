@@ -33,7 +33,7 @@ def test_every_default_configuration_ran_once_per_seed_with_nothing_but_its_data
     defaults = [r for r in result["runs"] if r["label"] == "defaults"]
     assert sorted((r["data"], r["seed"]) for r in defaults) == [("points", 0), ("points", 1), ("ring8", 0), ("ring8", 1)]
     for r in defaults:
-        assert r["sets"] == collapse.TINY  # no part count, no per-data-set setting
+        assert r["sets"] == [*collapse.TINY, "device=cpu"]  # no part count, no per-data-set setting (--device cpu by default)
         assert r["parts"] >= 1 and 0 <= r["modes_covered"] <= r["modes_total"] and r["cpu_s"] > 0
 
 

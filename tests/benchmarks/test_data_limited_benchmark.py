@@ -35,3 +35,16 @@ def test_tiny_run_trains_every_policy_on_one_yardstick(tmp_path):
         assert (run / "data" / "prepared" / "classifier.pt").read_bytes() == reference
     text = stdout.getvalue()
     assert "| mnist | 1% | adaptive | 1 |" in text and "| DiffAugment, BigGAN, CIFAR-10 10 % | 39.78 | 22.4 (-44 %) |" in text
+
+
+@pytest.mark.parametrize("benchmark", ["data_limited", "collapse"])
+def test_cuda_without_a_cuda_device_is_a_usage_error_before_any_run(benchmark, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda is valid here")
+    with pytest.raises(SystemExit) as exit_info:
+        import_benchmark(benchmark).main(["--tiny", "--device", "cuda", "--out", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert "--device cuda: torch sees no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before anything was written

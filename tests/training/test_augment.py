@@ -15,10 +15,15 @@ from gancore.names import LOSSES
 from gancore.training.augment import Augment, _cutout, _translation
 from helpers import PARAMS, image_meta, make_layout, make_params, ring_data
 
+# The transforms run where training runs: every transform test on the CPU and, where there is one,
+# on a CUDA device (generators, indexing and masks are per-device code paths in torch).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))]
 
-def test_translation_shifts_whole_pixels_with_zero_fill():
-    g = torch.Generator().manual_seed(0)
-    x = torch.arange(1, 65, dtype=torch.float32).reshape(1, 1, 8, 8).repeat(16, 3, 1, 1)
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_translation_shifts_whole_pixels_with_zero_fill(device):
+    g = torch.Generator(device).manual_seed(0)
+    x = torch.arange(1, 65, dtype=torch.float32, device=device).reshape(1, 1, 8, 8).repeat(16, 3, 1, 1)
     y = _translation(x, g)
     assert y.shape == x.shape
     for i in range(16):  # each sample: the same image moved by at most 1 pixel (1/8 of 8), zeros in
@@ -31,9 +36,10 @@ def test_translation_shifts_whole_pixels_with_zero_fill():
         assert len(matches) == 1
 
 
-def test_cutout_zeroes_a_square_of_half_the_side():
-    g = torch.Generator().manual_seed(1)
-    x = torch.ones(32, 3, 8, 8)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cutout_zeroes_a_square_of_half_the_side(device):
+    g = torch.Generator(device).manual_seed(1)
+    x = torch.ones(32, 3, 8, 8, device=device)
     y = _cutout(x, g)
     zeros = (y[:, 0] == 0).sum(dim=(1, 2))
     # A 4 x 4 square, clipped at the border: 4 to 16 pixels; the same in every channel.
@@ -41,9 +47,10 @@ def test_cutout_zeroes_a_square_of_half_the_side():
     assert torch.equal(y[:, 0] == 0, y[:, 2] == 0)
 
 
-def test_the_transforms_are_differentiable():
-    x = torch.randn(4, 3, 8, 8, requires_grad=True)
-    a = Augment(["color", "translation", "cutout"], torch.device("cpu"), seed=0)
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_transforms_are_differentiable(device):
+    x = torch.randn(4, 3, 8, 8, device=device, requires_grad=True)
+    a = Augment(["color", "translation", "cutout"], torch.device(device), seed=0)
     a(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
@@ -237,6 +244,35 @@ def test_image_policies_train_a_dcgan(tmp_path):
     )
     assert training.train(params, layout)["steps"] == 2
     assert trainlog.read(layout.train_log)[-1]["augment_p"] == 1.0  # a fixed policy: every sample
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_packing_and_a_penalty(tmp_path):
+    """The issue's "on the GPU": every image transform, p steered by held-out examples, packing and
+    the gradient penalty on CUDA, stopped at a checkpoint and resumed there with p and the
+    held-out stream carried over (bit equality is the CPU test's: CUDA kernels may reorder sums)."""
+    from gancore.config import validate
+
+    images = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    meta = image_meta("mnist", [1, 28, 28], 64, 32, {"count": None})
+    tree = {
+        "device": "cuda",
+        "data": {"name": "mnist"},
+        "model": {"arch": "dcgan", "latent_dim": 8, "pack": 2, "options": {"width": 8}},
+        "loss": {"name": "wasserstein_gp"},
+        "train": {"steps": 8, "batch_size": 8, "log_every": 1, "checkpoint_every": 4, "monitor_every": None},
+        "augment": {"policy": "color,translation,cutout", "adaptive": True, "signal": "held_out", "kimg": 0.05, "interval": 2},
+        "mixture": {"enabled": False},
+        "tracking": {"enabled": False},
+    }
+    layout = make_layout(tmp_path, PreparedData(meta, images[:64], images[64:]))
+    training.train(validate({**tree, "train": {**tree["train"], "steps": 4}}), layout)
+    assert torch.load(layout.checkpoint, weights_only=False)["device"] == "cuda"
+    assert training.train(validate(tree), layout)["resumed_from"] == 4
+    rows = trainlog.read(layout.train_log)
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) and 0.0 <= r["augment_p"] <= 1.0 for r in rows)
+    assert all(r["augment_gap"] is not None for r in rows if r["step"] % 2 == 0)
 
 
 def test_unknown_or_misplaced_policies_exit_2(capsys, tmp_path):
