@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import add_run_arguments, check_device, mean_se, pm, pool, run_stages  # noqa: E402
+from runs import add_run_arguments, check_device, cost_unit, mean_se, pm, pool, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS_FILE = "blobs5.csv"
@@ -135,8 +135,11 @@ def cell(s: dict[str, Any] | tuple[tuple[float, float], ...]) -> str:
     return f"{pm(modes, 1)} / {pm(hq, 1)} / {pm(kl, 2)}"
 
 
-def defaults_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    summary, lines = {}, ["| data | seeds | parts chosen | modes / high-quality % / reverse KL | healthy | target | met | CPU s/run |"]
+def defaults_table(results: list[dict[str, Any]], unit: str = "CPU") -> tuple[str, dict[str, Any]]:
+    summary, lines = (
+        {},
+        [f"| data | seeds | parts chosen | modes / high-quality % / reverse KL | healthy | target | met | {unit} s/run |"],
+    )
     lines.append("|---|---|---|---|---|---|---|---|")
     for data in DATA_SETS:
         rows = [r for r in results if r["data"] == data and r["label"] == "defaults"]
@@ -159,10 +162,10 @@ def defaults_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), summary
 
 
-def remedies_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def remedies_table(results: list[dict[str, Any]], unit: str = "CPU") -> tuple[str, dict[str, Any]]:
     summary: dict[str, Any] = {}
     lines = [
-        "| baseline | run | seeds | ours | PacGAN Table 1 | healthy | more modes, high quality kept | CPU s/run |",
+        f"| baseline | run | seeds | ours | PacGAN Table 1 | healthy | more modes, high quality kept | {unit} s/run |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, (data, _) in BASELINES.items():
@@ -193,11 +196,11 @@ def remedies_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), summary
 
 
-def _progress(r: dict[str, Any]) -> None:
+def _progress(r: dict[str, Any], unit: str) -> None:
     name = r["label"] + (f" + {r['remedy']}" if r.get("remedy") else "")
     print(
         f"{r['data']:7s} {name:34s} seed {r['seed']}: {r['modes_covered']:.0f}/{r['modes_total']:.0f} modes, "
-        f"{100 * r['high_quality_fraction']:.1f} % HQ, rKL {r['mode_kl']:.3f}, {r['verdict']}, {r['cpu_s']:.0f} CPU-s",
+        f"{100 * r['high_quality_fraction']:.1f} % HQ, rKL {r['mode_kl']:.3f}, {r['verdict']}, {r['cpu_s']:.0f} {unit}-s",
         flush=True,
     )
 
@@ -217,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds, --remedy-seeds and --workers must be at least 1")
     tables = args.table or ["defaults", "remedies"]
     check_device(parser, args.device)
+    unit = cost_unit(args.device)
     sets = [*(TINY if args.tiny else []), f"device={args.device}"]
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -238,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             for job in jobs:
                 r = job.result()
                 results.append(r)
-                _progress(r)
+                _progress(r, unit)
                 if r["label"] in BASELINES:  # its own diagnosis names the remedies to try
                     for remedy in r["remedies"]:
                         extra = [*r["sets"], *remedy["sets"]]
@@ -252,16 +256,16 @@ def main(argv: list[str] | None = None) -> int:
             for name, baseline, job in followers:
                 r = {**job.result(), "baseline": baseline, "remedy": name}
                 results.append(r)
-                _progress(r)
+                _progress(r, unit)
     wall = time.perf_counter() - start
     out: dict[str, Any] = {"runs": results, "tiny": args.tiny}
     print()
     if "defaults" in tables:
-        text, out["defaults"] = defaults_table(results)
+        text, out["defaults"] = defaults_table(results, unit)
         print("Defaults only (data.name, and data.path for points): modes / high-quality % / reverse KL, mean +- s.e.\n")
         print(text + "\n")
     if "remedies" in tables:
-        text, out["remedies"] = remedies_table(results)
+        text, out["remedies"] = remedies_table(results, unit)
         print("Single-GAN baselines and the remedies their diagnosis proposed (same seeds; PacGAN: 10 trials)\n")
         print(text + "\n")
     print(f"{len(results)} runs in {wall:.0f} s wall on {args.workers} workers")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import add_run_arguments, check_device, gather, mean_se, pm, pool, run_stages  # noqa: E402
+from runs import add_run_arguments, check_device, cost_unit, gather, mean_se, pm, pool, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ("mnist", "fashion_mnist")
@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
     steps = args.steps if args.steps is not None else (4 if args.tiny else 1000)
     check_device(parser, args.device)
+    unit = cost_unit(args.device)
     sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
     sets.append(f"device={args.device}")
     datasets, fractions, policies = args.data or list(DATA), args.fraction or list(FRACTIONS), args.policy or list(SETTINGS)
@@ -202,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                 jobs,
                 lambda r: (
                     f"{r['data']:13s} {r['fraction']:5.0%} {r['policy']:8s} seed {r['seed']}: FID {r['fid']:.2f}, IS {r['is_mean']:.2f}, "
-                    f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} {'CPU' if args.device == 'cpu' else 'wall'}-min"
+                    f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} {unit}-min"
                 ),
             )
-    text, summary = table(results, "CPU-min/run" if args.device == "cpu" else "GPU wall-min/run (runs sharing it)")
+    text, summary = table(results, f"{unit}-min/run")
     print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
     print(text)
     print("\nPublished anchors (other data and networks), FID without -> with augmentation:\n")

@@ -66,3 +66,5 @@ def test_tables_put_the_published_row_beside_ours(tiny_run):
     mean, se = result["defaults"]["ring8"]["modes"]
     assert f"| {mean:.1f}" + ("" if math.isnan(se) else f"+-{se:.1f}") in ring
     assert "| 8 / 97 / 0.03 |" in ring  # the target beside the measured row
+    # Both tables name the clock their cost column was read from (CPU time with --device cpu).
+    assert "| healthy | target | met | CPU s/run |" in stdout and "| more modes, high quality kept | CPU s/run |" in stdout
