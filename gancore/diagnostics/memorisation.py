@@ -14,6 +14,7 @@ z at least 3). The remedy is augmentation, with its settings.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -29,13 +30,15 @@ MAX_POINTS = 5000
 
 @torch.no_grad()
 def _calls_real(discriminator: torch.nn.Module, x: torch.Tensor, pack: int, batch: int = 500) -> torch.Tensor:
-    """sign(D) of every packed group of ``pack`` examples (+1: called real)."""
+    """sign(D) of every packed group of ``pack`` examples (+1: called real), on the CPU; the
+    examples (stored on the CPU) go to D's device a chunk at a time."""
+    device = next(itertools.chain(discriminator.parameters(), discriminator.buffers()), torch.empty(0)).device
     x = x[: len(x) // pack * pack]
     out = []
     for start in range(0, len(x), batch * pack):
-        chunk = to_model_range(x[start : start + batch * pack])
+        chunk = to_model_range(x[start : start + batch * pack].to(device))
         packed = chunk.reshape(len(chunk) // pack, pack * chunk.shape[1], *chunk.shape[2:]) if pack > 1 else chunk
-        out.append(torch.sign(discriminator(packed).reshape(-1).float()))
+        out.append(torch.sign(discriminator(packed).reshape(-1).float()).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 

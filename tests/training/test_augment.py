@@ -12,7 +12,7 @@ from gancore import training, trainlog
 from gancore.cli import main
 from gancore.data.prepared import PreparedData
 from gancore.names import LOSSES
-from gancore.training.augment import Augment, _cutout, _translation
+from gancore.training.augment import Augment, Draws, _cutout, _translation
 from helpers import PARAMS, image_meta, make_layout, make_params, ring_data
 
 # The transforms run where training runs: every transform test on the CPU and, where there is one,
@@ -24,7 +24,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 def test_translation_shifts_whole_pixels_with_zero_fill(device):
     g = torch.Generator(device).manual_seed(0)
     x = torch.arange(1, 65, dtype=torch.float32, device=device).reshape(1, 1, 8, 8).repeat(16, 3, 1, 1)
-    y = _translation(x, g)
+    y = _translation(x, Draws(g, torch.device(device)))
     assert y.shape == x.shape
     for i in range(16):  # each sample: the same image moved by at most 1 pixel (1/8 of 8), zeros in
         matches = [
@@ -40,11 +40,30 @@ def test_translation_shifts_whole_pixels_with_zero_fill(device):
 def test_cutout_zeroes_a_square_of_half_the_side(device):
     g = torch.Generator(device).manual_seed(1)
     x = torch.ones(32, 3, 8, 8, device=device)
-    y = _cutout(x, g)
+    y = _cutout(x, Draws(g, torch.device(device)))
     zeros = (y[:, 0] == 0).sum(dim=(1, 2))
     # A 4 x 4 square, clipped at the border: 4 to 16 pixels; the same in every channel.
     assert zeros.min() >= 4 and zeros.max() == 16
     assert torch.equal(y[:, 0] == 0, y[:, 2] == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_ranks_augment_their_halves_of_a_batch_as_one_process_augments_it(device):
+    """Distributed training: each rank draws the whole batch's transforms and keeps its rows, so
+    the ranks' halves put together are the single process's batch, and their streams stay equal."""
+    x = torch.randn(8, 3, 8, 8, device=device)
+    policy = ["color", "translation", "cutout"]
+    one = Augment(policy, torch.device(device), seed=3, adaptive=True)
+    one.p = torch.full((), 0.5, device=device)
+    ranks = [Augment(policy, torch.device(device), seed=3, adaptive=True, share=(r, 2)) for r in (0, 1)]
+    for a in ranks:
+        a.p = torch.full((), 0.5, device=device)
+    for _ in range(2):  # twice: the streams are still in step after a batch
+        whole = one(x)
+        assert torch.equal(torch.cat([ranks[0](x[:4]), ranks[1](x[4:])]), whole)
+        assert not torch.equal(whole, x)
+    assert torch.equal(ranks[0].generator.get_state(), ranks[1].generator.get_state())
+    assert torch.equal(ranks[0].generator.get_state(), one.generator.get_state())
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -153,7 +172,7 @@ def test_augmented_checkpoints_name_what_differs_and_r_t_ones_from_before_the_si
 def test_a_part_without_test_examples_of_its_own_cannot_be_steered_by_held_out_ones(tmp_path):
     """A mixture part no test point falls in is scored on the whole test split, other parts' data:
     its D would call those examples fake and the signal would read it as memorisation."""
-    from gancore.errors import TrainingError
+    from gancore.errors import ParamsError
 
     data = ring_data()
     data.meta.update(own_test=False, part={"index": 3, "of": 8, "description": "cluster 3"})
@@ -161,8 +180,11 @@ def test_a_part_without_test_examples_of_its_own_cannot_be_steered_by_held_out_o
     params = params.model_copy(
         update={"augment": params.augment.model_copy(update={"policy": "jitter", "adaptive": True, "signal": "held_out"})}
     )
-    with pytest.raises(TrainingError, match=r"held-out examples of this part \(cluster 3\).*use augment.signal=r_t"):
+    with pytest.raises(
+        ParamsError, match=r"augment.signal: held_out needs held-out examples of this part \(cluster 3\).*use augment.signal=r_t"
+    ):
         training.train(params, make_layout(tmp_path, data))
+    assert not make_layout(tmp_path, data).checkpoint.exists()
 
 
 @pytest.mark.parametrize("options", [{"d_batch_norm": True}, {"spectral_norm": True}])
@@ -250,8 +272,12 @@ def test_image_policies_train_a_dcgan(tmp_path):
 def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_packing_and_a_penalty(tmp_path):
     """The issue's "on the GPU": every image transform, p steered by held-out examples, packing and
     the gradient penalty on CUDA, stopped at a checkpoint and resumed there with p and the
-    held-out stream carried over (bit equality is the CPU test's: CUDA kernels may reorder sums)."""
+    held-out stream carried over (bit equality is the CPU test's: CUDA kernels may reorder sums).
+    The collapse monitor logs D's memorisation figures on the way, and the diagnosis measures them
+    with the trained D on the device (the examples live on the CPU)."""
     from gancore.config import validate
+    from gancore.diagnostics import memorisation
+    from gancore.modelio import load_discriminator
 
     images = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     meta = image_meta("mnist", [1, 28, 28], 64, 32, {"count": None})
@@ -260,7 +286,7 @@ def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_p
         "data": {"name": "mnist"},
         "model": {"arch": "dcgan", "latent_dim": 8, "pack": 2, "options": {"width": 8}},
         "loss": {"name": "wasserstein_gp"},
-        "train": {"steps": 8, "batch_size": 8, "log_every": 1, "checkpoint_every": 4, "monitor_every": None},
+        "train": {"steps": 8, "batch_size": 8, "log_every": 1, "checkpoint_every": 4, "monitor_every": 4},
         "augment": {"policy": "color,translation,cutout", "adaptive": True, "signal": "held_out", "kimg": 0.05, "interval": 2},
         "mixture": {"enabled": False},
         "tracking": {"enabled": False},
@@ -273,6 +299,10 @@ def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_p
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) and 0.0 <= r["augment_p"] <= 1.0 for r in rows)
     assert all(r["augment_gap"] is not None for r in rows if r["step"] % 2 == 0)
+    assert all(math.isfinite(r["monitor/d_gap"]) for r in rows if r["step"] % 4 == 0)
+    data = PreparedData(meta, images[:64], images[64:])
+    figures = memorisation.summarise([memorisation.counts(load_discriminator(layout.discriminator, "cuda"), data, 2, 0)])
+    assert figures is not None and figures["n"] == 16 and -1.0 <= figures["gap"] <= 1.0
 
 
 def test_unknown_or_misplaced_policies_exit_2(capsys, tmp_path):
