@@ -121,8 +121,20 @@ def _augment(params: Params, data: PreparedData, device: torch.device, world: di
     jitter = data.train.float().std(dim=0) * a.jitter if data.kind == "vector" and len(data.train) > 1 else None
     # A sum over the ranks that leaves its input alone (all_reduce works in place).
     reduce = (lambda t: distributed.mean(t.clone()) * world.size) if world.distributed else None
-    stream = f"{AUGMENT_STREAM}/rank{world.rank}" if world.distributed else AUGMENT_STREAM
-    return Augment(policy, device, params.seed, a.adaptive, a.target, a.kimg, a.interval, jitter, stream, reduce, a.signal)
+    return Augment(
+        policy,
+        device,
+        params.seed,
+        a.adaptive,
+        a.target,
+        a.kimg,
+        a.interval,
+        jitter,
+        AUGMENT_STREAM,
+        reduce,
+        a.signal,
+        (world.rank, world.size),
+    )
 
 
 def _train(
@@ -186,15 +198,25 @@ def _train(
     held_out = None
     if augment is not None and augment.held_out:
         if data.meta.get("own_test") is False:  # other parts' examples would look "unseen" to this part's D
-            raise TrainingError(
-                f"augment.signal=held_out needs held-out examples of this part ({data.meta['part']['description']}), and none of "
-                "the test split falls in it; use augment.signal=r_t, or a partition whose parts all have test examples"
+            raise ParamsError(
+                [
+                    (
+                        "augment.signal",
+                        f"held_out needs held-out examples of this part ({data.meta['part']['description']}), and none of "
+                        "the test split falls in it; use augment.signal=r_t, or a partition whose parts all have test examples",
+                    )
+                ]
             )
         if len(data.test) < tp.batch_size * params.model.pack:
-            raise TrainingError(
-                f"augment.signal=held_out scores a batch of held-out examples per discriminator step: it needs at least "
-                f"{tp.batch_size * params.model.pack} (train.batch_size x model.pack), and the held-out split has {len(data.test)}; "
-                "raise data.n_test, lower train.batch_size, or use augment.signal=r_t"
+            raise ParamsError(
+                [
+                    (
+                        "augment.signal",
+                        f"held_out scores a batch of held-out examples per discriminator step: it needs at least "
+                        f"{tp.batch_size * params.model.pack} (train.batch_size x model.pack), and the held-out split has "
+                        f"{len(data.test)}; raise data.n_test, lower train.batch_size, or use augment.signal=r_t",
+                    )
+                ]
             )
         held_out = BatchStream(
             data.test,

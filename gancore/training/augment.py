@@ -26,7 +26,9 @@ second remedy, "train on more diverse data", in its practical form.
   interval) and falls otherwise. Only this scalar comparison reaches training from held-out data.
 
 Everything stays on the device (no host synchronisation per step); the random draws come from a
-seeded generator of their own, so augmentation changes no other stream of training.
+seeded generator of their own, so augmentation changes no other stream of training. In
+distributed training every rank draws the whole batch's transforms and keeps its share
+(:class:`Draws`), so two processes augment as one does.
 """
 
 from __future__ import annotations
@@ -50,25 +52,49 @@ TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
 
-def _brightness(x: Tensor, g: torch.Generator) -> Tensor:
-    return x + (torch.rand(x.shape[0], 1, 1, 1, generator=g, device=x.device, dtype=x.dtype) - 0.5)
+class Draws:
+    """The transforms' random draws for a batch, one row per sample. In distributed training
+    every rank draws the whole batch from the same stream and keeps its own rows, so a
+    multi-process run augments exactly as one process does and every rank's stream stays in step
+    (one state to checkpoint). Factors are drawn in float32 whatever the samples' precision:
+    generated samples in bf16 autocast get the same transforms as real ones."""
+
+    def __init__(self, generator: torch.Generator, device: torch.device, share: tuple[int, int] = (0, 1)):
+        self.generator, self.device = generator, device
+        self.rank, self.world = share
+
+    def _rows(self, full: Tensor, b: int) -> Tensor:
+        return full[self.rank * b : (self.rank + 1) * b] if self.world > 1 else full
+
+    def rand(self, b: int, *tail: int) -> Tensor:
+        return self._rows(torch.rand(b * self.world, *tail, generator=self.generator, device=self.device), b)
+
+    def randn(self, b: int, *tail: int) -> Tensor:
+        return self._rows(torch.randn(b * self.world, *tail, generator=self.generator, device=self.device), b)
+
+    def randint(self, low: int, high: int, b: int, *tail: int) -> Tensor:
+        return self._rows(torch.randint(low, high, (b * self.world, *tail), generator=self.generator, device=self.device), b)
 
 
-def _saturation(x: Tensor, g: torch.Generator) -> Tensor:
+def _brightness(x: Tensor, draw: Draws) -> Tensor:
+    return x + (draw.rand(x.shape[0], 1, 1, 1) - 0.5)
+
+
+def _saturation(x: Tensor, draw: Draws) -> Tensor:
     mean = x.mean(dim=1, keepdim=True)
-    return (x - mean) * (torch.rand(x.shape[0], 1, 1, 1, generator=g, device=x.device, dtype=x.dtype) * 2) + mean
+    return (x - mean) * (draw.rand(x.shape[0], 1, 1, 1) * 2) + mean
 
 
-def _contrast(x: Tensor, g: torch.Generator) -> Tensor:
+def _contrast(x: Tensor, draw: Draws) -> Tensor:
     mean = x.mean(dim=[1, 2, 3], keepdim=True)
-    return (x - mean) * (torch.rand(x.shape[0], 1, 1, 1, generator=g, device=x.device, dtype=x.dtype) + 0.5) + mean
+    return (x - mean) * (draw.rand(x.shape[0], 1, 1, 1) + 0.5) + mean
 
 
-def _translation(x: Tensor, g: torch.Generator) -> Tensor:
+def _translation(x: Tensor, draw: Draws) -> Tensor:
     b, _, h, w = x.shape
     sh, sw = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
-    dy = torch.randint(-sh, sh + 1, (b, 1, 1), generator=g, device=x.device)
-    dx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=g, device=x.device)
+    dy = draw.randint(-sh, sh + 1, b, 1, 1)
+    dx = draw.randint(-sw, sw + 1, b, 1, 1)
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     ys = torch.clamp(gy[None] + dy + 1, 0, h + 1)
     xs = torch.clamp(gx[None] + dx + 1, 0, w + 1)
@@ -77,11 +103,11 @@ def _translation(x: Tensor, g: torch.Generator) -> Tensor:
     return padded.permute(0, 2, 3, 1)[batch, ys, xs].permute(0, 3, 1, 2)
 
 
-def _cutout(x: Tensor, g: torch.Generator) -> Tensor:
+def _cutout(x: Tensor, draw: Draws) -> Tensor:
     b, _, h, w = x.shape
     ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
-    oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=g, device=x.device)
-    ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=g, device=x.device)
+    oy = draw.randint(0, h + (1 - ch % 2), b, 1, 1)
+    ox = draw.randint(0, w + (1 - cw % 2), b, 1, 1)
     gy, gx = torch.meshgrid(torch.arange(ch, device=x.device), torch.arange(cw, device=x.device), indexing="ij")
     ys = torch.clamp(gy[None] + oy - ch // 2, 0, h - 1)
     xs = torch.clamp(gx[None] + ox - cw // 2, 0, w - 1)
@@ -106,6 +132,7 @@ class Augment:
         stream: str = STREAM,
         reduce: Callable[[Tensor], Tensor] | None = None,
         signal: str = "r_t",
+        share: tuple[int, int] = (0, 1),
     ):
         unknown = [p for p in policy if p not in AUGMENTATIONS]
         if unknown:
@@ -115,6 +142,8 @@ class Augment:
             raise ValueError(f"unknown augmentation signal {signal!r}; allowed: {', '.join(SIGNALS)}")
         self.target, self.kimg, self.interval, self.signal = target, kimg, interval, signal
         self.generator = seeds.generator(seed, stream, device)
+        self.draw = Draws(self.generator, device, share)
+        self.rank = share[0]
         self.p = torch.zeros((), device=device) if adaptive else torch.ones((), device=device)
         self._signs = torch.zeros((), device=device)  # sum of sign(D(x_real)) since the last adjustment
         self._count = torch.zeros((), device=device)
@@ -125,6 +154,7 @@ class Augment:
         self.jitter_scale = jitter_scale.to(device) if jitter_scale is not None else None
         # Distributed training: the sum over every rank's signs, so that all ranks keep one p.
         self.reduce = reduce
+        self._accumulators = ("_signs", "_count", "_held_signs", "_held_count")
 
     @property
     def active(self) -> bool:
@@ -132,9 +162,9 @@ class Augment:
 
     def _apply(self, x: Tensor, op: Any) -> Tensor:
         if not self.adaptive:
-            return op(x, self.generator)
-        mask = torch.rand(x.shape[0], generator=self.generator, device=x.device) < self.p
-        return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), op(x, self.generator), x)
+            return op(x, self.draw)
+        mask = self.draw.rand(x.shape[0]) < self.p
+        return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), op(x, self.draw), x)
 
     def __call__(self, x: Tensor) -> Tensor:
         for name in self.policy:
@@ -148,9 +178,8 @@ class Augment:
             elif name == "jitter":
                 scale = self.jitter_scale
 
-                def jitter(v: Tensor, g: torch.Generator, scale: Tensor | None = scale) -> Tensor:
-                    noise = torch.randn(v.shape, generator=g, device=v.device, dtype=v.dtype)
-                    return v + noise * (scale if scale is not None else 1.0)
+                def jitter(v: Tensor, draw: Draws, scale: Tensor | None = scale) -> Tensor:
+                    return v + draw.randn(*v.shape) * (scale if scale is not None else 1.0)
 
                 x = self._apply(x, jitter)
         return x
@@ -197,10 +226,18 @@ class Augment:
             direction = torch.where(self._memorising(rt, count), 1.0, -1.0) if self.held_out else torch.sign(rt - self.target)
             delta = direction * (samples_per_step * self.interval) / (self.kimg * 1000.0)
             self.p = (self.p + delta).clamp(0.0, 1.0)
-        self._signs = torch.zeros_like(self._signs)
-        self._count = torch.zeros_like(self._count)
-        self._held_signs = torch.zeros_like(self._held_signs)
-        self._held_count = torch.zeros_like(self._held_count)
+        for name in self._accumulators:
+            setattr(self, name, torch.zeros_like(getattr(self, name)))
+
+    def gather(self) -> None:
+        """Distributed training, every rank at once, before rank 0 writes a checkpoint: the
+        accumulated signs summed onto rank 0 (the others' zeroed). The sums over the ranks, all
+        that the next adjustment reads, are unchanged, and rank 0's state is the whole state."""
+        if self.reduce is None:
+            return
+        for name in self._accumulators:
+            total = self.reduce(getattr(self, name))
+            setattr(self, name, total if self.rank == 0 else torch.zeros_like(total))
 
     def stats(self) -> dict[str, Tensor]:
         stats = {"augment_p": self.p.detach().clone(), "r_t": self.last_rt.detach().clone()}
@@ -222,11 +259,10 @@ class Augment:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p = state["p"].to(self.device)
-        self._signs = state["signs"].to(self.device)
-        self._count = state["count"].to(self.device)
         self.last_rt = state["last_rt"].to(self.device)
         zero = torch.zeros(())  # checkpoints from before the held-out signal
-        self._held_signs = state.get("held_signs", zero).to(self.device)
-        self._held_count = state.get("held_count", zero).to(self.device)
         self.last_gap = state.get("last_gap", zero).to(self.device)
+        # Rank 0 saved the sums over every rank (gather); the other ranks continue from zero.
+        for name, key in zip(self._accumulators, ("signs", "count", "held_signs", "held_count")):
+            setattr(self, name, (state.get(key, zero) if self.rank == 0 else zero).to(self.device))
         self.generator.set_state(state["rng"])

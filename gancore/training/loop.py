@@ -128,10 +128,16 @@ class TrainingLoop:
         self.raise_if_nonfinite()
         if self.world.distributed:
             distributed.check_agreement(self.trainer.G, self.trainer.D)
+            self.gather_augment()
         if self.main:
             save_checkpoint(self.layout.checkpoint, self.checkpoint_state())
             trainlog.write(self.layout.train_log, self.rows)
         self.saved_step = self.step
+
+    def gather_augment(self) -> None:
+        """Every rank: the augmentation's r_t sums onto rank 0, whose checkpoint then holds them."""
+        if self.trainer.augment is not None:
+            self.trainer.augment.gather()
 
     def raise_if_nonfinite(self) -> None:
         bad = self.trainer.first_nonfinite()
@@ -197,6 +203,8 @@ class TrainingLoop:
 
     def check(self, row: dict[str, Any]) -> bool:
         """Run the monitor at this step and act on it on every rank; False to stop training."""
+        if self.world.distributed and self.tp.on_collapse == "rollback":
+            self.gather_augment()  # rank 0 may write the healthy checkpoint
         decision = self.judge(row) if self.main else None
         if self.world.distributed:
             decision = distributed.broadcast(decision, self.world)

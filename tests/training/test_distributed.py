@@ -83,18 +83,22 @@ def same(a, b):
 
 
 RING = {"train": {"steps": 60, "batch_size": 128, "checkpoint_every": 20, "log_every": 10, "monitor_every": 20, "lr_g": 2e-4, "lr_d": 2e-4}}
+# Adaptive augmentation on top: every rank draws the whole batch's jitter and keeps its share, and
+# p moves on the r_t summed over the ranks. An interval of 3 leaves r_t sums pending at every
+# checkpoint (steps 20 and 40), which the resume must carry once, not once per rank.
+AUGMENTED = {**RING, "augment": {"policy": "jitter", "adaptive": True, "target": 0.2, "kimg": 2, "interval": 3}}
 
 
 def test_two_gloo_processes_train_resume_after_sigkill_and_follow_one_process(tmp_path):
-    single = project(tmp_path, "single", **RING)
+    single = project(tmp_path, "single", **AUGMENTED)
     assert gan(single, "train").returncode == 0
-    two = project(tmp_path, "two", **RING)
+    two = project(tmp_path, "two", **AUGMENTED)
     launched = gan(two, "train", "-S", "train.devices=2")  # train.devices launches torchrun
     assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
     assert "processes           2" in launched.stdout
 
     # torchrun by hand, killed (SIGKILL, every rank) between two checkpoints, then run again.
-    killed = project(tmp_path, "killed", **RING)
+    killed = project(tmp_path, "killed", **AUGMENTED)
     first = torchrun(killed, "-S", "train.devices=2", faults="train.step@30=kill")
     assert first.returncode != 0 and (killed / "checkpoints/last.pt").is_file()
     assert torch.load(killed / "checkpoints/last.pt", weights_only=True)["step"] == 20
@@ -115,6 +119,11 @@ def test_two_gloo_processes_train_resume_after_sigkill_and_follow_one_process(tm
     for ra, rb in zip(a, b):
         for key in ("loss_d", "loss_g", "d_real", "d_fake"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-3), (ra["step"], key)
+        # The same transforms on the same samples: r_t (a mean of 3 x 128 signs) and the p it
+        # steers agree unless a logit within float error of 0 changes sign.
+        assert rb["r_t"] == pytest.approx(ra["r_t"], abs=2 / 384), ra["step"]
+        assert rb["augment_p"] == pytest.approx(ra["augment_p"], abs=1e-6), ra["step"]
+    assert 0 < a[-1]["augment_p"] < 1, "p must move and stay inside (0, 1) for the comparison to mean anything"
 
 
 def test_two_gloo_processes_train_a_tiny_dcgan(tmp_path):
