@@ -136,6 +136,15 @@ def _coverage_figures(layout: Layout) -> dict[str, Any]:
     return {f"evaluate_{k}": evaluation.get(k) for k in keys}
 
 
+def _held_out_usable(params: Params, layout: Layout) -> bool:
+    """Whether training could steer augmentation by held-out examples: every trained D (each
+    mixture part's) has test examples of its own, at least a packed batch of them."""
+    layouts = [layout.part(int(p["index"])) for p in read_json(layout.mixture)["parts"]] if layout.mixture.exists() else [layout]
+    need = params.train.batch_size * params.model.pack
+    metas = [read_json(each.prepared_meta) for each in layouts if each.prepared_meta.is_file()]
+    return all(m.get("own_test", True) and (m.get("count_test") is None or int(m["count_test"]) >= need) for m in metas)
+
+
 def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:
     """What the remedies' settings depend on (see :func:`gancore.diagnostics.remedies.plan`)."""
     from gancore.registry import architectures
@@ -156,6 +165,7 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "modes_total": figures.get("modes_total"),
         "kind": params.data_kind,
         "augment_adaptive": params.augment.adaptive,
+        "held_out_usable": _held_out_usable(params, layout),
         "arch_options": sorted(options),
         "batch_norm": bool(options.get("batch_norm")),
     }

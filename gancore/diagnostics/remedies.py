@@ -70,6 +70,9 @@ AUGMENT_ADA = (
     "the training data): real and generated samples alike, so that the data look more diverse to D"
 )
 
+HELD_OUT_UNUSABLE = (
+    "steered by ADA's r_t: held-out examples cannot steer it here (a part without test examples of its own, or fewer than a batch of them)"
+)
 
 #: Every remedy name the catalogue below can propose (what ``gan-remedy --remedies`` chooses from).
 NAMES: tuple[str, ...] = (
@@ -99,8 +102,11 @@ def _more_data(context: Mapping[str, Any], for_collapse: bool, memorising: bool 
         return Remedy("more_data", DIVERSE)
     policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
     caveat = AUGMENT_COLLAPSE_CAVEAT if for_collapse else None
-    sets = (f"augment.policy={policy}", "augment.adaptive=true") + (("augment.signal=held_out",) if memorising else ())
-    return Remedy("augment", AUGMENT if memorising else AUGMENT_ADA, sets, caveat=caveat)
+    held_out = memorising and context.get("held_out_usable", True)
+    if memorising and not held_out:  # training would refuse the held-out signal (gancore.training)
+        caveat = HELD_OUT_UNUSABLE
+    sets = (f"augment.policy={policy}", "augment.adaptive=true") + (("augment.signal=held_out",) if held_out else ())
+    return Remedy("augment", AUGMENT if held_out else AUGMENT_ADA, sets, caveat=caveat)
 
 
 def _packing(m: int) -> Remedy:

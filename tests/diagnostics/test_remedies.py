@@ -92,6 +92,10 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
         "caveat": None,
     }
     assert "rises while D tells training examples from held-out ones" in out["remedies"][0]
+    # Where training would refuse the held-out signal, ADA's r_t steers, and the caveat says why.
+    unusable = decide(healthy, overfit, "non_saturating", {**SINGLE, "held_out_usable": False})["remedy_settings"][0]
+    assert unusable["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
+    assert unusable["caveat"].startswith("steered by ADA's r_t: held-out examples cannot steer it here")
     already = decide(healthy, overfit, "non_saturating", {**SINGLE, "augment_adaptive": True})
     assert [r["name"] for r in already["remedy_settings"]][0] == "more_data" and already["remedy_settings"][0]["sets"] == []
 
@@ -102,3 +106,27 @@ def test_a_memorising_discriminator_is_a_cause_and_its_augmentation_carries_no_c
     collapsed = plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "kind": "image"})
     assert next(r for r in collapsed if r.name == "augment").caveat.startswith("in benchmarks/collapse.py")
     assert next(r for r in collapsed if r.name == "pack2").caveat.startswith("in benchmarks/collapse.py")
+
+
+def test_held_out_examples_are_usable_only_where_every_part_has_a_batch_of_its_own(tmp_path):
+    """The diagnosis proposes augment.signal=held_out only where training accepts it: every
+    trained D (each part of a mixture) with test examples of its own, at least batch x pack."""
+    from gancore.diagnostics import _held_out_usable
+    from gancore.io import write_json
+    from gancore.layout import Layout
+    from helpers import make_params
+
+    params = make_params(batch_size=64)
+    layout = Layout(tmp_path)
+    write_json(layout.prepared_meta, {"count_test": 64})
+    assert _held_out_usable(params, layout)
+    write_json(layout.prepared_meta, {"count_test": 63})
+    assert not _held_out_usable(params, layout)
+    assert _held_out_usable(params.model_copy(update={"train": params.train.model_copy(update={"batch_size": 16})}), layout)
+
+    write_json(layout.mixture, {"parts": [{"index": 0}, {"index": 1}]})
+    write_json(layout.part(0).prepared_meta, {"own_test": True, "count_test": 500})
+    write_json(layout.part(1).prepared_meta, {"own_test": False, "count_test": 500})  # scored on others' examples
+    assert not _held_out_usable(params, layout)
+    write_json(layout.part(1).prepared_meta, {"own_test": True, "count_test": 500})
+    assert _held_out_usable(params, layout)
