@@ -138,11 +138,12 @@ def _coverage_figures(layout: Layout) -> dict[str, Any]:
 
 def _held_out_usable(params: Params, layout: Layout) -> bool:
     """Whether training could steer augmentation by held-out examples: every trained D (each
-    mixture part's) has test examples of its own, at least a packed batch of them."""
+    mixture part's) has test examples of its own, a packed batch of them in the half that steers."""
     layouts = [layout.part(int(p["index"])) for p in read_json(layout.mixture)["parts"]] if layout.mixture.exists() else [layout]
     need = params.train.batch_size * params.model.pack
     metas = [read_json(each.prepared_meta) for each in layouts if each.prepared_meta.is_file()]
-    return all(m.get("own_test", True) and (m.get("count_test") is None or int(m["count_test"]) >= need) for m in metas)
+    # Training steers on every other test example (memorisation.steering_half).
+    return all(m.get("own_test", True) and (m.get("count_test") is None or (int(m["count_test"]) + 1) // 2 >= need) for m in metas)
 
 
 def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:

@@ -10,6 +10,10 @@ each, in the coordinates D was trained in (a mixture: each part's D on its own p
 
 The finding: the gap is at least ``GAP`` (a tenth of the examples) and significant (two-proportion
 z at least 3). The remedy is augmentation, with its settings.
+
+A run whose augmentation was steered by held-out examples (``augment.signal: held_out``) consulted
+the even-indexed half of the test split (:mod:`gancore.heldout`); its D is measured on the other
+half, which training never saw in any form, so the gap is not read off the set p was tuned on.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from gancore.data.prepared import PreparedData, to_model_range
 from gancore.diagnostics.modes import subset
 from gancore.diagnostics.ndb import proportion_z
+from gancore.heldout import held_out_steers, measured_half
 
 GAP = 0.1
 SIGNIFICANCE_Z = 3.0
@@ -42,11 +47,13 @@ def _calls_real(discriminator: torch.nn.Module, x: torch.Tensor, pack: int, batc
     return torch.cat(out) if out else torch.empty(0)
 
 
-def counts(discriminator: torch.nn.Module, data: PreparedData, pack: int, seed: int) -> dict[str, float]:
-    """Called-real counts and r_t sums on equal subsets of training and held-out data."""
-    n = min(MAX_POINTS, len(data.train), len(data.test))
+def counts(discriminator: torch.nn.Module, data: PreparedData, pack: int, seed: int, steered: bool = False) -> dict[str, float]:
+    """Called-real counts and r_t sums on equal subsets of training and held-out data
+    (``steered``: the held-out half training did not consult)."""
+    held_out = measured_half(data.test) if steered else data.test
+    n = min(MAX_POINTS, len(data.train), len(held_out))
     train = subset(data.train, n, seed, "diagnose/memorisation-train")
-    test = subset(data.test, n, seed, "diagnose/memorisation-test")
+    test = subset(held_out, n, seed, "diagnose/memorisation-test")
     s_train, s_test = _calls_real(discriminator, train, pack), _calls_real(discriminator, test, pack)
     return {
         "n_train": len(s_train),
@@ -95,5 +102,6 @@ def measure(params: Any, layout: Any, device: Any) -> dict[str, Any] | None:
         if not each.discriminator.is_file():
             continue
         pack = int(read_model_file(each.discriminator).get("pack", 1))
-        found.append(counts(load_discriminator(each.discriminator, device), load_prepared(each.prepared), pack, params.seed))
+        D = load_discriminator(each.discriminator, device)
+        found.append(counts(D, load_prepared(each.prepared), pack, params.seed, held_out_steers(params)))
     return summarise(found) if found else None

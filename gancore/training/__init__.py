@@ -39,6 +39,7 @@ from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, load_prepared
 from gancore.device import pin_small_model_threads, resolve_device
 from gancore.errors import TrainingError
+from gancore.heldout import held_out_steers, steering_half
 from gancore.io import file_digest
 from gancore.layout import Layout
 from gancore.losses import get_loss
@@ -193,6 +194,7 @@ def _train(
             device,
             params.diagnose.confidence,
             params.diagnose.duplicate_fraction,
+            held_out_steers(params),
         )
     augment = _augment(params, data, device, world)
     held_out = None
@@ -207,23 +209,25 @@ def _train(
                     )
                 ]
             )
-        if len(data.test) < tp.batch_size * params.model.pack:
+        steering = steering_half(data.test)
+        if len(steering) < tp.batch_size * params.model.pack:
             raise ParamsError(
                 [
                     (
                         "augment.signal",
                         f"held_out scores a batch of held-out examples per discriminator step: it needs at least "
-                        f"{tp.batch_size * params.model.pack} (train.batch_size x model.pack), and the held-out split has "
-                        f"{len(data.test)}; raise data.n_test, lower train.batch_size, or use augment.signal=r_t",
+                        f"{tp.batch_size * params.model.pack} (train.batch_size x model.pack), and the half of the test split "
+                        f"that steers has {len(steering)} (of {len(data.test)}: the other half measures D's memorisation); "
+                        "raise data.n_test, lower train.batch_size, or use augment.signal=r_t",
                     )
                 ]
             )
         held_out = BatchStream(
-            data.test,
+            steering,
             tp.batch_size * params.model.pack,
             seeds.derive(params.seed, HELD_OUT_STREAM),
             device,
-            resident=use_resident(tp.resident_data, data.test.nbytes, tp.resident_max_gb),
+            resident=use_resident(tp.resident_data, steering.nbytes, tp.resident_max_gb),
             channels_last=image and device.type == "cuda",
             share=(world.rank, world.size),
         )

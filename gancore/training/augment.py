@@ -20,7 +20,8 @@ second remedy, "train on more diverse data", in its practical form.
   amount of data (r_t 0.6-1.0 over the first thousand steps on all of Fashion-MNIST, where D
   called training and held-out examples real equally often), so ADA's rule raised p to 0.47-0.48 there
   and cost FID. This signal measures memorisation itself, as ADA's r_v and our diagnosis do: each
-  D step also scores a batch of held-out examples (the test split, augmented alike, no gradient),
+  D step also scores a batch of held-out examples (every other example of the test split,
+  :mod:`gancore.heldout`; augmented alike, no gradient),
   and p rises while D calls the training examples real significantly more often than the
   held-out ones (their sign means more than ``HELD_OUT_Z`` standard errors apart over the
   interval) and falls otherwise. Only this scalar comparison reaches training from held-out data.

@@ -48,8 +48,10 @@ class CollapseMonitor:
         device: torch.device,
         confidence: float = 0.9,
         duplicate_fraction: float = 0.05,
+        held_out_steers: bool = False,
     ):
         from gancore.diagnostics.modes import subset
+        from gancore.heldout import measured_half
 
         self.device = device
         self.kind = data.kind
@@ -74,11 +76,12 @@ class CollapseMonitor:
 
             self.classifier = load_domain_classifier(prepared_dir).to(device)
         # Fixed training and held-out subsets: is D memorising its training data (its "real" calls
-        # on seen against unseen examples)? (gancore.diagnostics.memorisation)
+        # on seen against unseen examples)? (gancore.diagnostics.memorisation; where held-out
+        # examples steer the augmentation, the half that does not)
         self.memorisation_data = PreparedData(
             data.meta,
             subset(data.train, PAIRWISE_POINTS, seed, "train/monitor-memo-train"),
-            subset(data.test, PAIRWISE_POINTS, seed, "train/monitor-memo-test"),
+            subset(measured_half(data.test) if held_out_steers else data.test, PAIRWISE_POINTS, seed, "train/monitor-memo-test"),
         )
         # Twice the compared points: the near-duplicate rate calibrates on one half, checks the other.
         real = subset(data.test, 2 * PAIRWISE_POINTS, seed, "train/monitor-real")

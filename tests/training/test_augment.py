@@ -169,6 +169,37 @@ def test_augmented_checkpoints_name_what_differs_and_r_t_ones_from_before_the_si
     assert message == "augment (augment.signal: '(absent)' in the checkpoint, 'held_out' now)"
 
 
+def test_held_out_steering_consults_one_half_of_the_test_split_and_the_diagnosis_measures_the_other(tmp_path):
+    """Training shows D every other test example (augment.signal=held_out); the diagnosis of such
+    a run measures D on the rest, which training never consulted."""
+    from gancore.diagnostics.memorisation import counts
+    from gancore.heldout import measured_half, steering_half
+    from gancore.modelio import load_discriminator
+
+    data = ring_data()  # 128 test points
+    aug = {"policy": "jitter", "adaptive": True, "kimg": 0.5, "interval": 2, "target": 0.01, "signal": "held_out"}
+    params = make_params(steps=8, checkpoint_every=8, log_every=2, monitor_every=None)
+    params = params.model_copy(update={"augment": params.augment.model_copy(update=aug)})
+    layout = make_layout(tmp_path, data)
+    training.train(params, layout)
+    assert len(torch.load(layout.checkpoint, weights_only=False)["trainer"]["held_out_batches"]["perm"]) == 64
+    index = torch.arange(128)
+    assert set(steering_half(index).tolist()).isdisjoint(measured_half(index).tolist())
+    assert sorted(steering_half(index).tolist() + measured_half(index).tolist()) == index.tolist()
+
+    # NaN points get sign 0 from D: called neither real nor fake. Poison the half the diagnosis
+    # must not read; a steered run's counts stay whole, an unsteered run's (whole split) do not.
+    D = load_discriminator(layout.discriminator, "cpu")
+    data.test[0::2] = float("nan")
+
+    def signed(c):  # examples D called real or fake
+        return 2 * c["real_test"] - c["sign_test"]
+
+    steered, unsteered = counts(D, data, 1, 0, steered=True), counts(D, data, 1, 0, steered=False)
+    assert steered["n_test"] == 64 and signed(steered) == 64
+    assert unsteered["n_test"] == 128 and signed(unsteered) == 64
+
+
 def test_a_part_without_test_examples_of_its_own_cannot_be_steered_by_held_out_ones(tmp_path):
     """A mixture part no test point falls in is scored on the whole test split, other parts' data:
     its D would call those examples fake and the signal would read it as memorisation."""
