@@ -227,7 +227,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hookspecs",
     ),
     ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
-    ("config", "config_checks", "device", "registry", "trainlog", "pictures", "metrics", "report", "ranking", "provenance"),
+    ("config", "config_checks", "device", "registry", "trainlog", "pictures", "metrics", "report", "ranking", "provenance", "heldout"),
     ("data", "checkpoint", "modelio", "conformance", "conformance_checks", "classifiers", "partition", "dvcstore"),
     ("diagnostics", "training", "mixture", "sampling", "evaluation", "evaluation_jsd", "probe"),
     ("recorder", "stages", "tracking", "codedeps", "catalogue"),
