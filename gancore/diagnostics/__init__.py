@@ -24,6 +24,7 @@ from gancore.diagnostics.modes import STACKED_PROTOCOL
 from gancore.diagnostics.spaces import measure
 from gancore.diagnostics.verdict import decide
 from gancore.errors import EvaluationError
+from gancore.heldout import steering_problem
 from gancore.io import read_json, write_json, write_text
 from gancore.layout import Layout
 from gancore.report import fmt
@@ -142,8 +143,7 @@ def _held_out_usable(params: Params, layout: Layout) -> bool:
     layouts = [layout.part(int(p["index"])) for p in read_json(layout.mixture)["parts"]] if layout.mixture.exists() else [layout]
     need = params.train.batch_size * params.model.pack
     metas = [read_json(each.prepared_meta) for each in layouts if each.prepared_meta.is_file()]
-    # Training steers on every other test example (memorisation.steering_half).
-    return all(m.get("own_test", True) and (m.get("count_test") is None or (int(m["count_test"]) + 1) // 2 >= need) for m in metas)
+    return all(steering_problem(m, m.get("count_test"), need) is None for m in metas)
 
 
 def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:

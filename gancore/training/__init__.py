@@ -39,7 +39,7 @@ from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, load_prepared
 from gancore.device import pin_small_model_threads, resolve_device
 from gancore.errors import TrainingError
-from gancore.heldout import held_out_steers, steering_half
+from gancore.heldout import held_out_steers, steering_half, steering_problem
 from gancore.io import file_digest
 from gancore.layout import Layout
 from gancore.losses import get_loss
@@ -199,29 +199,10 @@ def _train(
     augment = _augment(params, data, device, world)
     held_out = None
     if augment is not None and augment.held_out:
-        if data.meta.get("own_test") is False:  # other parts' examples would look "unseen" to this part's D
-            raise ParamsError(
-                [
-                    (
-                        "augment.signal",
-                        f"held_out needs held-out examples of this part ({data.meta['part']['description']}), and none of "
-                        "the test split falls in it; use augment.signal=r_t, or a partition whose parts all have test examples",
-                    )
-                ]
-            )
+        problem = steering_problem(data.meta, len(data.test), tp.batch_size * params.model.pack)
+        if problem is not None:
+            raise ParamsError([("augment.signal", problem)])
         steering = steering_half(data.test)
-        if len(steering) < tp.batch_size * params.model.pack:
-            raise ParamsError(
-                [
-                    (
-                        "augment.signal",
-                        f"held_out scores a batch of held-out examples per discriminator step: it needs at least "
-                        f"{tp.batch_size * params.model.pack} (train.batch_size x model.pack), and the half of the test split "
-                        f"that steers has {len(steering)} (of {len(data.test)}: the other half measures D's memorisation); "
-                        "raise data.n_test, lower train.batch_size, or use augment.signal=r_t",
-                    )
-                ]
-            )
         held_out = BatchStream(
             steering,
             tp.batch_size * params.model.pack,

@@ -144,7 +144,6 @@ class Augment:
         self.target, self.kimg, self.interval, self.signal = target, kimg, interval, signal
         self.generator = seeds.generator(seed, stream, device)
         self.draw = Draws(self.generator, device, share)
-        self.rank = share[0]
         self.p = torch.zeros((), device=device) if adaptive else torch.ones((), device=device)
         self._signs = torch.zeros((), device=device)  # sum of sign(D(x_real)) since the last adjustment
         self._count = torch.zeros((), device=device)
@@ -238,7 +237,7 @@ class Augment:
             return
         for name in self._accumulators:
             total = self.reduce(getattr(self, name))
-            setattr(self, name, total if self.rank == 0 else torch.zeros_like(total))
+            setattr(self, name, total if self.draw.rank == 0 else torch.zeros_like(total))
 
     def stats(self) -> dict[str, Tensor]:
         stats = {"augment_p": self.p.detach().clone(), "r_t": self.last_rt.detach().clone()}
@@ -265,5 +264,5 @@ class Augment:
         self.last_gap = state.get("last_gap", zero).to(self.device)
         # Rank 0 saved the sums over every rank (gather); the other ranks continue from zero.
         for name, key in zip(self._accumulators, ("signs", "count", "held_signs", "held_count")):
-            setattr(self, name, (state.get(key, zero) if self.rank == 0 else zero).to(self.device))
+            setattr(self, name, (state.get(key, zero) if self.draw.rank == 0 else zero).to(self.device))
         self.generator.set_state(state["rng"])
