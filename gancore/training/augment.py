@@ -125,6 +125,14 @@ def _cutout(x: Tensor, draw: Draws) -> Tensor:
     return x * mask[:, None]
 
 
+def _weighted_sign_mean(total: Tensor, weight: Tensor, weight_sq: Tensor) -> tuple[Tensor, Tensor]:
+    """A weighted mean r of signs from its sums (sum of w*sign, of w, of w^2), and its variance:
+    a sign of mean r varies by 1 - r^2, a weighted mean by that times sum(w^2) / sum(w)^2."""
+    weight = weight.clamp_min(1e-9)
+    mean = total / weight
+    return mean, (1 - mean.square()) * weight_sq / weight.square()
+
+
 class Augment:
     """The transforms of ``policy`` with their application probability p (see the module doc)."""
 
@@ -213,8 +221,7 @@ class Augment:
 
     def _memorising(self, signs: Tensor, count: Tensor) -> Tensor:
         """Whether D calls training examples real significantly more often than held-out ones
-        over the window: their weighted sign means differ by more than Z standard errors (a sign
-        of mean r has variance 1 - r^2; a weighted mean's is that times sum(w^2) / sum(w)^2).
+        over the window: their weighted sign means differ by more than Z standard errors.
         Without memorisation the test fails most of the time and p falls; the threshold is a
         significance level, not a fitted value. ``signs`` and ``count``: the training side of
         this interval, already summed over the ranks (every rank then holds the same evidence)."""
@@ -223,12 +230,10 @@ class Augment:
         decay = torch.exp(-count / self.window)
         weights = torch.stack([decay, decay, decay.square()]).repeat(2)
         self._evidence = self._evidence * weights + torch.stack([signs, count, count, held, n_held, n_held])
-        s_train, n_train, q_train, s_held, n_held, q_held = self._evidence.unbind()
-        r_train, r_held = s_train / n_train.clamp_min(1e-9), s_held / n_held.clamp_min(1e-9)
+        train, held_out = self._evidence.view(2, 3)
+        (r_train, var_train), (r_held, var_held) = _weighted_sign_mean(*train), _weighted_sign_mean(*held_out)
         self.last_gap = r_train - r_held
-        var = (1 - r_train.square()) * q_train / n_train.clamp_min(1e-9).square() + (1 - r_held.square()) * q_held / n_held.clamp_min(
-            1e-9
-        ).square()
+        var = var_train + var_held
         return self.last_gap > HELD_OUT_Z * var.clamp_min(0).sqrt()
 
     def adjust(self, step: int, samples_per_step: int) -> None:
