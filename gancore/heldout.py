@@ -15,6 +15,11 @@ import torch
 
 from gancore.names import parse_policy
 
+# D memorises when it calls at least this share more of its training examples real than of
+# held-out ones: the diagnosis flags such a gap (when significant), and held-out-steered
+# augmentation raises p while D's gap is above it (ADA's rule, with this as its target).
+MEMORISATION_GAP = 0.1
+
 
 def steering_half(test: torch.Tensor) -> torch.Tensor:
     """The held-out examples that steer augmentation (signal held_out): every other one, which

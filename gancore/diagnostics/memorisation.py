@@ -26,9 +26,9 @@ import torch
 from gancore.data.prepared import PreparedData, to_model_range
 from gancore.diagnostics.modes import subset
 from gancore.diagnostics.ndb import proportion_z
-from gancore.heldout import held_out_steers, measured_half
+from gancore.heldout import MEMORISATION_GAP, held_out_steers, measured_half
 
-GAP = 0.1
+GAP = MEMORISATION_GAP
 SIGNIFICANCE_Z = 3.0
 MAX_POINTS = 5000
 

@@ -107,28 +107,24 @@ def test_p_moves_by_the_real_samples_d_saw_including_every_critic_step(tmp_path)
 
 
 def test_held_out_signal_raises_p_only_while_d_memorises():
-    """signal held_out: p rises while D calls training examples real significantly more often than
+    """signal held_out: p rises while D calls a tenth more of the training examples real than of
     held-out ones, and falls otherwise, including for a D that is merely winning (sure of every
     real example, seen or not: r_t = 1, where ADA's rule would raise p)."""
     a = Augment(["jitter"], torch.device("cpu"), seed=0, adaptive=True, kimg=1.0, interval=4, signal="held_out")
     assert a.held_out
-    seen, unseen = torch.full((50,), 3.0), torch.tensor([3.0, -3.0] * 25)  # r 1 against 0: gap 1
+    seen, unseen = torch.full((50,), 3.0), torch.tensor([3.0, -3.0] * 25)  # all real against half: gap 0.5
     for step in range(1, 9):
         a.observe(seen, unseen)
         a.adjust(step, 50)
-    assert float(a.p) == pytest.approx(0.4) and float(a.stats()["augment_gap"]) == pytest.approx(1.0)
-    # Winning, not memorising: every real example called real. The window (100 samples at kimg 1,
-    # 200 signs an interval) still holds the memorising interval at weight e^-2 for one more
-    # adjustment (gap 0.13, z 4.3): p rises once on stale evidence, then falls.
-    ps = []
-    for step in range(9, 21):
+    assert float(a.p) == pytest.approx(0.4) and float(a.stats()["augment_gap"]) == pytest.approx(0.5)
+    for step in range(9, 13):  # winning, not memorising: every real example called real
         a.observe(seen, seen)
         a.adjust(step, 50)
-        ps += [round(float(a.p), 6)] if step % 4 == 0 else []
-    assert ps == [0.6, 0.4, 0.2] and float(a.stats()["r_t"]) == 1.0
-    # A gap within the noise of the window (se ~0.1 at r ~0): not significant, p falls.
+    assert float(a.p) == pytest.approx(0.2) and float(a.stats()["r_t"]) == 1.0
+    # A slight gap (54 % of training examples called real against 50 % of held-out ones): under
+    # the tolerance, p falls.
     slight = torch.tensor([1.0] * 27 + [-1.0] * 23)
-    for step in range(21, 29):
+    for step in range(13, 21):
         a.observe(slight, torch.tensor([1.0, -1.0] * 25))
         a.adjust(step, 50)
     assert float(a.p) == 0.0
@@ -136,47 +132,18 @@ def test_held_out_signal_raises_p_only_while_d_memorises():
         Augment(["jitter"], torch.device("cpu"), seed=0, signal="r_v")
 
 
-@pytest.mark.parametrize("batch", [64, 512])
-def test_held_out_steering_answers_a_small_steady_gap_whatever_the_batch(batch):
-    """D calls 80 % of its training examples real and 75 % of unseen ones (a sign gap of 0.1):
-    within one interval of batch 64 that is 1.4 standard errors, so a per-interval test let p
-    settle wherever D's gap sat at that noise floor, lower at a larger batch. Read over the window
-    (10,000 samples at the default kimg) the gap is 9 standard errors at either batch: p climbs
-    at full speed. The fooling case beside it: the same calls on both sides (no gap) at the same
-    r_t 0.6 leave p at 0, where ADA's r_t rule (target 0.6) would be no help either."""
-    generator = torch.Generator().manual_seed(batch)
-
-    def signs(share_real: float) -> torch.Tensor:
-        return torch.where(torch.rand(batch, generator=generator) < share_real, 1.0, -1.0)
-
-    runs = {}
-    for name, held_real in (("gap", 0.75), ("none", 0.8)):
-        a = Augment(["jitter"], torch.device("cpu"), seed=0, adaptive=True, signal="held_out")
-        ps = []
-        for step in range(1, 2001):
-            a.observe(signs(0.8), signs(held_real))
-            a.adjust(step, batch)
-            ps += [float(a.p)] if step % 4 == 0 else []
-        runs[name] = (ps[-1], sum(ps) / len(ps))
-    travel = 2000 * batch / 100_000  # p's largest possible rise over these steps at kimg 100
-    assert runs["gap"][0] > 0.8 * min(travel, 1.0), runs
-    # Without a gap the test's false alarms (2.3 % of adjustments, correlated over a window) make
-    # short excursions of p (at most 0.07-0.2 over 5,000 steps on 10 streams tried) that fall back:
-    # p averages under 0.01.
-    assert runs["none"][1] < 0.02, runs
-
-
 def test_held_out_test_sums_each_side_once_over_the_ranks():
-    """Under DDP the signs and counts are summed over the ranks by an in-place all-reduce; the
-    training count must enter the z-test once. Two ranks seeing the same 128 + 128 signs are one
-    rank seeing 256 + 256: gap 0.172 at se 0.087 (z 1.98, not significant, p stays 0); counted
-    twice, the training side's se would shrink to give z 2.28 and raise p."""
+    """Under DDP the signs and counts are summed over the ranks by an in-place all-reduce; each
+    side's count must enter the gap once. Two ranks seeing the same 128 + 128 signs are one rank
+    seeing 256 + 256: 64.8 % of training examples called real against 53.1 % of held-out ones, a
+    gap of 0.117 over the tolerance of 0.1, so p rises; with the training count summed twice the
+    gap would read 0.043 and p would fall."""
 
     def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:  # two identical ranks, in place like NCCL/gloo
         return t.mul_(2).clone()
 
-    train = torch.tensor([1.0] * 81 + [-1.0] * 47)  # r = 34 / 128
-    held = torch.tensor([1.0] * 70 + [-1.0] * 58)  # r = 12 / 128
+    train = torch.tensor([1.0] * 83 + [-1.0] * 45)  # sign mean 38 / 128
+    held = torch.tensor([1.0] * 68 + [-1.0] * 60)  # sign mean 8 / 128
     kwargs = dict(adaptive=True, kimg=1.0, interval=1, signal="held_out")
     one = Augment(["jitter"], torch.device("cpu"), seed=0, **kwargs)
     one.observe(torch.cat([train, train]), torch.cat([held, held]))
@@ -184,12 +151,37 @@ def test_held_out_test_sums_each_side_once_over_the_ranks():
     two = Augment(["jitter"], torch.device("cpu"), seed=0, reduce=all_reduce_sum, **kwargs)
     two.observe(train, held)
     two.adjust(1, 50)
-    assert float(one.last_gap) == pytest.approx(22 / 128) and float(two.last_gap) == pytest.approx(22 / 128)
-    assert float(one.p) == 0.0 and float(two.p) == 0.0
-    confident = Augment(["jitter"], torch.device("cpu"), seed=0, reduce=all_reduce_sum, **kwargs)
-    confident.observe(torch.cat([train] * 2), torch.cat([held] * 2))  # the same gap on twice the signs: z 2.8
-    confident.adjust(1, 50)
-    assert float(confident.p) > 0
+    assert float(one.last_gap) == pytest.approx(15 / 128) and float(two.last_gap) == pytest.approx(15 / 128)
+    assert float(one.p) == pytest.approx(0.05) and float(two.p) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("batch", [16, 64, 512])
+def test_held_out_steering_holds_d_at_the_memorisation_gap_whatever_the_batch(batch):
+    """p follows D's gap against the tolerance the diagnosis uses (a tenth of the examples), not
+    against its statistical significance, which a larger batch reaches at a smaller gap: D calls
+    80 % of its training examples real and 55 % of unseen ones (gap 0.25: p climbs at full
+    speed), or 75 % (gap 0.05: D generalises about as well as it needs to, p stays near 0 at
+    every batch; at batch 512 a significance test called that gap memorising, z 3.8 an
+    interval), or 80 % (no gap at r_t 0.6, where ADA's rule holds p wherever it is)."""
+    generator = torch.Generator().manual_seed(batch)
+
+    def signs(share_real: float) -> torch.Tensor:
+        return torch.where(torch.rand(batch, generator=generator) < share_real, 1.0, -1.0)
+
+    runs = {}
+    for held_real in (0.55, 0.75, 0.8):
+        a = Augment(["jitter"], torch.device("cpu"), seed=0, adaptive=True, signal="held_out")
+        ps = []
+        for step in range(1, 4001):
+            a.observe(signs(0.8), signs(held_real))
+            a.adjust(step, batch)
+            ps += [float(a.p)] if step % 4 == 0 else []
+        runs[held_real] = (round(ps[-1], 3), round(sum(ps) / len(ps), 4))
+    travel = 4000 * batch / 100_000  # p's largest possible rise over these steps at kimg 100
+    assert runs[0.55][0] > 0.9 * min(travel, 1.0), runs
+    # Below the tolerance an interval's gap exceeds it by chance (at batch 16, 64 signs a side, in
+    # 9 % of intervals for a gap of 0.05); p then falls back at once: its mean stays under 0.01.
+    assert runs[0.75][1] < 0.01 and runs[0.8][1] < 0.01, runs
 
 
 def test_augmented_checkpoints_name_what_differs_and_r_t_ones_from_before_the_signal_resume():
