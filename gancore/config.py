@@ -168,8 +168,8 @@ class AugmentParams(_Section):
     )
     signal: Literal["r_t", "held_out"] = Field(
         "r_t",
-        description="what steers p: r_t (ADA: raise p while r_t > target) or held_out (raise p while D calls training examples "
-        "real significantly more often than held-out ones over the last tenth of p's travel, i.e. while it memorises; lower it "
+        description="what steers p: r_t (ADA: raise p while r_t > target) or held_out (ADA's rule on memorisation: raise p while D "
+        "calls over a tenth more of its training examples real than of held-out ones, the diagnosis's tolerance; lower it "
         "otherwise; every other test example steers, the diagnosis measures on the rest)",
     )
     target: float = Field(0.6, gt=0, lt=1, description="the r_t that adaptive augmentation steers to (ADA: 0.6; signal r_t)")
