@@ -8,8 +8,9 @@
 #
 # `stage` downloads the wheels the core and the CUDA tests need beyond that image, for the
 # device's Python (GPU_PYTHON, default 3.12), pinned to this venv's versions, builds gancore's own
-# wheel (its entry points register the built-in architectures) and copies MNIST and Fashion-MNIST
-# from ../shared/datasets: about 45 MB. `device` installs them into /tmp/site and runs, in order of
+# wheel (its entry points register the built-in architectures; stage again after changing the
+# code, since the device imports gancore from it) and copies MNIST and Fashion-MNIST from
+# ../shared/datasets: about 45 MB. `device` installs them into /tmp/site and runs, in order of
 # importance, the CUDA tests, the data-limited benchmark at GPU length (10 % of MNIST and
 # Fashion-MNIST, no augmentation against held-out-steered, 3 seeds, all 12 runs side by side on
 # the GPU; STEPS default 50000; stopped after DL_SECONDS, default 420, when each finished run has
