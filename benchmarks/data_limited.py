@@ -21,6 +21,10 @@ of the effect is comparable, not the numbers).
     python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --steps 2000
     python benchmarks/data_limited.py --tiny                  # CI smoke size: numbers meaningless
     python benchmarks/data_limited.py --device cuda --workers 12 --fraction 0.1 --steps 50000  # GPU-length
+
+With ``--out``, runs finished there by an earlier invocation continue from their checkpoints to
+``--steps`` (a resume is exact, so this equals a run trained that long from the start) and their
+cost column counts every invocation's time.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ COMMON = [
     "train.checkpoint_every=100000",
     "sample.n=5000",
 ]
+# In each run's folder: the cost so far and the steps it reached, for a later, longer invocation.
+SPENT = "benchmark_run.json"
 TINY = ["data.n_test=300", "model.options.width=4", "sample.n=300", "evaluate.max_real=300", "diagnose.ndb_bins=10"]
 # Published anchors (../shared/reference.md): FID without -> with augmentation.
 ANCHORS = [
@@ -82,8 +88,10 @@ def reference(data: str, root: str, sets: list[str], size: int) -> float:
     """The data set prepared whole, once: its domain classifier is every run's yardstick."""
     from gancore.layout import Layout
 
-    params = _params(data, 1.0, "none", 0, 1, sets, size)
-    return run_stages(params, Layout(Path(root) / data / "reference"), ("prepare",))
+    layout = Layout(Path(root) / data / "reference")
+    if layout.classifier.exists() and layout.prepared_meta.exists():  # an earlier invocation's, in --out
+        return 0.0
+    return run_stages(_params(data, 1.0, "none", 0, 1, sets, size), layout, ("prepare",))
 
 
 def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets: list[str], size: int, root: str) -> dict[str, Any]:
@@ -93,14 +101,26 @@ def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets
 
     params = _params(data, fraction, policy, seed, steps, sets, size)
     layout = Layout(Path(root) / data / f"{fraction:g}-{policy}-{seed}")
-    # Prepare the subset without a classifier of its own, then install the reference's.
-    cpu_s = run_stages(params.model_copy(update={"data": params.data.model_copy(update={"classifier_epochs": 0})}), layout, ("prepare",))
-    ref = Layout(Path(root) / data / "reference")
-    shutil.copyfile(ref.classifier, layout.classifier)
-    meta = read_json(layout.prepared_meta)
-    meta["classifier"] = read_json(ref.prepared_meta)["classifier"]
-    write_json(layout.prepared_meta, meta)
+    spent = layout.root / SPENT
+    continued_from = None
+    if layout.checkpoint.exists() and spent.exists():
+        # A run an earlier invocation finished in --out: training resumes from its checkpoint
+        # (train.steps does not change a run's identity), so a longer run costs only the new steps.
+        earlier = read_json(spent)
+        cpu_s, continued_from = float(earlier["cost_s"]), int(earlier["steps"])
+    else:
+        layout.checkpoint.unlink(missing_ok=True)  # a run stopped mid-way: its cost is unknown, so start over
+        # Prepare the subset without a classifier of its own, then install the reference's.
+        cpu_s = run_stages(
+            params.model_copy(update={"data": params.data.model_copy(update={"classifier_epochs": 0})}), layout, ("prepare",)
+        )
+        ref = Layout(Path(root) / data / "reference")
+        shutil.copyfile(ref.classifier, layout.classifier)
+        meta = read_json(layout.prepared_meta)
+        meta["classifier"] = read_json(ref.prepared_meta)["classifier"]
+        write_json(layout.prepared_meta, meta)
     cpu_s += run_stages(params, layout, ("train", "sample", "evaluate", "diagnose"))
+    write_json(spent, {"cost_s": cpu_s, "steps": steps})
     evaluation, diagnosis = read_json(layout.evaluate_json), read_json(layout.diagnose_json)
     last = trainlog.read(layout.train_log)[-1]
     memo = (diagnosis.get("dynamics") or {}).get("discriminator_overfitting") or {}
@@ -111,6 +131,8 @@ def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets
         "seed": seed,
         "n_train": params.data.n_train,
         "cpu_min": cpu_s / 60,
+        "steps": steps,
+        "continued_from": continued_from,
         "fid": evaluation["fid"],
         "is_mean": evaluation["is_mean"],
         "modes_covered": diagnosis["modes_covered"],
@@ -173,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", action="append", type=float, choices=FRACTIONS, help="training shares (default: all)")
     parser.add_argument("--policy", action="append", choices=list(SETTINGS), help="augmentations (default: all)")
     parser.add_argument("--seeds", type=int, help="seeds per configuration (default 3; --tiny: 1)")
-    parser.add_argument("--steps", type=int, help="generator steps of every run (default 1000; --tiny: 4)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="generator steps of every run (default 1000; --tiny: 4); runs an earlier invocation finished in --out continue to it",
+    )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
@@ -204,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 lambda r: (
                     f"{r['data']:13s} {r['fraction']:5.0%} {r['policy']:8s} seed {r['seed']}: FID {r['fid']:.2f}, IS {r['is_mean']:.2f}, "
                     f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} {unit}-min"
+                    + ("" if r["continued_from"] is None else f" (continued from step {r['continued_from']})")
                 ),
             )
     text, summary = table(results, f"{unit}-min/run")

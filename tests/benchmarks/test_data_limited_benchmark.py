@@ -48,3 +48,36 @@ def test_cuda_without_a_cuda_device_is_a_usage_error_before_any_run(benchmark, t
     assert exit_info.value.code == 2
     assert "--device cuda: torch sees no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_a_longer_invocation_continues_the_runs_in_out_exactly(tmp_path):
+    """--out keeps finished runs; asked for more steps, the benchmark resumes them, which trains
+    the same generator and p curve as a run that long from the start, and bills both invocations."""
+    if not (Path(os.environ.get("GANCORE_DATASETS_DIR", "")) / "MNIST").exists():
+        pytest.skip("no MNIST mirror (GANCORE_DATASETS_DIR)")
+    import torch
+
+    from gancore import trainlog
+
+    data_limited = import_benchmark("data_limited")
+
+    def bench(out: Path, steps: int) -> dict:
+        args = ["--tiny", "--data", "mnist", "--policy", "held_out", "--workers", "1", "--steps", str(steps)]
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert data_limited.main([*args, "--json", str(tmp_path / "r.json"), "--out", str(out)]) == 0
+        return json.loads((tmp_path / "r.json").read_text())["runs"][0]
+
+    short, continued, straight = bench(tmp_path / "a", 4), bench(tmp_path / "a", 8), bench(tmp_path / "b", 8)
+    assert (short["continued_from"], continued["continued_from"], straight["continued_from"]) == (None, 4, None)
+    assert continued["steps"] == straight["steps"] == 8 and continued["cpu_min"] > short["cpu_min"]
+    run_a, run_b = (tmp_path / d / "mnist" / "0.01-held_out-0" for d in ("a", "b"))
+    state_a, state_b = (torch.load(r / "models" / "generator.pt", weights_only=False)["state_dict"] for r in (run_a, run_b))
+    assert state_a.keys() == state_b.keys() and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    log_a, log_b = (trainlog.read(r / "metrics" / "train_log.csv") for r in (run_a, run_b))
+    # The continued log also keeps the row the short run ended on; every step both logged agrees,
+    # but for the wall clock and G's batch-norm drift, which is measured since the previous row.
+    rows_a, rows_b = (
+        {row["step"]: {k: v for k, v in row.items() if k not in ("seconds", "bn_drift_g")} for row in log} for log in (log_a, log_b)
+    )
+    assert 8 in rows_b and {s: rows_a[s] for s in rows_b} == rows_b
+    assert continued["fid"] == straight["fid"] and continued["p_final"] == straight["p_final"]
