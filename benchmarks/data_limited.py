@@ -22,7 +22,9 @@ of the effect is comparable, not the numbers).
     python benchmarks/data_limited.py --tiny                  # CI smoke size: numbers meaningless
     python benchmarks/data_limited.py --device cuda --workers 12 --fraction 0.1 --steps 50000  # GPU-length
 
-With ``--out``, runs finished there by an earlier invocation continue from their checkpoints to
+``--steps 20000,40000,60000`` carries the runs on from one length to the next (each a continuation
+of the last, so the longer runs cost only their new steps) and prints a table at each: FID against
+training length in one invocation. With ``--out``, runs finished there by an earlier invocation continue from their checkpoints to
 ``--steps`` (a resume is exact, so this equals a run trained that long from the start) and their
 cost column counts every invocation's time.
 """
@@ -34,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +89,21 @@ def _params(data: str, fraction: float, policy: str, seed: int, steps: int, sets
 
 def reference(data: str, root: str, sets: list[str], size: int) -> float:
     """The data set prepared whole, once: its domain classifier is every run's yardstick."""
+    from gancore.io import read_json, write_json
     from gancore.layout import Layout
 
+    params = _params(data, 1.0, "none", 0, 1, sets, size)
     layout = Layout(Path(root) / data / "reference")
-    if layout.classifier.exists() and layout.prepared_meta.exists():  # an earlier invocation's, in --out
+    # An earlier invocation's, in --out, serves if it was prepared with the same settings (a --tiny
+    # reference must not become a full run's yardstick); written last, so a stopped one is redone.
+    made_with = layout.root / "reference_settings.json"
+    settings = {"digest": params.digest("data", "device"), "data": params.data.model_dump(mode="json"), "device": params.device}
+    if layout.classifier.exists() and made_with.exists() and read_json(made_with)["digest"] == settings["digest"]:
         return 0.0
-    return run_stages(_params(data, 1.0, "none", 0, 1, sets, size), layout, ("prepare",))
+    made_with.unlink(missing_ok=True)
+    seconds = run_stages(params, layout, ("prepare",))
+    write_json(made_with, settings)
+    return seconds
 
 
 def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets: list[str], size: int, root: str) -> dict[str, Any]:
@@ -197,13 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="seeds per configuration (default 3; --tiny: 1)")
     parser.add_argument(
         "--steps",
-        type=int,
-        help="generator steps of every run (default 1000; --tiny: 4); runs an earlier invocation finished in --out continue to it",
+        type=_lengths,
+        help="generator steps of every run (default 1000; --tiny: 4), or rising lengths, e.g. 20000,40000: the runs are "
+        "continued from one to the next, with a table at each; runs an earlier invocation finished in --out continue too",
     )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
-    steps = args.steps if args.steps is not None else (4 if args.tiny else 1000)
+    lengths = args.steps or [4 if args.tiny else 1000]
     check_device(parser, args.device)
     unit = cost_unit(args.device)
     sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
@@ -212,40 +225,56 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny and not args.fraction:
         fractions = [0.01]
     start = time.perf_counter()
+    rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gancore-data-limited-") as scratch:
         root = str(args.out or scratch)
         with pool(args.workers, args.device) as workers:
             size = TINY_SIZE if args.tiny else TRAIN_SIZE
             for _ in workers.map(reference, datasets, [root] * len(datasets), [sets] * len(datasets), [size] * len(datasets)):
                 pass
-            jobs = [
-                workers.submit(run_one, d, f, p, s, steps, sets, size, root)
-                for d in datasets
-                for f in fractions
-                for p in policies
-                for s in range(seeds)
-            ]
-            results = gather(
-                jobs,
-                lambda r: (
-                    f"{r['data']:13s} {r['fraction']:5.0%} {r['policy']:8s} seed {r['seed']}: FID {r['fid']:.2f}, IS {r['is_mean']:.2f}, "
-                    f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} {unit}-min"
-                    + ("" if r["continued_from"] is None else f" (continued from step {r['continued_from']})")
-                ),
-            )
-    text, summary = table(results, f"{unit}-min/run")
-    print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
-    print(text)
-    print("\nPublished anchors (other data and networks), FID without -> with augmentation:\n")
+            for steps in lengths:
+                jobs = [
+                    workers.submit(run_one, d, f, p, s, steps, sets, size, root)
+                    for d in datasets
+                    for f in fractions
+                    for p in policies
+                    for s in range(seeds)
+                ]
+                results = gather(jobs, partial(_line, unit=unit))
+                text, summary = table(results, f"{unit}-min/run")
+                print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
+                print(text + "\n", flush=True)
+                rounds.append({"steps": steps, "runs": results, "summary": summary})
+                if args.json:  # after every length, so that a stopped invocation keeps the lengths it finished
+                    from gancore.io import write_json
+
+                    write_json(args.json, {**rounds[-1], "tiny": args.tiny, "rounds": rounds})
+    print("Published anchors (other data and networks), FID without -> with augmentation:\n")
     print("| setting | without | with |\n|---|---|---|")
     for name, before, after in ANCHORS:
         print(f"| {name} | {before} | {after} ({100 * (after / before - 1):+.0f} %) |")
-    print(f"\n{len(results)} runs in {time.perf_counter() - start:.0f} s wall on {args.workers} workers")
-    if args.json:
-        from gancore.io import write_json
-
-        write_json(args.json, {"runs": results, "summary": summary, "tiny": args.tiny, "steps": steps})
+    print(f"\n{len(rounds[-1]['runs'])} runs to {lengths[-1]} steps in {time.perf_counter() - start:.0f} s wall on {args.workers} workers")
     return 0
+
+
+def _lengths(text: str) -> list[int]:
+    """``--steps``: one length or rising ones, comma-separated."""
+    try:
+        lengths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of steps, or rising numbers separated by commas (20000,40000)") from None
+    if any(n < 1 for n in lengths) or lengths != sorted(set(lengths)):
+        raise argparse.ArgumentTypeError(f"{text!r}: steps must be positive and rising (20000,40000)")
+    return lengths
+
+
+def _line(r: dict[str, Any], unit: str) -> str:
+    return (
+        f"{r['data']:13s} {r['fraction']:5.0%} {r['policy']:8s} seed {r['seed']}: FID {r['fid']:.2f}, IS {r['is_mean']:.2f}, "
+        f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} {unit}-min"
+        + ("" if r["continued_from"] is None else f" (continued from step {r['continued_from']})")
+        + f", step {r['steps']}"
+    )
 
 
 if __name__ == "__main__":

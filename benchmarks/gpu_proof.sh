@@ -3,18 +3,25 @@
 # already holds torch, numpy, pluggy, pyyaml, tqdm, matplotlib, scikit-learn and pytest (this
 # project's lent H200 image) but not the rest of gancore's needs nor the data sets.
 #
-#   bash benchmarks/gpu_proof.sh stage             # here, with the package registry: fills .gpu/
-#   bash benchmarks/gpu_proof.sh device [STEPS]    # there, with .gpu/ carried; results under $OUT
+#   bash benchmarks/gpu_proof.sh stage                  # here, with the package registry: fills .gpu/
+#   bash benchmarks/gpu_proof.sh probe                  # there, with .gpu/ carried: a short first call
+#   bash benchmarks/gpu_proof.sh long [LENGTHS]         # there: the data-limited benchmark at GPU length
 #
 # `stage` downloads the wheels the core and the CUDA tests need beyond that image, for the
 # device's Python (GPU_PYTHON, default 3.12), pinned to this venv's versions, builds gancore's own
 # wheel (its entry points register the built-in architectures; stage again after changing the
 # code, since the device imports gancore from it) and copies MNIST and Fashion-MNIST from
-# ../shared/datasets: about 45 MB. `device` installs them into /tmp/site and runs, in order of
-# importance, the CUDA tests, the data-limited benchmark at GPU length (10 % of MNIST and
-# Fashion-MNIST, no augmentation against held-out-steered, 3 seeds, all 12 runs side by side on
-# the GPU; STEPS default 50000; stopped after DL_SECONDS, default 420, when each finished run has
-# printed its line) and the training throughput on CUDA. Each part's output goes under $OUT as it runs.
+# ../shared/datasets: about 45 MB. Both device commands install them into /tmp/site (once per
+# machine) and write each part's output under $OUT as it runs.
+#
+# `probe` runs, in order of importance, the CUDA tests, the training throughput on CUDA (our step
+# against a plain loop, and each augmentation against none) and the data-limited runs side by side
+# for two short lengths (300 and 600 steps), then prints the seconds per step each run took with
+# all of them sharing the GPU, so that the lengths of `long` can be chosen to fit a lease.
+# `long` carries the same 12 runs (10 % of MNIST and Fashion-MNIST, no augmentation against
+# held-out-steered, 3 seeds; their folders in /tmp/gpu-dl, so on a machine still warm from the
+# probe they continue) through LENGTHS (comma-separated, rising; default 20000,40000,60000), a
+# table at each length, stopped after DL_SECONDS (default 480) with the lengths it finished kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE=.gpu
@@ -36,25 +43,60 @@ stage() {
   du -sh "$STAGE"
 }
 
+RUNS=/tmp/gpu-dl
+
+install() {
+  local python=$1
+  if [ ! -f /tmp/site/.staged ] || ! cmp -s /tmp/site/.staged <(ls -l "$STAGE"/whl); then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$STAGE"/whl/*.whl
+    ls -l "$STAGE"/whl >/tmp/site/.staged
+  fi
+}
+
+data_limited() {  # LENGTHS SECONDS JSON: the 12 runs side by side, continued through LENGTHS
+  OMP_NUM_THREADS=1 timeout --signal=INT "$2" "$python" benchmarks/data_limited.py --device cuda --workers 12 \
+    --fraction 0.1 --policy none --policy held_out --steps "$1" --out "$RUNS" --json "$3" || true
+}
+
+keep_logs() {  # the runs' metrics (training logs: the p and gap curves) in one file
+  (cd "$RUNS" 2>/dev/null && tar czf "$out/dl-metrics.tgz" ./*/0.1-*/metrics ./*/0.1-*/benchmark_run.json) || true
+}
+
 device() {
-  local steps=${1:-50000} out=${OUT:-$PWD/gpu-out} python=${GPU_PY:-python3}
+  local what=$1 lengths=${2:-20000,40000,60000}
+  out=${OUT:-$PWD/gpu-out} python=${GPU_PY:-python3}
   mkdir -p "$out"
-  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$STAGE"/whl/*.whl
+  install "$python"
   export PYTHONPATH=/tmp/site GANCORE_DATASETS_DIR=$PWD/$STAGE/datasets PYTHONUNBUFFERED=1 GANCORE_PROGRESS=0
   {
     nvidia-smi -L || true
     "$python" -c "import torch, gancore; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'gancore', gancore.__version__)"
-  } 2>&1 | tee "$out/machine.txt"
-  # The tests that skip without CUDA (augmentation on CUDA, a CUDA run resumed, PRDC on CUDA).
-  "$python" -m pytest -q -p no:cacheprovider -o addopts="" -rs -k "cuda or gpu" \
-    tests/training/test_augment.py tests/training/test_training.py tests/metrics/test_prdc.py 2>&1 | tee "$out/cuda-tests.txt" || true
-  OMP_NUM_THREADS=1 timeout --signal=INT "${DL_SECONDS:-420}" "$python" benchmarks/data_limited.py --device cuda --workers 12 \
-    --fraction 0.1 --policy none --policy held_out --steps "$steps" --json "$out/data_limited.json" 2>&1 | tee "$out/data_limited.txt" || true
-  "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32,64 --steps 100 2>&1 | tee "$out/throughput.txt" || true
+  } 2>&1 | tee -a "$out/machine.txt"
+  if [ "$what" = probe ]; then
+    # The tests that skip without CUDA (augmentation on CUDA, a CUDA run resumed, PRDC on CUDA).
+    timeout 150 "$python" -m pytest -q -p no:cacheprovider -o addopts="" -rs -k "cuda or gpu" \
+      tests/training/test_augment.py tests/training/test_training.py tests/metrics/test_prdc.py 2>&1 | tee "$out/cuda-tests.txt" || true
+    {
+      timeout 60 "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32 --steps 200 || true
+      timeout 60 "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32 --steps 200 --augment || true
+    } 2>&1 | tee "$out/throughput.txt"
+    data_limited 300,600 "${DL_SECONDS:-200}" "$out/data_limited_probe.json" 2>&1 | tee "$out/data_limited.txt"
+    "$python" - "$RUNS" <<'PY' 2>&1 | tee -a "$out/data_limited.txt"
+import csv, sys
+from pathlib import Path
+for log in sorted(Path(sys.argv[1]).glob("*/0.1-*/metrics/train_log.csv")):
+    rows = {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(log.open())}
+    if 300 in rows and 600 in rows:
+        print(f"{log.parts[-4]}/{log.parts[-3]}: {1000 * (rows[600] - rows[300]) / 300:.2f} ms a step, 12 runs sharing the GPU")
+PY
+  else
+    data_limited "$lengths" "${DL_SECONDS:-480}" "$out/data_limited.json" 2>&1 | tee "$out/data_limited.txt"
+  fi
+  keep_logs
 }
 
 case "${1:-}" in
   stage) stage ;;
-  device) shift; device "$@" ;;
-  *) echo "usage: bash benchmarks/gpu_proof.sh stage | device [STEPS]" >&2; exit 2 ;;
+  probe | long) device "$@" ;;
+  *) echo "usage: bash benchmarks/gpu_proof.sh stage | probe | long [LENGTHS]" >&2; exit 2 ;;
 esac

@@ -33,6 +33,9 @@ def test_tiny_run_trains_every_policy_on_one_yardstick(tmp_path):
     reference = (out / "mnist" / "reference" / "data" / "prepared" / "classifier.pt").read_bytes()
     for run in (out / "mnist").glob("0.01-*"):
         assert (run / "data" / "prepared" / "classifier.pt").read_bytes() == reference
+    # A later invocation reuses the reference only if it was prepared with the same settings.
+    made_with = out / "mnist" / "reference" / "reference_settings.json"
+    assert json.loads(made_with.read_text())["data"]["n_test"] == 300
     text = stdout.getvalue()
     assert "| mnist | 1% | adaptive | 1 |" in text and "| DiffAugment, BigGAN, CIFAR-10 10 % | 39.78 | 22.4 (-44 %) |" in text
 
@@ -58,21 +61,28 @@ def test_a_longer_invocation_continues_the_runs_in_out_exactly(tmp_path):
     import torch
 
     from gancore import trainlog
+    from gancore.io import torch_load
 
     data_limited = import_benchmark("data_limited")
 
-    def bench(out: Path, steps: int) -> dict:
-        args = ["--tiny", "--data", "mnist", "--policy", "held_out", "--workers", "1", "--steps", str(steps)]
+    def bench(out: Path, steps: str) -> dict:
+        args = ["--tiny", "--data", "mnist", "--policy", "held_out", "--workers", "1", "--steps", steps]
         with contextlib.redirect_stdout(io.StringIO()):
             assert data_limited.main([*args, "--json", str(tmp_path / "r.json"), "--out", str(out)]) == 0
-        return json.loads((tmp_path / "r.json").read_text())["runs"][0]
+        return json.loads((tmp_path / "r.json").read_text())
 
-    short, continued, straight = bench(tmp_path / "a", 4), bench(tmp_path / "a", 8), bench(tmp_path / "b", 8)
+    short, continued, straight = (bench(tmp_path / d, n)["runs"][0] for d, n in (("a", "4"), ("a", "8"), ("b", "8")))
     assert (short["continued_from"], continued["continued_from"], straight["continued_from"]) == (None, 4, None)
     assert continued["steps"] == straight["steps"] == 8 and continued["cpu_min"] > short["cpu_min"]
-    run_a, run_b = (tmp_path / d / "mnist" / "0.01-held_out-0" for d in ("a", "b"))
-    state_a, state_b = (torch.load(r / "models" / "generator.pt", weights_only=False)["state_dict"] for r in (run_a, run_b))
-    assert state_a.keys() == state_b.keys() and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    # Both lengths in one invocation (--steps 4,8): a table at each, the second continuing the first.
+    rounds = bench(tmp_path / "c", "4,8")["rounds"]
+    assert [r["steps"] for r in rounds] == [4, 8] and [r["runs"][0]["continued_from"] for r in rounds] == [None, 4]
+    assert rounds[0]["runs"][0]["fid"] == short["fid"] and rounds[1]["runs"][0]["fid"] == straight["fid"]
+    run_a, run_b, run_c = (tmp_path / d / "mnist" / "0.01-held_out-0" for d in ("a", "b", "c"))
+    state_a, state_b, state_c = (torch_load(r / "models" / "generator.pt")["state_dict"] for r in (run_a, run_b, run_c))
+    assert state_a.keys() == state_b.keys() and all(
+        torch.equal(state_a[k], state_b[k]) and torch.equal(state_c[k], state_b[k]) for k in state_a
+    )
     log_a, log_b = (trainlog.read(r / "metrics" / "train_log.csv") for r in (run_a, run_b))
     # The continued log also keeps the row the short run ended on; every step both logged agrees,
     # but for the wall clock and G's batch-norm drift, which is measured since the previous row.
@@ -81,3 +91,17 @@ def test_a_longer_invocation_continues_the_runs_in_out_exactly(tmp_path):
     )
     assert 8 in rows_b and {s: rows_a[s] for s in rows_b} == rows_b
     assert continued["fid"] == straight["fid"] and continued["p_final"] == straight["p_final"]
+
+
+def test_a_reference_prepared_with_other_settings_is_prepared_again(tmp_path):
+    """--out keeps the reference classifier for later invocations, but only for the same data
+    settings: a --tiny folder must not lend its yardstick to a full-size invocation."""
+    if not (Path(os.environ.get("GANCORE_DATASETS_DIR", "")) / "MNIST").exists():
+        pytest.skip("no MNIST mirror (GANCORE_DATASETS_DIR)")
+    data_limited = import_benchmark("data_limited")
+    tiny = [*data_limited.TINY, "data.classifier_epochs=1", "device=cpu"]
+    made_with = tmp_path / "mnist" / "reference" / "reference_settings.json"
+    assert data_limited.reference("mnist", str(tmp_path), tiny, data_limited.TINY_SIZE) > 0
+    assert data_limited.reference("mnist", str(tmp_path), tiny, data_limited.TINY_SIZE) == 0.0  # reused
+    assert data_limited.reference("mnist", str(tmp_path), [*tiny, "data.n_test=200"], data_limited.TINY_SIZE) > 0
+    assert json.loads(made_with.read_text())["data"]["n_test"] == 200
