@@ -106,7 +106,11 @@ def reference(data: str, root: str, sets: list[str], size: int) -> float:
     return seconds
 
 
-def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets: list[str], size: int, root: str) -> dict[str, Any]:
+def run_one(
+    data: str, fraction: float, policy: str, seed: int, steps: int, sets: list[str], size: int, root: str, scoring: str | None = None
+) -> dict[str, Any]:
+    """One run trained to ``steps`` (continued if --out holds it shorter), then sampled, scored
+    and diagnosed, on ``scoring``'s device if given (else where it trained)."""
     from gancore import trainlog
     from gancore.io import read_json, write_json
     from gancore.layout import Layout
@@ -131,8 +135,19 @@ def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets
         meta = read_json(layout.prepared_meta)
         meta["classifier"] = read_json(ref.prepared_meta)["classifier"]
         write_json(layout.prepared_meta, meta)
-    cpu_s += run_stages(params, layout, ("train", "sample", "evaluate", "diagnose"))
+    started = time.perf_counter()
+    cpu_s += run_stages(params, layout, ("train",))
+    # Recorded before scoring: a later invocation continues this training even if scoring fails.
     write_json(spent, {"cost_s": cpu_s, "steps": steps})
+    trained = time.perf_counter()
+    scored = params if scoring is None else params.model_copy(update={"device": scoring})
+    cpu_s += run_stages(scored, layout, ("sample", "evaluate", "diagnose"), billed_as=params.device)
+    write_json(spent, {"cost_s": cpu_s, "steps": steps})
+    wall = {"train_wall_s": trained - started, "score_wall_s": time.perf_counter() - trained, "scored_on": scored.device}
+    # The pace over the later half of this invocation's steps: past compilation and warm-up.
+    clock = [(r["step"], r["seconds"]) for r in trainlog.read(layout.train_log) if r["step"] >= ((continued_from or 0) + steps) / 2]
+    if len(clock) > 1 and clock[-1][0] > clock[0][0]:
+        wall["pace_s"] = (clock[-1][1] - clock[0][1]) / (clock[-1][0] - clock[0][0])
     evaluation, diagnosis = read_json(layout.evaluate_json), read_json(layout.diagnose_json)
     last = trainlog.read(layout.train_log)[-1]
     memo = (diagnosis.get("dynamics") or {}).get("discriminator_overfitting") or {}
@@ -155,7 +170,21 @@ def run_one(data: str, fraction: float, policy: str, seed: int, steps: int, sets
         "overfitting": bool(memo.get("flag")),
         "verdict": diagnosis["verdict"],
         "remedies": [r["name"] for r in diagnosis.get("remedy_settings") or []],
+        **wall,
     }
+
+
+def next_length(results: list[dict[str, Any]], seconds_left: float) -> int | None:
+    """The longest length, in thousands of steps, that the runs can continue to and be scored in
+    ``seconds_left``, from the last round (side by side: its slowest run): the pace of a step once
+    warm, the rest of the training stage as a fixed start-up, and the scoring with a margin. None
+    if under a thousand more steps fit."""
+    trained = [r["steps"] - (r["continued_from"] or 0) for r in results]
+    pace = max(r.get("pace_s") or r["train_wall_s"] / n for r, n in zip(results, trained))
+    start_up = max(max(0.0, r["train_wall_s"] - n * pace) for r, n in zip(results, trained))
+    scoring = max(r["score_wall_s"] for r in results)
+    more = int((seconds_left - start_up - 1.5 * scoring) / pace) // 1000 * 1000
+    return results[0]["steps"] + more if more >= 1000 else None
 
 
 def _stat(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[float, float]:
@@ -214,10 +243,22 @@ def main(argv: list[str] | None = None) -> int:
         "continued from one to the next, with a table at each; runs an earlier invocation finished in --out continue too",
     )
     add_run_arguments(parser)
+    parser.add_argument(
+        "--until",
+        type=float,
+        metavar="SECONDS",
+        help="after the --steps lengths, continue the runs once more, to the longest length (in thousands) that the last "
+        "round's pace says is trained and scored within SECONDS of the start (a lease on a borrowed GPU, say)",
+    )
+    parser.add_argument(
+        "--score-on", choices=("cpu", "cuda"), help="sample, score and diagnose there (default: where the runs train, --device)"
+    )
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
     lengths = args.steps or [4 if args.tiny else 1000]
     check_device(parser, args.device)
+    if args.score_on:
+        check_device(parser, args.score_on)
     unit = cost_unit(args.device)
     sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
     sets.append(f"device={args.device}")
@@ -232,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             size = TINY_SIZE if args.tiny else TRAIN_SIZE
             for _ in workers.map(reference, datasets, [root] * len(datasets), [sets] * len(datasets), [size] * len(datasets)):
                 pass
-            for steps in lengths:
+            queue = list(lengths)
+            while queue:
+                steps = queue.pop(0)
                 jobs = [
-                    workers.submit(run_one, d, f, p, s, steps, sets, size, root)
+                    workers.submit(run_one, d, f, p, s, steps, sets, size, root, args.score_on)
                     for d in datasets
                     for f in fractions
                     for p in policies
@@ -249,11 +292,20 @@ def main(argv: list[str] | None = None) -> int:
                     from gancore.io import write_json
 
                     write_json(args.json, {**rounds[-1], "tiny": args.tiny, "rounds": rounds})
+                if not queue and args.until and steps == lengths[-1]:
+                    longest = next_length(results, args.until - (time.perf_counter() - start))
+                    print(
+                        f"--until {args.until:g} s: " + (f"continuing to {longest} steps\n" if longest else "no longer length fits\n"),
+                        flush=True,
+                    )
+                    queue += [longest] if longest else []
     print("Published anchors (other data and networks), FID without -> with augmentation:\n")
     print("| setting | without | with |\n|---|---|---|")
     for name, before, after in ANCHORS:
         print(f"| {name} | {before} | {after} ({100 * (after / before - 1):+.0f} %) |")
-    print(f"\n{len(rounds[-1]['runs'])} runs to {lengths[-1]} steps in {time.perf_counter() - start:.0f} s wall on {args.workers} workers")
+    print(
+        f"\n{len(rounds[-1]['runs'])} runs to {rounds[-1]['steps']} steps in {time.perf_counter() - start:.0f} s wall on {args.workers} workers"
+    )
     return 0
 
 

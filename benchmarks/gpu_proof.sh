@@ -14,14 +14,15 @@
 # ../shared/datasets: about 45 MB. Both device commands install them into /tmp/site (once per
 # machine) and write each part's output under $OUT as it runs.
 #
-# `probe` runs, in order of importance, the CUDA tests, the training throughput on CUDA (our step
+# Both run the CUDA tests first. `probe` then runs the training throughput on CUDA (our step
 # against a plain loop, and each augmentation against none) and the data-limited runs side by side
 # for two short lengths (300 and 600 steps), then prints the seconds per step each run took with
 # all of them sharing the GPU, so that the lengths of `long` can be chosen to fit a lease.
-# `long` carries the same 12 runs (10 % of MNIST and Fashion-MNIST, no augmentation against
-# held-out-steered, 3 seeds; their folders in /tmp/gpu-dl, so on a machine still warm from the
-# probe they continue) through LENGTHS (comma-separated, rising; default 20000,40000,60000), a
-# table at each length, stopped after DL_SECONDS (default 480) with the lengths it finished kept.
+# `long` trains the same 12 runs (10 % of MNIST and Fashion-MNIST, no augmentation against
+# held-out-steered, 3 seeds; folders in /tmp/gpu-dl, so on a machine still warm from the probe they
+# continue) to LENGTHS (comma-separated, rising; default 2000), a table at each, then once more to
+# the longest length that DL_SECONDS (default 480) still allows (data_limited.py --until), from the
+# pace measured so far. The runs' logs and models come back too, to be scored again elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE=.gpu
@@ -53,17 +54,21 @@ install() {
   fi
 }
 
-data_limited() {  # LENGTHS SECONDS JSON: the 12 runs side by side, continued through LENGTHS
-  OMP_NUM_THREADS=1 timeout --signal=INT "$2" "$python" benchmarks/data_limited.py --device cuda --workers 12 \
-    --fraction 0.1 --policy none --policy held_out --steps "$1" --out "$RUNS" --json "$3" || true
+data_limited() {  # SECONDS JSON ARGS...: the 12 runs side by side on the GPU (their folders kept in $RUNS)
+  local seconds=$1 json=$2
+  shift 2
+  # timeout signals the whole process group, the pool's workers too; KILL if they linger.
+  OMP_NUM_THREADS=1 timeout -k 20 --signal=INT "$seconds" "$python" benchmarks/data_limited.py --device cuda --workers 12 \
+    --fraction 0.1 --policy none --policy held_out --out "$RUNS" --json "$json" "$@"
 }
 
-keep_logs() {  # the runs' metrics (training logs: the p and gap curves) in one file
+keep_logs() {  # the runs' metrics (training logs: the p and gap curves) and trained models, to score again elsewhere
   (cd "$RUNS" 2>/dev/null && tar czf "$out/dl-metrics.tgz" ./*/0.1-*/metrics ./*/0.1-*/benchmark_run.json) || true
+  (cd "$RUNS" 2>/dev/null && tar czf "$out/dl-models.tgz" ./*/0.1-*/models) || true
 }
 
 device() {
-  local what=$1 lengths=${2:-20000,40000,60000}
+  local what=$1 lengths=${2:-2000}
   out=${OUT:-$PWD/gpu-out} python=${GPU_PY:-python3}
   mkdir -p "$out"
   install "$python"
@@ -72,15 +77,15 @@ device() {
     nvidia-smi -L || true
     "$python" -c "import torch, gancore; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'gancore', gancore.__version__)"
   } 2>&1 | tee -a "$out/machine.txt"
+  # The tests that skip without CUDA (augmentation on CUDA, a CUDA run resumed, PRDC on CUDA).
+  timeout 150 "$python" -m pytest -q -p no:cacheprovider -o addopts="" -rs -k "cuda or gpu" \
+    tests/training/test_augment.py tests/training/test_training.py tests/metrics/test_prdc.py 2>&1 | tee "$out/cuda-tests.txt" || true
   if [ "$what" = probe ]; then
-    # The tests that skip without CUDA (augmentation on CUDA, a CUDA run resumed, PRDC on CUDA).
-    timeout 150 "$python" -m pytest -q -p no:cacheprovider -o addopts="" -rs -k "cuda or gpu" \
-      tests/training/test_augment.py tests/training/test_training.py tests/metrics/test_prdc.py 2>&1 | tee "$out/cuda-tests.txt" || true
     {
       timeout 60 "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32 --steps 200 || true
       timeout 60 "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32 --steps 200 --augment || true
     } 2>&1 | tee "$out/throughput.txt"
-    data_limited 300,600 "${DL_SECONDS:-200}" "$out/data_limited_probe.json" 2>&1 | tee "$out/data_limited.txt"
+    data_limited "${DL_SECONDS:-200}" "$out/data_limited_probe.json" --steps 300,600 2>&1 | tee "$out/data_limited.txt" || true
     "$python" - "$RUNS" <<'PY' 2>&1 | tee -a "$out/data_limited.txt"
 import csv, sys
 from pathlib import Path
@@ -90,7 +95,18 @@ for log in sorted(Path(sys.argv[1]).glob("*/0.1-*/metrics/train_log.csv")):
         print(f"{log.parts[-4]}/{log.parts[-3]}: {1000 * (rows[600] - rows[300]) / 300:.2f} ms a step, 12 runs sharing the GPU")
 PY
   else
-    data_limited "$lengths" "${DL_SECONDS:-480}" "$out/data_limited.json" 2>&1 | tee "$out/data_limited.txt"
+    # A short first length proves the whole run on CUDA and times a step; --until then carries
+    # the runs to the longest length the rest of the time allows. Should scoring on CUDA fail,
+    # the runs (kept, trained) are scored on the CPU and continued the same way.
+    local budget=${DL_SECONDS:-480} t0 rc=0
+    t0=$(date +%s)
+    data_limited "$budget" "$out/data_limited.json" --steps "$lengths" --until "$((budget - 30))" 2>&1 | tee "$out/data_limited.txt" || rc=$?
+    local left=$((budget - $(date +%s) + t0))
+    if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$left" -gt 90 ]; then
+      echo "scoring on the CPU from here (the GPU invocation ended with $rc)" | tee -a "$out/data_limited.txt"
+      data_limited "$left" "$out/data_limited.json" --steps "$lengths" --until "$((left - 30))" --score-on cpu 2>&1 |
+        tee -a "$out/data_limited.txt" || true
+    fi
   fi
   keep_logs
 }

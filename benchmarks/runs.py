@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 
-def run_stages(params: Any, layout: Any, stages: tuple[str, ...]) -> float:
+def run_stages(params: Any, layout: Any, stages: tuple[str, ...], billed_as: str | None = None) -> float:
     """Run ``stages`` of the pipeline on ``params`` under ``layout`` in this process, on one
     thread (benchmark workers run side by side); return the CPU seconds they took (on a GPU: the
-    wall-clock seconds, the GPU's time being what the run costs there)."""
+    wall-clock seconds, the GPU's time being what the run costs there; ``billed_as``: the device
+    whose clock to use instead, for stages run elsewhere than the run's training)."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     os.environ.setdefault("GANCORE_PROGRESS", "0")
     from gancore.stages import run_stage
 
-    clock = time.perf_counter if cost_unit(params.device) == "wall" else time.process_time
+    clock = time.perf_counter if cost_unit(billed_as or params.device) == "wall" else time.process_time
     start = clock()
     for stage in stages:
         run_stage(stage, params, layout)

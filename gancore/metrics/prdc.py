@@ -159,11 +159,16 @@ def _compute(real: torch.Tensor, fake: torch.Tensor, k: int, chunk_size: Optiona
             in_fake_ball = _strictly_inside(d, fake_r[None, :], fake_cols_bound, real, start, fake)
             real_in_fake_ball[start:stop] = in_fake_ball.any(dim=1)
 
-    out = {"precision": float((balls_per_fake > 0).to(torch.float64).mean())}
+    # Shares as exact counts over n, divided once in Python: a reduction's mean on CUDA multiplies
+    # by 1/n and can differ from the CPU's in the last bit.
+    def share(mask: torch.Tensor) -> float:
+        return int(mask.sum()) / mask.numel()
+
+    out = {"precision": share(balls_per_fake > 0)}
     if fake_r is not None:
-        out["recall"] = float(real_in_fake_ball.to(torch.float64).mean())
-    out["density"] = float(balls_per_fake.to(torch.float64).mean() / k)
-    out["coverage"] = float(covered.to(torch.float64).mean())
+        out["recall"] = share(real_in_fake_ball)
+    out["density"] = int(balls_per_fake.sum()) / balls_per_fake.numel() / k
+    out["coverage"] = share(covered)
     return out
 
 

@@ -110,6 +110,9 @@ class Trainer:
             raise ValueError("augmentation steered by held-out examples (signal held_out) needs the held_out batch stream")
         self.held_out = held_out if self.augment is not None and self.augment.held_out else None
         self.compiled = compile
+        # The gradient penalty differentiates D's gradient, which a compiled D cannot (AOTAutograd
+        # has no double backward): it runs through the eager module.
+        self.D_penalty: nn.Module = self.D_train
         if compile:
             # Graphs of the forwards (and, through AOTAutograd, their backwards); the weights,
             # optimisers and checkpoints stay the plain modules'.
@@ -142,7 +145,8 @@ class Trainer:
 
     def discriminate(self, x: Tensor, module: nn.Module | None = None) -> Tensor:
         """D's logits for a batch of samples, augmented and packed as D was built (``[B / pack]``)."""
-        return flat_logits((module or self.D)(self.d_input(x)))
+        # Not ``module or self.D``: a compiled module refuses ``bool()`` (it has no ``len``).
+        return flat_logits((self.D if module is None else module)(self.d_input(x)))
 
     def reroll_noise(self) -> None:
         """A fresh latent stream after a rollback, so that training does not replay the same
@@ -166,7 +170,7 @@ class Trainer:
                 l_fake = flat_logits(D_train(fake_in)).float()
                 loss_d = self.loss.d(l_real, l_fake)
                 if self.loss.gp_weight:
-                    penalty = gradient_penalty(D_train, real_in, fake_in, generator=self.noise)
+                    penalty = gradient_penalty(self.D_penalty, real_in, fake_in, generator=self.noise)
                     loss_d = loss_d + self.loss.gp_weight * penalty
             if self.augment is not None:
                 self.augment.observe(l_real, l_held)

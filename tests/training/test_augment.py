@@ -326,6 +326,38 @@ def test_image_policies_train_a_dcgan(tmp_path):
     assert trainlog.read(layout.train_log)[-1]["augment_p"] == 1.0  # a fixed policy: every sample
 
 
+def test_a_compiled_step_trains_as_the_eager_one_with_augmentation_packing_and_a_penalty(tmp_path):
+    """train.compile (on by default on CUDA, here forced on the CPU with the same torch.compile):
+    G's update through the compiled D and the gradient penalty, which differentiates D's gradient
+    (no double backward through a compiled module), train the same losses as eager, across a resume.
+    Tolerance: the compiled kernels reorder float32 sums (about 1e-7 relative each); six Adam steps
+    keep that near 1e-6, so 1e-4 still catches a wrong graph (a penalty dropped moves loss_d by 1e-1)."""
+    from gancore.config import validate
+
+    images = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    meta = image_meta("mnist", [1, 28, 28], 64, 32, {"count": None})
+    logs = {}
+    for compiled in (False, True):
+        tree = {
+            "device": "cpu",
+            "data": {"name": "mnist"},
+            "model": {"arch": "dcgan", "latent_dim": 8, "pack": 2, "options": {"width": 8}},
+            "loss": {"name": "wasserstein_gp"},
+            "train": {"steps": 6, "batch_size": 8, "log_every": 1, "checkpoint_every": 3, "compile": compiled},
+            "augment": {"policy": "color,translation,cutout", "adaptive": True, "signal": "held_out", "kimg": 0.05, "interval": 2},
+            "mixture": {"enabled": False},
+            "tracking": {"enabled": False},
+        }
+        layout = make_layout(tmp_path / str(compiled), PreparedData(meta, images[:64], images[64:]))
+        training.train(validate({**tree, "train": {**tree["train"], "steps": 3}}), layout)
+        assert training.train(validate(tree), layout)["resumed_from"] == 3
+        logs[compiled] = trainlog.read(layout.train_log)
+    assert [r["step"] for r in logs[True]] == [r["step"] for r in logs[False]] == list(range(1, 7))
+    for eager, compiled in zip(logs[False], logs[True]):
+        for key in ("loss_d", "loss_g", "augment_p"):
+            assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-5), (eager["step"], key)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_packing_and_a_penalty(tmp_path):
     """The issue's "on the GPU": every image transform, p steered by held-out examples, packing and
