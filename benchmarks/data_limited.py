@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         "round's pace says is trained and scored within SECONDS of the start (a lease on a borrowed GPU, say)",
     )
     parser.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="a parameter for every run, as gan train -S takes it"
+    )
+    parser.add_argument(
         "--score-on", choices=("cpu", "cuda"), help="sample, score and diagnose there (default: where the runs train, --device)"
     )
     args = parser.parse_args(argv)
@@ -261,7 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         check_device(parser, args.score_on)
     unit = cost_unit(args.device)
     sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
-    sets.append(f"device={args.device}")
+    sets += [f"device={args.device}", *args.set]
+    if args.set:
+        from gancore.errors import ParamsError
+
+        try:
+            _params(DATA[0], 0.1, "none", 0, 1, sets, TRAIN_SIZE)
+        except ParamsError as exc:
+            parser.error(f"-S: {exc}")
     datasets, fractions, policies = args.data or list(DATA), args.fraction or list(FRACTIONS), args.policy or list(SETTINGS)
     if args.tiny and not args.fraction:
         fractions = [0.01]
