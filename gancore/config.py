@@ -104,7 +104,7 @@ class TrainParams(_Section):
         description="processes (one per GPU, or CPU processes with gloo) training with DistributedDataParallel; >1 launches torchrun",
     )
     compile: Union[bool, Literal["auto"]] = Field(
-        "auto", description="torch.compile the training step: true, false, or auto (where it pays: see the README)"
+        "auto", description="torch.compile the training step: true, false, or auto (eager until compiling is shown to pay: see the README)"
     )
 
 

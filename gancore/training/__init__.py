@@ -60,10 +60,18 @@ HELD_OUT_STREAM = "train/augment-held-out"
 
 
 def use_compile(setting: bool | str, device: torch.device) -> bool:
-    """``train.compile``: ``auto`` compiles on CUDA, where fusing the small kernels of a GAN step
-    pays; on a CPU torch.compile measured no faster than eager for the built-in models (and costs
-    a minute of compilation), so auto leaves it off there."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
+    """``train.compile``: ``auto`` is eager everywhere until compiling is shown to pay and to be
+    right. On a CPU torch.compile measured no faster than eager for the built-in models (and
+    costs a minute of compilation); on an H200 (torch 2.11) a compiled DCGAN with channels_last
+    failed in inductor's convolution backward (a stride assertion), so no speed was measured.
+    ``true`` compiles (without channels_last: see :func:`use_channels_last`)."""
+    return False if setting == "auto" else bool(setting)
+
+
+def use_channels_last(image: bool, device: torch.device, compiled: bool) -> bool:
+    """channels_last for image models on CUDA (cuDNN's fast convolutions), except under
+    torch.compile, which picks its own layouts (and mixed with channels_last broke, above)."""
+    return image and device.type == "cuda" and not compiled
 
 
 def _check_data(params: Params, layout: Layout, data: PreparedData) -> tuple[int, ...]:
@@ -174,13 +182,14 @@ def _train(
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)
     pin_small_model_threads(device, generator, discriminator)
     image = len(shape) == 3
+    compiled = use_compile(tp.compile, device)
     batches = BatchStream(
         data.train,
         tp.batch_size * params.model.pack,  # PacGAN: D judges batch_size packed examples of m samples
         seeds.derive(params.seed, BATCH_STREAM),
         device,
         resident=use_resident(tp.resident_data, data.train.nbytes, tp.resident_max_gb),
-        channels_last=image and device.type == "cuda",
+        channels_last=use_channels_last(image, device, compiled),
         share=(world.rank, world.size),
     )
     monitored = tp.monitor_every is not None
@@ -209,7 +218,7 @@ def _train(
             seeds.derive(params.seed, HELD_OUT_STREAM),
             device,
             resident=use_resident(tp.resident_data, steering.nbytes, tp.resident_max_gb),
-            channels_last=image and device.type == "cuda",
+            channels_last=use_channels_last(image, device, compiled),
             share=(world.rank, world.size),
         )
     del data
@@ -227,7 +236,7 @@ def _train(
         seed=params.seed,
         pack=params.model.pack,
         world=world,
-        compile=use_compile(tp.compile, device),
+        compile=compiled,
         augment=augment,
         held_out=held_out,
     )

@@ -109,14 +109,15 @@ def test_a_reference_prepared_with_other_settings_is_prepared_again(tmp_path):
 
 def test_until_picks_the_longest_length_the_time_left_allows():
     """--until: from the last round's slowest run, a warm step's pace, the rest of its training
-    stage as start-up and its scoring with a half margin; whole thousands of steps, or none."""
+    stage as start-up and its scoring with a half margin, in four fifths of the time left; whole
+    thousands of steps, or none."""
     next_length = import_benchmark("data_limited").next_length
     rounds = [
         {"steps": 2000, "continued_from": None, "train_wall_s": 50.0, "score_wall_s": 4.0, "pace_s": 0.02},  # 10 s start-up
         {"steps": 2000, "continued_from": None, "train_wall_s": 30.0, "score_wall_s": 6.0, "pace_s": 0.01},
     ]
-    # (200 - 10 - 1.5 * 6) / 0.02 = 9050 more steps: 9000.
-    assert next_length(rounds, 200.0) == 11000
-    assert next_length(rounds, 38.0) is None  # 1,000 more would take 20 s after 19 s of start-up and scoring
+    # (0.8 * 250 - 10 - 1.5 * 6) / 0.02 = 9050 more steps: 9000.
+    assert next_length(rounds, 250.0) == 11000
+    assert next_length(rounds, 47.0) is None  # 1,000 more would take 20 s after 19 s of start-up and scoring: 39 s > 0.8 * 47
     # A run without a pace (too few log rows) is paced by its whole training stage.
-    assert next_length([{**rounds[0], "pace_s": None}], 200.0) == 9000  # (200 - 0 - 6) / 0.025 = 7760 more
+    assert next_length([{**rounds[0], "pace_s": None}], 250.0) == 9000  # (200 - 0 - 6) / 0.025 = 7760 more

@@ -52,6 +52,18 @@ def test_explicit_cuda_without_cuda_is_a_clear_error(monkeypatch):
         resolve_device("cuda:1")
 
 
+def test_compile_auto_is_eager_and_compiling_drops_channels_last():
+    """auto compiles nowhere (on the lent H200 a compiled DCGAN with channels_last failed in
+    inductor's convolution backward); true compiles, and then leaves the layout to the compiler."""
+    from gancore.training import use_channels_last, use_compile
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [use_compile("auto", d) for d in (cuda, cpu)] == [False, False]
+    assert [use_compile(v, cuda) for v in (True, False)] == [True, False]
+    assert use_channels_last(True, cuda, compiled=False) and not use_channels_last(True, cuda, compiled=True)
+    assert not use_channels_last(True, cpu, compiled=False) and not use_channels_last(False, cuda, compiled=False)
+
+
 # -- a run and its outputs ------------------------------------------------------------------------
 def test_train_writes_models_log_and_checkpoint(tmp_path):
     layout = make_layout(tmp_path)
