@@ -165,6 +165,7 @@ def run_one(
         "modes_covered": diagnosis["modes_covered"],
         "high_quality_fraction": diagnosis["high_quality_fraction"],
         "d_gap": memo.get("gap"),
+        "d_auc": memo.get("auc"),
         "r_t_train": memo.get("r_t_train"),
         "p_final": last.get("augment_p"),
         "overfitting": bool(memo.get("flag")),
@@ -196,9 +197,9 @@ def _stat(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[flo
 def table(results: list[dict[str, Any]], cost: str = "CPU-min/run") -> tuple[str, dict[str, Any]]:
     summary: dict[str, Any] = {}
     lines = [
-        "| data | train share | augmentation | seeds | FID (domain) | IS (domain) | modes | high quality % | D gap (train - held-out) | r_t | "
-        f"overfitting flagged | p at the end | {cost} |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data | train share | augmentation | seeds | FID (domain) | IS (domain) | modes | high quality % | D gap (train - held-out) | "
+        f"D AUC (train > held-out) | r_t | overfitting flagged | p at the end | {cost} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for data in DATA:
         for fraction in FRACTIONS:
@@ -214,6 +215,7 @@ def table(results: list[dict[str, Any]], cost: str = "CPU-min/run") -> tuple[str
                     "modes": _stat(rows, "modes_covered"),
                     "hq": _stat(rows, "high_quality_fraction", 100),
                     "gap": _stat(rows, "d_gap"),
+                    "auc": _stat(rows, "d_auc"),
                     "rt": _stat(rows, "r_t_train"),
                     "p": _stat(rows, "p_final"),
                     "flagged": sum(r["overfitting"] for r in rows),
@@ -226,7 +228,7 @@ def table(results: list[dict[str, Any]], cost: str = "CPU-min/run") -> tuple[str
                 change = "" if policy == "none" or s["fid_change"] is None else f" ({100 * s['fid_change']:+.0f} %)"
                 lines.append(
                     f"| {data} | {fraction:.0%} | {policy} | {s['n']} | {pm(s['fid'], 2)}{change} | {pm(s['is'], 2)} | {pm(s['modes'], 1)} | "
-                    f"{pm(s['hq'], 1)} | {pm(s['gap'], 3)} | {pm(s['rt'], 2)} | {s['flagged']}/{s['n']} | {'-' if policy == 'none' else pm(s['p'], 2)} | "
+                    f"{pm(s['hq'], 1)} | {pm(s['gap'], 3)} | {pm(s['auc'], 3)} | {pm(s['rt'], 2)} | {s['flagged']}/{s['n']} | {'-' if policy == 'none' else pm(s['p'], 2)} | "
                     f"{pm(s['cpu'], 1)} |"
                 )
     return "\n".join(lines), summary

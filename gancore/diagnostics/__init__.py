@@ -248,6 +248,8 @@ def _markdown(r: dict[str, Any]) -> str:
                 f"{fmt(m['called_real_train'])} / {fmt(m['called_real_heldout'])} ({fmt(m['r_t_train'])})",
             )
         )
+        if m.get("auc") is not None:
+            rows.append(("D's logits, training above held-out (AUC; 0.5: cannot tell them apart)", fmt(m["auc"])))
     lines = [f"# Diagnosis: {r['verdict']}", "", r["explanation"], "", "| figure | value |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]
     if r["remedies"]:

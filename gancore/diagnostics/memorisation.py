@@ -11,6 +11,12 @@ each, in the coordinates D was trained in (a mixture: each part's D on its own p
 The finding: the gap is at least ``GAP`` (a tenth of the examples) and significant (two-proportion
 z at least 3). The remedy is augmentation, with its settings.
 
+The gap counts calls at D's threshold, so it under-reads a D that calls nearly all (or nearly no)
+real data real: the two shares are squeezed together however far D separates them. Reported beside
+it, not (yet) flagged on: the AUC of D's logits, training against held-out examples (the chance
+that a training example scores above a held-out one, ties half; 0.5 when D cannot tell them apart,
+1 when it ranks every training example first), which does not depend on the threshold.
+
 A run whose augmentation was steered by held-out examples (``augment.signal: held_out``) consulted
 the even-indexed half of the test split (:mod:`gancore.heldout`); its D is measured on the other
 half, which training never saw in any form, so the gap is not read off the set p was tuned on.
@@ -34,34 +40,45 @@ MAX_POINTS = 5000
 
 
 @torch.no_grad()
-def _calls_real(discriminator: torch.nn.Module, x: torch.Tensor, pack: int, batch: int = 500) -> torch.Tensor:
-    """sign(D) of every packed group of ``pack`` examples (+1: called real), on the CPU; the
-    examples (stored on the CPU) go to D's device a chunk at a time."""
+def _logits(discriminator: torch.nn.Module, x: torch.Tensor, pack: int, batch: int = 500) -> torch.Tensor:
+    """D's logit for every packed group of ``pack`` examples, on the CPU; the examples (stored on
+    the CPU) go to D's device a chunk at a time."""
     device = next(itertools.chain(discriminator.parameters(), discriminator.buffers()), torch.empty(0)).device
     x = x[: len(x) // pack * pack]
     out = []
     for start in range(0, len(x), batch * pack):
         chunk = to_model_range(x[start : start + batch * pack].to(device))
         packed = chunk.reshape(len(chunk) // pack, pack * chunk.shape[1], *chunk.shape[2:]) if pack > 1 else chunk
-        out.append(torch.sign(discriminator(packed).reshape(-1).float()).cpu())
+        out.append(discriminator(packed).reshape(-1).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
+def ranked_pairs(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Pairs (a, b), a from ``first`` and b from ``second``, with a > b, ties counted half: the
+    Mann-Whitney U of ``first``; divided by ``len(first) * len(second)``, the AUC."""
+    ordered = second.double().sort().values
+    a = first.double()
+    below = torch.searchsorted(ordered, a, right=False).double()
+    at_or_below = torch.searchsorted(ordered, a, right=True).double()
+    return float((below + 0.5 * (at_or_below - below)).sum())
+
+
 def counts(discriminator: torch.nn.Module, data: PreparedData, pack: int, seed: int, steered: bool = False) -> dict[str, float]:
-    """Called-real counts and r_t sums on equal subsets of training and held-out data
-    (``steered``: the held-out half training did not consult)."""
+    """Called-real counts, r_t sums and ranked pairs on equal subsets of training and held-out
+    data (``steered``: the held-out half training did not consult)."""
     held_out = measured_half(data.test) if steered else data.test
     n = min(MAX_POINTS, len(data.train), len(held_out))
     train = subset(data.train, n, seed, "diagnose/memorisation-train")
     test = subset(held_out, n, seed, "diagnose/memorisation-test")
-    s_train, s_test = _calls_real(discriminator, train, pack), _calls_real(discriminator, test, pack)
+    l_train, l_test = _logits(discriminator, train, pack), _logits(discriminator, test, pack)
     return {
-        "n_train": len(s_train),
-        "n_test": len(s_test),
-        "real_train": float((s_train > 0).sum()),
-        "real_test": float((s_test > 0).sum()),
-        "sign_train": float(s_train.sum()),
-        "sign_test": float(s_test.sum()),
+        "n_train": len(l_train),
+        "n_test": len(l_test),
+        "real_train": float((l_train > 0).sum()),
+        "real_test": float((l_test > 0).sum()),
+        "sign_train": float(torch.sign(l_train).sum()),
+        "sign_test": float(torch.sign(l_test).sum()),
+        "ranked_pairs": ranked_pairs(l_train, l_test),
     }
 
 
@@ -81,6 +98,10 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
         "r_t_train": sum(c["sign_train"] for c in parts) / n1,
         "r_t_heldout": sum(c["sign_test"] for c in parts) / n2,
         "n": n1,
+        # Within each part (a mixture's Ds are not on one scale): pooled pairs over pooled pairs.
+        "auc": (sum(c["ranked_pairs"] for c in parts) / sum(c["n_train"] * c["n_test"] for c in parts))
+        if all("ranked_pairs" in c for c in parts)
+        else None,
         "gap_threshold": GAP,
         "flag": bool(gap >= GAP and z >= SIGNIFICANCE_Z),
     }

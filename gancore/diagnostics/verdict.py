@@ -248,12 +248,15 @@ def _overfitting(dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
         out.add(
             "discriminator_overfitting",
             f"D calls {m['called_real_train']:.1%} of training examples real but {m['called_real_heldout']:.1%} of held-out real ones "
-            f"(gap {m['gap']:.2f}, z = {m['z']:.1f}; r_t on the training data {m['r_t_train']:.2f})",
+            f"(gap {m['gap']:.2f}, z = {m['z']:.1f}; r_t on the training data {m['r_t_train']:.2f}"
+            + ("" if m.get("auc") is None else f"; AUC of its logits, training against held-out, {m['auc']:.2f}")
+            + ")",
             called_real_train=m["called_real_train"],
             called_real_heldout=m["called_real_heldout"],
             gap=m["gap"],
             z=m["z"],
             r_t_train=m["r_t_train"],
+            auc=m.get("auc"),
         )
 
 

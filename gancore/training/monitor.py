@@ -190,7 +190,8 @@ class CollapseMonitor:
         return decide(figures)["verdict"]
 
     def discriminator_figures(self, discriminator: nn.Module, pack: int) -> dict[str, Any]:
-        """D's "real" calls on fixed training vs held-out examples: the gap and r_t on training data."""
+        """D's "real" calls on fixed training vs held-out examples: the gap, r_t on training data, and
+        the AUC of D's logits (training against held-out)."""
         from gancore.diagnostics.memorisation import counts, summarise
 
         was_training = discriminator.training
@@ -199,7 +200,7 @@ class CollapseMonitor:
             m = summarise([counts(discriminator, self.memorisation_data, pack, self.seed)])
         finally:
             discriminator.train(was_training)
-        return {} if m is None else {"d_gap": m["gap"], "r_t_train": m["r_t_train"]}
+        return {} if m is None else {"d_gap": m["gap"], "r_t_train": m["r_t_train"], "d_auc": m["auc"]}
 
     def keep(self, x: torch.Tensor, path: Path) -> None:
         """The samples themselves (images as uint8), for a mixture to judge its parts together."""
@@ -229,6 +230,7 @@ def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
         "duplicate_rate",
         "d_gap",
         "r_t_train",
+        "d_auc",
     )
     cells = {PREFIX + k: figures[k] for k in keep if figures.get(k) is not None}
     cells[PREFIX + "collapse"] = int(verdict in COLLAPSE_VERDICTS)

@@ -3,10 +3,11 @@ real data of the same distribution (gancore.diagnostics.memorisation)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from gancore.diagnostics.memorisation import GAP, counts, summarise
+from gancore.diagnostics.memorisation import GAP, counts, ranked_pairs, summarise
 from helpers import ring_data
 
 
@@ -52,3 +53,45 @@ def test_parts_are_pooled():
     pooled = summarise([a, b])
     assert pooled["called_real_train"] == 240 / 400 and pooled["called_real_heldout"] == 200 / 400
     assert pooled["r_t_train"] == 80 / 400
+
+
+class Ranks(nn.Module):
+    """Calls every point real (logit above 0), seen points more confidently: the share gap's blind spot."""
+
+    def __init__(self, seen: torch.Tensor):
+        super().__init__()
+        self.lookup = LookUp(seen)
+
+    def forward(self, x):
+        return self.lookup(x) + 8.0  # 12 for seen points, 4 for the rest
+
+
+def test_the_auc_reads_memorisation_the_share_gap_misses():
+    """A D that calls all real data real has no share gap at its threshold, however well it ranks
+    its own examples first; the AUC of its logits sees it. A fair D's AUC is 0.5 within noise
+    (its s.d. under no difference is sqrt((n1 + n2 + 1) / (12 n1 n2)) = 0.009 at n = 2000: 0.04 is 4 s.d.)."""
+    data = ring_data(n_train=2000, n_test=2000)
+    blind = summarise([counts(Ranks(data.train), data, pack=1, seed=0)])
+    assert blind["called_real_train"] == blind["called_real_heldout"] == 1.0 and blind["gap"] == 0.0 and blind["flag"] is False
+    assert blind["auc"] == 1.0
+    assert summarise([counts(LookUp(data.train), data, pack=1, seed=0)])["auc"] == 1.0
+    assert abs(summarise([counts(Smooth(), data, pack=1, seed=0)])["auc"] - 0.5) < 0.04
+
+
+def test_ranked_pairs_match_scikit_learns_auc_with_ties():
+    """The reference: sklearn's roc_auc_score with training examples as positives (ties half)."""
+    from sklearn.metrics import roc_auc_score
+
+    gen = torch.Generator().manual_seed(3)
+    for n1, n2 in ((500, 700), (64, 64)):
+        a = torch.randint(-20, 20, (n1,), generator=gen).float() / 4 + 0.5  # many ties, within and across
+        b = torch.randint(-20, 20, (n2,), generator=gen).float() / 4
+        expected = roc_auc_score([1] * n1 + [0] * n2, torch.cat([a, b]).numpy())
+        assert ranked_pairs(a, b) / (n1 * n2) == pytest.approx(expected, abs=1e-12)
+
+
+def test_parts_pool_their_pairs_and_old_counts_have_no_auc():
+    a = {"n_train": 100, "n_test": 100, "real_train": 90, "real_test": 50, "sign_train": 80, "sign_test": 0, "ranked_pairs": 9000.0}
+    b = {"n_train": 300, "n_test": 300, "real_train": 150, "real_test": 150, "sign_train": 0, "sign_test": 0, "ranked_pairs": 45000.0}
+    assert summarise([a, b])["auc"] == (9000 + 45000) / (100 * 100 + 300 * 300)
+    assert summarise([{k: v for k, v in a.items() if k != "ranked_pairs"}])["auc"] is None
