@@ -88,7 +88,7 @@ def run_locally(prog: str, flow: Callable[..., Any], **parameters: Any) -> Any:
         return None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: receive SIGTERM when the parent dies, however it dies (Linux)."""
     try:
         import ctypes
@@ -154,7 +154,7 @@ class TemporaryServer:
         ]
         with open(home / ".gancore-server-start.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self.process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+            self.process = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
             try:
                 wait_healthy(self.api_url, timeout, self.process)
             except BaseException:
@@ -244,7 +244,11 @@ def start_server(
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     # The child keeps its own copy of the log's descriptor; ours closes with the block.
     with open(log, "ab") if log else open(os.devnull, "wb") as out:
-        process = subprocess.Popen(command, env=dict(environment), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Its own session (a Ctrl-C at the terminal reaches the command, which stops it in order),
+        # yet tied to this process: killed with it, however it dies, it takes the server along.
+        process = subprocess.Popen(
+            command, env=dict(environment), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+        )
     try:
         wait_healthy(api_url(host, port), timeout, process)
     except BaseException:
@@ -253,15 +257,21 @@ def start_server(
     return process
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, ``timeout`` seconds to finish, then SIGKILL; a second Ctrl-C meanwhile kills it
+    at once (and is re-raised) rather than leaving it running."""
     if process.poll() is not None:
         return
-    process.terminate()
     try:
+        process.terminate()
         process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait(timeout)
+        process.wait()
+    except KeyboardInterrupt:
+        process.kill()
+        process.wait()
+        raise
 
 
 @contextlib.contextmanager
@@ -294,21 +304,21 @@ def local_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log: str | 
     inside see it (``PREFECT_API_URL``), and so do ``prefect`` commands typed in this directory
     (``prefect.toml``). Yields the API URL."""
     quiet()
-    url = configured_api_url() or api_url(host, port)
-    started = None
-    if not healthy(url):
-        if not is_local(url):
-            raise ServerUnavailable(f"the Prefect API at {url} does not answer (PREFECT_API_URL); start it or unset PREFECT_API_URL")
-        parsed = urlparse(url)
-        log = Path(log) if log else Path("runs") / "prefect-server.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        print(f"starting a Prefect server at {url} (log: {log}) ...", flush=True)
-        started = start_server(parsed.hostname or host, parsed.port or port, log=log)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    url = configured_api_url() or api_url(host, port)
+    started = None
     previous = os.environ.get(API_URL_ENV)
-    os.environ[API_URL_ENV] = url  # for the flow-run and worker subprocesses
     try:
+        if not healthy(url):
+            if not is_local(url):
+                raise ServerUnavailable(f"the Prefect API at {url} does not answer (PREFECT_API_URL); start it or unset PREFECT_API_URL")
+            parsed = urlparse(url)
+            log = Path(log) if log else Path("runs") / "prefect-server.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            print(f"starting a Prefect server at {url} (log: {log}) ...", flush=True)
+            started = start_server(parsed.hostname or host, parsed.port or port, log=log)
+        os.environ[API_URL_ENV] = url  # for the flow-run and worker subprocesses
         with temporary_settings(updates={PREFECT_API_URL: url}), pointed_here(url) as pointed:
             if not pointed:
                 print(f"a prefect.toml of your own is here: export PREFECT_API_URL={url} in other shells", flush=True)

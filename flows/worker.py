@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", args.pool, "--type", "process"]
             if args.limit:
                 command += ["--limit", str(args.limit)]
-            worker = subprocess.Popen(command, env=dict(quiet(dict(os.environ))))
+            # Tied to this process, as the server is: a killed command leaves no worker polling.
+            worker = subprocess.Popen(command, env=dict(quiet(dict(os.environ))), preexec_fn=prefect_api.die_with_parent)
             try:
                 return worker.wait()
             except KeyboardInterrupt:
-                worker.terminate()
                 prefect_api.stop_process(worker)
                 return 0
     except prefect_api.ServerUnavailable as exc:

@@ -1,0 +1,94 @@
+"""The processes the serve and worker commands start die with them: a Prefect server or worker
+must not outlive a command that was killed, nor one interrupted twice while stopping them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from gancore_flows import prefect_api
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie no parent reaps yet counts as gone: it runs nothing.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_child_started_like_the_server_dies_when_its_parent_is_killed():
+    """SIGKILL gives the parent no chance to clean up; the child goes anyway (parent-death signal),
+    though it runs in a session of its own, as the server does."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import subprocess, sys, time
+                from gancore_flows.prefect_api import die_with_parent
+                child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                                         start_new_session=True, preexec_fn=die_with_parent)
+                print(child.pid, flush=True)
+                time.sleep(120)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.kill()
+        parent.wait(10)
+        assert _gone_within(child, 10)
+    finally:
+        parent.kill()
+
+
+def test_stopping_kills_at_a_second_interrupt_instead_of_abandoning_the_process():
+    """A process that ignores SIGTERM is waited for; a Ctrl-C during that wait kills it, and the
+    interrupt still reaches the caller."""
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE,
+    )
+    stubborn.stdout.readline()  # SIGTERM is ignored from here on
+    previous = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prefect_api.stop_process(stubborn, timeout=30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stubborn.poll() == -signal.SIGKILL
+    # Without an interrupt, SIGKILL follows the grace period.
+    again = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE,
+    )
+    again.stdout.readline()
+    prefect_api.stop_process(again, timeout=0.5)
+    assert again.poll() == -signal.SIGKILL
