@@ -64,8 +64,12 @@ COMMON = [
     "train.checkpoint_every=100000",
     "sample.n=5000",
 ]
+# What a run's record depends on: -S may not change these (the options do).
+OWN_SETTINGS = ("seed", "device", "train.steps", "data.name", "data.n_train")
 # In each run's folder: the cost so far and the steps it reached, for a later, longer invocation.
 SPENT = "benchmark_run.json"
+# Beside the reference: the settings it was prepared with, and their digest.
+REFERENCE_SETTINGS = "reference_settings.json"
 TINY = ["data.n_test=300", "model.options.width=4", "sample.n=300", "evaluate.max_real=300", "diagnose.ndb_bins=10"]
 # Published anchors (../shared/reference.md): FID without -> with augmentation.
 ANCHORS = [
@@ -96,7 +100,7 @@ def reference(data: str, root: str, sets: list[str], size: int) -> float:
     layout = Layout(Path(root) / data / "reference")
     # An earlier invocation's, in --out, serves if it was prepared with the same settings (a --tiny
     # reference must not become a full run's yardstick); written last, so a stopped one is redone.
-    made_with = layout.root / "reference_settings.json"
+    made_with = layout.root / REFERENCE_SETTINGS
     settings = {"digest": params.digest("data", "device"), "data": params.data.model_dump(mode="json"), "device": params.device}
     if layout.classifier.exists() and made_with.exists() and read_json(made_with)["digest"] == settings["digest"]:
         return 0.0
@@ -115,34 +119,37 @@ def run_one(
     from gancore.io import read_json, write_json
     from gancore.layout import Layout
 
-    params = _params(data, fraction, policy, seed, steps, sets, size)
     layout = Layout(Path(root) / data / f"{fraction:g}-{policy}-{seed}")
     spent = layout.root / SPENT
+    ref = Layout(Path(root) / data / "reference")
+    yardstick = read_json(ref.root / REFERENCE_SETTINGS)["digest"]
     continued_from = None
-    if layout.checkpoint.exists() and spent.exists():
-        # A run an earlier invocation finished in --out: training resumes from its checkpoint
-        # (train.steps does not change a run's identity), so a longer run costs only the new steps.
-        earlier = read_json(spent)
+    earlier = read_json(spent) if spent.exists() and layout.checkpoint.exists() else None
+    if earlier is not None and earlier.get("reference") == yardstick:
+        # A run an earlier invocation trained in --out, against this reference: training resumes
+        # from its checkpoint (train.steps does not change a run's identity), so a longer run costs
+        # only the new steps; one trained further than asked (its scoring failed) is scored as is.
         cpu_s, continued_from = float(earlier["cost_s"]), int(earlier["steps"])
+        steps = max(steps, continued_from)
     else:
-        layout.checkpoint.unlink(missing_ok=True)  # a run stopped mid-way: its cost is unknown, so start over
+        # A run stopped mid-way (its cost unknown), or scored by another reference: start over.
+        layout.checkpoint.unlink(missing_ok=True)
         # Prepare the subset without a classifier of its own, then install the reference's.
-        cpu_s = run_stages(
-            params.model_copy(update={"data": params.data.model_copy(update={"classifier_epochs": 0})}), layout, ("prepare",)
-        )
-        ref = Layout(Path(root) / data / "reference")
+        subset = _params(data, fraction, policy, seed, steps, [*sets, "data.classifier_epochs=0"], size)
+        cpu_s = run_stages(subset, layout, ("prepare",))
         shutil.copyfile(ref.classifier, layout.classifier)
         meta = read_json(layout.prepared_meta)
         meta["classifier"] = read_json(ref.prepared_meta)["classifier"]
         write_json(layout.prepared_meta, meta)
+    params = _params(data, fraction, policy, seed, steps, sets, size)
     started = time.perf_counter()
     cpu_s += run_stages(params, layout, ("train",))
     # Recorded before scoring: a later invocation continues this training even if scoring fails.
-    write_json(spent, {"cost_s": cpu_s, "steps": steps})
+    write_json(spent, {"cost_s": cpu_s, "steps": steps, "reference": yardstick})
     trained = time.perf_counter()
     scored = params if scoring is None else params.model_copy(update={"device": scoring})
     cpu_s += run_stages(scored, layout, ("sample", "evaluate", "diagnose"), billed_as=params.device)
-    write_json(spent, {"cost_s": cpu_s, "steps": steps})
+    write_json(spent, {"cost_s": cpu_s, "steps": steps, "reference": yardstick})
     wall = {"train_wall_s": trained - started, "score_wall_s": time.perf_counter() - trained, "scored_on": scored.device}
     # The pace over the later half of this invocation's steps: past compilation and warm-up.
     clock = [(r["step"], r["seconds"]) for r in trainlog.read(layout.train_log) if r["step"] >= ((continued_from or 0) + steps) / 2]
@@ -180,9 +187,12 @@ def next_length(results: list[dict[str, Any]], seconds_left: float) -> int | Non
     ``seconds_left``, from the last round (side by side: its slowest run): the pace of a step once
     warm, the rest of the training stage as a fixed start-up, and the scoring with a margin, in
     four fifths of the time. None if under a thousand more steps fit."""
-    trained = [r["steps"] - (r["continued_from"] or 0) for r in results]
-    pace = max(r.get("pace_s") or r["train_wall_s"] / n for r, n in zip(results, trained))
-    start_up = max(max(0.0, r["train_wall_s"] - n * pace) for r, n in zip(results, trained))
+    ran = [(r, r["steps"] - (r["continued_from"] or 0)) for r in results]
+    ran = [(r, n) for r, n in ran if n > 0]
+    if not ran:  # nothing trained this round (scored as an earlier invocation left them): no pace
+        return None
+    pace = max(r.get("pace_s") or r["train_wall_s"] / n for r, n in ran)
+    start_up = max(max(0.0, r["train_wall_s"] - n * pace) for r, n in ran)
     scoring = max(r["score_wall_s"] for r in results)
     # A fifth of the time in reserve: side by side on one GPU the pace slows as p rises (measured on
     # an H200: 21 -> 26 ms a step for held-out steering, 12 runs, p 0 -> 0.12).
@@ -268,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         check_device(parser, args.score_on)
     unit = cost_unit(args.device)
     sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
+    ours = [s for s in args.set if s.split("=", 1)[0].strip() in OWN_SETTINGS]
+    if ours:
+        parser.error(
+            f"-S {ours[0]}: the benchmark sets {', '.join(OWN_SETTINGS)} itself (use --seeds, --steps, --device, --data, --fraction)"
+        )
     sets += [f"device={args.device}", *args.set]
     if args.set:
         from gancore.errors import ParamsError
@@ -299,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 results = gather(jobs, partial(_line, unit=unit))
                 text, summary = table(results, f"{unit}-min/run")
+                steps = max(r["steps"] for r in results)  # more than asked where --out held runs trained further
                 print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
                 print(text + "\n", flush=True)
                 rounds.append({"steps": steps, "runs": results, "summary": summary})
@@ -306,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                     from gancore.io import write_json
 
                     write_json(args.json, {**rounds[-1], "tiny": args.tiny, "rounds": rounds})
-                if not queue and args.until and steps == lengths[-1]:
+                if not queue and args.until and len(rounds) == len(lengths):
                     longest = next_length(results, args.until - (time.perf_counter() - start))
                     print(
                         f"--until {args.until:g} s: " + (f"continuing to {longest} steps\n" if longest else "no longer length fits\n"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -88,14 +89,30 @@ def run_locally(prog: str, flow: Callable[..., Any], **parameters: Any) -> Any:
         return None
 
 
-def die_with_parent() -> None:
-    """In the child, before exec: receive SIGTERM when the parent dies, however it dies (Linux)."""
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's exit handler stops it instead
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the parent's exit handler stops the child instead
+        return None
+
+
+def dies_with_this_process() -> Callable[[], None]:
+    """A ``preexec_fn``: the child receives SIGTERM when this process dies, however it dies
+    (Linux's parent-death signal; strictly, when the thread that starts the child ends: start
+    children from the main thread). The library is looked up here, in the parent: between fork
+    and exec a child of a threaded process should only make the call."""
+    prctl, parent = _prctl(), os.getpid()
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the signal was armed
+                os._exit(1)
+
+    return preexec
 
 
 def _free_port() -> int:
@@ -154,7 +171,7 @@ class TemporaryServer:
         ]
         with open(home / ".gancore-server-start.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self.process = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
+            self.process = subprocess.Popen(command, env=env, preexec_fn=dies_with_this_process())
             try:
                 wait_healthy(self.api_url, timeout, self.process)
             except BaseException:
@@ -247,7 +264,12 @@ def start_server(
         # Its own session (a Ctrl-C at the terminal reaches the command, which stops it in order),
         # yet tied to this process: killed with it, however it dies, it takes the server along.
         process = subprocess.Popen(
-            command, env=dict(environment), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+            command,
+            env=dict(environment),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=dies_with_this_process(),
         )
     try:
         wait_healthy(api_url(host, port), timeout, process)

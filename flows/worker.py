@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.limit:
                 command += ["--limit", str(args.limit)]
             # Tied to this process, as the server is: a killed command leaves no worker polling.
-            worker = subprocess.Popen(command, env=dict(quiet(dict(os.environ))), preexec_fn=prefect_api.die_with_parent)
+            worker = subprocess.Popen(command, env=dict(quiet(dict(os.environ))), preexec_fn=prefect_api.dies_with_this_process())
             try:
                 return worker.wait()
             except KeyboardInterrupt:

@@ -55,7 +55,10 @@ def _logits(discriminator: torch.nn.Module, x: torch.Tensor, pack: int, batch: i
 
 def ranked_pairs(first: torch.Tensor, second: torch.Tensor) -> float:
     """Pairs (a, b), a from ``first`` and b from ``second``, with a > b, ties counted half: the
-    Mann-Whitney U of ``first``; divided by ``len(first) * len(second)``, the AUC."""
+    Mann-Whitney U of ``first``; divided by ``len(first) * len(second)``, the AUC. NaN if a logit
+    is NaN (a diverged D ranks nothing; sorting would place NaNs last and read as memorising)."""
+    if first.isnan().any() or second.isnan().any():
+        return float("nan")
     ordered = second.double().sort().values
     a = first.double()
     below = torch.searchsorted(ordered, a, right=False).double()

@@ -74,6 +74,10 @@ def test_a_longer_invocation_continues_the_runs_in_out_exactly(tmp_path):
     short, continued, straight = (bench(tmp_path / d, n)["runs"][0] for d, n in (("a", "4"), ("a", "8"), ("b", "8")))
     assert (short["continued_from"], continued["continued_from"], straight["continued_from"]) == (None, 4, None)
     assert continued["steps"] == straight["steps"] == 8 and continued["cpu_min"] > short["cpu_min"]
+    # Asked for fewer steps than a run in --out has (its scoring failed after training, say), the
+    # benchmark scores it as it is rather than refusing it.
+    again = bench(tmp_path / "a", "4")["runs"][0]
+    assert (again["steps"], again["continued_from"], again["fid"]) == (8, 8, continued["fid"])
     # Both lengths in one invocation (--steps 4,8): a table at each, the second continuing the first.
     rounds = bench(tmp_path / "c", "4,8")["rounds"]
     assert [r["steps"] for r in rounds] == [4, 8] and [r["runs"][0]["continued_from"] for r in rounds] == [None, 4]
@@ -119,5 +123,22 @@ def test_until_picks_the_longest_length_the_time_left_allows():
     # (0.8 * 250 - 10 - 1.5 * 6) / 0.02 = 9050 more steps: 9000.
     assert next_length(rounds, 250.0) == 11000
     assert next_length(rounds, 47.0) is None  # 1,000 more would take 20 s after 19 s of start-up and scoring: 39 s > 0.8 * 47
+    # A round that trained nothing (runs scored as an earlier invocation left them) has no pace.
+    assert next_length([{**rounds[0], "continued_from": 2000, "pace_s": None}], 250.0) is None
     # A run without a pace (too few log rows) is paced by its whole training stage.
     assert next_length([{**rounds[0], "pace_s": None}], 250.0) == 9000  # (200 - 0 - 6) / 0.025 = 7760 more
+
+
+def test_settings_the_benchmark_owns_cannot_be_overridden(tmp_path, capsys):
+    """-S passes parameters to every run, but not the ones a run's record is keyed by: those have
+    options of their own (a -S train.steps would train to one length and record another)."""
+    data_limited = import_benchmark("data_limited")
+    for setting in ("train.steps=5", "seed=3", "device=cpu"):
+        with pytest.raises(SystemExit) as exit_info:
+            data_limited.main(["--tiny", "-S", setting, "--out", str(tmp_path / "runs")])
+        assert exit_info.value.code == 2
+        assert f"-S {setting}: the benchmark sets" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        data_limited.main(["--tiny", "-S", "train.bogus=1", "--out", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2 and "train.bogus: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before anything was written

@@ -3,6 +3,8 @@ real data of the same distribution (gancore.diagnostics.memorisation)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -88,6 +90,8 @@ def test_ranked_pairs_match_scikit_learns_auc_with_ties():
         b = torch.randint(-20, 20, (n2,), generator=gen).float() / 4
         expected = roc_auc_score([1] * n1 + [0] * n2, torch.cat([a, b]).numpy())
         assert ranked_pairs(a, b) / (n1 * n2) == pytest.approx(expected, abs=1e-12)
+    # A diverged D's NaN logits rank nothing (sorted, a NaN would sit above every number).
+    assert math.isnan(ranked_pairs(torch.tensor([float("nan"), 1.0]), torch.tensor([0.0, 2.0])))
 
 
 def test_parts_pool_their_pairs_and_old_counts_have_no_auc():

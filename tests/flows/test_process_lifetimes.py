@@ -46,9 +46,9 @@ def test_a_child_started_like_the_server_dies_when_its_parent_is_killed():
             textwrap.dedent(
                 """
                 import subprocess, sys, time
-                from gancore_flows.prefect_api import die_with_parent
+                from gancore_flows.prefect_api import dies_with_this_process
                 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
-                                         start_new_session=True, preexec_fn=die_with_parent)
+                                         start_new_session=True, preexec_fn=dies_with_this_process())
                 print(child.pid, flush=True)
                 time.sleep(120)
                 """

@@ -327,7 +327,7 @@ def test_image_policies_train_a_dcgan(tmp_path):
 
 
 def test_a_compiled_step_trains_as_the_eager_one_with_augmentation_packing_and_a_penalty(tmp_path):
-    """train.compile (on by default on CUDA, here forced on the CPU with the same torch.compile):
+    """train.compile: true (forced here on the CPU, with the torch.compile a GPU uses too):
     G's update through the compiled D and the gradient penalty, which differentiates D's gradient
     (no double backward through a compiled module), train the same losses as eager, across a resume.
     Tolerance: the compiled kernels reorder float32 sums (about 1e-7 relative each); six Adam steps
