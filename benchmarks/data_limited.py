@@ -145,18 +145,20 @@ def run_one(
     started = time.perf_counter()
     cpu_s += run_stages(params, layout, ("train",))
     # Recorded before scoring: a later invocation continues this training even if scoring fails.
-    write_json(spent, {"cost_s": cpu_s, "steps": steps, "reference": yardstick})
+    record = {"steps": steps, "reference": yardstick}
+    write_json(spent, {"cost_s": cpu_s, **record})
     trained = time.perf_counter()
     scored = params if scoring is None else params.model_copy(update={"device": scoring})
     cpu_s += run_stages(scored, layout, ("sample", "evaluate", "diagnose"), billed_as=params.device)
-    write_json(spent, {"cost_s": cpu_s, "steps": steps, "reference": yardstick})
+    write_json(spent, {"cost_s": cpu_s, **record})
     wall = {"train_wall_s": trained - started, "score_wall_s": time.perf_counter() - trained, "scored_on": scored.device}
+    log = trainlog.read(layout.train_log)
     # The pace over the later half of this invocation's steps: past compilation and warm-up.
-    clock = [(r["step"], r["seconds"]) for r in trainlog.read(layout.train_log) if r["step"] >= ((continued_from or 0) + steps) / 2]
+    clock = [(r["step"], r["seconds"]) for r in log if r["step"] >= ((continued_from or 0) + steps) / 2]
     if len(clock) > 1 and clock[-1][0] > clock[0][0]:
         wall["pace_s"] = (clock[-1][1] - clock[0][1]) / (clock[-1][0] - clock[0][0])
     evaluation, diagnosis = read_json(layout.evaluate_json), read_json(layout.diagnose_json)
-    last = trainlog.read(layout.train_log)[-1]
+    last = log[-1]
     memo = (diagnosis.get("dynamics") or {}).get("discriminator_overfitting") or {}
     return {
         "data": data,
@@ -356,6 +358,7 @@ def _line(r: dict[str, Any], unit: str) -> str:
         f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} {unit}-min"
         + ("" if r["continued_from"] is None else f" (continued from step {r['continued_from']})")
         + f", step {r['steps']}"
+        + ("" if r.get("pace_s") is None else f", {1000 * r['pace_s']:.1f} ms a step once warm")
     )
 
 

@@ -16,8 +16,8 @@
 #
 # Both run the CUDA tests first. `probe` then runs the training throughput on CUDA (our step
 # against a plain loop, and each augmentation against none) and the data-limited runs side by side
-# for two short lengths (300 and 600 steps), then prints the seconds per step each run took with
-# all of them sharing the GPU, so that the lengths of `long` can be chosen to fit a lease.
+# for two short lengths (300 and 600 steps), each run's line giving its pace once warm with all
+# of them sharing the GPU, so that the lengths of `long` can be chosen to fit a lease.
 # `long` trains the same 12 runs (10 % of MNIST and Fashion-MNIST, no augmentation against
 # held-out-steered, 3 seeds; folders in /tmp/gpu-dl, so on a machine still warm from the probe they
 # continue) to LENGTHS (comma-separated, rising; default 2000), a table at each, then once more to
@@ -86,14 +86,6 @@ device() {
       timeout 60 "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32 --steps 200 --augment || true
     } 2>&1 | tee "$out/throughput.txt"
     data_limited "${DL_SECONDS:-200}" "$out/data_limited_probe.json" --steps 300,600 2>&1 | tee "$out/data_limited.txt" || true
-    "$python" - "$RUNS" <<'PY' 2>&1 | tee -a "$out/data_limited.txt" || true
-import csv, sys
-from pathlib import Path
-for log in sorted(Path(sys.argv[1]).glob("*/0.1-*/metrics/train_log.csv")):
-    rows = {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(log.open())}
-    if 300 in rows and 600 in rows:
-        print(f"{log.parts[-4]}/{log.parts[-3]}: {1000 * (rows[600] - rows[300]) / 300:.2f} ms a step, 12 runs sharing the GPU")
-PY
   else
     # A short first length proves the whole run on CUDA and times a step; --until then carries
     # the runs to the longest length the rest of the time allows. Should scoring on CUDA fail,
