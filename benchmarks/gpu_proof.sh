@@ -4,7 +4,8 @@
 # project's lent H200 image) but not the rest of gancore's needs nor the data sets.
 #
 #   bash benchmarks/gpu_proof.sh stage                  # here, with the package registry: fills .gpu/
-#   bash benchmarks/gpu_proof.sh probe                  # there, with .gpu/ carried: a short first call
+#   bash benchmarks/gpu_proof.sh check                  # there, with .gpu/ carried: CUDA tests, throughput
+#   bash benchmarks/gpu_proof.sh probe                  # there: check, then two short data-limited lengths
 #   bash benchmarks/gpu_proof.sh long [LENGTHS]         # there: the data-limited benchmark at GPU length
 #
 # `stage` downloads the wheels the core and the CUDA tests need beyond that image, for the
@@ -15,7 +16,7 @@
 # machine) and write each part's output under $OUT as it runs.
 #
 # Both run the CUDA tests first. `probe` then runs the training throughput on CUDA (our step
-# against a plain loop, and each augmentation against none) and the data-limited runs side by side
+# against a plain loop, each augmentation against none, and compiled against eager) and the data-limited runs side by side
 # for two short lengths (300 and 600 steps), each run's line giving its pace once warm with all
 # of them sharing the GPU, so that the lengths of `long` can be chosen to fit a lease.
 # `long` trains the same 12 runs (10 % of MNIST and Fashion-MNIST, no augmentation against
@@ -23,6 +24,7 @@
 # continue) to LENGTHS (comma-separated, rising; default 2000), a table at each, then once more to
 # the longest length that DL_SECONDS (default 480) still allows (data_limited.py --until), from the
 # pace measured so far. The runs' logs and models come back too, to be scored again elsewhere.
+# DL_ARGS passes more options to data_limited.py, e.g. DL_ARGS="-S model.options.width=64".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE=.gpu
@@ -58,8 +60,9 @@ data_limited() {  # SECONDS JSON ARGS...: the 12 runs side by side on the GPU (t
   local seconds=$1 json=$2
   shift 2
   # timeout signals the whole process group, the pool's workers too; KILL if they linger.
+  # shellcheck disable=SC2086  # DL_ARGS: more options, one word each (e.g. "-S model.options.width=64")
   OMP_NUM_THREADS=1 timeout -k 20 --signal=INT "$seconds" "$python" benchmarks/data_limited.py --device cuda --workers 12 \
-    --fraction 0.1 --policy none --policy held_out --out "$RUNS" --json "$json" "$@"
+    --fraction 0.1 --policy none --policy held_out --out "$RUNS" --json "$json" ${DL_ARGS:-} "$@"
 }
 
 keep_logs() {  # the runs' metrics (training logs: the p and gap curves) and trained models, to score again elsewhere
@@ -77,14 +80,22 @@ device() {
     nvidia-smi -L || true
     "$python" -c "import torch, gancore; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'gancore', gancore.__version__)"
   } 2>&1 | tee -a "$out/machine.txt"
-  # The tests that skip without CUDA (augmentation on CUDA, a CUDA run resumed, PRDC on CUDA).
-  timeout "${TEST_SECONDS:-150}" "$python" -m pytest -q -p no:cacheprovider -o addopts="" -rs -k "cuda or gpu" \
-    tests/training/test_augment.py tests/training/test_training.py tests/metrics/test_prdc.py 2>&1 | tee "$out/cuda-tests.txt" || true
-  if [ "$what" = probe ]; then
+  # The tests that skip without CUDA (augmentation on CUDA, compiled against eager, a CUDA run
+  # resumed, PRDC on CUDA); TEST_SECONDS=0 leaves them out (a second call on a warm machine).
+  if [ "${TEST_SECONDS:-150}" != 0 ]; then
+    timeout "${TEST_SECONDS:-150}" "$python" -m pytest -q -p no:cacheprovider -o addopts="" -rs -k "cuda or gpu" \
+      tests/training/test_augment.py tests/training/test_training.py tests/metrics/test_prdc.py 2>&1 | tee "$out/cuda-tests.txt" || true
+  fi
+  if [ "$what" != long ]; then
     {
       timeout 60 "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32 --steps 200 || true
       timeout 60 "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32 --steps 200 --augment || true
+      timeout 120 "$python" benchmarks/train_throughput.py --device cuda --archs dcgan --sizes 32 --steps 200 --compile || true
     } 2>&1 | tee "$out/throughput.txt"
+  fi
+  if [ "$what" = check ]; then
+    return
+  elif [ "$what" = probe ]; then
     data_limited "${DL_SECONDS:-200}" "$out/data_limited_probe.json" --steps 300,600 2>&1 | tee "$out/data_limited.txt" || true
   else
     # A short first length proves the whole run on CUDA and times a step; --until then carries
@@ -105,6 +116,6 @@ device() {
 
 case "${1:-}" in
   stage) stage ;;
-  probe | long) device "$@" ;;
-  *) echo "usage: bash benchmarks/gpu_proof.sh stage | probe | long [LENGTHS]" >&2; exit 2 ;;
+  check | probe | long) device "$@" ;;
+  *) echo "usage: bash benchmarks/gpu_proof.sh stage | check | probe | long [LENGTHS]" >&2; exit 2 ;;
 esac

@@ -17,6 +17,7 @@ kept (the least disturbed by other work on the machine).
     python benchmarks/train_throughput.py --tiny             # seconds, for CI
     python benchmarks/train_throughput.py --archs dcgan --sizes 64 --steps 200 --batch-size 128
     python benchmarks/train_throughput.py --augment             # our step with each augmentation against without
+    python benchmarks/train_throughput.py --compile             # our step under torch.compile against eager
 
 ``--augment`` prices the design notes' second remedy: our step with DiffAugment's transforms on
 every sample (``fixed``), with ADA's adaptive probability (``adaptive``, r_t) and with the held-out
@@ -41,7 +42,7 @@ from gancore.losses import get_loss
 from gancore.modelio import build_pair
 from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
 from gancore.objectives import flat_logits
-from gancore.training import BatchStream, Trainer
+from gancore.training import BatchStream, Trainer, use_channels_last
 from gancore.training.augment import Augment
 
 LOG_EVERY = 10
@@ -82,11 +83,24 @@ def _augmentation(setting: str, data: torch.Tensor, batch_size: int, device: tor
     return augment, stream
 
 
-def time_ours(G, D, data, latent_dim, batch_size, steps, warmup, loss_name, device, augment_setting: str = "none") -> float:
-    batches = BatchStream(data, batch_size, seed=0, device=device, resident=True, channels_last=data.dim() == 4 and device.type == "cuda")
+def time_ours(
+    G, D, data, latent_dim, batch_size, steps, warmup, loss_name, device, augment_setting: str = "none", compiled: bool = False
+) -> float:
+    channels_last = use_channels_last(data.dim() == 4, device, compiled)
+    batches = BatchStream(data, batch_size, seed=0, device=device, resident=True, channels_last=channels_last)
     augment, held_out = _augmentation(augment_setting, data, batch_size, device)
     trainer = Trainer(
-        G, D, get_loss(loss_name), batches, latent_dim=latent_dim, lr_g=LR, lr_d=LR, betas=BETAS, augment=augment, held_out=held_out
+        G,
+        D,
+        get_loss(loss_name),
+        batches,
+        latent_dim=latent_dim,
+        lr_g=LR,
+        lr_d=LR,
+        betas=BETAS,
+        augment=augment,
+        held_out=held_out,
+        compile=compiled,
     )
 
     def run(n: int) -> None:
@@ -183,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tiny", action="store_true", help="a few steps, small widths and batches: a smoke run for CI")
     ap.add_argument("--augment", action="store_true", help="our step with each augmentation against without, instead of the baseline")
+    ap.add_argument(
+        "--compile", action="store_true", help="our step under torch.compile (train.compile: true) against eager, instead of the baseline"
+    )
     args = ap.parse_args(argv)
     if args.tiny:
         args.steps, args.warmup, args.repeats, args.batch_size, args.latent_dim = 3, 1, 1, 8, 8
@@ -196,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.augment:
         return _augment_table(args, device, archs, sizes)
+    if args.compile:
+        return _compile_table(args, device, archs, sizes)
     header = f"{'arch':<8} {'shape':<10} {'options':<12} {'ours samples/s':>15} {'baseline samples/s':>19} {'ratio':>7}"
     print(header)
     print("-" * len(header))
@@ -220,6 +239,25 @@ def _augment_table(args: argparse.Namespace, device: torch.device, archs: list[s
                 best[name] = max(best[name], time_ours(copy.deepcopy(G), copy.deepcopy(D), *common, augment_setting=name))
         cost = ", ".join(f"{n} x{best['none'] / best[n]:.2f}" for n in names[1:])
         print(f"{arch:<8} {'x'.join(map(str, shape)):<10} " + " ".join(f"{best[n]:>20.1f}" for n in names) + f"   {cost}", flush=True)
+    return 0
+
+
+def _compile_table(args: argparse.Namespace, device: torch.device, archs: list[str], sizes: list[int]) -> int:
+    """Samples/s of our step under torch.compile (``train.compile: true``) and eager (with
+    channels_last on CUDA, as ``auto`` trains). The first compiled warm-up pays the compilation;
+    its seconds are printed apart. That compiling trains the same losses is a test's business."""
+    print(f"{'arch':<8} {'shape':<10} {'eager samples/s':>16} {'compiled samples/s':>19} {'ratio':>7} {'compile s':>10}")
+    for arch, shape, _, G, D, common in setups(args, device, archs, sizes):
+        eager = compiled = first = 0.0
+        for repeat in range(args.repeats):  # alternating, so that both sides see the same machine load
+            eager = max(eager, time_ours(copy.deepcopy(G), copy.deepcopy(D), *common))
+            begun = time.perf_counter()
+            rate = time_ours(copy.deepcopy(G), copy.deepcopy(D), *common, compiled=True)
+            if repeat == 0:  # everything but the timed steps: the warm-up, compiling included
+                first = time.perf_counter() - begun - args.steps * args.batch_size / rate
+            compiled = max(compiled, rate)
+        shape_text = "x".join(map(str, shape))
+        print(f"{arch:<8} {shape_text:<10} {eager:>16.1f} {compiled:>19.1f} {compiled / eager:>7.2f} {first:>10.1f}", flush=True)
     return 0
 
 

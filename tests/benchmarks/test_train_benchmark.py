@@ -49,6 +49,20 @@ def test_train_throughput_prices_each_augmentation():
         assert all(math.isclose(float(costs[n].strip("x,")), speeds[0] / v, rel_tol=0.01, abs_tol=0.006) for n, v in zip(costs, speeds[1:]))
 
 
+def test_train_throughput_prices_compiling():
+    """train.compile: true against eager, the compilation's seconds apart (on the CPU here: the
+    same torch.compile path a GPU takes, only its kernels differ)."""
+    proc = run_benchmark("train_throughput.py", "--tiny", "--device", "cpu", "--compile", "--archs", "mlp")
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("arch"))
+    assert lines[header].split()[-2:] == ["compile", "s"]
+    (row,) = [line.split() for line in lines[header + 1 :] if line.strip()]
+    assert row[:2] == ["mlp", "2"]
+    eager, compiled, ratio, seconds = (float(v) for v in row[2:6])
+    assert eager > 0 and compiled > 0 and seconds > 0
+    assert math.isclose(ratio, compiled / eager, rel_tol=0.01, abs_tol=0.006)
+
+
 def test_monitor_overhead_runs():
     proc = run_benchmark("monitor_overhead.py", "--tiny")
     header, row = proc.stdout.splitlines()[-2:]
