@@ -15,10 +15,11 @@
 # ../shared/datasets: about 45 MB. Both device commands install them into /tmp/site (once per
 # machine) and write each part's output under $OUT as it runs.
 #
-# Both run the CUDA tests first. `probe` then runs the training throughput on CUDA (our step
-# against a plain loop, each augmentation against none, and compiled against eager) and the data-limited runs side by side
-# for two short lengths (300 and 600 steps), each run's line giving its pace once warm with all
-# of them sharing the GPU, so that the lengths of `long` can be chosen to fit a lease.
+# All three device modes run the CUDA tests first. `check` and `probe` then run the training
+# throughput on CUDA (our step against a plain loop, each augmentation against none, compiled
+# against eager); `probe` adds the data-limited runs side by side for two short lengths (300 and
+# 600 steps), each run's line giving its pace once warm with all of them sharing the GPU, so that
+# the lengths of `long` can be chosen to fit a lease.
 # `long` trains the same 12 runs (10 % of MNIST and Fashion-MNIST, no augmentation against
 # held-out-steered, 3 seeds; folders in /tmp/gpu-dl, so on a machine still warm from the probe they
 # continue) to LENGTHS (comma-separated, rising; default 2000), a table at each, then once more to
