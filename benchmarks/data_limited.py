@@ -64,8 +64,10 @@ COMMON = [
     "train.checkpoint_every=100000",
     "sample.n=5000",
 ]
-# What a run's record depends on: -S may not change these (the options do).
+# What a run's record depends on: -S may not change these (the options do), nor any augment.*
+# setting, which --policy sets (a -S augment.policy would train augmented runs labelled none).
 OWN_SETTINGS = ("seed", "device", "train.steps", "data.name", "data.n_train")
+OWN_SECTION = "augment."
 # In each run's folder: the cost so far and the steps it reached, for a later, longer invocation.
 SPENT = "benchmark_run.json"
 # Beside the reference: the settings it was prepared with, and their digest.
@@ -247,7 +249,7 @@ def table(results: list[dict[str, Any]], cost: str = "CPU-min/run") -> tuple[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", choices=DATA, help="data sets (default: both)")
     parser.add_argument("--fraction", action="append", type=float, choices=FRACTIONS, help="training shares (default: all)")
     parser.add_argument("--policy", action="append", choices=list(SETTINGS), help="augmentations (default: all)")
@@ -280,57 +282,66 @@ def main(argv: list[str] | None = None) -> int:
         check_device(parser, args.score_on)
     unit = cost_unit(args.device)
     sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
-    ours = [s for s in args.set if s.split("=", 1)[0].strip() in OWN_SETTINGS]
+    keys = [s.split("=", 1)[0].strip() for s in args.set]
+    ours = [s for s, key in zip(args.set, keys) if key in OWN_SETTINGS]
     if ours:
         parser.error(
             f"-S {ours[0]}: the benchmark sets {', '.join(OWN_SETTINGS)} itself (use --seeds, --steps, --device, --data, --fraction)"
         )
+    augmenting = [s for s, key in zip(args.set, keys) if key.startswith(OWN_SECTION)]
+    if augmenting:
+        parser.error(f"-S {augmenting[0]}: each --policy sets the augment.* settings itself (--policy {', '.join(SETTINGS)})")
     sets += [f"device={args.device}", *args.set]
-    if args.set:
-        from gancore.errors import ParamsError
+    from gancore.errors import ParamsError
 
-        try:
-            _params(DATA[0], 0.1, "none", 0, 1, sets, TRAIN_SIZE)
-        except ParamsError as exc:
-            parser.error(f"-S: {exc}")
     datasets, fractions, policies = args.data or list(DATA), args.fraction or list(FRACTIONS), args.policy or list(SETTINGS)
+    if args.set:
+        for policy in policies:  # every run's parameters, before any run: not one failing mid-way
+            try:
+                _params(DATA[0], 0.1, policy, 0, 1, sets, TRAIN_SIZE)
+            except ParamsError as exc:
+                parser.error(f"-S with --policy {policy}: {exc}")
     if args.tiny and not args.fraction:
         fractions = [0.01]
     start = time.perf_counter()
     rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="gancore-data-limited-") as scratch:
-        root = str(args.out or scratch)
-        with pool(args.workers, args.device) as workers:
-            size = TINY_SIZE if args.tiny else TRAIN_SIZE
-            for _ in workers.map(reference, datasets, [root] * len(datasets), [sets] * len(datasets), [size] * len(datasets)):
-                pass
-            queue = list(lengths)
-            while queue:
-                steps = queue.pop(0)
-                jobs = [
-                    workers.submit(run_one, d, f, p, s, steps, sets, size, root, args.score_on)
-                    for d in datasets
-                    for f in fractions
-                    for p in policies
-                    for s in range(seeds)
-                ]
-                results = gather(jobs, partial(_line, unit=unit))
-                text, summary = table(results, f"{unit}-min/run")
-                steps = max(r["steps"] for r in results)  # more than asked where --out held runs trained further
-                print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
-                print(text + "\n", flush=True)
-                rounds.append({"steps": steps, "runs": results, "summary": summary})
-                if args.json:  # after every length, so that a stopped invocation keeps the lengths it finished
-                    from gancore.io import write_json
+    try:
+        with tempfile.TemporaryDirectory(prefix="gancore-data-limited-") as scratch:
+            root = str(args.out or scratch)
+            with pool(args.workers, args.device) as workers:
+                size = TINY_SIZE if args.tiny else TRAIN_SIZE
+                for _ in workers.map(reference, datasets, [root] * len(datasets), [sets] * len(datasets), [size] * len(datasets)):
+                    pass
+                queue = list(lengths)
+                while queue:
+                    steps = queue.pop(0)
+                    jobs = [
+                        workers.submit(run_one, d, f, p, s, steps, sets, size, root, args.score_on)
+                        for d in datasets
+                        for f in fractions
+                        for p in policies
+                        for s in range(seeds)
+                    ]
+                    results = gather(jobs, partial(_line, unit=unit))
+                    text, summary = table(results, f"{unit}-min/run")
+                    steps = max(r["steps"] for r in results)  # more than asked where --out held runs trained further
+                    print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
+                    print(text + "\n", flush=True)
+                    rounds.append({"steps": steps, "runs": results, "summary": summary})
+                    if args.json:  # after every length, so that a stopped invocation keeps the lengths it finished
+                        from gancore.io import write_json
 
-                    write_json(args.json, {**rounds[-1], "tiny": args.tiny, "rounds": rounds})
-                if not queue and args.until and len(rounds) == len(lengths):
-                    longest = next_length(results, args.until - (time.perf_counter() - start))
-                    print(
-                        f"--until {args.until:g} s: " + (f"continuing to {longest} steps\n" if longest else "no longer length fits\n"),
-                        flush=True,
-                    )
-                    queue += [longest] if longest else []
+                        write_json(args.json, {**rounds[-1], "tiny": args.tiny, "rounds": rounds})
+                    if not queue and args.until and len(rounds) == len(lengths):
+                        longest = next_length(results, args.until - (time.perf_counter() - start))
+                        print(
+                            f"--until {args.until:g} s: " + (f"continuing to {longest} steps\n" if longest else "no longer length fits\n"),
+                            flush=True,
+                        )
+                        queue += [longest] if longest else []
+    except ParamsError as exc:  # what only the data can tell (a held-out split too small for a batch, say)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print("Published anchors (other data and networks), FID without -> with augmentation:\n")
     print("| setting | without | with |\n|---|---|---|")
     for name, before, after in ANCHORS:

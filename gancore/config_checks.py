@@ -14,6 +14,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def augment_problems(params: Params) -> list[tuple[str, str]]:
     policy = parse_policy(params.augment.policy)
+    text = params.augment.policy.strip()
+    if text and len(policy) != text.count(",") + 1:
+        return [("augment.policy", f"{text!r} has an empty name; give names separated by single commas, e.g. translation,cutout")]
+    twice = sorted({p for p in policy if policy.count(p) > 1})
+    if twice:
+        return [("augment.policy", f"{', '.join(twice)} listed twice; each transform applies once, e.g. {','.join(dict.fromkeys(policy))}")]
     unknown = [p for p in policy if p not in AUGMENTATIONS]
     if unknown:
         return [("augment.policy", f"unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(AUGMENTATIONS)} (comma-separated)")]

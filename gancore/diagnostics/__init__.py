@@ -23,7 +23,7 @@ from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log
 from gancore.diagnostics.modes import STACKED_PROTOCOL
 from gancore.diagnostics.spaces import measure
 from gancore.diagnostics.verdict import decide
-from gancore.errors import EvaluationError
+from gancore.errors import EvaluationError, ParamsError
 from gancore.heldout import steering_problem
 from gancore.io import read_json, write_json, write_text
 from gancore.layout import Layout
@@ -63,8 +63,13 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         )
     cfg = params.diagnose
     if len(data.train) < cfg.ndb_bins:
-        raise EvaluationError(
-            f"diagnose.ndb_bins={cfg.ndb_bins} exceeds the {len(data.train)} prepared training examples; use at most {len(data.train)} bins"
+        raise ParamsError(
+            [
+                (
+                    "diagnose.ndb_bins",
+                    f"{cfg.ndb_bins} exceeds the {len(data.train)} prepared training examples; use at most {len(data.train)} bins",
+                )
+            ]
         )
     device = resolve_device(params.device)
 

@@ -138,7 +138,17 @@ def test_settings_the_benchmark_owns_cannot_be_overridden(tmp_path, capsys):
             data_limited.main(["--tiny", "-S", setting, "--out", str(tmp_path / "runs")])
         assert exit_info.value.code == 2
         assert f"-S {setting}: the benchmark sets" in capsys.readouterr().err
+    # --policy sets augment.*: a -S there would train augmented runs and label them "none".
+    for setting in ("augment.policy=color", "augment.signal=r_t", "augment.adaptive=false"):
+        with pytest.raises(SystemExit) as exit_info:
+            data_limited.main(["--tiny", "--policy", "none", "-S", setting, "--out", str(tmp_path / "runs")])
+        assert exit_info.value.code == 2
+        assert f"-S {setting}: each --policy sets the augment.* settings itself (--policy none, fixed" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         data_limited.main(["--tiny", "-S", "train.bogus=1", "--out", str(tmp_path / "runs")])
     assert exit_info.value.code == 2 and "train.bogus: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+    # What only the data can refuse (a held-out split too small to steer p) is a usage error too.
+    code = data_limited.main(["--tiny", "--data", "mnist", "--policy", "held_out", "-S", "data.n_test=10", "--out", str(tmp_path / "runs")])
+    assert code == 2
+    assert "raise data.n_test, lower train.batch_size, or use augment.signal=r_t" in capsys.readouterr().err

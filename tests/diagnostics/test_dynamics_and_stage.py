@@ -218,6 +218,7 @@ def test_stage_images_without_classifier(tmp_path):
     from gancore.config import Params
     from gancore.data.prepared import PreparedData, save_prepared
     from gancore.diagnostics import diagnose
+    from gancore.errors import ParamsError
     from gancore.layout import Layout
 
     layout = Layout(tmp_path)
@@ -230,6 +231,11 @@ def test_stage_images_without_classifier(tmp_path):
     # Every sample the same image: complete collapse, seen in pixel space.
     same = train[:1].repeat(200, 1, 1, 1)
     torch.save({"x": same, "seed": 1, "latent_dim": 8}, layout.samples / "samples.pt")
+    # More NDB bins than training examples: a parameter error (exit 2 from the CLI), nothing written.
+    too_many = Params(data={"name": "image_folder", "path": "x", "image_size": 8}, device="cpu", diagnose={"ndb_bins": 301})
+    with pytest.raises(ParamsError, match="diagnose.ndb_bins: 301 exceeds the 300 prepared training examples; use at most 300 bins"):
+        diagnose(too_many, layout)
+    assert not layout.metrics.exists()
     params = Params(data={"name": "image_folder", "path": "x", "image_size": 8}, device="cpu", diagnose={"ndb_bins": 10})
     summary = diagnose(params, layout)
     out = json.loads((layout.metrics / "diagnose.json").read_text())

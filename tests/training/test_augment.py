@@ -410,6 +410,9 @@ def test_unknown_or_misplaced_policies_exit_2(capsys, tmp_path):
         (["augment.policy=cutout"], "augment.policy: cutout cannot augment vector data (ring8); use jitter"),
         (["augment.adaptive=true"], "augment.adaptive: needs augment.policy"),
         (["augment.policy=jitter", "augment.signal=held_out"], "augment.signal: held_out steers the adaptive p: set augment.adaptive=true"),
+        (["augment.policy=jitter,"], "augment.policy: 'jitter,' has an empty name; give names separated by single commas"),
+        (["augment.policy=jitter,jitter"], "augment.policy: jitter listed twice; each transform applies once, e.g. jitter"),
+        (["augment.kimg=inf"], "augment.kimg: Input should be a finite number"),
     ):
         args = ["train", "--params", str(PARAMS), "--out", str(tmp_path)] + [a for s in sets for a in ("-S", s)]
         assert main(args) == 2
