@@ -115,6 +115,37 @@ def dies_with_this_process() -> Callable[[], None]:
     return preexec
 
 
+@contextlib.contextmanager
+def interrupted_again_after(grace: float) -> Iterator[None]:
+    """Within the block, the first Ctrl-C (SIGINT) raises KeyboardInterrupt and, should the block
+    still run ``grace`` seconds later, interrupts it again, as a second Ctrl-C would. Prefect's
+    ``serve`` stops on an interrupt by cancelling its runner and awaiting its tasks; once, under
+    load, that await held a served process 60 s past a SIGINT, with the server and prefect.toml
+    left behind. (Handled here, asyncio does not install its own handler, which only cancels.)"""
+    import threading
+
+    timer: list[threading.Timer] = []
+    main = threading.main_thread().ident
+
+    def again() -> None:  # a real signal to the main thread: it wakes a loop asleep in epoll
+        signal.pthread_kill(main, signal.SIGINT)  # type: ignore[arg-type]
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if not timer:
+            timer.append(threading.Timer(grace, again))
+            timer[0].daemon = True
+            timer[0].start()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        if timer:
+            timer[0].cancel()
+        signal.signal(signal.SIGINT, previous)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind((DEFAULT_HOST, 0))

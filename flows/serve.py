@@ -26,6 +26,8 @@ from gancore_flows import prefect_api
 # module with an ``@flow(name=..., description=...)`` (the description is the deployment's), and
 # one entry here.
 FLOWS: tuple[str, ...] = ("pipeline:gan_pipeline", "sweep:gan_sweep", "mixture:gan_mixture", "remedy:gan_remedy")
+# Seconds Prefect's serve gets to stop after Ctrl-C before it is interrupted again.
+SHUTDOWN_GRACE_S = 15.0
 
 
 def flows() -> list[Any]:
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with prefect_api.local_server(args.host, args.port) as url:
             print(f"Prefect server: {url} (UI: {url.removesuffix('/api')})", flush=True)
-            serve(*deployments(args.params), limit=args.limit)
+            with prefect_api.interrupted_again_after(SHUTDOWN_GRACE_S):
+                serve(*deployments(args.params), limit=args.limit)
     except prefect_api.ServerUnavailable as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 1

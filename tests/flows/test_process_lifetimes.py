@@ -92,3 +92,45 @@ def test_stopping_kills_at_a_second_interrupt_instead_of_abandoning_the_process(
     again.stdout.readline()
     prefect_api.stop_process(again, timeout=0.5)
     assert again.poll() == -signal.SIGKILL
+
+
+def test_a_shutdown_that_swallows_the_interrupt_is_interrupted_again():
+    """Prefect's serve stops on Ctrl-C by cancelling its runner's tasks and awaiting them; a task
+    that swallows the cancellation held that await forever (asyncio's own handler only cancels).
+    Within interrupted_again_after the first SIGINT raises and, the block still running after the
+    grace, a second interrupt follows: the process stops, as serve's cleanup then can."""
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import asyncio
+                from gancore_flows.prefect_api import interrupted_again_after
+
+                async def swallows_cancellation():
+                    print("ready", flush=True)
+                    while True:
+                        try:
+                            await asyncio.sleep(3600)
+                        except asyncio.CancelledError:
+                            pass
+
+                with interrupted_again_after(1.0):
+                    try:
+                        asyncio.run(swallows_cancellation())
+                    except KeyboardInterrupt:
+                        print("stopped", flush=True)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert stubborn.stdout.readline().strip() == "ready"
+        stubborn.send_signal(signal.SIGINT)
+        assert stubborn.wait(20) == 0
+        assert stubborn.stdout.read().strip() == "stopped"
+    finally:
+        stubborn.kill()
