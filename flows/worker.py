@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     if not params_file.is_file():
         print(f"worker: {args.params} not found; run from the project root or pass --params", file=sys.stderr)
         return 2
+    # Ctrl-C stops it even when its starter ignores SIGINT (Python keeps an inherited SIG_IGN, and
+    # so would the worker it starts).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with prefect_api.local_server(args.host, args.port) as url:
             ensure_pool(args.pool)

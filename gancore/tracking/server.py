@@ -37,6 +37,9 @@ def _serve(command: list[str], url: str, announce: Path | None = None, timeout: 
         raise KeyboardInterrupt  # the same clean-up as Ctrl-C: the server goes, the announcement too
 
     signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C stops it even when started by a process that ignores SIGINT (a script's background
+    # job, a test runner after some library set SIG_IGN): Python keeps an inherited SIG_IGN.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     process = subprocess.Popen(command, env=_environment(), start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
