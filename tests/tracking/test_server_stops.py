@@ -8,17 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
+from gancore.tracking.store import answers
 from helpers import free_port, venv_env
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def test_gan_ui_started_with_sigint_ignored_still_stops_at_sigint_with_its_server(tmp_path):
@@ -38,11 +30,11 @@ def test_gan_ui_started_with_sigint_ignored_still_stops_at_sigint_with_its_serve
     )
     try:
         deadline = time.monotonic() + 300
-        while not _answers(url):
+        while not answers(url):
             assert ui.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
         ui.send_signal(signal.SIGINT)
         assert ui.wait(60) == 0
-        assert not _answers(url)  # MLflow's server went with it
+        assert not answers(url)  # MLflow's server went with it
     finally:
         ui.kill()
