@@ -118,10 +118,12 @@ def dies_with_this_process() -> Callable[[], None]:
 @contextlib.contextmanager
 def interrupted_again_after(grace: float) -> Iterator[None]:
     """Within the block, the first Ctrl-C (SIGINT) raises KeyboardInterrupt and, should the block
-    still run ``grace`` seconds later, interrupts it again, as a second Ctrl-C would. Prefect's
-    ``serve`` stops on an interrupt by cancelling its runner and awaiting its tasks; once, under
-    load, that await held a served process 60 s past a SIGINT, with the server and prefect.toml
-    left behind. (Handled here, asyncio does not install its own handler, which only cancels.)"""
+    still run ``grace`` seconds later, interrupts it again, as a second Ctrl-C would. Installing
+    the handler also answers a SIGINT inherited as ignored (Python keeps SIG_IGN), the likely
+    reason a served process once ran 60 s past SIGINT in CI, leaving the server and prefect.toml
+    behind (``gan ui`` did the same, reproduced). The second interrupt bounds what remains:
+    Prefect's ``serve`` stops by cancelling its runner and awaiting its tasks, and asyncio's own
+    handler, not installed here, only cancels, so a task that swallows cancellation held it."""
     import threading
 
     timer: list[threading.Timer] = []
