@@ -74,7 +74,7 @@ AUGMENT_ADA = (
 # neither wins at every length, so a memorising D gets both and gan-remedy measures which helps.
 ADA_BESIDE_HELD_OUT_CAVEAT = (
     "ADA's r_t also rises for a D that merely wins; in benchmarks/data_limited.py it cost 7-15 % FID where held-out "
-    "steering cost 0 at 1,000 steps, and gained more at 20,000 (10 % of MNIST: -22 % against -14 %; Fashion-MNIST: "
+    "steering cost about 0 at 1,000 steps, and gained more at 20,000 (10 % of MNIST: -22 % against -14 %; Fashion-MNIST: "
     "+0 % against +8 %)"
 )
 
