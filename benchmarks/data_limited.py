@@ -19,6 +19,7 @@ of the effect is comparable, not the numbers).
 
     python benchmarks/data_limited.py                         # 3 seeds, 1,000 steps a run
     python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --steps 2000
+    python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --first-seed 3 --steps 20000  # seeds 3-5
     python benchmarks/data_limited.py --tiny                  # CI smoke size: numbers meaningless
     python benchmarks/data_limited.py --device cuda --workers 12 --fraction 0.1 --steps 50000  # GPU-length
 
@@ -255,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", action="append", choices=list(SETTINGS), help="augmentations (default: all)")
     parser.add_argument("--seeds", type=int, help="seeds per configuration (default 3; --tiny: 1)")
     parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="the seeds are K, K+1, ... (default 0): more seeds for a table whose first ones ran elsewhere",
+    )
+    parser.add_argument(
         "--steps",
         type=_lengths,
         help="generator steps of every run (default 1000; --tiny: 4), or rising lengths, e.g. 20000,40000: the runs are "
@@ -276,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.tiny else 3)
+    if seeds < 1 or args.first_seed < 0:
+        parser.error(f"--seeds {seeds} --first-seed {args.first_seed}: give at least one seed, the first of them 0 or more")
     lengths = args.steps or [4 if args.tiny else 1000]
     check_device(parser, args.device)
     if args.score_on:
@@ -320,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                         for d in datasets
                         for f in fractions
                         for p in policies
-                        for s in range(seeds)
+                        for s in range(args.first_seed, args.first_seed + seeds)
                     ]
                     results = gather(jobs, partial(_line, unit=unit))
                     text, summary = table(results, f"{unit}-min/run")

@@ -97,6 +97,37 @@ def test_a_longer_invocation_continues_the_runs_in_out_exactly(tmp_path):
     assert continued["fid"] == straight["fid"] and continued["p_final"] == straight["p_final"]
 
 
+def test_first_seed_trains_the_same_run_as_a_longer_list_of_seeds(tmp_path):
+    """--first-seed K runs seeds K, K+1, ...: the run of seed 1 alone is the run of seed 1 among 0
+    and 1 (more seeds for a table whose first ones ran elsewhere); no seed at all is exit 2."""
+    if not (Path(os.environ.get("GANCORE_DATASETS_DIR", "")) / "MNIST").exists():
+        pytest.skip("no MNIST mirror (GANCORE_DATASETS_DIR)")
+    import torch
+
+    from gancore.io import torch_load
+
+    data_limited = import_benchmark("data_limited")
+
+    def bench(out: str, *seeds: str) -> list[dict]:
+        args = ["--tiny", "--data", "mnist", "--policy", "adaptive", "--workers", "1", *seeds]
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert data_limited.main([*args, "--json", str(tmp_path / f"{out}.json"), "--out", str(tmp_path / out)]) == 0
+        return json.loads((tmp_path / f"{out}.json").read_text())["runs"]
+
+    both, alone = bench("both", "--seeds", "2"), bench("alone", "--seeds", "1", "--first-seed", "1")
+    assert sorted(r["seed"] for r in both) == [0, 1] and [r["seed"] for r in alone] == [1]
+    assert not (tmp_path / "alone" / "mnist" / "0.01-adaptive-0").exists()
+    one = next(r for r in both if r["seed"] == 1)
+    assert (alone[0]["fid"], alone[0]["p_final"]) == (one["fid"], one["p_final"])
+    a, b = (torch_load(tmp_path / d / "mnist" / "0.01-adaptive-1" / "models" / "generator.pt")["state_dict"] for d in ("both", "alone"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for bad in (["--seeds", "0"], ["--first-seed", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            data_limited.main(["--tiny", *bad, "--out", str(tmp_path / "bad")])
+        assert exit_info.value.code == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_reference_prepared_with_other_settings_is_prepared_again(tmp_path):
     """--out keeps the reference classifier for later invocations, but only for the same data
     settings: a --tiny folder must not lend its yardstick to a full-size invocation."""
