@@ -98,12 +98,11 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
     assert out["remedy_settings"][1]["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
     assert "-22 % against -14 %" in out["remedy_settings"][1]["caveat"] and "ADA's adaptive probability" in out["remedies"][1]
     # Where training would refuse the held-out signal, ADA's r_t steers, and the caveat says why.
-    unusable = decide(healthy, overfit, "non_saturating", {**SINGLE, "held_out_usable": False})["remedy_settings"][0]
+    without_held_out = decide(healthy, overfit, "non_saturating", {**SINGLE, "held_out_usable": False})["remedy_settings"]
+    unusable = without_held_out[0]
     assert unusable["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
     assert unusable["caveat"].startswith("steered by ADA's r_t: held-out examples cannot steer it here")
-    assert "augment_ada" not in [
-        r["name"] for r in decide(healthy, overfit, "non_saturating", {**SINGLE, "held_out_usable": False})["remedy_settings"]
-    ]
+    assert "augment_ada" not in [r["name"] for r in without_held_out]
     already = decide(healthy, overfit, "non_saturating", {**SINGLE, "augment_adaptive": True})
     assert [r["name"] for r in already["remedy_settings"]][0] == "more_data" and already["remedy_settings"][0]["sets"] == []
 
