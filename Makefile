@@ -12,25 +12,38 @@ ifneq ($(wildcard $(SHARED_DATASETS)/README.md),)
 export GANCORE_DATASETS_DIR ?= $(SHARED_DATASETS)
 endif
 
-.PHONY: run repro sweep mixture remedy serve worker ui tracking-server test lint install install-dev chromium bench clean
+.PHONY: run repro sweep mixture remedy serve worker ui tracking-server test lint install install-dev lock chromium bench clean
 
 MLFLOW_PORT ?= 5000
 # pytest-xdist workers for `make test` (2: one per core of the CI machine)
 TEST_WORKERS ?= 2
 
+# The versions every install here takes (`make lock` writes them from the venv): the same commit
+# and seed train the same bits only on the same torch, numpy and kernels (gancore/provenance.py),
+# and a release published tomorrow does not change what CI installs. CONSTRAINTS= installs the
+# newest versions pyproject.toml allows instead.
+CONSTRAINTS ?= constraints.txt
+PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e .
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+	$(PY) -m pip install -q $(PIP_CONSTRAINTS) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml examples/gancore-example-plugin/pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml examples/gancore-example-plugin/pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+	$(PY) -m pip install -q $(PIP_CONSTRAINTS) -e '.[dev]'
 	# The example third-party plugin, installed the way a user would (it depends on gancore).
-	$(PY) -m pip install -q -e examples/gancore-example-plugin
+	$(PY) -m pip install -q $(PIP_CONSTRAINTS) -e examples/gancore-example-plugin
 	touch $(VENV)/.installed $@
+
+# Pin what the dev venv holds now (after `make install-dev CONSTRAINTS=` took the newest releases
+# and `make test` passed on them).
+lock: $(VENV)/.installed-dev
+	{ echo "# Written by 'make lock' from a venv that passed 'make test' (pip freeze, editables left out)."; \
+	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 # The browser tests drive Debian's Chromium through Playwright (Playwright's own browser download
 # is unreachable here): installed with apt when missing.

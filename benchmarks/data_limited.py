@@ -121,6 +121,7 @@ def run_one(
     from gancore import trainlog
     from gancore.io import read_json, write_json
     from gancore.layout import Layout
+    from gancore.provenance import software
 
     layout = Layout(Path(root) / data / f"{fraction:g}-{policy}-{seed}")
     spent = layout.root / SPENT
@@ -133,10 +134,12 @@ def run_one(
         # from its checkpoint (train.steps does not change a run's identity), so a longer run costs
         # only the new steps; one trained further than asked (its scoring failed) is scored as is.
         cpu_s, continued_from = float(earlier["cost_s"]), int(earlier["steps"])
+        trained_with = list(earlier.get("software", []))
         steps = max(steps, continued_from)
     else:
         # A run stopped mid-way (its cost unknown), or scored by another reference: start over.
         layout.checkpoint.unlink(missing_ok=True)
+        trained_with = []
         # Prepare the subset without a classifier of its own, then install the reference's.
         subset = _params(data, fraction, policy, seed, steps, [*sets, "data.classifier_epochs=0"], size)
         cpu_s = run_stages(subset, layout, ("prepare",))
@@ -148,7 +151,9 @@ def run_one(
     started = time.perf_counter()
     cpu_s += run_stages(params, layout, ("train",))
     # Recorded before scoring: a later invocation continues this training even if scoring fails.
-    record = {"steps": steps, "reference": yardstick}
+    # Every install that trained part of the run: a rerun is bit for bit the same only on those.
+    trained_with += [] if software(params.device) in trained_with else [software(params.device)]
+    record = {"steps": steps, "reference": yardstick, "software": trained_with}
     write_json(spent, {"cost_s": cpu_s, **record})
     trained = time.perf_counter()
     scored = params if scoring is None else params.model_copy(update={"device": scoring})
@@ -183,6 +188,7 @@ def run_one(
         "overfitting": bool(memo.get("flag")),
         "verdict": diagnosis["verdict"],
         "remedies": [r["name"] for r in diagnosis.get("remedy_settings") or []],
+        "software": trained_with,
         **wall,
     }
 
@@ -335,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                     results = gather(jobs, partial(_line, unit=unit))
                     text, summary = table(results, f"{unit}-min/run")
                     steps = max(r["steps"] for r in results)  # more than asked where --out held runs trained further
-                    print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets\n")
+                    print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets")
+                    print("trained with " + "; ".join(sorted({s for r in results for s in r["software"]})) + "\n")
                     print(text + "\n", flush=True)
                     rounds.append({"steps": steps, "runs": results, "summary": summary})
                     if args.json:  # after every length, so that a stopped invocation keeps the lengths it finished

@@ -107,7 +107,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
             else f"{getattr(classifier, 'weights', ev.classifier)} carry no classifier layer: features only (FID, KID, "
             "precision/recall), no Inception Score; torch-fidelity's weights in torch hub's cache add the logits"
         )
-    result["provenance"] = card(params, prepared, (pixels or classifier).describe(), len(real_feat), len(gen_feat))
+    result["provenance"] = card(params, prepared, (pixels or classifier).describe(), len(real_feat), len(gen_feat), device)
 
     result = strict_json(result)
     write_json(layout.evaluate_json, result)

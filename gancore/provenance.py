@@ -8,10 +8,19 @@ each: feature network, weights and their hash, resize, input range, n_real, n_ge
 reference split, the seed, and the protocol with its version. ``evaluate.json``, the MLflow run
 (tags ``provenance.*``), the Prefect artifact and every comparison carry it; :func:`differences`
 says which field keeps two runs apart.
+
+The card also names the software the numbers were computed with (:func:`software`), and training
+records the same of itself. The code and the seed fix a run only for one torch build on one kind of
+kernel: another torch release, or a CPU with other vector instructions, rounds a convolution
+differently in the last bit, and over thousands of GAN steps that bit grows into a different
+generator (one seed of the data-limited benchmark, the same commit on two installs: FID 90.1
+against 91.4). Such a difference is within the seeds' spread, so it does not keep two runs from
+being compared; it explains why a rerun is not bit for bit the same.
 """
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 # Bump when a metric's computation changes: numbers of two versions are not comparable.
@@ -27,12 +36,14 @@ FIELDS = (
     "reference_split",
     "seed",
     "protocol",
+    "software",
 )
 
 
-def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_generated: int) -> dict[str, Any]:
+def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_generated: int, device: Any = None) -> dict[str, Any]:
     """The card of one evaluation; ``network``: the feature space's own description (its
-    ``describe()``: feature network, weights, resize, input range)."""
+    ``describe()``: feature network, weights, resize, input range); ``device``: where the features
+    were computed (default: ``params.device``)."""
     split = "test split" if prepared.meta.get("count_test") else "held-out split"
     max_real = params.evaluate.max_real
     return {
@@ -43,12 +54,36 @@ def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_gen
         + (f", a seeded subset of {max_real}" if max_real and n_real >= max_real else ""),
         "seed": int(params.seed),
         "protocol": f"{PROTOCOL} v{VERSION}",
+        "software": software(params.device if device is None else device),
     }
 
 
+def software(device: Any = "cpu") -> str:
+    """What, besides the code and the seed, decides a run's bits on ``device``: the torch, numpy
+    and Python releases and the kernels torch picks (the CPU's vector instructions, or the GPU,
+    CUDA and cuDNN)."""
+    import numpy
+    import torch
+
+    kind = torch.device(device).type if str(device) != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    parts = [f"torch {torch.__version__}", f"numpy {numpy.__version__}", f"Python {platform.python_version()}"]
+    if kind == "cuda" and torch.cuda.is_available():
+        index = torch.device(device).index if str(device) != "auto" else None
+        major, minor = torch.cuda.get_device_capability(index)
+        parts.append(
+            f"{torch.cuda.get_device_name(index)} (sm_{major}{minor}), CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        )
+    elif kind == "cpu":
+        parts.append(f"CPU kernels {torch.backends.cpu.get_cpu_capability()}")
+    else:
+        parts.append(kind)
+    return ", ".join(parts)
+
+
 # What must agree for two runs' numbers to be ranked: every field but the seed (runs over seeds
-# are the very comparison a sweep makes; the seed is on the card to reproduce a number).
-COMPARABLE = tuple(f for f in FIELDS if f != "seed")
+# are the very comparison a sweep makes; the seed is on the card to reproduce a number) and the
+# software (its rounding moves a run within the seeds' spread, see above).
+COMPARABLE = tuple(f for f in FIELDS if f not in ("seed", "software"))
 
 
 def differences(a: dict[str, Any] | None, b: dict[str, Any] | None, fields: tuple[str, ...] = COMPARABLE) -> list[str]:

@@ -24,6 +24,7 @@ from gancore.data.prepared import PreparedData, save_prepared
 from gancore.errors import EvaluationError
 from gancore.evaluation import HEADLINE, _real_subset, evaluate, strict_json
 from gancore.layout import Layout
+from gancore.provenance import software
 from helpers import EVALUATE_KEYS as KEYS
 from helpers import image_meta, ring8_centers
 
@@ -167,6 +168,7 @@ def test_same_distribution_bookkeeping(same):
     summary, r = same
     assert r["n_generated"] == r["n_real"] == N
     assert r["classifier"] == "domain" and r["splits"] == SPLITS and r["seed"] == 0
+    assert r["provenance"]["software"] == software("cpu")  # the features were computed on the CPU
     # The exact posterior of a 77-sigma-separated mixture makes no mistakes.
     assert r["classifier_test_accuracy"] == 1.0
 

@@ -24,6 +24,7 @@ from gancore.errors import TrainingError
 from gancore.io import write_json
 from gancore.layout import Layout, PartLayout
 from gancore.modelio import save_model
+from gancore.provenance import software
 from gancore.training import distributed
 from gancore.training.monitor import PREFIX, CollapseMonitor, log_columns
 from gancore.training.trainer import Trainer
@@ -290,6 +291,7 @@ class TrainingLoop:
             "samples_per_second": round(trained * tp.batch_size * params.model.pack / loop_seconds, 1) if trained else None,
             "threads": torch.get_num_threads(),  # intra-op threads of the loop (see pin_small_model_threads)
             "device": str(device),
+            "software": software(device),  # what else decides the bits (gancore.provenance)
             "resumed_from": self.start if self.resumed else None,
             "seconds": round(time.perf_counter() - started, 3),
         }

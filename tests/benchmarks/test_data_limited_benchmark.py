@@ -37,6 +37,11 @@ def test_tiny_run_trains_every_policy_on_one_yardstick(tmp_path):
     made_with = out / "mnist" / "reference" / "reference_settings.json"
     assert json.loads(made_with.read_text())["data"]["n_test"] == 300
     text = stdout.getvalue()
+    from gancore.provenance import software
+
+    # The install that trained the runs, in every record and over the table (two installs round
+    # a long run apart: gancore.provenance).
+    assert all(r["software"] == [software("cpu")] for r in result["runs"]) and f"trained with {software('cpu')}\n" in text
     assert "| mnist | 1% | adaptive | 1 |" in text and "| DiffAugment, BigGAN, CIFAR-10 10 % | 39.78 | 22.4 (-44 %) |" in text
 
 
@@ -95,6 +100,17 @@ def test_a_longer_invocation_continues_the_runs_in_out_exactly(tmp_path):
     )
     assert 8 in rows_b and {s: rows_a[s] for s in rows_b} == rows_b
     assert continued["fid"] == straight["fid"] and continued["p_final"] == straight["p_final"]
+    # A run continued on another install names both: only on both is it reproduced bit for bit.
+    import shutil
+
+    from gancore.io import read_json, write_json
+    from gancore.provenance import software
+
+    shutil.copytree(tmp_path / "a", tmp_path / "d")
+    spent = tmp_path / "d" / "mnist" / "0.01-held_out-0" / "benchmark_run.json"
+    assert read_json(spent)["software"] == [software("cpu")]
+    write_json(spent, {**read_json(spent), "software": ["torch 2.11.0, another install"]})
+    assert bench(tmp_path / "d", "10")["runs"][0]["software"] == ["torch 2.11.0, another install", software("cpu")]
 
 
 def test_first_seed_trains_the_same_run_as_a_longer_list_of_seeds(tmp_path):

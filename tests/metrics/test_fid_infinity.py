@@ -43,11 +43,32 @@ def test_cards_differ_in_the_fields_that_make_numbers_incomparable():
         "reference_split": "test",
         "seed": 0,
         "protocol": "p",
+        "software": "torch 2.14.1, numpy 2.4.6, Python 3.11.7, CPU kernels AVX512",
     }
     assert differences(a, {**a, "seed": 3}) == []  # another seed: the comparison a sweep makes
+    # Another install rounds within the seeds' spread: named on the card, not a reason to refuse.
+    assert differences(a, {**a, "software": "torch 2.11.0, numpy 2.3.0, Python 3.12.1, CPU kernels AVX2"}) == []
     assert differences(a, {**a, "weights": "w2", "n_generated": 50}) == ["weights: 'w1' vs 'w2'", "n_generated: 10 vs 50"]
     assert differences(a, None) == ["provenance (a run without a card)"]
-    assert "seed" not in COMPARABLE
+    assert "seed" not in COMPARABLE and "software" not in COMPARABLE
+
+
+def test_the_software_card_names_what_else_decides_a_run_s_bits():
+    import platform
+
+    import numpy
+    import torch
+
+    from gancore.provenance import software
+
+    cpu = software("cpu")
+    assert cpu == (
+        f"torch {torch.__version__}, numpy {numpy.__version__}, Python {platform.python_version()}, "
+        f"CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+    )
+    assert software(torch.device("cpu")) == cpu
+    if not torch.cuda.is_available():
+        assert software("auto") == cpu  # where training would run
 
 
 def test_remedy_ranking_refuses_runs_measured_otherwise():

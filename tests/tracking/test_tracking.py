@@ -22,6 +22,7 @@ from gancore.config import load_params
 from gancore.dvcstore import data_version
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
+from gancore.provenance import software
 from gancore.ranking import headline
 from gancore.registry import architectures
 from gancore.stages import STAGE_ORDER, run_stage
@@ -78,6 +79,8 @@ def test_one_run_holds_params_tags_curves_metrics_artifacts_and_model(tiny_run):
     assert tags["dvc.prepared_md5"].endswith(".dir")
     assert tags["pipeline.stages_run"] == ",".join(STAGE_ORDER) and tags["pipeline.stages_reused"] == ""
     assert tags["verdict"] == json.loads((layout.metrics / "diagnose.json").read_text())["verdict"]
+    # The install the run trained and was scored on: a rerun reproduces its bits only there.
+    assert tags["train.software"] == tags["provenance.software"] == software("cpu")
 
     # Curves: one point per row of the training log, at its step, with its exact value.
     rows = trainlog.read(layout.train_log)

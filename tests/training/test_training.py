@@ -19,6 +19,7 @@ from gancore.device import resolve_device
 from gancore.errors import GanCoreError, TrainingError
 from gancore.losses import GanLoss, get_loss
 from gancore.modelio import load_discriminator, load_generator
+from gancore.provenance import software
 from helpers import image_meta, make_layout, make_params, ring_data
 
 
@@ -72,6 +73,7 @@ def test_train_writes_models_log_and_checkpoint(tmp_path):
 
     assert summary["steps"] == 5 and summary["resumed_from"] is None and summary["device"] == "cpu"
     assert summary["samples_per_second"] > 0 and summary["seconds"] > 0
+    assert summary["software"] == software("cpu")  # the install a rerun reproduces these bits on
     rows = trainlog.read(layout.train_log)
     assert layout.train_log.read_text().splitlines()[0].split(",") == list(trainlog.COLUMNS)
     assert [r["step"] for r in rows] == [2, 4, 5]  # every log_every steps, and the last one
