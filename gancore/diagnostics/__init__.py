@@ -171,6 +171,7 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "modes_total": figures.get("modes_total"),
         "kind": params.data_kind,
         "augment_adaptive": params.augment.adaptive,
+        "augment_target": params.augment.target,
         "held_out_usable": _held_out_usable(params, layout),
         "arch_options": sorted(options),
         "batch_norm": bool(options.get("batch_norm")),

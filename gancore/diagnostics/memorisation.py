@@ -8,14 +8,20 @@ training set calls its own examples real far more often (Karras et al. 2020 watc
 Measured on clean (unaugmented) data, with packed inputs for a packing D, on equal numbers of
 each, in the coordinates D was trained in (a mixture: each part's D on its own part, pooled).
 
-The finding: the gap is at least ``GAP`` (a tenth of the examples) and significant (two-proportion
-z at least 3). The remedy is augmentation, with its settings.
-
 The gap counts calls at D's threshold, so it under-reads a D that calls nearly all (or nearly no)
-real data real: the two shares are squeezed together however far D separates them. Reported beside
-it, not (yet) flagged on: the AUC of D's logits, training against held-out examples (the chance
-that a training example scores above a held-out one, ties half; 0.5 when D cannot tell them apart,
-1 when it ranks every training example first), which does not depend on the threshold.
+real data real: the two shares are squeezed together however far D separates them. Beside it, the
+AUC of D's logits, training against held-out examples (the chance that a training example scores
+above a held-out one, ties half; 0.5 when D cannot tell them apart, 1 when it ranks every training
+example first), which does not depend on the threshold. It reads on the gap's own scale:
+``AUC - 1/2 = E_train[F_heldout(t) - F_train(t)]`` (t a training example's logit, F the two logit
+distributions), an average of the share gaps D would show at thresholds placed at its training
+logits, so it cannot exceed the largest of them. An AUC of at least ``1/2 + GAP`` therefore proves
+a threshold at which D calls at least a tenth more of its training examples real than of held-out
+ones: the gap's finding, with the threshold set where D separates best rather than where it sits.
+
+The finding: the gap is at least ``GAP`` (a tenth of the examples) and significant (two-proportion
+z at least 3), or the AUC is at least ``1/2 + GAP`` and significant (Mann-Whitney z at least 3,
+the variance without ties, which ties only lower). The remedy is augmentation, with its settings.
 
 A run whose augmentation was steered by held-out examples (``augment.signal: held_out``) consulted
 the even-indexed half of the test split (:mod:`gancore.heldout`); its D is measured on the other
@@ -25,6 +31,7 @@ half, which training never saw in any form, so the gap is not read off the set p
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import torch
@@ -93,6 +100,18 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
     p1, p2 = sum(c["real_train"] for c in parts) / n1, sum(c["real_test"] for c in parts) / n2
     z = proportion_z(p1, int(n1), p2, int(n2))
     gap = p1 - p2
+    auc = z_auc = None
+    if all("ranked_pairs" in c for c in parts):
+        # Within each part (a mixture's Ds are not on one scale): pooled pairs over pooled pairs,
+        # and the pooled Mann-Whitney statistic against its mean and variance with no difference.
+        pairs = sum(c["n_train"] * c["n_test"] for c in parts)
+        u = sum(c["ranked_pairs"] for c in parts)
+        variance = sum(c["n_train"] * c["n_test"] * (c["n_train"] + c["n_test"] + 1) / 12 for c in parts)
+        auc = u / pairs
+        z_auc = (u - pairs / 2) / math.sqrt(variance) if variance > 0 else None
+    by_gap = gap >= GAP and z >= SIGNIFICANCE_Z
+    # NaN (a diverged D) compares False: no finding from logits that rank nothing.
+    by_auc = auc is not None and z_auc is not None and auc - 0.5 >= GAP and z_auc >= SIGNIFICANCE_Z
     return {
         "called_real_train": p1,
         "called_real_heldout": p2,
@@ -101,12 +120,14 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
         "r_t_train": sum(c["sign_train"] for c in parts) / n1,
         "r_t_heldout": sum(c["sign_test"] for c in parts) / n2,
         "n": n1,
-        # Within each part (a mixture's Ds are not on one scale): pooled pairs over pooled pairs.
-        "auc": (sum(c["ranked_pairs"] for c in parts) / sum(c["n_train"] * c["n_test"] for c in parts))
-        if all("ranked_pairs" in c for c in parts)
-        else None,
+        "auc": auc,
+        "z_auc": z_auc,
         "gap_threshold": GAP,
-        "flag": bool(gap >= GAP and z >= SIGNIFICANCE_Z),
+        "auc_threshold": 0.5 + GAP,
+        "flag": bool(by_gap or by_auc),
+        # Which reading found it: the share gap at D's threshold, or the AUC alone (D's threshold
+        # hides a separation its logits show).
+        "flagged_by": "gap" if by_gap else ("auc" if by_auc else None),
     }
 
 

@@ -78,6 +78,15 @@ ADA_BESIDE_HELD_OUT_CAVEAT = (
     "+0 % against +8 %)"
 )
 
+THRESHOLD_HIDES = (
+    "steered by ADA's r_t: this D was found by the AUC of its logits, while its threshold hides the share gap that held-out "
+    "steering reads (p would stay near 0)"
+)
+BELOW_TARGET = (
+    "r_t on the training data is {r_t:.2f}, below ADA's target {target:g}: p rises only once D grows sure of its data; "
+    "augment.adaptive=false applies the policy to every sample"
+)
+
 HELD_OUT_UNUSABLE = (
     "steered by ADA's r_t: held-out examples cannot steer it here (a part without test examples of its own, or fewer than a batch of them)"
 )
@@ -100,14 +109,18 @@ NAMES: tuple[str, ...] = (
 )
 
 
-def _more_data(context: Mapping[str, Any], for_collapse: bool, memorising: bool = False) -> list[Remedy]:
+def _more_data(
+    context: Mapping[str, Any], for_collapse: bool, memorising: bool = False, overfitting: Mapping[str, Any] | None = None
+) -> list[Remedy]:
     """More diverse data in its practical form: augmentation with settings (none when the run
     already augments adaptively: then only more examples remain). ``memorising``: the finding is
     a discriminator that memorises, so p is steered first by held-out examples, the signal that
     found it, and second by ADA's r_t (``augment_ada``): r_t also rises for a D that merely wins,
     which costs FID on short runs, yet gained more on longer ones (benchmarks/data_limited.py).
     For other findings held_out would keep p near 0 and the remedy would be the baseline again,
-    so there ADA's r_t alone steers."""
+    so there ADA's r_t alone steers; so too for a D whose memorisation only the AUC found
+    (``overfitting``: the diagnosis's figures), since held-out steering reads the share gap that
+    D's threshold hides."""
     if context.get("augment_adaptive"):
         return [Remedy("more_data", DIVERSE)]
     policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
@@ -116,6 +129,12 @@ def _more_data(context: Mapping[str, Any], for_collapse: bool, memorising: bool 
         return [Remedy("augment", AUGMENT_ADA, ada, caveat=AUGMENT_COLLAPSE_CAVEAT if for_collapse else None)]
     if not context.get("held_out_usable", True):  # training would refuse the held-out signal (gancore.training)
         return [Remedy("augment", AUGMENT_ADA, ada, caveat=HELD_OUT_UNUSABLE)]
+    found = overfitting or {}
+    if found.get("flagged_by") == "auc":
+        r_t, target = found.get("r_t_train"), context.get("augment_target", 0.6)
+        below = r_t is not None and r_t <= target
+        caveat = THRESHOLD_HIDES + ("; " + BELOW_TARGET.format(r_t=r_t, target=target) if below else "")
+        return [Remedy("augment", AUGMENT_ADA, ada, caveat=caveat)]
     return [
         Remedy("augment", AUGMENT, (*ada, "augment.signal=held_out")),
         Remedy("augment_ada", AUGMENT_ADA, ada, caveat=ADA_BESIDE_HELD_OUT_CAVEAT),
@@ -155,7 +174,8 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         out += [_packing(m) for m in (2, 4) if pack < m]
         out += _more_data(context, for_collapse=True)
     if name in ("data_copying", "discriminator_overfitting"):
-        out += _more_data(context, for_collapse=False, memorising=name == "discriminator_overfitting")
+        memorising = name == "discriminator_overfitting"
+        out += _more_data(context, for_collapse=False, memorising=memorising, overfitting=(dynamics or {}).get("discriminator_overfitting"))
         steps = int(context.get("steps") or 0)
         if steps and context.get("monitor_every"):
             out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best")))

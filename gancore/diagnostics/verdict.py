@@ -21,8 +21,9 @@ Precedence (the first that holds wins; the others are still listed under ``findi
    training points than held-out real points do (Meehan et al.'s C_T below ``COPY_Z``) and more
    than twice the chance share of them lie closer than the held-out data's low quantile.
 6. ``discriminator_overfitting`` -- D memorises its training data: it calls training examples
-   real a tenth more often than held-out real ones, significantly
-   (:mod:`gancore.diagnostics.memorisation`); the remedy is augmentation.
+   real a tenth more often than held-out real ones, significantly, or its logits rank training
+   examples above held-out ones with an AUC of at least 0.6, significantly (which proves such a
+   tenth at some threshold: :mod:`gancore.diagnostics.memorisation`); the remedy is augmentation.
 7. ``not_converged`` -- high-quality fraction below ``HIGH_QUALITY_LOW``, or below
    ``QUALITY_SHARE_LOW`` of what held-out real data score under the same protocol (samples too
    wide, blurred), or the discriminator far from the 1/2 equilibrium (sigmoid losses), or D(G(z))
@@ -245,17 +246,30 @@ def _copying(f: Mapping[str, Any], out: _Findings) -> None:
 def _overfitting(dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
     m = _get(dynamics, "discriminator_overfitting")
     if _get(m, "flag"):
+        train, held = f"{m['called_real_train']:.1%}", f"{m['called_real_heldout']:.1%}"
+        auc = "" if m.get("auc") is None else f"AUC of its logits, training against held-out, {m['auc']:.2f}"
+        if m.get("flagged_by") == "auc":  # D's threshold hides the separation its logits show
+            text = (
+                f"D ranks its training examples above held-out real ones ({auc}, z = {m['z_auc']:.1f}; "
+                f"{m['auc_threshold']:.2f} or more means that at some threshold it calls a tenth more of its own examples real), "
+                f"though at its own threshold it calls {train} of training examples real and {held} of held-out ones "
+                f"(gap {m['gap']:.2f}; r_t on the training data {m['r_t_train']:.2f})"
+            )
+        else:
+            text = (
+                f"D calls {train} of training examples real but {held} of held-out real ones (gap {m['gap']:.2f}, z = {m['z']:.1f}; "
+                f"r_t on the training data {m['r_t_train']:.2f}" + (f"; {auc}" if auc else "") + ")"
+            )
         out.add(
             "discriminator_overfitting",
-            f"D calls {m['called_real_train']:.1%} of training examples real but {m['called_real_heldout']:.1%} of held-out real ones "
-            f"(gap {m['gap']:.2f}, z = {m['z']:.1f}; r_t on the training data {m['r_t_train']:.2f}"
-            + ("" if m.get("auc") is None else f"; AUC of its logits, training against held-out, {m['auc']:.2f}")
-            + ")",
+            text,
             called_real_train=m["called_real_train"],
             called_real_heldout=m["called_real_heldout"],
             gap=m["gap"],
             z=m["z"],
             r_t_train=m["r_t_train"],
+            z_auc=m.get("z_auc"),
+            flagged_by=m.get("flagged_by"),
             auc=m.get("auc"),
         )
 

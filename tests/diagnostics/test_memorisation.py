@@ -74,10 +74,58 @@ def test_the_auc_reads_memorisation_the_share_gap_misses():
     (its s.d. under no difference is sqrt((n1 + n2 + 1) / (12 n1 n2)) = 0.009 at n = 2000: 0.04 is 4 s.d.)."""
     data = ring_data(n_train=2000, n_test=2000)
     blind = summarise([counts(Ranks(data.train), data, pack=1, seed=0)])
-    assert blind["called_real_train"] == blind["called_real_heldout"] == 1.0 and blind["gap"] == 0.0 and blind["flag"] is False
-    assert blind["auc"] == 1.0
-    assert summarise([counts(LookUp(data.train), data, pack=1, seed=0)])["auc"] == 1.0
-    assert abs(summarise([counts(Smooth(), data, pack=1, seed=0)])["auc"] - 0.5) < 0.04
+    assert blind["called_real_train"] == blind["called_real_heldout"] == 1.0 and blind["gap"] == 0.0
+    assert blind["auc"] == 1.0 and blind["flag"] is True and blind["flagged_by"] == "auc"
+    seen = summarise([counts(LookUp(data.train), data, pack=1, seed=0)])
+    assert seen["auc"] == 1.0 and seen["flagged_by"] == "gap"
+    fair = summarise([counts(Smooth(), data, pack=1, seed=0)])
+    assert abs(fair["auc"] - 0.5) < 0.04 and fair["flag"] is False and fair["flagged_by"] is None
+
+
+def _pairs(n1: int, n2: int, auc: float) -> dict:
+    return {
+        "n_train": n1,
+        "n_test": n2,
+        "real_train": n1,
+        "real_test": n2,
+        "sign_train": n1,
+        "sign_test": n2,
+        "ranked_pairs": auc * n1 * n2,
+    }
+
+
+def test_the_auc_flags_at_the_gap_s_tolerance_and_only_when_significant():
+    """AUC - 1/2 cannot exceed the share gap at D's best threshold, so 1/2 + GAP is the gap's
+    tolerance; the Mann-Whitney z (s.d. of U without a difference: sqrt(n1 n2 (n1 + n2 + 1) / 12))
+    keeps a small sample's chance ranking from being a finding."""
+    assert GAP == 0.1
+    below = summarise([_pairs(2000, 2000, 0.58)])  # z = 8.8: real, but under the tolerance
+    assert below["z_auc"] == pytest.approx(0.08 * 4e6 / math.sqrt(4e6 * 4001 / 12)) and below["flag"] is False
+    assert summarise([_pairs(2000, 2000, 0.61)])["flagged_by"] == "auc"
+    small = summarise([_pairs(20, 20, 0.65)])  # z = 0.15 * 400 / 37.0 = 1.6
+    assert small["z_auc"] == pytest.approx(60 / math.sqrt(400 * 41 / 12)) and small["flag"] is False
+    # Parts pool U, its mean and its variance (each D ranks only its own part's examples).
+    pooled = summarise([_pairs(100, 100, 0.9), _pairs(300, 300, 0.5)])
+    u, mean, var = 0.9 * 1e4 + 0.5 * 9e4, 0.5 * 1e5, 1e4 * 201 / 12 + 9e4 * 601 / 12
+    assert pooled["auc"] == pytest.approx(u / 1e5) and pooled["z_auc"] == pytest.approx((u - mean) / math.sqrt(var))
+    assert math.isnan(summarise([_pairs(10, 10, float("nan"))])["auc"]) and summarise([_pairs(10, 10, float("nan"))])["flag"] is False
+
+
+def test_the_auc_above_a_half_never_exceeds_the_best_threshold_s_share_gap():
+    """Why 1/2 + GAP: AUC - 1/2 averages the share gaps at thresholds placed at the training
+    logits, so some threshold shows at least that gap. Checked on logits of every shape: shifted,
+    wider, bimodal, tied."""
+    gen = torch.Generator().manual_seed(5)
+    for train, held in (
+        (torch.randn(700, generator=gen) + 0.4, torch.randn(500, generator=gen)),
+        (torch.randn(600, generator=gen) * 3, torch.randn(600, generator=gen)),
+        (torch.cat([torch.randn(300, generator=gen) - 3, torch.randn(300, generator=gen) + 3]), torch.randn(400, generator=gen)),
+        (torch.randint(0, 4, (500,), generator=gen).float(), torch.randint(0, 3, (500,), generator=gen).float()),
+    ):
+        auc = ranked_pairs(train, held) / (len(train) * len(held))
+        thresholds = torch.cat([train, held, torch.tensor([-1e9])])
+        best = max(float((train > t).double().mean() - (held > t).double().mean()) for t in thresholds)
+        assert auc - 0.5 <= best + 1e-12
 
 
 def test_ranked_pairs_match_scikit_learns_auc_with_ties():

@@ -107,6 +107,36 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
     assert [r["name"] for r in already["remedy_settings"]][0] == "more_data" and already["remedy_settings"][0]["sets"] == []
 
 
+def test_a_discriminator_only_the_auc_finds_is_augmented_by_r_t_not_by_the_gap_its_threshold_hides():
+    """Held-out steering reads the share gap at D's threshold: for a D that calls (nearly) all real
+    data real it would keep p near 0, so the remedy is ADA's r_t alone, and where r_t is at or
+    below ADA's target the caveat says p would not rise either."""
+    hidden = {
+        "flag": True,
+        "flagged_by": "auc",
+        "called_real_train": 1.0,
+        "called_real_heldout": 0.99,
+        "gap": 0.01,
+        "z": 2.0,
+        "auc": 0.7,
+        "z_auc": 30.0,
+        "auc_threshold": 0.6,
+        "r_t_train": 1.0,
+    }
+    healthy = {**COLLAPSED, "modes_covered": 8}
+    out = decide(healthy, {"discriminator_overfitting": hidden}, "non_saturating", {**SINGLE, "augment_target": 0.6})
+    assert out["verdict"] == "discriminator_overfitting"
+    assert "AUC of its logits, training against held-out, 0.70, z = 30.0" in out["explanation"]
+    assert "at its own threshold it calls 100.0% of training examples real and 99.0% of held-out ones" in out["explanation"]
+    augment = [r for r in out["remedy_settings"] if r["name"].startswith("augment")]
+    assert [r["name"] for r in augment] == ["augment"] and augment[0]["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
+    assert augment[0]["caveat"].startswith("steered by ADA's r_t: this D was found by the AUC") and "below" not in augment[0]["caveat"]
+    # A D that calls few real digits real (r_t -0.6): ADA's rule would not raise p either, and says so.
+    shy = {**hidden, "called_real_train": 0.2, "called_real_heldout": 0.15, "gap": 0.05, "r_t_train": -0.6}
+    caveat = decide(healthy, {"discriminator_overfitting": shy}, "non_saturating", {**SINGLE, "augment_target": 0.6})["remedy_settings"][0]
+    assert "r_t on the training data is -0.60, below ADA's target 0.6" in caveat["caveat"] and "augment.adaptive=false" in caveat["caveat"]
+
+
 def test_a_memorising_discriminator_is_a_cause_and_its_augmentation_carries_no_collapse_caveat():
     out = plan(["partial_collapse", "discriminator_overfitting"], "non_saturating", None, {**SINGLE, "kind": "image"})
     assert [r.name for r in out][:4] == ["augment", "augment_ada", "earlier", "mixture"] and out[0].caveat is None
