@@ -19,30 +19,31 @@ MLFLOW_PORT ?= 5000
 TEST_WORKERS ?= 2
 
 # The versions every install here takes (`make lock` writes them from the venv): the same commit
-# and seed train the same bits only on the same torch, numpy and kernels (gancore/provenance.py),
-# and a release published tomorrow does not change what CI installs. CONSTRAINTS= installs the
-# newest versions pyproject.toml allows instead.
+# and seed train the same bits only on the same torch, numpy and kernels (gancore/environment.py),
+# and a release published tomorrow does not change what CI installs. Without the file, or with
+# CONSTRAINTS= on a new venv, pip takes the newest versions pyproject.toml allows.
 CONSTRAINTS ?= constraints.txt
-PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+LOCKED := $(wildcard $(CONSTRAINTS))
+PIP_CONSTRAINTS := $(if $(LOCKED),-c $(LOCKED))
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+$(VENV)/.installed: pyproject.toml $(LOCKED) | $(VENV)/bin/python
 	$(PY) -m pip install -q $(PIP_CONSTRAINTS) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml examples/gancore-example-plugin/pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+$(VENV)/.installed-dev: pyproject.toml examples/gancore-example-plugin/pyproject.toml $(LOCKED) | $(VENV)/bin/python
 	$(PY) -m pip install -q $(PIP_CONSTRAINTS) -e '.[dev]'
 	# The example third-party plugin, installed the way a user would (it depends on gancore).
 	$(PY) -m pip install -q $(PIP_CONSTRAINTS) -e examples/gancore-example-plugin
 	touch $(VENV)/.installed $@
 
-# Pin what the dev venv holds now (after `make install-dev CONSTRAINTS=` took the newest releases
-# and `make test` passed on them).
+# Pin what the dev venv holds now. To move to newer releases: rm -rf .venv, then
+# `make install-dev CONSTRAINTS=`, `make test`, and `make lock` once the tests pass.
 lock: $(VENV)/.installed-dev
-	{ echo "# Written by 'make lock' from a venv that passed 'make test' (pip freeze, editables left out)."; \
+	{ echo "# Written by 'make lock': pip freeze of the dev venv, editables left out."; \
 	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 # The browser tests drive Debian's Chromium through Playwright (Playwright's own browser download

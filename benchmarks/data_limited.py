@@ -71,6 +71,8 @@ OWN_SETTINGS = ("seed", "device", "train.steps", "data.name", "data.n_train")
 OWN_SECTION = "augment."
 # In each run's folder: the cost so far and the steps it reached, for a later, longer invocation.
 SPENT = "benchmark_run.json"
+# What a run continued from a record written before runs named their install trained on at first.
+UNRECORDED = "an install not recorded (before commit 48b3fa0)"
 # Beside the reference: the settings it was prepared with, and their digest.
 REFERENCE_SETTINGS = "reference_settings.json"
 TINY = ["data.n_test=300", "model.options.width=4", "sample.n=300", "evaluate.max_real=300", "diagnose.ndb_bins=10"]
@@ -119,9 +121,9 @@ def run_one(
     """One run trained to ``steps`` (continued if --out holds it shorter), then sampled, scored
     and diagnosed, on ``scoring``'s device if given (else where it trained)."""
     from gancore import trainlog
+    from gancore.environment import software
     from gancore.io import read_json, write_json
     from gancore.layout import Layout
-    from gancore.provenance import software
 
     layout = Layout(Path(root) / data / f"{fraction:g}-{policy}-{seed}")
     spent = layout.root / SPENT
@@ -134,7 +136,7 @@ def run_one(
         # from its checkpoint (train.steps does not change a run's identity), so a longer run costs
         # only the new steps; one trained further than asked (its scoring failed) is scored as is.
         cpu_s, continued_from = float(earlier["cost_s"]), int(earlier["steps"])
-        trained_with = list(earlier.get("software", []))
+        trained_with = list(earlier.get("software", [UNRECORDED]))
         steps = max(steps, continued_from)
     else:
         # A run stopped mid-way (its cost unknown), or scored by another reference: start over.
@@ -152,7 +154,8 @@ def run_one(
     cpu_s += run_stages(params, layout, ("train",))
     # Recorded before scoring: a later invocation continues this training even if scoring fails.
     # Every install that trained part of the run: a rerun is bit for bit the same only on those.
-    trained_with += [] if software(params.device) in trained_with else [software(params.device)]
+    if (continued_from is None or steps > continued_from) and software(params.device) not in trained_with:
+        trained_with.append(software(params.device))
     record = {"steps": steps, "reference": yardstick, "software": trained_with}
     write_json(spent, {"cost_s": cpu_s, **record})
     trained = time.perf_counter()
@@ -186,6 +189,7 @@ def run_one(
         "r_t_train": memo.get("r_t_train"),
         "p_final": last.get("augment_p"),
         "overfitting": bool(memo.get("flag")),
+        "overfitting_by": memo.get("flagged_by"),  # the share gap, or the AUC alone
         "verdict": diagnosis["verdict"],
         "remedies": [r["name"] for r in diagnosis.get("remedy_settings") or []],
         "software": trained_with,

@@ -9,19 +9,17 @@ reference split, the seed, and the protocol with its version. ``evaluate.json``,
 (tags ``provenance.*``), the Prefect artifact and every comparison carry it; :func:`differences`
 says which field keeps two runs apart.
 
-The card also names the software the numbers were computed with (:func:`software`), and training
-records the same of itself. The code and the seed fix a run only for one torch build on one kind of
-kernel: another torch release, or a CPU with other vector instructions, rounds a convolution
-differently in the last bit, and over thousands of GAN steps that bit grows into a different
-generator (one seed of the data-limited benchmark, the same commit on two installs: FID 90.1
-against 91.4). Such a difference is within the seeds' spread, so it does not keep two runs from
-being compared; it explains why a rerun is not bit for bit the same.
+The card also names the software the features were computed with
+(:func:`gancore.environment.software`; training records its own). It is not a reason to refuse a
+comparison: another install moves a run within the seeds' spread, which comparing over seeds
+already allows for.
 """
 
 from __future__ import annotations
 
-import platform
 from typing import Any
+
+from gancore.environment import software
 
 # Bump when a metric's computation changes: numbers of two versions are not comparable.
 PROTOCOL = "gancore-evaluate"
@@ -56,28 +54,6 @@ def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_gen
         "protocol": f"{PROTOCOL} v{VERSION}",
         "software": software(params.device if device is None else device),
     }
-
-
-def software(device: Any = "cpu") -> str:
-    """What, besides the code and the seed, decides a run's bits on ``device``: the torch, numpy
-    and Python releases and the kernels torch picks (the CPU's vector instructions, or the GPU,
-    CUDA and cuDNN)."""
-    import numpy
-    import torch
-
-    kind = torch.device(device).type if str(device) != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    parts = [f"torch {torch.__version__}", f"numpy {numpy.__version__}", f"Python {platform.python_version()}"]
-    if kind == "cuda" and torch.cuda.is_available():
-        index = torch.device(device).index if str(device) != "auto" else None
-        major, minor = torch.cuda.get_device_capability(index)
-        parts.append(
-            f"{torch.cuda.get_device_name(index)} (sm_{major}{minor}), CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
-        )
-    elif kind == "cpu":
-        parts.append(f"CPU kernels {torch.backends.cpu.get_cpu_capability()}")
-    else:
-        parts.append(kind)
-    return ", ".join(parts)
 
 
 # What must agree for two runs' numbers to be ranked: every field but the seed (runs over seeds

@@ -21,10 +21,10 @@ import torch
 
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, save_prepared
+from gancore.environment import software
 from gancore.errors import EvaluationError
 from gancore.evaluation import HEADLINE, _real_subset, evaluate, strict_json
 from gancore.layout import Layout
-from gancore.provenance import software
 from helpers import EVALUATE_KEYS as KEYS
 from helpers import image_meta, ring8_centers
 

@@ -12,12 +12,14 @@ The gap counts calls at D's threshold, so it under-reads a D that calls nearly a
 real data real: the two shares are squeezed together however far D separates them. Beside it, the
 AUC of D's logits, training against held-out examples (the chance that a training example scores
 above a held-out one, ties half; 0.5 when D cannot tell them apart, 1 when it ranks every training
-example first), which does not depend on the threshold. It reads on the gap's own scale:
-``AUC - 1/2 = E_train[F_heldout(t) - F_train(t)]`` (t a training example's logit, F the two logit
-distributions), an average of the share gaps D would show at thresholds placed at its training
-logits, so it cannot exceed the largest of them. An AUC of at least ``1/2 + GAP`` therefore proves
-a threshold at which D calls at least a tenth more of its training examples real than of held-out
-ones: the gap's finding, with the threshold set where D separates best rather than where it sits.
+example first), which does not depend on the threshold. It reads on the gap's scale:
+``AUC - 1/2 = E_train[F_heldout(t) - F_train(t)]`` (t a training example's logit, F the two
+logit distributions counting ties half), an average of the share gaps D shows at thresholds
+placed at its training logits, so it cannot exceed the largest of them. An AUC of at least
+``1/2 + GAP`` therefore guarantees, on the measured examples, a threshold at which D calls at least
+a tenth more of its training examples real than of held-out ones (for a mixture, some part's D,
+since the pooled AUC is a weighted mean of the parts'): sufficient for the gap's finding at D's
+best threshold, not equivalent to it.
 
 The finding: the gap is at least ``GAP`` (a tenth of the examples) and significant (two-proportion
 z at least 3), or the AUC is at least ``1/2 + GAP`` and significant (Mann-Whitney z at least 3,
@@ -101,17 +103,21 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
     z = proportion_z(p1, int(n1), p2, int(n2))
     gap = p1 - p2
     auc = z_auc = None
-    if all("ranked_pairs" in c for c in parts):
+    ranked = [c for c in parts if "ranked_pairs" in c]
+    # A diverged D's NaN logits rank nothing: its part is left out, and alone it leaves a NaN.
+    finite = [c for c in ranked if math.isfinite(c["ranked_pairs"])]
+    if len(ranked) == len(parts) and finite:
         # Within each part (a mixture's Ds are not on one scale): pooled pairs over pooled pairs,
         # and the pooled Mann-Whitney statistic against its mean and variance with no difference.
-        pairs = sum(c["n_train"] * c["n_test"] for c in parts)
-        u = sum(c["ranked_pairs"] for c in parts)
-        variance = sum(c["n_train"] * c["n_test"] * (c["n_train"] + c["n_test"] + 1) / 12 for c in parts)
+        pairs = sum(c["n_train"] * c["n_test"] for c in finite)
+        u = sum(c["ranked_pairs"] for c in finite)
+        variance = sum(c["n_train"] * c["n_test"] * (c["n_train"] + c["n_test"] + 1) / 12 for c in finite)
         auc = u / pairs
         z_auc = (u - pairs / 2) / math.sqrt(variance) if variance > 0 else None
+    elif ranked and len(ranked) == len(parts):
+        auc = float("nan")
     by_gap = gap >= GAP and z >= SIGNIFICANCE_Z
-    # NaN (a diverged D) compares False: no finding from logits that rank nothing.
-    by_auc = auc is not None and z_auc is not None and auc - 0.5 >= GAP and z_auc >= SIGNIFICANCE_Z
+    by_auc = auc is not None and z_auc is not None and auc >= 0.5 + GAP and z_auc >= SIGNIFICANCE_Z
     return {
         "called_real_train": p1,
         "called_real_heldout": p2,
@@ -122,6 +128,7 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
         "n": n1,
         "auc": auc,
         "z_auc": z_auc,
+        "auc_parts_left_out": len(parts) - len(finite) if ranked and len(finite) < len(parts) else None,
         "gap_threshold": GAP,
         "auc_threshold": 0.5 + GAP,
         "flag": bool(by_gap or by_auc),

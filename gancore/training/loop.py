@@ -20,11 +20,11 @@ import torch
 from gancore import failpoints, progress, trainlog
 from gancore.checkpoint import load_checkpoint, save_checkpoint
 from gancore.config import MONITOR_FIGURES, Params
+from gancore.environment import software
 from gancore.errors import TrainingError
 from gancore.io import write_json
 from gancore.layout import Layout, PartLayout
 from gancore.modelio import save_model
-from gancore.provenance import software
 from gancore.training import distributed
 from gancore.training.monitor import PREFIX, CollapseMonitor, log_columns
 from gancore.training.trainer import Trainer

@@ -37,7 +37,7 @@ def test_tiny_run_trains_every_policy_on_one_yardstick(tmp_path):
     made_with = out / "mnist" / "reference" / "reference_settings.json"
     assert json.loads(made_with.read_text())["data"]["n_test"] == 300
     text = stdout.getvalue()
-    from gancore.provenance import software
+    from gancore.environment import software
 
     # The install that trained the runs, in every record and over the table (two installs round
     # a long run apart: gancore.provenance).
@@ -103,14 +103,19 @@ def test_a_longer_invocation_continues_the_runs_in_out_exactly(tmp_path):
     # A run continued on another install names both: only on both is it reproduced bit for bit.
     import shutil
 
+    from gancore.environment import software
     from gancore.io import read_json, write_json
-    from gancore.provenance import software
 
     shutil.copytree(tmp_path / "a", tmp_path / "d")
     spent = tmp_path / "d" / "mnist" / "0.01-held_out-0" / "benchmark_run.json"
     assert read_json(spent)["software"] == [software("cpu")]
     write_json(spent, {**read_json(spent), "software": ["torch 2.11.0, another install"]})
     assert bench(tmp_path / "d", "10")["runs"][0]["software"] == ["torch 2.11.0, another install", software("cpu")]
+    # Scored again without training a step: no install added. A record from before installs were
+    # recorded names its unknown one.
+    write_json(spent, {k: v for k, v in read_json(spent).items() if k != "software"})
+    assert bench(tmp_path / "d", "10")["runs"][0]["software"] == [data_limited.UNRECORDED]
+    assert bench(tmp_path / "d", "12")["runs"][0]["software"] == [data_limited.UNRECORDED, software("cpu")]
 
 
 def test_first_seed_trains_the_same_run_as_a_longer_list_of_seeds(tmp_path):

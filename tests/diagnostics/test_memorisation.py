@@ -108,7 +108,13 @@ def test_the_auc_flags_at_the_gap_s_tolerance_and_only_when_significant():
     pooled = summarise([_pairs(100, 100, 0.9), _pairs(300, 300, 0.5)])
     u, mean, var = 0.9 * 1e4 + 0.5 * 9e4, 0.5 * 1e5, 1e4 * 201 / 12 + 9e4 * 601 / 12
     assert pooled["auc"] == pytest.approx(u / 1e5) and pooled["z_auc"] == pytest.approx((u - mean) / math.sqrt(var))
-    assert math.isnan(summarise([_pairs(10, 10, float("nan"))])["auc"]) and summarise([_pairs(10, 10, float("nan"))])["flag"] is False
+    # At the tolerance itself (0.6 - 0.5 is a hair under 0.1 in floating point): flagged.
+    assert summarise([_pairs(5000, 5000, 0.6)])["flagged_by"] == "auc"
+    # A diverged D ranks nothing: alone its NaN is the AUC; in a mixture the other parts still count.
+    diverged = summarise([_pairs(10, 10, float("nan"))])
+    assert math.isnan(diverged["auc"]) and diverged["flag"] is False and diverged["auc_parts_left_out"] == 1
+    mixed = summarise([_pairs(10, 10, float("nan")), _pairs(2000, 2000, 0.7)])
+    assert mixed["auc"] == pytest.approx(0.7) and mixed["flagged_by"] == "auc" and mixed["auc_parts_left_out"] == 1
 
 
 def test_the_auc_above_a_half_never_exceeds_the_best_threshold_s_share_gap():
@@ -123,6 +129,12 @@ def test_the_auc_above_a_half_never_exceeds_the_best_threshold_s_share_gap():
         (torch.randint(0, 4, (500,), generator=gen).float(), torch.randint(0, 3, (500,), generator=gen).float()),
     ):
         auc = ranked_pairs(train, held) / (len(train) * len(held))
+
+        def mid_cdf(x: torch.Tensor, t: float) -> float:  # ties counted half
+            return float((x < t).double().mean() + 0.5 * (x == t).double().mean())
+
+        # The identity, exactly: the mean over training logits of the (tie-halved) share gap there.
+        assert auc - 0.5 == pytest.approx(sum(mid_cdf(held, t) - mid_cdf(train, t) for t in train.tolist()) / len(train), abs=1e-12)
         thresholds = torch.cat([train, held, torch.tensor([-1e9])])
         best = max(float((train > t).double().mean() - (held > t).double().mean()) for t in thresholds)
         assert auc - 0.5 <= best + 1e-12

@@ -59,41 +59,20 @@ def test_the_software_card_names_what_else_decides_a_run_s_bits():
     import numpy
     import torch
 
-    from gancore.provenance import software
+    from gancore.environment import software
 
-    cpu = software("cpu")
-    assert cpu == (
-        f"torch {torch.__version__}, numpy {numpy.__version__}, Python {platform.python_version()}, "
-        f"CPU kernels {torch.backends.cpu.get_cpu_capability()}"
-    )
-    assert software(torch.device("cpu")) == cpu
+    threads = torch.get_num_threads()
+    try:
+        for n, said in ((1, "1 thread"), (2, "2 threads")):  # another thread count rounds otherwise too
+            torch.set_num_threads(n)
+            assert software("cpu") == (
+                f"torch {torch.__version__}, numpy {numpy.__version__}, Python {platform.python_version()}, "
+                f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, {said}"
+            )
+            assert software(torch.device("cpu")) == software("cpu")
+    finally:
+        torch.set_num_threads(threads)
     if not torch.cuda.is_available():
-        assert software("auto") == cpu  # where training would run
+        from gancore.device import resolve_device
 
-
-def test_remedy_ranking_refuses_runs_measured_otherwise():
-    from gancore_flows.remedy import rank, table
-
-    card = {
-        "feature_network": "domain",
-        "weights": "w",
-        "resize": "none",
-        "input_range": "i",
-        "n_real": 100,
-        "n_generated": 100,
-        "reference_split": "t",
-        "seed": 0,
-        "protocol": "p",
-    }
-
-    def row(label, n, hq):
-        figures = {"diagnose": {"verdict": "healthy", "modes_covered": 8, "modes_total": 8, "high_quality_fraction": hq}}
-        return {"label": label, "extra": [], "result": {**figures, "evaluate": {"provenance": {**card, "n_generated": n}}}}
-
-    ranked = rank([row("baseline", 100, 0.90), row("better", 100, 0.95), row("other n", 500, 0.99)])
-    assert [r["label"] for r in ranked] == ["better", "baseline", "other n"]
-    assert ranked[-1]["not_comparable"] == ["n_generated: 100 vs 500"]
-    headers, cells = table(ranked)
-    assert cells[-1][3] == "not ranked, measured otherwise than the baseline: n_generated: 100 vs 500"
-    # The columns are the figure registry's labels; counts say what they count of.
-    assert headers[3:6] == ["verdict", "modes covered", "high-quality fraction"] and cells[0][3:6] == ["healthy", "8 / 8", "0.95"]
+        assert software("auto") == software(resolve_device("auto"))  # where training would run (MPS too)

@@ -20,9 +20,9 @@ from mlflow import MlflowClient
 from gancore import tracking, trainlog
 from gancore.config import load_params
 from gancore.dvcstore import data_version
+from gancore.environment import software
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
-from gancore.provenance import software
 from gancore.ranking import headline
 from gancore.registry import architectures
 from gancore.stages import STAGE_ORDER, run_stage

@@ -16,10 +16,10 @@ from gancore.checkpoint import load_checkpoint
 from gancore.config import validate
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.device import resolve_device
+from gancore.environment import software
 from gancore.errors import GanCoreError, TrainingError
 from gancore.losses import GanLoss, get_loss
 from gancore.modelio import load_discriminator, load_generator
-from gancore.provenance import software
 from helpers import image_meta, make_layout, make_params, ring_data
 
 
