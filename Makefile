@@ -19,12 +19,17 @@ MLFLOW_PORT ?= 5000
 TEST_WORKERS ?= 2
 
 # The versions every install here takes (`make lock` writes them from the venv): the same commit
-# and seed train the same bits only on the same torch, numpy and kernels (gancore/environment.py),
+# and seed train the same bits only on the same torch, numpy and kernels (gancore/device.py),
 # and a release published tomorrow does not change what CI installs. Without the file, or with
 # CONSTRAINTS= on a new venv, pip takes the newest versions pyproject.toml allows.
 CONSTRAINTS ?= constraints.txt
 LOCKED := $(wildcard $(CONSTRAINTS))
 PIP_CONSTRAINTS := $(if $(LOCKED),-c $(LOCKED))
+ifneq ($(CONSTRAINTS),)
+ifeq ($(LOCKED),)
+$(warning $(CONSTRAINTS) not found: installing the newest versions pyproject.toml allows)
+endif
+endif
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

@@ -121,7 +121,7 @@ def run_one(
     """One run trained to ``steps`` (continued if --out holds it shorter), then sampled, scored
     and diagnosed, on ``scoring``'s device if given (else where it trained)."""
     from gancore import trainlog
-    from gancore.environment import software
+    from gancore.device import software
     from gancore.io import read_json, write_json
     from gancore.layout import Layout
 

@@ -1,8 +1,19 @@
-"""Which torch device a stage runs on (``params.device``)."""
+"""Which torch device a stage runs on (``params.device``), and the software it computes with.
+
+The code, the parameters and the seed fix a run's bits only on one install: another torch release
+or a CPU with other vector instructions (and, for larger models, another number of intra-op
+threads) may round a convolution differently in the last bit, and thousands of GAN steps grow that
+bit into another generator, within the seeds' spread (10 % of MNIST, seed 0, one commit trained in
+two sessions, 20,000 steps: FID 90.1 and 91.4, most likely two installs). :func:`software` names
+what a run's bits depend on besides the code; training summaries, evaluation cards (the
+evaluation's own) and the data-limited benchmark record it.
+"""
 
 from __future__ import annotations
 
 import os
+import platform
+from typing import Any
 
 import torch
 
@@ -63,3 +74,29 @@ def pin_small_model_threads(device: torch.device, *models: torch.nn.Module) -> i
         if weights < SMALL_MODEL_WEIGHTS:
             torch.set_num_threads(1)
     return torch.get_num_threads()
+
+
+def software(device: Any = "cpu") -> str:
+    """What, besides the code and the seed, decides a run's bits on ``device`` (a name as
+    ``params.device`` takes it, ``auto`` included, or a torch.device): the torch, numpy and Python
+    releases and the kernels torch picks (the CPU's vector instructions and intra-op threads, or
+    the GPU, CUDA and cuDNN)."""
+    import numpy
+
+    if str(device) == "auto":
+        device = resolve_device("auto")
+    chosen = torch.device(device)
+    parts = [f"torch {torch.__version__}", f"numpy {numpy.__version__}", f"Python {platform.python_version()}"]
+    kind = chosen.type
+    if kind == "cuda" and torch.cuda.is_available():
+        index = chosen.index
+        major, minor = torch.cuda.get_device_capability(index)
+        parts.append(
+            f"{torch.cuda.get_device_name(index)} (sm_{major}{minor}), CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        )
+    elif kind == "cpu":
+        threads = torch.get_num_threads()
+        parts.append(f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, {threads} thread{'s' if threads > 1 else ''}")
+    else:
+        parts.append(kind)
+    return ", ".join(parts)

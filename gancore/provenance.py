@@ -10,7 +10,7 @@ reference split, the seed, and the protocol with its version. ``evaluate.json``,
 says which field keeps two runs apart.
 
 The card also names the software the features were computed with
-(:func:`gancore.environment.software`; training records its own). It is not a reason to refuse a
+(:func:`gancore.device.software`; training records its own). It is not a reason to refuse a
 comparison: another install moves a run within the seeds' spread, which comparing over seeds
 already allows for.
 """
@@ -18,8 +18,6 @@ already allows for.
 from __future__ import annotations
 
 from typing import Any
-
-from gancore.environment import software
 
 # Bump when a metric's computation changes: numbers of two versions are not comparable.
 PROTOCOL = "gancore-evaluate"
@@ -52,7 +50,7 @@ def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_gen
         + (f", a seeded subset of {max_real}" if max_real and n_real >= max_real else ""),
         "seed": int(params.seed),
         "protocol": f"{PROTOCOL} v{VERSION}",
-        "software": software(params.device if device is None else device),
+        "software": _software(params.device if device is None else device),
     }
 
 
@@ -67,3 +65,9 @@ def differences(a: dict[str, Any] | None, b: dict[str, Any] | None, fields: tupl
     if not a or not b:
         return ["provenance (a run without a card)"]
     return [f"{f}: {a.get(f)!r} vs {b.get(f)!r}" for f in fields if a.get(f) != b.get(f)]
+
+
+def _software(device: Any) -> str:
+    from gancore.device import software  # torch: kept out of this module's import
+
+    return software(device)

@@ -21,7 +21,7 @@ import torch
 
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, save_prepared
-from gancore.environment import software
+from gancore.device import software
 from gancore.errors import EvaluationError
 from gancore.evaluation import HEADLINE, _real_subset, evaluate, strict_json
 from gancore.layout import Layout

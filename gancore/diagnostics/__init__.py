@@ -170,6 +170,7 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "mixture_parts": len(read_json(layout.mixture)["parts"]) if layout.mixture.exists() else None,
         "modes_total": figures.get("modes_total"),
         "kind": params.data_kind,
+        "augment_policy": params.augment.policy,
         "augment_adaptive": params.augment.adaptive,
         "augment_target": params.augment.target,
         "held_out_usable": _held_out_usable(params, layout),

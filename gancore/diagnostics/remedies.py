@@ -88,10 +88,11 @@ THRESHOLD_HIDES = (
 )
 # What benchmarks/data_limited.py measured of p = 1 (docs/data-limited.md, 1,000 steps).
 EVERY_SAMPLE = (
-    "on every sample (p = 1): r_t on the training data is {r_t:.2f}, at or below ADA's target {target:g}, and held-out "
-    "steering reads the share gap D's threshold hides, so neither adaptive signal would raise p; in "
+    "on every sample (p = 1): r_t on the training data ended at {r_t:.2f}, at or below ADA's target {target:g}, and "
+    "held-out steering reads the share gap D's threshold hides, so an adaptive p may end near 0; in "
     "benchmarks/data_limited.py p = 1 cost 25-31 % FID at 1,000 steps"
 )
+ENDS_LOW = "; r_t ended at {r_t:.2f}, at or below the target {target:g}, so p may end near 0 (it rises early, while D is sure of real data)"
 
 HELD_OUT_UNUSABLE = (
     "steered by ADA's r_t: held-out examples cannot steer it here (a part without test examples of its own, or fewer than a batch of them)"
@@ -136,9 +137,17 @@ def _more_data(
     found = overfitting or {}
     if found.get("flagged_by") == "auc":  # held-out steering could not see it, usable or not
         r_t, target = found.get("r_t_train"), context.get("augment_target")
-        if r_t is not None and target is not None and r_t <= target:
-            return [Remedy("augment", AUGMENT_FIXED, (f"augment.policy={policy}",), caveat=EVERY_SAMPLE.format(r_t=r_t, target=target))]
-        return [Remedy("augment", AUGMENT_ADA, ada, caveat=THRESHOLD_HIDES)]
+        if r_t is None or target is None or r_t > target:
+            return [Remedy("augment", AUGMENT_ADA, ada, caveat=THRESHOLD_HIDES)]
+        # r_t ended low: ADA's p may end near 0 (though it rises early), so p = 1 beside it, unless
+        # the run already augments every sample; gan-remedy measures which helps.
+        fixed = (
+            []
+            if context.get("augment_policy")
+            else [Remedy("augment", AUGMENT_FIXED, (f"augment.policy={policy}",), caveat=EVERY_SAMPLE.format(r_t=r_t, target=target))]
+        )
+        low = THRESHOLD_HIDES + ENDS_LOW.format(r_t=r_t, target=target)
+        return [*fixed, Remedy("augment_ada" if fixed else "augment", AUGMENT_ADA, ada, caveat=low)]
     if not context.get("held_out_usable", True):  # training would refuse the held-out signal (gancore.training)
         return [Remedy("augment", AUGMENT_ADA, ada, caveat=HELD_OUT_UNUSABLE)]
     return [

@@ -20,7 +20,7 @@ import torch
 from gancore import failpoints, progress, trainlog
 from gancore.checkpoint import load_checkpoint, save_checkpoint
 from gancore.config import MONITOR_FIGURES, Params
-from gancore.environment import software
+from gancore.device import software
 from gancore.errors import TrainingError
 from gancore.io import write_json
 from gancore.layout import Layout, PartLayout
@@ -291,7 +291,7 @@ class TrainingLoop:
             "samples_per_second": round(trained * tp.batch_size * params.model.pack / loop_seconds, 1) if trained else None,
             "threads": torch.get_num_threads(),  # intra-op threads of the loop (see pin_small_model_threads)
             "device": str(device),
-            "software": software(device),  # what else decides the bits (gancore.provenance)
+            "software": software(device),  # what else decides the bits (gancore.device)
             "resumed_from": self.start if self.resumed else None,
             "seconds": round(time.perf_counter() - started, 3),
         }

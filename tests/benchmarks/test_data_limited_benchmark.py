@@ -37,10 +37,10 @@ def test_tiny_run_trains_every_policy_on_one_yardstick(tmp_path):
     made_with = out / "mnist" / "reference" / "reference_settings.json"
     assert json.loads(made_with.read_text())["data"]["n_test"] == 300
     text = stdout.getvalue()
-    from gancore.environment import software
+    from gancore.device import software
 
     # The install that trained the runs, in every record and over the table (two installs round
-    # a long run apart: gancore.provenance).
+    # a long run apart: gancore.device).
     assert all(r["software"] == [software("cpu")] for r in result["runs"]) and f"trained with {software('cpu')}\n" in text
     assert "| mnist | 1% | adaptive | 1 |" in text and "| DiffAugment, BigGAN, CIFAR-10 10 % | 39.78 | 22.4 (-44 %) |" in text
 
@@ -103,7 +103,7 @@ def test_a_longer_invocation_continues_the_runs_in_out_exactly(tmp_path):
     # A run continued on another install names both: only on both is it reproduced bit for bit.
     import shutil
 
-    from gancore.environment import software
+    from gancore.device import software
     from gancore.io import read_json, write_json
 
     shutil.copytree(tmp_path / "a", tmp_path / "d")

@@ -110,7 +110,7 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
 def test_a_discriminator_only_the_auc_finds_is_augmented_by_r_t_not_by_the_gap_its_threshold_hides():
     """Held-out steering reads the share gap at D's threshold: for a D that calls (nearly) all real
     data real it would keep p near 0, so the remedy is ADA's r_t alone, and where r_t is at or
-    below ADA's target neither signal would raise p, so the policy applies to every sample."""
+    below ADA's target (p may end near 0) the policy on every sample is proposed beside it."""
     hidden = {
         "flag": True,
         "flagged_by": "auc",
@@ -134,15 +134,23 @@ def test_a_discriminator_only_the_auc_finds_is_augmented_by_r_t_not_by_the_gap_i
     # Usable held-out examples or not, held-out steering would not see this D: the same remedy.
     unusable = {**SINGLE, "augment_target": 0.6, "held_out_usable": False}
     assert decide(healthy, {"discriminator_overfitting": hidden}, "non_saturating", unusable)["remedy_settings"][0] == augment[0]
-    # A D that calls few real digits real (r_t -0.6), or sits at ADA's target: ADA's rule would not
-    # raise p either, so the policy applies to every sample, with what that cost in the benchmark.
+    # A D that calls few real digits real (r_t -0.6), or ends at ADA's target: ADA's p may end near
+    # 0 (it rises early), so the policy on every sample is proposed beside it, with what p = 1 cost.
     for r_t in (-0.6, 0.6):
         shy = {**hidden, "called_real_train": 0.2, "called_real_heldout": 0.15, "gap": 0.05, "r_t_train": r_t}
-        fixed = decide(healthy, {"discriminator_overfitting": shy}, "non_saturating", {**SINGLE, "augment_target": 0.6})["remedy_settings"][
-            0
-        ]
+        context = {**SINGLE, "augment_target": 0.6}
+        fixed, ada = decide(healthy, {"discriminator_overfitting": shy}, "non_saturating", context)["remedy_settings"][:2]
         assert fixed["name"] == "augment" and fixed["sets"] == ["augment.policy=jitter"]
-        assert fixed["caveat"].startswith(f"on every sample (p = 1): r_t on the training data is {r_t:.2f}, at or below ADA's target 0.6")
+        assert fixed["caveat"].startswith(
+            f"on every sample (p = 1): r_t on the training data ended at {r_t:.2f}, at or below ADA's target 0.6"
+        )
+        assert ada["name"] == "augment_ada" and ada["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
+        assert f"r_t ended at {r_t:.2f}, at or below the target 0.6, so p may end near 0" in ada["caveat"]
+    # A run that already augments every sample is not told to do so again: ADA's p is the change.
+    already = {**SINGLE, "augment_target": 0.6, "augment_policy": "jitter"}
+    again = decide(healthy, {"discriminator_overfitting": shy}, "non_saturating", already)["remedy_settings"]
+    assert [r["name"] for r in again if r["name"].startswith("augment")] == ["augment"]
+    assert again[0]["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
 
 
 def test_a_memorising_discriminator_is_a_cause_and_its_augmentation_carries_no_collapse_caveat():

@@ -59,7 +59,7 @@ def test_the_software_card_names_what_else_decides_a_run_s_bits():
     import numpy
     import torch
 
-    from gancore.environment import software
+    from gancore.device import software
 
     threads = torch.get_num_threads()
     try:
@@ -76,3 +76,31 @@ def test_the_software_card_names_what_else_decides_a_run_s_bits():
         from gancore.device import resolve_device
 
         assert software("auto") == software(resolve_device("auto"))  # where training would run (MPS too)
+
+
+def test_remedy_ranking_refuses_runs_measured_otherwise():
+    from gancore_flows.remedy import rank, table
+
+    card = {
+        "feature_network": "domain",
+        "weights": "w",
+        "resize": "none",
+        "input_range": "i",
+        "n_real": 100,
+        "n_generated": 100,
+        "reference_split": "t",
+        "seed": 0,
+        "protocol": "p",
+    }
+
+    def row(label, n, hq):
+        figures = {"diagnose": {"verdict": "healthy", "modes_covered": 8, "modes_total": 8, "high_quality_fraction": hq}}
+        return {"label": label, "extra": [], "result": {**figures, "evaluate": {"provenance": {**card, "n_generated": n}}}}
+
+    ranked = rank([row("baseline", 100, 0.90), row("better", 100, 0.95), row("other n", 500, 0.99)])
+    assert [r["label"] for r in ranked] == ["better", "baseline", "other n"]
+    assert ranked[-1]["not_comparable"] == ["n_generated: 100 vs 500"]
+    headers, cells = table(ranked)
+    assert cells[-1][3] == "not ranked, measured otherwise than the baseline: n_generated: 100 vs 500"
+    # The columns are the figure registry's labels; counts say what they count of.
+    assert headers[3:6] == ["verdict", "modes covered", "high-quality fraction"] and cells[0][3:6] == ["healthy", "8 / 8", "0.95"]

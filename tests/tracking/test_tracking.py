@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 
 from gancore import tracking, trainlog
 from gancore.config import load_params
+from gancore.device import software
 from gancore.dvcstore import data_version
-from gancore.environment import software
 from gancore.errors import GanCoreError
 from gancore.layout import Layout
 from gancore.ranking import headline

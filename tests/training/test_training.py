@@ -15,8 +15,7 @@ from gancore import training, trainlog
 from gancore.checkpoint import load_checkpoint
 from gancore.config import validate
 from gancore.data.prepared import PreparedData, save_prepared
-from gancore.device import resolve_device
-from gancore.environment import software
+from gancore.device import resolve_device, software
 from gancore.errors import GanCoreError, TrainingError
 from gancore.losses import GanLoss, get_loss
 from gancore.modelio import load_discriminator, load_generator
