@@ -154,8 +154,9 @@ def run_one(
     cpu_s += run_stages(params, layout, ("train",))
     # Recorded before scoring: a later invocation continues this training even if scoring fails.
     # Every install that trained part of the run: a rerun is bit for bit the same only on those.
-    if (continued_from is None or steps > continued_from) and software(params.device) not in trained_with:
-        trained_with.append(software(params.device))
+    here = software(params.device)
+    if (continued_from is None or steps > continued_from) and here not in trained_with:
+        trained_with.append(here)
     record = {"steps": steps, "reference": yardstick, "software": trained_with}
     write_json(spent, {"cost_s": cpu_s, **record})
     trained = time.perf_counter()

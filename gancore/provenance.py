@@ -40,6 +40,8 @@ def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_gen
     """The card of one evaluation; ``network``: the feature space's own description (its
     ``describe()``: feature network, weights, resize, input range); ``device``: where the features
     were computed (default: ``params.device``)."""
+    from gancore.device import software  # torch: kept out of this module's import
+
     split = "test split" if prepared.meta.get("count_test") else "held-out split"
     max_real = params.evaluate.max_real
     return {
@@ -50,7 +52,7 @@ def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_gen
         + (f", a seeded subset of {max_real}" if max_real and n_real >= max_real else ""),
         "seed": int(params.seed),
         "protocol": f"{PROTOCOL} v{VERSION}",
-        "software": _software(params.device if device is None else device),
+        "software": software(params.device if device is None else device),
     }
 
 
@@ -65,9 +67,3 @@ def differences(a: dict[str, Any] | None, b: dict[str, Any] | None, fields: tupl
     if not a or not b:
         return ["provenance (a run without a card)"]
     return [f"{f}: {a.get(f)!r} vs {b.get(f)!r}" for f in fields if a.get(f) != b.get(f)]
-
-
-def _software(device: Any) -> str:
-    from gancore.device import software  # torch: kept out of this module's import
-
-    return software(device)

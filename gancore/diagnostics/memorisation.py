@@ -102,20 +102,21 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
     p1, p2 = sum(c["real_train"] for c in parts) / n1, sum(c["real_test"] for c in parts) / n2
     z = proportion_z(p1, int(n1), p2, int(n2))
     gap = p1 - p2
-    auc = z_auc = None
-    ranked = [c for c in parts if "ranked_pairs" in c]
-    # A diverged D's NaN logits rank nothing: its part is left out, and alone it leaves a NaN.
-    finite = [c for c in ranked if math.isfinite(c["ranked_pairs"])]
-    if len(ranked) == len(parts) and finite:
-        # Within each part (a mixture's Ds are not on one scale): pooled pairs over pooled pairs,
-        # and the pooled Mann-Whitney statistic against its mean and variance with no difference.
-        pairs = sum(c["n_train"] * c["n_test"] for c in finite)
-        u = sum(c["ranked_pairs"] for c in finite)
-        variance = sum(c["n_train"] * c["n_test"] * (c["n_train"] + c["n_test"] + 1) / 12 for c in finite)
-        auc = u / pairs
-        z_auc = (u - pairs / 2) / math.sqrt(variance) if variance > 0 else None
-    elif ranked and len(ranked) == len(parts):
-        auc = float("nan")
+    auc = z_auc = left_out = None
+    if all("ranked_pairs" in c for c in parts):  # counts from before the AUC have none
+        # A diverged D's NaN logits rank nothing: its part is left out, and alone it leaves a NaN.
+        finite = [c for c in parts if math.isfinite(c["ranked_pairs"])]
+        left_out = len(parts) - len(finite) or None
+        if finite:
+            # Within each part (a mixture's Ds are not on one scale): pooled pairs over pooled pairs,
+            # and the pooled Mann-Whitney statistic against its mean and variance with no difference.
+            pairs = sum(c["n_train"] * c["n_test"] for c in finite)
+            u = sum(c["ranked_pairs"] for c in finite)
+            variance = sum(c["n_train"] * c["n_test"] * (c["n_train"] + c["n_test"] + 1) / 12 for c in finite)
+            auc = u / pairs
+            z_auc = (u - pairs / 2) / math.sqrt(variance) if variance > 0 else None
+        else:
+            auc = float("nan")
     by_gap = gap >= GAP and z >= SIGNIFICANCE_Z
     by_auc = auc is not None and z_auc is not None and auc >= 0.5 + GAP and z_auc >= SIGNIFICANCE_Z
     return {
@@ -128,7 +129,7 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
         "n": n1,
         "auc": auc,
         "z_auc": z_auc,
-        "auc_parts_left_out": len(parts) - len(finite) if ranked and len(finite) < len(parts) else None,
+        "auc_parts_left_out": left_out,
         "gap_threshold": GAP,
         "auc_threshold": 0.5 + GAP,
         "flag": bool(by_gap or by_auc),
