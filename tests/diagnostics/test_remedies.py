@@ -108,9 +108,10 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
 
 
 def test_a_discriminator_only_the_auc_finds_is_augmented_by_r_t_not_by_the_gap_its_threshold_hides():
-    """Held-out steering reads the share gap at D's threshold: for a D that calls (nearly) all real
-    data real it would keep p near 0, so the remedy is ADA's r_t alone, and where r_t is at or
-    below ADA's target (p may end near 0) the policy on every sample is proposed beside it."""
+    """Held-out steering reads the share gap at D's threshold, which a D that calls (nearly) all
+    real data real hides (on the one benchmark run so found it gained 14 % to r_t's 21 %), so the
+    remedy is ADA's r_t alone, and where r_t is at or below ADA's target (p may end near 0) the
+    policy on every sample is proposed beside it."""
     hidden = {
         "flag": True,
         "flagged_by": "auc",
