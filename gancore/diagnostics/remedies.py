@@ -95,7 +95,7 @@ EVERY_SAMPLE = (
     "on every sample (p = 1): r_t on the training data ended at {r_t:.2f}, at or below ADA's target {target:g}, and "
     "held-out steering reads the share gap D's threshold hides, so an adaptive p may end near 0; in "
     "benchmarks/data_limited.py p = 1 cost 25-31 % FID at 1,000 steps and, at 20,000 on 10 % of the data, "
-    "27 % on MNIST and 50 % on Fashion-MNIST, though it ended D's memorising"
+    "27 % on MNIST and 53 % on Fashion-MNIST, though it ended D's memorising"
 )
 ENDS_LOW = "; r_t ended at {r_t:.2f}, at or below the target {target:g}, so p may end near 0 (it rises early, while D is sure of real data)"
 
