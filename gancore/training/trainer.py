@@ -229,7 +229,7 @@ class Trainer:
         assert self.ema is not None and self.ema_decay is not None
         ema_params: list[Tensor] = list(self.ema.parameters())
         torch._foreach_lerp_(ema_params, [p.detach() for p in self.G.parameters()], 1.0 - self.ema_decay)
-        # Batch-norm statistics are not averaged: the EMA generator uses G's current ones.
+        # Buffers (batch-norm statistics) are copied, not averaged, as StyleGAN2-ADA's training loop does.
         for e, b in zip(self.ema.buffers(), self.G.buffers()):
             e.copy_(b)
 

@@ -85,24 +85,28 @@ def test_a_memorising_discriminator_is_cured_by_augmentation_and_a_run_that_augm
     healthy = {**COLLAPSED, "modes_covered": 8}
     out = decide(healthy, overfit, "non_saturating", SINGLE)
     assert out["verdict"] == "discriminator_overfitting" and "95.0% of training examples" in out["explanation"]
+    # ADA's r_t first: from 20,000 steps on it gained more than held-out steering on both data sets
+    # of benchmarks/data_limited.py; its caveat says what it cost on short runs.
     assert out["remedy_settings"][0] == {
         "name": "augment",
-        "sets": ["augment.policy=jitter", "augment.adaptive=true", "augment.signal=held_out"],
+        "sets": ["augment.policy=jitter", "augment.adaptive=true"],
         "cause": None,
-        "caveat": None,
+        "caveat": "ADA's r_t also rises for a D that merely wins: in benchmarks/data_limited.py it cost 7-15 % FID at "
+        "1,000 steps, where held-out steering cost about 0",
     }
-    assert "rises while D tells training examples from held-out ones" in out["remedies"][0]
-    # ADA's own r_t beside it: neither signal won at every length in benchmarks/data_limited.py, so
-    # gan-remedy measures both, the second with what was measured of it.
-    assert out["remedy_settings"][1]["name"] == "augment_ada"
-    assert out["remedy_settings"][1]["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
-    assert "-22 % against -14 %" in out["remedy_settings"][1]["caveat"] and "ADA's adaptive probability" in out["remedies"][1]
+    assert "ADA's adaptive probability" in out["remedies"][0]
+    # The signal that found this D beside it, with what was measured of it: gan-remedy measures both.
+    held_out = out["remedy_settings"][1]
+    assert held_out["name"] == "augment_held_out"
+    assert held_out["sets"] == ["augment.policy=jitter", "augment.adaptive=true", "augment.signal=held_out"]
+    assert "(MNIST -14 % against -22 %; Fashion-MNIST, one install, +7 % against -3 %)" in held_out["caveat"]
+    assert "rises while D tells training examples from held-out ones" in out["remedies"][1]
     # Where training would refuse the held-out signal, ADA's r_t steers, and the caveat says why.
     without_held_out = decide(healthy, overfit, "non_saturating", {**SINGLE, "held_out_usable": False})["remedy_settings"]
     unusable = without_held_out[0]
     assert unusable["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
     assert unusable["caveat"].startswith("steered by ADA's r_t: held-out examples cannot steer it here")
-    assert "augment_ada" not in [r["name"] for r in without_held_out]
+    assert "augment_held_out" not in [r["name"] for r in without_held_out]
     already = decide(healthy, overfit, "non_saturating", {**SINGLE, "augment_adaptive": True})
     assert [r["name"] for r in already["remedy_settings"]][0] == "more_data" and already["remedy_settings"][0]["sets"] == []
 
@@ -111,7 +115,8 @@ def test_a_discriminator_only_the_auc_finds_is_augmented_by_r_t_not_by_the_gap_i
     """Held-out steering reads the share gap at D's threshold, which a D that calls (nearly) all
     real data real hides (on the one benchmark run so found it gained 14 % to r_t's 21 %), so the
     remedy is ADA's r_t alone, and where r_t is at or below ADA's target (p may end near 0) the
-    policy on every sample is proposed beside it."""
+    policy on every sample is proposed after it (on the one benchmark run so found, Fashion-MNIST
+    seed 0, p = 1 raised FID by 58 %)."""
     hidden = {
         "flag": True,
         "flagged_by": "auc",
@@ -136,17 +141,18 @@ def test_a_discriminator_only_the_auc_finds_is_augmented_by_r_t_not_by_the_gap_i
     unusable = {**SINGLE, "augment_target": 0.6, "held_out_usable": False}
     assert decide(healthy, {"discriminator_overfitting": hidden}, "non_saturating", unusable)["remedy_settings"][0] == augment[0]
     # A D that calls few real digits real (r_t -0.6), or ends at ADA's target: ADA's p may end near
-    # 0 (it rises early), so the policy on every sample is proposed beside it, with what p = 1 cost.
+    # 0 (it rises early), so the policy on every sample is proposed after it, with what p = 1 cost.
     for r_t in (-0.6, 0.6):
         shy = {**hidden, "called_real_train": 0.2, "called_real_heldout": 0.15, "gap": 0.05, "r_t_train": r_t}
         context = {**SINGLE, "augment_target": 0.6}
-        fixed, ada = decide(healthy, {"discriminator_overfitting": shy}, "non_saturating", context)["remedy_settings"][:2]
-        assert fixed["name"] == "augment" and fixed["sets"] == ["augment.policy=jitter"]
+        ada, fixed = decide(healthy, {"discriminator_overfitting": shy}, "non_saturating", context)["remedy_settings"][:2]
+        assert ada["name"] == "augment" and ada["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
+        assert f"r_t ended at {r_t:.2f}, at or below the target 0.6, so p may end near 0" in ada["caveat"]
+        assert fixed["name"] == "augment_fixed" and fixed["sets"] == ["augment.policy=jitter"]
         assert fixed["caveat"].startswith(
             f"on every sample (p = 1): r_t on the training data ended at {r_t:.2f}, at or below ADA's target 0.6"
         )
-        assert ada["name"] == "augment_ada" and ada["sets"] == ["augment.policy=jitter", "augment.adaptive=true"]
-        assert f"r_t ended at {r_t:.2f}, at or below the target 0.6, so p may end near 0" in ada["caveat"]
+        assert "53 % on Fashion-MNIST" in fixed["caveat"]
     # A run that already augments every sample is not told to do so again: ADA's p is the change.
     already = {**SINGLE, "augment_target": 0.6, "augment_policy": "jitter"}
     again = decide(healthy, {"discriminator_overfitting": shy}, "non_saturating", already)["remedy_settings"]
@@ -156,7 +162,8 @@ def test_a_discriminator_only_the_auc_finds_is_augmented_by_r_t_not_by_the_gap_i
 
 def test_a_memorising_discriminator_is_a_cause_and_its_augmentation_carries_no_collapse_caveat():
     out = plan(["partial_collapse", "discriminator_overfitting"], "non_saturating", None, {**SINGLE, "kind": "image"})
-    assert [r.name for r in out][:4] == ["augment", "augment_ada", "earlier", "mixture"] and out[0].caveat is None
+    assert [r.name for r in out][:4] == ["augment", "augment_held_out", "earlier", "mixture"]
+    assert out[0].caveat.startswith("ADA's r_t also rises for a D that merely wins")
     collapsed = plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "kind": "image"})
     assert next(r for r in collapsed if r.name == "augment").caveat.startswith("in benchmarks/collapse.py")
     assert next(r for r in collapsed if r.name == "pack2").caveat.startswith("in benchmarks/collapse.py")
