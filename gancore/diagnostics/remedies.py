@@ -82,7 +82,7 @@ ADA_SHORT_RUNS = (
 )
 HELD_OUT_GAINS_LESS = (
     "steered by the held-out examples that found this D: in benchmarks/data_limited.py it gained less than ADA's r_t "
-    "at 20,000 steps on 10 % of the data (MNIST -14 % against -22 %; Fashion-MNIST, one install, +7 % against -3 %)"
+    "at 20,000 steps on 10 % of the data (one install, 3 seeds: MNIST -14 % against -19 %; Fashion-MNIST +7 % against -3 %)"
 )
 
 # The one benchmark run whose memorisation only the AUC found, retrained both ways on one install
