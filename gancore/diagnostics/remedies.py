@@ -60,7 +60,7 @@ NORMALISATION = "normalisation such as batch normalisation in the generator, aga
 LONGER = "train for more steps and compare the dynamics plot: D(x) and D(G(z)) should approach 1/2"
 BALANCE = "balance the players: the discriminator learns faster than the generator can follow; give both the same learning rate and one D step per G step"
 EARLIER = "stop earlier: keep the generator at its best monitored step instead of the last one"
-AUGMENT = (
+AUGMENT_HELD_OUT = (
     "augment what the discriminator sees (DiffAugment, with an adaptive probability that rises while D tells training "
     "examples from held-out ones): real and generated samples alike, so that a small data set looks larger to D and it "
     "stops memorising it"
@@ -142,30 +142,28 @@ def _more_data(
         return [Remedy("more_data", DIVERSE)]
     policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
     ada = (f"augment.policy={policy}", "augment.adaptive=true")
-    if not memorising:
-        return [Remedy("augment", AUGMENT_ADA, ada, caveat=AUGMENT_COLLAPSE_CAVEAT if for_collapse else None)]
     found = overfitting or {}
-    if found.get("flagged_by") == "auc":  # held-out steering could not see it, usable or not
+    caveat: str | None
+    after: list[Remedy] = []
+    if not memorising:
+        caveat = AUGMENT_COLLAPSE_CAVEAT if for_collapse else None
+    elif found.get("flagged_by") == "auc":  # held-out steering could not see it, usable or not
+        caveat = THRESHOLD_HIDES
         r_t, target = found.get("r_t_train"), context.get("augment_target")
-        if r_t is None or target is None or r_t > target:
-            return [Remedy("augment", AUGMENT_ADA, ada, caveat=THRESHOLD_HIDES)]
-        # r_t ended low: ADA's p may end near 0 (though it rises early), so p = 1 goes beside it
-        # (unless the run already augments every sample), second: it raised FID in every benchmark
-        # configuration measured, this very case included. gan-remedy measures which helps.
-        low = THRESHOLD_HIDES + ENDS_LOW.format(r_t=r_t, target=target)
-        every = (f"augment.policy={policy}",)
-        fixed = (
-            []
-            if context.get("augment_policy")
-            else [Remedy("augment_fixed", AUGMENT_FIXED, every, caveat=EVERY_SAMPLE.format(r_t=r_t, target=target))]
-        )
-        return [Remedy("augment", AUGMENT_ADA, ada, caveat=low), *fixed]
-    if not context.get("held_out_usable", True):  # training would refuse the held-out signal (gancore.training)
-        return [Remedy("augment", AUGMENT_ADA, ada, caveat=HELD_OUT_UNUSABLE)]
-    return [
-        Remedy("augment", AUGMENT_ADA, ada, caveat=ADA_SHORT_RUNS),
-        Remedy("augment_held_out", AUGMENT, (*ada, "augment.signal=held_out"), caveat=HELD_OUT_GAINS_LESS),
-    ]
+        if r_t is not None and target is not None and r_t <= target:
+            # r_t ended low: ADA's p may end near 0 (though it rises early), so p = 1 goes beside it
+            # (unless the run already augments every sample), second: it raised FID in every benchmark
+            # configuration measured, this very case included. gan-remedy measures which helps.
+            caveat += ENDS_LOW.format(r_t=r_t, target=target)
+            if not context.get("augment_policy"):
+                every = EVERY_SAMPLE.format(r_t=r_t, target=target)
+                after = [Remedy("augment_fixed", AUGMENT_FIXED, (f"augment.policy={policy}",), caveat=every)]
+    elif not context.get("held_out_usable", True):  # training would refuse the held-out signal (gancore.training)
+        caveat = HELD_OUT_UNUSABLE
+    else:
+        caveat = ADA_SHORT_RUNS
+        after = [Remedy("augment_held_out", AUGMENT_HELD_OUT, (*ada, "augment.signal=held_out"), caveat=HELD_OUT_GAINS_LESS)]
+    return [Remedy("augment", AUGMENT_ADA, ada, caveat=caveat), *after]
 
 
 def _packing(m: int) -> Remedy:
