@@ -20,6 +20,7 @@ of the effect is comparable, not the numbers).
     python benchmarks/data_limited.py                         # 3 seeds, 1,000 steps a run
     python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --steps 2000
     python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --first-seed 3 --steps 20000  # seeds 3-5
+    python benchmarks/data_limited.py --fraction 0.1 --policy adaptive -S augment.kimg=500 --out ada500  # ADA's pace
     python benchmarks/data_limited.py --tiny                  # CI smoke size: numbers meaningless
     python benchmarks/data_limited.py --device cuda --workers 12 --fraction 0.1 --steps 50000  # GPU-length
 
@@ -27,12 +28,14 @@ of the effect is comparable, not the numbers).
 of the last, so the longer runs cost only their new steps) and prints a table at each: FID against
 training length in one invocation. With ``--out``, runs finished there by an earlier invocation continue from their checkpoints to
 ``--steps`` (a resume is exact, so this equals a run trained that long from the start) and their
-cost column counts every invocation's time.
+cost column counts every invocation's time. Runs with other ``-S`` settings need another ``--out``:
+``gan train`` refuses to continue a checkpoint trained with different parameters, naming them.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import sys
 import tempfile
@@ -42,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import add_run_arguments, check_device, cost_unit, gather, mean_se, pm, pool, run_stages  # noqa: E402
+from runs import add_run_arguments, check_device, cost_unit, gather, mean_se, next_length, pm, pool, rising_lengths, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ("mnist", "fashion_mnist")
@@ -65,10 +68,12 @@ COMMON = [
     "train.checkpoint_every=100000",
     "sample.n=5000",
 ]
-# What a run's record depends on: -S may not change these (the options do), nor any augment.*
-# setting, which --policy sets (a -S augment.policy would train augmented runs labelled none).
+# What a run's record depends on: -S may not change these (the options do), nor the augment.*
+# settings that make a policy what it is, which --policy sets (a -S augment.policy would train
+# augmented runs labelled none). The adaptive rule's pace and target (augment.kimg, .target,
+# .interval, .jitter) may be set: they change how a policy runs, not which one it is.
 OWN_SETTINGS = ("seed", "device", "train.steps", "data.name", "data.n_train")
-OWN_SECTION = "augment."
+POLICY_SETTINGS = ("augment.policy", "augment.adaptive", "augment.signal")
 # In each run's folder: the cost so far and the steps it reached, for a later, longer invocation.
 SPENT = "benchmark_run.json"
 # What a run continued from a record written before runs named their install trained on at first.
@@ -157,7 +162,7 @@ def run_one(
     here = software(params.device)
     if (continued_from is None or steps > continued_from) and here not in trained_with:
         trained_with.append(here)
-    record = {"steps": steps, "reference": yardstick, "software": trained_with}
+    record = {"steps": steps, "reference": yardstick, "software": trained_with, "settings": _defining(sets)}
     write_json(spent, {"cost_s": cpu_s, **record})
     trained = time.perf_counter()
     scored = params if scoring is None else params.model_copy(update={"device": scoring})
@@ -196,24 +201,6 @@ def run_one(
         "software": trained_with,
         **wall,
     }
-
-
-def next_length(results: list[dict[str, Any]], seconds_left: float) -> int | None:
-    """The longest length, in thousands of steps, that the runs can continue to and be scored in
-    ``seconds_left``, from the last round (side by side: its slowest run): the pace of a step once
-    warm, the rest of the training stage as a fixed start-up, and the scoring with a margin, in
-    four fifths of the time. None if under a thousand more steps fit."""
-    ran = [(r, r["steps"] - (r["continued_from"] or 0)) for r in results]
-    ran = [(r, n) for r, n in ran if n > 0]
-    if not ran:  # nothing trained this round (scored as an earlier invocation left them): no pace
-        return None
-    pace = max(r.get("pace_s") or r["train_wall_s"] / n for r, n in ran)
-    start_up = max(max(0.0, r["train_wall_s"] - n * pace) for r, n in ran)
-    scoring = max(r["score_wall_s"] for r in results)
-    # A fifth of the time in reserve: side by side on one GPU the pace slows as p rises (measured on
-    # an H200: 21 -> 26 ms a step for held-out steering, 12 runs, p 0 -> 0.12).
-    more = int((0.8 * seconds_left - start_up - 1.5 * scoring) / pace) // 1000 * 1000
-    return results[0]["steps"] + more if more >= 1000 else None
 
 
 def _stat(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[float, float]:
@@ -275,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--steps",
-        type=_lengths,
+        type=rising_lengths,
         help="generator steps of every run (default 1000; --tiny: 4), or rising lengths, e.g. 20000,40000: the runs are "
         "continued from one to the next, with a table at each; runs an earlier invocation finished in --out continue too",
     )
@@ -309,11 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"-S {ours[0]}: the benchmark sets {', '.join(OWN_SETTINGS)} itself (use --seeds, --steps, --device, --data, --fraction)"
         )
-    augmenting = [s for s, key in zip(args.set, keys) if key.startswith(OWN_SECTION)]
+    augmenting = [s for s, key in zip(args.set, keys) if key in POLICY_SETTINGS]
     if augmenting:
-        parser.error(f"-S {augmenting[0]}: each --policy sets the augment.* settings itself (--policy {', '.join(SETTINGS)})")
+        parser.error(
+            f"-S {augmenting[0]}: each --policy sets {', '.join(POLICY_SETTINGS)} itself (--policy {', '.join(SETTINGS)}); "
+            "-S may set the adaptive rule's augment.kimg, augment.target, augment.interval and augment.jitter"
+        )
     sets += [f"device={args.device}", *args.set]
-    from gancore.errors import ParamsError
+    from gancore.errors import GanCoreError, ParamsError
 
     datasets, fractions, policies = args.data or list(DATA), args.fraction or list(FRACTIONS), args.policy or list(SETTINGS)
     if args.set:
@@ -324,25 +314,22 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"-S with --policy {policy}: {exc}")
     if args.tiny and not args.fraction:
         fractions = [0.01]
+    size = TINY_SIZE if args.tiny else TRAIN_SIZE
+    plan = list(itertools.product(datasets, fractions, policies, range(args.first_seed, args.first_seed + seeds)))
+    if args.out and (clash := _other_settings(Path(args.out), plan, sets, size)):
+        parser.error(clash)
     start = time.perf_counter()
     rounds: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="gancore-data-limited-") as scratch:
             root = str(args.out or scratch)
             with pool(args.workers, args.device) as workers:
-                size = TINY_SIZE if args.tiny else TRAIN_SIZE
                 for _ in workers.map(reference, datasets, [root] * len(datasets), [sets] * len(datasets), [size] * len(datasets)):
                     pass
                 queue = list(lengths)
                 while queue:
                     steps = queue.pop(0)
-                    jobs = [
-                        workers.submit(run_one, d, f, p, s, steps, sets, size, root, args.score_on)
-                        for d in datasets
-                        for f in fractions
-                        for p in policies
-                        for s in range(args.first_seed, args.first_seed + seeds)
-                    ]
+                    jobs = [workers.submit(run_one, d, f, p, s, steps, sets, size, root, args.score_on) for d, f, p, s in plan]
                     results = gather(jobs, partial(_line, unit=unit))
                     text, summary = table(results, f"{unit}-min/run")
                     steps = max(r["steps"] for r in results)  # more than asked where --out held runs trained further
@@ -364,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as exc:  # what only the data can tell (a held-out split too small for a batch, say)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except GanCoreError as exc:  # a run failed: its message, not a worker's traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print("Published anchors (other data and networks), FID without -> with augmentation:\n")
     print("| setting | without | with |\n|---|---|---|")
     for name, before, after in ANCHORS:
@@ -374,15 +364,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _lengths(text: str) -> list[int]:
-    """``--steps``: one length or rising ones, comma-separated."""
-    try:
-        lengths = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of steps, or rising numbers separated by commas (20000,40000)") from None
-    if any(n < 1 for n in lengths) or lengths != sorted(set(lengths)):
-        raise argparse.ArgumentTypeError(f"{text!r}: steps must be positive and rising (20000,40000)")
-    return lengths
+def _defining(sets: list[str]) -> list[str]:
+    """The settings that make a run what it is: all but the device (a run may continue on another)."""
+    return [s for s in sets if not s.startswith("device=")]
+
+
+def _other_settings(out: Path, plan: list[tuple[str, float, str, int]], sets: list[str], size: int) -> str:
+    """Why a run in ``out`` that this invocation would continue cannot (trained with other -S), or ''."""
+    from gancore.io import read_json
+
+    for data, fraction, policy, seed in plan:
+        spent = out / data / f"{fraction:g}-{policy}-{seed}" / SPENT
+        record = read_json(spent) if spent.exists() else {}
+        # Only a run against the reference this invocation keeps is continued; others start over.
+        continues = record.get("reference") == _params(data, 1.0, "none", 0, 1, sets, size).digest("data", "device")
+        then, now = record.get("settings", _defining(sets)), _defining(sets)
+        if continues and then != now:
+            only_then, only_now = [x for x in then if x not in now], [x for x in now if x not in then]
+            return (
+                f"--out {out}: {spent.parent.relative_to(out)} was trained with -S {' '.join(only_then) or '(none)'}, "
+                f"this invocation gives -S {' '.join(only_now) or '(none)'}: give another --out (a run continues only "
+                "with its own settings)"
+            )
+    return ""
 
 
 def _line(r: dict[str, Any], unit: str) -> str:

@@ -1,5 +1,5 @@
-"""What the quality benchmarks share: running pipeline stages in a single-threaded worker, and
-summarising seeds as mean +- standard error."""
+"""What the quality benchmarks share: running pipeline stages in a single-threaded worker,
+summarising seeds as mean +- standard error, and the lengths a benchmark trains its runs to."""
 
 from __future__ import annotations
 
@@ -87,3 +87,32 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="seconds per run, for CI (numbers meaningless)")
     parser.add_argument("--json", type=Path, help="also write every run and the summary here")
     parser.add_argument("--out", type=Path, help="keep the runs' folders here (default: a temporary folder)")
+
+
+def next_length(results: list[dict[str, Any]], seconds_left: float) -> int | None:
+    """The longest length, in thousands of steps, that the runs can continue to and be scored in
+    ``seconds_left``, from the last round (side by side: its slowest run): the pace of a step once
+    warm, the rest of the training stage as a fixed start-up, and the scoring with a margin, in
+    four fifths of the time. None if under a thousand more steps fit."""
+    ran = [(r, r["steps"] - (r["continued_from"] or 0)) for r in results]
+    ran = [(r, n) for r, n in ran if n > 0]
+    if not ran:  # nothing trained this round (scored as an earlier invocation left them): no pace
+        return None
+    pace = max(r.get("pace_s") or r["train_wall_s"] / n for r, n in ran)
+    start_up = max(max(0.0, r["train_wall_s"] - n * pace) for r, n in ran)
+    scoring = max(r["score_wall_s"] for r in results)
+    # A fifth of the time in reserve: side by side on one GPU the pace slows as p rises (measured on
+    # an H200: 21 -> 26 ms a step for held-out steering, 12 runs, p 0 -> 0.12).
+    more = int((0.8 * seconds_left - start_up - 1.5 * scoring) / pace) // 1000 * 1000
+    return results[0]["steps"] + more if more >= 1000 else None
+
+
+def rising_lengths(text: str) -> list[int]:
+    """``--steps``: one length or rising ones, comma-separated."""
+    try:
+        lengths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of steps, or rising numbers separated by commas (20000,40000)") from None
+    if any(n < 1 for n in lengths) or lengths != sorted(set(lengths)):
+        raise argparse.ArgumentTypeError(f"{text!r}: steps must be positive and rising (20000,40000)")
+    return lengths

@@ -195,7 +195,9 @@ def test_settings_the_benchmark_owns_cannot_be_overridden(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             data_limited.main(["--tiny", "--policy", "none", "-S", setting, "--out", str(tmp_path / "runs")])
         assert exit_info.value.code == 2
-        assert f"-S {setting}: each --policy sets the augment.* settings itself (--policy none, fixed" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"-S {setting}: each --policy sets augment.policy, augment.adaptive, augment.signal itself (--policy none, fixed" in err
+        assert "-S may set the adaptive rule's augment.kimg" in err
     with pytest.raises(SystemExit) as exit_info:
         data_limited.main(["--tiny", "-S", "train.bogus=1", "--out", str(tmp_path / "runs")])
     assert exit_info.value.code == 2 and "train.bogus: unknown key" in capsys.readouterr().err
@@ -204,3 +206,30 @@ def test_settings_the_benchmark_owns_cannot_be_overridden(tmp_path, capsys):
     code = data_limited.main(["--tiny", "--data", "mnist", "--policy", "held_out", "-S", "data.n_test=10", "--out", str(tmp_path / "runs")])
     assert code == 2
     assert "raise data.n_test, lower train.batch_size, or use augment.signal=r_t" in capsys.readouterr().err
+
+
+def test_the_adaptive_rules_pace_may_be_set_and_reaches_the_augmented_runs(tmp_path, capsys):
+    """-S augment.kimg (ADA's own 500, say) is how a policy runs, not which one: the benchmark takes
+    it, and the adaptive run trains with it while the unaugmented one stays unaugmented."""
+    if not (Path(os.environ.get("GANCORE_DATASETS_DIR", "")) / "MNIST").exists():
+        pytest.skip("no MNIST mirror (GANCORE_DATASETS_DIR)")
+    from gancore.io import torch_load
+
+    data_limited = import_benchmark("data_limited")
+    args = ["--tiny", "--data", "mnist", "--policy", "none", "--policy", "adaptive", "-S", "augment.kimg=500", "--workers", "1"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert data_limited.main([*args, "--out", str(tmp_path / "runs")]) == 0
+    identity = {
+        p: torch_load(tmp_path / "runs" / "mnist" / f"0.01-{p}-0" / "checkpoints" / "last.pt")["identity"] for p in ("none", "adaptive")
+    }
+    assert identity["adaptive"]["augment"]["kimg"] == 500 and identity["adaptive"]["augment"]["adaptive"] is True
+    assert "augment" not in identity["none"]  # augmentation off: no augment.* setting defines the run
+    # Continued under other settings, a run would be refused mid-way by gan train: the benchmark
+    # refuses the invocation first, naming the run and both settings, and trains nothing.
+    checkpoint = tmp_path / "runs" / "mnist" / "0.01-adaptive-0" / "checkpoints" / "last.pt"
+    before = checkpoint.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        data_limited.main([*args[:-4], "--steps", "8", "--out", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2 and checkpoint.read_bytes() == before
+    err = capsys.readouterr().err
+    assert "mnist/0.01-none-0 was trained with -S augment.kimg=500, this invocation gives -S (none)" in err and "give another --out" in err
