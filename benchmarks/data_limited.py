@@ -29,7 +29,7 @@ of the last, so the longer runs cost only their new steps) and prints a table at
 training length in one invocation. With ``--out``, runs finished there by an earlier invocation continue from their checkpoints to
 ``--steps`` (a resume is exact, so this equals a run trained that long from the start) and their
 cost column counts every invocation's time. Runs with other ``-S`` settings need another ``--out``:
-``gan train`` refuses to continue a checkpoint trained with different parameters, naming them.
+the benchmark refuses to continue a run under settings it was not trained with, naming both.
 """
 
 from __future__ import annotations

@@ -233,3 +233,15 @@ def test_the_adaptive_rules_pace_may_be_set_and_reaches_the_augmented_runs(tmp_p
     assert exit_info.value.code == 2 and checkpoint.read_bytes() == before
     err = capsys.readouterr().err
     assert "mnist/0.01-none-0 was trained with -S augment.kimg=500, this invocation gives -S (none)" in err and "give another --out" in err
+    # A record from before runs kept their settings: training itself refuses the run, and the
+    # benchmark prints that error (exit 1), not a worker's traceback.
+    from gancore.io import read_json, write_json
+
+    spent = tmp_path / "runs" / "mnist" / "0.01-adaptive-0" / "benchmark_run.json"
+    write_json(spent, {k: v for k, v in read_json(spent).items() if k != "settings"})
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert (
+            data_limited.main(["--tiny", "--data", "mnist", "--policy", "adaptive", "--steps", "8", "--out", str(tmp_path / "runs")]) == 1
+        )
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint ") and "augment.kimg: 500.0 in the checkpoint, 100.0 now" in err and "Traceback" not in err
