@@ -12,7 +12,7 @@ second remedy, "train on more diverse data", in its practical form.
   ``sign(r_t - augment.target) * (samples seen) / (augment.kimg * 1000)``, with
   ``r_t = E[sign(D(x_real))]`` over those steps: p can go from 0 to 1 in ``augment.kimg``
   thousand real samples (ADA: 500k images; the default here is 100k, at which held-out steering was
-  measured; with r_t ADA's pace gained as much at CPU lengths and cost less early). A D that
+  measured longest; with r_t ADA's pace gained as much at CPU lengths and cost less early). A D that
   is sure of the training data (r_t high) gets more augmentation. p, the r_t accumulators and the
   transforms' random stream are checkpointed, so a resume continues exactly (stylegan2-ada issue
   106: p reset to 0 on resume). Without ``adaptive`` p is 1: every transform on every sample.
