@@ -73,7 +73,7 @@ COMMON = [
 # augmented runs labelled none). The adaptive rule's pace and target (augment.kimg, .target,
 # .interval, .jitter) may be set: they change how a policy runs, not which one it is.
 OWN_SETTINGS = ("seed", "device", "train.steps", "data.name", "data.n_train")
-POLICY_SETTINGS = ("augment.policy", "augment.adaptive", "augment.signal")
+POLICY_SETTINGS = tuple(dict.fromkeys(s.split("=", 1)[0] for sets in SETTINGS.values() for s in sets))
 # In each run's folder: the cost so far and the steps it reached, for a later, longer invocation.
 SPENT = "benchmark_run.json"
 # What a run continued from a record written before runs named their install trained on at first.
@@ -101,12 +101,17 @@ def _params(data: str, fraction: float, policy: str, seed: int, steps: int, sets
     return load_params(REPO / "params.yaml", overrides)
 
 
+def _reference_params(data: str, sets: list[str], size: int) -> Any:
+    """The reference's parameters; ``.digest("data", "device")`` of them names a yardstick."""
+    return _params(data, 1.0, "none", 0, 1, sets, size)
+
+
 def reference(data: str, root: str, sets: list[str], size: int) -> float:
     """The data set prepared whole, once: its domain classifier is every run's yardstick."""
     from gancore.io import read_json, write_json
     from gancore.layout import Layout
 
-    params = _params(data, 1.0, "none", 0, 1, sets, size)
+    params = _reference_params(data, sets, size)
     layout = Layout(Path(root) / data / "reference")
     # An earlier invocation's, in --out, serves if it was prepared with the same settings (a --tiny
     # reference must not become a full run's yardstick); written last, so a stopped one is redone.
@@ -373,12 +378,14 @@ def _other_settings(out: Path, plan: list[tuple[str, float, str, int]], sets: li
     """Why a run in ``out`` that this invocation would continue cannot (trained with other -S), or ''."""
     from gancore.io import read_json
 
+    now = _defining(sets)
+    yardsticks = {data: _reference_params(data, sets, size).digest("data", "device") for data, *_ in plan}
     for data, fraction, policy, seed in plan:
         spent = out / data / f"{fraction:g}-{policy}-{seed}" / SPENT
         record = read_json(spent) if spent.exists() else {}
         # Only a run against the reference this invocation keeps is continued; others start over.
-        continues = record.get("reference") == _params(data, 1.0, "none", 0, 1, sets, size).digest("data", "device")
-        then, now = record.get("settings", _defining(sets)), _defining(sets)
+        continues = record.get("reference") == yardsticks[data]
+        then = record.get("settings", now)
         if continues and then != now:
             only_then, only_now = [x for x in then if x not in now], [x for x in now if x not in then]
             return (
