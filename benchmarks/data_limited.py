@@ -3,7 +3,8 @@ notes' "train on more diverse data"): MNIST and Fashion-MNIST at 1 %, 10 % and 1
 training set, one DCGAN each (the mnist-dcgan example's network and rates, no mixture), with
 
 * ``none``: no augmentation;
-* ``fixed``: DiffAugment's ``color,translation,cutout`` on every sample;
+* ``fixed``: DiffAugment's ``color,translation,cutout`` (or the transforms ``-S augment.policy``
+  names) on every sample;
 * ``adaptive``: the same transforms with ADA's adaptive probability (``augment.adaptive``), steered
   by r_t;
 * ``held_out``: the same, steered by D's calls on training against held-out examples
@@ -21,6 +22,7 @@ of the effect is comparable, not the numbers).
     python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --steps 2000
     python benchmarks/data_limited.py --data mnist --fraction 0.1 --seeds 3 --first-seed 3 --steps 20000  # seeds 3-5
     python benchmarks/data_limited.py --fraction 0.1 --policy adaptive -S augment.kimg=500 --out ada500  # ADA's pace
+    python benchmarks/data_limited.py --fraction 0.1 -S augment.policy=color,translation,cutout,geometric --out geom
     python benchmarks/data_limited.py --tiny                  # CI smoke size: numbers meaningless
     python benchmarks/data_limited.py --device cuda --workers 12 --fraction 0.1 --steps 50000  # GPU-length
 
@@ -69,11 +71,13 @@ COMMON = [
     "sample.n=5000",
 ]
 # What a run's record depends on: -S may not change these (the options do), nor the augment.*
-# settings that make a policy what it is, which --policy sets (a -S augment.policy would train
-# augmented runs labelled none). The adaptive rule's pace and target (augment.kimg, .target,
-# .interval, .jitter) may be set: they change how a policy runs, not which one it is.
+# settings that make a policy what it is, which --policy sets. -S augment.policy chooses the
+# transforms of the augmented policies (the none runs take none), and the adaptive rule's pace and
+# target (augment.kimg, .target, .interval, .jitter) may be set: they change how a policy runs,
+# not which one it is.
 OWN_SETTINGS = ("seed", "device", "train.steps", "data.name", "data.n_train")
-POLICY_SETTINGS = tuple(dict.fromkeys(s.split("=", 1)[0] for sets in SETTINGS.values() for s in sets))
+TRANSFORMS = "augment.policy"
+POLICY_SETTINGS = tuple(k for k in dict.fromkeys(s.split("=", 1)[0] for sets in SETTINGS.values() for s in sets) if k != TRANSFORMS)
 # In each run's folder: the cost so far and the steps it reached, for a later, longer invocation.
 SPENT = "benchmark_run.json"
 # What a run continued from a record written before runs named their install trained on at first.
@@ -97,7 +101,7 @@ def _params(data: str, fraction: float, policy: str, seed: int, steps: int, sets
 
     n = max(64, round(fraction * size))
     overrides = [f"seed={seed}", "device=cpu", "tracking.enabled=false", f"data.name={data}", *COMMON, f"train.steps={steps}"]
-    overrides += ["data.n_train=null" if n >= TRAIN_SIZE else f"data.n_train={n}", *SETTINGS[policy], *sets]
+    overrides += ["data.n_train=null" if n >= TRAIN_SIZE else f"data.n_train={n}", *SETTINGS[policy], *_for_policy(sets, policy)]
     return load_params(REPO / "params.yaml", overrides)
 
 
@@ -167,7 +171,7 @@ def run_one(
     here = software(params.device)
     if (continued_from is None or steps > continued_from) and here not in trained_with:
         trained_with.append(here)
-    record = {"steps": steps, "reference": yardstick, "software": trained_with, "settings": _defining(sets)}
+    record = {"steps": steps, "reference": yardstick, "software": trained_with, "settings": _defining(sets, policy)}
     write_json(spent, {"cost_s": cpu_s, **record})
     trained = time.perf_counter()
     scored = params if scoring is None else params.model_copy(update={"device": scoring})
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         check_device(parser, args.score_on)
     unit = cost_unit(args.device)
     sets = [*TINY, "data.classifier_epochs=1"] if args.tiny else []
-    keys = [s.split("=", 1)[0].strip() for s in args.set]
+    keys = [_key(s) for s in args.set]
     ours = [s for s, key in zip(args.set, keys) if key in OWN_SETTINGS]
     if ours:
         parser.error(
@@ -305,9 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     if augmenting:
         parser.error(
             f"-S {augmenting[0]}: each --policy sets {', '.join(POLICY_SETTINGS)} itself (--policy {', '.join(SETTINGS)}); "
-            "-S may set the adaptive rule's augment.kimg, augment.target, augment.interval and augment.jitter"
+            "-S may set the augmented policies' transforms (augment.policy) and the adaptive rule's augment.kimg, augment.target, "
+            "augment.interval and augment.jitter"
         )
     sets += [f"device={args.device}", *args.set]
+    transforms = next((s.split("=", 1)[1].strip() for s in reversed(args.set) if _key(s) == TRANSFORMS), POLICY)
     from gancore.errors import GanCoreError, ParamsError
 
     datasets, fractions, policies = args.data or list(DATA), args.fraction or list(FRACTIONS), args.policy or list(SETTINGS)
@@ -339,13 +345,14 @@ def main(argv: list[str] | None = None) -> int:
                     text, summary = table(results, f"{unit}-min/run")
                     steps = max(r["steps"] for r in results)  # more than asked where --out held runs trained further
                     print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets")
+                    print(f"augmented with {transforms}")
                     print("trained with " + "; ".join(sorted({s for r in results for s in r["software"]})) + "\n")
                     print(text + "\n", flush=True)
                     rounds.append({"steps": steps, "runs": results, "summary": summary})
                     if args.json:  # after every length, so that a stopped invocation keeps the lengths it finished
                         from gancore.io import write_json
 
-                        write_json(args.json, {**rounds[-1], "tiny": args.tiny, "rounds": rounds})
+                        write_json(args.json, {**rounds[-1], "tiny": args.tiny, "transforms": transforms, "rounds": rounds})
                     if not queue and args.until and len(rounds) == len(lengths):
                         longest = next_length(results, args.until - (time.perf_counter() - start))
                         print(
@@ -369,22 +376,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _defining(sets: list[str]) -> list[str]:
-    """The settings that make a run what it is: all but the device (a run may continue on another)."""
-    return [s for s in sets if not s.startswith("device=")]
+def _for_policy(sets: list[str], policy: str) -> list[str]:
+    """``sets`` as a ``policy`` run takes them: the none runs without the augmented runs' transforms."""
+    return [s for s in sets if not (policy == "none" and _key(s) == TRANSFORMS)]
+
+
+def _defining(sets: list[str], policy: str) -> list[str]:
+    """The settings that make a ``policy`` run what it is: all it takes but the device (a run may
+    continue on another)."""
+    return [s for s in _for_policy(sets, policy) if _key(s) != "device"]
+
+
+def _key(setting: str) -> str:
+    return setting.split("=", 1)[0].strip()
 
 
 def _other_settings(out: Path, plan: list[tuple[str, float, str, int]], sets: list[str], size: int) -> str:
     """Why a run in ``out`` that this invocation would continue cannot (trained with other -S), or ''."""
     from gancore.io import read_json
 
-    now = _defining(sets)
     yardsticks = {data: _reference_params(data, sets, size).digest("data", "device") for data, *_ in plan}
     for data, fraction, policy, seed in plan:
         spent = out / data / f"{fraction:g}-{policy}-{seed}" / SPENT
         record = read_json(spent) if spent.exists() else {}
         # Only a run against the reference this invocation keeps is continued; others start over.
         continues = record.get("reference") == yardsticks[data]
+        now = _defining(sets, policy)
         then = record.get("settings", now)
         if continues and then != now:
             only_then, only_now = [x for x in then if x not in now], [x for x in now if x not in then]

@@ -20,8 +20,10 @@ kept (the least disturbed by other work on the machine).
     python benchmarks/train_throughput.py --compile             # our step under torch.compile against eager
 
 ``--augment`` prices the design notes' second remedy: our step with DiffAugment's transforms on
-every sample (``fixed``), with ADA's adaptive probability (``adaptive``, r_t) and with the held-out
-signal (``held_out``: one more no-gradient D pass per step), each against our step without.
+every sample (``fixed``), with ADA's adaptive probability (``adaptive``, r_t), with the held-out
+signal (``held_out``: one more no-gradient D pass per step) and, for images, with ADA's geometric
+group added to the adaptive transforms (``geometric``: one affine resampling), each against our
+step without. The adaptive settings run at p 0.5.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from gancore.data.prepared import to_model_range
 from gancore.device import resolve_device
 from gancore.losses import get_loss
 from gancore.modelio import build_pair
-from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
+from gancore.names import DIFFAUGMENT, IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
 from gancore.objectives import flat_logits
 from gancore.training import BatchStream, Trainer, use_channels_last
 from gancore.training.augment import Augment
@@ -65,16 +67,24 @@ def make_data(shape: tuple[int, ...], n: int, seed: int = 0) -> torch.Tensor:
     return torch.stack([angles.cos(), angles.sin()], 1) + 0.02 * torch.randn(n, 2, generator=gen)
 
 
-# What --augment compares: name -> (adaptive, signal); None: no augmentation.
-AUGMENT_SETTINGS = {"none": None, "fixed": (False, "r_t"), "adaptive": (True, "r_t"), "held_out": (True, "held_out")}
+# What --augment compares: name -> (adaptive, signal, image transforms); None: no augmentation.
+# Vectors take jitter; geometric is for images only.
+AUGMENT_SETTINGS = {
+    "none": None,
+    "fixed": (False, "r_t", DIFFAUGMENT),
+    "adaptive": (True, "r_t", DIFFAUGMENT),
+    "held_out": (True, "held_out", DIFFAUGMENT),
+    "geometric": (True, "r_t", IMAGE_AUGMENTATIONS),
+}
+IMAGES_ONLY = ("geometric",)
 
 
 def _augmentation(setting: str, data: torch.Tensor, batch_size: int, device: torch.device) -> tuple[Augment | None, BatchStream | None]:
     """The trainer's augmentation for ``setting``, and the held-out stream it scores (held_out)."""
     if AUGMENT_SETTINGS[setting] is None:
         return None, None
-    adaptive, signal = AUGMENT_SETTINGS[setting]
-    policy = list(IMAGE_AUGMENTATIONS if data.dim() == 4 else VECTOR_AUGMENTATIONS)
+    adaptive, signal, transforms = AUGMENT_SETTINGS[setting]
+    policy = list(transforms if data.dim() == 4 else VECTOR_AUGMENTATIONS)
     augment = Augment(policy, device, seed=0, adaptive=adaptive, signal=signal)
     if adaptive:
         augment.p = torch.full((), 0.5, device=device)  # mid-way: half the samples transformed, as in a run
@@ -233,12 +243,14 @@ def _augment_table(args: argparse.Namespace, device: torch.device, archs: list[s
     names = list(AUGMENT_SETTINGS)
     print(f"{'arch':<8} {'shape':<10} " + " ".join(f"{n + ' samples/s':>20}" for n in names) + "   step time against none")
     for arch, shape, _, G, D, common in setups(args, device, archs, sizes):
-        best = dict.fromkeys(names, 0.0)
+        timed = [n for n in names if len(shape) == 3 or n not in IMAGES_ONLY]
+        best = dict.fromkeys(timed, 0.0)
         for _ in range(args.repeats):  # alternating, so that every setting sees the same machine load
-            for name in names:
+            for name in timed:
                 best[name] = max(best[name], time_ours(copy.deepcopy(G), copy.deepcopy(D), *common, augment_setting=name))
-        cost = ", ".join(f"{n} x{best['none'] / best[n]:.2f}" for n in names[1:])
-        print(f"{arch:<8} {'x'.join(map(str, shape)):<10} " + " ".join(f"{best[n]:>20.1f}" for n in names) + f"   {cost}", flush=True)
+        cost = ", ".join(f"{n} x{best['none'] / best[n]:.2f}" for n in timed[1:])
+        speeds = " ".join(f"{best[n]:>20.1f}" if n in best else f"{'-':>20}" for n in names)
+        print(f"{arch:<8} {'x'.join(map(str, shape)):<10} {speeds}   {cost}", flush=True)
     return 0
 
 

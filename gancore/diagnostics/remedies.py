@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gancore.losses import is_saturating, spec
-from gancore.names import IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
+from gancore.names import DIFFAUGMENT, VECTOR_AUGMENTATIONS
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def _more_data(
     ended at or below ADA's target, the policy on every sample (``augment_fixed``) goes second."""
     if context.get("augment_adaptive"):
         return [Remedy("more_data", DIVERSE)]
-    policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else IMAGE_AUGMENTATIONS)
+    policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else DIFFAUGMENT)
     ada = (f"augment.policy={policy}", "augment.adaptive=true")
     found = overfitting or {}
     caveat: str | None

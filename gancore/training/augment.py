@@ -5,8 +5,17 @@ second remedy, "train on more diverse data", in its practical form.
   differentiable transforms T applied to every input of D, real and generated, in D's step and in
   G's, so that G's gradient flows through T. Images: ``color`` (brightness +-0.5, saturation x0..2,
   contrast x0.5..1.5), ``translation`` (up to 1/8 of the side, zero padding), ``cutout`` (a square
-  of half the side). Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each
+  of half the side). ``geometric``: ADA's geometric group (below). Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each
   coordinate's standard deviation in the training data: a small blur in the data's own units).
+* **Geometric** (ADA's ``geom`` group, ``augment.py`` of stylegan2-ada-pytorch, with its
+  published ranges): isotropic scaling by 2^N(0, 0.2^2), a rotation uniform in +-180 degrees,
+  anisotropic scaling by 2^N(0, 0.2^2) along x and its inverse along y, a second rotation, and a
+  translation of N(0, 0.125^2) of the side along each axis. Each is applied to a sample with
+  probability p (each rotation with 1 - sqrt(1 - p), so that a sample is rotated with
+  probability p, as ADA does); the product is one affine map, resampled once, bilinearly, with
+  reflection at the border (ADA also reflects, but resamples through a wavelet filter at twice the
+  resolution, which this does not). At p 1 (no ``adaptive``) every sample is rotated: G can then
+  learn rotated data, the "leak" ADA's p < 0.8 avoids, so use it adaptively.
 * **Adaptive** (ADA, Karras et al. 2020, NVlabs/stylegan2-ada-pytorch): each transform is applied
   to each sample with probability p. Every ``augment.interval`` steps p moves by
   ``sign(r_t - augment.target) * (samples seen) / (augment.kimg * 1000)``, with
@@ -43,6 +52,7 @@ distributed training every rank draws the whole batch's transforms and keeps its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +68,9 @@ STREAM = "train/augment"
 SIGNALS = ("r_t", "held_out")
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
+# ADA's geometric ranges: log2 of the scale factors' standard deviation, the fractional
+# translation's standard deviation as a share of the side, rotations up to half a turn.
+SCALE_STD, ANISO_STD, XFRAC_STD = 0.2, 0.2, 0.125
 
 
 class Draws:
@@ -124,6 +137,62 @@ def _cutout(x: Tensor, draw: Draws) -> Tensor:
     return x * mask[:, None]
 
 
+def _affine(b: int, device: torch.device, **entries: Tensor) -> Tensor:
+    """b 3 x 3 identities with ``entries`` (``m00=...``) set per sample."""
+    m = torch.eye(3, device=device).repeat(b, 1, 1)
+    for name, value in entries.items():
+        m[:, int(name[1]), int(name[2])] = value
+    return m
+
+
+def _geometric_map(b: int, h: int, w: int, draw: Draws, p: Tensor | None) -> tuple[Tensor, Tensor]:
+    """ADA's geometric group (module doc) for b samples of h x w, each transform on a sample with
+    probability ``p`` (None: every transform on every sample): the b maps from output to input
+    pixels (3 x 3, about the centre) and which samples any transform chose."""
+    dev = draw.device
+
+    def chosen(prob: Tensor | float) -> Tensor:
+        return draw.rand(b) < prob if p is not None else torch.ones(b, dtype=torch.bool, device=dev)
+
+    every: Tensor | float = p if p is not None else 1.0
+    p_rot = 1 - torch.sqrt(1 - p.clamp(0, 1)) if p is not None else 1.0
+    touched = torch.zeros(b, dtype=torch.bool, device=dev)
+    inverse = torch.eye(3, device=dev).repeat(b, 1, 1)
+
+    def then(mask: Tensor, m: Tensor) -> None:
+        nonlocal inverse, touched
+        inverse = inverse @ torch.where(mask[:, None, None], m, torch.eye(3, device=dev))
+        touched = touched | mask
+
+    def rotation() -> None:
+        mask, angle = chosen(p_rot), (draw.rand(b) * 2 - 1) * math.pi
+        then(mask, _affine(b, dev, m00=angle.cos(), m01=angle.sin(), m10=-angle.sin(), m11=angle.cos()))
+
+    scale = torch.exp2(draw.randn(b) * SCALE_STD)
+    then(chosen(every), _affine(b, dev, m00=1 / scale, m11=1 / scale))
+    rotation()
+    aniso = torch.exp2(draw.randn(b) * ANISO_STD)
+    then(chosen(every), _affine(b, dev, m00=1 / aniso, m11=aniso))
+    rotation()
+    shift = draw.randn(b, 2) * XFRAC_STD
+    then(chosen(every), _affine(b, dev, m02=-shift[:, 0] * w, m12=-shift[:, 1] * h))
+    return inverse, touched
+
+
+def _geometric(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
+    """``x`` through :func:`_geometric_map`'s maps: resampled once, bilinearly, reflected at the border."""
+    b, c, h, w = x.shape
+    inverse, touched = _geometric_map(b, h, w, draw, p)
+    # In affine_grid's units the image spans -1..1 on each axis: pixels about the centre / (side / 2).
+    to_pixels = torch.diag(torch.tensor([w / 2, h / 2, 1.0], device=x.device))
+    from_pixels = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], device=x.device))
+    theta = (from_pixels @ inverse @ to_pixels)[:, :2]
+    grid = torch.nn.functional.affine_grid(theta, [b, c, h, w], align_corners=False)
+    moved = torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # Samples no transform chose stay bit for bit themselves (bilinear at pixel centres is not).
+    return torch.where(touched[:, None, None, None], moved.to(x.dtype), x)
+
+
 class Augment:
     """The transforms of ``policy`` with their application probability p (see the module doc)."""
 
@@ -182,6 +251,8 @@ class Augment:
                 x = self._apply(x, _translation)
             elif name == "cutout":
                 x = self._apply(x, _cutout)
+            elif name == "geometric":  # its transforms chosen one by one, as ADA's are
+                x = _geometric(x, self.draw, self.p if self.adaptive else None)
             elif name == "jitter":
                 scale = self.jitter_scale
 

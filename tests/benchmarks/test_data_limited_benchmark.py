@@ -191,13 +191,13 @@ def test_settings_the_benchmark_owns_cannot_be_overridden(tmp_path, capsys):
         assert exit_info.value.code == 2
         assert f"-S {setting}: the benchmark sets" in capsys.readouterr().err
     # --policy sets augment.*: a -S there would train augmented runs and label them "none".
-    for setting in ("augment.policy=color", "augment.signal=r_t", "augment.adaptive=false"):
+    for setting in ("augment.signal=r_t", "augment.adaptive=false"):
         with pytest.raises(SystemExit) as exit_info:
             data_limited.main(["--tiny", "--policy", "none", "-S", setting, "--out", str(tmp_path / "runs")])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
-        assert f"-S {setting}: each --policy sets augment.policy, augment.adaptive, augment.signal itself (--policy none, fixed" in err
-        assert "-S may set the adaptive rule's augment.kimg" in err
+        assert f"-S {setting}: each --policy sets augment.adaptive, augment.signal itself (--policy none, fixed" in err
+        assert "-S may set the augmented policies' transforms (augment.policy) and the adaptive rule's augment.kimg" in err
     with pytest.raises(SystemExit) as exit_info:
         data_limited.main(["--tiny", "-S", "train.bogus=1", "--out", str(tmp_path / "runs")])
     assert exit_info.value.code == 2 and "train.bogus: unknown key" in capsys.readouterr().err
@@ -245,3 +245,17 @@ def test_the_adaptive_rules_pace_may_be_set_and_reaches_the_augmented_runs(tmp_p
         )
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint ") and "augment.kimg: 500.0 in the checkpoint, 100.0 now" in err and "Traceback" not in err
+
+
+def test_s_augment_policy_chooses_the_augmented_runs_transforms_and_leaves_the_unaugmented_ones_alone():
+    """-S augment.policy=...,geometric trains every augmented policy with those transforms; the none
+    runs stay unaugmented, and their record does not name the transforms, so a none run in --out
+    continues under any choice of them while an augmented one continues only under its own."""
+    data_limited = import_benchmark("data_limited")
+    sets = ["device=cpu", "augment.policy=color,geometric", "augment.kimg=500"]
+    built = {p: data_limited._params("mnist", 0.1, p, 0, 10, sets, 60_000).augment for p in data_limited.SETTINGS}
+    assert built["none"].policy == "" and built["none"].adaptive is False
+    assert {built[p].policy for p in ("fixed", "adaptive", "held_out")} == {"color,geometric"}
+    assert built["adaptive"].adaptive and built["held_out"].signal == "held_out" and built["fixed"].adaptive is False
+    assert data_limited._defining(sets, "none") == ["augment.kimg=500"]
+    assert data_limited._defining(sets, "adaptive") == ["augment.policy=color,geometric", "augment.kimg=500"]
