@@ -377,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _for_policy(sets: list[str], policy: str) -> list[str]:
-    """``sets`` as a ``policy`` run takes them: the none runs without the augmented runs' transforms."""
-    return [s for s in sets if not (policy == "none" and _key(s) == TRANSFORMS)]
+    """``sets`` as a ``policy`` run takes them: the none runs without augment.* (the augmented runs'
+    transforms and pace: augmentation off, they change nothing, and such a run is trained once
+    for any of them)."""
+    return [s for s in sets if not (policy == "none" and _key(s).startswith("augment."))]
 
 
 def _defining(sets: list[str], policy: str) -> list[str]:
@@ -402,7 +404,7 @@ def _other_settings(out: Path, plan: list[tuple[str, float, str, int]], sets: li
         # Only a run against the reference this invocation keeps is continued; others start over.
         continues = record.get("reference") == yardsticks[data]
         now = _defining(sets, policy)
-        then = record.get("settings", now)
+        then = _defining(record.get("settings", now), policy)  # as this code reads them
         if continues and then != now:
             only_then, only_now = [x for x in then if x not in now], [x for x in now if x not in then]
             return (

@@ -232,7 +232,9 @@ def test_the_adaptive_rules_pace_may_be_set_and_reaches_the_augmented_runs(tmp_p
         data_limited.main([*args[:-4], "--steps", "8", "--out", str(tmp_path / "runs")])
     assert exit_info.value.code == 2 and checkpoint.read_bytes() == before
     err = capsys.readouterr().err
-    assert "mnist/0.01-none-0 was trained with -S augment.kimg=500, this invocation gives -S (none)" in err and "give another --out" in err
+    assert (
+        "mnist/0.01-adaptive-0 was trained with -S augment.kimg=500, this invocation gives -S (none)" in err and "give another --out" in err
+    )
     # A record from before runs kept their settings: training itself refuses the run, and the
     # benchmark prints that error (exit 1), not a worker's traceback.
     from gancore.io import read_json, write_json
@@ -249,7 +251,7 @@ def test_the_adaptive_rules_pace_may_be_set_and_reaches_the_augmented_runs(tmp_p
 
 def test_s_augment_policy_chooses_the_augmented_runs_transforms_and_leaves_the_unaugmented_ones_alone():
     """-S augment.policy=...,geometric trains every augmented policy with those transforms; the none
-    runs stay unaugmented, and their record does not name the transforms, so a none run in --out
+    runs stay unaugmented, and their record names no augment.* setting, so a none run in --out
     continues under any choice of them while an augmented one continues only under its own."""
     data_limited = import_benchmark("data_limited")
     sets = ["device=cpu", "augment.policy=color,geometric", "augment.kimg=500"]
@@ -257,5 +259,5 @@ def test_s_augment_policy_chooses_the_augmented_runs_transforms_and_leaves_the_u
     assert built["none"].policy == "" and built["none"].adaptive is False
     assert {built[p].policy for p in ("fixed", "adaptive", "held_out")} == {"color,geometric"}
     assert built["adaptive"].adaptive and built["held_out"].signal == "held_out" and built["fixed"].adaptive is False
-    assert data_limited._defining(sets, "none") == ["augment.kimg=500"]
+    assert data_limited._defining(sets, "none") == []
     assert data_limited._defining(sets, "adaptive") == ["augment.policy=color,geometric", "augment.kimg=500"]
