@@ -182,13 +182,15 @@ def _geometric_map(b: int, h: int, w: int, draw: Draws, p: Tensor | None) -> tup
 def _geometric(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
     """``x`` through :func:`_geometric_map`'s maps: resampled once, bilinearly, reflected at the border."""
     b, c, h, w = x.shape
-    inverse, touched = _geometric_map(b, h, w, draw, p)
-    # In affine_grid's units the image spans -1..1 on each axis: pixels about the centre / (side / 2).
-    to_pixels = torch.diag(torch.tensor([w / 2, h / 2, 1.0], device=x.device))
-    from_pixels = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], device=x.device))
-    theta = (from_pixels @ inverse @ to_pixels)[:, :2]
-    grid = torch.nn.functional.affine_grid(theta, [b, c, h, w], align_corners=False)
-    moved = torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # In float32 under bf16 autocast too: a map or grid in bf16 would misplace pixels by a tenth.
+    with torch.autocast(x.device.type, enabled=False):
+        inverse, touched = _geometric_map(b, h, w, draw, p)
+        # In affine_grid's units the image spans -1..1 on each axis: pixels about the centre / (side / 2).
+        to_pixels = torch.diag(torch.tensor([w / 2, h / 2, 1.0], device=x.device))
+        from_pixels = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], device=x.device))
+        theta = (from_pixels @ inverse @ to_pixels)[:, :2]
+        grid = torch.nn.functional.affine_grid(theta, [b, c, h, w], align_corners=False)
+        moved = torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     # Samples no transform chose stay bit for bit themselves (bilinear at pixel centres is not).
     return torch.where(touched[:, None, None, None], moved.to(x.dtype), x)
 

@@ -119,6 +119,12 @@ def test_adaptive_geometric_chooses_each_transform_with_p_and_leaves_the_rest_bi
     assert float(same) == pytest.approx(0.5**4, abs=0.015)
     half = a(x.to(torch.bfloat16))  # generated samples under bf16 autocast keep their precision
     assert half.dtype == torch.bfloat16 and torch.isfinite(half.float()).all()
+    # Under autocast (training's, on CUDA) the maps and the resampling stay float32: the same images.
+    state = a.generator.get_state()
+    plain = a(x)
+    a.generator.set_state(state)
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        assert torch.equal(a(x), plain)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -391,7 +397,7 @@ def test_image_policies_train_a_dcgan(tmp_path):
             "data": {"name": "mnist"},
             "model": {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}},
             "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "monitor_every": None},
-            "augment": {"policy": "translation,cutout,color"},
+            "augment": {"policy": "translation,cutout,color,geometric"},
             "mixture": {"enabled": False},
             "tracking": {"enabled": False},
         }
@@ -460,7 +466,7 @@ def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_p
         "model": {"arch": "dcgan", "latent_dim": 8, "pack": 2, "options": {"width": 8}},
         "loss": {"name": "wasserstein_gp"},
         "train": {"steps": 8, "batch_size": 8, "log_every": 1, "checkpoint_every": 4, "monitor_every": 4},
-        "augment": {"policy": "color,translation,cutout", "adaptive": True, "signal": "held_out", "kimg": 0.05, "interval": 2},
+        "augment": {"policy": "color,translation,cutout,geometric", "adaptive": True, "signal": "held_out", "kimg": 0.05, "interval": 2},
         "mixture": {"enabled": False},
         "tracking": {"enabled": False},
     }
