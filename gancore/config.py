@@ -174,7 +174,7 @@ class AugmentParams(_Section):
     )
     target: float = Field(0.6, gt=0, lt=1, description="the r_t that adaptive augmentation steers to (ADA: 0.6; signal r_t)")
     kimg: float = Field(
-        100.0, gt=0, allow_inf_nan=False, description="p can move from 0 to 1 in this many thousand real samples (ADA: 500)"
+        500.0, gt=0, allow_inf_nan=False, description="p can move from 0 to 1 in this many thousand real samples (ADA's 500)"
     )
     interval: int = Field(4, ge=1, description="steps between adjustments of p (ADA: 4)")
     jitter: float = Field(

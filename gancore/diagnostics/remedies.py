@@ -76,15 +76,16 @@ AUGMENT_ADA = (
 
 # What benchmarks/data_limited.py measured of the two signals on runs whose D memorises (docs/data-limited.md):
 # r_t gained more from 10,000 steps on (MNIST) and 20,000 (Fashion-MNIST); held-out steering cost less at 1,000,
-# and so did r_t at ADA's own pace, which gained as much as the default's by 10,000-20,000 steps.
+# and so did r_t at ADA's own pace (the default), more than at the faster pace the tables before it ran at.
 ADA_SHORT_RUNS = (
-    "ADA's r_t also rises for a D that merely wins: in benchmarks/data_limited.py, on 10 % of the data, it cost 5 % "
-    "(MNIST) and 14 % (Fashion-MNIST) FID at 1,000 steps, where held-out steering cost nothing; at ADA's own pace "
-    "(augment.kimg=500) r_t cost 3 % and 0 % there and gained as much by 20,000 steps (one install, 3 seeds)"
+    "ADA's r_t also rises for a D that merely wins: in benchmarks/data_limited.py, on 10 % of the data, at ADA's pace "
+    "(augment.kimg=500, the default) it cost 3 % (MNIST) and 0 % (Fashion-MNIST) FID at 1,000 steps, at augment.kimg=100 "
+    "5 % and 14 %, where held-out steering cost nothing; by 20,000 steps both paces gained as much (one install, 3 seeds)"
 )
 HELD_OUT_GAINS_LESS = (
     "steered by the held-out examples that found this D: in benchmarks/data_limited.py it gained less than ADA's r_t "
-    "at 20,000 steps on 10 % of the data (one install, 3 seeds: MNIST -14 % against -19 %; Fashion-MNIST +7 % against -3 %)"
+    "at 20,000 steps on 10 % of the data (one install, 3 seeds, ADA's pace: MNIST -12 % against -20 %; Fashion-MNIST "
+    "+4 % against -1 %)"
 )
 
 # The one benchmark run whose memorisation only the AUC found, retrained both ways on one install
@@ -92,7 +93,7 @@ HELD_OUT_GAINS_LESS = (
 THRESHOLD_HIDES = (
     "steered by ADA's r_t: this D was found by the AUC of its logits, while its threshold hides the share gap that held-out "
     "steering reads; on the benchmark run so found (benchmarks/data_limited.py, 10 % of MNIST, seed 0, 20,000 steps, FID "
-    "91.4 unaugmented) ADA's r_t reached 72.1 and held-out steering 78.4"
+    "91.4 unaugmented) ADA's r_t reached 72.1 and held-out steering 78.4 (augment.kimg=100)"
 )
 # What benchmarks/data_limited.py measured of p = 1 (docs/data-limited.md: 1,000 steps, and
 # 20,000 on 10 % of MNIST and Fashion-MNIST, where D stopped memorising, AUC 0.51, but G trained slower).

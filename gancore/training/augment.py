@@ -20,8 +20,9 @@ second remedy, "train on more diverse data", in its practical form.
   to each sample with probability p. Every ``augment.interval`` steps p moves by
   ``sign(r_t - augment.target) * (samples seen) / (augment.kimg * 1000)``, with
   ``r_t = E[sign(D(x_real))]`` over those steps: p can go from 0 to 1 in ``augment.kimg``
-  thousand real samples (ADA: 500k images; the default here is 100k, at which held-out steering was
-  measured longest; with r_t ADA's pace gained as much at CPU lengths and cost less early). A D that
+  thousand real samples (ADA's 500k images, the default; the data-limited benchmark's tables up to
+  commit c899dd5 ran at 100k, which gained as much by 10,000-20,000 CPU steps with either signal
+  and, with r_t, cost more at 1,000). A D that
   is sure of the training data (r_t high) gets more augmentation. p, the r_t accumulators and the
   transforms' random stream are checkpointed, so a resume continues exactly (stylegan2-ada issue
   106: p reset to 0 on resume). Without ``adaptive`` p is 1: every transform on every sample.
@@ -205,7 +206,7 @@ class Augment:
         seed: int,
         adaptive: bool = False,
         target: float = 0.6,
-        kimg: float = 100.0,
+        kimg: float = 500.0,
         interval: int = 4,
         jitter_scale: Tensor | None = None,
         stream: str = STREAM,

@@ -209,20 +209,21 @@ def test_settings_the_benchmark_owns_cannot_be_overridden(tmp_path, capsys):
 
 
 def test_the_adaptive_rules_pace_may_be_set_and_reaches_the_augmented_runs(tmp_path, capsys):
-    """-S augment.kimg (ADA's own 500, say) is how a policy runs, not which one: the benchmark takes
-    it, and the adaptive run trains with it while the unaugmented one stays unaugmented."""
+    """-S augment.kimg (100, the default before ADA's 500, say) is how a policy runs, not which one:
+    the benchmark takes it, and the adaptive run trains with it while the unaugmented one stays
+    unaugmented."""
     if not (Path(os.environ.get("GANCORE_DATASETS_DIR", "")) / "MNIST").exists():
         pytest.skip("no MNIST mirror (GANCORE_DATASETS_DIR)")
     from gancore.io import torch_load
 
     data_limited = import_benchmark("data_limited")
-    args = ["--tiny", "--data", "mnist", "--policy", "none", "--policy", "adaptive", "-S", "augment.kimg=500", "--workers", "1"]
+    args = ["--tiny", "--data", "mnist", "--policy", "none", "--policy", "adaptive", "-S", "augment.kimg=100", "--workers", "1"]
     with contextlib.redirect_stdout(io.StringIO()):
         assert data_limited.main([*args, "--out", str(tmp_path / "runs")]) == 0
     identity = {
         p: torch_load(tmp_path / "runs" / "mnist" / f"0.01-{p}-0" / "checkpoints" / "last.pt")["identity"] for p in ("none", "adaptive")
     }
-    assert identity["adaptive"]["augment"]["kimg"] == 500 and identity["adaptive"]["augment"]["adaptive"] is True
+    assert identity["adaptive"]["augment"]["kimg"] == 100 and identity["adaptive"]["augment"]["adaptive"] is True
     assert "augment" not in identity["none"]  # augmentation off: no augment.* setting defines the run
     # Continued under other settings, a run would be refused mid-way by gan train: the benchmark
     # refuses the invocation first, naming the run and both settings, and trains nothing.
@@ -233,7 +234,7 @@ def test_the_adaptive_rules_pace_may_be_set_and_reaches_the_augmented_runs(tmp_p
     assert exit_info.value.code == 2 and checkpoint.read_bytes() == before
     err = capsys.readouterr().err
     assert (
-        "mnist/0.01-adaptive-0 was trained with -S augment.kimg=500, this invocation gives -S (none)" in err and "give another --out" in err
+        "mnist/0.01-adaptive-0 was trained with -S augment.kimg=100, this invocation gives -S (none)" in err and "give another --out" in err
     )
     # A record from before runs kept their settings: training itself refuses the run, and the
     # benchmark prints that error (exit 1), not a worker's traceback.
@@ -246,7 +247,7 @@ def test_the_adaptive_rules_pace_may_be_set_and_reaches_the_augmented_runs(tmp_p
             data_limited.main(["--tiny", "--data", "mnist", "--policy", "adaptive", "--steps", "8", "--out", str(tmp_path / "runs")]) == 1
         )
     err = capsys.readouterr().err
-    assert err.startswith("error: checkpoint ") and "augment.kimg: 500.0 in the checkpoint, 100.0 now" in err and "Traceback" not in err
+    assert err.startswith("error: checkpoint ") and "augment.kimg: 100.0 in the checkpoint, 500.0 now" in err and "Traceback" not in err
 
 
 def test_s_augment_policy_chooses_the_augmented_runs_transforms_and_leaves_the_unaugmented_ones_alone():

@@ -250,7 +250,7 @@ def test_held_out_steering_holds_d_at_the_memorisation_gap_whatever_the_batch(ba
 
     runs = {}
     for held_real in (0.55, 0.75, 0.8):
-        a = Augment(["jitter"], torch.device("cpu"), seed=0, adaptive=True, signal="held_out")
+        a = Augment(["jitter"], torch.device("cpu"), seed=0, adaptive=True, signal="held_out", kimg=100.0)
         ps = []
         for step in range(1, 4001):
             a.observe(signs(0.8), signs(held_real))
