@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                     text, summary = table(results, f"{unit}-min/run")
                     steps = max(r["steps"] for r in results)  # more than asked where --out held runs trained further
                     print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets")
-                    print(f"augmented with {transforms}")
+                    if any(p != "none" for p in policies):
+                        print(f"augmented with {transforms}")
                     print("trained with " + "; ".join(sorted({s for r in results for s in r["software"]})) + "\n")
                     print(text + "\n", flush=True)
                     rounds.append({"steps": steps, "runs": results, "summary": summary})
