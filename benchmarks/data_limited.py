@@ -77,7 +77,13 @@ COMMON = [
 # not which one it is.
 OWN_SETTINGS = ("seed", "device", "train.steps", "data.name", "data.n_train")
 TRANSFORMS = "augment.policy"
-POLICY_SETTINGS = tuple(k for k in dict.fromkeys(s.split("=", 1)[0] for sets in SETTINGS.values() for s in sets) if k != TRANSFORMS)
+
+
+def _key(setting: str) -> str:
+    return setting.split("=", 1)[0].strip()
+
+
+POLICY_SETTINGS = tuple(k for k in dict.fromkeys(_key(s) for sets in SETTINGS.values() for s in sets) if k != TRANSFORMS)
 # In each run's folder: the cost so far and the steps it reached, for a later, longer invocation.
 SPENT = "benchmark_run.json"
 # What a run continued from a record written before runs named their install trained on at first.
@@ -388,10 +394,6 @@ def _defining(sets: list[str], policy: str) -> list[str]:
     """The settings that make a ``policy`` run what it is: all it takes but the device (a run may
     continue on another)."""
     return [s for s in _for_policy(sets, policy) if _key(s) != "device"]
-
-
-def _key(setting: str) -> str:
-    return setting.split("=", 1)[0].strip()
 
 
 def _other_settings(out: Path, plan: list[tuple[str, float, str, int]], sets: list[str], size: int) -> str:

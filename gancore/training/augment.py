@@ -152,13 +152,14 @@ def _geometric_map(b: int, h: int, w: int, draw: Draws, p: Tensor | None) -> tup
     pixels (3 x 3, about the centre) and which samples any transform chose."""
     dev = draw.device
 
-    def chosen(prob: Tensor | float) -> Tensor:
-        return draw.rand(b) < prob if p is not None else torch.ones(b, dtype=torch.bool, device=dev)
+    def chosen(rotation: bool = False) -> Tensor:
+        """The samples the next transform acts on: each with p, a rotation with 1 - sqrt(1 - p)."""
+        if p is None:
+            return torch.ones(b, dtype=torch.bool, device=dev)
+        return draw.rand(b) < (1 - torch.sqrt(1 - p.clamp(0, 1)) if rotation else p)
 
-    every: Tensor | float = p if p is not None else 1.0
-    p_rot = 1 - torch.sqrt(1 - p.clamp(0, 1)) if p is not None else 1.0
     touched = torch.zeros(b, dtype=torch.bool, device=dev)
-    inverse = torch.eye(3, device=dev).repeat(b, 1, 1)
+    inverse = _affine(b, dev)
 
     def then(mask: Tensor, m: Tensor) -> None:
         nonlocal inverse, touched
@@ -166,17 +167,17 @@ def _geometric_map(b: int, h: int, w: int, draw: Draws, p: Tensor | None) -> tup
         touched = touched | mask
 
     def rotation() -> None:
-        mask, angle = chosen(p_rot), (draw.rand(b) * 2 - 1) * math.pi
+        mask, angle = chosen(rotation=True), (draw.rand(b) * 2 - 1) * math.pi
         then(mask, _affine(b, dev, m00=angle.cos(), m01=angle.sin(), m10=-angle.sin(), m11=angle.cos()))
 
     scale = torch.exp2(draw.randn(b) * SCALE_STD)
-    then(chosen(every), _affine(b, dev, m00=1 / scale, m11=1 / scale))
+    then(chosen(), _affine(b, dev, m00=1 / scale, m11=1 / scale))
     rotation()
     aniso = torch.exp2(draw.randn(b) * ANISO_STD)
-    then(chosen(every), _affine(b, dev, m00=1 / aniso, m11=aniso))
+    then(chosen(), _affine(b, dev, m00=1 / aniso, m11=aniso))
     rotation()
     shift = draw.randn(b, 2) * XFRAC_STD
-    then(chosen(every), _affine(b, dev, m02=-shift[:, 0] * w, m12=-shift[:, 1] * h))
+    then(chosen(), _affine(b, dev, m02=-shift[:, 0] * w, m12=-shift[:, 1] * h))
     return inverse, touched
 
 
