@@ -22,8 +22,8 @@ kept (the least disturbed by other work on the machine).
 ``--augment`` prices the design notes' second remedy: our step with DiffAugment's transforms on
 every sample (``fixed``), with ADA's adaptive probability (``adaptive``, r_t), with the held-out
 signal (``held_out``: one more no-gradient D pass per step) and, for images, with ADA's geometric
-group added to the adaptive transforms (``geometric``: one affine resampling), each against our
-step without. The adaptive settings run at p 0.5.
+group added to the adaptive transforms (``geometric``: one affine resampling) or its pixel
+blitting (``blit``: flips, quarter turns and a gather), each against our step without. The adaptive settings run at p 0.5.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from gancore.data.prepared import to_model_range
 from gancore.device import resolve_device
 from gancore.losses import get_loss
 from gancore.modelio import build_pair
-from gancore.names import DIFFAUGMENT, IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS
+from gancore.names import DIFFAUGMENT, VECTOR_AUGMENTATIONS
 from gancore.objectives import flat_logits
 from gancore.training import BatchStream, Trainer, use_channels_last
 from gancore.training.augment import Augment
@@ -68,15 +68,16 @@ def make_data(shape: tuple[int, ...], n: int, seed: int = 0) -> torch.Tensor:
 
 
 # What --augment compares: name -> (adaptive, signal, image transforms); None: no augmentation.
-# Vectors take jitter; geometric is for images only.
+# Vectors take jitter in place of DiffAugment's transforms; ADA's groups have no vector form.
 AUGMENT_SETTINGS = {
     "none": None,
     "fixed": (False, "r_t", DIFFAUGMENT),
     "adaptive": (True, "r_t", DIFFAUGMENT),
     "held_out": (True, "held_out", DIFFAUGMENT),
-    "geometric": (True, "r_t", IMAGE_AUGMENTATIONS),
+    "geometric": (True, "r_t", (*DIFFAUGMENT, "geometric")),
+    "blit": (True, "r_t", (*DIFFAUGMENT, "blit")),
 }
-IMAGES_ONLY = ("geometric",)
+IMAGES_ONLY = tuple(n for n, s in AUGMENT_SETTINGS.items() if s is not None and set(s[2]) - set(DIFFAUGMENT))
 
 
 def _augmentation(setting: str, data: torch.Tensor, batch_size: int, device: torch.device) -> tuple[Augment | None, BatchStream | None]:

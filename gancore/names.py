@@ -47,9 +47,9 @@ ORCHESTRATORS: tuple[str, ...] = get_args(Orchestrator)
 
 # Augmentations D sees on real and generated samples (gancore.training.augment). DiffAugment's
 # policy is what the diagnosis proposes for images (the one benchmarked longest); ADA's geometric
-# group is there to choose.
+# and pixel-blitting groups are there to choose.
 DIFFAUGMENT: tuple[str, ...] = ("color", "translation", "cutout")
-IMAGE_AUGMENTATIONS: tuple[str, ...] = (*DIFFAUGMENT, "geometric")
+IMAGE_AUGMENTATIONS: tuple[str, ...] = (*DIFFAUGMENT, "geometric", "blit")
 VECTOR_AUGMENTATIONS: tuple[str, ...] = ("jitter",)
 AUGMENTATIONS: tuple[str, ...] = IMAGE_AUGMENTATIONS + VECTOR_AUGMENTATIONS
 

@@ -5,8 +5,9 @@ second remedy, "train on more diverse data", in its practical form.
   differentiable transforms T applied to every input of D, real and generated, in D's step and in
   G's, so that G's gradient flows through T. Images: ``color`` (brightness +-0.5, saturation x0..2,
   contrast x0.5..1.5), ``translation`` (up to 1/8 of the side, zero padding), ``cutout`` (a square
-  of half the side). ``geometric``: ADA's geometric group (below). Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each
-  coordinate's standard deviation in the training data: a small blur in the data's own units).
+  of half the side). ``geometric`` and ``blit``: ADA's geometric and pixel-blitting groups (below).
+  Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each coordinate's standard
+  deviation in the training data: a small blur in the data's own units).
 * **Geometric** (ADA's ``geom`` group, ``augment.py`` of stylegan2-ada-pytorch, with its
   published ranges): isotropic scaling by 2^N(0, 0.2^2), a rotation uniform in +-180 degrees,
   anisotropic scaling by 2^N(0, 0.2^2) along x and its inverse along y, a second rotation, and a
@@ -16,6 +17,13 @@ second remedy, "train on more diverse data", in its practical form.
   reflection at the border (ADA also reflects, but resamples through a wavelet filter at twice the
   resolution, which this does not). At p 1 (no ``adaptive``) every sample is rotated: G can then
   learn rotated data, the "leak" ADA's p < 0.8 avoids, so use it adaptively.
+* **Pixel blitting** (ADA's ``blit`` group, the first of its default ``bgc`` pipeline): a mirror
+  image (x-flip) with probability 1/2, 0-3 quarter turns, and a translation by whole pixels uniform
+  in +-0.125 of the side, reflected at the border; each of the three chosen for a sample with
+  probability p. No pixel is resampled: each output pixel is a copy of an input pixel. Mirror
+  images and quarter turns are the data's symmetries on textures, aerial or microscope images and
+  (mirror only) faces; on digits or clothes they are not, so use it adaptively there (ADA: G does
+  not learn them while p stays under about 0.8).
 * **Adaptive** (ADA, Karras et al. 2020, NVlabs/stylegan2-ada-pytorch): each transform is applied
   to each sample with probability p. Every ``augment.interval`` steps p moves by
   ``sign(r_t - augment.target) * (samples seen) / (augment.kimg * 1000)``, with
@@ -69,6 +77,8 @@ STREAM = "train/augment"
 SIGNALS = ("r_t", "held_out")
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
+# ADA's pixel blitting: integer translation up to this share of the side, uniform.
+XINT_MAX = 0.125
 # ADA's geometric ranges: log2 of the scale factors' standard deviation, the fractional
 # translation's standard deviation as a share of the side, rotations up to half a turn.
 SCALE_STD, ANISO_STD, XFRAC_STD = 0.2, 0.2, 0.125
@@ -197,6 +207,38 @@ def _geometric(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
     return torch.where(touched[:, None, None, None], moved.to(x.dtype), x)
 
 
+def _reflect(index: Tensor, size: int) -> Tensor:
+    """Indices past either border of 0..size-1 mirrored back inside it, the edge not repeated."""
+    index = index.abs()
+    return torch.where(index > size - 1, 2 * (size - 1) - index, index)
+
+
+def _blit(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
+    """ADA's pixel blitting group (``xflip``, ``rotate90``, ``xint`` of stylegan2-ada-pytorch's
+    ``augment.py``), each chosen for a sample with probability ``p`` (None: every sample): a mirror
+    image with probability one half, a rotation by 0, 90, 180 or 270 degrees, a translation by a
+    whole number of pixels uniform within XINT_MAX of the side, reflected at the border. Every
+    transform moves whole pixels, so each output pixel is a copy of an input pixel, with no
+    resampling; rotations by 90 degrees need square images (the product's are)."""
+    b, _, h, w = x.shape
+    if h != w:
+        raise ValueError(f"augmentation blit rotates by 90 degrees and needs square images, not {h} x {w}")
+
+    def chosen() -> Tensor:
+        return torch.ones(b, dtype=torch.bool, device=x.device) if p is None else draw.rand(b) < p
+
+    flip = chosen() & (draw.randint(0, 2, b) == 1)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    quarter = draw.randint(0, 4, b) * chosen()
+    for k in (1, 2, 3):
+        x = torch.where((quarter == k)[:, None, None, None], torch.rot90(x, k, dims=(2, 3)), x)
+    shift = torch.round((draw.rand(b, 2) * 2 - 1) * XINT_MAX * w).long() * chosen()[:, None]
+    ys = _reflect(torch.arange(h, device=x.device)[None] - shift[:, 1:], h)
+    xs = _reflect(torch.arange(w, device=x.device)[None] - shift[:, :1], w)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
+
+
 class Augment:
     """The transforms of ``policy`` with their application probability p (see the module doc)."""
 
@@ -257,6 +299,8 @@ class Augment:
                 x = self._apply(x, _cutout)
             elif name == "geometric":  # its transforms chosen one by one, as ADA's are
                 x = _geometric(x, self.draw, self.p if self.adaptive else None)
+            elif name == "blit":
+                x = _blit(x, self.draw, self.p if self.adaptive else None)
             elif name == "jitter":
                 scale = self.jitter_scale
 

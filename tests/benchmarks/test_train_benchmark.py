@@ -42,13 +42,13 @@ def test_train_throughput_prices_each_augmentation():
     rows = [line.split() for line in lines[header + 1 :] if line.strip()]
     assert [r[:2] for r in rows] == [["dcgan", "3x32x32"], ["mlp", "2"]]
     for row in rows:
-        # none, fixed, adaptive, held_out, geometric: images only ("-" for the 2D points)
+        # none, fixed, adaptive, held_out; geometric and blit: images only ("-" for the 2D points)
         images = row[1] != "2"
-        assert (row[6] != "-") == images, row
-        speeds = [float(v) for v in row[2:7] if v != "-"]
+        assert (row[6] != "-") == (row[7] != "-") == images, row
+        speeds = [float(v) for v in row[2:8] if v != "-"]
         assert all(math.isfinite(v) and v > 0 for v in speeds), row
-        costs = dict(zip(row[7::2], row[8::2]))
-        assert set(costs) == {"fixed", "adaptive", "held_out", *(["geometric"] if images else [])}
+        costs = dict(zip(row[8::2], row[9::2]))
+        assert set(costs) == {"fixed", "adaptive", "held_out", *(["geometric", "blit"] if images else [])}
         assert all(math.isclose(float(costs[n].strip("x,")), speeds[0] / v, rel_tol=0.01, abs_tol=0.006) for n, v in zip(costs, speeds[1:]))
 
 
