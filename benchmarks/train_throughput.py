@@ -23,7 +23,8 @@ kept (the least disturbed by other work on the machine).
 every sample (``fixed``), with ADA's adaptive probability (``adaptive``, r_t), with the held-out
 signal (``held_out``: one more no-gradient D pass per step) and, for images, with ADA's geometric
 group added to the adaptive transforms (``geometric``: one affine resampling) or its pixel
-blitting (``blit``: flips, quarter turns and a gather), each against our step without. The adaptive settings run at p 0.5.
+blitting (``blit``: flips, quarter turns and a gather), each against our step without. The
+adaptive settings run at p 0.5.
 """
 
 from __future__ import annotations

@@ -107,6 +107,13 @@ class Draws:
     def randint(self, low: int, high: int, b: int, *tail: int) -> Tensor:
         return self._rows(torch.randint(low, high, (b * self.world, *tail), generator=self.generator, device=self.device), b)
 
+    def chosen(self, b: int, p: Tensor | None) -> Tensor:
+        """Which of b samples a transform acts on: each with probability ``p``; None: all of them
+        (nothing drawn)."""
+        if p is None:
+            return torch.ones(b, dtype=torch.bool, device=self.device)
+        return self.rand(b) < p
+
 
 def _brightness(x: Tensor, draw: Draws) -> Tensor:
     return x + (draw.rand(x.shape[0], 1, 1, 1) - 0.5)
@@ -162,12 +169,8 @@ def _geometric_map(b: int, h: int, w: int, draw: Draws, p: Tensor | None) -> tup
     pixels (3 x 3, about the centre) and which samples any transform chose."""
     dev = draw.device
 
-    def chosen(rotation: bool = False) -> Tensor:
-        """The samples the next transform acts on: each with p, a rotation with 1 - sqrt(1 - p)."""
-        if p is None:
-            return torch.ones(b, dtype=torch.bool, device=dev)
-        return draw.rand(b) < (1 - torch.sqrt(1 - p.clamp(0, 1)) if rotation else p)
-
+    # Each rotation with 1 - sqrt(1 - p), so that a sample is rotated with probability p.
+    p_rotation = None if p is None else 1 - torch.sqrt(1 - p.clamp(0, 1))
     touched = torch.zeros(b, dtype=torch.bool, device=dev)
     inverse = _affine(b, dev)
 
@@ -177,17 +180,17 @@ def _geometric_map(b: int, h: int, w: int, draw: Draws, p: Tensor | None) -> tup
         touched = touched | mask
 
     def rotation() -> None:
-        mask, angle = chosen(rotation=True), (draw.rand(b) * 2 - 1) * math.pi
+        mask, angle = draw.chosen(b, p_rotation), (draw.rand(b) * 2 - 1) * math.pi
         then(mask, _affine(b, dev, m00=angle.cos(), m01=angle.sin(), m10=-angle.sin(), m11=angle.cos()))
 
     scale = torch.exp2(draw.randn(b) * SCALE_STD)
-    then(chosen(), _affine(b, dev, m00=1 / scale, m11=1 / scale))
+    then(draw.chosen(b, p), _affine(b, dev, m00=1 / scale, m11=1 / scale))
     rotation()
     aniso = torch.exp2(draw.randn(b) * ANISO_STD)
-    then(chosen(), _affine(b, dev, m00=1 / aniso, m11=aniso))
+    then(draw.chosen(b, p), _affine(b, dev, m00=1 / aniso, m11=aniso))
     rotation()
     shift = draw.randn(b, 2) * XFRAC_STD
-    then(chosen(), _affine(b, dev, m02=-shift[:, 0] * w, m12=-shift[:, 1] * h))
+    then(draw.chosen(b, p), _affine(b, dev, m02=-shift[:, 0] * w, m12=-shift[:, 1] * h))
     return inverse, touched
 
 
@@ -224,15 +227,12 @@ def _blit(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
     if h != w:
         raise ValueError(f"augmentation blit rotates by 90 degrees and needs square images, not {h} x {w}")
 
-    def chosen() -> Tensor:
-        return torch.ones(b, dtype=torch.bool, device=x.device) if p is None else draw.rand(b) < p
-
-    flip = chosen() & (draw.randint(0, 2, b) == 1)
+    flip = draw.chosen(b, p) & (draw.randint(0, 2, b) == 1)
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    quarter = draw.randint(0, 4, b) * chosen()
+    quarter = draw.randint(0, 4, b) * draw.chosen(b, p)
     for k in (1, 2, 3):
         x = torch.where((quarter == k)[:, None, None, None], torch.rot90(x, k, dims=(2, 3)), x)
-    shift = torch.round((draw.rand(b, 2) * 2 - 1) * XINT_MAX * w).long() * chosen()[:, None]
+    shift = torch.round((draw.rand(b, 2) * 2 - 1) * XINT_MAX * w).long() * draw.chosen(b, p)[:, None]
     ys = _reflect(torch.arange(h, device=x.device)[None] - shift[:, 1:], h)
     xs = _reflect(torch.arange(w, device=x.device)[None] - shift[:, :1], w)
     batch = torch.arange(b, device=x.device)[:, None, None]
@@ -285,7 +285,7 @@ class Augment:
     def _apply(self, x: Tensor, op: Any) -> Tensor:
         if not self.adaptive:
             return op(x, self.draw)
-        mask = self.draw.rand(x.shape[0]) < self.p
+        mask = self.draw.chosen(x.shape[0], self.p)
         return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), op(x, self.draw), x)
 
     def __call__(self, x: Tensor) -> Tensor:
