@@ -22,8 +22,9 @@ kept (the least disturbed by other work on the machine).
 ``--augment`` prices the design notes' second remedy: our step with DiffAugment's transforms on
 every sample (``fixed``), with ADA's adaptive probability (``adaptive``, r_t), with the held-out
 signal (``held_out``: one more no-gradient D pass per step) and, for images, with ADA's geometric
-group added to the adaptive transforms (``geometric``: one affine resampling) or its pixel
-blitting (``blit``: flips, quarter turns and a gather), each against our step without. The
+group added to the adaptive transforms (``geometric``: one affine resampling), its pixel
+blitting (``blit``: flips, quarter turns and a gather) or its colour group (``ada_color``: one
+4 x 4 colour map per sample), each against our step without. The
 adaptive settings run at p 0.5.
 """
 
@@ -77,6 +78,7 @@ AUGMENT_SETTINGS = {
     "held_out": (True, "held_out", DIFFAUGMENT),
     "geometric": (True, "r_t", (*DIFFAUGMENT, "geometric")),
     "blit": (True, "r_t", (*DIFFAUGMENT, "blit")),
+    "ada_color": (True, "r_t", (*DIFFAUGMENT, "ada_color")),
 }
 IMAGES_ONLY = tuple(n for n, s in AUGMENT_SETTINGS.items() if s is not None and set(s[2]) - set(DIFFAUGMENT))
 

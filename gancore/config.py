@@ -160,7 +160,7 @@ class MixtureParams(_Section):
 class AugmentParams(_Section):
     policy: str = Field(
         "",
-        description="augmentation D sees on real and generated samples (DiffAugment): images: any of color,translation,cutout,geometric,blit (geometric: ADA's scaling, rotation, translation; blit: ADA's x-flip, quarter turns, whole-pixel shifts; both for data without an upright, or with adaptive); vectors: jitter; empty: none",
+        description="augmentation D sees on real and generated samples (DiffAugment): images: any of color,translation,cutout,geometric,blit,ada_color (geometric: ADA's scaling, rotation, translation; blit: ADA's x-flip, quarter turns, whole-pixel shifts; both for data without an upright, or with adaptive; ada_color: ADA's brightness, contrast, luma flip, hue, saturation, with adaptive); vectors: jitter; empty: none",
     )
     adaptive: bool = Field(
         False,

@@ -46,10 +46,10 @@ Orchestrator = Literal["cli", "dvc", "prefect"]
 ORCHESTRATORS: tuple[str, ...] = get_args(Orchestrator)
 
 # Augmentations D sees on real and generated samples (gancore.training.augment). DiffAugment's
-# policy is what the diagnosis proposes for images (the one benchmarked longest); ADA's geometric
-# and pixel-blitting groups are there to choose.
+# policy is what the diagnosis proposes for images (the one benchmarked longest); ADA's geometric,
+# pixel-blitting and colour groups are there to choose.
 DIFFAUGMENT: tuple[str, ...] = ("color", "translation", "cutout")
-IMAGE_AUGMENTATIONS: tuple[str, ...] = (*DIFFAUGMENT, "geometric", "blit")
+IMAGE_AUGMENTATIONS: tuple[str, ...] = (*DIFFAUGMENT, "geometric", "blit", "ada_color")
 VECTOR_AUGMENTATIONS: tuple[str, ...] = ("jitter",)
 AUGMENTATIONS: tuple[str, ...] = IMAGE_AUGMENTATIONS + VECTOR_AUGMENTATIONS
 

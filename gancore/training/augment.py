@@ -5,25 +5,10 @@ second remedy, "train on more diverse data", in its practical form.
   differentiable transforms T applied to every input of D, real and generated, in D's step and in
   G's, so that G's gradient flows through T. Images: ``color`` (brightness +-0.5, saturation x0..2,
   contrast x0.5..1.5), ``translation`` (up to 1/8 of the side, zero padding), ``cutout`` (a square
-  of half the side). ``geometric`` and ``blit``: ADA's geometric and pixel-blitting groups (below).
+  of half the side). ``geometric``, ``blit`` and ``ada_color``: ADA's geometric, pixel-blitting
+  and colour groups (:mod:`.augment_ada`).
   Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each coordinate's standard
   deviation in the training data: a small blur in the data's own units).
-* **Geometric** (ADA's ``geom`` group, ``augment.py`` of stylegan2-ada-pytorch, with its
-  published ranges): isotropic scaling by 2^N(0, 0.2^2), a rotation uniform in +-180 degrees,
-  anisotropic scaling by 2^N(0, 0.2^2) along x and its inverse along y, a second rotation, and a
-  translation of N(0, 0.125^2) of the side along each axis. Each is applied to a sample with
-  probability p (each rotation with 1 - sqrt(1 - p), so that a sample is rotated with
-  probability p, as ADA does); the product is one affine map, resampled once, bilinearly, with
-  reflection at the border (ADA also reflects, but resamples through a wavelet filter at twice the
-  resolution, which this does not). At p 1 (no ``adaptive``) every sample is rotated: G can then
-  learn rotated data, the "leak" ADA's p < 0.8 avoids, so use it adaptively.
-* **Pixel blitting** (ADA's ``blit`` group, the first of its default ``bgc`` pipeline): a mirror
-  image (x-flip) with probability 1/2, 0-3 quarter turns, and a translation by whole pixels uniform
-  in +-0.125 of the side, reflected at the border; each of the three chosen for a sample with
-  probability p. No pixel is resampled: each output pixel is a copy of an input pixel. Mirror
-  images and quarter turns are the data's symmetries on textures, aerial or microscope images and
-  (mirror only) faces; on digits or clothes they are not, so use it adaptively there (ADA: G does
-  not learn them while p stays under about 0.8).
 * **Adaptive** (ADA, Karras et al. 2020, NVlabs/stylegan2-ada-pytorch): each transform is applied
   to each sample with probability p. Every ``augment.interval`` steps p moves by
   ``sign(r_t - augment.target) * (samples seen) / (augment.kimg * 1000)``, with
@@ -61,7 +46,6 @@ distributed training every rank draws the whole batch's transforms and keeps its
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -71,17 +55,13 @@ from torch import Tensor
 from gancore import seeds
 from gancore.heldout import MEMORISATION_GAP
 from gancore.names import AUGMENTATIONS, parse_policy
+from gancore.training.augment_ada import GROUPS as ADA_GROUPS
 
 __all__ = ["SIGNALS", "Augment", "parse_policy"]
 STREAM = "train/augment"
 SIGNALS = ("r_t", "held_out")
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
-# ADA's pixel blitting: integer translation up to this share of the side, uniform.
-XINT_MAX = 0.125
-# ADA's geometric ranges: log2 of the scale factors' standard deviation, the fractional
-# translation's standard deviation as a share of the side, rotations up to half a turn.
-SCALE_STD, ANISO_STD, XFRAC_STD = 0.2, 0.2, 0.125
 
 
 class Draws:
@@ -155,90 +135,6 @@ def _cutout(x: Tensor, draw: Draws) -> Tensor:
     return x * mask[:, None]
 
 
-def _affine(b: int, device: torch.device, **entries: Tensor) -> Tensor:
-    """b 3 x 3 identities with ``entries`` (``m00=...``) set per sample."""
-    m = torch.eye(3, device=device).repeat(b, 1, 1)
-    for name, value in entries.items():
-        m[:, int(name[1]), int(name[2])] = value
-    return m
-
-
-def _geometric_map(b: int, h: int, w: int, draw: Draws, p: Tensor | None) -> tuple[Tensor, Tensor]:
-    """ADA's geometric group (module doc) for b samples of h x w, each transform on a sample with
-    probability ``p`` (None: every transform on every sample): the b maps from output to input
-    pixels (3 x 3, about the centre) and which samples any transform chose."""
-    dev = draw.device
-
-    # Each rotation with 1 - sqrt(1 - p), so that a sample is rotated with probability p.
-    p_rotation = None if p is None else 1 - torch.sqrt(1 - p.clamp(0, 1))
-    touched = torch.zeros(b, dtype=torch.bool, device=dev)
-    inverse = _affine(b, dev)
-
-    def then(mask: Tensor, m: Tensor) -> None:
-        nonlocal inverse, touched
-        inverse = inverse @ torch.where(mask[:, None, None], m, torch.eye(3, device=dev))
-        touched = touched | mask
-
-    def rotation() -> None:
-        mask, angle = draw.chosen(b, p_rotation), (draw.rand(b) * 2 - 1) * math.pi
-        then(mask, _affine(b, dev, m00=angle.cos(), m01=angle.sin(), m10=-angle.sin(), m11=angle.cos()))
-
-    scale = torch.exp2(draw.randn(b) * SCALE_STD)
-    then(draw.chosen(b, p), _affine(b, dev, m00=1 / scale, m11=1 / scale))
-    rotation()
-    aniso = torch.exp2(draw.randn(b) * ANISO_STD)
-    then(draw.chosen(b, p), _affine(b, dev, m00=1 / aniso, m11=aniso))
-    rotation()
-    shift = draw.randn(b, 2) * XFRAC_STD
-    then(draw.chosen(b, p), _affine(b, dev, m02=-shift[:, 0] * w, m12=-shift[:, 1] * h))
-    return inverse, touched
-
-
-def _geometric(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
-    """``x`` through :func:`_geometric_map`'s maps: resampled once, bilinearly, reflected at the border."""
-    b, c, h, w = x.shape
-    # In float32 under bf16 autocast too: a map or grid in bf16 would misplace pixels by a tenth.
-    with torch.autocast(x.device.type, enabled=False):
-        inverse, touched = _geometric_map(b, h, w, draw, p)
-        # In affine_grid's units the image spans -1..1 on each axis: pixels about the centre / (side / 2).
-        to_pixels = torch.diag(torch.tensor([w / 2, h / 2, 1.0], device=x.device))
-        from_pixels = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], device=x.device))
-        theta = (from_pixels @ inverse @ to_pixels)[:, :2]
-        grid = torch.nn.functional.affine_grid(theta, [b, c, h, w], align_corners=False)
-        moved = torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    # Samples no transform chose stay bit for bit themselves (bilinear at pixel centres is not).
-    return torch.where(touched[:, None, None, None], moved.to(x.dtype), x)
-
-
-def _reflect(index: Tensor, size: int) -> Tensor:
-    """Indices past either border of 0..size-1 mirrored back inside it, the edge not repeated."""
-    index = index.abs()
-    return torch.where(index > size - 1, 2 * (size - 1) - index, index)
-
-
-def _blit(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
-    """ADA's pixel blitting group (``xflip``, ``rotate90``, ``xint`` of stylegan2-ada-pytorch's
-    ``augment.py``), each chosen for a sample with probability ``p`` (None: every sample): a mirror
-    image with probability one half, a rotation by 0, 90, 180 or 270 degrees, a translation by a
-    whole number of pixels uniform within XINT_MAX of the side, reflected at the border. Every
-    transform moves whole pixels, so each output pixel is a copy of an input pixel, with no
-    resampling; rotations by 90 degrees need square images (the product's are)."""
-    b, _, h, w = x.shape
-    if h != w:
-        raise ValueError(f"augmentation blit rotates by 90 degrees and needs square images, not {h} x {w}")
-
-    flip = draw.chosen(b, p) & (draw.randint(0, 2, b) == 1)
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    quarter = draw.randint(0, 4, b) * draw.chosen(b, p)
-    for k in (1, 2, 3):
-        x = torch.where((quarter == k)[:, None, None, None], torch.rot90(x, k, dims=(2, 3)), x)
-    shift = torch.round((draw.rand(b, 2) * 2 - 1) * XINT_MAX * w).long() * draw.chosen(b, p)[:, None]
-    ys = _reflect(torch.arange(h, device=x.device)[None] - shift[:, 1:], h)
-    xs = _reflect(torch.arange(w, device=x.device)[None] - shift[:, :1], w)
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    return x.permute(0, 2, 3, 1)[batch, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
-
-
 class Augment:
     """The transforms of ``policy`` with their application probability p (see the module doc)."""
 
@@ -297,10 +193,8 @@ class Augment:
                 x = self._apply(x, _translation)
             elif name == "cutout":
                 x = self._apply(x, _cutout)
-            elif name == "geometric":  # its transforms chosen one by one, as ADA's are
-                x = _geometric(x, self.draw, self.p if self.adaptive else None)
-            elif name == "blit":
-                x = _blit(x, self.draw, self.p if self.adaptive else None)
+            elif name in ADA_GROUPS:  # their transforms chosen one by one, as ADA's are
+                x = ADA_GROUPS[name](x, self.draw, self.p if self.adaptive else None)
             elif name == "jitter":
                 scale = self.jitter_scale
 

@@ -41,14 +41,17 @@ def test_train_throughput_prices_each_augmentation():
     header = next(i for i, line in enumerate(lines) if line.startswith("arch"))
     rows = [line.split() for line in lines[header + 1 :] if line.strip()]
     assert [r[:2] for r in rows] == [["dcgan", "3x32x32"], ["mlp", "2"]]
+    settings = [name for name in lines[header].split()[2:] if name != "samples/s"][: lines[header].count("samples/s")]
+    assert settings == ["none", "fixed", "adaptive", "held_out", "geometric", "blit", "ada_color"]
+    end = 2 + len(settings)
     for row in rows:
-        # none, fixed, adaptive, held_out; geometric and blit: images only ("-" for the 2D points)
+        # none, fixed, adaptive, held_out; geometric, blit and ada_color: images only ("-" for the 2D points)
         images = row[1] != "2"
-        assert (row[6] != "-") == (row[7] != "-") == images, row
-        speeds = [float(v) for v in row[2:8] if v != "-"]
+        assert all((v != "-") == images for v in row[6:end]), row
+        speeds = [float(v) for v in row[2:end] if v != "-"]
         assert all(math.isfinite(v) and v > 0 for v in speeds), row
-        costs = dict(zip(row[8::2], row[9::2]))
-        assert set(costs) == {"fixed", "adaptive", "held_out", *(["geometric", "blit"] if images else [])}
+        costs = dict(zip(row[end::2], row[end + 1 :: 2]))
+        assert set(costs) == {"fixed", "adaptive", "held_out", *(["geometric", "blit", "ada_color"] if images else [])}
         assert all(math.isclose(float(costs[n].strip("x,")), speeds[0] / v, rel_tol=0.01, abs_tol=0.006) for n, v in zip(costs, speeds[1:]))
 
 

@@ -52,7 +52,7 @@ def test_two_ranks_augment_their_halves_of_a_batch_as_one_process_augments_it(de
     """Distributed training: each rank draws the whole batch's transforms and keeps its rows, so
     the ranks' halves put together are the single process's batch, and their streams stay equal."""
     x = torch.randn(8, 3, 8, 8, device=device)
-    policy = ["color", "translation", "cutout", "geometric", "blit"]
+    policy = ["color", "translation", "cutout", "geometric", "blit", "ada_color"]
     one = Augment(policy, torch.device(device), seed=3, adaptive=True)
     one.p = torch.full((), 0.5, device=device)
     ranks = [Augment(policy, torch.device(device), seed=3, adaptive=True, share=(r, 2)) for r in (0, 1)]
@@ -69,7 +69,7 @@ def test_two_ranks_augment_their_halves_of_a_batch_as_one_process_augments_it(de
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_transforms_are_differentiable(device):
     x = torch.randn(4, 3, 8, 8, device=device, requires_grad=True)
-    a = Augment(["color", "translation", "cutout", "geometric", "blit"], torch.device(device), seed=0)
+    a = Augment(["color", "translation", "cutout", "geometric", "blit", "ada_color"], torch.device(device), seed=0)
     a(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
@@ -89,7 +89,9 @@ def test_adaptive_p_moves_at_the_documented_speed():
         a.observe(unsure)
         a.adjust(step, 50)
     assert float(a.p) == pytest.approx(0.2)
-    with pytest.raises(ValueError, match="unknown augmentation blur; allowed: color, translation, cutout, geometric, blit, jitter"):
+    with pytest.raises(
+        ValueError, match="unknown augmentation blur; allowed: color, translation, cutout, geometric, blit, ada_color, jitter"
+    ):
         Augment(["blur"], torch.device("cpu"), seed=0)
 
 
@@ -317,7 +319,7 @@ def test_image_policies_train_a_dcgan(tmp_path):
             "data": {"name": "mnist"},
             "model": {"arch": "dcgan", "latent_dim": 8, "options": {"width": 4}},
             "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "monitor_every": None},
-            "augment": {"policy": "translation,cutout,color,geometric,blit"},
+            "augment": {"policy": "translation,cutout,color,geometric,blit,ada_color"},
             "mixture": {"enabled": False},
             "tracking": {"enabled": False},
         }
@@ -387,7 +389,7 @@ def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_p
         "loss": {"name": "wasserstein_gp"},
         "train": {"steps": 8, "batch_size": 8, "log_every": 1, "checkpoint_every": 4, "monitor_every": 4},
         "augment": {
-            "policy": "color,translation,cutout,geometric,blit",
+            "policy": "color,translation,cutout,geometric,blit,ada_color",
             "adaptive": True,
             "signal": "held_out",
             "kimg": 0.05,
@@ -412,7 +414,10 @@ def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_p
 
 def test_unknown_or_misplaced_policies_exit_2(capsys, tmp_path):
     for sets, message in (
-        (["augment.policy=flip"], "augment.policy: unknown 'flip'; allowed: color, translation, cutout, geometric, blit, jitter"),
+        (
+            ["augment.policy=flip"],
+            "augment.policy: unknown 'flip'; allowed: color, translation, cutout, geometric, blit, ada_color, jitter",
+        ),
         (["augment.policy=cutout"], "augment.policy: cutout cannot augment vector data (ring8); use jitter"),
         (["augment.adaptive=true"], "augment.adaptive: needs augment.policy"),
         (["augment.policy=jitter", "augment.signal=held_out"], "augment.signal: held_out steers the adaptive p: set augment.adaptive=true"),

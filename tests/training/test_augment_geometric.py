@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from gancore.training.augment import Augment, _geometric_map
+from gancore.training.augment import Augment
+from gancore.training.augment_ada import _geometric_map
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))]
 
