@@ -117,9 +117,10 @@ def _translation(x: Tensor, draw: Draws) -> Tensor:
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     ys = torch.clamp(gy[None] + dy + 1, 0, h + 1)
     xs = torch.clamp(gx[None] + dx + 1, 0, w + 1)
-    padded = torch.nn.functional.pad(x, [1, 1, 1, 1])
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, ys, xs].permute(0, 3, 1, 2)
+    c = x.shape[1]
+    padded = torch.nn.functional.pad(x, [1, 1, 1, 1]).reshape(b, c, (h + 2) * (w + 2))
+    index = (ys * (w + 2) + xs).view(b, 1, h * w).expand(b, c, h * w)  # one gather for the batch
+    return padded.gather(2, index).view(b, c, h, w)
 
 
 def _cutout(x: Tensor, draw: Draws) -> Tensor:

@@ -121,15 +121,23 @@ def _blit(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
         raise ValueError(f"augmentation blit rotates by 90 degrees and needs square images, not {h} x {w}")
 
     flip = draw.chosen(b, p) & (draw.randint(0, 2, b) == 1)
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
     quarter = draw.randint(0, 4, b) * draw.chosen(b, p)
-    for k in (1, 2, 3):
-        x = torch.where((quarter == k)[:, None, None, None], torch.rot90(x, k, dims=(2, 3)), x)
     shift = torch.round((draw.rand(b, 2) * 2 - 1) * XINT_MAX * w).long() * draw.chosen(b, p)[:, None]
-    ys = _reflect(torch.arange(h, device=x.device)[None] - shift[:, 1:], h)
-    xs = _reflect(torch.arange(w, device=x.device)[None] - shift[:, :1], w)
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    return x.permute(0, 2, 3, 1)[batch, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
+    # Where each output pixel comes from, traced back through the three in reverse order, so that
+    # the batch is gathered once. After the shift (reflected), a quarter turn (torch.rot90's
+    # direction) takes (row, col) from (a row + b col + c, d row + e col + f), one line of TURNS
+    # each; the mirror, done first, is undone last: col -> w - 1 - col.
+    side = torch.arange(h, device=x.device)[None]
+    ys = _reflect(side - shift[:, 1:], h)[:, :, None]
+    xs = _reflect(side - shift[:, :1], w)[:, None, :]
+    n = h - 1
+    turns = torch.tensor([[1, 0, 0, 0, 1, 0], [0, 1, 0, -1, 0, n], [-1, 0, n, 0, -1, n], [0, -1, n, 1, 0, 0]], device=x.device)
+    m = turns[quarter]
+    m = torch.where(flip[:, None], torch.cat([m[:, :3], -m[:, 3:5], n - m[:, 5:]], 1), m)[:, :, None, None]
+    rows = m[:, 0] * ys + m[:, 1] * xs + m[:, 2]
+    cols = m[:, 3] * ys + m[:, 4] * xs + m[:, 5]
+    index = (rows * w + cols).view(b, 1, h * w).expand(b, x.shape[1], h * w)
+    return x.reshape(b, x.shape[1], h * w).gather(2, index).view(x.shape)
 
 
 def color_maps(brightness: Tensor, contrast: Tensor, lumaflip: Tensor, hue: Tensor, saturation: Tensor) -> Tensor:
