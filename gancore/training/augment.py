@@ -56,6 +56,7 @@ from gancore import seeds
 from gancore.heldout import MEMORISATION_GAP
 from gancore.names import AUGMENTATIONS, parse_policy
 from gancore.training.augment_ada import GROUPS as ADA_GROUPS
+from gancore.training.augment_ada import gather_pixels
 
 __all__ = ["SIGNALS", "Augment", "parse_policy"]
 STREAM = "train/augment"
@@ -117,10 +118,7 @@ def _translation(x: Tensor, draw: Draws) -> Tensor:
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     ys = torch.clamp(gy[None] + dy + 1, 0, h + 1)
     xs = torch.clamp(gx[None] + dx + 1, 0, w + 1)
-    c = x.shape[1]
-    padded = torch.nn.functional.pad(x, [1, 1, 1, 1]).reshape(b, c, (h + 2) * (w + 2))
-    index = (ys * (w + 2) + xs).view(b, 1, h * w).expand(b, c, h * w)  # one gather for the batch
-    return padded.gather(2, index).view(b, c, h, w)
+    return gather_pixels(torch.nn.functional.pad(x, [1, 1, 1, 1]), ys * (w + 2) + xs)
 
 
 def _cutout(x: Tensor, draw: Draws) -> Tensor:
