@@ -107,7 +107,8 @@ def gather_pixels(x: Tensor, index: Tensor) -> Tensor:
     """Output pixel (i, j) of sample n is pixel ``index[n, i, j]`` (row-major) of ``x[n]``, in
     every channel: one gather for the batch. Pixels are gathered with their channels together, so
     the output is channels-last in memory, as D's convolutions run fastest on it (on the CPU
-    too: DiffAugment's policy made the training step 5 % faster this way, x0.95 against x1.05)."""
+    too: with DiffAugment's policy the training step measured x0.96 the step without augmentation
+    this way, x1.05 with a contiguous output; ``train_throughput.py --augment``)."""
     b, c = x.shape[:2]
     pixels = x.permute(0, 2, 3, 1).reshape(b, -1, c)
     h, w = index.shape[1:]
@@ -137,8 +138,8 @@ def _blit(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
     shift = torch.round((draw.rand(b, 2) * 2 - 1) * XINT_MAX * w).long() * draw.chosen(b, p)[:, None]
     # Where each output pixel comes from, traced back through the three in reverse order, so that
     # the batch is gathered once. After the shift (reflected), a quarter turn (torch.rot90's
-    # direction) takes (row, col) from (a row + b col + c, d row + e col + f), one line of TURNS
-    # each; the mirror, done first, is undone last: col -> w - 1 - col.
+    # direction) takes (row, col) from (a row + b col + c, d row + e col + f), one row of
+    # ``turns`` each; the mirror, done first, is undone last: col -> w - 1 - col.
     side = torch.arange(h, device=x.device)[None]
     ys = _reflect(side - shift[:, 1:], h)[:, :, None]
     xs = _reflect(side - shift[:, :1], w)[:, None, :]
