@@ -29,6 +29,7 @@ a sample no transform chose comes out bit for bit itself. Images are in [-1, 1],
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,14 @@ SCALE_STD, ANISO_STD, XFRAC_STD = 0.2, 0.2, 0.125
 # ADA's colour ranges: brightness's standard deviation (added, in the images' [-1, 1] units), log2
 # of contrast's and of saturation's factors' standard deviations; hue rotations up to half a turn.
 BRIGHTNESS_STD, CONTRAST_STD, SATURATION_STD = 0.2, 0.5, 1.0
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple, device: torch.device) -> Tensor:
+    """A small constant on ``device``, copied there once. Never mutated by its callers: a fresh
+    ``torch.tensor(..., device="cuda")`` every step is a blocking host-to-device copy, which would
+    make the host wait for the GPU on every augmented batch."""
+    return torch.tensor(values, device=device)
 
 
 def _affine(b: int, device: torch.device, **entries: Tensor) -> Tensor:
@@ -94,8 +103,8 @@ def _geometric(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
     with torch.autocast(x.device.type, enabled=False):
         inverse, touched = _geometric_map(b, h, w, draw, p)
         # In affine_grid's units the image spans -1..1 on each axis: pixels about the centre / (side / 2).
-        to_pixels = torch.diag(torch.tensor([w / 2, h / 2, 1.0], device=x.device))
-        from_pixels = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], device=x.device))
+        to_pixels = torch.diag(_constant((w / 2, h / 2, 1.0), x.device))
+        from_pixels = torch.diag(_constant((2 / w, 2 / h, 1.0), x.device))
         theta = (from_pixels @ inverse @ to_pixels)[:, :2]
         grid = torch.nn.functional.affine_grid(theta, [b, c, h, w], align_corners=False)
         moved = torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -144,7 +153,7 @@ def _blit(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
     ys = _reflect(side - shift[:, 1:], h)[:, :, None]
     xs = _reflect(side - shift[:, :1], w)[:, None, :]
     n = h - 1
-    turns = torch.tensor([[1, 0, 0, 0, 1, 0], [0, 1, 0, -1, 0, n], [-1, 0, n, 0, -1, n], [0, -1, n, 1, 0, 0]], device=x.device)
+    turns = _constant(((1, 0, 0, 0, 1, 0), (0, 1, 0, -1, 0, n), (-1, 0, n, 0, -1, n), (0, -1, n, 1, 0, 0)), x.device)
     m = turns[quarter]
     m = torch.where(flip[:, None], torch.cat([m[:, :3], -m[:, 3:5], n - m[:, 5:]], 1), m)[:, :, None, None]
     rows = m[:, 0] * ys + m[:, 1] * xs + m[:, 2]
@@ -161,7 +170,7 @@ def color_maps(brightness: Tensor, contrast: Tensor, lumaflip: Tensor, hue: Tens
     eye = torch.eye(3, device=dev)
     v = torch.full((3,), 3**-0.5, device=dev)  # the grey (luma) axis
     grey = torch.outer(v, v)
-    cross = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], device=dev) * 3**-0.5  # v x .
+    cross = _constant(((0.0, -1.0, 1.0), (1.0, 0.0, -1.0), (-1.0, 1.0, 0.0)), dev) * 3**-0.5  # v x .
     cos, sin = hue.cos()[:, None, None], hue.sin()[:, None, None]
     rotate = eye * cos + cross * sin + grey * (1 - cos)  # Rodrigues
     flip = eye - 2 * grey * lumaflip[:, None, None]

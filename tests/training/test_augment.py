@@ -11,7 +11,7 @@ import torch
 from gancore import training, trainlog
 from gancore.cli import main
 from gancore.data.prepared import PreparedData
-from gancore.names import LOSSES
+from gancore.names import IMAGE_AUGMENTATIONS, LOSSES
 from gancore.training.augment import Augment, Draws, _cutout, _translation
 from helpers import PARAMS, image_meta, make_layout, make_params, ring_data
 
@@ -72,6 +72,23 @@ def test_the_transforms_are_differentiable(device):
     a = Augment(["color", "translation", "cutout", "geometric", "blit", "ada_color"], torch.device(device), seed=0)
     a(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_augmenting_a_batch_never_makes_the_host_wait_for_the_gpu():
+    """The module's promise, no host synchronisation per step: a blocking host-to-device copy (a
+    fresh ``torch.tensor(..., device="cuda")``) or a read-back would stall the loop every batch.
+    The first batch may copy constants to the device once."""
+    x = torch.randn(16, 3, 16, 16, device="cuda")
+    for adaptive in (False, True):
+        a = Augment(list(IMAGE_AUGMENTATIONS), torch.device("cuda"), seed=0, adaptive=adaptive)
+        a.p = torch.full((), 0.5, device="cuda")
+        a(x)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            a(x)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
 
 
 def test_adaptive_p_moves_at_the_documented_speed():
