@@ -5,7 +5,8 @@ loss and n_critic=1, on the current device; a "sample" is one example of a gener
 
 - ours: :class:`gancore.training.Trainer` over a :class:`~gancore.training.BatchStream` with the
   data resident on the device (uint8 images gathered and converted per batch there), bf16
-  autocast, channels_last and fused Adam on CUDA, host synchronisation only on log steps.
+  autocast and fused Adam on CUDA, channels_last images (``train.channels_last: auto``), host
+  synchronisation only on log steps.
 - baseline: what a first training script looks like: a CPU ``DataLoader`` over a float32
   ``TensorDataset``, each batch copied to the device, fp32, default (unfused) Adam.
 
@@ -18,6 +19,7 @@ kept (the least disturbed by other work on the machine).
     python benchmarks/train_throughput.py --archs dcgan --sizes 64 --steps 200 --batch-size 128
     python benchmarks/train_throughput.py --augment             # our step with each augmentation against without
     python benchmarks/train_throughput.py --compile             # our step under torch.compile against eager
+    python benchmarks/train_throughput.py --layout              # our step channels_last against contiguous
 
 ``--augment`` prices the design notes' second remedy: our step with DiffAugment's transforms on
 every sample (``fixed``), with ADA's adaptive probability (``adaptive``, r_t), with the held-out
@@ -98,9 +100,20 @@ def _augmentation(setting: str, data: torch.Tensor, batch_size: int, device: tor
 
 
 def time_ours(
-    G, D, data, latent_dim, batch_size, steps, warmup, loss_name, device, augment_setting: str = "none", compiled: bool = False
+    G,
+    D,
+    data,
+    latent_dim,
+    batch_size,
+    steps,
+    warmup,
+    loss_name,
+    device,
+    augment_setting: str = "none",
+    compiled: bool = False,
+    layout: bool | str = "auto",
 ) -> float:
-    channels_last = use_channels_last(data.dim() == 4, device, compiled)
+    channels_last = use_channels_last(data.dim() == 4, compiled, layout)
     batches = BatchStream(data, batch_size, seed=0, device=device, resident=True, channels_last=channels_last)
     augment, held_out = _augmentation(augment_setting, data, batch_size, device)
     trainer = Trainer(
@@ -214,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--compile", action="store_true", help="our step under torch.compile (train.compile: true) against eager, instead of the baseline"
     )
+    ap.add_argument(
+        "--layout",
+        action="store_true",
+        help="our step with channels_last images (train.channels_last: auto) against contiguous (false), instead of the baseline",
+    )
     args = ap.parse_args(argv)
     if args.tiny:
         args.steps, args.warmup, args.repeats, args.batch_size, args.latent_dim = 3, 1, 1, 8, 8
@@ -229,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return _augment_table(args, device, archs, sizes)
     if args.compile:
         return _compile_table(args, device, archs, sizes)
+    if args.layout:
+        return _layout_table(args, device, archs, sizes)
     header = f"{'arch':<8} {'shape':<10} {'options':<12} {'ours samples/s':>15} {'baseline samples/s':>19} {'ratio':>7}"
     print(header)
     print("-" * len(header))
@@ -260,7 +280,7 @@ def _augment_table(args: argparse.Namespace, device: torch.device, archs: list[s
 
 def _compile_table(args: argparse.Namespace, device: torch.device, archs: list[str], sizes: list[int]) -> int:
     """Samples/s of our step under torch.compile (``train.compile: true``) and eager (with
-    channels_last on CUDA, as ``auto`` trains). The first compiled warm-up pays the compilation;
+    channels_last, as ``auto`` trains). The first compiled warm-up pays the compilation;
     its seconds are printed apart. That compiling trains the same losses is a test's business."""
     print(f"{'arch':<8} {'shape':<10} {'eager samples/s':>16} {'compiled samples/s':>19} {'ratio':>7} {'compile s':>10}")
     for arch, shape, _, G, D, common in setups(args, device, archs, sizes):
@@ -274,6 +294,21 @@ def _compile_table(args: argparse.Namespace, device: torch.device, archs: list[s
             compiled = max(compiled, rate)
         shape_text = "x".join(map(str, shape))
         print(f"{arch:<8} {shape_text:<10} {eager:>16.1f} {compiled:>19.1f} {compiled / eager:>7.2f} {first:>10.1f}", flush=True)
+    return 0
+
+
+def _layout_table(args: argparse.Namespace, device: torch.device, archs: list[str], sizes: list[int]) -> int:
+    """Samples/s of our step with image batches and models channels_last (``train.channels_last:
+    auto``) and contiguous (``false``). Vector models have no layout to choose and are skipped."""
+    print(f"{'arch':<8} {'shape':<10} {'contiguous samples/s':>21} {'channels_last samples/s':>24} {'ratio':>7}")
+    for arch, shape, _, G, D, common in setups(args, device, archs, sizes):
+        if len(shape) != 3:
+            continue
+        plain = last = 0.0
+        for _ in range(args.repeats):  # alternating, so that both sides see the same machine load
+            plain = max(plain, time_ours(copy.deepcopy(G), copy.deepcopy(D), *common, layout=False))
+            last = max(last, time_ours(copy.deepcopy(G), copy.deepcopy(D), *common, layout="auto"))
+        print(f"{arch:<8} {'x'.join(map(str, shape)):<10} {plain:>21.1f} {last:>24.1f} {last / plain:>7.2f}", flush=True)
     return 0
 
 

@@ -24,7 +24,7 @@ FORMAT = 2
 # evaluation classifier prepared beside the data. The monitor's interval changes the weights only
 # when it acts on collapse (on_collapse: stop or rollback): see run_identity.
 RESULT_NEUTRAL = {
-    "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb", "keep_best", "devices"),
+    "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb", "keep_best", "devices", "channels_last"),
     "data": ("classifier_epochs", "on_bad_image"),
 }
 SECTIONS = ("seed", "data", "model", "loss", "train", "augment", "prepared_data", "world_size")

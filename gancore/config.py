@@ -106,6 +106,11 @@ class TrainParams(_Section):
     compile: Union[bool, Literal["auto"]] = Field(
         "auto", description="torch.compile the training step: true, false, or auto (eager until compiling is shown to pay: see the README)"
     )
+    channels_last: Union[bool, Literal["auto"]] = Field(
+        "auto",
+        description="image batches and models in channels_last memory (faster convolutions on CPUs and GPUs): true, false, "
+        "or auto (on for image models unless compiled); false for a plugin whose forward needs contiguous images (x.view)",
+    )
 
 
 class SampleParams(_Section):

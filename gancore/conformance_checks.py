@@ -128,6 +128,8 @@ def _check_shape(arch: Architecture, shape: tuple[int, ...], dev, report: Report
     _attempt(report, "same seed, same output", shape, lambda: _same_seed(arch, shape, options, dev, z, real))
     _attempt(report, "state_dict round trip", shape, lambda: _round_trip(arch, shape, options, dev, g, d, z))
     _attempt(report, f"packed discriminator (model.pack={PACK})", shape, lambda: _packed(arch, shape, options, dev, real))
+    if image:
+        _attempt(report, "channels_last images", shape, lambda: _channels_last(arch, shape, options, dev, z, real))
 
 
 def _checked_build(arch, shape, options, dev, report: Report, label: str):
@@ -290,6 +292,39 @@ def _packed(arch, shape, options, dev, real) -> tuple[bool, str]:
     return (
         ok,
         f"built at {packed}: {tuple(x.shape)} -> logits {tuple(logits.shape)}, input gradient {'non-zero' if grad.abs().sum() > 0 else 'zero'}",
+    )
+
+
+def _channels_last(arch, shape, options, dev, z, real) -> tuple[bool, str]:
+    """The trainer lays image batches and both networks out channels_last
+    (``train.channels_last: auto``): the same seeded training-mode forward and G's gradient must
+    come out as with contiguous memory, up to float32 rounding (another summation order in the
+    convolutions: relative differences near 1e-6; 1e-3 of the output's scale leaves room for a
+    batch norm's division). A ``view`` of a batch fails here."""
+
+    def run(last: bool) -> list[torch.Tensor]:
+        g, d = _build(arch, shape, options, SEED, dev)
+        x = real
+        if last:
+            g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+            x = real.contiguous(memory_format=torch.channels_last)
+        torch.manual_seed(SEED + 1)  # for architectures that draw noise in their forward
+        fake = g(z)
+        logits_fake = d(fake)
+        grads = torch.autograd.grad(F.softplus(-logits_fake).mean(), [p for p in g.parameters() if p.requires_grad], allow_unused=True)
+        return [fake, d(x), logits_fake, *(gr for gr in grads if gr is not None)]
+
+    plain = run(False)
+    try:
+        last = run(True)
+    except RuntimeError as exc:
+        return False, f"raised RuntimeError: {exc} (reshape or flatten a batch instead of view; or train with train.channels_last: false)"
+    if len(plain) != len(last):
+        return False, "G's gradient reaches other parameters with channels_last memory"
+    worst = max(((a - b).abs().max() / (1 + a.abs().max())).item() for a, b in zip(plain, last))
+    ok = worst <= 1e-3
+    return ok, f"channels_last against contiguous: largest difference {worst:.2g} of the output's scale" + (
+        "" if ok else " (more than rounding: set train.channels_last: false for this architecture)"
     )
 
 

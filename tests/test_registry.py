@@ -186,7 +186,7 @@ def test_plugins_check_fails_a_broken_plugin_and_names_the_check(monkeypatch, ca
     assert (
         out.strip()
         .splitlines()[-1]
-        .startswith("FAILED: 2 of 15 checks failed (image range [-1, 1] at (1, 28, 28); eval mode at (1, 28, 28))")
+        .startswith("FAILED: 2 of 16 checks failed (image range [-1, 1] at (1, 28, 28); eval mode at (1, 28, 28))")
     )
 
 

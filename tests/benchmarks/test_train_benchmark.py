@@ -69,6 +69,19 @@ def test_train_throughput_prices_compiling():
     assert math.isclose(ratio, compiled / eager, rel_tol=0.01, abs_tol=0.006)
 
 
+def test_train_throughput_prices_the_memory_layout():
+    """channels_last (train.channels_last: auto) against contiguous, image architectures only."""
+    proc = run_benchmark("train_throughput.py", "--tiny", "--device", "cpu", "--layout", "--archs", "dcgan,mlp", "--sizes", "32")
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("arch"))
+    assert lines[header].split()[2:] == ["contiguous", "samples/s", "channels_last", "samples/s", "ratio"]
+    (row,) = [line.split() for line in lines[header + 1 :] if line.strip()]
+    assert row[:2] == ["dcgan", "3x32x32"]
+    plain, last, ratio = (float(v) for v in row[2:5])
+    assert plain > 0 and last > 0
+    assert math.isclose(ratio, last / plain, rel_tol=0.01, abs_tol=0.006)
+
+
 def test_monitor_overhead_runs():
     proc = run_benchmark("monitor_overhead.py", "--tiny")
     header, row = proc.stdout.splitlines()[-2:]

@@ -210,6 +210,10 @@ class _ToyD(nn.Module):
         self.nan_param = nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
+        if self.flaw == "views_batch":  # fails on a channels_last batch of several channels
+            x = x.view(x.shape[0], -1)
+        elif self.flaw == "memory_order" and x.dim() == 4:  # reads the batch in memory order, as a C extension might
+            x = x.as_strided((x.shape[0], x[0].numel()), (x[0].numel(), 1))
         out = self.net(x)
         # |p|^0.5 at p = 0 is 0 going forward but its gradient is 0 * inf = NaN.
         bump = self.nan_param.abs().sqrt() if self.flaw == "nan_grad" else self.nan_param * 0.1
@@ -252,6 +256,7 @@ def test_conformance_passes_a_correct_architecture():
         "eval mode",
         "same seed, same output",
         "state_dict round trip",
+        "channels_last images",
     } <= names
     assert sorted({c.shape for c in report.checks}) == ["(1, 28, 28)", "(2,)", "(3, 32, 32)", "-"]
     assert report.render().splitlines()[-1].startswith(f"OK: {len(report.checks)} checks passed")
@@ -269,6 +274,8 @@ def test_conformance_passes_a_correct_architecture():
         ("unseeded", "same seed, same output", "max |diff|"),
         ("hidden_state", "state_dict round trip", "outputs differ"),
         ("build_raises", "build", "RuntimeError: cannot build this"),
+        ("views_batch", "channels_last images", "instead of view; or train with train.channels_last: false"),
+        ("memory_order", "channels_last images", "more than rounding: set train.channels_last: false"),
         ("unknown_option", "options match build", "defaults lists extra but build does not accept it"),
         ("unlisted_option", "options match build", "build takes hidden but defaults does not list it"),
     ],
