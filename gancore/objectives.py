@@ -85,7 +85,7 @@ def gradient_penalty(
     real = real.detach().float()
     fake = fake.detach().float()
     alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator, device=real.device)
-    # Element-wise ops keep real's memory format (channels_last on CUDA), so the critic sees
+    # Element-wise ops keep real's memory format (channels_last for images), so the critic sees
     # the same layout as in its other calls.
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     out = flat_logits(critic(x_hat)).float()

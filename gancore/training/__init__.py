@@ -9,9 +9,9 @@ uninterrupted one; on the CPU the weights come out bit-identical.
 Image batches and models use channels_last on every device (:func:`use_channels_last`). On CUDA
 the step runs in bf16 autocast (no loss scaling needed: bf16 has fp32's exponent range), Adam is
 fused, and prepared data small enough is kept resident on the GPU (uint8 images are a quarter of
-the float size) so that a batch is one gather on the device. The host synchronises only on log and checkpoint steps: non-finite losses are
-tracked on the device and reported with the exact step at the next synchronisation, before any
-checkpoint could record bad state.
+the float size) so that a batch is one gather on the device. The host synchronises only on log
+and checkpoint steps: non-finite losses are tracked on the device and reported with the exact
+step at the next synchronisation, before any checkpoint could record bad state.
 
 The collapse monitor (:mod:`.monitor`) runs every ``train.monitor_every`` steps; its figures go
 into the training log (``monitor/*`` columns) with a picture under ``plots/progress/``. It can keep
