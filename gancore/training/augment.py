@@ -134,6 +134,15 @@ def _cutout(x: Tensor, draw: Draws) -> Tensor:
     return x * mask[:, None]
 
 
+def in_layout_of(x: Tensor, out: Tensor) -> Tensor:
+    """``out`` in ``x``'s memory layout (no copy where it is already). The trainer's image
+    batches are channels_last (``train.channels_last``), on which D's convolutions run fastest,
+    while grid_sample returns a contiguous batch and a gather a channels_last one; under
+    ``false`` they are contiguous, as a plugin that views its batch needs."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 class Augment:
     """The transforms of ``policy`` with their application probability p (see the module doc)."""
 
@@ -184,6 +193,7 @@ class Augment:
         return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), op(x, self.draw), x)
 
     def __call__(self, x: Tensor) -> Tensor:
+        given = x
         for name in self.policy:
             if name == "color":
                 for op in (_brightness, _saturation, _contrast):
@@ -201,7 +211,7 @@ class Augment:
                     return v + draw.randn(*v.shape) * (scale if scale is not None else 1.0)
 
                 x = self._apply(x, jitter)
-        return x
+        return in_layout_of(given, x) if x.dim() == 4 else x
 
     # -- the adaptive probability ----------------------------------------------------------------
     @property

@@ -109,30 +109,19 @@ def _geometric(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
         grid = torch.nn.functional.affine_grid(theta, [b, c, h, w], align_corners=False)
         moved = torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     # Samples no transform chose stay bit for bit themselves (bilinear at pixel centres is not).
-    return torch.where(touched[:, None, None, None], in_layout_of(x, moved.to(x.dtype)), x)
-
-
-def in_layout_of(x: Tensor, out: Tensor) -> Tensor:
-    """``out`` in ``x``'s memory layout (no copy where it is already). The trainer's image
-    batches are channels_last (``train.channels_last``), on which D's convolutions run fastest
-    (grid_sample, for one, returns a contiguous batch); under ``false`` they are contiguous, as a
-    plugin that views a batch needs."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return torch.where(touched[:, None, None, None], moved.to(x.dtype), x)
 
 
 def gather_pixels(x: Tensor, index: Tensor) -> Tensor:
     """Output pixel (i, j) of sample n is pixel ``index[n, i, j]`` (row-major) of ``x[n]``, in
-    every channel: one gather for the batch, in ``x``'s memory layout. Pixels are gathered with
-    their channels together, so a channels_last batch (the trainer's) is gathered without a copy
-    on either side; D's convolutions run fastest on it (with DiffAugment's policy the CPU training
-    step measured x0.96 the step without augmentation with a channels_last output, x1.05 with a
-    contiguous one; ``train_throughput.py --augment``)."""
+    every channel: one gather for the batch. Pixels are gathered with their channels together, so
+    a channels_last batch (the trainer's) is read without a copy and the output is channels_last;
+    :class:`~.augment.Augment` hands D its batch in the layout it came in."""
     b, c = x.shape[:2]
     pixels = x.permute(0, 2, 3, 1).reshape(b, -1, c)
     h, w = index.shape[1:]
     gathered = pixels.gather(1, index.reshape(b, h * w, 1).expand(b, h * w, c))
-    return in_layout_of(x, gathered.view(b, h, w, c).permute(0, 3, 1, 2))
+    return gathered.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def _reflect(index: Tensor, size: int) -> Tensor:
@@ -223,7 +212,7 @@ def _ada_color(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
     with torch.autocast(x.device.type, enabled=False):  # the maps in float32 under bf16 autocast too
         parameters, touched = _color_parameters(b, draw, p, rgb=c == 3)
         maps = color_maps(**parameters)
-        # Pixel-major (b, h*w, c): a view of a channels_last batch, and the output stays channels_last.
+        # Pixel-major (b, h*w, c): a view of a channels_last batch (the trainer's), read without a copy.
         pixels = x.float().permute(0, 2, 3, 1).reshape(b, h * w, c)
         if c == 3:
             out = torch.baddbmm(maps[:, None, :3, 3], pixels, maps[:, :3, :3].transpose(1, 2))
@@ -231,7 +220,7 @@ def _ada_color(x: Tensor, draw: Draws, p: Tensor | None) -> Tensor:
             row = maps[:, :3].mean(dim=1, keepdim=True)
             out = pixels * row[:, :, :3].sum(dim=2, keepdim=True) + row[:, :, 3:]
         out = out.view(b, h, w, c).permute(0, 3, 1, 2)
-    return torch.where(touched[:, None, None, None], in_layout_of(x, out.to(x.dtype)), x)
+    return torch.where(touched[:, None, None, None], out.to(x.dtype), x)
 
 
 # ADA's groups by policy name: each takes the images, the draws and p (None: every sample).
