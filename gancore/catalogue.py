@@ -49,8 +49,11 @@ def losses_table() -> Table:
     def yes(flag: bool) -> str:
         return "yes" if flag else "-"
 
-    rows = [[f"`{s.name}`", yes(s.sigmoid), yes(s.saturating), yes(s.penalty)] for s in REGISTRY.values()]
-    return ["loss.name", "sigmoid D", "saturating G", "gradient penalty"], rows
+    def at(boundary: float | None) -> str:
+        return "none: fixed augmentation only" if boundary is None else f"{boundary:g}"
+
+    rows = [[f"`{s.name}`", yes(s.sigmoid), yes(s.saturating), yes(s.penalty), at(s.boundary)] for s in REGISTRY.values()]
+    return ["loss.name", "sigmoid D", "saturating G", "gradient penalty", "D's boundary (r_t)"], rows
 
 
 def classifiers_table() -> Table:

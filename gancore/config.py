@@ -169,7 +169,8 @@ class AugmentParams(_Section):
     )
     adaptive: bool = Field(
         False,
-        description="ADA: apply each transform with a probability p, steered by augment.signal (r_t = E[sign D(x_real)] towards target, or held_out)",
+        description="ADA: apply each transform with a probability p, steered by augment.signal (r_t = E[sign(D(x_real) - b)] towards target, b D's decision boundary: 0, least_squares 0.5; "
+        "wasserstein_gp has none and takes a fixed policy only; or held_out)",
     )
     signal: Literal["r_t", "held_out"] = Field(
         "r_t",

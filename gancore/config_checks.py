@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gancore.losses import REGISTRY as LOSSES
+from gancore.losses import boundary, without_boundary
 from gancore.names import AUGMENTATIONS, FILE_DATASETS, IMAGE_AUGMENTATIONS, VECTOR_AUGMENTATIONS, parse_policy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +33,16 @@ def augment_problems(params: Params) -> list[tuple[str, str]]:
         ]
     if params.augment.adaptive and not policy:
         return [("augment.adaptive", f"needs augment.policy, e.g. {','.join(fits)}")]
+    if params.augment.adaptive and boundary(params.loss.name) is None:
+        with_boundary = ", ".join(name for name in LOSSES if name not in without_boundary())
+        return [
+            (
+                "augment.adaptive",
+                f"steers p by D's calls of real and fake (r_t = E[sign(D(x) - boundary)]), and loss.name={params.loss.name} has no "
+                f"decision boundary (adding a constant to its critic changes neither its loss nor its penalty); set "
+                f"augment.adaptive=false (the policy on every sample, DiffAugment's way), or use a loss with one: {with_boundary}",
+            )
+        ]
     if params.augment.signal != "r_t" and not params.augment.adaptive:
         return [("augment.signal", f"{params.augment.signal} steers the adaptive p: set augment.adaptive=true, or leave the signal at r_t")]
     return []

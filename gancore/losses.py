@@ -39,6 +39,11 @@ class LossSpec:
     critics the logged "probabilities" are sigmoids of unbounded scores. ``saturating``: G's
     objective flattens where D rejects the fakes (the non-saturating one is its remedy).
     ``penalty``: the trainer adds a gradient penalty of weight ``loss.gp_weight``.
+    ``boundary``: D's output where its call changes from fake to real, the threshold of r_t =
+    E[sign(D(x) - boundary)] and of the diagnosis's "called real": 0 for a logistic or hinge D,
+    halfway between the targets for least squares (0 fake, 1 real), and None for a critic whose
+    loss does not change when a constant is added to its output (Wasserstein with its penalty):
+    training fixes no offset, so the sign of its output means nothing.
     """
 
     name: str
@@ -47,6 +52,7 @@ class LossSpec:
     sigmoid: bool = False
     saturating: bool = False
     penalty: bool = False
+    boundary: float | None = 0.0
 
     @property
     def d(self) -> Any:
@@ -61,9 +67,9 @@ _O = "gancore.objectives:"
 REGISTRY: dict[str, LossSpec] = by_name(
     LossSpec("minimax", _O + "minimax_d", _O + "minimax_g", sigmoid=True, saturating=True),
     LossSpec("non_saturating", _O + "minimax_d", _O + "non_saturating_g", sigmoid=True),
-    LossSpec("wasserstein_gp", _O + "wasserstein_d", _O + "critic_g", penalty=True),
+    LossSpec("wasserstein_gp", _O + "wasserstein_d", _O + "critic_g", penalty=True, boundary=None),
     LossSpec("hinge", _O + "hinge_d", _O + "critic_g"),
-    LossSpec("least_squares", _O + "least_squares_d", _O + "least_squares_g"),
+    LossSpec("least_squares", _O + "least_squares_d", _O + "least_squares_g", boundary=0.5),
 )
 
 
@@ -80,6 +86,18 @@ def is_sigmoid(name: str | None) -> bool:
 def is_saturating(name: str | None) -> bool:
     found = spec(name)
     return bool(found and found.saturating)
+
+
+def boundary(name: str | None) -> float | None:
+    """D's decision boundary under loss ``name`` (see :class:`LossSpec`); 0 for a name the registry
+    does not hold."""
+    found = spec(name)
+    return found.boundary if found else 0.0
+
+
+def without_boundary() -> tuple[str, ...]:
+    """The losses whose D has no decision boundary, so no r_t and no "called real"."""
+    return tuple(name for name, s in REGISTRY.items() if s.boundary is None)
 
 
 def get_loss(name: str, gp_weight: float = 10.0) -> GanLoss:

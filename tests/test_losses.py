@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from gancore.losses import REGISTRY, get_loss, is_saturating, is_sigmoid, spec
+from gancore.losses import REGISTRY, boundary, get_loss, is_saturating, is_sigmoid, spec, without_boundary
 from gancore.names import LOSSES
 from gancore.objectives import gradient_penalty, minimax_value
 
@@ -175,8 +175,32 @@ def test_saturating_flag_means_g_gets_no_gradient_where_d_rejects_the_fakes(name
     assert per_sample < 1e-3 or per_sample > 0.99
 
 
+@pytest.mark.parametrize("name", LOSSES)
+def test_the_decision_boundary_is_where_d_settles_when_it_cannot_tell_real_from_fake(name):
+    """r_t and the diagnosis's "called real" threshold D's output at its boundary. Derived here from
+    each objective: a D that gives real and fake the same output l minimises d(l, l), and the
+    boundary is the middle of the minimisers (logistic: 0; hinge: any l in [-1, 1], middle 0;
+    least squares: 0.5). Where d(l, l) is the same for every l (Wasserstein) there is none: a
+    constant added to the critic changes neither its loss nor its gradient penalty."""
+    grid = torch.linspace(-3, 3, 6001, dtype=torch.float64)
+    values = torch.stack([REGISTRY[name].d(v.expand(2), v.expand(2)) for v in grid])
+    best = grid[values <= values.min() + 1e-12]
+    if len(best) == len(grid):
+        assert boundary(name) is None and name in without_boundary()
+        real, fake = torch.randn(16, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+        assert REGISTRY[name].d(real + 7.0, fake + 7.0).item() == pytest.approx(REGISTRY[name].d(real, fake).item(), abs=1e-12)
+        critic = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1))
+        shifted = lambda x: critic(x) + 7.0  # noqa: E731
+        x_real, x_fake = torch.randn(8, 3), torch.randn(8, 3)
+        penalties = [gradient_penalty(c, x_real, x_fake, torch.Generator().manual_seed(0)).item() for c in (critic, shifted)]
+        assert penalties[0] == penalties[1]  # the same graph but for the added constant: the same gradient
+    else:
+        assert boundary(name) == pytest.approx(float(best.min() + best.max()) / 2, abs=1e-3)
+
+
 def test_names_the_registry_does_not_hold_are_neither_sigmoid_nor_saturating():
     assert not is_sigmoid("an_old_loss") and not is_saturating(None) and spec("an_old_loss") is None
+    assert boundary("an_old_loss") == 0.0
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -249,12 +249,13 @@ def _markdown(r: dict[str, Any]) -> str:
         rows.append(("late V(D,G) (equilibrium -log 4 = -1.386)", fmt(eq["value_mean"])))
     if dyn.get("discriminator_overfitting"):
         m = dyn["discriminator_overfitting"]
-        rows.append(
-            (
-                "D calls real: training / held-out data (r_t)",
-                f"{fmt(m['called_real_train'])} / {fmt(m['called_real_heldout'])} ({fmt(m['r_t_train'])})",
+        if m.get("called_real_train") is not None:  # a critic without a decision boundary calls nothing real
+            rows.append(
+                (
+                    "D calls real: training / held-out data (r_t)",
+                    f"{fmt(m['called_real_train'])} / {fmt(m['called_real_heldout'])} ({fmt(m['r_t_train'])})",
+                )
             )
-        )
         if m.get("auc") is not None:
             rows.append(("D's logits, training above held-out (AUC; 0.5: cannot tell them apart)", fmt(m["auc"])))
     lines = [f"# Diagnosis: {r['verdict']}", "", r["explanation"], "", "| figure | value |", "|---|---|"]

@@ -1,7 +1,8 @@
 """A discriminator that memorises its training data: the signal ADA steers by, and its proof on
 held-out data.
 
-D's verdict "real" (logit > 0) is counted on training examples and on held-out real examples of
+D's verdict "real" (its output above the loss's decision boundary: 0 for a logistic or hinge D, 0.5
+for least squares; :func:`gancore.losses.boundary`) is counted on training examples and on held-out real examples of
 the same distribution. A D that generalises calls both real equally often; one that memorised the
 training set calls its own examples real far more often (Karras et al. 2020 watch
 ``r_t = E[sign D(x_train)]``; the held-out gap is what makes it evidence rather than a guess).
@@ -19,7 +20,8 @@ placed at its training logits, so it cannot exceed the largest of them. An AUC o
 ``1/2 + GAP`` therefore guarantees, on the measured examples, a threshold at which D calls at least
 a tenth more of its training examples real than of held-out ones (for a mixture, some part's D,
 since the pooled AUC is a weighted mean of the parts'): sufficient for the gap's finding at D's
-best threshold, not equivalent to it.
+best threshold, not equivalent to it. A Wasserstein critic has no boundary (its loss is the same
+with a constant added to its output): it gets the AUC alone, and no share or r_t.
 
 The finding: the gap is at least ``GAP`` (a tenth of the examples) and significant (two-proportion
 z at least 3), or the AUC is at least ``1/2 + GAP`` and significant (Mann-Whitney z at least 3,
@@ -75,23 +77,26 @@ def ranked_pairs(first: torch.Tensor, second: torch.Tensor) -> float:
     return float((below + 0.5 * (at_or_below - below)).sum())
 
 
-def counts(discriminator: torch.nn.Module, data: PreparedData, pack: int, seed: int, steered: bool = False) -> dict[str, float]:
-    """Called-real counts, r_t sums and ranked pairs on equal subsets of training and held-out
-    data (``steered``: the held-out half training did not consult)."""
+def counts(
+    discriminator: torch.nn.Module, data: PreparedData, pack: int, seed: int, steered: bool = False, boundary: float | None = 0.0
+) -> dict[str, float]:
+    """Called-real counts and r_t sums at D's decision ``boundary`` (none without one), and ranked
+    pairs, on equal subsets of training and held-out data (``steered``: the held-out half
+    training did not consult)."""
     held_out = measured_half(data.test) if steered else data.test
     n = min(MAX_POINTS, len(data.train), len(held_out))
     train = subset(data.train, n, seed, "diagnose/memorisation-train")
     test = subset(held_out, n, seed, "diagnose/memorisation-test")
     l_train, l_test = _logits(discriminator, train, pack), _logits(discriminator, test, pack)
-    return {
-        "n_train": len(l_train),
-        "n_test": len(l_test),
-        "real_train": float((l_train > 0).sum()),
-        "real_test": float((l_test > 0).sum()),
-        "sign_train": float(torch.sign(l_train).sum()),
-        "sign_test": float(torch.sign(l_test).sum()),
-        "ranked_pairs": ranked_pairs(l_train, l_test),
-    }
+    out = {"n_train": len(l_train), "n_test": len(l_test), "ranked_pairs": ranked_pairs(l_train, l_test)}
+    if boundary is not None:
+        out.update(
+            real_train=float((l_train > boundary).sum()),
+            real_test=float((l_test > boundary).sum()),
+            sign_train=float(torch.sign(l_train - boundary).sum()),
+            sign_test=float(torch.sign(l_test - boundary).sum()),
+        )
+    return out
 
 
 def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
@@ -99,9 +104,12 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
     n1, n2 = sum(c["n_train"] for c in parts), sum(c["n_test"] for c in parts)
     if not n1 or not n2:
         return None
-    p1, p2 = sum(c["real_train"] for c in parts) / n1, sum(c["real_test"] for c in parts) / n2
-    z = proportion_z(p1, int(n1), p2, int(n2))
-    gap = p1 - p2
+    p1 = p2 = z = gap = r_train = r_test = None
+    if all("real_train" in c for c in parts):  # D has a decision boundary
+        p1, p2 = sum(c["real_train"] for c in parts) / n1, sum(c["real_test"] for c in parts) / n2
+        z = proportion_z(p1, int(n1), p2, int(n2))
+        gap = p1 - p2
+        r_train, r_test = sum(c["sign_train"] for c in parts) / n1, sum(c["sign_test"] for c in parts) / n2
     auc = z_auc = left_out = None
     if all("ranked_pairs" in c for c in parts):  # counts from before the AUC have none
         # A diverged D's NaN logits rank nothing: its part is left out, and alone it leaves a NaN.
@@ -117,15 +125,15 @@ def summarise(parts: list[dict[str, float]]) -> dict[str, Any] | None:
             z_auc = (u - pairs / 2) / math.sqrt(variance) if variance > 0 else None
         else:
             auc = float("nan")
-    by_gap = gap >= GAP and z >= SIGNIFICANCE_Z
+    by_gap = gap is not None and z is not None and gap >= GAP and z >= SIGNIFICANCE_Z
     by_auc = auc is not None and z_auc is not None and auc >= 0.5 + GAP and z_auc >= SIGNIFICANCE_Z
     return {
         "called_real_train": p1,
         "called_real_heldout": p2,
         "gap": gap,
         "z": z,
-        "r_t_train": sum(c["sign_train"] for c in parts) / n1,
-        "r_t_heldout": sum(c["sign_test"] for c in parts) / n2,
+        "r_t_train": r_train,
+        "r_t_heldout": r_test,
         "n": n1,
         "auc": auc,
         "z_auc": z_auc,
@@ -144,6 +152,7 @@ def measure(params: Any, layout: Any, device: Any) -> dict[str, Any] | None:
     there is no discriminator to ask."""
     from gancore.data.prepared import load_prepared
     from gancore.io import read_json
+    from gancore.losses import boundary
     from gancore.modelio import load_discriminator, read_model_file
 
     if layout.mixture.is_file():
@@ -156,5 +165,5 @@ def measure(params: Any, layout: Any, device: Any) -> dict[str, Any] | None:
             continue
         pack = int(read_model_file(each.discriminator).get("pack", 1))
         D = load_discriminator(each.discriminator, device)
-        found.append(counts(D, load_prepared(each.prepared), pack, params.seed, held_out_steers(params)))
+        found.append(counts(D, load_prepared(each.prepared), pack, params.seed, held_out_steers(params), boundary(params.loss.name)))
     return summarise(found) if found else None

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gancore.losses import is_saturating, spec
+from gancore.losses import boundary, is_saturating, spec
 from gancore.names import DIFFAUGMENT, VECTOR_AUGMENTATIONS
 
 
@@ -105,6 +105,17 @@ EVERY_SAMPLE = (
 )
 ENDS_LOW = "; r_t ended at {r_t:.2f}, at or below the target {target:g}, so p may end near 0 (it rises early, while D is sure of real data)"
 
+# ADA's p reads D's calls of real and fake, which a critic without a decision boundary does not make.
+NO_BOUNDARY = (
+    "on every sample (p = 1): ADA's adaptive p reads D's calls at its decision boundary, and a critic whose loss does not "
+    "change when a constant is added to it (loss {loss}) has none; in benchmarks/data_limited.py p = 1 ended D's memorising "
+    "but cost FID at every length measured with the non-saturating loss"
+)
+WASSERSTEIN_FIXED = (
+    "with the augmentation on every sample (augment.adaptive=false): ADA's adaptive p reads D's calls at its decision "
+    "boundary, which the Wasserstein critic lacks"
+)
+
 HELD_OUT_UNUSABLE = (
     "steered by ADA's r_t: held-out examples cannot steer it here (a part without test examples of its own, or fewer than a batch of them)"
 )
@@ -129,7 +140,11 @@ NAMES: tuple[str, ...] = (
 
 
 def _more_data(
-    context: Mapping[str, Any], for_collapse: bool, memorising: bool = False, overfitting: Mapping[str, Any] | None = None
+    context: Mapping[str, Any],
+    for_collapse: bool,
+    memorising: bool = False,
+    overfitting: Mapping[str, Any] | None = None,
+    loss: str | None = None,
 ) -> list[Remedy]:
     """More diverse data in its practical form: augmentation with settings (none when the run
     already augments adaptively: then only more examples remain). The first proposal, ``augment``,
@@ -141,10 +156,15 @@ def _more_data(
     where r_t cost FID, but gained less at 20,000). For other findings held-out steering would keep
     p near 0. A D whose memorisation only the AUC found (``overfitting``: the diagnosis's figures)
     gets no held-out steering, which reads the share gap that D's threshold hides; where its r_t
-    ended at or below ADA's target, the policy on every sample (``augment_fixed``) goes second."""
-    if context.get("augment_adaptive"):
+    ended at or below ADA's target, the policy on every sample (``augment_fixed``) goes second.
+    Under a ``loss`` whose D has no decision boundary the policy on every sample is the only
+    augmentation (training refuses an adaptive p there)."""
+    adaptive_possible = boundary(loss) is not None
+    if context.get("augment_adaptive") or (context.get("augment_policy") and not adaptive_possible):
         return [Remedy("more_data", DIVERSE)]
     policy = ",".join(VECTOR_AUGMENTATIONS if context.get("kind") == "vector" else DIFFAUGMENT)
+    if not adaptive_possible:
+        return [Remedy("augment_fixed", AUGMENT_FIXED, (f"augment.policy={policy}",), caveat=NO_BOUNDARY.format(loss=loss))]
     ada = (f"augment.policy={policy}", "augment.adaptive=true")
     found = overfitting or {}
     caveat: str | None
@@ -187,7 +207,10 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         out.append(Remedy("non_saturating", NON_SATURATING, ("loss.name=non_saturating",), cause="the saturating minimax loss"))
     found = spec(loss)
     if name in ("saturating_loss", "vanishing_gradients") and not (found and found.penalty):
-        out.append(Remedy("wasserstein_gp", WASSERSTEIN, ("loss.name=wasserstein_gp", "train.n_critic=5")))
+        # An adaptive p needs D's decision boundary (the configuration refuses it under this loss).
+        fixed = ("augment.adaptive=false",) if context.get("augment_adaptive") else ()
+        caveat = WASSERSTEIN_FIXED if fixed else None
+        out.append(Remedy("wasserstein_gp", WASSERSTEIN, ("loss.name=wasserstein_gp", "train.n_critic=5", *fixed), caveat=caveat))
     if name == "dominant_discriminator":
         lr_g, lr_d, n_critic = context.get("lr_g"), context.get("lr_d"), int(context.get("n_critic") or 1)
         sets = ([f"train.lr_d={lr_g}"] if lr_g and lr_d and lr_d > lr_g else []) + (["train.n_critic=1"] if n_critic > 1 else [])
@@ -201,10 +224,11 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         elif context.get("mixture_parts") == 1:  # unlabelled images trained as one part: split them
             out.append(Remedy("mixture", SEPARATE, ("mixture.partition=kmeans",)))
         out += [_packing(m) for m in (2, 4) if pack < m]
-        out += _more_data(context, for_collapse=True)
+        out += _more_data(context, for_collapse=True, loss=loss)
     if name in ("data_copying", "discriminator_overfitting"):
         memorising = name == "discriminator_overfitting"
-        out += _more_data(context, for_collapse=False, memorising=memorising, overfitting=(dynamics or {}).get("discriminator_overfitting"))
+        found_overfitting = (dynamics or {}).get("discriminator_overfitting")
+        out += _more_data(context, for_collapse=False, memorising=memorising, overfitting=found_overfitting, loss=loss)
         steps = int(context.get("steps") or 0)
         if steps and context.get("monitor_every"):
             out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best")))

@@ -42,7 +42,7 @@ from gancore.errors import TrainingError
 from gancore.heldout import held_out_steers, steering_half, steering_problem
 from gancore.io import file_digest
 from gancore.layout import Layout
-from gancore.losses import get_loss
+from gancore.losses import boundary, get_loss
 from gancore.modelio import build_pair, resolve_architecture
 from gancore.names import parse_policy
 from gancore.training import distributed
@@ -151,6 +151,7 @@ def _augment(params: Params, data: PreparedData, device: torch.device, world: di
         reduce,
         a.signal,
         (world.rank, world.size),
+        boundary(params.loss.name),
     )
 
 
@@ -212,6 +213,7 @@ def _train(
             params.diagnose.confidence,
             params.diagnose.duplicate_fraction,
             held_out_steers(params),
+            boundary(params.loss.name),
         )
     augment = _augment(params, data, device, world)
     held_out = None

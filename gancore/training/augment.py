@@ -4,7 +4,7 @@ second remedy, "train on more diverse data", in its practical form.
 * **DiffAugment** (Zhao et al. 2020, mit-han-lab/data-efficient-gans, ``DiffAugment_pytorch.py``):
   differentiable transforms T applied to every input of D, real and generated, in D's step and in
   G's, so that G's gradient flows through T. Images: ``color`` (brightness +-0.5, saturation x0..2,
-  contrast x0.5..1.5), ``translation`` (up to 1/8 of the side, zero padding), ``cutout`` (a square
+  which leaves grey images alone as DiffAugment's does, contrast x0.5..1.5), ``translation`` (up to 1/8 of the side, zero padding), ``cutout`` (a square
   of half the side). ``geometric``, ``blit`` and ``ada_color``: ADA's geometric, pixel-blitting
   and colour groups (:mod:`.augment_ada`).
   Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each coordinate's standard
@@ -12,7 +12,10 @@ second remedy, "train on more diverse data", in its practical form.
 * **Adaptive** (ADA, Karras et al. 2020, NVlabs/stylegan2-ada-pytorch): each transform is applied
   to each sample with probability p. Every ``augment.interval`` steps p moves by
   ``sign(r_t - augment.target) * (samples seen) / (augment.kimg * 1000)``, with
-  ``r_t = E[sign(D(x_real))]`` over those steps: p can go from 0 to 1 in ``augment.kimg``
+  ``r_t = E[sign(D(x_real) - b)]`` over those steps, b D's decision boundary under the loss (0; 0.5
+  for least squares, whose targets are 0 and 1; :func:`gancore.losses.boundary`; a Wasserstein
+  critic has none, so it takes fixed augmentation only). p stays in [0, 1] (ADA floors it at 0
+  only; past 1 nothing changes but how long p takes to come back down). p can go from 0 to 1 in ``augment.kimg``
   thousand real samples (ADA's 500k images, the default; the data-limited benchmark's tables up to
   commit c899dd5 ran at 100k, which gained as much by 10,000-20,000 CPU steps with either signal
   and, with r_t, cost more at 1,000). A D that
@@ -160,6 +163,7 @@ class Augment:
         reduce: Callable[[Tensor], Tensor] | None = None,
         signal: str = "r_t",
         share: tuple[int, int] = (0, 1),
+        boundary: float | None = 0.0,
     ):
         unknown = [p for p in policy if p not in AUGMENTATIONS]
         if unknown:
@@ -167,7 +171,10 @@ class Augment:
         self.policy, self.device, self.adaptive = list(policy), device, adaptive
         if signal not in SIGNALS:
             raise ValueError(f"unknown augmentation signal {signal!r}; allowed: {', '.join(SIGNALS)}")
+        if adaptive and boundary is None:
+            raise ValueError("adaptive augmentation reads D's decision boundary, and this loss has none; use a fixed policy")
         self.target, self.kimg, self.interval, self.signal = target, kimg, interval, signal
+        self.boundary = boundary
         self.generator = seeds.generator(seed, stream, device)
         self.draw = Draws(self.generator, device, share)
         self.p = torch.zeros((), device=device) if adaptive else torch.ones((), device=device)
@@ -220,12 +227,15 @@ class Augment:
         return self.adaptive and self.signal == "held_out"
 
     def observe(self, logits_real: Tensor, logits_held: Tensor | None = None) -> None:
-        """Accumulate sign(D(x)) of one discriminator step's training examples, and of as many
-        held-out ones (signal held_out), augmented alike (no host sync)."""
-        self._signs = self._signs + torch.sign(logits_real.detach().float()).sum()
+        """Accumulate sign(D(x) - boundary) of one discriminator step's training examples, and of as
+        many held-out ones (signal held_out), augmented alike (no host sync). Nothing without a
+        boundary: r_t is then undefined."""
+        if self.boundary is None:
+            return
+        self._signs = self._signs + torch.sign(logits_real.detach().float() - self.boundary).sum()
         self._count = self._count + logits_real.numel()
         if logits_held is not None:
-            self._held_signs = self._held_signs + torch.sign(logits_held.detach().float()).sum()
+            self._held_signs = self._held_signs + torch.sign(logits_held.detach().float() - self.boundary).sum()
             self._held_count = self._held_count + logits_held.numel()
 
     def _held_out_direction(self, rt: Tensor) -> Tensor:
@@ -266,7 +276,9 @@ class Augment:
             setattr(self, name, total if self.draw.rank == 0 else torch.zeros_like(total))
 
     def stats(self) -> dict[str, Tensor]:
-        stats = {"augment_p": self.p.detach().clone(), "r_t": self.last_rt.detach().clone()}
+        stats = {"augment_p": self.p.detach().clone()}
+        if self.boundary is not None:
+            stats["r_t"] = self.last_rt.detach().clone()
         if self.held_out:
             stats["augment_gap"] = self.last_gap.detach().clone()
         return stats

@@ -49,6 +49,7 @@ class CollapseMonitor:
         confidence: float = 0.9,
         duplicate_fraction: float = 0.05,
         held_out_steers: bool = False,
+        boundary: float | None = 0.0,
     ):
         from gancore.diagnostics.modes import subset
         from gancore.heldout import measured_half
@@ -58,6 +59,7 @@ class CollapseMonitor:
         self.confidence = confidence
         self.duplicate_fraction = duplicate_fraction
         self.seed = seed
+        self.boundary = boundary  # D's decision boundary under the loss (gancore.losses.boundary)
         n = VECTOR_SAMPLES if self.kind == "vector" else IMAGE_SAMPLES
         self.z = torch.randn(n, latent_dim, generator=seeds.generator(seed, MONITOR_STREAM))
         modes = data.meta.get("modes") or {}
@@ -197,7 +199,7 @@ class CollapseMonitor:
         was_training = discriminator.training
         discriminator.eval()
         try:
-            m = summarise([counts(discriminator, self.memorisation_data, pack, self.seed)])
+            m = summarise([counts(discriminator, self.memorisation_data, pack, self.seed, boundary=self.boundary)])
         finally:
             discriminator.train(was_training)
         return {} if m is None else {"d_gap": m["gap"], "r_t_train": m["r_t_train"], "d_auc": m["auc"]}

@@ -159,3 +159,39 @@ def test_parts_pool_their_pairs_and_old_counts_have_no_auc():
     b = {"n_train": 300, "n_test": 300, "real_train": 150, "real_test": 150, "sign_train": 0, "sign_test": 0, "ranked_pairs": 45000.0}
     assert summarise([a, b])["auc"] == (9000 + 45000) / (100 * 100 + 300 * 300)
     assert summarise([{k: v for k, v in a.items() if k != "ranked_pairs"}])["auc"] is None
+
+
+class Shifted(nn.Module):
+    """A memoriser whose outputs sit at ``seen`` and ``unseen``, as a loss's targets put them."""
+
+    def __init__(self, seen: torch.Tensor, on_seen: float, on_unseen: float):
+        super().__init__()
+        self.lookup, self.on_seen, self.on_unseen = LookUp(seen), on_seen, on_unseen
+
+    def forward(self, x):
+        return torch.where(self.lookup(x) > 0, self.on_seen, self.on_unseen)
+
+
+def test_real_is_called_at_the_loss_s_decision_boundary():
+    """A least-squares D that memorised its data outputs near its targets, 0.9 on training examples
+    and 0.1 on held-out ones: at its boundary (0.5) a gap of 1 and r_t 1; read at a logistic D's 0,
+    as before, it calls both real: no gap, r_t 1 on held-out data too, and only its AUC finds it."""
+    data = ring_data(n_train=1000, n_test=1000)
+    ls = Shifted(data.train, 0.9, 0.1)
+    at_half = summarise([counts(ls, data, pack=1, seed=0, boundary=0.5)])
+    assert at_half["gap"] == 1.0 and at_half["r_t_train"] == 1.0 and at_half["r_t_heldout"] == -1.0 and at_half["flagged_by"] == "gap"
+    at_zero = summarise([counts(ls, data, pack=1, seed=0, boundary=0.0)])
+    assert at_zero["gap"] == 0.0 and at_zero["r_t_heldout"] == 1.0 and at_zero["flagged_by"] == "auc"
+
+
+def test_a_critic_without_a_boundary_is_read_by_its_auc_alone():
+    """A Wasserstein critic is the same critic with any constant added: its figures must not move
+    with it. No share is called real and there is no r_t; the AUC finds the memoriser."""
+    data = ring_data(n_train=1000, n_test=1000)
+    found = [summarise([counts(Shifted(data.train, 3.0 + c, 1.0 + c), data, pack=1, seed=0, boundary=None)]) for c in (0.0, -50.0)]
+    assert found[0] == found[1]
+    memo = found[0]
+    assert memo["gap"] is None and memo["called_real_train"] is None and memo["r_t_train"] is None and memo["z"] is None
+    assert memo["auc"] == 1.0 and memo["flag"] is True and memo["flagged_by"] == "auc"
+    fair = summarise([counts(Smooth(), data, pack=1, seed=0, boundary=None)])
+    assert fair["flag"] is False and abs(fair["auc"] - 0.5) < 0.05  # 0.05: 3.9 s.d. at n = 1000

@@ -194,3 +194,34 @@ def test_held_out_examples_are_usable_only_where_every_part_has_a_batch_of_its_o
     assert not _held_out_usable(params, layout)
     write_json(layout.part(1).prepared_meta, {"own_test": True, "count_test": 500})
     assert _held_out_usable(params, layout)
+
+
+def test_a_wasserstein_critic_is_augmented_on_every_sample_and_an_adaptive_run_keeps_it_to_switch():
+    """An adaptive p reads D's calls at its decision boundary, which a Wasserstein critic lacks
+    (training refuses the setting): its memorisation, found by the AUC alone, gets the policy on
+    every sample; a run that already augments gets more examples; and the Wasserstein remedy for
+    an adaptive run turns the adaptive p off with it, or its run would be refused."""
+    overfit = {
+        "discriminator_overfitting": {
+            **dict.fromkeys(("called_real_train", "called_real_heldout", "gap", "z", "r_t_train"), None),
+            "flag": True,
+            "auc": 0.8,
+            "z_auc": 20.0,
+            "auc_threshold": 0.6,
+            "flagged_by": "auc",
+        }
+    }
+    healthy = {**COLLAPSED, "modes_covered": 8}
+    out = decide(healthy, overfit, "wasserstein_gp", {**SINGLE, "kind": "image"})
+    assert out["verdict"] == "discriminator_overfitting"
+    assert "AUC of its logits, training against held-out, 0.80" in out["explanation"] and "no threshold of its own" in out["explanation"]
+    first = out["remedy_settings"][0]
+    assert first["name"] == "augment_fixed" and first["sets"] == ["augment.policy=color,translation,cutout"]
+    assert "loss wasserstein_gp" in first["caveat"] and "augment" not in [r["name"] for r in out["remedy_settings"]]
+    fixed = decide(healthy, overfit, "wasserstein_gp", {**SINGLE, "augment_policy": "translation"})
+    assert fixed["remedy_settings"][0]["name"] == "more_data"
+    stalled = plan(["complete_collapse"], "minimax", _dynamics(vanishing=True, dominance=False), {**SINGLE, "augment_adaptive": True})
+    wgan = next(r for r in stalled if r.name == "wasserstein_gp")
+    assert wgan.sets == ("loss.name=wasserstein_gp", "train.n_critic=5", "augment.adaptive=false") and "decision boundary" in wgan.caveat
+    plain = plan(["complete_collapse"], "minimax", _dynamics(vanishing=True, dominance=False), SINGLE)
+    assert next(r for r in plain if r.name == "wasserstein_gp").sets == ("loss.name=wasserstein_gp", "train.n_critic=5")

@@ -11,6 +11,7 @@ import torch
 from gancore import training, trainlog
 from gancore.cli import main
 from gancore.data.prepared import PreparedData
+from gancore.losses import boundary
 from gancore.names import IMAGE_AUGMENTATIONS, LOSSES
 from gancore.training.augment import Augment, Draws, _cutout, _translation
 from helpers import PARAMS, image_meta, make_layout, make_params, ring_data
@@ -318,10 +319,15 @@ def test_resumed_run_has_the_same_p_curve_and_generator(tmp_path, signal):
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_loss_trains_with_augmentation_and_packing(tmp_path, loss):
+    """Adaptive where the loss gives D a decision boundary (r_t reads D there), on every sample where not."""
+    adaptive = boundary(loss) is not None
     params = make_params(loss=loss, model={"pack": 2}, steps=4, log_every=2)
-    params = params.model_copy(update={"augment": params.augment.model_copy(update={"policy": "jitter", "adaptive": True})})
-    summary = training.train(params, make_layout(tmp_path))
+    params = params.model_copy(update={"augment": params.augment.model_copy(update={"policy": "jitter", "adaptive": adaptive})})
+    layout = make_layout(tmp_path)
+    summary = training.train(params, layout)
     assert summary["steps"] == 4 and math.isfinite(summary["loss_d"])
+    rows = trainlog.read(layout.train_log)
+    assert all((r.get("r_t") is not None) == adaptive for r in rows)
 
 
 def test_image_policies_train_a_dcgan(tmp_path):
@@ -348,10 +354,20 @@ def test_image_policies_train_a_dcgan(tmp_path):
 @pytest.mark.parametrize(
     "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))]
 )
-def test_a_compiled_step_trains_as_the_eager_one_with_augmentation_packing_and_a_penalty(tmp_path, device):
+@pytest.mark.parametrize(
+    "loss, augment",
+    [
+        ("wasserstein_gp", {"policy": "color,translation,cutout"}),  # a critic has no boundary: p = 1
+        ("non_saturating", {"policy": "color,translation,cutout", "adaptive": True, "signal": "held_out"}),
+    ],
+    ids=["penalty", "held-out p"],
+)
+def test_a_compiled_step_trains_as_the_eager_one_with_augmentation_packing_and_a_penalty(tmp_path, device, loss, augment):
     """train.compile: true (forced on the CPU too, with the torch.compile a GPU uses):
     G's update through the compiled D and the gradient penalty, which differentiates D's gradient
-    (no double backward through a compiled module), train the same losses as eager, across a resume.
+    (no double backward through a compiled module), and a p steered by held-out examples (a penalty
+    needs the Wasserstein critic, and an adaptive p a D with a decision boundary, so two runs),
+    train the same losses as eager, across a resume.
     Tolerance: on the CPU the compiled kernels reorder float32 sums (about 1e-7 relative each); six
     Adam steps keep that near 1e-6, so 1e-4 still catches a wrong graph (a penalty dropped moves
     loss_d by 1e-1). On CUDA both sides run under bf16 autocast (8 mantissa bits: 4e-3 relative per
@@ -369,9 +385,9 @@ def test_a_compiled_step_trains_as_the_eager_one_with_augmentation_packing_and_a
             "device": device,
             "data": {"name": "mnist"},
             "model": {"arch": "dcgan", "latent_dim": 8, "pack": 2, "options": {"width": 8}},
-            "loss": {"name": "wasserstein_gp"},
+            "loss": {"name": loss},
             "train": {"steps": 6, "batch_size": 8, "log_every": 1, "checkpoint_every": 3, "compile": compiled},
-            "augment": {"policy": "color,translation,cutout", "adaptive": True, "signal": "held_out", "kimg": kimg, "interval": 2},
+            "augment": {**augment, "kimg": kimg, "interval": 2},
             "mixture": {"enabled": False},
             "tracking": {"enabled": False},
         }
@@ -387,9 +403,9 @@ def test_a_compiled_step_trains_as_the_eager_one_with_augmentation_packing_and_a
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_packing_and_a_penalty(tmp_path):
-    """The issue's "on the GPU": every image transform, p steered by held-out examples, packing and
-    the gradient penalty on CUDA, stopped at a checkpoint and resumed there with p and the
+def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_and_packing(tmp_path):
+    """The issue's "on the GPU": every image transform, p steered by held-out examples and packing
+    on CUDA (the gradient penalty on CUDA: the compiled-step test's penalty case), stopped at a checkpoint and resumed there with p and the
     held-out stream carried over (bit equality is the CPU test's: CUDA kernels may reorder sums).
     The collapse monitor logs D's memorisation figures on the way, and the diagnosis measures them
     with the trained D on the device (the examples live on the CPU)."""
@@ -403,7 +419,6 @@ def test_a_dcgan_trains_and_resumes_on_cuda_with_held_out_steered_augmentation_p
         "device": "cuda",
         "data": {"name": "mnist"},
         "model": {"arch": "dcgan", "latent_dim": 8, "pack": 2, "options": {"width": 8}},
-        "loss": {"name": "wasserstein_gp"},
         "train": {"steps": 8, "batch_size": 8, "log_every": 1, "checkpoint_every": 4, "monitor_every": 4},
         "augment": {
             "policy": "color,translation,cutout,geometric,blit,ada_color",
