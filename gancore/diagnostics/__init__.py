@@ -240,7 +240,12 @@ def _markdown(r: dict[str, Any]) -> str:
             "near-duplicate rate (real data, same n)",
             f"{fmt(r['duplicate_rate'])} ({fmt(r['real_duplicate_rate'])}; chance {fmt(r.get('duplicate_quantile'))})",
         ),
-        ("data copying: C_T (copy rate)", f"{fmt(r.get('copy_c_t'))} ({fmt(r.get('copy_rate'))}; chance {fmt(r.get('copy_quantile'))})"),
+        (
+            "data copying: C_T (copy rate)",
+            f"{fmt(r.get('copy_c_t'))} ({fmt(r.get('copy_rate'))}; chance {fmt(r.get('copy_quantile'))})"
+            # Copies of training points left out of the search read as fresh samples.
+            + (f"; {r['copy_train_share']:.0%} of training points searched" if (r.get("copy_train_share") or 1.0) < 1.0 else ""),
+        ),
     ]
     dyn = r.get("dynamics") or {}
     if dyn.get("equilibrium"):

@@ -19,7 +19,7 @@ import torch
 from gancore.classifiers.domain_networks import StackedDigitClassifier
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, to_model_range
-from gancore.diagnostics.diversity import PAIRWISE_MAX_POINTS, collapse_measures, data_copying, dispersion
+from gancore.diagnostics.diversity import collapse_measures, data_copying, dispersion
 from gancore.diagnostics.modes import (
     labelled_assignments,
     modes_labelled,
@@ -31,8 +31,15 @@ from gancore.diagnostics.modes import (
 from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
 from gancore.layout import Layout
 
-# Training images the copy test embeds (classifier features or pixels): enough for its cells' U tests.
-COPY_TRAIN_IMAGES = 10_000
+# The copy test searches every training point for each sample's nearest (a copy of a point left
+# out reads as a fresh sample), up to this much memory for the points in its space (float32):
+# every training image of the built-in sets; pixels of a large image folder are subsampled, and
+# copy_train_share says so.
+COPY_TRAIN_BYTES = 2**30
+# Held-out real points the diagnosis measures on: the pairwise measures and the copy test draw
+# their own n from them; the spread per mode takes them all (Stacked MNIST's 1,000 modes need tens
+# of points each: 4,000 held-out images left about 8 modes with the 10 it asks of each).
+MAX_REAL = 50_000
 
 
 @dataclass
@@ -60,12 +67,18 @@ def _vector(data: PreparedData, samples: torch.Tensor, real: torch.Tensor) -> tu
     return report, space
 
 
+def _copy_train(data: PreparedData, dims: int, seed: int) -> torch.Tensor:
+    """The training images the copy test searches: all that fit :data:`COPY_TRAIN_BYTES` as
+    ``dims``-D float32 points."""
+    return subset(data.train, max(1, COPY_TRAIN_BYTES // (4 * dims)), seed, "diagnose/copy-train-images")
+
+
 def _image(
     params: Params, data: PreparedData, samples: torch.Tensor, real: torch.Tensor, layout: Layout, device: Any
 ) -> tuple[dict[str, Any] | None, Space]:
-    train = subset(data.train, COPY_TRAIN_IMAGES, params.seed, "diagnose/copy-train-images")
     if not data.meta.get("classifier") or (data.meta.get("classifier") or {}).get("kind") == "none":
         # Without a domain classifier there are no mode assignments; distances fall back to pixels.
+        train = _copy_train(data, samples[0].numel(), params.seed)
         space = Space(
             "pixels (no domain classifier in data/prepared)",
             samples.flatten(1),
@@ -79,7 +92,7 @@ def _image(
     bs = params.evaluate.batch_size
     probs, feats = classify(classifier, samples, bs, device)
     real_probs, real_feats = classify(classifier, real, bs, device)
-    _, train_feats = classify(classifier, train, bs, device)
+    _, train_feats = classify(classifier, _copy_train(data, classifier.feature_dim, params.seed), bs, device)
     modes_meta = data.meta.get("modes") or {}
     count, confidence = modes_meta.get("count"), params.diagnose.confidence
     report = None
@@ -107,8 +120,8 @@ def measure(
 ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
     """(mode report or None, NDB result, the figures of every other measure)."""
     cfg = params.diagnose
-    # Held-out real points for the distance measures: twice the generated subset (calibration, control).
-    n_real = min(2 * PAIRWISE_MAX_POINTS, len(data.test))
+    # Held-out real points (the pairwise measures take twice their n: calibration and control).
+    n_real = min(MAX_REAL, len(data.test))
     real = subset(data.test, n_real, params.seed, "diagnose/pairwise-real")
     if data.kind == "vector":
         report, space = _vector(data, samples, real)
@@ -129,7 +142,7 @@ def measure(
         flat_s, flat_r = samples.reshape(len(samples), -1).to(centres.dtype), ndb_real.reshape(len(ndb_real), -1).to(centres.dtype)
         figures.update(dispersion(flat_s, flat_r, nearest(flat_s, centres), nearest(flat_r, centres), len(centres)))
         figures["dispersion_space"] = "per NDB bin, " + ("coordinates" if data.kind == "vector" else "pixels")
-    figures.update(data_copying(space.generated, space.train, space.real, cfg.duplicate_fraction, params.seed))
+    figures.update(data_copying(space.generated, space.train, space.real, cfg.duplicate_fraction, params.seed, len(data.train)))
     figures["high_quality_real"] = (report or {}).get("high_quality_real")
     figures["distance_space"] = space.name
     return report, ndb_result, figures
