@@ -26,6 +26,7 @@ from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.io import write_json
 from gancore.layout import MIXTURE_FILE, SELECTION_PICTURE, Layout
+from gancore.seeds import derive
 from gancore.seeds import generator as seeded_generator
 
 KMEANS_RESTARTS = 5
@@ -65,7 +66,12 @@ def cluster_space(data: PreparedData, seed: int) -> tuple[torch.Tensor, torch.Te
     pick = torch.randperm(len(train), generator=seeded_generator(seed, "mixture/pca"))[:SELECT_POINTS]
     mean = train[pick].mean(0)
     q = min(IMAGE_COMPONENTS, len(pick), train.shape[1])
-    _, _, v = torch.pca_lowrank(train[pick] - mean, q=q, center=False, niter=4)
+    # pca_lowrank draws its random projection from the global generator: seeded here, or the
+    # basis (and, a diagonal mixture not being rotation-invariant, the parts) would follow
+    # whatever ran before in the process.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive(seed, "mixture/pca-basis"))
+        _, _, v = torch.pca_lowrank(train[pick] - mean, q=q, center=False, niter=4)
     return (train - mean) @ v, (test - mean) @ v, f"first {q} principal components of the pixels"
 
 
@@ -105,6 +111,12 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
         gmm = fit_gmm(train, *kmeans_best(train, k, params.seed, KMEANS_RESTARTS, "mixture/kmeans"))
         train_labels, test_labels = gmm.predict(train), gmm.predict(test)
     kept = [int(c) for c in torch.unique(train_labels)]  # a component that won no example is no part
+    if len(kept) < k:
+        warnings.warn(
+            f"{k - len(kept)} of the {k} clusters won no training example (the mixture's other components are more "
+            f"probable everywhere they reach): {len(kept)} parts train",
+            stacklevel=2,
+        )
     remap = torch.full((k,), -1, dtype=torch.long)
     remap[kept] = torch.arange(len(kept))
     train_labels, test_labels = remap[train_labels], remap[test_labels]

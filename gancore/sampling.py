@@ -79,6 +79,8 @@ def draw_samples(params: Params, layout: Layout, device: torch.device) -> tuple[
         parts, record = [], None
         for part, count in zip(manifest["parts"], counts):
             generator, record = _load(layout.models / part["generator"], params, device)
+            if count == 0:  # a part lighter than one sample in n (largest remainders gave it none)
+                continue
             stream = seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}")
             x = draw(generator, count, record["latent_dim"], stream, bs, device)
             if part.get("shift"):  # back from the part's normalised coordinates

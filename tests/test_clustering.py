@@ -80,3 +80,47 @@ def test_kmeans_is_seeded_and_nearest_agrees():
     b, lb = kmeans(x, 8, seed=5)
     assert torch.equal(a, b) and torch.equal(la, lb)
     assert torch.equal(nearest(x.double(), a), la)
+
+
+def test_the_images_principal_components_follow_the_seed_not_the_process_s_random_state():
+    """pca_lowrank draws a random projection from the global generator; the clustering space of
+    images (mixture.partition=kmeans) must be the same for the same seed whatever ran before."""
+    from gancore.data.prepared import PreparedData
+    from gancore.partition import cluster_space
+    from helpers import image_meta
+
+    images = torch.randint(0, 256, (300, 1, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = PreparedData(image_meta("image_folder", [1, 12, 12], 200, 100, {"count": None}), images[:200], images[200:])
+    spaces = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        spaces.append(cluster_space(data, seed=7))
+    assert torch.equal(spaces[0][0], spaces[1][0]) and torch.equal(spaces[0][1], spaces[1][1])
+    torch.manual_seed(1)
+    assert not torch.equal(cluster_space(data, seed=8)[0], spaces[0][0])  # the seed still matters
+
+
+def test_a_cluster_that_wins_no_example_is_dropped_and_said(monkeypatch):
+    """EM can leave a component more probable nowhere than the others (here forced: component 1's
+    examples given to component 0); its part would be empty, so the parts renumber and it says so."""
+    from gancore import partition
+    from gancore.config import validate
+    from helpers import ring_data
+
+    fit = partition.fit_gmm
+
+    class Absorbed:
+        def __init__(self, gmm):
+            self.gmm = gmm
+
+        def predict(self, x):
+            labels = self.gmm.predict(x)
+            return torch.where(labels == 1, 0, labels)
+
+    monkeypatch.setattr(partition, "fit_gmm", lambda *args: Absorbed(fit(*args)))
+    params = validate(
+        {"device": "cpu", "data": {"name": "ring8"}, "mixture": {"enabled": True, "parts": 3}, "tracking": {"enabled": False}}
+    )
+    with pytest.warns(UserWarning, match="1 of the 3 clusters won no training example .*: 2 parts train"):
+        train_labels, test_labels, descriptions, _ = partition.cluster_partition(ring_data(), params)
+    assert sorted(set(train_labels.tolist())) == [0, 1] and set(test_labels.tolist()) <= {0, 1} and len(descriptions) == 2

@@ -119,6 +119,24 @@ def test_the_mixture_is_one_generator_that_picks_parts_by_weight(cli_mixture):
     assert torch.allclose(shares, expected, atol=5 * 0.0035)
 
 
+@pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
+def test_a_part_too_light_for_one_sample_gets_none(cli_mixture, tmp_path):
+    """Largest remainders give a part of weight under 1/n no sample; its empty draw is skipped
+    (it was a 1-D empty tensor that the part's shift could not broadcast with)."""
+    import shutil
+
+    from gancore.config import load_params
+    from gancore.sampling import draw_samples
+
+    layout = Layout(tmp_path / "run")
+    shutil.copytree(cli_mixture.root, layout.root)
+    manifest = json.loads(layout.mixture.read_text())
+    manifest["parts"][0]["weight"] = 1e-6
+    layout.mixture.write_text(json.dumps(manifest))
+    x, record = draw_samples(load_params(PARAMS, MIXTURE), layout, torch.device("cpu"))
+    assert x.shape == (800, 2) and record["mixture_counts"][0] == 0 and sum(record["mixture_counts"]) == 800
+
+
 def test_mean_log_averages_the_steps_every_part_logged():
     logs = [[{"step": 1, "loss_d": 1.0}, {"step": 2, "loss_d": 3.0}], [{"step": 1, "loss_d": 2.0}]]
     assert mean_log(logs) == [{"step": 1, "loss_d": 1.5}]
