@@ -19,7 +19,7 @@ import numpy as np
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, load_prepared
 from gancore.diagnostics import memorisation
-from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log
+from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log, with_parts
 from gancore.diagnostics.modes import STACKED_PROTOCOL
 from gancore.diagnostics.spaces import measure
 from gancore.diagnostics.verdict import decide
@@ -77,6 +77,10 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
 
     log = read_train_log(layout.train_log)
     dynamics = analyse_dynamics(log, params.loss.name) if log is not None and len(log["step"]) else None
+    if layout.mixture.is_file():  # judged part by part too: the average can hide one part's problem
+        logs = [(int(p["index"]), read_train_log(layout.part(int(p["index"])).train_log)) for p in read_json(layout.mixture)["parts"]]
+        parts = [(index, analyse_dynamics(each, params.loss.name)) for index, each in logs if each is not None and len(each["step"])]
+        dynamics = with_parts(dynamics, parts)
     overfitting = memorisation.measure(params, layout, device)
     if overfitting is not None:
         dynamics = {**(dynamics or {}), "discriminator_overfitting": overfitting}
@@ -173,6 +177,7 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "augment_policy": params.augment.policy,
         "augment_adaptive": params.augment.adaptive,
         "augment_target": params.augment.target,
+        "augment_signal": params.augment.signal,
         "held_out_usable": _held_out_usable(params, layout),
         "arch_options": sorted(options),
         "batch_norm": bool(options.get("batch_norm")),
@@ -248,7 +253,7 @@ def _markdown(r: dict[str, Any]) -> str:
         ),
     ]
     dyn = r.get("dynamics") or {}
-    if dyn.get("equilibrium"):
+    if (dyn.get("equilibrium") or {}).get("applicable"):  # D(x) = 1/2, V = -log 4: sigmoid D only
         eq = dyn["equilibrium"]
         rows.append(("late D(x) / D(G(z))", f"{fmt(eq['d_real_mean'])} / {fmt(eq['d_fake_mean'])}"))
         rows.append(("late V(D,G) (equilibrium -log 4 = -1.386)", fmt(eq["value_mean"])))

@@ -2,8 +2,11 @@
 gradients, oscillation and batch-norm drift.
 
 Each check returns its numbers and a boolean ``flag`` (``None`` where the check does not apply or
-the log is too short to judge). Windows are fractions of the logged rows, so the checks read the
-same on a 300-step toy run and a 100k-step image run.
+the log is too short to judge). Windows are fractions of the steps trained, so the checks read the
+same on a 300-step toy run and a 100k-step image run: the log is read on a regular grid of steps
+first (each grid step takes the last row logged at or before it), since rows need not be evenly
+spaced (``train.log_every`` may change on a resume; the monitor adds rows of its own), and a
+window of rows would then cover other steps than it claims.
 
 Which checks apply to which loss: D(x) = D(G(z)) = 1/2 and V = -log 4 is the Nash equilibrium of
 the game whose discriminator is a sigmoid classifier trained on V (Goodfellow 2014). That holds
@@ -11,8 +14,11 @@ for ``minimax`` and ``non_saturating`` (both train D on V; only G's objective di
 hinge, least-squares and Wasserstein critics the logged "probabilities" are sigmoids of unbounded
 scores whose equilibrium value is not 0 (least squares: 1/2 raw, i.e. sigmoid 0.62; hinge and
 WGAN: any constant), so the equilibrium, far-from-equilibrium and dominance checks report their
-numbers with ``flag = None``. The gradient-norm collapse is measured for every loss; for the
-sigmoid losses it must coincide with D(G(z)) near 0, the mechanism of the saturating loss.
+numbers with ``flag = None``. So do vanishing gradients and oscillation: the gradient-norm collapse
+is measured for every loss, but it is the saturating loss's failure only where it coincides with a
+D that rejects the samples, D(G(z)) near 0, which needs a sigmoid D (a least-squares G's gradient
+vanishes when G wins; a hinge or Wasserstein G's objective is linear in D's score); and the
+oscillation's 0.1 is a swing of a probability, not of a score on an arbitrary scale.
 """
 
 from __future__ import annotations
@@ -71,6 +77,29 @@ def read_train_log(path: str | Path) -> dict[str, np.ndarray] | None:
         return trainlog.read_columns(path, REQUIRED)
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
+
+
+# The grid of steps the log is read on has at most this many points per logged row (a log that was
+# dense for a few steps and sparse after would otherwise make a grid far longer than the log).
+GRID_PER_ROW = 4
+
+
+def on_step_grid(log: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``log`` on a regular grid of steps, at the typical spacing of its rows (their median gap):
+    each grid step takes the last row logged at or before it, so that a fraction of the rows is
+    the same fraction of the steps."""
+    steps = log["step"]
+    gaps = np.diff(steps)
+    gaps = gaps[gaps > 0]
+    if len(steps) < 2 or not gaps.size:
+        return dict(log)
+    span = float(steps[-1] - steps[0])
+    spacing = max(float(np.median(gaps)), span / (GRID_PER_ROW * len(steps)))
+    grid = steps[0] + spacing * np.arange(int(span / spacing + 1e-9) + 1)
+    rows = np.searchsorted(steps, grid + 1e-9 * spacing, side="right") - 1
+    if grid[-1] < steps[-1]:  # the last row is where training ended: always read
+        grid, rows = np.append(grid, steps[-1]), np.append(rows, len(steps) - 1)
+    return {**{k: v[rows] for k, v in log.items()}, "step": grid}
 
 
 def _window(n: int) -> int:
@@ -139,7 +168,7 @@ def _vanishing(log: Mapping[str, np.ndarray], w: int, sigmoid: bool) -> dict[str
     if ratio is not None:
         collapsed = ratio <= GRAD_COLLAPSE_RATIO
         out["grad_collapsed"] = collapsed
-        out["flag"] = collapsed and (not sigmoid or (d_fake is not None and d_fake <= D_FAKE_LOW))
+        out["flag"] = collapsed and d_fake is not None and d_fake <= D_FAKE_LOW if sigmoid else None
     return out
 
 
@@ -154,7 +183,7 @@ def _detrend(y: np.ndarray) -> np.ndarray:
     return y - (slope * t + intercept)
 
 
-def _oscillation(late: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def _oscillation(late: Mapping[str, np.ndarray], sigmoid: bool) -> dict[str, Any]:
     y = late["d_fake"][np.isfinite(late["d_fake"])]
     out: dict[str, Any] = {
         "series": "d_fake",
@@ -169,7 +198,8 @@ def _oscillation(late: Mapping[str, np.ndarray]) -> dict[str, Any]:
         return out
     r = _detrend(y)
     std, changes = float(r.std()), _sign_changes(r)
-    out.update(detrended_std=std, sign_changes=changes, flag=std >= OSCILLATION_STD and changes >= OSCILLATION_MIN_SIGN_CHANGES)
+    swings = std >= OSCILLATION_STD and changes >= OSCILLATION_MIN_SIGN_CHANGES
+    out.update(detrended_std=std, sign_changes=changes, flag=swings if sigmoid else None)
     return out
 
 
@@ -194,22 +224,46 @@ def _bn_drift(log: Mapping[str, np.ndarray], w: int) -> dict[str, Any] | None:
     }
 
 
+# The checks whose flag is a problem; a mixture has it when any part has it.
+PART_CHECKS = ("dominance", "vanishing_gradients", "oscillation", "bn_drift")
+
+
+def with_parts(mixture: dict[str, Any] | None, parts: list[tuple[int, dict[str, Any]]]) -> dict[str, Any] | None:
+    """A mixture's dynamics: those of its averaged log (``mixture``), where a problem of one part
+    can average away (two parts oscillating out of phase; one dominant D beside a healthy one), so
+    each check a part flags and the average does not is that part's, with ``part`` its index."""
+    if mixture is None:
+        return None
+    out = dict(mixture)
+    for check in PART_CHECKS:
+        if (out.get(check) or {}).get("flag"):
+            continue
+        flagged = [(index, found[check]) for index, found in parts if (found.get(check) or {}).get("flag")]
+        if flagged:
+            index, figures = flagged[0]
+            out[check] = {**figures, "part": index, "parts_flagged": [i for i, _ in flagged]}
+    return out
+
+
 def analyse_dynamics(log: Mapping[str, np.ndarray], loss: str) -> dict[str, Any]:
     """Every check on a training log (columns as from :func:`read_train_log`) for loss ``loss``."""
-    n = len(log["step"])
-    if n == 0:
+    if len(log["step"]) == 0:
         raise EvaluationError("the training log has a header but no rows; train for at least one log interval")
+    rows = len(log["step"])
+    log = on_step_grid(log)
+    n = len(log["step"])
     w = _window(n)
     late = {k: v[-w:] for k, v in log.items()}
     sigmoid = is_sigmoid(loss)
     return {
         "loss": loss,
-        "rows": n,
+        "rows": rows,
+        "grid_points": n,
         "window_rows": w,
         "last_step": float(log["step"][-1]),
         "equilibrium": _equilibrium(late, sigmoid, use_value=True),
         "dominance": _dominance(late, sigmoid),
         "vanishing_gradients": _vanishing(log, w, sigmoid),
-        "oscillation": _oscillation(late),
+        "oscillation": _oscillation(late, sigmoid),
         "bn_drift": _bn_drift(log, w),
     }

@@ -208,7 +208,10 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
     found = spec(loss)
     if name in ("saturating_loss", "vanishing_gradients") and not (found and found.penalty):
         # An adaptive p needs D's decision boundary (the configuration refuses it under this loss).
-        fixed = ("augment.adaptive=false",) if context.get("augment_adaptive") else ()
+        fixed: tuple[str, ...] = ()
+        if context.get("augment_adaptive"):
+            # A held-out signal without the adaptive p is refused too (gancore.config_checks).
+            fixed = ("augment.adaptive=false",) + (("augment.signal=r_t",) if context.get("augment_signal") == "held_out" else ())
         caveat = WASSERSTEIN_FIXED if fixed else None
         out.append(Remedy("wasserstein_gp", WASSERSTEIN, ("loss.name=wasserstein_gp", "train.n_critic=5", *fixed), caveat=caveat))
     if name == "dominant_discriminator":
@@ -240,7 +243,9 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
             # grid25's not-converged single GANs reach every mode at the protocol's ceiling as a mixture).
             out.append(Remedy("mixture", SEPARATE, ("mixture.enabled=true",)))
         bn = (dynamics or {}).get("bn_drift")
-        if name == "vanishing_gradients" or dynamics is None or bn is None or bn.get("flag"):
+        if context.get("batch_norm"):
+            pass  # the run normalises already: no remedy it applies
+        elif name == "vanishing_gradients" or dynamics is None or bn is None or bn.get("flag"):
             # No batch norm in the generator (no drift logged), or its statistics never settled.
             if "batch_norm" in (context.get("arch_options") or ()) and not context.get("batch_norm"):
                 out.append(Remedy("batch_norm", NORMALISATION, ("model.options.batch_norm=true",)))

@@ -310,10 +310,20 @@ def _convergence(f: Mapping[str, Any], dynamics: Mapping[str, Any] | None, out: 
     if _get(osc, "flag"):
         out.add(
             "not_converged",
-            f"D(G(z)) oscillates late in training (detrended std {osc['detrended_std']:.3g}, {osc['sign_changes']} sign changes)",
+            f"D(G(z)) oscillates late in training (detrended std {osc['detrended_std']:.3g}, {osc['sign_changes']} sign changes)"
+            + _in_part(osc),
             detrended_std=osc["detrended_std"],
             sign_changes=osc["sign_changes"],
         )
+
+
+def _in_part(check: Mapping[str, Any]) -> str:
+    """Where a mixture's check was found: in a part (the mixture's average hid it)."""
+    if check.get("part") is None:
+        return ""
+    others = [i for i in check.get("parts_flagged") or () if i != check["part"]]
+    also = f" (and part{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})" if others else ""
+    return f" in part {check['part']}{also}"
 
 
 def decide(
@@ -337,7 +347,7 @@ def decide(
         out.add(
             "vanishing_gradients",
             f"D(G(z)) ended at {van['d_fake_late']:.3g} and the generator's gradient norm fell to "
-            f"{van['grad_ratio']:.3g} of its peak (collapse below {van['ratio_threshold']})",
+            f"{van['grad_ratio']:.3g} of its peak (collapse below {van['ratio_threshold']})" + _in_part(van),
             d_fake_late=van["d_fake_late"],
             grad_ratio=van["grad_ratio"],
             grad_norm_g_late_median=van["grad_norm_g_late_median"],

@@ -225,3 +225,34 @@ def test_a_wasserstein_critic_is_augmented_on_every_sample_and_an_adaptive_run_k
     assert wgan.sets == ("loss.name=wasserstein_gp", "train.n_critic=5", "augment.adaptive=false") and "decision boundary" in wgan.caveat
     plain = plan(["complete_collapse"], "minimax", _dynamics(vanishing=True, dominance=False), SINGLE)
     assert next(r for r in plain if r.name == "wasserstein_gp").sets == ("loss.name=wasserstein_gp", "train.n_critic=5")
+
+
+def test_every_remedy_s_settings_are_accepted_beside_the_run_s_own():
+    """A remedy applied to the run it was proposed for must pass the configuration checks, or
+    gan-remedy refuses the whole sweep: the Wasserstein loss beside a held-out-steered p turns the
+    p and its signal off together; a run with batch norm already is not told to add normalisation."""
+    from gancore.config import validate
+
+    run = {
+        "device": "cpu",
+        "data": {"name": "ring8"},
+        "loss": {"name": "minimax"},
+        "augment": {"policy": "jitter", "adaptive": True, "signal": "held_out"},
+        "tracking": {"enabled": False},
+    }
+    context = {**SINGLE, "augment_adaptive": True, "augment_signal": "held_out", "augment_policy": "jitter", "batch_norm": True}
+    remedies = plan(["complete_collapse"], "minimax", _dynamics(vanishing=True, dominance=True), context)
+    wgan = next(r for r in remedies if r.name == "wasserstein_gp")
+    assert wgan.sets == ("loss.name=wasserstein_gp", "train.n_critic=5", "augment.adaptive=false", "augment.signal=r_t")
+    for remedy in remedies:
+        tree = {k: dict(v) if isinstance(v, dict) else v for k, v in run.items()}
+        for setting in remedy.sets:
+            key, value = setting.split("=", 1)
+            section, _, name = key.partition(".")
+            node = tree.setdefault(section, {})
+            for part in name.split(".")[:-1]:
+                node = node.setdefault(part, {})
+            node[name.split(".")[-1]] = value
+        validate(tree)  # raises on a refused combination
+    names = [r.name for r in remedies]
+    assert "normalisation" not in names and "batch_norm" not in names
