@@ -241,11 +241,15 @@ def vector_modes(
 ) -> dict[str, Any] | None:
     """The mode report of vector samples against ``modes`` (a prepared ``meta.json``'s ``modes``):
     the PacGAN protocol for known centres (ring8, grid25), its Mahalanobis form for the mixture
-    prepare fitted to a points file; None when the data have neither."""
+    prepare fitted to a points file; None when the data have neither. Known centres are a mixture
+    of equal weights, so their reference histogram is uniform, PacGAN's reverse KL (``real_labels``
+    and ``real_points`` are not read: a histogram of drawn test labels adds its own sampling noise,
+    0.0060 against 0.0048 for a faithful grid25 generator, 2,500 samples, 10,000 test labels,
+    mean of 200 draws); a fitted mixture's is the test labels'."""
     if modes.get("means") and modes.get("variances"):
         return modes_gaussian(points, modes["means"], modes["variances"], real_labels=real_labels)
     if modes.get("centers") and modes.get("sigma"):
-        return modes_2d(points, modes["centers"], float(modes["sigma"]), real_labels=real_labels, real_points=real_points)
+        return modes_2d(points, modes["centers"], float(modes["sigma"]))
     return None
 
 
