@@ -20,7 +20,7 @@ CLASSIFIER_FILE = "classifier.pt"
 GENERATOR_FILE = "generator.pt"
 DISCRIMINATOR_FILE = "discriminator.pt"
 CHECKPOINT_FILE = "last.pt"
-HEALTHY_CHECKPOINT_FILE = "healthy.pt"
+HEALTHY_CHECKPOINT_STEM = "healthy_"
 SAMPLES_FILE = "samples.pt"
 PICTURE_FILE = "samples.png"
 TRAIN_LOG_FILE = "train_log.csv"
@@ -114,10 +114,15 @@ class Layout:
     def checkpoint(self) -> Path:
         return self.checkpoints / CHECKPOINT_FILE
 
+    def healthy_checkpoint(self, step: int) -> Path:
+        """The checkpoint of a step the collapse monitor judged healthy (``train.on_collapse``).
+        One per step: after a crash, the step ``last.pt`` names must still be there, though later
+        healthy steps of the lost run were written."""
+        return self.checkpoints / f"{HEALTHY_CHECKPOINT_STEM}{step:06d}.pt"
+
     @property
-    def healthy_checkpoint(self) -> Path:
-        """The last checkpoint the collapse monitor judged healthy (``train.on_collapse``)."""
-        return self.checkpoints / HEALTHY_CHECKPOINT_FILE
+    def healthy_checkpoints(self) -> list[Path]:
+        return sorted(self.checkpoints.glob(f"{HEALTHY_CHECKPOINT_STEM}*.pt"))
 
     @property
     def samples_file(self) -> Path:

@@ -175,7 +175,8 @@ def _train(
         layout.mixture.unlink(missing_ok=True)  # a mixture trained here before is replaced
         if restart:
             ckpt.unlink(missing_ok=True)
-            layout.healthy_checkpoint.unlink(missing_ok=True)
+            for healthy in layout.healthy_checkpoints:
+                healthy.unlink(missing_ok=True)
     if world.distributed:
         distributed.barrier()
     state = load_checkpoint(ckpt) if ckpt.exists() else None

@@ -60,22 +60,26 @@ class LoopState:
     healthy_step: int | None = None
     stopped: int | None = None
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
+    best_figure: str | None = None  # which figure best_value is of (None: a checkpoint from before)
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any] | None) -> LoopState:
         saved = saved or {}
         best = saved.get("best") or {}
-        return cls(best.get("value"), best.get("step"), saved.get("healthy_step"), saved.get("stopped"), list(saved.get("rollbacks") or []))
+        rollbacks = list(saved.get("rollbacks") or [])
+        return cls(best.get("value"), best.get("step"), saved.get("healthy_step"), saved.get("stopped"), rollbacks, best.get("figure"))
 
     def to_checkpoint(self) -> dict[str, Any]:
         """The checkpoint's ``"monitor"`` entry (the format resumed runs read)."""
-        best = {"value": self.best_value, "step": self.best_step}
+        best = {"value": self.best_value, "step": self.best_step, "figure": self.best_figure}
         return {"best": best, "healthy_step": self.healthy_step, "stopped": self.stopped, "rollbacks": list(self.rollbacks)}
 
     def improves(self, figure: str, figures: dict[str, Any]) -> bool:
         value = figures.get(figure)
         if value is None:
             return False
+        if self.best_figure not in (None, figure):  # train.keep_best changed on a resume: a new figure starts afresh
+            return True
         higher = MONITOR_FIGURES.get(figure, True)
         return self.best_value is None or (value > self.best_value if higher else value < self.best_value)
 
@@ -110,6 +114,7 @@ class TrainingLoop:
             self.state = LoopState.from_checkpoint(checkpoint.get("monitor"))
         self.resumed = checkpoint is not None
         self.saved_step = self.start if self.resumed else None
+        self.saved_healthy = self.state.healthy_step  # the healthy step the last checkpoint names
         self.step = self.start
         self.loop_start = time.perf_counter()
 
@@ -133,7 +138,17 @@ class TrainingLoop:
         if self.main:
             save_checkpoint(self.layout.checkpoint, self.checkpoint_state())
             trainlog.write(self.layout.train_log, self.rows)
+            self.saved_healthy = self.state.healthy_step
+            self.prune_healthy()
         self.saved_step = self.step
+
+    def prune_healthy(self) -> None:
+        """Keep the healthy checkpoints a rollback may still need: the current one, and the one the
+        last saved checkpoint names (a resume after a crash rolls back to that one)."""
+        keep = {self.layout.healthy_checkpoint(s) for s in (self.state.healthy_step, self.saved_healthy) if s is not None}
+        for path in self.layout.healthy_checkpoints:
+            if path not in keep:
+                path.unlink(missing_ok=True)
 
     def gather_augment(self) -> None:
         """Every rank: the augmentation's r_t sums onto rank 0, whose checkpoint then holds them."""
@@ -164,7 +179,7 @@ class TrainingLoop:
         figure = self.tp.keep_best
         if not figure or not self.state.improves(figure, figures):
             return
-        self.state.best_value, self.state.best_step = figures[figure], self.step
+        self.state.best_value, self.state.best_step, self.state.best_figure = figures[figure], self.step, figure
         best = self.layout.best_models
         save_model(
             best / "generator.pt", self.trainer.sampling_generator, ema=self.trainer.ema is not None, step=self.step, **self.model_record
@@ -186,7 +201,8 @@ class TrainingLoop:
         if not row[PREFIX + "collapse"]:
             if tp.on_collapse == "rollback":
                 self.state.healthy_step = step
-                save_checkpoint(self.layout.healthy_checkpoint, self.checkpoint_state())
+                save_checkpoint(self.layout.healthy_checkpoint(step), self.checkpoint_state())
+                self.prune_healthy()
             return {"act": None, "healthy_step": self.state.healthy_step}
         if tp.on_collapse == "stop":
             return {"act": "stop", "verdict": verdict}
@@ -196,9 +212,18 @@ class TrainingLoop:
 
     def roll_back(self, row: dict[str, Any], verdict: str) -> None:
         """Back to the last healthy checkpoint, with a fresh noise stream (every rank)."""
-        healthy = load_checkpoint(self.layout.healthy_checkpoint)
+        assert self.state.healthy_step is not None
+        path = self.layout.healthy_checkpoint(self.state.healthy_step)
+        if not path.exists() and (self.layout.checkpoints / "healthy.pt").exists():
+            path = self.layout.checkpoints / "healthy.pt"  # a run from before the per-step files
+        healthy = load_checkpoint(path)
+        if int(healthy["step"]) != self.state.healthy_step:
+            raise TrainingError(
+                f"{path} holds step {healthy['step']}, not the healthy step {self.state.healthy_step} this run rolls "
+                "back to; train again with --restart"
+            )
         self.trainer.load_state_dict(healthy["trainer"])
-        self.trainer.reroll_noise()
+        self.trainer.reroll_noise(len(self.state.rollbacks) + 1)
         self.state.rollbacks = [*self.state.rollbacks, {"step": self.step, "to": healthy["step"], "verdict": verdict}]
         row[PREFIX + "rollback"] = healthy["step"]
 

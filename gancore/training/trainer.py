@@ -148,10 +148,12 @@ class Trainer:
         # Not ``module or self.D``: a compiled module refuses ``bool()`` (it has no ``len``).
         return flat_logits((self.D if module is None else module)(self.d_input(x)))
 
-    def reroll_noise(self) -> None:
-        """A fresh latent stream after a rollback, so that training does not replay the same
-        steps into the same collapse (deterministic: the n-th rollback's stream is fixed)."""
-        self.rollbacks += 1
+    def reroll_noise(self, rollbacks: int) -> None:
+        """A fresh latent stream after the run's ``rollbacks``-th rollback, so that training does
+        not replay the same steps into the same collapse (deterministic: the n-th rollback's stream
+        is fixed). The count is the loop's: the healthy state just restored holds the count of its
+        own time, and a second rollback to it would otherwise replay the first one exactly."""
+        self.rollbacks = rollbacks
         self.noise = seeds.generator(self.seed, f"{NOISE_STREAM}/rollback{self.rollbacks}", self.device)
 
     def step(self, step: int, stats: bool = False) -> dict[str, Tensor] | None:

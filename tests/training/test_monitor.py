@@ -10,6 +10,7 @@ import torch
 
 from gancore import training, trainlog
 from gancore.checkpoint import load_checkpoint
+from gancore.failpoints import InjectedFault
 from gancore.training import monitor
 from helpers import make_layout, make_params
 
@@ -96,3 +97,52 @@ def test_rollback_restores_the_last_healthy_state_and_resumes_exactly(tmp_path, 
     resumed = training.train(params, part)
     assert resumed["resumed_from"] == 8
     assert same(weights(whole.generator), weights(part.generator))
+
+
+def test_each_rollback_to_the_same_healthy_step_draws_a_new_latent_stream(tmp_path, collapse_at):
+    """Healthy at step 2, collapsed at 4 and at every check after: three rollbacks to step 2. The
+    restored state holds the rollback count of its own time (0); the stream is chosen by the run's
+    count, so the second and third rollbacks do not replay the first one's steps."""
+    collapse_at.update({4, 6, 8})
+    layout = make_layout(tmp_path)
+    params = make_params(steps=8, log_every=1, monitor_every=2, on_collapse="rollback", checkpoint_every=8, max_rollbacks=3)
+    assert training.train(params, layout)["rollbacks"] == 3
+    rows = {r["step"]: r for r in trainlog.read(layout.train_log)}
+    assert [rows[s].get("monitor/rollback") for s in (4, 6, 8)] == [2, 2, 2]
+    replays = [(rows[s]["loss_d"], rows[s]["loss_g"]) for s in (5, 7)]  # the first step after rollbacks 1 and 2
+    assert replays[0] != replays[1]
+    assert load_checkpoint(layout.checkpoint)["trainer"]["rollbacks"] == 3
+
+
+def test_a_resume_after_a_crash_rolls_back_to_the_healthy_step_its_checkpoint_names(tmp_path, collapse_at, monkeypatch):
+    """Checkpoint at step 25 names healthy step 20; the run goes on, writes healthy step 40 and
+    crashes at 45. Resumed at 25, the collapse at 30 must roll back to 20, as the uninterrupted run
+    did (it loaded the only healthy file, step 40's, before), and end with the same generator."""
+    collapse_at.add(30)
+    params = make_params(steps=50, log_every=5, checkpoint_every=25, monitor_every=10, on_collapse="rollback")
+    whole, crashed = make_layout(tmp_path / "whole"), make_layout(tmp_path / "crashed")
+    training.train(params, whole)
+    monkeypatch.setenv("GANCORE_FAULTS", "train.step@45=raise")
+    with pytest.raises(InjectedFault):
+        training.train(params, crashed)
+    assert {p.name for p in crashed.healthy_checkpoints} == {"healthy_000020.pt", "healthy_000040.pt"}
+    monkeypatch.delenv("GANCORE_FAULTS")
+    training.train(params, crashed)
+    rows = {layout: {r["step"]: r for r in trainlog.read(layout.train_log)} for layout in (whole, crashed)}
+    assert rows[whole][30]["monitor/rollback"] == rows[crashed][30]["monitor/rollback"] == 20
+    assert same(weights(whole.generator), weights(crashed.generator))
+    assert [p.name for p in crashed.healthy_checkpoints] == ["healthy_000050.pt"]  # the others pruned
+
+
+def test_keep_best_of_another_figure_after_a_resume_starts_afresh(tmp_path):
+    """train.keep_best does not change results (a resume may change it), but the best value of one
+    figure is no bar for another: 8 modes covered must not keep a high-quality share (at most 1)
+    from ever being saved."""
+    layout = make_layout(tmp_path)
+    training.train(make_params(steps=4, monitor_every=2, keep_best="modes_covered"), layout)
+    first = json.loads((layout.best_models / "best.json").read_text())
+    assert first["figure"] == "modes_covered" and first["value"] >= 1
+    summary = training.train(make_params(steps=8, monitor_every=2, keep_best="high_quality_fraction"), layout)
+    record = json.loads((layout.best_models / "best.json").read_text())
+    assert record["figure"] == "high_quality_fraction" and record["step"] in (6, 8) and 0 <= record["value"] <= 1
+    assert summary["best_step"] == record["step"]
