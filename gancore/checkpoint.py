@@ -27,7 +27,11 @@ RESULT_NEUTRAL = {
     "train": ("steps", "checkpoint_every", "log_every", "resident_data", "resident_max_gb", "keep_best", "devices", "channels_last"),
     "data": ("classifier_epochs", "on_bad_image"),
 }
-SECTIONS = ("seed", "data", "model", "loss", "train", "augment", "prepared_data", "world_size")
+SECTIONS = ("seed", "data", "model", "loss", "train", "augment", "diagnose", "prepared_data", "world_size")
+# What the monitor's verdict depends on besides the model: where it acts on collapse (stop,
+# rollback) these change the weights too (the monitor's image classifier is trained for
+# data.classifier_epochs in prepare).
+VERDICT_SETTINGS = {"diagnose": ("confidence", "duplicate_fraction"), "data": ("classifier_epochs",)}
 
 
 def run_identity(params: Params, prepared_data: str, model_options: dict[str, Any] | None = None, world_size: int = 1) -> dict[str, Any]:
@@ -46,6 +50,9 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
     if params.train.on_collapse == "continue":  # the monitor only watches: it cannot change the weights
         for key in ("monitor_every", "max_rollbacks"):
             identity["train"].pop(key, None)
+    else:  # its verdicts stop or roll back training: what they depend on is part of the run
+        identity["diagnose"] = {k: dump["diagnose"][k] for k in VERDICT_SETTINGS["diagnose"]}
+        identity["data"].update({k: dump["data"][k] for k in VERDICT_SETTINGS["data"]})
     if params.augment.policy.strip():  # augmentation changes the weights; off, old checkpoints still resume
         identity["augment"] = dump["augment"]
         if params.augment.signal == "r_t":  # the default, as before the signal existed: those checkpoints resume

@@ -146,3 +146,23 @@ def test_keep_best_of_another_figure_after_a_resume_starts_afresh(tmp_path):
     record = json.loads((layout.best_models / "best.json").read_text())
     assert record["figure"] == "high_quality_fraction" and record["step"] in (6, 8) and 0 <= record["value"] <= 1
     assert summary["best_step"] == record["step"]
+
+
+def test_a_run_that_acts_on_the_monitor_is_another_run_when_its_verdict_settings_change():
+    """Under on_collapse stop or rollback the monitor's verdicts change the weights, so what they
+    depend on (diagnose.confidence, diagnose.duplicate_fraction, the image classifier's epochs) is
+    part of the run's identity; a monitor that only watches leaves them out."""
+    from gancore.checkpoint import describe_mismatch, identity_digest, run_identity
+
+    def identity(on_collapse: str, **diagnose):
+        params = make_params(monitor_every=2, on_collapse=on_collapse)
+        params = params.model_copy(update={"diagnose": params.diagnose.model_copy(update=diagnose)})
+        return run_identity(params, "data-digest")
+
+    for changed in ({"confidence": 0.5}, {"duplicate_fraction": 0.1}):
+        acting, other = identity("rollback"), identity("rollback", **changed)
+        assert identity_digest(acting) != identity_digest(other)
+        key = next(iter(changed))
+        assert f"diagnose.{key}" in describe_mismatch(acting, other)
+        assert identity_digest(identity("continue")) == identity_digest(identity("continue", **changed))
+    assert "classifier_epochs" in identity("stop")["data"] and "classifier_epochs" not in identity("continue")["data"]
