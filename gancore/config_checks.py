@@ -4,6 +4,7 @@ each problem as ``(key path, message naming what would be valid)``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gancore.losses import REGISTRY as LOSSES
@@ -54,6 +55,9 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
     if spec.reads_path and spec.kind == "image":
         if not d.path:
             problems.append(("data.path", f"required for data.name={d.name}: {spec.summary}"))
+        elif not Path(d.path).expanduser().is_dir():
+            what = "is a file" if Path(d.path).expanduser().is_file() else "does not exist"
+            problems.append(("data.path", f"{d.path} {what}; give data.name={d.name} a folder of images (or one subfolder per class)"))
         if not d.image_size and spec.shape is None:
             problems.append(("data.image_size", f"required for data.name={d.name}, e.g. 64"))
     elif spec.reads_path:

@@ -52,6 +52,21 @@ def partition_method(params: Params, data: PreparedData) -> str:
     return method
 
 
+def partition_problems(params: Params, data: PreparedData) -> list[tuple[str, str]]:
+    """What :func:`prepare_parts` would refuse for ``data``, for prepare to check before it
+    replaces anything (a refusal after the new data were written left them beside no partition)."""
+    if not params.mixture.enabled:
+        return []
+    try:
+        method = partition_method(params, data)
+    except ParamsError as exc:
+        return list(exc.problems)
+    parts = params.mixture.parts
+    if method == "kmeans" and parts != "auto" and len(data.train) < int(parts):
+        return [("mixture.parts", f"{parts} parts for {len(data.train)} training examples; use at most {len(data.train)}")]
+    return []
+
+
 def _points(data: PreparedData, split: str) -> torch.Tensor:
     x = data.train if split == "train" else data.test
     return x.float().reshape(len(x), -1)

@@ -54,6 +54,8 @@ def _check_path(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.suffix.lower() not in SUFFIXES:
         raise PointsError(f"{p} is not a .npy or .csv file; give data.path a .npy array [N, d] or a .csv of numeric columns")
+    if p.is_dir():
+        raise PointsError(f"{p} is a folder; give data.path a .npy or .csv file")
     if not p.is_file():
         raise PointsError(f"{p} does not exist; give data.path an existing .npy or .csv file")
     return p
@@ -75,15 +77,28 @@ def _is_number(text: str) -> bool:
 
 
 def _csv_rows(p: Path) -> tuple[list[str] | None, list[list[str]]]:
-    text = p.read_text(encoding="utf-8-sig")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PointsError(
+            f"{p} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"
+        ) from None
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise PointsError(f"{p} is empty; it needs one row per point")
     dialect = _dialect("\n".join(lines[:20]))
     rows = [[cell.strip() for cell in row if cell.strip() != "" or dialect.delimiter != " "] for row in csv.reader(lines, dialect)]
     header = None
-    if rows and not all(_is_number(cell) for cell in rows[0]):
-        header, rows = rows[0], rows[1:]
+    if rows:
+        numbers = [_is_number(cell) for cell in rows[0]]
+        if not any(numbers):
+            header, rows = rows[0], rows[1:]
+        elif not all(numbers):  # a header names every column; data has a number in every cell
+            names = ", ".join(repr(c) for c, number in zip(rows[0], numbers) if not number)
+            raise PointsError(
+                f"{p}, row 1 mixes numbers and text ({names}): as a header every cell must be a column name, "
+                "as data every cell a number; fix that row"
+            )
     return header, rows
 
 
@@ -126,8 +141,8 @@ def load_points(path: str | Path) -> tuple[np.ndarray, list[str]]:
             raw = raw[:, None]
         if raw.ndim != 2:
             raise PointsError(f"{p} holds an array of shape {list(raw.shape)}; points need [N, d] (one row per point)")
-        if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == np.bool_):
-            raise PointsError(f"{p} holds {raw.dtype} values; points need numbers")
+        if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == np.bool_) or np.issubdtype(raw.dtype, np.complexfloating):
+            raise PointsError(f"{p} holds {raw.dtype} values; points need real numbers")
         x = raw.astype(np.float64)
         names = [f"x{j}" for j in range(x.shape[1])]
         first_row = 0
@@ -192,6 +207,13 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     train64, test64 = torch.from_numpy(x[train_idx.numpy()]), torch.from_numpy(x[test_idx.numpy()])
     mean = train64.mean(0)
     std = train64.std(0) if len(train64) > 1 else torch.ones_like(mean)
+    overflow = ~(torch.isfinite(mean) & torch.isfinite(std))
+    if overflow.any():
+        j = int(overflow.nonzero()[0])
+        raise PointsError(
+            f"{p}, column {names[j]!r}: values up to {float(train64[:, j].abs().max()):.3g} overflow the mean or standard deviation "
+            "in float64; rescale that column (e.g. to other units)"
+        )
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays as it is, centred
     train, test = ((train64 - mean) / std), ((test64 - mean) / std)
 

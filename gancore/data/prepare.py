@@ -11,7 +11,7 @@ from typing import Any
 
 from gancore.config import Params
 from gancore.data.prepared import CLASSIFIER_FILE, META_FILE, PreparedData, save_prepared
-from gancore.errors import DataError
+from gancore.errors import DataError, ParamsError
 from gancore.io import write_json
 from gancore.layout import MIXTURE_FILE, Layout
 
@@ -47,8 +47,21 @@ def build_data(params: Params, layout: Layout) -> PreparedData:
 def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
     """The ``prepare`` stage: write ``data.pt``, ``meta.json`` and, when asked, the domain classifier."""
     start = time.perf_counter()
+    made = [d for d in (layout.root / "data", layout.raw) if not d.exists()]
     layout.raw.mkdir(parents=True, exist_ok=True)  # a DVC output even for synthetic data (then empty)
-    data = build_data(params, layout)
+    try:
+        data = build_data(params, layout)
+        if params.mixture.enabled:  # refused now, before the old outputs are replaced
+            from gancore.partition import partition_problems
+
+            problems = partition_problems(params, data)
+            if problems:
+                raise ParamsError(problems)
+    except BaseException:
+        for folder in reversed(made):  # bad input leaves no folder behind (a download's files stay)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     out = layout.prepared
     # An older description, classifier or partition must not outlive the tensors it described.
     for stale in (META_FILE, CLASSIFIER_FILE, MIXTURE_FILE):

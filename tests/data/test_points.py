@@ -43,11 +43,15 @@ def test_csv_with_header_and_npy_read_the_same(tmp_path):
         ("x,y\n1,2\n3\n", r"row 3: 1 values where the file has 2 columns \(x, y\)"),
         ("x,y\n" + "1,2\n" * 5, rf"has 5 rows; points need at least {MIN_ROWS}"),
         ("", r"is empty"),
+        # A typo in the first row of a file without a header was taken for a header, and the row dropped.
+        ("0.5,1.2.3\n" + "1,2\n" * 30, r"row 1 mixes numbers and text \('1.2.3'\)"),
+        ("temp\xe9rature,y\n" + "1,2\n" * 30, r"is not UTF-8 text \(byte 4: b'\\xe9'\); save it as UTF-8"),
     ],
+    ids=["text cell", "nan", "inf", "short row", "few rows", "empty", "typo in row 1", "latin-1"],
 )
 def test_bad_csv_names_the_file_the_row_and_the_column(tmp_path, content, message):
     path = tmp_path / "bad.csv"
-    path.write_text(content)
+    path.write_bytes(content.encode("latin-1"))
     with pytest.raises(PointsError, match=message) as err:
         load_points(path)
     assert str(path) in str(err.value)
@@ -56,8 +60,11 @@ def test_bad_csv_names_the_file_the_row_and_the_column(tmp_path, content, messag
 def test_bad_files_are_refused_before_anything_runs(tmp_path):
     np.save(tmp_path / "cube.npy", np.zeros((4, 2, 2)))
     (tmp_path / "table.txt").write_text("1,2\n")
+    (tmp_path / "folder.csv").mkdir()
+    np.save(tmp_path / "complex.npy", np.ones((30, 2), dtype=np.complex128))
     for path, message in (
         (tmp_path / "missing.csv", "does not exist"),
+        (tmp_path / "folder.csv", "is a folder; give data.path a .npy or .csv file"),
         (tmp_path / "table.txt", "is not a .npy or .csv file"),
         (tmp_path / "cube.npy", r"shape \[4, 2, 2\]; points need \[N, d\]"),
     ):
@@ -65,6 +72,22 @@ def test_bad_files_are_refused_before_anything_runs(tmp_path):
             load_params(PARAMS, ["data.name=points", f"data.path={path}"], check_plugins=False)
     with pytest.raises(ParamsError, match="data.path: required for data.name=points"):
         load_params(PARAMS, ["data.name=points"], check_plugins=False)
+    with pytest.raises(PointsError, match="holds complex128 values; points need real numbers"):
+        load_points(tmp_path / "complex.npy")
+    with pytest.raises(ParamsError, match="data.path: .* does not exist; give data.name=image_folder a folder of images"):
+        load_params(PARAMS, ["data.name=image_folder", f"data.path={tmp_path / 'no-images'}", "data.image_size=32"], check_plugins=False)
+
+
+def test_values_that_overflow_the_statistics_are_refused_naming_the_column(tmp_path):
+    """Around 1e300 the variance overflows float64: the standardisation divided by inf and every
+    value of the column became -0 (and meta.json held Infinity, not JSON)."""
+    from gancore.data.points import prepare_points
+
+    x = _blobs(100)
+    x[:, 1] *= 1e296
+    np.savetxt(tmp_path / "huge.csv", x, delimiter=",", header="a,b,c", comments="")
+    with pytest.raises(PointsError, match=r"column 'b': values up to .*e\+30\d overflow the mean or standard deviation"):
+        prepare_points(str(tmp_path / "huge.csv"), 0, None, None, 5)
 
 
 def test_gan_prepare_exits_2_on_a_missing_file_and_writes_nothing(tmp_path):
@@ -120,3 +143,31 @@ def test_prepare_standardises_finds_the_clusters_and_samples_come_back_in_units(
     # In the file's units: the column means sit where the data's do, scale by scale.
     assert np.all(np.abs(back.mean(0) - x.mean(0)) < 2 * x.std(0))
     assert np.all(back.std(0) > 0.05 * x.std(0)) and np.all(back.std(0) < 20 * x.std(0))
+
+
+def test_a_refused_partition_leaves_the_previous_prepared_data_as_it_was(tmp_path, capsys):
+    """mixture.parts larger than the data is refused before prepare replaces anything (it was
+    refused after the new data.pt and meta.json were written, the old partition deleted); a file
+    with a bad cell leaves no folder behind."""
+    from gancore.cli import main
+
+    good, small, bad = tmp_path / "good.csv", tmp_path / "small.csv", tmp_path / "bad.csv"
+    np.savetxt(good, _blobs(200), delimiter=",", header="a,b,c", comments="")
+    np.savetxt(small, _blobs(24), delimiter=",", header="a,b,c", comments="")
+    bad.write_text("a,b\n" + "1,2\n" * 30 + "3,x\n")
+    out = tmp_path / "run"
+
+    def prepare(path, *sets):
+        args = ["prepare", "--params", str(PARAMS), "--out", str(out), "-S", "data.name=points", "-S", f"data.path={path}"]
+        return main(args + ["-S", "tracking.enabled=false", "-S", "mixture.enabled=true", *[a for s in sets for a in ("-S", s)]])
+
+    assert prepare(good, "mixture.parts=3") == 0
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert prepare(small, "mixture.parts=30") == 2
+    assert "mixture.parts: 30 parts for" in capsys.readouterr().err
+    after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before
+    fresh = tmp_path / "fresh"
+    out = fresh
+    assert prepare(bad) == 1 and "row 32, column 'b': 'x' is not a number" in capsys.readouterr().err
+    assert not fresh.exists() or not any(fresh.rglob("*"))
