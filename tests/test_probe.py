@@ -104,7 +104,7 @@ def test_probe_needs_labels_and_says_so_with_exit_2(tmp_path, capsys):
             "-S",
             "data.name=image_folder",
             "-S",
-            "data.path=x",
+            f"data.path={tmp_path}",
             "-S",
             "data.image_size=8",
             "-S",

@@ -112,6 +112,8 @@ class TrainingLoop:
             self.rows, self.start = list(checkpoint["log"]), int(checkpoint["step"])
             self.elapsed_before = float(checkpoint["seconds"])
             self.state = LoopState.from_checkpoint(checkpoint.get("monitor"))
+            if self.rows and self.rows[-1]["step"] == self.start < self.tp.steps and not self.on_grid(self.start):
+                self.rows.pop()  # the shorter run's last step, logged because it was last: no row in a longer run
         self.resumed = checkpoint is not None
         self.saved_step = self.start if self.resumed else None
         self.saved_healthy = self.state.healthy_step  # the healthy step the last checkpoint names
@@ -246,6 +248,11 @@ class TrainingLoop:
         return True
 
     # -- steps ------------------------------------------------------------------------------------
+    def on_grid(self, step: int) -> bool:
+        """Whether ``step`` has a log row whatever ``train.steps`` is (every log_every-th, and the
+        monitor's steps); the last step has one too, off the grid."""
+        return step % self.tp.log_every == 0 or (self.tp.monitor_every is not None and step % self.tp.monitor_every == 0)
+
     def step_once(self, bar: Any) -> bool:
         """One generator update, its log row and its monitor check; True when training should end."""
         tp, trainer = self.tp, self.trainer
@@ -255,7 +262,8 @@ class TrainingLoop:
         # Multiples of monitor_every only (not also the last step): train.steps must not change
         # the log of the steps before it, or a longer run would not continue a shorter one.
         monitor_now = tp.monitor_every is not None and step % tp.monitor_every == 0
-        log_now = step % tp.log_every == 0 or last or monitor_now
+        on_grid = self.on_grid(step)
+        log_now = on_grid or last
         if tp.lr_decay > 0:
             trainer.set_lr_factor(lr_factor(step, tp.steps, tp.lr_decay))
         stats = trainer.step(step, stats=log_now)
@@ -266,7 +274,7 @@ class TrainingLoop:
                 stacked = distributed.mean(stacked)  # figures of the whole batch
             values = dict(zip(trainlog.STEP_STATS, stacked.tolist()))
             elapsed = self.elapsed_before + time.perf_counter() - self.loop_start
-            row = {"step": step, **values, "bn_drift_g": trainer.bn_drift(), "seconds": round(elapsed, 3)}
+            row = {"step": step, **values, "bn_drift_g": trainer.bn_drift(update=on_grid), "seconds": round(elapsed, 3)}
             if trainer.augment is not None:  # p and the r_t it was last steered by
                 row.update({k: float(v) for k, v in trainer.augment.stats().items()})
             self.rows.append(row)

@@ -250,12 +250,16 @@ class Trainer:
         loss_d, loss_g = self._bad_losses.tolist()
         return step, loss_d, loss_g
 
-    def bn_drift(self) -> float | None:
-        """Mean relative change of G's batch-norm running means since the previous call."""
+    def bn_drift(self, update: bool = True) -> float | None:
+        """Mean relative change of G's batch-norm running means since the previous call that
+        ``update``d the reference (a row off the log's grid, the last step's, must not: a longer
+        run has no row there, and the next row's drift would differ)."""
         if not self.bn_layers:
             return None
         current = [m.running_mean.detach().float().clone() for m in self.bn_layers if m.running_mean is not None]
-        previous, self.bn_prev = self.bn_prev, current
+        previous = self.bn_prev
+        if update:
+            self.bn_prev = current
         if previous is None:
             return None
         rel = [(c - p).norm() / (p.norm() + 1e-8) for c, p in zip(current, previous)]

@@ -69,7 +69,7 @@ def test_image_architectures_train_packed(tmp_path, arch, shape, options):
     params = validate(
         {
             "device": "cpu",
-            "data": {"name": "image_folder", "path": "x", "image_size": shape[-1]},
+            "data": {"name": "image_folder", "path": str(tmp_path), "image_size": shape[-1]},
             "model": {"arch": arch, "latent_dim": 8, "options": options, "pack": 2},
             "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "monitor_every": 2},
             "tracking": {"enabled": False},

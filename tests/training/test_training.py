@@ -324,3 +324,22 @@ def test_uint8_images_train_in_model_range(tmp_path):
     with torch.no_grad():
         out = g(torch.randn(3, 8))
     assert out.shape == (3, 1, 28, 28) and out.abs().max() <= 1
+
+
+def test_a_longer_run_continues_a_shorter_one_to_the_same_log(tmp_path):
+    """3 steps, then continued to 6, against 6 from the start (log every 2): the shorter run logged
+    its last step, 3, off the grid; the longer one drops that row, and G's batch-norm drift at step
+    4 is measured from step 2 as in the uninterrupted run (it was measured from 3)."""
+
+    common = {"ema_decay": 0.9, "log_every": 2, "checkpoint_every": 3, "monitor_every": None}
+    whole, continued = make_layout(tmp_path / "whole"), make_layout(tmp_path / "continued")
+    training.train(make_params(steps=6, **common), whole)
+    training.train(make_params(steps=3, **common), continued)
+    assert [r["step"] for r in trainlog.read(continued.train_log)] == [2, 3]
+    training.train(make_params(steps=6, **common), continued)
+
+    def rows(layout):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in trainlog.read(layout.train_log)]
+
+    assert [r["step"] for r in rows(continued)] == [2, 4, 6]
+    assert rows(continued) == rows(whole)
