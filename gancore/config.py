@@ -128,7 +128,12 @@ class EvaluateParams(_Section):
     batch_size: int = Field(256, gt=0)
     pr_k: int = Field(3, gt=0, description="neighbours for improved precision/recall")
     dc_k: int = Field(5, gt=0, description="neighbours for density/coverage")
-    max_real: Optional[int] = Field(10000, gt=0, description="real examples to compare against (null: all held-out)")
+    max_real: Optional[int] = Field(10000, gt=0, description="real examples to compare against (null: all of evaluate.reference)")
+    reference: Literal["test", "train"] = Field(
+        "test",
+        description="the real split compared against: test (held out) or train (papers' FID protocol: e.g. 50,000 samples "
+        "against CIFAR-10's training set, with sample.n=50000 and max_real=null)",
+    )
 
 
 class DiagnoseParams(_Section):

@@ -56,8 +56,10 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     generated = _load_generated(layout)
     _check_generated(params, prepared.meta, generated)
 
-    idx = _real_subset(len(prepared.test), ev.max_real, params.seed)
-    real = prepared.test[idx]  # uint8 images stay uint8: classify converts them batch by batch
+    # The reference split, and the other one, which stands in for a faithful generator.
+    reference, other = (prepared.train, prepared.test) if ev.reference == "train" else (prepared.test, prepared.train)
+    idx = _real_subset(len(reference), ev.max_real, params.seed)
+    real = reference[idx]  # uint8 images stay uint8: classify converts them batch by batch
     _check_counts(params, len(generated), len(real))
 
     device = resolve_device(params.device)
@@ -75,7 +77,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
         "classifier": ev.classifier if pixels is None else None,
         "classifier_test_accuracy": None
         if real_probs is None or not real_probs.shape[1]
-        else _classifier_accuracy(ev.classifier, prepared, idx, real_probs),
+        else _classifier_accuracy(ev.classifier, prepared, idx, real_probs, ev.reference),
         "feature_space": _feature_space(params, classifier) if pixels is None else pixels.name,
         "n_generated": len(gen_feat),
         "n_real": len(real_feat),
@@ -91,7 +93,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     metric_device = device if device.type == "cuda" else torch.device("cpu")
 
     def training_features(n: int) -> torch.Tensor:
-        return embed(prepared.train[_real_subset(len(prepared.train), n, params.seed + 1)])[1]
+        return embed(other[_real_subset(len(other), n, params.seed + 1)])[1]
 
     inputs = MetricInputs(
         real_feat.to(metric_device), gen_feat.to(metric_device), real_probs, gen_probs, ev, params.seed, training_features
@@ -248,7 +250,7 @@ def _load_classifier(params: Params, layout: Layout, prepared: Any, device: torc
         raise EvaluationError(f"classifier {name!r} is not available ({exc}); try another evaluate.classifier") from exc
 
 
-def _classifier_accuracy(name: str, prepared: Any, idx: torch.Tensor, real_probs: torch.Tensor) -> float | None:
+def _classifier_accuracy(name: str, prepared: Any, idx: torch.Tensor, real_probs: torch.Tensor, reference: str = "test") -> float | None:
     """The domain classifier's test accuracy as `prepare` recorded it; else measured here on the
     evaluated real subset when it has mode labels. None for Inception (ImageNet accuracy says
     nothing about this data set)."""
@@ -257,9 +259,10 @@ def _classifier_accuracy(name: str, prepared: Any, idx: torch.Tensor, real_probs
     value = (prepared.meta.get("classifier") or {}).get("test_accuracy")
     if value is not None:
         return float(value)
-    if prepared.test_labels is None:
+    all_labels = prepared.train_labels if reference == "train" else prepared.test_labels
+    if all_labels is None:
         return None
-    labels = prepared.test_labels[idx]
+    labels = all_labels[idx]
     return float((real_probs.argmax(1) == labels).double().mean())
 
 

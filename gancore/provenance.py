@@ -42,7 +42,10 @@ def card(params: Any, prepared: Any, network: dict[str, str], n_real: int, n_gen
     were computed (default: ``params.device``)."""
     from gancore.device import software  # torch: kept out of this module's import
 
-    split = "test split" if prepared.meta.get("count_test") else "held-out split"
+    if params.evaluate.reference == "train":
+        split = "training split"
+    else:
+        split = "test split" if prepared.meta.get("count_test") else "held-out split"
     max_real = params.evaluate.max_real
     return {
         **{field: network[field] for field in ("feature_network", "weights", "resize", "input_range")},

@@ -380,3 +380,22 @@ def test_unlabelled_images_are_scored_in_pixel_components(tmp_path):
     assert r["fid"] == pytest.approx(0.0, abs=1e-6)
     # Samples = the real set, and the training set is the same 40 images: both sides agree exactly.
     assert r["precision"] == r["precision_faithful"] == 1.0 and r["coverage"] == r["coverage_faithful"]
+
+
+def test_the_training_split_can_be_the_reference_as_in_papers_fid(tmp_path):
+    """evaluate.reference=train compares with the training split (papers' FID: 50,000 samples
+    against CIFAR-10's training set). Samples that are the training set itself then score FID 0
+    and precision and recall 1, against the test split they do not; the provenance card names the
+    split, so the two are never ranked together."""
+    from gancore.data.prepared import load_prepared
+
+    gen = torch.Generator().manual_seed(7)
+    layout = make_ring8(tmp_path, torch.randint(K, (1000,), generator=gen))
+    write_samples(layout, load_prepared(layout.prepared).train)
+    evaluate(ring_params(reference="train", max_real=None), layout)
+    on_train = read_result(layout)
+    assert on_train["fid"] == pytest.approx(0.0, abs=1e-9) and on_train["precision"] == on_train["recall"] == 1.0
+    assert on_train["provenance"]["reference_split"] == "ring8 training split" and on_train["n_real"] == 1000
+    evaluate(ring_params(max_real=None), layout)
+    on_test = read_result(layout)
+    assert on_test["fid"] > 1e-4 and on_test["provenance"]["reference_split"] == "ring8 test split"

@@ -93,6 +93,9 @@ class TorchvisionInception(Classifier):
     name = "inception"
     num_classes = 1000
     feature_dim = 2048
+    # float32 on every device: bf16 features on CUDA would move FID between a CPU and a GPU run
+    # of one card (the card records no precision), as the TF network and the domain CNN do.
+    mixed_precision = False
 
     def __init__(self, network: nn.Module):
         super().__init__(_PoolAndLogits(network))

@@ -26,7 +26,7 @@ class MetricInputs:
     generated_probabilities: torch.Tensor | None
     settings: Any  # params.evaluate: splits, pr_k, dc_k, ...
     seed: int
-    # n -> features of n training examples (a faithful generator's stand-in).
+    # n -> features of n examples of the split not compared against (a faithful generator's stand-in).
     training_features: Callable[[int], torch.Tensor]
     _equal: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     _faithful: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
