@@ -56,12 +56,34 @@ def code_version() -> str:
     return hashlib.sha256(f"{gancore.__version__}:{code_digest('prepare')}".encode()).hexdigest()[:16]
 
 
+def source_fingerprint(path: str | None) -> str | None:
+    """What ``data.path`` holds, for the cache key: a file's sha256; for a folder, a digest of
+    every file's relative path, size and modification time (reading every image would cost what
+    the cache saves). An edited points file or image folder is then prepared again."""
+    if not path:
+        return None
+    root = Path(path).expanduser()
+    if root.is_file():
+        from gancore.io import file_digest
+
+        return file_digest(root)
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def prepare_key(params: Params) -> dict[str, Any]:
-    """Everything prepare's output depends on: the parameters it reads and its code."""
+    """Everything prepare's output depends on: the parameters it reads, the contents of
+    ``data.path`` and its code."""
     return {
         "seed": params.seed,
         "device": params.device,
         "data": params.data.model_dump(mode="json"),
+        "source": source_fingerprint(params.data.path),
         "mixture": params.mixture.model_dump(mode="json"),
         "code": code_version(),
     }

@@ -23,6 +23,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from gancore import progress, tracking
+from gancore.config import ParamsError
 from gancore.layout import find_project_root
 from gancore.names import LossName
 from gancore.provenance import differences
@@ -111,6 +112,20 @@ def comparison_rows(members: list[dict[str, Any]], keys: tuple[str, ...] = ("arc
     return headers, rows
 
 
+# The keys each member sets for itself (its architecture, loss and seed).
+SWEPT = ("model.arch", "loss.name", "seed")
+
+
+def check_sets(sets: Optional[list[str]]) -> None:
+    """-S settings apply after a member's own: one on a swept axis would make every member the
+    same run under different labels."""
+    swept = [s for s in sets or () if s.split("=", 1)[0].strip() in SWEPT]
+    if swept:
+        raise ParamsError(
+            [("sets", f"{', '.join(swept)} would override the swept {', '.join(SWEPT)}; sweep them with archs, losses and seeds")]
+        )
+
+
 @flow(
     name="gan-sweep",
     log_prints=True,
@@ -134,6 +149,7 @@ def gan_sweep(
     ``address``: an existing Dask scheduler or Ray cluster (without it a local one starts).
     """
     base = {k: v for k, v in overrides.items() if k != "seed"}
+    check_sets(sets)
     members = []
     for arch, loss_name, seed in itertools.product(archs, losses, seeds):
         member = member_overrides(base, **{"model.arch": arch, "loss.name": loss_name, "seed": seed})
@@ -191,6 +207,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-sweep", args.params, args.sets)) is not None:
         return code
+    try:
+        check_sets(args.sets)
+    except ParamsError as exc:
+        print(f"gan-sweep: {exc}", file=sys.stderr)
+        return 2
     kwargs: dict[str, Any] = {
         "params_file": args.params,
         "sets": args.sets,

@@ -1,0 +1,47 @@
+"""The flows' cache of prepared data is keyed on what prepare reads, the contents of data.path
+included: an edited points file or image folder is prepared again, not served from the cache."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from gancore.config import load_params
+from gancore_flows.pipeline import prepare_key
+from helpers import PARAMS
+
+
+def test_editing_the_file_or_folder_behind_data_path_changes_the_key(tmp_path):
+    points = tmp_path / "mine.csv"
+    np.savetxt(points, np.random.default_rng(0).standard_normal((40, 2)), delimiter=",", header="a,b", comments="")
+    params = load_params(PARAMS, ["data.name=points", f"data.path={points}"], check_plugins=False)
+    before = prepare_key(params)
+    assert prepare_key(params) == before  # the same contents, the same key
+    with points.open("a") as fh:
+        fh.write("0.5,0.5\n")
+    assert prepare_key(params) != before and prepare_key(params)["data"] == before["data"]
+
+    folder = tmp_path / "images"
+    (folder / "cats").mkdir(parents=True)
+    (folder / "cats" / "a.png").write_bytes(b"\x89PNG one")
+    params = load_params(PARAMS, ["data.name=image_folder", f"data.path={folder}", "data.image_size=8"], check_plugins=False)
+    before = prepare_key(params)
+    (folder / "cats" / "b.png").write_bytes(b"\x89PNG two")  # an image added
+    added = prepare_key(params)
+    assert added != before
+    os.utime(folder / "cats" / "a.png", ns=(1, 1))  # an image replaced in place (its time changes)
+    assert prepare_key(params) != added
+    assert load_params(PARAMS, check_plugins=False) and prepare_key(load_params(PARAMS, check_plugins=False))["source"] is None
+
+
+def test_a_sweep_refuses_settings_on_its_swept_axes_with_exit_2(capsys):
+    """-S settings apply after each member's own architecture, loss and seed: -S model.arch=dcgan
+    made every member a dcgan under labels that said mlp (here the default arch, valid, still refused). Refused before anything runs."""
+    from gancore_flows.sweep import main
+
+    assert main(["--params", str(PARAMS), "--loss", "hinge", "--loss", "non_saturating", "-S", "model.arch=mlp"]) == 2
+    err = capsys.readouterr().err
+    assert "sets: model.arch=mlp would override the swept model.arch, loss.name, seed" in err
+    assert main(["--params", str(PARAMS), "-S", "seed=3", "-S", "train.steps=5"]) == 2
+    assert "seed=3 would override" in capsys.readouterr().err
