@@ -86,9 +86,29 @@ def _figures_and_verdict(c: MlflowClient, run_id: str) -> tuple[dict[str, float]
     return dict(run.data.metrics), run.data.tags.get("verdict")
 
 
+def _measured_otherwise(c: MlflowClient, best_run: str, run_id: str) -> list[str]:
+    """Where two runs' numbers were measured otherwise: the data settings (a model name is shared
+    by every points file and image folder; the seed, which draws the data too, may differ) and the
+    provenance card's comparable fields."""
+    from gancore.provenance import COMPARABLE
+
+    theirs, mine = c.get_run(best_run).data, c.get_run(run_id).data
+    data_keys = sorted(k for k in {*theirs.params, *mine.params} if k.startswith("data."))
+    apart = [
+        f"{k}: {theirs.params.get(k)!r} at @best, {mine.params.get(k)!r} here"
+        for k in data_keys
+        if theirs.params.get(k) != mine.params.get(k)
+    ]
+    cards = [f"provenance.{f}" for f in COMPARABLE]
+    return apart + [
+        f"{k}: {theirs.tags.get(k)!r} at @best, {mine.tags.get(k)!r} here" for k in cards if theirs.tags.get(k) != mine.tags.get(k)
+    ]
+
+
 def promote_if_best(c: MlflowClient, name: str, run_id: str) -> bool:
     """Point ``@best`` at this run's version of ``name`` if the run is healthy and ranks above the
-    version ``@best`` points at now (:func:`gancore.ranking.rank_key`); True when it moved."""
+    version ``@best`` points at now (:func:`gancore.ranking.rank_key`), measured on the same data
+    version and protocol (else it stays, with a warning); True when it moved."""
     from mlflow.exceptions import MlflowException
 
     version = version_of_run(c, name, run_id)
@@ -102,6 +122,13 @@ def promote_if_best(c: MlflowClient, name: str, run_id: str) -> bool:
     except MlflowException:
         current = None
     if current is not None and current.version != version:
+        apart = _measured_otherwise(c, current.run_id, run_id) if current.run_id else []
+        if apart:  # other data or another protocol: their figures do not rank against each other
+            log.warning(
+                "%s@%s stays on version %s: run %s was measured otherwise (%s); give it a model name of its own to compare",
+                name, BEST_ALIAS, current.version, run_id, "; ".join(apart),
+            )  # fmt: skip
+            return False
         theirs = _figures_and_verdict(c, current.run_id) if current.run_id else ({}, None)
         if rank_key(*theirs) >= rank_key(figures, verdict):
             return False
