@@ -51,6 +51,24 @@ class CollapseMonitor:
         held_out_steers: bool = False,
         boundary: float | None = 0.0,
     ):
+        # Built between the models' seeding and training: building the image classifier's network
+        # draws its initial weights from torch's global generator, which a plugin's dropout reads
+        # in training, so a run with the monitor would train otherwise than one without.
+        with torch.random.fork_rng(devices=[]):
+            self._build(data, prepared_dir, latent_dim, seed, device, confidence, duplicate_fraction, held_out_steers, boundary)
+
+    def _build(
+        self,
+        data: PreparedData,
+        prepared_dir: Path,
+        latent_dim: int,
+        seed: int,
+        device: torch.device,
+        confidence: float,
+        duplicate_fraction: float,
+        held_out_steers: bool,
+        boundary: float | None,
+    ) -> None:
         from gancore.diagnostics.modes import subset
         from gancore.heldout import measured_half
 

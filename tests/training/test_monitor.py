@@ -166,3 +166,23 @@ def test_a_run_that_acts_on_the_monitor_is_another_run_when_its_verdict_settings
         assert f"diagnose.{key}" in describe_mismatch(acting, other)
         assert identity_digest(identity("continue")) == identity_digest(identity("continue", **changed))
     assert "classifier_epochs" in identity("stop")["data"] and "classifier_epochs" not in identity("continue")["data"]
+
+
+def test_building_the_monitor_leaves_torch_s_global_generator_where_it_was(tmp_path):
+    """The monitor loads the image classifier between the models' seeding and training; the
+    network's initial weights were drawn from the global generator, which a plugin's dropout reads
+    while training: with the monitor on, such a run trained otherwise than with it off."""
+    from gancore.classifiers.domain import fit_domain_classifier
+    from gancore.config import Params
+    from gancore.data.prepared import PreparedData, save_prepared
+    from helpers import image_meta
+
+    images = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(96) % 10
+    data = PreparedData(image_meta("mnist", [1, 28, 28], 64, 32, {"count": 10}), images[:64], images[64:], labels[:64], labels[64:])
+    data.meta["classifier"] = fit_domain_classifier(data, Params(device="cpu", data={"name": "mnist", "classifier_epochs": 1}), tmp_path)
+    save_prepared(tmp_path, data)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    built = monitor.CollapseMonitor(data, tmp_path, 8, 0, torch.device("cpu"))
+    assert built.classifier is not None and torch.equal(torch.get_rng_state(), before)
