@@ -17,7 +17,9 @@ but not collapsed). Each check also saves the fixed-z picture under ``plots/prog
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,21 @@ COLLAPSE_VERDICTS = ("complete_collapse", "partial_collapse", "intra_mode_collap
 PREFIX = "monitor/"
 
 
+def _keeping_global_rng(init: Callable[..., None]) -> Callable[..., None]:
+    """The monitor is built between the models' seeding and training: building the image
+    classifier's network draws its initial weights from torch's global generator, which a plugin's
+    dropout reads in training, so a run with the monitor would train otherwise than one without."""
+
+    @functools.wraps(init)
+    def build(self: Any, *args: Any, **kwargs: Any) -> None:
+        with torch.random.fork_rng(devices=[]):
+            init(self, *args, **kwargs)
+
+    return build
+
+
 class CollapseMonitor:
+    @_keeping_global_rng
     def __init__(
         self,
         data: PreparedData,
@@ -50,24 +66,6 @@ class CollapseMonitor:
         duplicate_fraction: float = 0.05,
         held_out_steers: bool = False,
         boundary: float | None = 0.0,
-    ):
-        # Built between the models' seeding and training: building the image classifier's network
-        # draws its initial weights from torch's global generator, which a plugin's dropout reads
-        # in training, so a run with the monitor would train otherwise than one without.
-        with torch.random.fork_rng(devices=[]):
-            self._build(data, prepared_dir, latent_dim, seed, device, confidence, duplicate_fraction, held_out_steers, boundary)
-
-    def _build(
-        self,
-        data: PreparedData,
-        prepared_dir: Path,
-        latent_dim: int,
-        seed: int,
-        device: torch.device,
-        confidence: float,
-        duplicate_fraction: float,
-        held_out_steers: bool,
-        boundary: float | None,
     ) -> None:
         from gancore.diagnostics.modes import subset
         from gancore.heldout import measured_half
