@@ -51,12 +51,11 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
     layout.raw.mkdir(parents=True, exist_ok=True)  # a DVC output even for synthetic data (then empty)
     try:
         data = build_data(params, layout)
-        if params.mixture.enabled:  # refused now, before the old outputs are replaced
-            from gancore.partition import partition_problems
+        from gancore.partition import partition_problems
 
-            problems = partition_problems(params, data)
-            if problems:
-                raise ParamsError(problems)
+        problems = partition_problems(params, data)  # refused now, before the old outputs are replaced
+        if problems:
+            raise ParamsError(problems)
     except BaseException:
         for folder in reversed(made):  # bad input leaves no folder behind (a download's files stay)
             if folder.is_dir() and not any(folder.iterdir()):

@@ -243,11 +243,9 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
             # grid25's not-converged single GANs reach every mode at the protocol's ceiling as a mixture).
             out.append(Remedy("mixture", SEPARATE, ("mixture.enabled=true",)))
         bn = (dynamics or {}).get("bn_drift")
-        if context.get("batch_norm"):
-            pass  # the run normalises already: no remedy it applies
-        elif name == "vanishing_gradients" or dynamics is None or bn is None or bn.get("flag"):
-            # No batch norm in the generator (no drift logged), or its statistics never settled.
-            if "batch_norm" in (context.get("arch_options") or ()) and not context.get("batch_norm"):
+        # A run with batch norm already gets none; else: no drift logged, or statistics never settled.
+        if not context.get("batch_norm") and (name == "vanishing_gradients" or dynamics is None or bn is None or bn.get("flag")):
+            if "batch_norm" in (context.get("arch_options") or ()):
                 out.append(Remedy("batch_norm", NORMALISATION, ("model.options.batch_norm=true",)))
             else:
                 out.append(Remedy("normalisation", NORMALISATION))

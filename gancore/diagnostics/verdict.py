@@ -247,17 +247,19 @@ def _overfitting(dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
     m = _get(dynamics, "discriminator_overfitting")
     if _get(m, "flag"):
         auc = "" if m.get("auc") is None else f"AUC of its logits, training against held-out, {m['auc']:.2f}"
-        if m.get("gap") is None:  # a critic without a decision boundary: the AUC alone
-            text = (
+
+        def ranks() -> str:  # the AUC's finding (its figures exist only where it found D)
+            return (
                 f"D ranks its training examples above held-out real ones ({auc}, z = {m['z_auc']:.1f}; "
-                f"{m['auc_threshold']:.2f} or more means that at some threshold it calls a tenth more of its own examples real; "
-                f"this critic has no threshold of its own, so no share is called real)"
+                f"{m['auc_threshold']:.2f} or more means that at some threshold it calls a tenth more of its own examples real"
             )
+
+        if m.get("gap") is None:  # a critic without a decision boundary: the AUC alone
+            text = f"{ranks()}; this critic has no threshold of its own, so no share is called real)"
         elif m.get("flagged_by") == "auc":  # D's threshold hides the separation its logits show
             train, held = f"{m['called_real_train']:.1%}", f"{m['called_real_heldout']:.1%}"
             text = (
-                f"D ranks its training examples above held-out real ones ({auc}, z = {m['z_auc']:.1f}; "
-                f"{m['auc_threshold']:.2f} or more means that at some threshold it calls a tenth more of its own examples real), "
+                f"{ranks()}), "
                 f"though at its own threshold it calls {train} of training examples real and {held} of held-out ones "
                 f"(gap {m['gap']:.2f}; r_t on the training data {m['r_t_train']:.2f})"
             )

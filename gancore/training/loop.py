@@ -248,10 +248,15 @@ class TrainingLoop:
         return True
 
     # -- steps ------------------------------------------------------------------------------------
+    def monitors(self, step: int) -> bool:
+        """Whether the monitor checks ``step`` (multiples of monitor_every only, not also the last
+        step: train.steps must not change the log of the steps before it)."""
+        return self.tp.monitor_every is not None and step % self.tp.monitor_every == 0
+
     def on_grid(self, step: int) -> bool:
         """Whether ``step`` has a log row whatever ``train.steps`` is (every log_every-th, and the
         monitor's steps); the last step has one too, off the grid."""
-        return step % self.tp.log_every == 0 or (self.tp.monitor_every is not None and step % self.tp.monitor_every == 0)
+        return step % self.tp.log_every == 0 or self.monitors(step)
 
     def step_once(self, bar: Any) -> bool:
         """One generator update, its log row and its monitor check; True when training should end."""
@@ -259,9 +264,7 @@ class TrainingLoop:
         self.step += 1
         step = self.step
         last = step == tp.steps
-        # Multiples of monitor_every only (not also the last step): train.steps must not change
-        # the log of the steps before it, or a longer run would not continue a shorter one.
-        monitor_now = tp.monitor_every is not None and step % tp.monitor_every == 0
+        monitor_now = self.monitors(step)
         on_grid = self.on_grid(step)
         log_now = on_grid or last
         if tp.lr_decay > 0:
