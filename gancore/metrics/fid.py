@@ -90,11 +90,15 @@ def _psd_factor(sigma: torch.Tensor, name: str) -> torch.Tensor:
     return v * torch.sqrt(torch.clamp(w, min=0.0))
 
 
-def _sqrt_eig_sum(m: torch.Tensor, name: str) -> torch.Tensor:
-    """sum sqrt(eig(m)) for the symmetric PSD m = L^T sigma L."""
+def _sqrt_eig_sum(factor: torch.Tensor, sigma: torch.Tensor, name: str) -> torch.Tensor:
+    """sum sqrt(eig(L^T sigma L)) for the factor L and the PSD ``sigma``."""
+    m = factor.T @ sigma @ factor
     eig = torch.linalg.eigvalsh(0.5 * (m + m.T))
-    top = float(eig.abs().max()) if eig.numel() else 0.0
-    if eig.numel() and float(eig.min()) < -1e-6 * max(top, 1e-300):
+    # Rounding leaves eigenvalues up to ~d eps |L|^2 |sigma| below zero, whatever the product's own
+    # largest eigenvalue: supports that are nearly orthogonal make that one rounding noise too.
+    # Frobenius norms bound the spectral ones at the cost of one pass over each matrix.
+    scale = float(factor.square().sum() * torch.linalg.matrix_norm(sigma))
+    if eig.numel() and float(eig.min()) < -1e-6 * max(scale, 1e-300):
         # L^T S L is PSD whenever S is: a clearly negative eigenvalue means S is no covariance.
         raise ValueError(
             f"{name} is not positive semi-definite (L^T {name} L has eigenvalue {float(eig.min()):.3g}); pass a covariance matrix"
@@ -116,9 +120,9 @@ def _trace_sqrt_product(s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
             return torch.zeros((), dtype=a.dtype, device=a.device)  # a = 0, so S1 S2 = 0
         factor, info = torch.linalg.cholesky_ex(a[live][:, live])
         if int(info) == 0:
-            return _sqrt_eig_sum(factor.T @ b[live][:, live] @ factor, name_b)
+            return _sqrt_eig_sum(factor, b[live][:, live], name_b)
     factor = _psd_factor(s1, "sigma1")
-    return _sqrt_eig_sum(factor.T @ s2 @ factor, "sigma2")
+    return _sqrt_eig_sum(factor, s2, "sigma2")
 
 
 def _check_statistics(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> tuple[torch.Tensor, ...]:
@@ -178,7 +182,7 @@ def fid(feat_real: Any, feat_fake: Any, real_statistics: Optional[tuple[torch.Te
         # Thin factor F of the smaller set: tr((F F^T S)^(1/2)) = sum sqrt(eig(F^T S F)).
         x, mu, s_other, name = (real, mu1, s2, "sigma2") if thin1 else (fake, mu2, s1, "sigma1")
         f = _thin_factor(x, mu)
-        tr_covmean = _sqrt_eig_sum(f.T @ s_other @ f, name)
+        tr_covmean = _sqrt_eig_sum(f, s_other, name)
     else:
         tr_covmean = _trace_sqrt_product(s1, s2)
     return _fid_value(mu1, torch.trace(s1), mu2, torch.trace(s2), tr_covmean)

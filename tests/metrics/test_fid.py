@@ -172,6 +172,22 @@ def test_fid_validation():
         frechet_distance(torch.zeros(2), torch.eye(3), torch.zeros(2), torch.eye(2))
 
 
+def test_fid_of_sets_on_orthogonal_planes_is_exact():
+    """Two rank-2 sets on orthogonal planes of R^4 (N > d, both covariances singular): S1 S2 = 0,
+    so FID = tr S1 + tr S2 + |mu1 - mu2|^2 exactly. The product L^T S2 L is then zero up to
+    rounding, and its rounding (about -3e-16) was judged against its own largest eigenvalue, which
+    is rounding too: 18 of 20 rotations raised "not positive semi-definite". A true covariance's
+    rounding is bounded by |L|^2 |S2|. Tolerance: the square roots of eigenvalues that are rounding
+    (about 1e-16) add up to about 1e-8, so 1e-6 relative (sqrt(eps) and a margin)."""
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        rotation = torch.linalg.qr(torch.randn(4, 4, generator=gen, dtype=torch.float64))[0]
+        a = torch.cat([torch.randn(500, 2, generator=gen, dtype=torch.float64), torch.zeros(500, 2, dtype=torch.float64)], 1) @ rotation
+        b = torch.cat([torch.zeros(500, 2, dtype=torch.float64), torch.randn(500, 2, generator=gen, dtype=torch.float64)], 1) @ rotation
+        expected = float(torch.trace(torch.cov(a.T)) + torch.trace(torch.cov(b.T)) + (a.mean(0) - b.mean(0)).square().sum())
+        assert fid(a, b) == pytest.approx(expected, rel=1e-6)
+
+
 def torch_fidelity_kid(a, b, **kw):
     out = kid_features_to_metric(a, b, verbose=False, **kw)
     return out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"]
