@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gancore.clustering import GaussianMixture
 from gancore.seeds import generator as seeded_generator
 
 # PacGAN's quality radius, in units of the mixture's sigma (``dis_thre=3`` in MetricLogger).
@@ -194,25 +195,39 @@ def quality_radius(dims: int, probability: float = PACGAN_QUALITY_PROBABILITY) -
     return (lo + hi) / 2
 
 
-def assign_gaussian(points: Any, means: Any, variances: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's nearest component in its own units (Mahalanobis distance with the diagonal
-    ``variances``) and that distance."""
+def assign_gaussian(points: Any, means: Any, variances: Any, weights: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's most probable component (``weights``: uniform when not given) and its
+    Mahalanobis distance to it with the diagonal ``variances``. The rule is the fitted mixture's
+    own ``predict``, which labels the real test points: the nearest component in Mahalanobis
+    distance alone gives a wide component a narrow one's samples, so a faithful generator's
+    histogram would differ from the real one's."""
     x = torch.as_tensor(_as_numpy(points), dtype=torch.float64).reshape(len(points), -1)
-    mu = torch.as_tensor(_as_numpy(means), dtype=torch.float64)
-    var = torch.as_tensor(_as_numpy(variances), dtype=torch.float64)
-    d2 = torch.cat([((x[s : s + 4096, None, :] - mu[None]) ** 2 / var[None]).sum(-1) for s in range(0, len(x), 4096)])
-    dist, nearest = d2.min(dim=1)
-    return nearest.numpy(), dist.sqrt().numpy()
+    mu = torch.as_tensor(_as_numpy(means), dtype=torch.float64).reshape(len(means), -1)
+    var = torch.as_tensor(_as_numpy(variances), dtype=torch.float64).reshape(mu.shape)
+    w = (
+        torch.full((len(mu),), 1.0 / len(mu), dtype=torch.float64)
+        if weights is None
+        else torch.as_tensor(_as_numpy(weights), dtype=torch.float64)
+    )
+    gmm = GaussianMixture(w, mu, var, 0.0, 0)
+    nearest = (
+        torch.cat([gmm.log_joint(x[s : s + 4096]).argmax(1) for s in range(0, len(x), 4096)])
+        if len(x)
+        else torch.zeros(0, dtype=torch.long)
+    )
+    dist = ((x - mu[nearest]) ** 2 / var[nearest]).sum(1).sqrt()
+    return nearest.numpy(), dist.numpy()
 
 
-def modes_gaussian(points: Any, means: Any, variances: Any, real_labels: Any | None = None) -> dict[str, Any]:
+def modes_gaussian(points: Any, means: Any, variances: Any, real_labels: Any | None = None, weights: Any | None = None) -> dict[str, Any]:
     """PacGAN's protocol carried to a Gaussian mixture of any dimension with diagonal covariances
-    (the clusters prepare found in a points file): each sample goes to its nearest component in
-    Mahalanobis distance, is high quality within :func:`quality_radius` of it, and the histogram
-    counts high-quality samples. In 2D with equal isotropic components this is :func:`modes_2d`."""
+    (the clusters prepare found in a points file): each sample goes to its most probable component
+    (:func:`assign_gaussian`), is high quality within :func:`quality_radius` of it in Mahalanobis
+    distance, and the histogram counts high-quality samples. In 2D with equal isotropic components
+    of equal weight this is :func:`modes_2d`."""
     mu = _as_numpy(means).reshape(len(means), -1)
     k, dims = mu.shape
-    nearest, dist = assign_gaussian(points, mu, variances)
+    nearest, dist = assign_gaussian(points, mu, variances, weights)
     radius = quality_radius(dims)
     good = dist < radius
     counts = np.bincount(nearest[good], minlength=k).astype(np.int64)
@@ -222,7 +237,7 @@ def modes_gaussian(points: Any, means: Any, variances: Any, real_labels: Any | N
     else:
         real_hist, source = np.full(k, 1.0 / k), "uniform"
     return _report(
-        f"gaussian_{dims}d: nearest component (Mahalanobis), high quality within {radius:.4g} of it "
+        f"gaussian_{dims}d: most probable component, high quality within {radius:.4g} of it "
         f"(P = {PACGAN_QUALITY_PROBABILITY:.4f} for a faithful sample, as PacGAN's 3 sigma in 2D); histogram of high-quality samples",
         counts,
         counts,
@@ -247,7 +262,7 @@ def vector_modes(
     0.0060 against 0.0048 for a faithful grid25 generator, 2,500 samples, 10,000 test labels,
     mean of 200 draws); a fitted mixture's is the test labels'."""
     if modes.get("means") and modes.get("variances"):
-        return modes_gaussian(points, modes["means"], modes["variances"], real_labels=real_labels)
+        return modes_gaussian(points, modes["means"], modes["variances"], real_labels=real_labels, weights=modes.get("weights"))
     if modes.get("centers") and modes.get("sigma"):
         return modes_2d(points, modes["centers"], float(modes["sigma"]))
     return None
@@ -256,7 +271,7 @@ def vector_modes(
 def vector_assignments(points: Any, modes: dict[str, Any]) -> torch.Tensor:
     """Each point's mode under :func:`vector_modes`' protocol, -1 where it is not high quality."""
     if modes.get("means") and modes.get("variances"):
-        nearest, dist = assign_gaussian(points, modes["means"], modes["variances"])
+        nearest, dist = assign_gaussian(points, modes["means"], modes["variances"], modes.get("weights"))
         good = dist < quality_radius(np.asarray(modes["means"]).shape[1])
     else:
         nearest, good = assign_2d(points, modes["centers"], float(modes["sigma"]))
