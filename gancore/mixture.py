@@ -115,6 +115,8 @@ def finish_mixture(params: Params, layout: Layout) -> dict[str, Any]:
             raise GanCoreError(f"{generator} is missing: part {p['index']} of the mixture is not trained yet")
         parts.append({**p, "weight": p["count"] / total, "generator": generator.relative_to(layout.models).as_posix()})
     write_json(layout.mixture, {"method": info["method"], "parts": parts})
+    # Only now that the mixture exists: a refused or interrupted mixture leaves the single GAN.
+    remove_single(layout)
     judged = mixture_monitor(params, layout, parts)
     rows = mean_log([trainlog.read(layout.part(p["index"]).train_log) for p in info["parts"]])
     # The parts' monitor figures describe one part each (1 mode covered of the data's 8): the
@@ -186,7 +188,6 @@ def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
     """The train stage of a mixture: every part in turn (each resumable on its own), then the manifest."""
     info = partition_info(layout)
-    remove_single(layout)
     steps = part_params(params).train.steps
     n = len(info["parts"])
     summaries = [train_part(params, layout, p["index"], restart, later_steps=steps * (n - 1 - i)) for i, p in enumerate(info["parts"])]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gancore.errors import GanCoreError
+from gancore.errors import GanCoreError, ParamsError
 from gancore.io import torch_load, torch_save
 from gancore.layout import DISCRIMINATOR_FILE, GENERATOR_FILE
 
@@ -102,7 +102,11 @@ def build_pair(
     plugin packs without knowing about it (the generator is the one of the first build).
     """
     arch, resolved = resolve_architecture(arch_name, options)
-    generator, discriminator = arch.build(tuple(shape), int(latent_dim), **resolved)
+    try:
+        generator, discriminator = arch.build(tuple(shape), int(latent_dim), **resolved)
+    except (ValueError, TypeError) as exc:
+        # A plugin refuses options it cannot build (a width below 1, an unknown activation).
+        raise ParamsError([("model.options", f"architecture {arch_name!r} cannot build {dict(options)}: {exc}")]) from None
     if pack > 1:
         try:
             _, discriminator = arch.build(packed_shape(tuple(shape), pack), int(latent_dim), **resolved)

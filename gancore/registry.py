@@ -190,9 +190,35 @@ def get_architecture(name: str) -> RegisteredArchitecture:
 
 
 def resolve_options(arch: Architecture, options: dict[str, Any]) -> dict[str, Any]:
-    """Defaults overlaid with user options; unknown option names are an error."""
+    """Defaults overlaid with user options; unknown option names and values of another type than
+    the default's are an error."""
     unknown = sorted(set(options) - set(arch.defaults))
     if unknown:
         allowed = ", ".join(sorted(arch.defaults)) or "(none)"
         raise ValueError(f"architecture {arch.name!r} has no option(s) {', '.join(unknown)}; allowed: {allowed}")
+    wrong = [problem for name, value in options.items() if (problem := _option_type_problem(name, value, arch.defaults[name]))]
+    if wrong:
+        raise ValueError(f"architecture {arch.name!r}: " + "; ".join(wrong))
     return {**arch.defaults, **options}
+
+
+def _option_type_problem(name: str, value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot stand where ``default`` stands, or None: an option takes its default's
+    type (a float one takes an int too; a default of None takes anything). Python would take
+    ``hidden=1.5`` for width 1 and ``batch_norm='maybe'`` for true."""
+    if default is None:
+        return None
+    expected: tuple[type, ...]
+    if isinstance(default, bool):
+        expected, label = (bool,), "true or false"
+    elif isinstance(default, int):
+        expected, label = (int,), "an integer"
+    elif isinstance(default, float):
+        expected, label = (int, float), "a number"
+    elif isinstance(default, str):
+        expected, label = (str,), "a string"
+    else:
+        return None
+    if isinstance(value, bool) and bool not in expected or not isinstance(value, expected):
+        return f"option {name} must be {label} (its default is {default!r}), got {value!r}"
+    return None

@@ -14,7 +14,7 @@ import gancore
 from gancore import Architecture, hookimpl, registry
 from gancore.cli import main
 from gancore.conformance import check_shapes
-from gancore.registry import PluginWarning, resolve_options
+from gancore.registry import PluginWarning, get_architecture, resolve_options
 
 BUILTINS = ("mlp", "dcgan", "resnet_sn")
 
@@ -134,6 +134,31 @@ def test_resolve_options_overlays_defaults_and_names_allowed_keys():
     assert resolve_options(arch, {}) == {"hidden": 8, "scale": 1.0}
     with pytest.raises(ValueError, match="'alpha' has no option\\(s\\) depth, widht; allowed: hidden, scale"):
         resolve_options(arch, {"widht": 3, "depth": 2, "hidden": 4})
+
+
+def test_options_take_their_default_s_type():
+    """Python would build hidden=1.5 at width 1 and read batch_norm='maybe' as true: an option
+    takes its default's type (a float one an int too; YAML's true is no integer)."""
+    arch = _arch("alpha")
+    assert resolve_options(arch, {"scale": 2}) == {"hidden": 8, "scale": 2}
+    for value, shown in ((1.5, "1.5"), ("abc", "'abc'"), (True, "True"), (None, "None")):
+        with pytest.raises(ValueError, match=f"option hidden must be an integer \\(its default is 8\\), got {shown}"):
+            resolve_options(arch, {"hidden": value})
+    with pytest.raises(ValueError, match="option scale must be a number"):
+        resolve_options(arch, {"scale": "big"})
+    mlp = get_architecture("mlp").architecture
+    with pytest.raises(ValueError, match="option batch_norm must be true or false .* got 'maybe'"):
+        resolve_options(mlp, {"batch_norm": "maybe"})
+    with pytest.raises(ValueError, match="option g_activation must be a string"):
+        resolve_options(mlp, {"g_activation": 3})
+
+
+def test_options_a_plugin_cannot_build_are_a_parameter_error():
+    from gancore.errors import ParamsError
+    from gancore.modelio import build_pair
+
+    with pytest.raises(ParamsError, match="model.options: architecture 'mlp' cannot build .*hidden >= 1"):
+        build_pair("mlp", (2,), 2, {"hidden": -3})
 
 
 def test_get_architecture_unknown_lists_installed():

@@ -171,12 +171,10 @@ def _train(
     digest = identity_digest(identity)
 
     ckpt = layout.checkpoint
-    if main:
-        layout.mixture.unlink(missing_ok=True)  # a mixture trained here before is replaced
-        if restart:
-            ckpt.unlink(missing_ok=True)
-            for healthy in layout.healthy_checkpoints:
-                healthy.unlink(missing_ok=True)
+    if main and restart:
+        ckpt.unlink(missing_ok=True)
+        for healthy in layout.healthy_checkpoints:
+            healthy.unlink(missing_ok=True)
     if world.distributed:
         distributed.barrier()
     state = load_checkpoint(ckpt) if ckpt.exists() else None

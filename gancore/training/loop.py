@@ -316,6 +316,9 @@ class TrainingLoop:
                 self.layout.generator, self.trainer.sampling_generator, ema=self.trainer.ema is not None, step=step, **self.model_record
             )
             save_model(self.layout.discriminator, self.trainer.D, ema=False, step=step, pack=params.model.pack, **self.model_record)
+            # A mixture trained here before is replaced only now that its successor exists: a run
+            # refused or interrupted earlier leaves the model that was there.
+            self.layout.mixture.unlink(missing_ok=True)
             trainlog.write(self.layout.train_log, self.rows)
         if self.world.distributed:
             distributed.barrier()  # the files are complete before any rank returns

@@ -1,0 +1,43 @@
+"""A `gan train` that is refused or fails leaves the model that was trained before: the single GAN
+and the mixture replace each other only once the new one is written."""
+
+from __future__ import annotations
+
+from gancore.cli import main
+from gancore.layout import Layout
+from helpers import PARAMS
+
+TINY = [
+    "data.n_train=2000",
+    "data.n_test=500",
+    "mixture.max_parts=3",
+    "mixture.steps=10",
+    "train.steps=10",
+    "train.batch_size=64",
+    "train.monitor_every=null",
+    "tracking.enabled=false",
+]
+
+
+def _gan(stage: str, out, *extra: str) -> int:
+    sets = [a for o in (*TINY, *extra) for a in ("-S", o)]
+    return main([stage, "--params", str(PARAMS), "--out", str(out), *sets])
+
+
+def test_a_refused_train_keeps_the_other_kind_of_model(tmp_path):
+    layout = Layout(tmp_path)
+    assert _gan("prepare", tmp_path) == 0
+    assert _gan("train", tmp_path, "mixture.enabled=false") == 0
+    single = layout.generator.read_bytes()
+    # A mixture whose architecture option is refused: the single GAN was deleted before its parts
+    # were checked.
+    assert _gan("train", tmp_path, "model.options.hidden=-3") != 0
+    assert layout.generator.read_bytes() == single and not layout.mixture.exists()
+    assert _gan("train", tmp_path) == 0
+    assert layout.mixture.is_file() and not layout.generator.exists()
+    manifest = layout.mixture.read_bytes()
+    # A single GAN refused because its checkpoint belongs to a different run: the mixture was
+    # deleted before the checkpoint was read.
+    assert _gan("train", tmp_path, "mixture.enabled=false", "train.lr_g=0.0001") != 0
+    assert layout.mixture.read_bytes() == manifest
+    assert _gan("sample", tmp_path, "sample.n=100") == 0
