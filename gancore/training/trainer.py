@@ -78,6 +78,8 @@ class Trainer:
         fused = {"fused": True} if cuda else {}
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=betas, **fused)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas, **fused)
+        # What G's step switches off and back on: a layer the plugin froze stays frozen.
+        self.d_trainable = [p for p in self.D.parameters() if p.requires_grad]
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
@@ -182,13 +184,13 @@ class Trainer:
             losses_d.append(loss_d.detach())
         grad_norm_d = _grad_norm(D, self.device) if stats else None
 
-        D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
+        _set_requires_grad(self.d_trainable, False)  # G's update needs gradients through D, not for D's weights
         with self._autocast():
             loss_g = self.loss.g(self.discriminate(self.G_train(self._z()), self.D_plain).float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        D.requires_grad_(True)
+        _set_requires_grad(self.d_trainable, True)
         if self.ema is not None:
             self._update_ema()
         if self.augment is not None:
@@ -309,3 +311,8 @@ class Trainer:
             self.augment.load_state_dict(state["augment"])
         if self.held_out is not None and state.get("held_out_batches") is not None:
             self.held_out.load_state_dict(state["held_out_batches"])
+
+
+def _set_requires_grad(parameters: list[nn.Parameter], value: bool) -> None:
+    for p in parameters:
+        p.requires_grad_(value)

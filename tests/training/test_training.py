@@ -278,6 +278,23 @@ def test_ema_update_is_the_exponential_average():
         torch.testing.assert_close(e, 0.9 * p0 + 0.1 * p1.detach(), rtol=1e-6, atol=1e-7)
 
 
+def test_a_layer_the_plugin_froze_stays_frozen():
+    """G's step switches D's gradients off and back on: switching all of them back on unfroze a
+    plugin's fixed feature layer, which Adam then moved (and which DDP, having wrapped it frozen,
+    no longer kept equal across ranks)."""
+    torch.manual_seed(0)
+    g = torch.nn.Linear(3, 2)
+    feature = torch.nn.Linear(2, 4).requires_grad_(False)
+    d = torch.nn.Sequential(feature, torch.nn.LeakyReLU(0.2), torch.nn.Linear(4, 1))
+    batches = training.BatchStream(torch.randn(64, 2), 16, seed=0, device="cpu", resident=True)
+    trainer = training.Trainer(g, d, get_loss("non_saturating"), batches, latent_dim=3, lr_g=0.1, lr_d=0.1, betas=(0.5, 0.9))
+    frozen, head = feature.weight.detach().clone(), d[2].weight.detach().clone()
+    for step in range(1, 4):
+        trainer.step(step)
+    assert not feature.weight.requires_grad and torch.equal(feature.weight, frozen)
+    assert d[2].weight.requires_grad and not torch.equal(d[2].weight, head)
+
+
 def test_batches_are_epochs_of_a_seeded_permutation():
     data = torch.arange(10, dtype=torch.float32)[:, None]
     stream = training.BatchStream(data, 3, seed=5, device="cpu", resident=True)
