@@ -37,6 +37,7 @@ from gancore.io import write_json
 from gancore.layout import Layout
 from gancore.metrics.inputs import MetricInputs, seeded_subset
 from gancore.provenance import card
+from gancore.seeds import derive
 
 # What the stage returns: the evaluate figures of gancore.figures.FIGURES.
 HEADLINE = HEADLINE_EVALUATE
@@ -203,7 +204,12 @@ class PixelSpace:
         x = to_model_range(train[pick]).flatten(1)
         self.mean = x.mean(0)
         q = min(self.COMPONENTS, x.shape[0], x.shape[1])
-        _, _, self.basis = torch.pca_lowrank(x - self.mean, q=q, center=False, niter=4)
+        # pca_lowrank's random projection comes from the global generator: seeded here, or the
+        # basis (and the scores) would follow whatever ran before in the process (a flow runs
+        # train and evaluate in one).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive(seed, "evaluate/pixel-pca"))
+            _, _, self.basis = torch.pca_lowrank(x - self.mean, q=q, center=False, niter=4)
         self.name, self.seed = f"pixels:pca{q}", seed
 
     def describe(self) -> dict[str, str]:

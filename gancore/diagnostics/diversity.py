@@ -34,6 +34,7 @@ import torch
 from gancore.clustering import kmeans, nearest
 from gancore.diagnostics.modes import subset
 from gancore.diagnostics.ndb import proportion_z
+from gancore.seeds import generator as seeded_generator
 
 # Subset size for the pairwise-distance measures: 2,000 points give 2M pairs, far more than needed
 # to pin a mean distance to < 1 %, at a cdist cost of milliseconds.
@@ -153,7 +154,9 @@ def near_duplicates(generated: Any, real: Any, quantile: float, seed: int, max_p
     n = min(max_points, len(g), len(r) // 2)
     if n < 2:
         raise ValueError(f"need at least 2 generated and 4 real points, got {len(g)} and {len(r)}")
-    r = subset(r, 2 * n, seed, "diagnose/duplicates-real")
+    # A seeded permutation even when every real point is used: the halves of a file sorted by
+    # cluster or class would set the threshold on one part of the data and the chance on another.
+    r = r[torch.randperm(len(r), generator=seeded_generator(seed, "diagnose/duplicates-real"))[: 2 * n]]
     calibration, control = r[:n], r[n:]
     g = subset(g, n, seed, "diagnose/duplicates-generated")
     threshold = float(torch.quantile(_nn_distances(calibration, calibration, True).double(), quantile))
