@@ -249,14 +249,18 @@ class MixtureGenerator(nn.Module):
         return outputs
 
 
-def load_mixture_generator(layout: Layout, device: str = "cpu") -> tuple[MixtureGenerator, dict[str, Any]]:
-    """The mixture in ``layout`` as one module, and a record like a model file's."""
+def load_mixture_generator(layout: Layout, device: str = "cpu", which: str = "last") -> tuple[MixtureGenerator, dict[str, Any]]:
+    """The mixture in ``layout`` as one module, and a record like a model file's; ``which``: the
+    parts' last generators or the ones ``train.keep_best`` kept (``sample.generator``)."""
     from gancore.modelio import load_generator, read_model_file
 
     manifest = read_json(layout.mixture)
     generators, record = [], {}
     for part in manifest["parts"]:
-        path = layout.models / part["generator"]
+        part_layout = layout.part(int(part["index"]))
+        path = part_layout.best_models / part_layout.generator.name if which == "best" else layout.models / part["generator"]
+        if not path.is_file():
+            raise GanCoreError(f"{path} is missing: sample.generator={which} needs a training run with train.keep_best set")
         record = read_model_file(path)
         generators.append(load_generator(path, device))
     affines = [(p.get("shift") or [], float(p.get("scale", 1.0))) for p in manifest["parts"]]

@@ -73,12 +73,32 @@ def _load(path: Path, params: Params, device: torch.device) -> tuple[nn.Module, 
 
 
 def generator_path(params: Params, layout: Layout) -> Path:
+    """The generator file ``gan sample`` draws from in ``layout`` (a run's, or a mixture part's):
+    the last one, or with ``sample.generator=best`` the one ``train.keep_best`` kept."""
     if params.sample.generator == "best":
         path = layout.best_models / layout.generator.name
         if not path.exists():
             raise GanCoreError(f"{path} is missing: sample.generator=best needs a training run with train.keep_best set")
         return path
     return layout.generator
+
+
+def sampled_generators(params: Params, layout: Layout) -> list[Path]:
+    """Every generator file the samples come from: the mixture's parts', or the single one."""
+    if layout.mixture.exists():
+        return [generator_path(params, layout.part(int(p["index"]))) for p in read_json(layout.mixture)["parts"]]
+    return [generator_path(params, layout)]
+
+
+def sampled_step(params: Params, layout: Layout) -> int | None:
+    """The training step of the generator(s) sampled (the latest of a mixture's parts), or None
+    when there is none yet."""
+    try:
+        steps = [read_model_file(path).get("step") for path in sampled_generators(params, layout)]
+    except GanCoreError:
+        return None
+    known = [int(s) for s in steps if s is not None]
+    return max(known) if known else None
 
 
 def draw_samples(params: Params, layout: Layout, device: torch.device) -> tuple[Tensor, dict[str, Any]]:
@@ -89,7 +109,7 @@ def draw_samples(params: Params, layout: Layout, device: torch.device) -> tuple[
         counts = part_counts(n, [p["weight"] for p in manifest["parts"]], seeds.generator(params.seed, f"{SAMPLE_STREAM}/parts"))
         parts, record = [], None
         for part, count in zip(manifest["parts"], counts):
-            generator, record = _load(layout.models / part["generator"], params, device)
+            generator, record = _load(generator_path(params, layout.part(int(part["index"]))), params, device)
             if count == 0:  # no sample picked this part
                 continue
             stream = seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}")

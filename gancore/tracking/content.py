@@ -84,8 +84,10 @@ def _requirements(params: Params) -> list[str]:
 
 
 def log_model(run: PipelineRun, params: Params, layout: Layout) -> None:
-    """The trained generator (or the mixture as one module), registered."""
+    """The generator ``gan sample`` draws from (the last or, with ``sample.generator=best``, the
+    best one; a mixture as one module), registered: the model whose samples were scored."""
     from gancore.modelio import load_generator, read_model_file
+    from gancore.sampling import generator_path
     from gancore.tracking import models
     from gancore.tracking.models import registered_model_name
 
@@ -93,10 +95,11 @@ def log_model(run: PipelineRun, params: Params, layout: Layout) -> None:
     if layout.mixture.is_file():
         from gancore.mixture import load_mixture_generator
 
-        module, record = load_mixture_generator(layout)
+        module, record = load_mixture_generator(layout, which=params.sample.generator)
     elif layout.generator.is_file():
-        record = read_model_file(layout.generator)
-        module = load_generator(layout.generator, "cpu")
+        path = generator_path(params, layout)
+        record = read_model_file(path)
+        module = load_generator(path, "cpu")
     else:
         return
     version = models.log_generator(
@@ -159,9 +162,14 @@ def log_sample(run: PipelineRun, params: Params, layout: Layout) -> None:
     if picture.is_file():
         from PIL import Image
 
+        from gancore.sampling import sampled_step
+
         run.log_artifact(picture, "samples")
         with Image.open(picture) as image:
-            run.client.log_image(run.run_id, image.convert("RGB"), key=SAMPLES_KEY, step=params.train.steps, synchronous=True)
+            # at the step of the generator sampled, where its curves end (not train.steps: a
+            # mixture trains mixture.steps, and the best generator an earlier step)
+            step = sampled_step(params, layout)
+            run.client.log_image(run.run_id, image.convert("RGB"), key=SAMPLES_KEY, step=step or 0, synchronous=True)
 
 
 def _results(layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:

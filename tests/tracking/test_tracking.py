@@ -297,3 +297,35 @@ def test_registered_model_serves_latent_vectors_over_http(tiny_run, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(60)
+
+
+def test_the_registered_model_is_the_generator_that_was_sampled(tmp_path):
+    """With sample.generator=best the samples, the scores and @best describe the generator
+    train.keep_best kept; the run registered the last one, and pictured the samples at
+    train.steps."""
+    from gancore.modelio import load_generator, read_model_file
+
+    root = tmp_path / "best"
+    root.mkdir()
+    params = load_params(
+        write_params(
+            root / "params.yaml", train={"keep_best": "mode_kl"}, sample={"generator": "best"}, tracking={"experiment": EXPERIMENT}
+        )
+    )
+    layout = Layout(root)
+    recorder = tracking.FileHandedRecorder(str(root), "cli")
+    for stage in ("prepare", "train", "sample"):
+        run_stage(stage, params, layout, recorder)
+    best = layout.best_models / "generator.pt"
+    step = read_model_file(best)["step"]
+    # the check needs the kept generator and the last one apart: on this seed they are
+    assert step < params.train.steps
+    run_id = tracking.current_run_id(layout)
+    (version,) = model_versions(params, run_id)
+    assert client().get_run(run_id).data.tags["model.step"] == str(step)
+    z = torch.randn(5, params.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        registered = mlflow.pytorch.load_model(f"models:/{version.name}/{version.version}").eval()(z)
+        assert torch.equal(registered, load_generator(best)(z))
+    pictures = {p for p in artifact_paths(run_id) if p.startswith("images/samples")}
+    assert pictures and all(f"+step+{step}+" in p for p in pictures)
