@@ -94,6 +94,16 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                     f"{t.on_collapse} needs the collapse monitor: set train.monitor_every (e.g. 500) or on_collapse=continue",
                 )
             )
+    else:
+        # The steps each GAN trains: a mixture's parts train mixture.steps.
+        parts = params.mixture.enabled and params.mixture.steps is not None
+        steps, key = (params.mixture.steps, "mixture.steps") if parts else (t.steps, "train.steps")
+        if t.monitor_every > steps:
+            for name, on in (("train.keep_best", t.keep_best is not None), ("train.on_collapse", t.on_collapse != "continue")):
+                if on:
+                    problems.append(
+                        (name, f"needs the collapse monitor, which checks every {t.monitor_every} steps of {key}={steps}: lower train.monitor_every")
+                    )
     if params.sample.generator == "best" and t.keep_best is None:
         problems.append(("sample.generator", "best needs train.keep_best (e.g. high_quality_fraction); or use sample.generator=last"))
     if params.mixture.enabled and params.mixture.partition == "labels" and params.data_kind == "vector":

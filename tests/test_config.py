@@ -55,6 +55,22 @@ def test_semantic_problems_are_reported_together():
     assert set(found) == {"data.path", "data.image_size", "sample.n"}
 
 
+def test_keep_best_and_on_collapse_need_a_monitor_check_within_the_steps():
+    """A monitor every 1,000 steps of 20 never checks: keep_best kept nothing (sample.generator=best
+    then failed after training) and on_collapse did nothing. A mixture's parts train mixture.steps."""
+    found, _ = problems(
+        {"train": {"steps": 20, "monitor_every": 1000, "keep_best": "mode_kl", "on_collapse": "stop"}, "mixture": {"enabled": False}},
+        check_plugins=False,
+    )
+    assert "every 1000 steps of train.steps=20" in found["train.keep_best"] and "train.on_collapse" in found
+    found, _ = problems(
+        {"train": {"steps": 5000, "monitor_every": 1000, "keep_best": "mode_kl"}, "mixture": {"enabled": True, "steps": 500}},
+        check_plugins=False,
+    )
+    assert "mixture.steps=500" in found["train.keep_best"]
+    validate({"train": {"steps": 20, "monitor_every": 20, "keep_best": "mode_kl"}, "mixture": {"enabled": False}}, check_plugins=False)
+
+
 def test_unknown_architecture_lists_installed_ones():
     found, _ = problems({"model": {"arch": "transformer9000"}})
     assert "mlp" in found["model.arch"] and "dcgan" in found["model.arch"]
