@@ -102,7 +102,10 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
             for name, on in (("train.keep_best", t.keep_best is not None), ("train.on_collapse", t.on_collapse != "continue")):
                 if on:
                     problems.append(
-                        (name, f"needs the collapse monitor, which checks every {t.monitor_every} steps of {key}={steps}: lower train.monitor_every")
+                        (
+                            name,
+                            f"needs the collapse monitor, which checks every {t.monitor_every} steps of {key}={steps}: lower train.monitor_every",
+                        )
                     )
     if params.sample.generator == "best" and t.keep_best is None:
         problems.append(("sample.generator", "best needs train.keep_best (e.g. high_quality_fraction); or use sample.generator=last"))

@@ -181,6 +181,7 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "held_out_usable": _held_out_usable(params, layout),
         "arch_options": sorted(options),
         "batch_norm": bool(options.get("batch_norm")),
+        "d_batch_norm": bool(options.get("d_batch_norm")),
     }
 
 

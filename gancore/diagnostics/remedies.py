@@ -213,7 +213,9 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
             # A held-out signal without the adaptive p is refused too (gancore.config_checks).
             fixed = ("augment.adaptive=false",) + (("augment.signal=r_t",) if context.get("augment_signal") == "held_out" else ())
         caveat = WASSERSTEIN_FIXED if fixed else None
-        out.append(Remedy("wasserstein_gp", WASSERSTEIN, ("loss.name=wasserstein_gp", "train.n_critic=5", *fixed), caveat=caveat))
+        # The penalty is refused with a batch-normalised critic (gancore.training).
+        critic = ("model.options.d_batch_norm=false",) if context.get("d_batch_norm") else ()
+        out.append(Remedy("wasserstein_gp", WASSERSTEIN, ("loss.name=wasserstein_gp", "train.n_critic=5", *critic, *fixed), caveat=caveat))
     if name == "dominant_discriminator":
         lr_g, lr_d, n_critic = context.get("lr_g"), context.get("lr_d"), int(context.get("n_critic") or 1)
         sets = ([f"train.lr_d={lr_g}"] if lr_g and lr_d and lr_d > lr_g else []) + (["train.n_critic=1"] if n_critic > 1 else [])

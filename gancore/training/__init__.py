@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from gancore import seeds
 from gancore.checkpoint import (
@@ -42,7 +43,7 @@ from gancore.errors import TrainingError
 from gancore.heldout import held_out_steers, steering_half, steering_problem
 from gancore.io import file_digest
 from gancore.layout import Layout
-from gancore.losses import boundary, get_loss
+from gancore.losses import boundary, get_loss, spec
 from gancore.modelio import build_pair, resolve_architecture
 from gancore.names import parse_policy
 from gancore.training import distributed
@@ -188,6 +189,9 @@ def _train(
 
     torch.manual_seed(params.seed)  # weight initialisation
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)
+    penalty_problem = _penalty_problem(params, discriminator)
+    if penalty_problem:
+        raise ParamsError([("loss.name", penalty_problem)])
     pin_small_model_threads(device, generator, discriminator)
     image = len(shape) == 3
     compiled = use_compile(tp.compile, device)
@@ -264,3 +268,18 @@ def _train(
     if main and world.distributed:
         distributed.write_summary(summary)
     return summary
+
+
+def _penalty_problem(params: Params, discriminator: torch.nn.Module) -> str | None:
+    """Why the loss's gradient penalty cannot go with this discriminator, or None. The penalty asks
+    for a unit gradient of D at each sample on its own, which a batch-normalised D has not: its
+    output at one sample moves with the rest of the batch, and the penalty's interpolates move
+    its running statistics (Gulrajani et al. 2017, section 4: no batch norm in the critic)."""
+    found = spec(params.loss.name)
+    if not (found and found.penalty):
+        return None
+    if not any(isinstance(m, _BatchNorm) for m in discriminator.modules()):
+        return None
+    has_switch = "d_batch_norm" in resolve_architecture(params.model.arch, {})[1]
+    hint = "set model.options.d_batch_norm=false" if has_switch else "use an architecture whose discriminator has no batch norm"
+    return f"{params.loss.name}'s gradient penalty needs a discriminator without batch norm, and {params.model.arch}'s has it: {hint}, or use another loss"

@@ -225,6 +225,13 @@ def test_a_wasserstein_critic_is_augmented_on_every_sample_and_an_adaptive_run_k
     assert wgan.sets == ("loss.name=wasserstein_gp", "train.n_critic=5", "augment.adaptive=false") and "decision boundary" in wgan.caveat
     plain = plan(["complete_collapse"], "minimax", _dynamics(vanishing=True, dominance=False), SINGLE)
     assert next(r for r in plain if r.name == "wasserstein_gp").sets == ("loss.name=wasserstein_gp", "train.n_critic=5")
+    # a batch-normalised critic (DCGAN's default) is refused beside the penalty: turned off with it
+    dcgan = plan(["complete_collapse"], "minimax", _dynamics(vanishing=True, dominance=False), {**SINGLE, "d_batch_norm": True})
+    assert next(r for r in dcgan if r.name == "wasserstein_gp").sets == (
+        "loss.name=wasserstein_gp",
+        "train.n_critic=5",
+        "model.options.d_batch_norm=false",
+    )
 
 
 def test_every_remedy_s_settings_are_accepted_beside_the_run_s_own():

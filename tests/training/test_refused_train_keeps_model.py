@@ -41,3 +41,21 @@ def test_a_refused_train_keeps_the_other_kind_of_model(tmp_path):
     assert _gan("train", tmp_path, "mixture.enabled=false", "train.lr_g=0.0001") != 0
     assert layout.mixture.read_bytes() == manifest
     assert _gan("sample", tmp_path, "sample.n=100") == 0
+
+
+def test_a_gradient_penalty_is_refused_with_a_batch_normalised_critic(tmp_path):
+    """WGAN-GP's penalty wants D's unit gradient at each sample on its own; a batch-normalised D's
+    output at one sample moves with its batch-mates (gradient norm 0.79 in one batch, 0.63 in
+    another, at the same example), and the penalty's interpolates move its running statistics.
+    DCGAN's critic has batch norm by default: refused with the option that turns it off."""
+    from gancore.config import validate
+    from gancore.modelio import build_pair
+    from gancore.training import _penalty_problem
+
+    params = validate({"data": {"name": "mnist"}, "model": {"arch": "dcgan", "options": {"width": 8}}, "loss": {"name": "wasserstein_gp"}})
+    _, critic = build_pair("dcgan", (1, 28, 28), 8, {"width": 8})
+    assert "set model.options.d_batch_norm=false" in _penalty_problem(params, critic)
+    _, plain = build_pair("dcgan", (1, 28, 28), 8, {"width": 8, "d_batch_norm": False})
+    assert _penalty_problem(params, plain) is None
+    hinge = validate({"data": {"name": "mnist"}, "model": {"arch": "dcgan"}, "loss": {"name": "hinge"}})
+    assert _penalty_problem(hinge, critic) is None
