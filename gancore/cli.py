@@ -58,20 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
     ui = sub.add_parser("ui", help="the MLflow UI over this project's runs (http://127.0.0.1:5000)")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--root", default=".", help="project folder holding mlflow.db (default: .)")
-    ui.add_argument("--workers", type=int, default=1, help="server processes (default 1: one person browsing; mlflow's own default is 4)")
+    ui.add_argument("--port", type=_port, default=5000)
+    ui.add_argument("--root", default=None, help="project folder holding mlflow.db (default: the project around the working directory)")
+    ui.add_argument(
+        "--workers", type=_positive, default=1, help="server processes (default 1: one person browsing; mlflow's own default is 4)"
+    )
     server = sub.add_parser(
         "tracking-server", help="a shared MLflow tracking server on this project's store; its runs log through it while it runs"
     )
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for other machines)")
-    server.add_argument("--port", type=int, default=5000)
-    server.add_argument("--root", default=".", help="project folder holding mlflow.db (default: .)")
+    server.add_argument("--port", type=_port, default=5000)
+    server.add_argument("--root", default=None, help="project folder holding mlflow.db (default: the project around the working directory)")
     server.add_argument("--backend-store-uri", default=None, help="e.g. postgresql://user@host/db (default: the project's mlflow.db)")
     server.add_argument(
         "--artifacts-destination", default=None, help="artifact root the server serves (default: the project's mlartifacts/)"
     )
-    server.add_argument("--workers", type=int, default=1)
+    server.add_argument("--workers", type=_positive, default=1)
     for name, what in CATALOGUE_HELP.items():
         sub.add_parser(name, help=what, description=what)
     plugins = sub.add_parser("plugins", help="list architecture plugins or check one")
@@ -81,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("name", help="architecture name")
     check.add_argument("--device", default="cpu", help="device to check on (default: cpu)")
     return parser
+
+
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is no TCP port; use 1-65535")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: use 1 or more")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
 def _print_summary(title: str, summary: dict[str, Any]) -> None:
@@ -93,14 +116,18 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 
 
 def _run_stage(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
-    from gancore.config import load_params
+    from gancore.config import ParamsError, load_params
     from gancore.layout import Layout, find_project_root
     from gancore.recorder import NULL_RECORDER
     from gancore.stages import run_stage
     from gancore.tracking import recorder_for
 
     params = load_params(args.params, args.overrides)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ParamsError([("--out", f"{str(out)!r} is a file; pass the folder the stages write to (created if missing)")], "--out")
     kwargs = {"restart": args.restart} if args.command == "train" else {}
     # With tracking enabled the stage joins the pipeline's MLflow run (found through
     # <out>/.mlflow_run.json); mlflow.db lives in the project root (the DVC repository of the params file).
@@ -158,7 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from gancore.tracking import server
 
-            root = Path(args.root).resolve()
+            from gancore.layout import find_project_root
+
+            # the project around the working directory, as the stages find it (walking up)
+            root = Path(args.root).resolve() if args.root is not None else find_project_root()
+            if not root.is_dir():
+                raise ParamsError([("--root", f"{str(root)!r} is not a folder; pass the project folder holding mlflow.db")], "--root")
             if args.command == "ui":
                 return server.ui(root, args.host, args.port, args.workers)
             return server.tracking_server(root, args.host, args.port, args.backend_store_uri, args.artifacts_destination, args.workers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -386,12 +387,36 @@ def validate(tree: dict[str, Any], source: str = "params", check_plugins: bool =
     return params
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: the loader keeps the last
+    one, so a second ``train:`` section silently dropped the first one's settings."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is defined twice (lines {seen[key]} and {line}); keep one", key_node.start_mark
+                )
+            if isinstance(key, Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None, check_plugins: bool = True) -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError([("--params", f"file {str(path)!r} does not exist; pass an existing params.yaml")], str(path))
+    if not path.is_file():
+        raise ParamsError([("--params", f"{str(path)!r} is not a file; pass a params.yaml")], str(path))
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise ParamsError([("(file)", f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")], str(path)) from None
+    except OSError as exc:
+        raise ParamsError([("--params", f"cannot be read: {exc.strerror or exc}")], str(path)) from None
     except yaml.YAMLError as exc:
         raise ParamsError([("(file)", f"not valid YAML: {exc}")], str(path)) from None
     if not isinstance(tree, dict):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gancore.cli import main
-from helpers import REPO, overrides
+from helpers import PARAMS, REPO, overrides
 
 
 def _files(root: Path) -> list[Path]:
@@ -43,6 +43,23 @@ def test_invalid_parameters_exit_2_and_write_nothing(tmp_path, capsys, stage, ov
 def test_missing_params_file_exits_2(tmp_path, capsys):
     assert main(["prepare", "--params", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_out_root_and_port_exit_2_and_create_nothing(tmp_path, capsys):
+    """A file as --out, a missing --root (the UI created it and an empty mlflow.db in it) and a port
+    outside 1-65535 (mlflow's bind traceback) are usage errors."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["prepare", "--params", str(PARAMS), "--out", str(afile), "-S", "tracking.enabled=false"]) == 2
+    assert "--out: " in capsys.readouterr().err and afile.read_text() == ""
+    missing = tmp_path / "nonexistent"
+    assert main(["ui", "--root", str(missing)]) == 2
+    assert "--root: " in capsys.readouterr().err and not missing.exists()
+    for argv in (["ui", "--port", "99999"], ["tracking-server", "--port", "0"], ["ui", "--workers", "0"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+    assert "no TCP port; use 1-65535" in capsys.readouterr().err
 
 
 def test_help_is_fast_and_imports_no_heavy_modules():

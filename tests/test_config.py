@@ -109,6 +109,21 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("data: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+    with pytest.raises(ParamsError, match="is not a file; pass a params.yaml"):
+        load_params(tmp_path)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"seed: 0\n# caf\xe9\n")
+    with pytest.raises(ParamsError, match="not UTF-8 text .* save it as UTF-8"):
+        load_params(latin)
+    # YAML keeps the last of two equal keys: the first section's settings were silently dropped
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  steps: 20\ndata:\n  name: ring8\ntrain:\n  log_every: 5\n")
+    with pytest.raises(ParamsError, match="'train' is defined twice \\(lines 1 and 5\\); keep one"):
+        load_params(twice)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("train:\n  steps: 20\n  steps: 30\n")
+    with pytest.raises(ParamsError, match="'steps' is defined twice \\(lines 2 and 3\\)"):
+        load_params(nested)
 
 
 def test_digest_is_stable_and_section_scoped():
