@@ -183,9 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("ui", "tracking-server"):
             from pathlib import Path
 
-            from gancore.tracking import server
-
             from gancore.layout import find_project_root
+            from gancore.tracking import server
 
             # the project around the working directory, as the stages find it (walking up)
             root = Path(args.root).resolve() if args.root is not None else find_project_root()

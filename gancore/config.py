@@ -11,10 +11,10 @@ import hashlib
 import json
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gancore.datasets import REGISTRY as DATASETS
 from gancore.datasets import DatasetSpec
@@ -32,6 +32,24 @@ KeepBest = Literal["high_quality_fraction", "modes_covered", "mode_kl"]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_value_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic takes true for 1: train.steps=yes trained one step, seed=true was seed 1.
+        if isinstance(value, bool) and info.field_name and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{value!r} is a truth value; this setting takes a number or a name")
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes true/false (bool, Any, or a union or literal with them)."""
+    if annotation is bool or annotation is Any:
+        return True
+    args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return any(isinstance(a, bool) for a in args)
+    return any(_admits_bool(a) for a in args)
 
 
 class DataParams(_Section):
@@ -203,8 +221,8 @@ def _probe_budgets() -> list[int | Literal["all"]]:
 
 class ProbeParams(_Section):
     enabled: bool = Field(False, description="gan probe: a linear probe of the trained discriminator's features (needs labels)")
-    labels_per_class: list[Union[int, Literal["all"]]] = Field(
-        default_factory=_probe_budgets, description="labelled training examples per class the probe may use"
+    labels_per_class: list[Union[PositiveInt, Literal["all"]]] = Field(
+        default_factory=_probe_budgets, min_length=1, description="labelled training examples per class the probe may use"
     )
     l2: float = Field(1e-3, ge=0, description="L2 penalty of the probe's logistic regression (standardised features)")
 

@@ -71,6 +71,27 @@ def test_keep_best_and_on_collapse_need_a_monitor_check_within_the_steps():
     validate({"train": {"steps": 20, "monitor_every": 20, "keep_best": "mode_kl"}, "mixture": {"enabled": False}}, check_plugins=False)
 
 
+@pytest.mark.parametrize(
+    "tree, key",
+    [
+        ({"train": {"steps": True}}, "train.steps"),  # pydantic took true for 1: one step
+        ({"seed": True}, "seed"),
+        ({"model": {"latent_dim": True}}, "model.latent_dim"),
+        ({"mixture": {"parts": False}}, "mixture.parts"),
+    ],
+)
+def test_a_truth_value_is_no_number(tree, key):
+    found, _ = problems(tree, check_plugins=False)
+    assert "is a truth value; this setting takes a number or a name" in found[key]
+
+
+@pytest.mark.parametrize("budgets", [[-5], [0], [], [-5, 0]])
+def test_probe_budgets_are_positive_counts_or_all(budgets):
+    """-5 took all but 5 examples per class, and [] probed nothing, without a word."""
+    found, _ = problems({"probe": {"labels_per_class": budgets}}, check_plugins=False)
+    assert any(key.startswith("probe.labels_per_class") for key in found)
+
+
 def test_unknown_architecture_lists_installed_ones():
     found, _ = problems({"model": {"arch": "transformer9000"}})
     assert "mlp" in found["model.arch"] and "dcgan" in found["model.arch"]
