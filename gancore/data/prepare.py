@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from gancore.config import Params
-from gancore.data.prepared import CLASSIFIER_FILE, META_FILE, PreparedData, save_prepared
+from gancore.data.prepared import CLASSIFIER_FILE, DATA_FILE, META_FILE, PreparedData, save_prepared
 from gancore.errors import DataError, ParamsError
 from gancore.io import write_json
 from gancore.layout import MIXTURE_FILE, Layout
@@ -61,14 +61,40 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
+    try:
+        run_facts, mixture = _write_prepared(params, layout, data)
+    except BaseException:
+        # Interrupted or failed half-way: nothing may look prepared (train and sample took a
+        # data.pt and meta.json without their classifier or partition, and evaluate then blamed
+        # data.classifier_epochs).
+        _remove_prepared(layout)
+        raise
+    summary: dict[str, Any] = {
+        "name": data.meta["name"],
+        "kind": data.kind,
+        "shape": "x".join(str(s) for s in data.shape),
+        "count": data.meta["count"],
+        "count_test": data.meta["count_test"],
+        "modes": data.num_modes if data.num_modes is not None else "unknown",
+    }
+    accuracy = data.meta.get("classifier", {}).get("test_accuracy")
+    if accuracy is not None:
+        summary["classifier_test_accuracy"] = accuracy
+    if "cache" in run_facts:
+        summary["classifier_cache"] = run_facts["cache"]
+    if mixture is not None:
+        summary["mixture_parts"] = len(mixture["parts"])
+        summary["mixture_method"] = mixture["method"] + (" (part count by BIC)" if mixture.get("chosen_by") == "bic" else "")
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return summary
+
+
+def _write_prepared(params: Params, layout: Layout, data: PreparedData) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Replace the prepared outputs: the tensors, the domain classifier and the partition, with
+    ``meta.json`` rewritten last; returns the classifier's run facts and the partition."""
     out = layout.prepared
     # An older description, classifier or partition must not outlive the tensors it described.
-    for stale in (META_FILE, CLASSIFIER_FILE, MIXTURE_FILE):
-        (out / stale).unlink(missing_ok=True)
-    if (out / "parts").is_dir():
-        import shutil
-
-        shutil.rmtree(out / "parts")
+    _remove_prepared(layout)
     save_prepared(out, data)
     # A mixture posterior (vector data) needs no training: those data always get theirs.
     if params.data.classifier_epochs > 0 or params.dataset.classifier == "gaussian_posterior":
@@ -93,21 +119,15 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
         # it was chosen from); meta.json is written last, as everywhere in prepare.
         data.meta["mixture"] = {k: v for k, v in mixture.items() if k != "parts"} | {"parts": len(mixture["parts"])}
         write_json(out / META_FILE, data.meta)
-    summary: dict[str, Any] = {
-        "name": data.meta["name"],
-        "kind": data.kind,
-        "shape": "x".join(str(s) for s in data.shape),
-        "count": data.meta["count"],
-        "count_test": data.meta["count_test"],
-        "modes": data.num_modes if data.num_modes is not None else "unknown",
-    }
-    accuracy = data.meta.get("classifier", {}).get("test_accuracy")
-    if accuracy is not None:
-        summary["classifier_test_accuracy"] = accuracy
-    if "cache" in run_facts:
-        summary["classifier_cache"] = run_facts["cache"]
-    if mixture is not None:
-        summary["mixture_parts"] = len(mixture["parts"])
-        summary["mixture_method"] = mixture["method"] + (" (part count by BIC)" if mixture.get("chosen_by") == "bic" else "")
-    summary["seconds"] = round(time.perf_counter() - start, 3)
-    return summary
+    return run_facts, mixture
+
+
+def _remove_prepared(layout: Layout) -> None:
+    """Every prepared output, the description first (what marks the data as prepared)."""
+    import shutil
+
+    out = layout.prepared
+    for name in (META_FILE, DATA_FILE, CLASSIFIER_FILE, MIXTURE_FILE):
+        (out / name).unlink(missing_ok=True)
+    if (out / "parts").is_dir():
+        shutil.rmtree(out / "parts")

@@ -59,3 +59,16 @@ def test_a_gradient_penalty_is_refused_with_a_batch_normalised_critic(tmp_path):
     assert _penalty_problem(params, plain) is None
     hinge = validate({"data": {"name": "mnist"}, "model": {"arch": "dcgan"}, "loss": {"name": "hinge"}})
     assert _penalty_problem(hinge, critic) is None
+
+
+def test_a_prepare_that_fails_half_way_leaves_nothing_that_looks_prepared(tmp_path, monkeypatch):
+    """Interrupted after data.pt and meta.json but before the partition (here: the disk fills as
+    mixture.json is written), prepare left data that train and sample took, and the plan read "one
+    GAN". Now nothing prepared is left, and train says to run prepare."""
+    layout = Layout(tmp_path)
+    monkeypatch.setenv("GANCORE_FAULTS", "write:mixture.json=enospc")
+    assert _gan("prepare", tmp_path) != 0
+    assert not layout.prepared_meta.exists() and not layout.prepared_data.exists()
+    monkeypatch.delenv("GANCORE_FAULTS")
+    assert _gan("train", tmp_path) != 0
+    assert _gan("prepare", tmp_path) == 0 and layout.prepared_meta.is_file() and (layout.prepared / "mixture.json").is_file()
