@@ -13,8 +13,8 @@ image_size}, loadable with ``weights_only=True``).
 
 Cache: trained weights are also kept under ``$GANCORE_CACHE_DIR/classifiers`` (default
 ``~/.cache/gancore/classifiers``; ``GANCORE_CACHE_DIR=off`` disables it), keyed by a sha256 of the
-training tensors and labels, the architecture, the training settings, the epochs, the seed and
-:data:`CODE_VERSION`. A hit reuses the weights and the recorded training cost; the test accuracy is
+training tensors and labels, the architecture, the training settings, the epochs, the seed, the
+text of the modules that train it, torch's version and the device type. A hit reuses the weights and the recorded training cost; the test accuracy is
 measured again on ``data.test`` every time, so the stored number always describes these data.
 """
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from gancore import progress
 from gancore.classifiers.base import Classifier, classify
-from gancore.classifiers.domain_cache import CACHE_ENV, CODE_VERSION, cache_directory
+from gancore.classifiers.domain_cache import CACHE_ENV, cache_directory
 from gancore.classifiers.domain_cache import cache_key as _cache_key
 from gancore.classifiers.domain_cache import cache_load as _cache_load
 from gancore.classifiers.domain_cache import cache_store as _cache_store
@@ -145,7 +145,7 @@ def _fit_network(data: PreparedData, params, directory: Path, start: float) -> d
     device = resolve_device(params.device)
     settings = dict(TRAIN, augment=_augmentation(spec.photographs), epochs=epochs, seed=seed)
 
-    key = _cache_key(kind, arch, settings, images, labels)
+    key = _cache_key(kind, arch, settings, images, labels, device)
     ckpt, record = _cache_load(key)
     cache = "hit" if ckpt is not None else ("miss" if cache_directory() else "off")
     if ckpt is None:
@@ -286,7 +286,6 @@ def _train(
 
 __all__ = [
     "CACHE_ENV",
-    "CODE_VERSION",
     "COLOUR_ARCH",
     "GREY_ARCH",
     "CNNClassifier",

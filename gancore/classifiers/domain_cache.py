@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,23 @@ from gancore.io import torch_load, torch_save, write_json
 
 log = logging.getLogger(__name__)
 
-#: Bump whenever training or the network changes, so that cached weights are not reused.
-CODE_VERSION = 2
 CACHE_ENV = "GANCORE_CACHE_DIR"
+# The sources that decide a classifier's weights (the network, its training, the seeded streams):
+# their text is part of the key, so that an edit to them is never served weights the old code
+# trained (a hand-bumped version number was forgotten; DVC then reran prepare onto a cache hit).
+_DECIDING_SOURCES = (
+    Path(__file__).with_name("domain.py"),
+    Path(__file__).with_name("domain_networks.py"),
+    Path(__file__).parents[1] / "seeds.py",
+)
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    digest = hashlib.sha256()
+    for path in _DECIDING_SOURCES:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cache_directory() -> Path | None:
@@ -32,10 +47,16 @@ def cache_directory() -> Path | None:
     return root / "classifiers"
 
 
-def cache_key(kind: str, arch: dict[str, Any], settings: dict[str, Any], images: torch.Tensor, labels: torch.Tensor) -> str:
+def cache_key(
+    kind: str, arch: dict[str, Any], settings: dict[str, Any], images: torch.Tensor, labels: torch.Tensor, device: torch.device
+) -> str:
+    """Everything that decides the weights: the code, torch and the device type (kernels differ),
+    the network, the settings and the data."""
     h = hashlib.sha256()
     header = {
-        "code_version": CODE_VERSION,
+        "code": code_digest(),
+        "torch": torch.__version__,
+        "device": torch.device(device).type,
         "kind": kind,
         "arch": arch,
         "settings": settings,

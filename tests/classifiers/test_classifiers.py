@@ -207,7 +207,7 @@ def test_augment_translates_within_shift():
 # -- fitting domain CNNs ------------------------------------------------------------------------
 
 
-def test_fit_cnn_learns_saves_and_caches(tmp_path, cache):
+def test_fit_cnn_learns_saves_and_caches(tmp_path, cache, monkeypatch):
     layout = Layout(tmp_path)
     data = image_data("mnist", 1200)
     info = fit_domain_classifier(data, params("mnist"), layout.prepared)
@@ -238,6 +238,14 @@ def test_fit_cnn_learns_saves_and_caches(tmp_path, cache):
     # Another seed is another key.
     other = fit_domain_classifier(data, params("mnist", seed=1), tmp_path / "other")
     assert other["cache"] == "miss" and other["cache_key"] != info["cache_key"]
+    # An edit to the code that trains it is another key (DVC reruns prepare on such an edit, and
+    # a hand-bumped version number had served the old code's weights).
+    from gancore.classifiers import domain_cache
+
+    key = domain_cache.cache_key("cnn", {"a": 1}, {"s": 1}, data.train, data.train_labels, torch.device("cpu"))
+    assert domain_cache.cache_key("cnn", {"a": 1}, {"s": 1}, data.train, data.train_labels, torch.device("cuda")) != key
+    monkeypatch.setattr(domain_cache, "code_digest", lambda: "edited")
+    assert domain_cache.cache_key("cnn", {"a": 1}, {"s": 1}, data.train, data.train_labels, torch.device("cpu")) != key
 
 
 def test_fit_is_deterministic_without_cache(tmp_path, monkeypatch):
