@@ -88,18 +88,20 @@ def _figures_and_verdict(c: MlflowClient, run_id: str) -> tuple[dict[str, float]
 
 def _measured_otherwise(c: MlflowClient, best_run: str, run_id: str) -> list[str]:
     """Where two runs' numbers were measured otherwise: the data settings (a model name is shared
-    by every points file and image folder; the seed, which draws the data too, may differ) and the
-    provenance card's comparable fields."""
+    by every points file and image folder; the seed, which draws the data too, may differ), the
+    data file's bytes and mode count (a file edited in place keeps its settings), the diagnosis's
+    settings (its verdict, modes and high-quality share) and the provenance card's comparable
+    fields."""
     from gancore.provenance import COMPARABLE
 
     theirs, mine = c.get_run(best_run).data, c.get_run(run_id).data
-    data_keys = sorted(k for k in {*theirs.params, *mine.params} if k.startswith("data."))
+    data_keys = sorted(k for k in {*theirs.params, *mine.params} if k.startswith(("data.", "diagnose.")))
     apart = [
         f"{k}: {theirs.params.get(k)!r} at @best, {mine.params.get(k)!r} here"
         for k in data_keys
         if theirs.params.get(k) != mine.params.get(k)
     ]
-    cards = [f"provenance.{f}" for f in COMPARABLE]
+    cards = ["data.source_sha256", "data.modes", *(f"provenance.{f}" for f in COMPARABLE)]
     return apart + [
         f"{k}: {theirs.tags.get(k)!r} at @best, {mine.tags.get(k)!r} here" for k in cards if theirs.tags.get(k) != mine.tags.get(k)
     ]

@@ -162,6 +162,8 @@ class PipelineRun:
             meta = read_json(layout.prepared_meta)
             tags["data.count"] = meta.get("count")
             tags["data.modes"] = (meta.get("modes") or {}).get("count")
+            # the bytes of a points file or image folder: edited in place, its settings stay
+            tags["data.source_sha256"] = (meta.get("source") or {}).get("sha256")
             classifier = meta.get("classifier") or {}
             if classifier.get("test_accuracy") is not None:
                 self.log_metrics({"classifier_test_accuracy": float(classifier["test_accuracy"])})

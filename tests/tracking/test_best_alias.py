@@ -8,11 +8,22 @@ from mlflow import MlflowClient
 from gancore.tracking.models import BEST_ALIAS, promote_if_best
 
 
-def _run(c: MlflowClient, experiment: str, name: str, path: str, covered: float, total: float, n_generated: str) -> str:
+def _run(
+    c: MlflowClient,
+    experiment: str,
+    name: str,
+    path: str,
+    covered: float,
+    total: float,
+    n_generated: str,
+    sha: str = "aaaa",
+    confidence: str = "0.9",
+) -> str:
     run = c.create_run(experiment)
     rid = run.info.run_id
-    for key, value in (("data.name", "points"), ("data.path", path), ("seed", "0")):
+    for key, value in (("data.name", "points"), ("data.path", path), ("seed", "0"), ("diagnose.confidence", confidence)):
         c.log_param(rid, key, value)
+    c.set_tag(rid, "data.source_sha256", sha)
     for key, value in (("modes_covered", covered), ("modes_total", total), ("high_quality_fraction", 0.98)):
         c.log_metric(rid, key, value)
     c.set_tag(rid, "verdict", "healthy")
@@ -37,5 +48,10 @@ def test_best_moves_between_runs_on_the_same_data_and_protocol_only(tmp_path, mo
     other_n = _run(c, experiment, name, "/data/blobs25.csv", 25, 25, "1000")
     assert not promote_if_best(c, name, other_n)
     assert c.get_model_version_by_alias(name, BEST_ALIAS).run_id == first
+    # The same file edited in place (its settings unchanged), or judged at another confidence.
+    edited = _run(c, experiment, name, "/data/blobs25.csv", 25, 25, "2500", sha="bbbb")
+    assert not promote_if_best(c, name, edited)
+    lenient = _run(c, experiment, name, "/data/blobs25.csv", 25, 25, "2500", confidence="0.5")
+    assert not promote_if_best(c, name, lenient)
     better = _run(c, experiment, name, "/data/blobs25.csv", 24, 25, "2500")
     assert promote_if_best(c, name, better) and c.get_model_version_by_alias(name, BEST_ALIAS).run_id == better
