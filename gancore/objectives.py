@@ -75,16 +75,21 @@ def gradient_penalty(
     real: Tensor,
     fake: Tensor,
     generator: torch.Generator | None = None,
+    share: tuple[int, int] | None = None,
 ) -> Tensor:
     """Gulrajani et al. 2017: E[(||grad_x critic(x_hat)||_2 - 1)^2] at random interpolates.
 
     ``x_hat = a * real + (1 - a) * fake`` with one ``a ~ U[0, 1]`` per example, drawn from
-    ``generator`` so that a resumed run draws the same ones. The graph is kept (``create_graph``)
-    so the penalty trains the critic.
+    ``generator`` so that a resumed run draws the same ones. ``share``: ``(examples, start)`` when
+    ``real`` is one process's rows ``start...`` of a batch of ``examples``: the whole batch's
+    weights are drawn and this share's taken, so that every rank has its own and the stream stays
+    in step with one process's. The graph is kept (``create_graph``) so the penalty trains the
+    critic.
     """
     real = real.detach().float()
     fake = fake.detach().float()
-    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator, device=real.device)
+    total, start = share if share is not None else (real.shape[0], 0)
+    alpha = torch.rand((total,) + (1,) * (real.dim() - 1), generator=generator, device=real.device)[start : start + real.shape[0]]
     # Element-wise ops keep real's memory format (channels_last for images), so the critic sees
     # the same layout as in its other calls.
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)

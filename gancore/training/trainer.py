@@ -174,7 +174,8 @@ class Trainer:
                 l_fake = flat_logits(D_train(fake_in)).float()
                 loss_d = self.loss.d(l_real, l_fake)
                 if self.loss.gp_weight:
-                    penalty = gradient_penalty(self.D_penalty, real_in, fake_in, generator=self.noise)
+                    share = (self.batch_size // self.pack, self.batches.offset // self.pack) if self.world.distributed else None
+                    penalty = gradient_penalty(self.D_penalty, real_in, fake_in, generator=self.noise, share=share)
                     loss_d = loss_d + self.loss.gp_weight * penalty
             if self.augment is not None:
                 self.augment.observe(l_real, l_held)
