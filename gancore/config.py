@@ -170,7 +170,8 @@ class DiagnoseParams(_Section):
 class MixtureParams(_Section):
     enabled: bool = Field(True, description="train one GAN per part of the data and sample their mixture (false: one GAN)")
     partition: Literal["auto", "labels", "kmeans"] = Field(
-        "auto", description="auto: class labels for labelled images, the data's own clusters otherwise | labels | kmeans"
+        "auto",
+        description="auto: vector data's own clusters; images one part (k-means when parts is a number) | labels (one part per class) | kmeans",
     )
     parts: Union[int, Literal["auto"]] = Field(
         "auto", description="clusters to split the data into: auto (chosen from the data by BIC, up to max_parts) or a number >= 2"

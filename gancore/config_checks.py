@@ -111,6 +111,13 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
         problems.append(("sample.generator", "best needs train.keep_best (e.g. high_quality_fraction); or use sample.generator=last"))
     if params.mixture.enabled and params.mixture.partition == "labels" and params.data_kind == "vector":
         problems.append(("mixture.partition", f"{d.name} is unlabelled vector data: use kmeans (or auto)"))
+    if params.mixture.enabled and params.mixture.partition == "labels" and params.mixture.parts != "auto":
+        problems.append(
+            (
+                "mixture.parts",
+                f"{params.mixture.parts}: labels make one part per class; use parts: auto, or partition: kmeans for a count of your own",
+            )
+        )
     problems += augment_problems(params)
     m = params.mixture
     if m.parts != "auto" and int(m.parts) > m.max_parts:

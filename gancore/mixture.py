@@ -86,7 +86,7 @@ def plan_text(params: Params, layout: Layout) -> str:
     batch = f"batch {params.train.batch_size}" + (f" x pack {params.model.pack}" if params.model.pack > 1 else "")
     if params.mixture.enabled and layout.prepared.joinpath(MIXTURE_FILE).is_file():
         info = partition_info(layout)
-        how = {"labels": "one per class", "none": "the whole data set, unlabelled images are not split"}.get(
+        how = {"labels": "one per class", "none": "the whole data set: images are not split under partition auto"}.get(
             info["method"], "clusters, count chosen by BIC" if info.get("chosen_by") == "bic" else "clusters"
         )
         steps = part_params(params).train.steps

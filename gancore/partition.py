@@ -39,13 +39,15 @@ IMAGE_COMPONENTS = 16
 
 
 def partition_method(params: Params, data: PreparedData) -> str:
-    """``labels``, ``kmeans`` or ``none`` (one part: unlabelled images under ``auto``, whose
-    clusters of pixels are colours and layouts rather than modes; ``partition: kmeans`` splits
-    them anyway)."""
+    """``labels``, ``kmeans`` or ``none``. Under ``auto``: vector data are split into their own
+    clusters; images are one part (``none``) unless ``mixture.parts`` asks for a count, which
+    k-means makes: their clusters of pixels are colours and layouts rather than modes, and their
+    class labels are the very modes the mode count scores, so a default split by labels would
+    hand the metric its answer (``partition: labels`` asks for that class-conditional mixture)."""
     method = params.mixture.partition
     if method == "auto":
         if data.kind == "image":
-            return "labels" if data.train_labels is not None else "none"
+            return "none" if params.mixture.parts == "auto" else "kmeans"
         return "kmeans"
     if method == "labels" and data.train_labels is None:
         raise ParamsError([("mixture.partition", f"labels: {data.meta.get('name')} has no class labels; use kmeans (or auto)")])

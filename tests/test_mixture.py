@@ -168,3 +168,30 @@ def test_gan_mixture_flow_trains_parts_in_parallel_under_one_parent_run(prefect_
     predicted = mlflow.pyfunc.load_model(f"models:/gancore-ring8-mlp/{version}").predict(torch.randn(5, 16).numpy())
     assert predicted.shape == (5, 2)
     assert result["diagnose"]["modes_total"] == 8
+
+
+def test_class_labels_are_never_the_default_split():
+    """Class labels are the modes the mode count scores: a default split by labels handed the
+    metric its answer (MNIST's 10 parts, Stacked MNIST's 1,000). Images are one part under auto,
+    k-means when a count is asked for; labels only when asked for, and then with no count."""
+    from gancore.config import validate
+    from gancore.data.prepared import PreparedData
+    from gancore.diagnostics.remedies import plan
+    from gancore.errors import ParamsError
+    from gancore.partition import partition_method
+    from helpers import image_meta
+
+    images = torch.zeros(20, 1, 28, 28, dtype=torch.uint8)
+    labelled = PreparedData(image_meta("mnist", [1, 28, 28], 20, 0, {"count": 10}), images, images[:0], torch.arange(20) % 10, None)
+
+    def method(**mixture) -> str:
+        return partition_method(validate({"data": {"name": "mnist"}, "mixture": mixture}, check_plugins=False), labelled)
+
+    assert method() == "none"
+    assert method(parts=3) == "kmeans"
+    assert method(partition="labels") == "labels"
+    with pytest.raises(ParamsError, match="labels make one part per class"):
+        validate({"data": {"name": "mnist"}, "mixture": {"partition": "labels", "parts": 3}}, check_plugins=False)
+    # the mixture remedy of a collapsed image GAN splits it by k-means, not into one part
+    remedy = next(r for r in plan(["partial_collapse"], "non_saturating", None, {"kind": "image"}) if r.name == "mixture")
+    assert remedy.sets == ("mixture.enabled=true", "mixture.partition=kmeans")

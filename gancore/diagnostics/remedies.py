@@ -199,6 +199,12 @@ def _packing(m: int) -> Remedy:
     )
 
 
+def _mixture_sets(context: Mapping[str, Any]) -> tuple[str, ...]:
+    """Turn the mixture on; images are one part under ``partition: auto``, so they are split by
+    k-means (their class labels would be the mode count's answer)."""
+    return ("mixture.enabled=true",) + (("mixture.partition=kmeans",) if context.get("kind") == "image" else ())
+
+
 def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics: Mapping[str, Any] | None) -> list[Remedy]:
     """The remedies of one finding (``name``: a verdict, or a cause found in the dynamics)."""
     pack = int(context.get("pack") or 1)
@@ -225,7 +231,7 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
             )
     if name in ("complete_collapse", "partial_collapse", "intra_mode_collapse"):
         if not context.get("mixture"):
-            out.append(Remedy("mixture", SEPARATE, ("mixture.enabled=true",)))
+            out.append(Remedy("mixture", SEPARATE, _mixture_sets(context)))
         elif context.get("mixture_parts") == 1:  # unlabelled images trained as one part: split them
             out.append(Remedy("mixture", SEPARATE, ("mixture.partition=kmeans",)))
         out += [_packing(m) for m in (2, 4) if pack < m]
@@ -243,7 +249,7 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         if name == "not_converged" and not context.get("mixture") and (context.get("modes_total") or 0) > 1:
             # Several modes one GAN has not learned: parts are each one easy mode (benchmarks/collapse.py:
             # grid25's not-converged single GANs reach every mode at the protocol's ceiling as a mixture).
-            out.append(Remedy("mixture", SEPARATE, ("mixture.enabled=true",)))
+            out.append(Remedy("mixture", SEPARATE, _mixture_sets(context)))
         bn = (dynamics or {}).get("bn_drift")
         # A run with batch norm already gets none; else: no drift logged, or statistics never settled.
         if not context.get("batch_norm") and (name == "vanishing_gradients" or dynamics is None or bn is None or bn.get("flag")):
