@@ -18,6 +18,10 @@ from gancore.training.batches import BatchStream
 from gancore.training.distributed import SINGLE, World
 
 NOISE_STREAM = "train/noise"
+# The EMA generator's batch-norm statistics are measured again from its own weights (BigGAN's
+# "standing statistics") on this many batches of its stream before it is saved or monitored.
+EMA_BN_STREAM = "train/ema-batch-norm"
+EMA_BN_BATCHES = 20
 
 
 def _grad_norm(module: nn.Module, device: torch.device) -> Tensor:
@@ -85,6 +89,7 @@ class Trainer:
                 group.setdefault("initial_lr", group["lr"])
         self.ema_decay = ema_decay
         self.ema = copy.deepcopy(self.G).requires_grad_(False) if ema_decay else None
+        self._steps, self._ema_calibrated = 0, -1  # updates in this process; when the EMA's statistics were measured
         self.seed = seed
         self.noise = seeds.generator(seed, NOISE_STREAM, self.device)
         self.rollbacks = 0
@@ -161,6 +166,7 @@ class Trainer:
     def step(self, step: int, stats: bool = False) -> dict[str, Tensor] | None:
         """One generator update (``step`` numbers it for error reports); with ``stats``, the log values as tensors."""
         G, D, D_train = self.G, self.D, self.D_train
+        self._steps += 1
         losses_d = []
         for _ in range(self.n_critic):
             real = next(self.batches)
@@ -270,8 +276,37 @@ class Trainer:
 
     @property
     def sampling_generator(self) -> nn.Module:
-        """The generator to save: the EMA weights when EMA is on."""
-        return self.ema if self.ema is not None else self.G
+        """The generator to save: the EMA weights when EMA is on, with batch-norm statistics of
+        its own. G's statistics, which the EMA copies every step, belong to G's current weights:
+        in eval mode they normalised the averaged weights' activations with another layer's mean
+        and spread (a PacGAN G on ring8: 17 % of samples within 3 sigma of a centre against 61 %
+        with its own statistics)."""
+        if self.ema is None:
+            return self.G
+        if self._ema_calibrated != self._steps:
+            self._calibrate_ema_batch_norm()
+            self._ema_calibrated = self._steps
+        return self.ema
+
+    def _calibrate_ema_batch_norm(self) -> None:
+        assert self.ema is not None
+        layers = [m for m in self.ema.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        if not layers:
+            return
+        momenta = [m.momentum for m in layers]
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches below
+        training = self.ema.training
+        stream = seeds.generator(self.seed, EMA_BN_STREAM, self.device)
+        # Dropout in train mode would draw from the global generator: the training's own.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
+            self.ema.train()
+            for _ in range(EMA_BN_BATCHES):
+                self.ema(torch.randn(self.local, self.latent_dim, generator=stream, device=self.device))
+        self.ema.train(training)
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
 
     def state_dict(self) -> dict[str, Any]:
         cuda = self.device.type == "cuda"
@@ -296,6 +331,7 @@ class Trainer:
         self.D.load_state_dict(state["discriminator"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+            self._ema_calibrated = -1
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.rollbacks = int(state.get("rollbacks", 0))

@@ -262,8 +262,35 @@ def test_ema_is_saved_as_the_generator(tmp_path):
     state = load_checkpoint(layout.checkpoint)["trainer"]
     record = torch.load(layout.models / "generator.pt", weights_only=True)
     assert record["ema"] is True
-    assert state_equal(record["state_dict"], state["ema"])
+    # the EMA's weights; its batch-norm statistics are its own (see the test below)
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    weights = lambda sd: {k: v for k, v in sd.items() if not k.endswith(statistics)}  # noqa: E731
+    assert state_equal(weights(record["state_dict"]), weights(state["ema"]))
     assert not state_equal(state["ema"], state["generator"])
+
+
+def test_the_ema_generator_normalises_with_statistics_of_its_own_weights(tmp_path):
+    """The EMA copied G's batch-norm statistics, which belong to G's current weights: in eval mode
+    they normalised the averaged weights' activations with another network's mean and spread. The
+    saved generator's statistics are measured on its own weights (20 batches), so its eval-mode
+    output is near what batch statistics of its own give (a large batch, 4,096 latent vectors):
+    0.045 mean absolute difference on this run, against 0.097 with G's copied statistics."""
+    import copy
+
+    from gancore.modelio import load_generator
+
+    layout = make_layout(tmp_path)
+    params = make_params(steps=300, ema_decay=0.99, checkpoint_every=300, log_every=100, lr_g=2e-3, lr_d=2e-3)
+    training.train(params, layout)
+    saved = load_generator(layout.models / "generator.pt")
+    copied = copy.deepcopy(saved)
+    copied.load_state_dict(load_checkpoint(layout.checkpoint)["trainer"]["ema"])  # G's statistics
+    z = torch.randn(4096, 4, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        own = copy.deepcopy(saved).train()(z)
+        off_saved = (saved.eval()(z) - own).abs().mean().item()
+        off_copied = (copied.eval()(z) - own).abs().mean().item()
+    assert off_saved < 0.6 * off_copied
 
 
 def test_ema_update_is_the_exponential_average():
