@@ -174,6 +174,14 @@ class FileHandedRecorder:
         if keep:
             assert state is not None
             self._run, self._state = open_run(state["run_id"], self.root), state
+            # Stages DVC skipped between the last one recorded and this one: what they left on disk.
+            done = {*state.get("stages", []), *state.get("reused", [])}
+            skipped = [s for s in STAGE_ORDER[: STAGE_ORDER.index(stage)] if s not in done]
+            for earlier in skipped:
+                self._run.log_stage(earlier, params, layout)
+            if skipped:
+                state["reused"] = [*state.get("reused", []), *skipped]
+                write_state(layout, state)
             return
         if abandoned:
             c.set_terminated(abandoned, "KILLED")

@@ -171,6 +171,22 @@ def test_stages_skipped_by_dvc_are_backfilled_and_the_run_is_handed_on(tiny_run)
     assert client().get_run(first).info.status == "FINISHED"
 
 
+def test_a_stage_dvc_skipped_in_the_middle_is_backfilled_too(tiny_run):
+    """sample and diagnose ran, evaluate between them was skipped (unchanged): the run that
+    continued at diagnose had no FID and no provenance card, and called itself complete."""
+    params, layout, _ = tiny_run
+    run_stage("sample", params, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
+    run_id = tracking.current_run_id(layout)
+    run_stage("diagnose", params, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
+    assert tracking.current_run_id(layout) == run_id
+    run = client().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["pipeline.stages_run"] == "sample,diagnose"
+    assert run.data.tags["pipeline.stages_reused"] == "prepare,train,evaluate"
+    evaluate = json.loads((layout.metrics / "evaluate.json").read_text())
+    assert run.data.metrics["fid"] == evaluate["fid"] and "provenance.feature_network" in run.data.tags
+
+
 def test_repeated_stage_opens_a_new_run_and_the_abandoned_one_is_killed(tiny_run):
     params, layout, _ = tiny_run
     run_stage("sample", params, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
