@@ -128,7 +128,7 @@ def gan_mixture(
                 for future in futures:
                     part_summaries.append(future.result())
                     bar.update()
-        summary = {**finish_mixture(params, layout), "seconds": round(sum(s["seconds"] for s in part_summaries), 3)}
+        summary = finish_mixture(params, layout, part_summaries)
         recorder.finish("train", params, layout, summary)
         summaries = {"prepare": prepared["summary"], "train": summary}
         summaries["sample"] = sample_task("sample", params, run_dir, recorder)

@@ -104,8 +104,9 @@ def remove_single(layout: Layout) -> None:
     shutil.rmtree(layout.best_models, ignore_errors=True)
 
 
-def finish_mixture(params: Params, layout: Layout) -> dict[str, Any]:
-    """Write ``models/mixture.json`` and the averaged training log once every part is trained."""
+def finish_mixture(params: Params, layout: Layout, part_summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write ``models/mixture.json`` and the averaged training log once every part is trained; the
+    train stage's summary, from the parts' (``part_summaries``)."""
     info = partition_info(layout)
     total = sum(p["count"] for p in info["parts"])
     parts = []
@@ -125,7 +126,15 @@ def finish_mixture(params: Params, layout: Layout) -> dict[str, Any]:
     for row in rows:
         row.update(judged.get(int(row["step"]), {}))
     trainlog.write(layout.train_log, rows)
-    return {"parts": len(parts), "weights": [round(p["weight"], 6) for p in parts], "method": info["method"]}
+    summary: dict[str, Any] = {"parts": len(parts), "weights": [round(p["weight"], 6) for p in parts], "method": info["method"]}
+    summary["seconds"] = round(sum(s["seconds"] for s in part_summaries), 3)
+    summary["steps"] = part_params(params).train.steps
+    # where the parts trained and on what install (the run's train.device / train.software tags)
+    for key in ("device", "software"):
+        values = sorted({str(s[key]) for s in part_summaries if s.get(key) is not None})
+        if values:
+            summary[key] = ", ".join(values)
+    return summary
 
 
 def mixture_monitor(params: Params, layout: Layout, parts: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -191,10 +200,7 @@ def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict
     steps = part_params(params).train.steps
     n = len(info["parts"])
     summaries = [train_part(params, layout, p["index"], restart, later_steps=steps * (n - 1 - i)) for i, p in enumerate(info["parts"])]
-    summary = finish_mixture(params, layout)
-    summary["seconds"] = round(sum(s["seconds"] for s in summaries), 3)
-    summary["steps"] = part_params(params).train.steps
-    return summary
+    return finish_mixture(params, layout, summaries)
 
 
 class MixtureGenerator(nn.Module):

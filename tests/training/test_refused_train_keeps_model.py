@@ -24,7 +24,7 @@ def _gan(stage: str, out, *extra: str) -> int:
     return main([stage, "--params", str(PARAMS), "--out", str(out), *sets])
 
 
-def test_a_refused_train_keeps_the_other_kind_of_model(tmp_path):
+def test_a_refused_train_keeps_the_other_kind_of_model(tmp_path, capsys):
     layout = Layout(tmp_path)
     assert _gan("prepare", tmp_path) == 0
     assert _gan("train", tmp_path, "mixture.enabled=false") == 0
@@ -33,8 +33,12 @@ def test_a_refused_train_keeps_the_other_kind_of_model(tmp_path):
     # were checked.
     assert _gan("train", tmp_path, "model.options.hidden=-3") != 0
     assert layout.generator.read_bytes() == single and not layout.mixture.exists()
+    capsys.readouterr()
     assert _gan("train", tmp_path) == 0
     assert layout.mixture.is_file() and not layout.generator.exists()
+    # the mixture's summary names where and on what its parts trained (MLflow's train.* tags)
+    printed = capsys.readouterr().out
+    assert "device    " in printed and "software  " in printed and "torch" in printed
     manifest = layout.mixture.read_bytes()
     # A single GAN refused because its checkpoint belongs to a different run: the mixture was
     # deleted before the checkpoint was read.
