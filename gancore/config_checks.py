@@ -83,6 +83,19 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                 f"{params.n_samples} samples cannot fill evaluate.splits={params.evaluate.splits}; use at least as many samples as splits",
             )
         )
+    ev = params.evaluate
+    k = max(ev.pr_k, ev.dc_k)
+    if params.n_samples <= k:
+        problems.append(
+            ("sample.n", f"{params.n_samples} samples are too few for {k} nearest neighbours (evaluate.pr_k / dc_k): draw more than {k}")
+        )
+    if ev.max_real is not None and ev.max_real <= max(k, ev.splits - 1):
+        problems.append(
+            (
+                "evaluate.max_real",
+                f"{ev.max_real} real examples are too few for {k} nearest neighbours and {ev.splits} splits: use more than {max(k, ev.splits - 1)}",
+            )
+        )
     t = params.train
     if t.monitor_every is None:
         if t.keep_best is not None:

@@ -92,6 +92,13 @@ def test_probe_budgets_are_positive_counts_or_all(budgets):
     assert any(key.startswith("probe.labels_per_class") for key in found)
 
 
+def test_counts_too_small_for_the_metrics_are_refused_before_any_work():
+    """evaluate.max_real=5 beside dc_k=5 failed only in evaluate, after training and sampling."""
+    found, _ = problems({"evaluate": {"max_real": 5}, "sample": {"n": 4}}, check_plugins=False)
+    assert "too few for 5 nearest neighbours and 10 splits: use more than 9" in found["evaluate.max_real"]
+    assert "too few for 5 nearest neighbours" in found["sample.n"]
+
+
 def test_unknown_architecture_lists_installed_ones():
     found, _ = problems({"model": {"arch": "transformer9000"}})
     assert "mlp" in found["model.arch"] and "dcgan" in found["model.arch"]

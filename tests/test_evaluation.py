@@ -22,7 +22,7 @@ import torch
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.device import software
-from gancore.errors import EvaluationError
+from gancore.errors import EvaluationError, ParamsError
 from gancore.evaluation import HEADLINE, _real_subset, evaluate, strict_json
 from gancore.layout import Layout
 from helpers import EVALUATE_KEYS as KEYS
@@ -318,14 +318,23 @@ def test_shape_mismatch_names_both_shapes(ring_layout):
 
 def test_fewer_samples_than_splits(ring_layout):
     write_samples(ring_layout, torch.zeros(5, 2))
-    with pytest.raises(EvaluationError, match=r"5 generated samples cannot fill evaluate.splits=10"):
+    with pytest.raises(ParamsError, match=r"sample.n: 5 generated samples cannot fill evaluate.splits=10"):
         evaluate(ring_params(), ring_layout)
 
 
 def test_fewer_samples_than_neighbours(ring_layout):
     write_samples(ring_layout, torch.zeros(12, 2))
-    with pytest.raises(EvaluationError, match=r"too few for 20 nearest neighbours"):
+    with pytest.raises(ParamsError, match=r"sample.n: 12 generated samples are too few for 20 nearest neighbours"):
         evaluate(ring_params(dc_k=20), ring_layout)
+
+
+def test_a_training_split_too_small_for_the_faithful_baseline_is_named(ring_layout):
+    """The training examples stand in for a faithful generator beside the k-NN metrics: a split of
+    one example ended in a traceback ("real needs at least 4 rows") after the features were made."""
+    from gancore.evaluation import _check_counts
+
+    with pytest.raises(ParamsError, match=r"data.n_train: 3 examples of the other split are too few for 5 nearest neighbours"):
+        _check_counts(ring_params(), 100, 100, 3)
 
 
 def test_non_finite_samples(ring_layout):
