@@ -137,7 +137,12 @@ def build_image_folder(spec: DatasetSpec, params: Params, layout: Layout) -> Pre
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
+    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS and not _hidden(path.name)
+
+
+def _hidden(name: str) -> bool:
+    # .DS_Store, macOS's ._name resource forks, .ipynb_checkpoints/, .thumbnails/: no data
+    return name.startswith(".")
 
 
 def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
@@ -149,7 +154,9 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     if not root.is_dir():
         raise DataError(f"data.path {root} is not a folder; point it at a folder of images")
     loose = sorted(p for p in root.iterdir() if _is_image(p))
-    class_dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and any(_is_image(p) for p in d.rglob("*")))
+    class_dirs = sorted(
+        d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name) and any(_visible_image(p, d) for p in d.rglob("*"))
+    )
     if loose and class_dirs:
         raise DataError(
             f"{root} holds images both directly ({loose[0].name}, ...) and in sub-folders ({', '.join(class_dirs[:3])}, ...); "
@@ -160,22 +167,30 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     if not class_dirs:
         raise DataError(f"no images in {root} (looked for {', '.join(IMG_EXTENSIONS)})")
     # torchvision's ImageFolder scan, over the class folders that do hold images.
-    samples = make_dataset(str(root), {c: i for i, c in enumerate(class_dirs)}, extensions=IMG_EXTENSIONS)
+    samples = make_dataset(str(root), {c: i for i, c in enumerate(class_dirs)}, is_valid_file=lambda p: _visible_image(Path(p), root))
     return [Path(p) for p, _ in samples], [t for _, t in samples], class_dirs
+
+
+def _visible_image(path: Path, root: Path) -> bool:
+    """An image file none of whose path components below ``root`` is hidden."""
+    return path.suffix.lower() in IMG_EXTENSIONS and not any(_hidden(part) for part in path.relative_to(root).parts) and path.is_file()
 
 
 def load_rgb(path: str | Path) -> Any:
     """An image file as an 8-bit RGB PIL image, whatever its mode: 16-bit greyscale scaled to 8
     bits (PIL's own convert would clip it to white), palette images through their colours,
-    transparency composited over black (the model range's -1)."""
+    transparency composited over black (the model range's -1), turned upright by its EXIF
+    orientation (a phone's photo is stored sideways). Integer images are scaled by a fixed depth,
+    16 bits unless their values exceed it, never by their own maximum, which stretched each
+    image's contrast on its own (a dark 16-bit PGM came out white)."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     with Image.open(path) as opened:
         opened.load()
-        img: Image.Image = opened
+        img: Image.Image = ImageOps.exif_transpose(opened)
         if img.mode.startswith("I;16") or img.mode == "I":
-            depth = 65535.0 if img.mode.startswith("I;16") else max(1.0, float(np.asarray(img).max()))
+            depth = 65535.0 if img.mode.startswith("I;16") or float(np.asarray(img).max()) <= 65535 else 2.0**31 - 1
             img = Image.fromarray(np.round(np.asarray(img, dtype=np.float64) * (255.0 / depth)).clip(0, 255).astype(np.uint8), "L")
         elif img.mode == "F":
             img = Image.fromarray((np.asarray(img, dtype=np.float64).clip(0, 1) * 255).round().astype(np.uint8), "L")
@@ -201,9 +216,11 @@ class _Files(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        from PIL import Image
+
         try:
             return self.transform(load_rgb(self.files[i])), ""
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for damaged files
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's errors for damaged or huge files
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), f"{type(exc).__name__}: {exc}"
 
 
@@ -240,9 +257,33 @@ def folder_digest(root: Path, files: list[Path]) -> str:
     """One sha256 over (relative path, file sha256) of every image: the identity of the source."""
     total = hashlib.sha256()
     for path in files:
-        total.update(path.relative_to(root).as_posix().encode() + b"\0")
+        total.update(os.fsencode(path.relative_to(root).as_posix()) + b"\0")  # names need not be UTF-8
         total.update(hashlib.sha256(path.read_bytes()).digest())
     return total.hexdigest()
+
+
+def _split(n: int, n_test: int, labels: list[int] | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(test, train) indices, sorted. Class folders are split class by class, in proportion
+    (largest remainders), each class keeping at least one training image: a random split of the
+    whole left a class of one image out of training, or a class of 20 out of the test set."""
+    perm = torch.randperm(n, generator=generator(seed, "folder_split"))
+    if labels is None:
+        return perm[:n_test].sort().values, perm[n_test:].sort().values
+    label_of = torch.tensor(labels, dtype=torch.int64)[perm]
+    members = [perm[label_of == c] for c in range(int(label_of.max()) + 1)]
+    share = [n_test * len(m) / n for m in members]
+    take = [min(int(q), max(len(m) - 1, 0)) for q, m in zip(share, members)]
+    by_remainder = sorted(range(len(members)), key=lambda c: share[c] - int(share[c]), reverse=True)
+    for c in by_remainder:
+        if sum(take) >= n_test:
+            break
+        if take[c] < len(members[c]) - 1:
+            take[c] += 1
+    if not sum(take):
+        raise DataError("every class folder holds a single image: none can be held out for the test split; add images")
+    test = torch.cat([m[:k] for m, k in zip(members, take)])
+    train = torch.cat([m[k:] for m, k in zip(members, take)])
+    return test.sort().values, train.sort().values
 
 
 def prepare_image_folder(
@@ -256,8 +297,7 @@ def prepare_image_folder(
     n_test = n_test or max(1, round(0.1 * n))
     if n_test >= n:
         raise ParamsError([("data.n_test", f"{n_test} leaves no training images out of the {n} in {root}; use fewer")])
-    perm = torch.randperm(n, generator=generator(seed, "folder_split"))
-    test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
+    test_idx, train_idx = _split(n, n_test, labels, seed)
     sub = subset_indices(len(train_idx), n_train, generator(seed, "train_subset"), "data.n_train")
     if sub is not None:
         train_idx = train_idx[sub]
