@@ -18,6 +18,7 @@ parts.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,6 +225,15 @@ class Selection:
     def at_limit(self) -> bool:
         """True when the minimum sits at the largest k tried: more clusters might fit better."""
         return self.k == self.max_k and self.max_k > 1
+
+    def warn_if_at_limit(self) -> None:
+        """Say so when BIC was still falling at the largest count tried (mixture.max_parts)."""
+        if self.at_limit:
+            warnings.warn(
+                f"mixture.parts=auto: BIC was still falling at mixture.max_parts={self.max_k}; "
+                "the data may hold more clusters: raise mixture.max_parts",
+                stacklevel=3,
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -48,6 +48,25 @@ def part_params(params: Params, count: int | None = None) -> Params:
     return params.model_copy(update={"mixture": params.mixture.model_copy(update={"enabled": False}), "train": train})
 
 
+def check_part_sizes(params: Params, parts: list[dict[str, Any]]) -> None:
+    """Refuse (exit 2) parts too small to train: a part must fill a batch of two packed examples
+    (batch norm cannot normalise one, and a GAN of one example per step learns nothing); checked
+    for every part before any trains, so that a refusal does not come after hours of the others."""
+    pack = params.model.pack
+    small = [p for p in parts if p["count"] < 2 * pack]
+    if small:
+        listed = ", ".join(f"part {p['index']} ({p['description']}: {p['count']})" for p in small)
+        raise ParamsError(
+            [
+                (
+                    "mixture.parts",
+                    f"{listed} {'has' if len(small) == 1 else 'have'} fewer examples than a batch of 2 x model.pack={pack} needs; "
+                    "use fewer parts (mixture.parts), a smaller model.pack, or mixture.enabled=false",
+                )
+            ]
+        )
+
+
 def train_part(params: Params, layout: Layout, index: int, restart: bool = False, later_steps: int | None = None) -> dict[str, Any]:
     """Train part ``index`` of the mixture (what the ``gan-mixture`` flow runs in parallel).
 
@@ -57,15 +76,7 @@ def train_part(params: Params, layout: Layout, index: int, restart: bool = False
 
     info = partition_info(layout)
     part = info["parts"][index]
-    if part["count"] < params.model.pack:
-        raise ParamsError(
-            [
-                (
-                    "model.pack",
-                    f"{params.model.pack} is more than the {part['count']} examples of part {index} ({part['description']}); use fewer parts or a smaller pack",
-                )
-            ]
-        )
+    check_part_sizes(params, [part])
     own = part_params(params, part["count"])
     if own.train.batch_size != params.train.batch_size:
         progress.say(
@@ -197,6 +208,7 @@ def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
     """The train stage of a mixture: every part in turn (each resumable on its own), then the manifest."""
     info = partition_info(layout)
+    check_part_sizes(params, info["parts"])
     steps = part_params(params).train.steps
     n = len(info["parts"])
     summaries = [train_part(params, layout, p["index"], restart, later_steps=steps * (n - 1 - i)) for i, p in enumerate(info["parts"])]

@@ -105,12 +105,7 @@ def choose_parts(params: Params, data: PreparedData, train: torch.Tensor) -> tup
         return int(modes["count"]), modes["selection"]
     pick = torch.randperm(len(train), generator=seeded_generator(params.seed, "mixture/select"))[:SELECT_POINTS]
     selection = select_clusters(train[pick], params.mixture.max_parts, params.seed, "mixture/select")
-    if selection.at_limit:
-        warnings.warn(
-            f"mixture.parts=auto: BIC was still falling at mixture.max_parts={params.mixture.max_parts}; "
-            "the data may hold more clusters: raise mixture.max_parts",
-            stacklevel=2,
-        )
+    selection.warn_if_at_limit()
     return selection.k, selection.as_dict()
 
 

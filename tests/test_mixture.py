@@ -195,3 +195,18 @@ def test_class_labels_are_never_the_default_split():
     # the mixture remedy of a collapsed image GAN splits it by k-means, not into one part
     remedy = next(r for r in plan(["partial_collapse"], "non_saturating", None, {"kind": "image"}) if r.name == "mixture")
     assert remedy.sets == ("mixture.enabled=true", "mixture.partition=kmeans")
+
+
+def test_parts_too_small_for_a_batch_of_two_are_refused_before_any_trains():
+    """A one-example cluster (an outlier) trained with batch 1, where a batch-normalised G fails
+    ("Expected more than 1 value per channel"), after the parts before it had trained."""
+    from gancore.config import validate
+    from gancore.errors import ParamsError
+    from gancore.mixture import check_part_sizes
+
+    parts = [{"index": 0, "description": "cluster 0", "count": 500}, {"index": 1, "description": "cluster 1", "count": 3}]
+    check_part_sizes(validate({}, check_plugins=False), parts)
+    with pytest.raises(ParamsError, match=r"part 1 \(cluster 1: 3\) has fewer examples than a batch of 2 x model.pack=2"):
+        check_part_sizes(validate({"model": {"pack": 2}}, check_plugins=False), parts)
+    with pytest.raises(ParamsError, match=r"part 1 \(cluster 1: 1\)"):
+        check_part_sizes(validate({}, check_plugins=False), [parts[0], {**parts[1], "count": 1}])

@@ -22,7 +22,7 @@ import functools
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -93,6 +93,11 @@ def _csv_rows(p: Path) -> tuple[list[str] | None, list[list[str]]]:
         numbers = [_is_number(cell) for cell in rows[0]]
         if not any(numbers):
             header, rows = rows[0], rows[1:]
+            if any(not name for name in header):
+                raise PointsError(
+                    f"{p}, row 1 has a column without a name (column {header.index('') + 1}): an index column "
+                    "(pandas' to_csv writes one) would be read as a coordinate; save without it (index=False) or name it"
+                )
         elif not all(numbers):  # a header names every column; data has a number in every cell
             names = ", ".join(repr(c) for c, number in zip(rows[0], numbers) if not number)
             raise PointsError(
@@ -102,14 +107,25 @@ def _csv_rows(p: Path) -> tuple[list[str] | None, list[list[str]]]:
     return header, rows
 
 
+def _load_npy(p: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
+    """The array of a ``.npy`` file; an empty file or an ``.npz`` archive under that name is
+    refused like any unreadable one (np.load raised EOFError, or returned an archive)."""
+    try:
+        array = np.load(p, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PointsError(f"{p} is not a readable .npy array ({exc or type(exc).__name__})") from None
+    if not isinstance(array, np.ndarray):
+        if hasattr(array, "close"):
+            array.close()
+        raise PointsError(f"{p} is a .npz archive, not one .npy array; save the points with np.save")
+    return array
+
+
 @functools.lru_cache(maxsize=32)
 def _dims_cached(path: str, mtime: float, size: int) -> int:
     p = Path(path)
     if p.suffix.lower() == ".npy":
-        try:
-            array = np.load(p, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise PointsError(f"{p} is not a readable .npy array ({exc})") from None
+        array = _load_npy(p, mmap_mode="r")
         if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] < 1):
             raise PointsError(f"{p} holds an array of shape {list(array.shape)}; points need [N, d] (one row per point) or [N]")
         return 1 if array.ndim == 1 else int(array.shape[1])
@@ -133,10 +149,7 @@ def load_points(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """The points of ``path`` as float64 [N, d] and the column names; errors name the bad cell."""
     p = _check_path(path)
     if p.suffix.lower() == ".npy":
-        try:
-            raw = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise PointsError(f"{p} is not a readable .npy array ({exc})") from None
+        raw = _load_npy(p)
         if raw.ndim == 1:
             raw = raw[:, None]
         if raw.ndim != 2:
@@ -219,6 +232,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
 
     pick = torch.randperm(len(train), generator=generator(seed, "points/select"))[:SELECT_POINTS]
     selection = select_clusters(train[pick], max_clusters, seed, "points/select")
+    selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
     gmm = fit_gmm(train, *kmeans_best(train, selection.k, seed, 5, "points/clusters"))
     lo, hi = float(train.min()), float(train.max())
     margin = VALUE_MARGIN * (hi - lo or 1.0)

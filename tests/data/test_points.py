@@ -46,8 +46,10 @@ def test_csv_with_header_and_npy_read_the_same(tmp_path):
         # A typo in the first row of a file without a header was taken for a header, and the row dropped.
         ("0.5,1.2.3\n" + "1,2\n" * 30, r"row 1 mixes numbers and text \('1.2.3'\)"),
         ("temp\xe9rature,y\n" + "1,2\n" * 30, r"is not UTF-8 text \(byte 4: b'\\xe9'\); save it as UTF-8"),
+        # pandas' to_csv with its index: the index was read as a third coordinate
+        (",x,y\n" + "".join(f"{i},1,2\n" for i in range(30)), r"row 1 has a column without a name \(column 1\).*index=False"),
     ],
-    ids=["text cell", "nan", "inf", "short row", "few rows", "empty", "typo in row 1", "latin-1"],
+    ids=["text cell", "nan", "inf", "short row", "few rows", "empty", "typo in row 1", "latin-1", "index column"],
 )
 def test_bad_csv_names_the_file_the_row_and_the_column(tmp_path, content, message):
     path = tmp_path / "bad.csv"
@@ -61,12 +63,17 @@ def test_bad_files_are_refused_before_anything_runs(tmp_path):
     np.save(tmp_path / "cube.npy", np.zeros((4, 2, 2)))
     (tmp_path / "table.txt").write_text("1,2\n")
     (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.savez(tmp_path / "archive.npz", x=np.zeros((30, 2)))
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
     np.save(tmp_path / "complex.npy", np.ones((30, 2), dtype=np.complex128))
     for path, message in (
         (tmp_path / "missing.csv", "does not exist"),
         (tmp_path / "folder.csv", "is a folder; give data.path a .npy or .csv file"),
         (tmp_path / "table.txt", "is not a .npy or .csv file"),
         (tmp_path / "cube.npy", r"shape \[4, 2, 2\]; points need \[N, d\]"),
+        (tmp_path / "empty.npy", r"is not a readable .npy array"),  # np.load's EOFError was a traceback
+        (tmp_path / "archive.npy", r"is a .npz archive, not one .npy array"),
     ):
         with pytest.raises(ParamsError, match=rf"data.path: .*{message}"):
             load_params(PARAMS, ["data.name=points", f"data.path={path}"], check_plugins=False)
@@ -88,6 +95,19 @@ def test_values_that_overflow_the_statistics_are_refused_naming_the_column(tmp_p
     np.savetxt(tmp_path / "huge.csv", x, delimiter=",", header="a,b,c", comments="")
     with pytest.raises(PointsError, match=r"column 'b': values up to .*e\+30\d overflow the mean or standard deviation"):
         prepare_points(str(tmp_path / "huge.csv"), 0, None, None, 5)
+
+
+def test_a_cluster_count_capped_at_max_parts_is_said(tmp_path):
+    """20 separated blobs with mixture.max_parts=5: the points' modes were capped at 5 silently,
+    where grid25 prints the warning (its parts are chosen in the partition)."""
+    from gancore.data.points import prepare_points
+
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-100, 100, (20, 2))
+    np.save(tmp_path / "blobs.npy", (centres[rng.integers(0, 20, 2000)] + rng.normal(0, 0.5, (2000, 2))).astype(np.float32))
+    with pytest.warns(UserWarning, match="BIC was still falling at mixture.max_parts=5"):
+        data = prepare_points(str(tmp_path / "blobs.npy"), 0, None, None, 5)
+    assert data.meta["modes"]["count"] == 5 and data.meta["modes"]["selection"]["at_limit"]
 
 
 def test_gan_prepare_exits_2_on_a_missing_file_and_writes_nothing(tmp_path):
