@@ -21,7 +21,7 @@ from typing import Any, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from gancore.config import Params, apply_overrides, load_params, validate
+from gancore.config import Params, apply_overrides, load_params, read_params_tree, validate
 
 _FORM_CONFIG = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,9 +108,7 @@ def resolve_params(params_file: str | Path, overrides: dict[str, Any] | None = N
     tree = override_tree(overrides or {})
     if not tree:
         return load_params(path, list(sets or []))
-    if not path.is_file():
-        load_params(path)  # raises the CLI's error for a missing file
-    merged = _merge(yaml.safe_load(path.read_text()) or {}, tree)
+    merged = _merge(read_params_tree(path), tree)  # the CLI's checks of the file (duplicate keys, encoding)
     return validate(apply_overrides(merged, list(sets or [])), f"{path} with flow parameters {tree}")
 
 

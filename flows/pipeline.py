@@ -25,6 +25,7 @@ flow in this process (``make run``): no server needed.
 
 import argparse
 import hashlib
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -132,7 +133,11 @@ def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder
     cached = prepare_task.with_options(cache_policy=policy, result_storage=store / "results")
     args = (params, str(layout.root), str(root), prepare_key(params), recorder)
     result = cached(*args)
-    if not layout.prepared_meta.is_file():  # a cache hit: the task did not run here
+    # A cache hit (the task did not run here) leaves the folder as it was: empty, or, rerun into
+    # an existing --out, holding other data than the version the cache entry names.
+    if not layout.prepared_meta.is_file() or dvcstore.data_version(layout.prepared) != result["version"]:
+        if layout.prepared.is_dir():
+            shutil.rmtree(layout.prepared)
         if not dvcstore.is_dvc_repo(root) or not dvcstore.restore(result["version"], layout.prepared, root):
             # The version left the DVC cache (dvc gc, another clone): prepare again.
             return cached.with_options(refresh_cache=True)(*args)

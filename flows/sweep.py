@@ -17,6 +17,7 @@ table (a Prefect markdown artifact, also printed).
 import argparse
 import itertools
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from prefect import flow, task
@@ -74,7 +75,9 @@ def run_members(
                 parameters={
                     "label": m["label"],
                     "overrides": m["overrides"],
-                    "params_file": params_file,
+                    # absolute: a worker of an existing cluster resolves a relative path in its
+                    # own working directory, another project's params.yaml
+                    "params_file": str(Path(params_file).resolve()),
                     "sets": m.get("sets", sets),
                     "threads": threads,
                     "context": context,
@@ -126,6 +129,11 @@ def check_sets(sets: Optional[list[str]]) -> None:
         )
 
 
+DEFAULT_ARCHS: list[str] = ["mlp"]
+DEFAULT_LOSSES: list[LossName] = ["non_saturating", "hinge"]
+DEFAULT_SEEDS: list[int] = [0]
+
+
 @flow(
     name="gan-sweep",
     log_prints=True,
@@ -133,9 +141,9 @@ def check_sets(sets: Optional[list[str]]) -> None:
 )
 @section_parameters
 def gan_sweep(
-    archs: list[str] = ["mlp"],  # noqa: B006 - Prefect copies parameter defaults
-    losses: list[LossName] = ["non_saturating", "hinge"],  # noqa: B006
-    seeds: list[int] = [0],  # noqa: B006
+    archs: list[str] = DEFAULT_ARCHS,  # noqa: B006 - Prefect copies parameter defaults
+    losses: list[LossName] = DEFAULT_LOSSES,  # noqa: B006
+    seeds: list[int] = DEFAULT_SEEDS,  # noqa: B006
     runner: Runner = "process",
     workers: int = 2,
     address: Optional[str] = None,
@@ -209,6 +217,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         return code
     try:
         check_sets(args.sets)
+        # every member valid before Prefect starts: a bad --arch, --loss or --seed exits 2, not
+        # with the flow's traceback
+        for arch, loss_name, seed in itertools.product(
+            args.archs or DEFAULT_ARCHS, args.losses or DEFAULT_LOSSES, args.seeds or DEFAULT_SEEDS
+        ):
+            resolve_params(args.params, member_overrides({}, **{"model.arch": arch, "loss.name": loss_name, "seed": seed}), args.sets)
     except ParamsError as exc:
         print(f"gan-sweep: {exc}", file=sys.stderr)
         return 2

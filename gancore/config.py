@@ -424,7 +424,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None, check_plugins: bool = True) -> Params:
+def read_params_tree(path: str | Path) -> dict[str, Any]:
+    """The mapping a params file holds, its problems as :class:`ParamsError` (exit 2)."""
     path = Path(path)
     if not path.exists():
         raise ParamsError([("--params", f"file {str(path)!r} does not exist; pass an existing params.yaml")], str(path))
@@ -449,5 +450,10 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
             ],
             str(path),
         )
+    return tree
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None, check_plugins: bool = True) -> Params:
+    tree = read_params_tree(path)
     source = str(path) + (" with --set " + " ".join(overrides) if overrides else "")
     return validate(apply_overrides(tree, list(overrides or [])), source, check_plugins)

@@ -83,6 +83,11 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                 f"{params.n_samples} samples cannot fill evaluate.splits={params.evaluate.splits}; use at least as many samples as splits",
             )
         )
+    if params.probe.enabled and params.mixture.enabled:
+        # refused by the probe itself only after the whole pipeline had trained and scored
+        problems.append(
+            ("probe.enabled", "the probe needs one discriminator, and a mixture trains one per part: set mixture.enabled=false")
+        )
     ev = params.evaluate
     k = max(ev.pr_k, ev.dc_k)
     if params.n_samples <= k:

@@ -99,6 +99,12 @@ def test_counts_too_small_for_the_metrics_are_refused_before_any_work():
     assert "too few for 5 nearest neighbours" in found["sample.n"]
 
 
+def test_the_probe_beside_a_mixture_is_refused_before_anything_trains():
+    """The probe needs one discriminator; gan-pipeline trained and scored the whole mixture first."""
+    found, _ = problems({"probe": {"enabled": True}, "mixture": {"enabled": True}}, check_plugins=False)
+    assert "set mixture.enabled=false" in found["probe.enabled"]
+
+
 def test_unknown_architecture_lists_installed_ones():
     found, _ = problems({"model": {"arch": "transformer9000"}})
     assert "mlp" in found["model.arch"] and "dcgan" in found["model.arch"]

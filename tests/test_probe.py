@@ -108,6 +108,8 @@ def test_probe_needs_labels_and_says_so_with_exit_2(tmp_path, capsys):
             "-S",
             "data.image_size=8",
             "-S",
+            "mixture.enabled=false",
+            "-S",
             "tracking.enabled=false",
         ]
     )

@@ -162,10 +162,13 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
     reg = architectures().get(params.model.arch)
     options = {**(reg.architecture.defaults if reg else {}), **params.model.options}
     t = params.train
+    # A mixture's parts train mixture.steps: "train longer" must lengthen those.
+    parts = layout.mixture.exists() and params.mixture.steps is not None
     return {
         "pack": params.model.pack,
         "batch_size": t.batch_size,
-        "steps": t.steps,
+        "steps": params.mixture.steps if parts else t.steps,
+        "steps_key": "mixture.steps" if parts else "train.steps",
         "lr_g": t.lr_g,
         "lr_d": t.lr_d,
         "n_critic": t.n_critic,

@@ -263,3 +263,13 @@ def test_every_remedy_s_settings_are_accepted_beside_the_run_s_own():
         validate(tree)  # raises on a refused combination
     names = [r.name for r in remedies]
     assert "normalisation" not in names and "batch_norm" not in names
+
+
+def test_train_longer_lengthens_what_the_run_trained():
+    """A mixture's parts train mixture.steps: the remedy doubled train.steps, which the parts do
+    not read, so gan-remedy reran the baseline and called it a remedy."""
+    single = next(r for r in plan(["not_converged"], "non_saturating", None, {**SINGLE, "steps": 300}) if r.name == "longer")
+    assert single.sets == ("train.steps=600",)
+    mixture = {**SINGLE, "mixture": True, "steps": 1000, "steps_key": "mixture.steps"}
+    longer = next(r for r in plan(["not_converged"], "non_saturating", None, mixture) if r.name == "longer")
+    assert longer.sets == ("mixture.steps=2000",)

@@ -45,3 +45,41 @@ def test_a_sweep_refuses_settings_on_its_swept_axes_with_exit_2(capsys):
     assert "sets: model.arch=mlp would override the swept model.arch, loss.name, seed" in err
     assert main(["--params", str(PARAMS), "-S", "seed=3", "-S", "train.steps=5"]) == 2
     assert "seed=3 would override" in capsys.readouterr().err
+    # every member is validated before Prefect starts: a bad --arch ended in the flow's traceback
+    assert main(["--params", str(PARAMS), "--arch", "nope"]) == 2
+    assert "model.arch: 'nope' is not an installed architecture" in capsys.readouterr().err
+
+
+def test_a_cache_hit_into_a_folder_of_other_data_checks_out_the_cached_version(prefect_harness, project):
+    """Rerun into an existing --out: a cache hit was taken to be materialised whenever meta.json
+    was there, so the folder kept the data of its last run while the flow reported the cached
+    version (and training went on from that other data's checkpoint)."""
+    from gancore.dvcstore import data_version
+    from gancore.layout import Layout
+    from gancore.recorder import NULL_RECORDER
+    from gancore_flows.params import resolve_params
+    from gancore_flows.pipeline import prepared_data
+
+    def prepare(n_train: int, folder: str) -> dict:
+        params = resolve_params(project / "params.yaml", sets=[f"data.n_train={n_train}", "mixture.enabled=false"])
+        return prepared_data(params, Layout(project / "runs" / folder), project, NULL_RECORDER)
+
+    prepare(1500, "x")
+    wanted = prepare(1200, "y")
+    again = prepare(1200, "x")
+    assert again.get("cached") and again["version"] == wanted["version"]
+    assert data_version(Layout(project / "runs" / "x").prepared) == wanted["version"]
+
+
+def test_flow_parameters_read_params_yaml_as_the_cli_does(tmp_path):
+    """With any override (every sweep member, every form run) the file was read by yaml.safe_load,
+    which keeps the last of two train: sections without a word."""
+    import pytest
+
+    from gancore.errors import ParamsError
+    from gancore_flows.params import resolve_params
+
+    twice = tmp_path / "params.yaml"
+    twice.write_text(PARAMS.read_text() + "\ntrain:\n  steps: 20\n")
+    with pytest.raises(ParamsError, match="'train' is defined twice"):
+        resolve_params(twice, {"seed": 1})
