@@ -160,6 +160,13 @@ def _plugins(args: argparse.Namespace) -> int:
         return 0
     from gancore.conformance import check_architecture
 
+    archs = registry.architectures()
+    if args.name not in archs:
+        from gancore.config import ParamsError
+
+        raise ParamsError(
+            [("name", f"{args.name!r} is not an installed architecture; installed: {', '.join(sorted(archs))}")], "gan plugins check"
+        )
     report = check_architecture(args.name, device=args.device)
     print(report.render())
     return 0 if report.ok else 1

@@ -215,8 +215,8 @@ def test_plugins_check_fails_a_broken_plugin_and_names_the_check(monkeypatch, ca
     )
 
 
-def test_plugins_check_unknown_name_or_device_exits_1(capsys):
-    assert main(["plugins", "check", "nope"]) == 1
-    assert "unknown architecture 'nope'; installed: dcgan, mlp, pacgan, resnet_sn" in capsys.readouterr().err
+def test_plugins_check_unknown_name_exits_2_and_an_unusable_device_1(capsys):
+    assert main(["plugins", "check", "nope"]) == 2  # a usage error, as every other
+    assert "'nope' is not an installed architecture; installed: dcgan, mlp, pacgan, resnet_sn" in capsys.readouterr().err
     assert main(["plugins", "check", "mlp", "--device", "nonsense"]) == 1
     assert "device 'nonsense' is not usable here" in capsys.readouterr().err
