@@ -16,19 +16,24 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from gancore.config import Params, apply_overrides, load_params, read_params_tree, validate
+from gancore.config import AUTO_TRAIN, Params, TrainParams, apply_overrides, load_params, read_params_tree, validate
 
 _FORM_CONFIG = ConfigDict(extra="forbid", frozen=True)
 
 
 def _override_model(section: type[BaseModel]) -> type[BaseModel]:
+    # train.batch_size / lr_g / lr_d take "auto" in params.yaml (resolved by the data's kind)
+    auto = AUTO_TRAIN["vector"] if section is TrainParams else {}
     fields: dict[str, Any] = {
-        name: (Optional[field.annotation], Field(None, description=f"{field.description or ''} (empty: params.yaml's value)".strip()))
+        name: (
+            Optional[Union[field.annotation, Literal["auto"]]] if name in auto else Optional[field.annotation],
+            Field(None, description=f"{field.description or ''} (empty: params.yaml's value)".strip()),
+        )
         for name, field in section.model_fields.items()
     }
     model = create_model(section.__name__.replace("Params", "Overrides"), __config__=_FORM_CONFIG, **fields)
@@ -133,8 +138,18 @@ def form_hints(schema: Any, params_file: str | Path) -> Any:
 
     from gancore.registry import architectures
 
-    params = load_params(params_file)
-    values = params.model_dump(mode="json")
+    # params.yaml's own values, "auto" included: resolved ones are ring8's numbers, which a run
+    # switched to images in the form would have passed on (batch 256 and rates 5e-4 / 1e-3)
+    raw = read_params_tree(params_file)
+    resolved = load_params(params_file).model_dump(mode="json")
+    values = {
+        name: ({k: (raw.get(name) or {}).get(k, v) for k, v in value.items()} if isinstance(value, dict) else raw.get(name, value))
+        for name, value in resolved.items()
+    }
+    for key in AUTO_TRAIN["vector"]:
+        values["train"].setdefault(key, "auto")
+        if (raw.get("train") or {}).get(key) is None:
+            values["train"][key] = "auto"
     data = copy.deepcopy(schema.model_dump() if hasattr(schema, "model_dump") else schema)
     definitions = data.get("definitions") or {}
 

@@ -83,3 +83,19 @@ def test_flow_parameters_read_params_yaml_as_the_cli_does(tmp_path):
     twice.write_text(PARAMS.read_text() + "\ntrain:\n  steps: 20\n")
     with pytest.raises(ParamsError, match="'train' is defined twice"):
         resolve_params(twice, {"seed": 1})
+
+
+def test_the_run_form_offers_params_yaml_s_own_values_auto_included():
+    """The form opened on the resolved values, ring8's batch 256 and rates 5e-4 / 1e-3, and a run
+    started from it passed them on: switched to images in the form, it trained with them instead
+    of the DCGAN recipe; and "auto" could not be typed back."""
+    from gancore.config import validate
+    from gancore_flows.params import form_hints, override_tree
+    from gancore_flows.pipeline import gan_pipeline
+
+    schema = form_hints(gan_pipeline.parameters, PARAMS).model_dump()
+    assert schema["properties"]["train"]["default"]["batch_size"] == "auto"
+    assert schema["definitions"]["TrainOverrides"]["properties"]["lr_g"]["default"] == "auto"
+    form = gan_pipeline.validate_parameters({"train": schema["properties"]["train"]["default"], "data": {"name": "fashion_mnist"}})
+    params = validate(override_tree({"train": form["train"], "data": form["data"]}), check_plugins=False)
+    assert (params.train.batch_size, params.train.lr_g, params.train.lr_d) == (64, 2e-4, 2e-4)
