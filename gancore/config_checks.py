@@ -114,8 +114,9 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
             )
     else:
         # The steps each GAN trains: a mixture's parts train mixture.steps.
-        parts = params.mixture.enabled and params.mixture.steps is not None
-        steps, key = (params.mixture.steps, "mixture.steps") if parts else (t.steps, "train.steps")
+        steps, key = (t.steps, "train.steps")
+        if params.mixture.enabled and params.mixture.steps is not None:
+            steps, key = params.mixture.steps, "mixture.steps"
         if t.monitor_every > steps:
             for name, on in (("train.keep_best", t.keep_best is not None), ("train.on_collapse", t.on_collapse != "continue")):
                 if on:

@@ -103,7 +103,7 @@ def _write_prepared(params: Params, layout: Layout, data: PreparedData) -> tuple
         info = fit_domain_classifier(data, params, out)
         # Timings and cache hits differ between identical runs; meta.json must not, so that the
         # same parameters and code give the same data version (DVC hash) whoever runs prepare.
-        run_facts = {k: info.pop(k) for k in ("seconds", "fit_seconds", "cache") if k in info}
+        run_facts: dict[str, Any] = {k: info.pop(k) for k in ("seconds", "fit_seconds", "cache") if k in info}
         data.meta["classifier"] = info
         write_json(out / META_FILE, data.meta)
     else:
