@@ -76,35 +76,39 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _csv_rows(p: Path) -> tuple[list[str] | None, list[list[str]]]:
+def _csv_rows(p: Path) -> tuple[list[str] | None, list[list[str]], list[int]]:
+    """The header (None without one), the data rows and each data row's line in the file (blank
+    lines are skipped, and must not shift the rows an error names)."""
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PointsError(
             f"{p} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"
         ) from None
-    lines = [line for line in text.splitlines() if line.strip()]
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    lines = [line for _, line in numbered]
     if not lines:
         raise PointsError(f"{p} is empty; it needs one row per point")
     dialect = _dialect("\n".join(lines[:20]))
     rows = [[cell.strip() for cell in row if cell.strip() != "" or dialect.delimiter != " "] for row in csv.reader(lines, dialect)]
     header = None
+    line_of = [n for n, _ in numbered]
     if rows:
         numbers = [_is_number(cell) for cell in rows[0]]
         if not any(numbers):
-            header, rows = rows[0], rows[1:]
+            header, rows, line_of = rows[0], rows[1:], line_of[1:]
             if any(not name for name in header):
                 raise PointsError(
-                    f"{p}, row 1 has a column without a name (column {header.index('') + 1}): an index column "
+                    f"{p}, row {numbered[0][0]} has a column without a name (column {header.index('') + 1}): an index column "
                     "(pandas' to_csv writes one) would be read as a coordinate; save without it (index=False) or name it"
                 )
         elif not all(numbers):  # a header names every column; data has a number in every cell
             names = ", ".join(repr(c) for c, number in zip(rows[0], numbers) if not number)
             raise PointsError(
-                f"{p}, row 1 mixes numbers and text ({names}): as a header every cell must be a column name, "
+                f"{p}, row {line_of[0]} mixes numbers and text ({names}): as a header every cell must be a column name, "
                 "as data every cell a number; fix that row"
             )
-    return header, rows
+    return header, rows, line_of
 
 
 def _load_npy(p: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
@@ -129,7 +133,7 @@ def _dims_cached(path: str, mtime: float, size: int) -> int:
         if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] < 1):
             raise PointsError(f"{p} holds an array of shape {list(array.shape)}; points need [N, d] (one row per point) or [N]")
         return 1 if array.ndim == 1 else int(array.shape[1])
-    header, rows = _csv_rows(p)
+    header, rows, _ = _csv_rows(p)
     if header is not None:
         return len(header)
     return len(rows[0]) if rows else 0
@@ -158,27 +162,25 @@ def load_points(path: str | Path) -> tuple[np.ndarray, list[str]]:
             raise PointsError(f"{p} holds {raw.dtype} values; points need real numbers")
         x = raw.astype(np.float64)
         names = [f"x{j}" for j in range(x.shape[1])]
-        first_row = 0
+        line_of: list[int] = []
     else:
-        header, rows = _csv_rows(p)
+        header, rows, line_of = _csv_rows(p)
         width = len(header) if header is not None else len(rows[0]) if rows else 0
         names = header if header is not None else [f"x{j}" for j in range(width)]
-        first_row = 2 if header is not None else 1
         x = np.empty((len(rows), width), dtype=np.float64)
         for i, row in enumerate(rows):
             if len(row) != width:
-                raise PointsError(f"{p}, row {i + first_row}: {len(row)} values where the file has {width} columns ({', '.join(names)})")
+                raise PointsError(f"{p}, row {line_of[i]}: {len(row)} values where the file has {width} columns ({', '.join(names)})")
             for j, cell in enumerate(row):
                 try:
                     x[i, j] = float(cell)
                 except ValueError:
-                    raise PointsError(f"{p}, row {i + first_row}, column {names[j]!r}: {cell!r} is not a number") from None
-        first_row -= 1  # the file's row number of x[i] is i + 1 + first_row
+                    raise PointsError(f"{p}, row {line_of[i]}, column {names[j]!r}: {cell!r} is not a number") from None
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
         what = "NaN" if np.isnan(x[i, j]) else "inf"
-        where = f"row {i + 1 + first_row}" if p.suffix.lower() == ".csv" else f"row {i} (0-based)"
+        where = f"row {line_of[i]}" if p.suffix.lower() == ".csv" else f"row {i} (0-based)"
         raise PointsError(
             f"{p}, {where}, column {names[j]!r}: {what} ({int(bad.sum())} non-finite values in all); remove or fill those rows"
         )

@@ -48,8 +48,10 @@ def test_csv_with_header_and_npy_read_the_same(tmp_path):
         ("temp\xe9rature,y\n" + "1,2\n" * 30, r"is not UTF-8 text \(byte 4: b'\\xe9'\); save it as UTF-8"),
         # pandas' to_csv with its index: the index was read as a third coordinate
         (",x,y\n" + "".join(f"{i},1,2\n" for i in range(30)), r"row 1 has a column without a name \(column 1\).*index=False"),
+        # blank lines are skipped, and the row named is the file's line (it was 2 lines early here)
+        ("x,y\n\n1,2\n\n3,abc\n", r"row 5, column 'y': 'abc' is not a number"),
     ],
-    ids=["text cell", "nan", "inf", "short row", "few rows", "empty", "typo in row 1", "latin-1", "index column"],
+    ids=["text cell", "nan", "inf", "short row", "few rows", "empty", "typo in row 1", "latin-1", "index column", "blank lines"],
 )
 def test_bad_csv_names_the_file_the_row_and_the_column(tmp_path, content, message):
     path = tmp_path / "bad.csv"
