@@ -140,16 +140,10 @@ def form_hints(schema: Any, params_file: str | Path) -> Any:
 
     # params.yaml's own values, "auto" included: resolved ones are ring8's numbers, which a run
     # switched to images in the form would have passed on (batch 256 and rates 5e-4 / 1e-3)
-    raw = read_params_tree(params_file)
-    resolved = load_params(params_file).model_dump(mode="json")
-    values = {
-        name: ({k: (raw.get(name) or {}).get(k, v) for k, v in value.items()} if isinstance(value, dict) else raw.get(name, value))
-        for name, value in resolved.items()
-    }
+    values = load_params(params_file).model_dump(mode="json")
+    written = read_params_tree(params_file).get("train") or {}
     for key in AUTO_TRAIN["vector"]:
-        values["train"].setdefault(key, "auto")
-        if (raw.get("train") or {}).get(key) is None:
-            values["train"][key] = "auto"
+        values["train"][key] = written.get(key, "auto")
     data = copy.deepcopy(schema.model_dump() if hasattr(schema, "model_dump") else schema)
     definitions = data.get("definitions") or {}
 

@@ -129,6 +129,27 @@ def check_sets(sets: Optional[list[str]]) -> None:
         )
 
 
+def sweep_members(
+    archs: list[str], losses: list[str], seeds: list[int], params_file: str, sets: Optional[list[str]], base: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every (arch, loss, seed) with its overrides and its parameters, each validated (a bad one
+    raises ``ParamsError`` before any member runs)."""
+    members = []
+    for arch, loss_name, seed in itertools.product(archs, losses, seeds):
+        member = member_overrides(base, **{"model.arch": arch, "loss.name": loss_name, "seed": seed})
+        members.append(
+            {
+                "arch": arch,
+                "loss": loss_name,
+                "seed": seed,
+                "overrides": member,
+                "params": resolve_params(params_file, member, sets),
+                "label": f"{arch}-{loss_name}-seed{seed}",
+            }
+        )
+    return members
+
+
 DEFAULT_ARCHS: list[str] = ["mlp"]
 DEFAULT_LOSSES: list[LossName] = ["non_saturating", "hinge"]
 DEFAULT_SEEDS: list[int] = [0]
@@ -156,22 +177,8 @@ def gan_sweep(
     ``runner``: where the members run (a local process pool, Dask or Ray), ``workers`` at once;
     ``address``: an existing Dask scheduler or Ray cluster (without it a local one starts).
     """
-    base = {k: v for k, v in overrides.items() if k != "seed"}
     check_sets(sets)
-    members = []
-    for arch, loss_name, seed in itertools.product(archs, losses, seeds):
-        member = member_overrides(base, **{"model.arch": arch, "loss.name": loss_name, "seed": seed})
-        params = resolve_params(params_file, member, sets)  # every member valid before any runs
-        members.append(
-            {
-                "arch": arch,
-                "loss": loss_name,
-                "seed": seed,
-                "overrides": member,
-                "params": params,
-                "label": f"{arch}-{loss_name}-seed{seed}",
-            }
-        )
+    members = sweep_members(archs, losses, seeds, params_file, sets, {k: v for k, v in overrides.items() if k != "seed"})
     if not members:
         raise ValueError("empty sweep: give at least one architecture, one loss and one seed")
     if members[0]["params"].tracking.enabled:
@@ -219,10 +226,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         check_sets(args.sets)
         # every member valid before Prefect starts: a bad --arch, --loss or --seed exits 2, not
         # with the flow's traceback
-        for arch, loss_name, seed in itertools.product(
-            args.archs or DEFAULT_ARCHS, args.losses or DEFAULT_LOSSES, args.seeds or DEFAULT_SEEDS
-        ):
-            resolve_params(args.params, member_overrides({}, **{"model.arch": arch, "loss.name": loss_name, "seed": seed}), args.sets)
+        sweep_members(args.archs or DEFAULT_ARCHS, args.losses or DEFAULT_LOSSES, args.seeds or DEFAULT_SEEDS, args.params, args.sets, {})
     except ParamsError as exc:
         print(f"gan-sweep: {exc}", file=sys.stderr)
         return 2

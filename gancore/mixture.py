@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -267,18 +268,16 @@ class MixtureGenerator(nn.Module):
         return outputs
 
 
-def load_mixture_generator(layout: Layout, device: str = "cpu", which: str = "last") -> tuple[MixtureGenerator, dict[str, Any]]:
-    """The mixture in ``layout`` as one module, and a record like a model file's; ``which``: the
-    parts' last generators or the ones ``train.keep_best`` kept (``sample.generator``)."""
+def load_mixture_generator(layout: Layout, device: str = "cpu", files: list[Path] | None = None) -> tuple[MixtureGenerator, dict[str, Any]]:
+    """The mixture in ``layout`` as one module, and a record like a model file's; ``files``: the
+    parts' generator files in the manifest's order (default: their last ones; what ``gan sample``
+    draws from is :func:`gancore.sampling.sampled_generators`)."""
     from gancore.modelio import load_generator, read_model_file
 
     manifest = read_json(layout.mixture)
     generators, record = [], {}
-    for part in manifest["parts"]:
-        part_layout = layout.part(int(part["index"]))
-        path = part_layout.best_models / part_layout.generator.name if which == "best" else layout.models / part["generator"]
-        if not path.is_file():
-            raise GanCoreError(f"{path} is missing: sample.generator={which} needs a training run with train.keep_best set")
+    for i, part in enumerate(manifest["parts"]):
+        path = files[i] if files is not None else layout.models / part["generator"]
         record = read_model_file(path)
         generators.append(load_generator(path, device))
     affines = [(p.get("shift") or [], float(p.get("scale", 1.0))) for p in manifest["parts"]]

@@ -136,10 +136,6 @@ def build_image_folder(spec: DatasetSpec, params: Params, layout: Layout) -> Pre
 # -- image_folder ---------------------------------------------------------------------------------
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS and not _hidden(path.name)
-
-
 def _hidden(name: str) -> bool:
     # .DS_Store, macOS's ._name resource forks, .ipynb_checkpoints/, .thumbnails/: no data
     return name.startswith(".")
@@ -153,7 +149,7 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     """
     if not root.is_dir():
         raise DataError(f"data.path {root} is not a folder; point it at a folder of images")
-    loose = sorted(p for p in root.iterdir() if _is_image(p))
+    loose = sorted(p for p in root.iterdir() if _visible_image(p, root))
     class_dirs = sorted(
         d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name) and any(_visible_image(p, d) for p in d.rglob("*"))
     )

@@ -87,7 +87,7 @@ def log_model(run: PipelineRun, params: Params, layout: Layout) -> None:
     """The generator ``gan sample`` draws from (the last or, with ``sample.generator=best``, the
     best one; a mixture as one module), registered: the model whose samples were scored."""
     from gancore.modelio import load_generator, read_model_file
-    from gancore.sampling import generator_path
+    from gancore.sampling import generator_path, sampled_generators
     from gancore.tracking import models
     from gancore.tracking.models import registered_model_name
 
@@ -95,7 +95,7 @@ def log_model(run: PipelineRun, params: Params, layout: Layout) -> None:
     if layout.mixture.is_file():
         from gancore.mixture import load_mixture_generator
 
-        module, record = load_mixture_generator(layout, which=params.sample.generator)
+        module, record = load_mixture_generator(layout, files=sampled_generators(params, layout))
     elif layout.generator.is_file():
         path = generator_path(params, layout)
         record = read_model_file(path)

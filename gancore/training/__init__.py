@@ -189,7 +189,7 @@ def _train(
 
     torch.manual_seed(params.seed)  # weight initialisation
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)
-    penalty_problem = _penalty_problem(params, discriminator)
+    penalty_problem = _penalty_problem(params, discriminator, options)
     if penalty_problem:
         raise ParamsError([("loss.name", penalty_problem)])
     pin_small_model_threads(device, generator, discriminator)
@@ -270,7 +270,7 @@ def _train(
     return summary
 
 
-def _penalty_problem(params: Params, discriminator: torch.nn.Module) -> str | None:
+def _penalty_problem(params: Params, discriminator: torch.nn.Module, options: dict[str, Any]) -> str | None:
     """Why the loss's gradient penalty cannot go with this discriminator, or None. The penalty asks
     for a unit gradient of D at each sample on its own, which a batch-normalised D has not: its
     output at one sample moves with the rest of the batch, and the penalty's interpolates move
@@ -280,6 +280,7 @@ def _penalty_problem(params: Params, discriminator: torch.nn.Module) -> str | No
         return None
     if not any(isinstance(m, _BatchNorm) for m in discriminator.modules()):
         return None
-    has_switch = "d_batch_norm" in resolve_architecture(params.model.arch, {})[1]
-    hint = "set model.options.d_batch_norm=false" if has_switch else "use an architecture whose discriminator has no batch norm"
+    hint = (
+        "set model.options.d_batch_norm=false" if "d_batch_norm" in options else "use an architecture whose discriminator has no batch norm"
+    )
     return f"{params.loss.name}'s gradient penalty needs a discriminator without batch norm, and {params.model.arch}'s has it: {hint}, or use another loss"

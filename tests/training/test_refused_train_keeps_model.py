@@ -53,16 +53,17 @@ def test_a_gradient_penalty_is_refused_with_a_batch_normalised_critic(tmp_path):
     another, at the same example), and the penalty's interpolates move its running statistics.
     DCGAN's critic has batch norm by default: refused with the option that turns it off."""
     from gancore.config import validate
-    from gancore.modelio import build_pair
+    from gancore.modelio import build_pair, resolve_architecture
     from gancore.training import _penalty_problem
 
     params = validate({"data": {"name": "mnist"}, "model": {"arch": "dcgan", "options": {"width": 8}}, "loss": {"name": "wasserstein_gp"}})
     _, critic = build_pair("dcgan", (1, 28, 28), 8, {"width": 8})
-    assert "set model.options.d_batch_norm=false" in _penalty_problem(params, critic)
+    options = resolve_architecture("dcgan", {"width": 8})[1]
+    assert "set model.options.d_batch_norm=false" in _penalty_problem(params, critic, options)
     _, plain = build_pair("dcgan", (1, 28, 28), 8, {"width": 8, "d_batch_norm": False})
-    assert _penalty_problem(params, plain) is None
+    assert _penalty_problem(params, plain, {**options, "d_batch_norm": False}) is None
     hinge = validate({"data": {"name": "mnist"}, "model": {"arch": "dcgan"}, "loss": {"name": "hinge"}})
-    assert _penalty_problem(hinge, critic) is None
+    assert _penalty_problem(hinge, critic, options) is None
 
 
 def test_a_prepare_that_fails_half_way_leaves_nothing_that_looks_prepared(tmp_path, monkeypatch):
