@@ -247,7 +247,9 @@ def _markdown(r: dict[str, Any]) -> str:
         ),
         (
             "near-duplicate rate (real data, same n)",
-            f"{fmt(r['duplicate_rate'])} ({fmt(r['real_duplicate_rate'])}; chance {fmt(r.get('duplicate_quantile'))})",
+            f"{fmt(r['duplicate_rate'])} ({fmt(r['real_duplicate_rate'])}; chance {fmt(r.get('duplicate_quantile'))})"
+            # Data with exact ties are judged at the k-th neighbour (see diversity.near_duplicates).
+            + (f"; neighbour {r['duplicate_neighbour']}, the data repeat values" if (r.get("duplicate_neighbour") or 1) > 1 else ""),
         ),
         (
             "data copying: C_T (copy rate)",

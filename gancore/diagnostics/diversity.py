@@ -12,7 +12,8 @@ generator sits at chance:
   reduced to one point.
 * :func:`near_duplicates`: the share of generated samples whose nearest other sample is closer than
   the ``quantile`` of real points' nearest-neighbour distances, at equal n. A faithful generator
-  scores the quantile itself (5 % by default), repeated samples score near 1.
+  scores the quantile itself (5 % by default), repeated samples score near 1. On data with exact
+  ties the k-th nearest other sample stands in for the nearest (see the function).
 * :func:`data_copying`: Meehan, Chaudhuri and Dasgupta (2020): generated samples' distances to their
   nearest training point against held-out real points', by a Mann-Whitney U test in each cell of a
   k-means partition of the training data (``C_T``, the cells' Z scores averaged with the held-out
@@ -142,6 +143,34 @@ def _nn_distances(x: torch.Tensor, ref: torch.Tensor, exclude_self: bool) -> tor
     return torch.cat(out)
 
 
+def _kth_neighbour_distances(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's sorted distances to its ``k`` nearest other rows of ``x`` (n x k)."""
+    if x.shape[1] <= KD_TREE_DIMS:
+        from scipy.spatial import cKDTree
+
+        # Row i itself is one of the hits at distance 0; whichever it is, dropping one zero from
+        # the k + 1 sorted distances leaves the k nearest others'.
+        dist, _ = cKDTree(x.double().numpy()).query(x.double().numpy(), k=k + 1)
+        return torch.from_numpy(np.asarray(dist, dtype=np.float64).reshape(len(x), k + 1)[:, 1:]).to(x.dtype)
+    out = []
+    for start in range(0, len(x), _CHUNK):
+        chunk = x[start : start + _CHUNK]
+        d = torch.cdist(chunk, x, compute_mode="use_mm_for_euclid_dist")
+        idx = torch.arange(start, len(chunk) + start)
+        d[idx - start, idx] = math.inf
+        rows = d.topk(k, dim=1, largest=False).indices
+        # exact distances of the candidates, as in _nn_distances (float32 matmul blurs copies)
+        exact = torch.stack([(chunk.double() - x[rows[:, j]].double()).norm(dim=1) for j in range(k)], dim=1)
+        out.append(exact.sort(dim=1).values.to(x.dtype))
+    return torch.cat(out)
+
+
+def _tie_share(d: torch.Tensor, threshold: float, weight: float) -> float:
+    """Share of ``d`` below ``threshold``, a tie at it counting ``weight``."""
+    d = d.double()
+    return float((d < threshold).double().mean() + weight * (d == threshold).double().mean())
+
+
 def near_duplicates(generated: Any, real: Any, quantile: float, seed: int, max_points: int) -> dict[str, Any]:
     """Near-duplicate rate of ``generated`` calibrated on ``real`` at equal n (see the module doc).
 
@@ -149,6 +178,18 @@ def near_duplicates(generated: Any, real: Any, quantile: float, seed: int, max_p
     ``quantile`` of leave-one-out nearest-neighbour distances), the second is scored like the
     generated samples, so ``real_duplicate_rate`` shows the chance level on data the threshold was
     not taken from. ``duplicate_z``: two-proportion z of generated against that real rate.
+
+    Data with exact ties (rounded or discrete values) are measured the same way, with two changes
+    that leave continuous data exactly as above:
+
+    * When ``quantile`` or more of the calibration points have an exact twin, the threshold is 0
+      and nothing can be closer, so a generator repeating a handful of points would score 0. The
+      neighbour then moves out to the k-th nearest other point, the smallest k whose threshold is
+      above 0 (``duplicate_neighbour``; searched up to sqrt(n), the cost bound): data where twins
+      are normal are judged on how many copies a sample has.
+    * A distance exactly at the threshold counts the share that makes the calibration half score
+      ``quantile`` itself (``duplicate_tie_weight``), the randomised test's rule for ties, so
+      faithful discrete data sit at chance instead of below it.
     """
     g, r = _points(generated), _points(real)
     n = min(max_points, len(g), len(r) // 2)
@@ -159,12 +200,29 @@ def near_duplicates(generated: Any, real: Any, quantile: float, seed: int, max_p
     r = r[torch.randperm(len(r), generator=seeded_generator(seed, "diagnose/duplicates-real"))[: 2 * n]]
     calibration, control = r[:n], r[n:]
     g = subset(g, n, seed, "diagnose/duplicates-generated")
-    threshold = float(torch.quantile(_nn_distances(calibration, calibration, True).double(), quantile))
-    rate = float((_nn_distances(g, g, True) < threshold).double().mean())
-    real_rate = float((_nn_distances(control, control, True) < threshold).double().mean())
+    k = 1
+    d_cal = _nn_distances(calibration, calibration, True).double()
+    threshold = float(torch.quantile(d_cal, quantile))
+    if threshold <= 0:
+        widest = min(n - 1, math.isqrt(n - 1) + 1)
+        kth = _kth_neighbour_distances(calibration, widest).double()
+        positive = (torch.quantile(kth, quantile, dim=0) > 0).nonzero()
+        k = int(positive[0]) + 1 if len(positive) else widest
+        d_cal = kth[:, k - 1]
+        threshold = float(torch.quantile(d_cal, quantile))
+
+    def distances(x: torch.Tensor) -> torch.Tensor:
+        return _nn_distances(x, x, True) if k == 1 else _kth_neighbour_distances(x, k)[:, k - 1]
+
+    below, tied = float((d_cal < threshold).double().mean()), float((d_cal == threshold).double().mean())
+    weight = min(1.0, max(0.0, (quantile - below) / tied)) if tied > 0 else 0.0
+    rate = _tie_share(distances(g), threshold, weight)
+    real_rate = _tie_share(distances(control), threshold, weight)
     return {
         "duplicate_threshold": threshold,
         "duplicate_quantile": quantile,
+        "duplicate_neighbour": k,
+        "duplicate_tie_weight": weight,
         "duplicate_rate": rate,
         "real_duplicate_rate": real_rate,
         "duplicate_excess": rate - real_rate,

@@ -219,13 +219,19 @@ def _inside(f: Mapping[str, Any], out: _Findings) -> None:
     if above_chance(rate, q, f.get("duplicate_points")):
         out.add(
             "intra_mode_collapse",
-            f"{rate:.1%} of generated samples have a near duplicate, where real data of the same size have {f.get('real_duplicate_rate'):.1%} "
-            f"(chance: {q:.0%})",
+            f"{rate:.1%} of generated samples have {_copies(f.get('duplicate_neighbour'))}, where real data of the same size have "
+            f"{f.get('real_duplicate_rate'):.1%} (chance: {q:.0%})",
             duplicate_rate=rate,
             real_duplicate_rate=f.get("real_duplicate_rate"),
             duplicate_quantile=q,
             duplicate_points=f.get("duplicate_points"),
+            duplicate_neighbour=f.get("duplicate_neighbour"),
         )
+
+
+def _copies(k: int | None) -> str:
+    """What a near duplicate is at the neighbour the data's ties asked for."""
+    return "a near duplicate" if not k or k == 1 else f"{k} near duplicates (real data often repeat values exactly)"
 
 
 def _copying(f: Mapping[str, Any], out: _Findings) -> None:

@@ -188,7 +188,14 @@ class CollapseMonitor:
             figures.update(
                 {
                     k: measured[k]
-                    for k in ("pairwise_distance_ratio", "duplicate_rate", "real_duplicate_rate", "duplicate_quantile", "duplicate_points")
+                    for k in (
+                        "pairwise_distance_ratio",
+                        "duplicate_rate",
+                        "real_duplicate_rate",
+                        "duplicate_quantile",
+                        "duplicate_points",
+                        "duplicate_neighbour",
+                    )
                 }
             )
         if report is not None:

@@ -68,3 +68,60 @@ def test_the_near_duplicate_halves_do_not_follow_the_file_s_order():
     sd = (0.05 * 0.95 / 2_000) ** 0.5
     assert abs(found["real_duplicate_rate"] - 0.05) < 4 * sd and abs(found["duplicate_rate"] - 0.05) < 4 * sd
     assert abs(found["duplicate_z"]) < 3
+
+
+def _rounded_blobs(n: int, seed: int, decimals: int = 1, sigma: float = 1.0) -> torch.Tensor:
+    """Three 2-D Gaussians rounded to ``decimals``: about 70 % of 2,000 points have an exact twin."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]], dtype=torch.float64)
+    x = centres[torch.randint(0, 3, (n,), generator=gen)] + sigma * torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    return torch.round(x, decimals=decimals)
+
+
+def test_near_duplicates_on_data_with_exact_ties():
+    """Rounded data: most real points have an exact twin, so the nearest-neighbour threshold was 0
+    and nothing could be closer: a generator repeating five points scored 0 % near duplicates,
+    like faithful data. The k-th neighbour (the smallest k with a positive threshold) and the tie
+    weight put faithful rounded data at chance (within 4 sd of a proportion at n = 2,000) and the
+    repeated points at 100 %; continuous data keep the nearest neighbour (k = 1)."""
+    from gancore.diagnostics.diversity import near_duplicates
+    from gancore.diagnostics.verdict import above_chance
+
+    real = _rounded_blobs(8_000, 0)
+    sd = (0.05 * 0.95 / 2_000) ** 0.5
+    faithful = near_duplicates(_rounded_blobs(4_000, 1), real, 0.05, seed=0, max_points=2_000)
+    assert faithful["duplicate_neighbour"] > 1
+    assert abs(faithful["duplicate_rate"] - 0.05) < 4 * sd and abs(faithful["real_duplicate_rate"] - 0.05) < 4 * sd
+    assert not above_chance(faithful["duplicate_rate"], 0.05, 2_000)
+
+    five = real[:5].repeat(400, 1)
+    repeated = near_duplicates(five, real, 0.05, seed=0, max_points=2_000)
+    assert repeated["duplicate_rate"] == 1.0
+    assert above_chance(repeated["duplicate_rate"], 0.05, 2_000)
+
+    # Collapsed inside each mode on the same grid: a quarter of the spread, still rounded.
+    tight = near_duplicates(_rounded_blobs(4_000, 2, sigma=0.25), real, 0.05, seed=0, max_points=2_000)
+    assert tight["duplicate_rate"] > 0.5
+
+    continuous = near_duplicates(_rounded_blobs(4_000, 1, decimals=12), _rounded_blobs(8_000, 0, decimals=12), 0.05, 0, 2_000)
+    assert continuous["duplicate_neighbour"] == 1 and continuous["duplicate_tie_weight"] == 0.0
+
+
+def test_near_duplicates_in_high_dimensions_with_ties():
+    """The same rule through the cdist path (above 16 dimensions): binary 20-D vectors of 3 active
+    bits repeat exactly (1,140 patterns for 2,000 points); faithful ones sit at chance, a generator
+    of 10 patterns does not."""
+    from gancore.diagnostics.diversity import near_duplicates
+
+    def bits(n: int, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        on = torch.rand(n, 20, generator=gen).argsort(dim=1)[:, :3]
+        return torch.zeros(n, 20).scatter_(1, on, 1.0)
+
+    real = bits(8_000, 0)
+    sd = (0.05 * 0.95 / 2_000) ** 0.5
+    faithful = near_duplicates(bits(4_000, 1), real, 0.05, seed=0, max_points=2_000)
+    assert faithful["duplicate_neighbour"] > 1
+    assert abs(faithful["duplicate_rate"] - 0.05) < 4 * sd
+    ten = near_duplicates(bits(10, 2).repeat(200, 1), real, 0.05, seed=0, max_points=2_000)
+    assert ten["duplicate_rate"] == 1.0
