@@ -236,10 +236,12 @@ def local_api() -> Iterator[str]:
     try:
         server.start(timeout)
     except TimeoutError as exc:
-        raise TimeoutError(
+        raise ServerStartError(
             f"{exc}: the temporary Prefect server did not start within server.ephemeral.startup_timeout_seconds="
             f"{timeout}; raise it (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS) or start one with `make serve`"
         ) from None
+    except RuntimeError as exc:  # it exited: its own error went to stderr above this line
+        raise ServerStartError(f"{exc}; its own error is printed above") from None
     previous = os.environ.get(API_URL_ENV)
     os.environ[API_URL_ENV] = server.api_url  # for every process started from here
     try:

@@ -83,5 +83,16 @@ def test_first_run_with_a_cold_prefect_home_on_busy_cores_passes(tmp_path, busy_
 
 def test_a_startup_timeout_the_user_set_is_kept(tmp_path):
     done = run_flow(tmp_path, tmp_path / "cold-home", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
-    assert done.returncode != 0
-    assert "startup_timeout_seconds=1" in done.stderr and "make serve" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("gan-pipeline: error: ")
+    assert "startup_timeout_seconds=1" in last and "make serve" in last
+
+
+def test_a_server_that_exits_at_start_is_one_line_and_exit_1(tmp_path):
+    """A database the server cannot open: uvicorn prints its own error and exits; the flow's
+    command reports that in one line (it raised a RuntimeError traceback: run_locally only
+    caught an error nothing raised)."""
+    done = run_flow(tmp_path, tmp_path / "home", PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db")
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert last.startswith("gan-pipeline: error: prefect server exited with code") and "printed above" in last
