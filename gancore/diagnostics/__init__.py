@@ -197,7 +197,19 @@ def figures_from(report: dict[str, Any] | None, measured: dict[str, Any], ndb_re
         return report.get(key) if report else None
 
     return {
-        **{k: mode(k) for k in ("modes_total", "modes_covered", "modes_expected", "modes_expected_sd", "high_quality_fraction", "mode_kl")},
+        **{
+            k: mode(k)
+            for k in (
+                "modes_total",
+                "modes_covered",
+                "modes_expected",
+                "modes_expected_sd",
+                "modes_missing_unlikely",
+                "modes_missing_unlikely_labels",
+                "high_quality_fraction",
+                "mode_kl",
+            )
+        },
         "mode_samples_counted": mode("n_counted"),
         "mode_protocol": mode("protocol"),
         "real_histogram_source": mode("real_histogram_source"),

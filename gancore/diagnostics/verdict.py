@@ -111,7 +111,9 @@ def _modes_missing(f: Mapping[str, Any]) -> bool | None:
     total, covered, expected = f.get("modes_total"), f.get("modes_covered"), f.get("modes_expected")
     if total is None or covered is None or expected is None:
         return None
-    return expected - covered >= max(1.0, MISSING_MODES_SDS * (f.get("modes_expected_sd") or 0.0))
+    short = expected - covered >= max(1.0, MISSING_MODES_SDS * (f.get("modes_expected_sd") or 0.0))
+    # or a mode a faithful generator all but certainly hits has no sample (see modes.surely_hit_yet_missed)
+    return short or bool(f.get("modes_missing_unlikely"))
 
 
 def above_chance(rate: float | None, quantile: float | None, n: int | None) -> bool:
@@ -151,16 +153,26 @@ def _collapse(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: boo
         )
 
 
+def _surely_hit(f: Mapping[str, Any]) -> str:
+    count, labels = f.get("modes_missing_unlikely"), f.get("modes_missing_unlikely_labels") or []
+    if not count:
+        return ""
+    shown = ", ".join(labels) + (", ..." if count > len(labels) else "")
+    return f"; {count} mode(s) with no sample ({shown}) that a faithful generator would all but surely hit"
+
+
 def _partial(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: bool | None) -> None:
     total, covered = f.get("modes_total"), f.get("modes_covered")
     if reliable and missing:
         out.add(
             "partial_collapse",
-            f"{covered} of {total} modes covered; a faithful generator would cover {f['modes_expected']:.1f} with as many samples",
+            f"{covered} of {total} modes covered; a faithful generator would cover {f['modes_expected']:.1f} with as many samples"
+            + _surely_hit(f),
             modes_covered=covered,
             modes_total=total,
             modes_expected=f.get("modes_expected"),
             modes_expected_sd=f.get("modes_expected_sd"),
+            modes_missing_unlikely=f.get("modes_missing_unlikely"),
             high_quality_fraction=f.get("high_quality_fraction"),
             mode_kl=f.get("mode_kl"),
         )

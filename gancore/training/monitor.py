@@ -202,7 +202,16 @@ class CollapseMonitor:
             figures.update(
                 {
                     k: report[k]
-                    for k in ("modes_total", "modes_covered", "modes_expected", "modes_expected_sd", "high_quality_fraction", "mode_kl")
+                    for k in (
+                        "modes_total",
+                        "modes_covered",
+                        "modes_expected",
+                        "modes_expected_sd",
+                        "modes_missing_unlikely",
+                        "modes_missing_unlikely_labels",
+                        "high_quality_fraction",
+                        "mode_kl",
+                    )
                 }
             )
         return figures
