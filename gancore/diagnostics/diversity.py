@@ -171,6 +171,15 @@ def _tie_share(d: torch.Tensor, threshold: float, weight: float) -> float:
     return float((d < threshold).double().mean() + weight * (d == threshold).double().mean())
 
 
+def _calibrate(reference: torch.Tensor, quantile: float) -> tuple[float, float]:
+    """The ``quantile`` of ``reference`` distances, and the weight a tie at it counts so that
+    ``reference`` itself scores ``quantile`` (the randomised test's rule for ties; 0 without ties)."""
+    d = reference.double()
+    threshold = float(torch.quantile(d, quantile))
+    below, tied = float((d < threshold).double().mean()), float((d == threshold).double().mean())
+    return threshold, min(1.0, max(0.0, (quantile - below) / tied)) if tied > 0 else 0.0
+
+
 def near_duplicates(generated: Any, real: Any, quantile: float, seed: int, max_points: int) -> dict[str, Any]:
     """Near-duplicate rate of ``generated`` calibrated on ``real`` at equal n (see the module doc).
 
@@ -202,20 +211,17 @@ def near_duplicates(generated: Any, real: Any, quantile: float, seed: int, max_p
     g = subset(g, n, seed, "diagnose/duplicates-generated")
     k = 1
     d_cal = _nn_distances(calibration, calibration, True).double()
-    threshold = float(torch.quantile(d_cal, quantile))
-    if threshold <= 0:
+    if float(torch.quantile(d_cal, quantile)) <= 0:
         widest = min(n - 1, math.isqrt(n - 1) + 1)
         kth = _kth_neighbour_distances(calibration, widest).double()
         positive = (torch.quantile(kth, quantile, dim=0) > 0).nonzero()
         k = int(positive[0]) + 1 if len(positive) else widest
         d_cal = kth[:, k - 1]
-        threshold = float(torch.quantile(d_cal, quantile))
 
     def distances(x: torch.Tensor) -> torch.Tensor:
         return _nn_distances(x, x, True) if k == 1 else _kth_neighbour_distances(x, k)[:, k - 1]
 
-    below, tied = float((d_cal < threshold).double().mean()), float((d_cal == threshold).double().mean())
-    weight = min(1.0, max(0.0, (quantile - below) / tied)) if tied > 0 else 0.0
+    threshold, weight = _calibrate(d_cal, quantile)
     rate = _tie_share(distances(g), threshold, weight)
     real_rate = _tie_share(distances(control), threshold, weight)
     return {
@@ -268,8 +274,11 @@ def data_copying(generated: Any, train: Any, held_out: Any, quantile: float, see
             weights.append(len(hp))
     total = sum(weights)
     c_t = sum(z * w for z, w in zip(z_scores, weights)) / total if total else None
-    threshold = float(torch.quantile(d_held.double(), quantile))
-    copy_rate = float((d_gen < threshold).double().mean())
+    # Ties at the threshold (held-out points sitting exactly on a training point, in rounded or
+    # discrete data) count the share that puts the held-out points at the quantile: with 5 % of
+    # them on a training point the threshold was 0 and verbatim copies scored a copy rate of 0.
+    threshold, weight = _calibrate(d_held, quantile)
+    copy_rate = _tie_share(d_gen, threshold, weight)
     return {
         "copy_c_t": c_t,
         "copy_cells": len(z_scores),

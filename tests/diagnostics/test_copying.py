@@ -125,3 +125,24 @@ def test_near_duplicates_in_high_dimensions_with_ties():
     assert abs(faithful["duplicate_rate"] - 0.05) < 4 * sd
     ten = near_duplicates(bits(10, 2).repeat(200, 1), real, 0.05, seed=0, max_points=2_000)
     assert ten["duplicate_rate"] == 1.0
+
+
+def test_copy_rate_with_held_out_points_on_training_points():
+    """Zero-inflated 2-D data (10 % of points exactly at the origin): 10 % of held-out points sit on
+    a training point, the copy threshold was 0, and 2,500 verbatim training points scored a copy
+    rate of 0 beside C_T -15. With ties weighted, fresh draws sit at the 5 % quantile (4 sd of a
+    proportion at n = 2,500) and the copies far above it."""
+    from gancore.diagnostics.diversity import data_copying
+    from gancore.diagnostics.verdict import above_chance
+
+    def draw(n: int, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+        return torch.where(torch.rand(n, 1, generator=gen, dtype=torch.float64) < 0.1, 0.0, x)
+
+    train, held_out = draw(20_000, 0), draw(5_000, 1)
+    fresh = data_copying(draw(2_500, 2), train, held_out, 0.05, seed=0)
+    assert abs(fresh["copy_rate"] - 0.05) < 4 * (0.05 * 0.95 / 2_500) ** 0.5
+    copies = data_copying(train[:2_500], train, held_out, 0.05, seed=0)
+    assert copies["copy_c_t"] < -3 and copies["copy_rate"] > 0.4
+    assert above_chance(copies["copy_rate"], 0.05, 2_500)
