@@ -19,7 +19,7 @@ from gancore.diagnostics.diversity import collapse_measures
 from gancore.diagnostics.modes import expected_coverage, modes_2d, modes_labelled, modes_stacked
 from gancore.diagnostics.ndb import false_positive_bound, ndb, two_proportion_z
 from gancore.diagnostics.remedies import SEPARATE
-from gancore.diagnostics.verdict import decide
+from gancore.diagnostics.verdict import PAIRWISE_TINY, decide
 
 
 def grid25() -> tuple[torch.Tensor, float]:
@@ -55,6 +55,22 @@ def test_quality_radius_is_strict_three_sigma():
     )
     r = modes_2d(pts, centers, sigma)
     assert r["generated_counts"][0] == 1 and r["high_quality_fraction"] == 0.5
+
+
+def test_one_of_two_wide_clusters_with_its_full_spread_is_modes_missing_not_complete_collapse():
+    """Two Gaussians (sigma 1) 20 apart, samples from one of them with its full spread: modes are
+    missing, but the samples are not "nearly all the same" (reference.md): their pairwise
+    distances are about 0.16 of the data's (1.77 against about 10.9), above PAIRWISE_TINY. It was
+    called complete_collapse for covering one mode. One mode of ring8 stays complete (below)."""
+    centers = torch.tensor([[-10.0, 0.0], [10.0, 0.0]], dtype=torch.float64)
+    train, _ = mixture(centers, 1.0, 10_000, seed=20)
+    test, test_labels = mixture(centers, 1.0, N, seed=21)
+    one, _ = mixture(centers, 1.0, N, seed=22, modes=[0])
+    report, figures, decision = diagnosis_2d(one, centers, 1.0, train, test, real_labels=test_labels)
+    assert report["modes_covered"] == 1 and figures["pairwise_distance_ratio"] > PAIRWISE_TINY
+    assert decision["verdict"] == "partial_collapse", decision["explanation"]
+    both, _ = mixture(centers, 1.0, N, seed=23)
+    assert diagnosis_2d(both, centers, 1.0, train, test, real_labels=test_labels)[2]["verdict"] == "healthy"
 
 
 def test_ring_collapsed_to_one_mode(ring_data):

@@ -6,6 +6,8 @@ from gancore.diagnostics.remedies import BALANCE, NON_SATURATING, SEPARATE, plan
 from gancore.diagnostics.verdict import decide
 
 COLLAPSED = {"modes_total": 8, "modes_covered": 1, "modes_expected": 8.0, "modes_expected_sd": 0.0, "high_quality_fraction": 0.99}
+# ring8 collapsed to one mode: a speck of the ring (pairwise distances 0.02 of the data's)
+ONE_SPECK = {**COLLAPSED, "pairwise_distance_ratio": 0.02}
 SINGLE = {"pack": 1, "steps": 5000, "lr_g": 1e-4, "lr_d": 2e-3, "n_critic": 5, "monitor_every": 500, "mixture": False, "kind": "vector"}
 
 
@@ -26,7 +28,7 @@ def _dynamics(vanishing: bool, dominance: bool) -> dict:
 def test_a_saturating_loss_that_stalled_is_cured_first():
     """The issue's case: minimax with a dominant D collapses completely, with vanishing gradients
     beside it. The verdict stays the worst symptom; the first remedy is the cause's."""
-    out = decide(COLLAPSED, _dynamics(vanishing=True, dominance=True), "minimax", SINGLE)
+    out = decide(ONE_SPECK, _dynamics(vanishing=True, dominance=True), "minimax", SINGLE)
     assert out["verdict"] == "complete_collapse"
     names = [r["name"] for r in out["remedy_settings"]]
     assert names[:3] == ["non_saturating", "wasserstein_gp", "balance"]
@@ -39,7 +41,7 @@ def test_a_saturating_loss_that_stalled_is_cured_first():
 
 
 def test_the_non_saturating_loss_is_not_proposed_to_a_run_that_uses_it():
-    out = decide(COLLAPSED, _dynamics(vanishing=True, dominance=False), "non_saturating", SINGLE)
+    out = decide(ONE_SPECK, _dynamics(vanishing=True, dominance=False), "non_saturating", SINGLE)
     names = [r["name"] for r in out["remedy_settings"]]
     assert "non_saturating" not in names and names[0] == "mixture"
     assert out["remedies"][0].startswith(SEPARATE)
