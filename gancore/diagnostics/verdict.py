@@ -24,7 +24,8 @@ Precedence (the first that holds wins; the others are still listed under ``findi
    real a tenth more often than held-out real ones, significantly, or its logits rank training
    examples above held-out ones with an AUC of at least 0.6, significantly (which proves such a
    tenth at some threshold: :mod:`gancore.diagnostics.memorisation`); the remedy is augmentation.
-7. ``not_converged`` -- high-quality fraction below ``HIGH_QUALITY_LOW``, or below
+7. ``not_converged`` -- high-quality fraction below ``HIGH_QUALITY_LOW`` (of held-out real data's,
+   when known), or below
    ``QUALITY_SHARE_LOW`` of what held-out real data score under the same protocol (samples too
    wide, blurred), or the discriminator far from the 1/2 equilibrium (sigmoid losses), or D(G(z))
    oscillating.
@@ -32,7 +33,8 @@ Precedence (the first that holds wins; the others are still listed under ``findi
 
 Deliberate readings of that order:
 
-* Mode counts are judged only when at least ``HIGH_QUALITY_LOW`` of the samples are high quality.
+* Mode counts are judged only when at least ``HIGH_QUALITY_LOW`` of the samples are high quality
+  (of the share held-out real data reach, when known).
   Coverage counts high-quality samples only, so when nearly none are (noise, an untrained
   generator) a low count says the generator has not learned the data, not that it dropped modes:
   such a run falls through to ``not_converged`` (its mode counts stay in the findings).
@@ -299,13 +301,24 @@ def _overfitting(dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
         )
 
 
+def _quality_floor(f: Mapping[str, Any]) -> float:
+    """``HIGH_QUALITY_LOW`` of what held-out real data score under the same protocol, when known:
+    real data themselves may fall short of 50 % (a domain classifier over many classes that is
+    rarely 90 % sure), and a faithful generator then looked unconverged and its modes unjudged."""
+    real_hq = f.get("high_quality_real")
+    return HIGH_QUALITY_LOW * real_hq if real_hq else HIGH_QUALITY_LOW
+
+
 def _convergence(f: Mapping[str, Any], dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
     hq, total, covered, real_hq = f.get("high_quality_fraction"), f.get("modes_total"), f.get("modes_covered"), f.get("high_quality_real")
-    if hq is not None and hq < HIGH_QUALITY_LOW:
-        text = f"only {hq:.1%} of samples are high quality (below {HIGH_QUALITY_LOW:.0%})"
+    floor = _quality_floor(f)
+    if hq is not None and hq < floor:
+        text = f"only {hq:.1%} of samples are high quality (below {floor:.0%}" + (
+            f", half of held-out real data's {real_hq:.1%})" if real_hq else ")"
+        )
         if total is not None and covered is not None:
             text += f"; {covered} of {total} modes covered"
-        out.add("not_converged", text, high_quality_fraction=hq, threshold=HIGH_QUALITY_LOW, modes_covered=covered, modes_total=total)
+        out.add("not_converged", text, high_quality_fraction=hq, threshold=floor, modes_covered=covered, modes_total=total)
     elif hq is not None and real_hq and hq < QUALITY_SHARE_LOW * real_hq:
         out.add(
             "not_converged",
@@ -356,7 +369,7 @@ def decide(
     """
     f = figures
     hq = f.get("high_quality_fraction")
-    reliable = f.get("modes_total") is not None and hq is not None and hq >= HIGH_QUALITY_LOW
+    reliable = f.get("modes_total") is not None and hq is not None and hq >= _quality_floor(f)
     missing = _modes_missing(f)
     out = _Findings()
     _collapse(f, out)

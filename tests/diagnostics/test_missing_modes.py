@@ -84,3 +84,37 @@ def test_the_per_mode_rule_s_false_alarms_stay_within_its_level():
     flags = sum(bool(surely_hit_yet_missed(p, rng.multinomial(n, p), n)) for _ in range(2_000))
     assert flags <= 16
     assert MISSED_MODE_ALPHA * 2_000 < 16
+
+
+def test_quality_floor_follows_held_out_real_data_when_they_fall_short_of_half():
+    """A domain classifier over 20 classes that is 90 % sure of only 40 % of real test images:
+    real data score 40 % high quality, below the absolute 50 % floor, so a faithful generator was
+    `not_converged` and half the classes missing went unjudged. The floor is now half of what
+    held-out real data reach (20 %)."""
+    rng = np.random.default_rng(3)
+    k = 20
+
+    def probs(labels: np.ndarray) -> torch.Tensor:
+        top = np.where(rng.random(len(labels)) < 0.4, 0.95, 0.6)
+        p = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
+        p[np.arange(len(labels)), labels] = top
+        return torch.from_numpy(p)
+
+    from gancore.diagnostics.modes import labelled_assignments
+
+    test = rng.integers(0, k, 10_000)
+    real_hq = float((labelled_assignments(probs(test), 0.9) >= 0).double().mean())
+    assert 0.38 < real_hq < 0.42
+
+    def verdict(generated: np.ndarray) -> str:
+        report = modes_labelled(probs(generated), torch.from_numpy(test), 0.9)
+        return decide({**{key: report[key] for key in KEYS}, "high_quality_real": real_hq})["verdict"]
+
+    assert verdict(rng.integers(0, k, 5_000)) == "healthy"
+    assert verdict(rng.integers(0, k // 2, 5_000)) == "partial_collapse"
+    # Against real data's 40 %, samples at 15 % are still unconverged.
+    sure = rng.random(5_000) < 0.15
+    noisy = probs(rng.integers(0, k, 5_000))
+    noisy[~torch.from_numpy(sure)] = 1.0 / k
+    report = modes_labelled(noisy, torch.from_numpy(test), 0.9)
+    assert decide({**{key: report[key] for key in KEYS}, "high_quality_real": real_hq})["verdict"] == "not_converged"
