@@ -94,7 +94,7 @@ def diagnose(params: Params, layout: Layout) -> dict[str, Any]:
         "high_quality_definition": _hq_definition(data, report, cfg.confidence),
         "confidence": cfg.confidence if data.kind == "image" else None,
     }
-    decision = decide(figures, dynamics, params.loss.name, remedy_context(params, figures, layout))
+    decision = without_refused_remedies(params, decide(figures, dynamics, params.loss.name, remedy_context(params, figures, layout)))
     result = _clean({**figures, **decision, "dynamics": dynamics})
 
     # Pictures and tables first, the JSON last: diagnose.json existing means the stage finished.
@@ -155,6 +155,28 @@ def _held_out_usable(params: Params, layout: Layout) -> bool:
     return all(steering_problem(m, m.get("count_test"), need) is None for m in metas)
 
 
+def without_refused_remedies(params: Params, decision: dict[str, Any]) -> dict[str, Any]:
+    """``decision`` without the remedies whose settings this run's configuration would refuse,
+    listed under ``remedies_refused`` with the reason: a proposal must run as printed (gan-remedy
+    tries every one after the baseline; one refused setting failed the whole flow)."""
+    import copy
+
+    from gancore.config import apply_overrides, validate
+
+    tree = params.model_dump(mode="json")
+    kept, refused = [], []
+    for text, setting in zip(decision["remedies"], decision["remedy_settings"]):
+        sets = list(setting.get("sets") or [])
+        try:
+            if sets:
+                validate(apply_overrides(copy.deepcopy(tree), sets), "the remedy's settings")
+        except ParamsError as exc:
+            refused.append({**setting, "problems": [f"{key}: {message}" for key, message in exc.problems]})
+            continue
+        kept.append((text, setting))
+    return {**decision, "remedies": [t for t, _ in kept], "remedy_settings": [s for _, s in kept], "remedies_refused": refused}
+
+
 def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:
     """What the remedies' settings depend on (see :func:`gancore.diagnostics.remedies.plan`)."""
     from gancore.registry import architectures
@@ -182,6 +204,7 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "augment_target": params.augment.target,
         "augment_signal": params.augment.signal,
         "held_out_usable": _held_out_usable(params, layout),
+        "probe": params.probe.enabled,
         "arch_options": sorted(options),
         "batch_norm": bool(options.get("batch_norm")),
         "d_batch_norm": bool(options.get("d_batch_norm")),
@@ -290,4 +313,7 @@ def _markdown(r: dict[str, Any]) -> str:
     lines += [f"| {a} | {b} |" for a, b in rows]
     if r["remedies"]:
         lines += ["", "## Remedies", ""] + [f"- {x}" for x in r["remedies"]]
+    if r.get("remedies_refused"):
+        lines += ["", "Not proposed, as this run's configuration refuses their settings:", ""]
+        lines += [f"- {x['name']} ({', '.join(x['sets'])}): {'; '.join(x['problems'])}" for x in r["remedies_refused"]]
     return "\n".join(lines) + "\n"

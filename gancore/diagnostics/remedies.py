@@ -202,7 +202,9 @@ def _packing(m: int) -> Remedy:
 def _mixture_sets(context: Mapping[str, Any]) -> tuple[str, ...]:
     """Turn the mixture on; images are one part under ``partition: auto``, so they are split by
     k-means (their class labels would be the mode count's answer)."""
-    return ("mixture.enabled=true",) + (("mixture.partition=kmeans",) if context.get("kind") == "image" else ())
+    kmeans = ("mixture.partition=kmeans",) if context.get("kind") == "image" else ()
+    # The probe needs one discriminator (the configuration refuses it beside a mixture).
+    return ("mixture.enabled=true", *kmeans, *(("probe.enabled=false",) if context.get("probe") else ()))
 
 
 def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics: Mapping[str, Any] | None) -> list[Remedy]:
@@ -240,9 +242,13 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         memorising = name == "discriminator_overfitting"
         found_overfitting = (dynamics or {}).get("discriminator_overfitting")
         out += _more_data(context, for_collapse=False, memorising=memorising, overfitting=found_overfitting, loss=loss)
-        steps = int(context.get("steps") or 0)
-        if steps and context.get("monitor_every"):
-            out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best")))
+        steps, every = int(context.get("steps") or 0), int(context.get("monitor_every") or 0)
+        # The monitor's figures keep_best selects on are the mode counts: data without known
+        # modes would keep no generator, and sample.generator=best would then find none.
+        if steps and every and context.get("modes_total"):
+            # keep_best needs a check within the steps (the configuration refuses it otherwise)
+            check = (f"train.monitor_every={max(1, steps // 10)}",) if every > steps else ()
+            out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best", *check)))
     if name in ("vanishing_gradients", "not_converged"):
         if name == "not_converged" and context.get("steps"):
             out.append(Remedy("longer", LONGER, (f"{context.get('steps_key', 'train.steps')}={2 * int(context['steps'])}",)))

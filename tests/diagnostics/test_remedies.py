@@ -49,7 +49,7 @@ def test_the_non_saturating_loss_is_not_proposed_to_a_run_that_uses_it():
 
 def test_copies_of_the_training_data_call_for_an_earlier_stop_and_more_data():
     figures = {**COLLAPSED, "modes_covered": 8, "copy_c_t": -8.0, "copy_rate": 0.4, "copy_quantile": 0.05, "n_samples": 2500}
-    out = decide(figures, None, "non_saturating", {**SINGLE, "kind": "image"})
+    out = decide(figures, None, "non_saturating", {**SINGLE, "kind": "image", "modes_total": 10})
     assert out["verdict"] == "data_copying"
     assert [r["name"] for r in out["remedy_settings"]] == ["augment", "earlier"]
     assert out["remedy_settings"][0]["sets"] == [  # images: the kind's transforms
@@ -165,7 +165,7 @@ def test_a_discriminator_only_the_auc_finds_is_augmented_by_r_t_not_by_the_gap_i
 
 
 def test_a_memorising_discriminator_is_a_cause_and_its_augmentation_carries_no_collapse_caveat():
-    out = plan(["partial_collapse", "discriminator_overfitting"], "non_saturating", None, {**SINGLE, "kind": "image"})
+    out = plan(["partial_collapse", "discriminator_overfitting"], "non_saturating", None, {**SINGLE, "kind": "image", "modes_total": 10})
     assert [r.name for r in out][:4] == ["augment", "augment_held_out", "earlier", "mixture"]
     assert out[0].caveat.startswith("ADA's r_t also rises for a D that merely wins")
     collapsed = plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "kind": "image"})
@@ -275,3 +275,38 @@ def test_train_longer_lengthens_what_the_run_trained():
     mixture = {**SINGLE, "mixture": True, "steps": 1000, "steps_key": "mixture.steps"}
     longer = next(r for r in plan(["not_converged"], "non_saturating", None, mixture) if r.name == "longer")
     assert longer.sets == ("mixture.steps=2000",)
+
+
+def test_earlier_and_the_mixture_come_with_what_the_run_needs_to_accept_them():
+    """Found by a review: ``earlier`` beside a monitor that never checks within the steps, and the
+    mixture beside the probe, were proposed as printed and refused by the configuration, which
+    failed gan-remedy after its baseline had run. Data without known modes get no ``earlier``:
+    keep_best's figures are the mode counts, so no generator would be kept."""
+    copying = ["data_copying"]
+    short = {**SINGLE, "steps": 300, "monitor_every": 500, "modes_total": 8}
+    earlier = next(r for r in plan(copying, "non_saturating", None, short) if r.name == "earlier")
+    assert earlier.sets == ("train.keep_best=high_quality_fraction", "sample.generator=best", "train.monitor_every=30")
+    assert "earlier" not in [r.name for r in plan(copying, "non_saturating", None, {**SINGLE, "modes_total": None})]
+    probed = next(r for r in plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "probe": True}) if r.name == "mixture")
+    assert probed.sets == ("mixture.enabled=true", "probe.enabled=false")
+
+
+def test_a_remedy_the_run_s_configuration_refuses_is_listed_apart_not_proposed():
+    from gancore.config import validate
+    from gancore.diagnostics import without_refused_remedies
+
+    params = validate(
+        {"device": "cpu", "data": {"name": "ring8"}, "train": {"steps": 300, "monitor_every": 100}, "tracking": {"enabled": False}}
+    )
+    decision = {
+        "remedies": ["fine", "refused"],
+        "remedy_settings": [
+            {"name": "pack2", "sets": ["model.pack=2"]},
+            # the mixture's parts train mixture.steps (1,000): a monitor every 2,000 never checks
+            {"name": "bad", "sets": ["train.keep_best=high_quality_fraction", "train.monitor_every=2000"]},
+        ],
+    }
+    out = without_refused_remedies(params, decision)
+    assert out["remedies"] == ["fine"] and [r["name"] for r in out["remedy_settings"]] == ["pack2"]
+    (refused,) = out["remedies_refused"]
+    assert refused["name"] == "bad" and any(p.startswith("train.keep_best") for p in refused["problems"])
