@@ -154,7 +154,9 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
         names = (data.meta.get("modes") or {}).get("labels") or [str(c) for c in classes]
         descriptions = [f"class {names[c] if c < len(names) else c}" for c in classes]
     elif method == "none":
-        train_of, test_of, descriptions = [torch.ones(len(data.train), dtype=torch.bool)], None, ["the whole data set"]
+        # one part: the whole test split is its own held-out data (held-out steering relies on it)
+        train_of, test_of = [torch.ones(len(data.train), dtype=torch.bool)], [torch.ones(len(data.test), dtype=torch.bool)]
+        descriptions = ["the whole data set"]
     else:
         train_labels, test_labels, descriptions, record = cluster_partition(data, params)
         train_of = [train_labels == i for i in range(len(descriptions))]

@@ -159,11 +159,20 @@ def measure(params: Any, layout: Any, device: Any) -> dict[str, Any] | None:
         trained = [layout.part(int(part["index"])) for part in read_json(layout.mixture)["parts"]]
     else:
         trained = [layout]
-    found = []
+    found, foreign = [], 0
     for each in trained:
         if not each.discriminator.is_file():
             continue
+        data = load_prepared(each.prepared)
+        if data.meta.get("own_test") is False:
+            # No held-out example falls in this part: its test split is other parts' data, which
+            # its D tells apart from its own whether it memorises or not.
+            foreign += 1
+            continue
         pack = int(read_model_file(each.discriminator).get("pack", 1))
         D = load_discriminator(each.discriminator, device)
-        found.append(counts(D, load_prepared(each.prepared), pack, params.seed, held_out_steers(params), boundary(params.loss.name)))
-    return summarise(found) if found else None
+        found.append(counts(D, data, pack, params.seed, held_out_steers(params), boundary(params.loss.name)))
+    result = summarise(found) if found else None
+    if result is not None and foreign:
+        result["parts_without_held_out"] = foreign
+    return result

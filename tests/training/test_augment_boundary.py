@@ -77,3 +77,54 @@ def test_the_diagnosis_and_the_monitor_read_a_trained_d_at_its_loss_s_boundary(t
         at = {b: memorisation.summarise([memorisation.counts(D, data, 1, params.seed, boundary=b)]) for b in (0.5, 0.0)}
         assert found == at[0.5] and found["called_real_train"] != at[0.0]["called_real_train"]
         assert found["r_t_train"] == pytest.approx(2 * found["called_real_train"] - 1, abs=1e-12)
+
+
+def test_memorisation_leaves_out_parts_whose_test_split_is_other_parts_data(tmp_path):
+    """A mixture part no test point falls in is scored on the whole test split, other parts'
+    data: its D tells those apart from its own examples whether it memorises or not (found by a
+    review: 24 of 36 "held-out" points of a ring8 run sat 140 part units away). The diagnosis
+    pools only parts with held-out data of their own and counts the others; the monitor logs no
+    D figures for such a part."""
+    from gancore import training, trainlog
+    from gancore.data.prepared import save_prepared
+    from gancore.diagnostics import memorisation
+    from gancore.io import write_json
+    from gancore.layout import Layout
+    from helpers import make_params, ring_data
+
+    params = make_params(steps=4, log_every=2, monitor_every=2)
+    layout = Layout(tmp_path)
+    for index, own in enumerate((True, False)):
+        data = ring_data(seed=index)
+        data.meta.update(own_test=own, part={"index": index, "of": 2, "description": f"cluster {index}"})
+        part = layout.part(index)
+        save_prepared(part.prepared, data)
+        training.train(params, part)
+        rows = [r for r in trainlog.read(part.train_log) if r["step"] % 2 == 0]
+        assert all((r.get("monitor/d_auc") is not None) == own for r in rows)
+    write_json(layout.mixture, {"parts": [{"index": 0}, {"index": 1}]})
+    found = memorisation.measure(params, layout, torch.device("cpu"))
+    alone = memorisation.measure(params, layout.part(0), torch.device("cpu"))
+    assert found["parts_without_held_out"] == 1 and found["n"] == alone["n"] and found["auc"] == alone["auc"]
+
+
+def test_one_part_of_the_whole_data_set_has_the_whole_test_split_as_its_own(tmp_path):
+    """Images under the default mixture are one part (partition auto): its held-out data are the
+    whole test split, so held-out steering applies. It was refused with "none of the test split
+    falls in it" beside count_test 1000 (found by a review)."""
+    from gancore.config import validate
+    from gancore.data.prepared import PreparedData, load_prepared
+    from gancore.heldout import steering_problem
+    from gancore.layout import Layout
+    from gancore.partition import prepare_parts
+
+    gen = torch.Generator().manual_seed(0)
+    meta = {"name": "folder", "kind": "image", "shape": [1, 8, 8], "value_range": [0, 255], "storage": "uint8", "modes": {}}
+    images = PreparedData(meta, *(torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=gen) for n in (200, 100)))
+    params = validate({"device": "cpu", "data": {"name": "mnist"}, "tracking": {"enabled": False}})
+    layout = Layout(tmp_path)
+    info = prepare_parts(params, layout, images)
+    assert info["method"] == "none" and len(info["parts"]) == 1
+    part = load_prepared(layout.part(0).prepared)
+    assert part.meta["own_test"] is True and len(part.test) == 100
+    assert steering_problem(part.meta, part.meta["count_test"], 32) is None
