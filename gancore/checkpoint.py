@@ -16,6 +16,7 @@ from typing import Any
 from gancore.config import Params, flatten
 from gancore.errors import TrainingError
 from gancore.io import torch_load, torch_save
+from gancore.names import parse_policy
 
 FORMAT = 2
 
@@ -57,6 +58,11 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
         identity["augment"] = dump["augment"]
         if params.augment.signal == "r_t":  # the default, as before the signal existed: those checkpoints resume
             identity["augment"].pop("signal")
+        if not params.augment.adaptive:  # p is fixed at 1: what steers it changes nothing
+            for key in ("target", "kimg", "signal"):
+                identity["augment"].pop(key, None)
+        if "jitter" not in parse_policy(params.augment.policy):  # the noise's width, for a policy without noise
+            identity["augment"].pop("jitter")
     if model_options is not None:
         identity["model"]["options"] = json.loads(json.dumps(model_options, sort_keys=True))
     identity["prepared_data"] = prepared_data

@@ -216,6 +216,24 @@ def test_augmented_checkpoints_name_what_differs_and_r_t_ones_from_before_the_si
     assert message == "augment (augment.signal: '(absent)' in the checkpoint, 'held_out' now)"
 
 
+def test_settings_that_cannot_change_the_weights_do_not_refuse_a_resume():
+    """A fixed policy (p = 1) is not steered, and a policy without jitter adds no noise: their
+    target, kimg and jitter were part of the run's identity, so changing them refused the resume
+    (found by a review). Under the adaptive p the target still counts."""
+    from gancore.checkpoint import identity_digest, run_identity
+
+    params = make_params()
+
+    def identity(**augment):
+        return identity_digest(run_identity(params.model_copy(update={"augment": params.augment.model_copy(update=augment)}), "hash"))
+
+    fixed = identity(policy="jitter")
+    assert identity(policy="jitter", target=0.7, kimg=100.0) == fixed
+    assert identity(policy="jitter", jitter=0.1) != fixed
+    assert identity(policy="translation,cutout", jitter=0.1) == identity(policy="translation,cutout")
+    assert identity(policy="jitter", adaptive=True, target=0.7) != identity(policy="jitter", adaptive=True)
+
+
 def test_held_out_steering_consults_one_half_of_the_test_split_and_the_diagnosis_measures_the_other(tmp_path):
     """Training shows D every other test example (augment.signal=held_out); the diagnosis of such
     a run measures D on the rest, which training never consulted."""
