@@ -27,6 +27,8 @@ from gancore import hookspecs
 
 VALID_KINDS = frozenset({"vector", "image"})
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+# The distribution that ships the built-in architectures (pyproject.toml [project.entry-points.gancore]).
+BUILTIN_DISTRIBUTION = "gancore"
 
 
 class PluginWarning(UserWarning):
@@ -118,6 +120,10 @@ def plugin_manager(extra_modules: tuple[Any, ...] = ()) -> tuple[pluggy.PluginMa
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
         sources.append((ep.name, dist, version, ep.load))
+    # This project's own plugins first, whatever order the path lists distributions in: of two
+    # architectures of one name the first registered is kept, and a plugin that also calls itself
+    # "mlp" must not silently replace the default architecture.
+    sources.sort(key=lambda source: source[1] != BUILTIN_DISTRIBUTION)
     for module in extra_modules:
         sources.append((getattr(module, "__name__", repr(module)), "(direct)", "-", _constant(module)))
     for name, dist, version, load in sources:
@@ -139,6 +145,12 @@ def plugin_manager(extra_modules: tuple[Any, ...] = ()) -> tuple[pluggy.PluginMa
                 f"plugin {name!r} (from {dist}) was skipped: {exc} (hooks gancore knows: "
                 f"{', '.join(sorted(h for h in dir(hookspecs) if h.startswith('gancore_')))})"
             )
+    for name in list(origins):
+        plugin = pm.get_plugin(name)
+        if plugin is not None and not pm.get_hookcallers(plugin):
+            dist = origins.pop(name)[0]
+            pm.unregister(plugin)
+            _warn(f"plugin {name!r} (from {dist}) implements no gancore hook and was skipped; did you forget @gancore.hookimpl?")
     return pm, origins
 
 
@@ -167,9 +179,10 @@ def discover(extra_modules: tuple[Any, ...] = ()) -> dict[str, RegisteredArchite
                 continue
             if arch.name in found:
                 prev = found[arch.name]
+                builtin = " (built in)" if prev.distribution == BUILTIN_DISTRIBUTION else ""
                 _warn(
                     f"{label}: architecture {arch.name!r} is already provided by plugin "
-                    f"{prev.plugin!r} (from {prev.distribution}); the later one was skipped"
+                    f"{prev.plugin!r} (from {prev.distribution}){builtin}; {label}'s was skipped: give it another name"
                 )
                 continue
             found[arch.name] = RegisteredArchitecture(arch, name, dist, version)

@@ -93,6 +93,33 @@ def test_directly_registered_modules_sit_beside_entry_points(monkeypatch):
     assert (found["local"].plugin, found["local"].distribution) == ("local_plugin", "(direct)")
 
 
+def test_a_third_party_architecture_named_like_a_builtin_never_replaces_it(monkeypatch):
+    """Of two architectures of one name the first registered is kept, and registration followed
+    the path's order of distributions: a plugin listed before gancore that also calls itself
+    "mlp" replaced the default architecture, and the warning blamed the built-in (found by a
+    review). This project's plugins now register first, and the warning names the other one."""
+    builtin = _ep("mlp", lambda: _module("mlp", lambda: [_arch("mlp")]), dist="gancore", version=gancore.__version__)
+    impostor = _ep("clash", lambda: _module("clash", lambda: [_arch("mlp", description="impostor")]), dist="revplug", version="0.1")
+    monkeypatch.setattr(registry, "_entry_points", lambda: [impostor, builtin])
+    with pytest.warns(PluginWarning) as record:
+        found = registry.discover()
+    assert (found["mlp"].plugin, found["mlp"].distribution) == ("mlp", "gancore")
+    (message,) = [str(w.message) for w in record if issubclass(w.category, PluginWarning)]
+    assert message.startswith(
+        "plugin 'clash' (from revplug): architecture 'mlp' is already provided by plugin 'mlp' (from gancore) (built in)"
+    )
+    assert "give it another name" in message
+
+
+def test_a_plugin_module_without_hookimpl_is_named_not_silently_empty(monkeypatch):
+    module = types.ModuleType("nohook")
+    module.gancore_architectures = lambda: [_arch("nohook")]  # @hookimpl forgotten
+    monkeypatch.setattr(registry, "_entry_points", lambda: [_ep("nohook", lambda: module, dist="revplug")])
+    with pytest.warns(PluginWarning, match=r"plugin 'nohook' \(from revplug\) implements no gancore hook .*@gancore.hookimpl"):
+        found = registry.discover()
+    assert "nohook" not in found
+
+
 def test_builtins_come_from_this_project_distribution():
     found = registry.discover()
     for name in BUILTINS:
