@@ -25,6 +25,7 @@ __all__ = [
     "load_discriminator",
     "load_generator",
     "module_from_record",
+    "output_problem",
     "read_model_file",
     "resolve_architecture",
     "save_model",
@@ -116,6 +117,38 @@ def build_pair(
                 f"(shape {packed_shape(tuple(shape), pack)}): {exc}"
             ) from None
     return generator, discriminator
+
+
+def output_problem(generator: nn.Module, discriminator: nn.Module, shape: tuple[int, ...], latent_dim: int, pack: int) -> str | None:
+    """Why two freshly built networks break the plugin contract on a batch of two (G: (2, *shape)
+    floating point; D on G's packed output: (2,) or (2, 1)), or None. Training checks it first,
+    where such a network failed several calls deep in the loop with a bare shape or dtype error.
+
+    Evaluation mode, no gradients, and the global random state restored: nothing the run does
+    afterwards can differ (no batch statistics move, a plugin's noise draws are given back)."""
+    modes = (generator.training, discriminator.training)
+    generator.eval(), discriminator.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            z = torch.randn(2 * pack, latent_dim, generator=torch.Generator().manual_seed(0))
+            try:
+                fake = generator(z)
+            except Exception as exc:
+                return f"generator fails on a batch of latent vectors ({2 * pack}, {latent_dim}): {type(exc).__name__}: {exc}"
+            if not isinstance(fake, torch.Tensor) or tuple(fake.shape) != (2 * pack, *shape) or not fake.is_floating_point():
+                got = f"{tuple(fake.shape)} {fake.dtype}" if isinstance(fake, torch.Tensor) else type(fake).__name__
+                return f"generator returned {got} for {2 * pack} latent vectors; expected {(2 * pack, *shape)} floating point"
+            packed = fake.reshape(2, *packed_shape(shape, pack))
+            try:
+                logits = discriminator(packed)
+            except Exception as exc:
+                return f"discriminator fails on the generator's output {tuple(packed.shape)} {fake.dtype}: {type(exc).__name__}: {exc}"
+            if not isinstance(logits, torch.Tensor) or tuple(logits.shape) not in ((2,), (2, 1)):
+                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                return f"discriminator returned {got} for a batch of 2; expected (2,) or (2, 1) logits"
+    finally:
+        generator.train(modes[0]), discriminator.train(modes[1])
+    return None
 
 
 def module_from_record(record: dict[str, Any], which: str, device: str | torch.device = "cpu", source: Any = "the model file") -> nn.Module:

@@ -247,3 +247,49 @@ def test_plugins_check_unknown_name_exits_2_and_an_unusable_device_1(capsys):
     assert "'nope' is not an installed architecture; installed: dcgan, mlp, pacgan, resnet_sn" in capsys.readouterr().err
     assert main(["plugins", "check", "mlp", "--device", "nonsense"]) == 1
     assert "device 'nonsense' is not usable here" in capsys.readouterr().err
+
+
+class _DropsACoordinate(nn.Module):
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.net = nn.Linear(latent_dim, 1)
+
+    def forward(self, z):
+        return self.net(z)
+
+
+def _wrong_shape(shape, latent_dim, hidden: int = 8, scale: float = 1.0):
+    return _DropsACoordinate(latent_dim), _build(shape, latent_dim)[1]
+
+
+def _wrong_dtype(shape, latent_dim, hidden: int = 8, scale: float = 1.0):
+    g, d = _build(shape, latent_dim)
+    return g.double(), d
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (_wrong_shape, r"generator returned \(2, 1\) torch.float32 for 2 latent vectors; expected \(2, 2\) floating point"),
+        (_wrong_dtype, r"generator fails on a batch of latent vectors \(2, \d+\): RuntimeError: mat1 and mat2 must have the same dtype"),
+    ],
+)
+def test_train_names_a_plugin_that_breaks_the_output_contract_in_one_line(monkeypatch, capsys, fresh_registry, tmp_path, build, message):
+    """A plugin whose networks do not fit together failed several calls deep in the training loop
+    with a bare matmul error (found by a review): training checks one batch of two first, exits 1
+    naming the architecture and `gan plugins check`, and writes no model."""
+    from helpers import PARAMS, make_layout
+
+    make_layout(tmp_path)  # prepared ring points
+    plugin = _module("odd", lambda: [Architecture(name="odd", kinds={"vector"}, build=build, defaults={"hidden": 8, "scale": 1.0})])
+    real = list(registry._entry_points())
+    monkeypatch.setattr(registry, "_entry_points", lambda: [*real, _ep("odd", lambda: plugin, dist="odd-dist")])
+    args = ["train", "--params", str(PARAMS), "--out", str(tmp_path), "-S", "model.arch=odd", "-S", "mixture.enabled=false"]
+    assert main([*args, "-S", "tracking.enabled=false"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(r"architecture 'odd' " + message, err), err
+    assert "`gan plugins check odd`" in err
+    assert not (tmp_path / "models" / "generator.pt").exists()

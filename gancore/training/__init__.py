@@ -44,7 +44,7 @@ from gancore.heldout import held_out_steers, steering_half, steering_problem
 from gancore.io import file_digest
 from gancore.layout import Layout
 from gancore.losses import boundary, get_loss, spec
-from gancore.modelio import build_pair, resolve_architecture
+from gancore.modelio import build_pair, output_problem, resolve_architecture
 from gancore.names import parse_policy
 from gancore.training import distributed
 from gancore.training.augment import STREAM as AUGMENT_STREAM
@@ -189,6 +189,9 @@ def _train(
 
     torch.manual_seed(params.seed)  # weight initialisation
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)
+    broken = output_problem(generator, discriminator, shape, params.model.latent_dim, params.model.pack)
+    if broken:
+        raise TrainingError(f"architecture {params.model.arch!r} {broken}; `gan plugins check {params.model.arch}` checks it in full")
     penalty_problem = _penalty_problem(params, discriminator, options)
     if penalty_problem:
         raise ParamsError([("loss.name", penalty_problem)])
