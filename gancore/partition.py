@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from gancore.clustering import as_points, fit_gmm, kmeans_best, select_clusters
+from gancore.clustering import as_points, fit_gmm, kmeans_best, nearest, select_clusters
 from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.io import write_json
@@ -122,13 +122,15 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
     else:
         gmm = fit_gmm(train, *kmeans_best(train, k, params.seed, KMEANS_RESTARTS, "mixture/kmeans"))
         train_labels, test_labels = gmm.predict(train), gmm.predict(test)
-    kept = [int(c) for c in torch.unique(train_labels)]  # a component that won no example is no part
-    if len(kept) < k:
+    won = len(torch.unique(train_labels))  # a component that won no example is no part
+    if won < k:
         warnings.warn(
-            f"{k - len(kept)} of the {k} clusters won no training example (the mixture's other components are more "
-            f"probable everywhere they reach): {len(kept)} parts train",
+            f"{k - won} of the {k} clusters won no training example (the mixture's other components are more "
+            f"probable everywhere they reach): {won} parts train",
             stacklevel=2,
         )
+    train_labels, test_labels = _fold_small_clusters(train, test, train_labels, test_labels, 2 * params.model.pack)
+    kept = [int(c) for c in torch.unique(train_labels)]
     remap = torch.full((k,), -1, dtype=torch.long)
     remap[kept] = torch.arange(len(kept))
     train_labels, test_labels = remap[train_labels], remap[test_labels]
@@ -140,6 +142,37 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
         )
     record = {"space": space, "chosen_by": "bic" if selection else "mixture.parts", "selection": selection}
     return train_labels, test_labels, descriptions, record
+
+
+def _fold_small_clusters(
+    train: torch.Tensor, test: torch.Tensor, train_labels: torch.Tensor, test_labels: torch.Tensor, smallest: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clusters with fewer than ``smallest`` training examples (a batch of two packed examples,
+    what a part needs to train) joined to the nearest larger cluster's part (by its mean, in the
+    clustering space). One outlier is a cluster of its own to BIC; as a part it made the default
+    mixture untrainable."""
+    counts = torch.bincount(train_labels)
+    small = [c for c in range(len(counts)) if 0 < counts[c] < smallest]
+    large = [c for c in range(len(counts)) if counts[c] >= smallest]
+    if not small or not large:  # nothing to fold, or nowhere to fold it: check_part_sizes explains
+        return train_labels, test_labels
+    points = as_points(train).double()
+    means = torch.stack([points[train_labels == c].mean(0) for c in large])
+    into = torch.tensor(large)
+
+    def fold(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        moved = torch.isin(labels, torch.tensor(small))
+        out = labels.clone()
+        if moved.any():
+            out[moved] = into[nearest(as_points(x[moved]).double(), means)]
+        return out
+
+    warnings.warn(
+        f"{len(small)} cluster(s) of fewer than {smallest} training examples (outliers, to the mixture's fit) "
+        f"joined the nearest part: {int(counts[small].sum())} example(s); a part needs a batch of two (x model.pack)",
+        stacklevel=3,
+    )
+    return fold(train, train_labels), fold(test, test_labels)
 
 
 def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[str, Any]:

@@ -193,3 +193,37 @@ def test_a_refused_partition_leaves_the_previous_prepared_data_as_it_was(tmp_pat
     out = fresh
     assert prepare(bad) == 1 and "row 32, column 'b': 'x' is not a number" in capsys.readouterr().err
     assert not fresh.exists() or not any(fresh.rglob("*"))
+
+
+def test_one_outlier_joins_a_part_instead_of_making_the_mixture_untrainable(tmp_path, capsys):
+    """ring8's 3,000 points and one point far outside: BIC makes the outlier a cluster of its own,
+    and as a part of one example the default mixture was refused at train ("fewer examples than a
+    batch of 2"; found by a review). It joins the nearest part, with a warning, and the parts
+    all train."""
+    import json
+
+    from gancore.cli import main
+    from gancore.config import load_params
+    from gancore.mixture import check_part_sizes
+
+    rng = np.random.default_rng(2)
+    angles = 2 * np.pi * rng.integers(0, 8, 3000) / 8
+    ring = np.stack([np.cos(angles), np.sin(angles)], 1) + rng.normal(0, 0.02, (3000, 2))
+    np.save(tmp_path / "ring_outlier.npy", np.vstack([ring, [[10.0, 10.0]]]).astype(np.float32))
+    out = tmp_path / "run"
+    args = [
+        "prepare",
+        "--params",
+        str(PARAMS),
+        "--out",
+        str(out),
+        "-S",
+        "data.name=points",
+        "-S",
+        f"data.path={tmp_path / 'ring_outlier.npy'}",
+    ]
+    with pytest.warns(UserWarning, match=r"1 cluster\(s\) of fewer than 2 training examples .* joined the nearest part: 1 example"):
+        assert main(args + ["-S", "tracking.enabled=false", "-S", "mixture.enabled=true"]) == 0
+    parts = json.loads((out / "data" / "prepared" / "mixture.json").read_text())["parts"]
+    assert len(parts) == 8 and min(p["count"] for p in parts) > 300
+    check_part_sizes(load_params(PARAMS), parts)  # raises on a part train would refuse
