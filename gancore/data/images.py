@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from gancore import progress
@@ -162,9 +162,30 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
         return loose, None, None
     if not class_dirs:
         raise DataError(f"no images in {root} (looked for {', '.join(IMG_EXTENSIONS)})")
-    # torchvision's ImageFolder scan, over the class folders that do hold images.
-    samples = make_dataset(str(root), {c: i for i, c in enumerate(class_dirs)}, is_valid_file=lambda p: _visible_image(Path(p), root))
-    return [Path(p) for p, _ in samples], [t for _, t in samples], class_dirs
+    # torchvision's ImageFolder order (classes sorted, each walked sorted), over the class folders
+    # that do hold images.
+    files, targets = [], []
+    for index, name in enumerate(class_dirs):
+        found = _walk_images(root / name, root)
+        files += found
+        targets += [index] * len(found)
+    return files, targets, class_dirs
+
+
+def _walk_images(folder: Path, root: Path) -> list[Path]:
+    """The visible images under ``folder``, symlinked folders followed (as torchvision's
+    ``make_dataset``) but each real folder read once: a link back to a parent (``cat/loop -> ..``)
+    multiplied its images about 40 times, until the path grew too long."""
+    seen: set[tuple[int, int]] = set()
+    visited: list[tuple[str, list[str]]] = []
+    for here, dirs, names in os.walk(folder, followlinks=True):  # top-down: pruning stops the descent
+        info = os.stat(here)
+        if (info.st_dev, info.st_ino) in seen:
+            dirs.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        visited.append((here, names))
+    return [path for here, names in sorted(visited) for name in sorted(names) if _visible_image(path := Path(here) / name, root)]
 
 
 def _visible_image(path: Path, root: Path) -> bool:

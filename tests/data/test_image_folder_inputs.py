@@ -91,3 +91,23 @@ def test_class_folders_are_split_class_by_class(tmp_path, seed):
     data = prepare_image_folder(str(folder), seed, None, None, 8)
     assert torch.bincount(data.train_labels, minlength=3).tolist() == [18, 18, 1]
     assert torch.bincount(data.test_labels, minlength=3).tolist() == [2, 2, 0]
+
+
+def test_a_symlink_loop_in_a_class_folder_reads_each_image_once(tmp_path):
+    """torchvision's scan follows symlinked folders without remembering them: a link back to the
+    class folder (cat/loop -> ../cat) read its 3 images 63 times (126 files for 6). Symlinked
+    folders are still followed, each real folder once, in torchvision's order."""
+    from torchvision.datasets.folder import make_dataset
+
+    for name in ("cat", "dog"):
+        for i in range(3):
+            _square(tmp_path / name / f"{i}.png", 40 * i)
+    (tmp_path / "dog" / "more").mkdir()
+    _square(tmp_path / "dog" / "more" / "x.png")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-shared"
+    _square(elsewhere / "s.png")
+    (tmp_path / "cat" / "shared").symlink_to(elsewhere)  # a linked folder of data: followed
+    expected = [Path(p) for p, _ in make_dataset(str(tmp_path), {"cat": 0, "dog": 1}, extensions=(".png",))]
+    os.symlink("../cat", tmp_path / "cat" / "loop")
+    files, labels, classes = scan_folder(tmp_path)
+    assert files == expected and len(files) == 8 and classes == ["cat", "dog"] and labels == [0] * 4 + [1] * 4
