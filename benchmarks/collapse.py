@@ -130,9 +130,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def cell(s: dict[str, Any] | tuple[tuple[float, float], ...]) -> str:
+def cell(s: dict[str, Any] | tuple[tuple[float, float], ...], kl_digits: int = 4) -> str:
+    """Modes / high-quality % / reverse KL; KL to 4 places (a good run's is about 0.001), the
+    paper's rows to the places it printed."""
     modes, hq, kl = (s["modes"], s["high_quality_pct"], s["reverse_kl"]) if isinstance(s, dict) else s
-    return f"{pm(modes, 1)} / {pm(hq, 1)} / {pm(kl, 2)}"
+    return f"{pm(modes, 1)} / {pm(hq, 1)} / {pm(kl, kl_digits)}"
 
 
 def defaults_table(results: list[dict[str, Any]], unit: str = "CPU") -> tuple[str, dict[str, Any]]:
@@ -191,7 +193,7 @@ def remedies_table(results: list[dict[str, Any]], unit: str = "CPU") -> tuple[st
                 verdict = f"{sum(gains)}/{len(gains)} seeds"
             paper = PAPER.get(data, {}).get(label) if key.endswith("/GAN") else None
             lines.append(
-                f"| {key} | {label} | {s['n']} | {cell(s)} | {cell(paper) if paper else '-'} | {s['healthy']}/{s['n']} | {verdict} | {s['cpu_s']:.0f} |"
+                f"| {key} | {label} | {s['n']} | {cell(s)} | {cell(paper, 2) if paper else '-'} | {s['healthy']}/{s['n']} | {verdict} | {s['cpu_s']:.0f} |"
             )
     return "\n".join(lines), summary
 

@@ -65,7 +65,11 @@ def gather(futures: Iterable[Future], line: Callable[[dict[str, Any]], str]) -> 
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (NaN for a single value: no spread to estimate)."""
+    """Mean and standard error of the mean (NaN for a single value: no spread to estimate; NaN
+    both when a value is NaN, e.g. no high-quality sample to score: statistics.stdev raised on it
+    and the whole benchmark died after its runs)."""
+    if any(math.isnan(v) for v in values):
+        return float("nan"), float("nan")
     mean = statistics.fmean(values)
     return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
 

@@ -68,3 +68,37 @@ def test_tables_put_the_published_row_beside_ours(tiny_run):
     assert "| 8 / 97 / 0.03 |" in ring  # the target beside the measured row
     # Both tables name the clock their cost column was read from (CPU time with --device cpu).
     assert "| healthy | target | met | CPU s/run |" in stdout and "| more modes, high quality kept | CPU s/run |" in stdout
+
+
+def test_a_run_with_no_high_quality_sample_is_summarised_not_fatal():
+    """A collapsed baseline with no high-quality sample has no reverse KL (NaN in its row):
+    statistics.stdev raised on it and the benchmark died after every run, tables and JSON lost
+    (found by a review). Its summary is NaN, printed as such; KL to 4 places."""
+    runs = import_benchmark("runs")
+    mean, se = runs.mean_se([0.5, float("nan")])
+    assert math.isnan(mean) and math.isnan(se)
+    # sample sd (ddof 1) sqrt(7/3) over sqrt(3)
+    assert runs.mean_se([1.0, 2.0, 4.0]) == pytest.approx((7 / 3, 7**0.5 / 3), rel=1e-12)
+    rows = [
+        {
+            "modes_covered": 0,
+            "modes_total": 8,
+            "high_quality_fraction": 0.0,
+            "mode_kl": float("nan"),
+            "parts": None,
+            "verdict": "complete_collapse",
+            "cpu_s": 1.0,
+        },
+        {
+            "modes_covered": 8,
+            "modes_total": 8,
+            "high_quality_fraction": 0.99,
+            "mode_kl": 0.0014,
+            "parts": None,
+            "verdict": "healthy",
+            "cpu_s": 1.0,
+        },
+    ]
+    assert collapse.cell(collapse.summarise(rows)) == "4.0+-4.0 / 49.5+-49.5 / nan"
+    rows[0]["mode_kl"] = 0.0012
+    assert collapse.cell(collapse.summarise(rows)).endswith(" / 0.0013+-0.0001")
