@@ -79,6 +79,13 @@ def generator_path(params: Params, layout: Layout) -> Path:
         path = layout.best_models / layout.generator.name
         if not path.exists():
             raise GanCoreError(f"{path} is missing: sample.generator=best needs a training run with train.keep_best set")
+        if layout.generator.exists() and read_model_file(path).get("params_digest") != read_model_file(layout.generator).get(
+            "params_digest"
+        ):
+            raise GanCoreError(
+                f"{path} was kept by another training run than {layout.generator} (other parameters, or before a "
+                "--restart); train again with train.keep_best set, or sample the last generator (sample.generator=last)"
+            )
         return path
     return layout.generator
 

@@ -210,3 +210,22 @@ def test_parts_too_small_for_a_batch_of_two_are_refused_before_any_trains():
         check_part_sizes(validate({"model": {"pack": 2}}, check_plugins=False), parts)
     with pytest.raises(ParamsError, match=r"part 1 \(cluster 1: 1\)"):
         check_part_sizes(validate({}, check_plugins=False), [parts[0], {**parts[1], "count": 1}])
+
+
+def test_a_part_s_monitor_judges_it_on_its_own_modes(cli_mixture):
+    """Each part's monitor scored it against all of ring8's centres: a part that learned its one
+    mode covered "1 of 8" against 8 expected, was partial_collapse, and on_collapse=stop halted
+    every part at its first check (found by a review). A part is judged on the centres its data
+    lie at: its own training points, a faithful sample of it, are healthy, 1 mode of 1 expected."""
+    from gancore.data.prepared import load_prepared
+    from gancore.diagnostics.verdict import decide
+    from gancore.training.monitor import CollapseMonitor
+
+    layout = cli_mixture
+    for p in json.loads(layout.mixture.read_text())["parts"]:
+        part = layout.part(p["index"])
+        data = load_prepared(part.prepared)
+        monitor = CollapseMonitor(data, part.prepared, 2, 0, torch.device("cpu"))
+        figures = monitor.score(data.train[:2500].float())
+        assert (figures["modes_covered"], figures["modes_expected"], figures["mode_kl"]) == (1, 1.0, 0.0), p
+        assert decide(figures)["verdict"] == "healthy", (p, decide(figures)["explanation"])

@@ -165,11 +165,13 @@ def modes_2d(
     sigma: float,
     real_labels: Any | None = None,
     real_points: Any | None = None,
+    support: Any | None = None,
 ) -> dict[str, Any]:
     """PacGAN's 2D protocol on generated ``points`` [N, 2] (see the module docstring).
 
     The real histogram is that of ``real_labels`` (the index of each real point's generating
-    centre) when given, else the same protocol applied to ``real_points``, else uniform (PacGAN).
+    centre) when given, else the same protocol applied to ``real_points``, else uniform (PacGAN),
+    over the ``support`` centres only when given (a mixture part's).
     """
     centers = _as_numpy(centers).reshape(-1, 2)
     k = len(centers)
@@ -183,6 +185,10 @@ def modes_2d(
         r_nearest, r_good = assign_2d(real_points, centers, sigma)
         real_counts = np.bincount(r_nearest[r_good], minlength=k)
         real_source = "high-quality real test points"
+    elif support is not None:
+        real_counts = np.zeros(k)
+        real_counts[np.asarray(list(support), dtype=np.int64)] = 1.0
+        real_source = f"uniform over the {len(list(support))} centre(s) of this part's data"
     else:
         real_counts = np.ones(k)
         real_source = "uniform"
@@ -279,7 +285,7 @@ def modes_gaussian(points: Any, means: Any, variances: Any, real_labels: Any | N
 
 
 def vector_modes(
-    points: Any, modes: dict[str, Any], real_labels: Any | None = None, real_points: Any | None = None
+    points: Any, modes: dict[str, Any], real_labels: Any | None = None, real_points: Any | None = None, support: Any | None = None
 ) -> dict[str, Any] | None:
     """The mode report of vector samples against ``modes`` (a prepared ``meta.json``'s ``modes``):
     the PacGAN protocol for known centres (ring8, grid25), its Mahalanobis form for the mixture
@@ -287,11 +293,12 @@ def vector_modes(
     of equal weights, so their reference histogram is uniform, PacGAN's reverse KL (``real_labels``
     and ``real_points`` are not read: a histogram of drawn test labels adds its own sampling noise,
     0.0060 against 0.0048 for a faithful grid25 generator, 2,500 samples, 10,000 test labels,
-    mean of 200 draws); a fitted mixture's is the test labels'."""
+    mean of 200 draws); a fitted mixture's is the test labels'. ``support``: the centres a mixture
+    part's data lie at (uniform over those)."""
     if modes.get("means") and modes.get("variances"):
         return modes_gaussian(points, modes["means"], modes["variances"], real_labels=real_labels, weights=modes.get("weights"))
     if modes.get("centers") and modes.get("sigma"):
-        return modes_2d(points, modes["centers"], float(modes["sigma"]))
+        return modes_2d(points, modes["centers"], float(modes["sigma"]), support=support)
     return None
 
 

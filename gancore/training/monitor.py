@@ -83,6 +83,16 @@ class CollapseMonitor:
         self.centers, self.sigma = modes.get("centers"), modes.get("sigma")
         self.value_range = data.meta.get("value_range")
         self.test_labels = data.test_labels
+        # A mixture part is judged on the known centres its own training data lie at: against all
+        # of ring8's, a part that learned its one mode perfectly covered "1 of 8" and was collapsed.
+        self.support = None
+        if data.meta.get("part") and self.centers and self.sigma:
+            from gancore.diagnostics.modes import assign_2d
+
+            labels = (
+                data.train_labels if data.train_labels is not None else torch.from_numpy(assign_2d(data.train, self.centers, self.sigma)[0])
+            )
+            self.support = sorted(int(c) for c in torch.unique(labels))
         self.mode_count = modes.get("count")
         self.labels = modes.get("labels")
         self.classifier = None
@@ -119,7 +129,10 @@ class CollapseMonitor:
 
     @property
     def needs_distances(self) -> bool:
-        return not self.known_modes
+        """Always: the distance measures are the diagnosis's too, known modes or not. Without
+        them a generator collapsed to one point off every mode was "not converged" to the monitor
+        and complete_collapse to `gan diagnose`, and was never stopped or rolled back."""
+        return True
 
     @torch.no_grad()
     def samples(self, generator: nn.Module) -> torch.Tensor:
@@ -169,7 +182,7 @@ class CollapseMonitor:
         probs, feats = self._features(x)
         report = None
         if self.kind == "vector" and self.known_modes:
-            report = vector_modes(x, self.modes, real_labels=self.test_labels)
+            report = vector_modes(x, self.modes, real_labels=self.test_labels, support=self.support)
         elif self.known_modes and probs is not None:
             report = (
                 modes_stacked(probs, self.confidence)
@@ -195,9 +208,13 @@ class CollapseMonitor:
                         "duplicate_quantile",
                         "duplicate_points",
                         "duplicate_neighbour",
+                        "duplicate_z",
                     )
                 }
             )
+        if report is not None and self.real_modes is not None:
+            # the quality floor the diagnosis reads: held-out real data under the same protocol
+            figures["high_quality_real"] = float((self.real_modes >= 0).double().mean())
         if report is not None:
             figures.update(
                 {
@@ -228,12 +245,12 @@ class CollapseMonitor:
         the AUC of D's logits (training against held-out)."""
         from gancore.diagnostics.memorisation import counts, summarise
 
-        was_training = discriminator.training
-        discriminator.eval()
         if self.memorisation_data.meta.get("own_test") is False:
             # a part no held-out example falls in: the whole test split is other parts' data, which
             # its D has never met either way, so "unseen" would not mean "held out"
             return {}
+        was_training = discriminator.training
+        discriminator.eval()
         try:
             m = summarise([counts(discriminator, self.memorisation_data, pack, self.seed, boundary=self.boundary)])
         finally:

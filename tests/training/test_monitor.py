@@ -46,7 +46,9 @@ def test_keep_best_keeps_the_generator_of_the_best_check(tmp_path):
     layout = make_layout(tmp_path)
     summary = training.train(make_params(steps=8, monitor_every=2, keep_best="high_quality_fraction"), layout)
     rows = [r for r in trainlog.read(layout.train_log) if r.get("monitor/high_quality_fraction") is not None]
-    best = max(rows, key=lambda r: r["monitor/high_quality_fraction"])  # the first of equals
+    # ties broken by the other figures: more modes, then the lower reverse KL (the first of equals)
+    kl = lambda r: -r["monitor/mode_kl"] if r.get("monitor/mode_kl") is not None else -float("inf")  # noqa: E731
+    best = max(rows, key=lambda r: (r["monitor/high_quality_fraction"], r["monitor/modes_covered"], kl(r)))
     record = json.loads((layout.best_models / "best.json").read_text())
     assert record == {"figure": "high_quality_fraction", "value": best["monitor/high_quality_fraction"], "step": best["step"]}
     assert (summary["best_step"], summary["best_value"]) == (best["step"], record["value"])
@@ -186,3 +188,58 @@ def test_building_the_monitor_leaves_torch_s_global_generator_where_it_was(tmp_p
     before = torch.get_rng_state()
     built = monitor.CollapseMonitor(data, tmp_path, 8, 0, torch.device("cpu"))
     assert built.classifier is not None and torch.equal(torch.get_rng_state(), before)
+
+
+def test_keep_best_never_keeps_a_generator_judged_collapsed(tmp_path, collapse_at):
+    """keep_best ran before the collapse check: a collapsed generator (one mode, every sample
+    high quality) became models/best/, and a rollback from it left it there for
+    sample.generator=best (found by a review)."""
+    collapse_at.update({2, 4, 6, 8})
+    layout = make_layout(tmp_path)
+    summary = training.train(make_params(steps=8, monitor_every=2, keep_best="high_quality_fraction"), layout)
+    assert summary["best_step"] is None and not layout.best_models.exists()
+    collapse_at.difference_update({6})
+    again = make_layout(tmp_path / "again")
+    summary = training.train(make_params(steps=8, monitor_every=2, keep_best="high_quality_fraction"), again)
+    assert summary["best_step"] == 6
+
+
+def test_keep_best_ties_go_to_the_other_figures():
+    """modes_covered saturates early: on a strict comparison the first step to cover every mode
+    stayed the best however poor its samples (8 of 8 at 6 % high quality, a later step 76 %)."""
+    from gancore.training.loop import LoopState, rank_key
+
+    early = {"modes_covered": 8, "high_quality_fraction": 0.06, "mode_kl": 0.4}
+    later = {"modes_covered": 8, "high_quality_fraction": 0.76, "mode_kl": 0.01}
+    state = LoopState(best_value=8, best_step=500, best_figure="modes_covered", best_key=rank_key("modes_covered", early))
+    assert state.improves("modes_covered", later) and not state.improves("modes_covered", early)
+    assert not state.improves("modes_covered", {**later, "modes_covered": 7})
+    # lower is better for mode_kl, and an unmeasured secondary ranks below a measured one
+    assert rank_key("mode_kl", later) > rank_key("mode_kl", early)
+    assert rank_key("modes_covered", {"modes_covered": 8}) < rank_key("modes_covered", later)
+    assert rank_key("mode_kl", {"modes_covered": 8}) is None
+
+
+def test_a_restart_leaves_no_best_of_the_run_before(tmp_path):
+    """`gan train --restart` kept models/best/ of the run before, and sample.generator=best drew
+    from it beside the new run's last generator (found by a review). The new run removes it at
+    its end when it kept none, and sampling refuses a best of other parameters."""
+    import shutil
+
+    from gancore.config import validate
+    from gancore.errors import GanCoreError
+    from gancore.sampling import generator_path
+
+    layout = make_layout(tmp_path)
+    training.train(make_params(steps=8, monitor_every=2, keep_best="high_quality_fraction"), layout)
+    kept = tmp_path / "kept-best"
+    shutil.copytree(layout.best_models, kept)
+    other = make_params(steps=8, monitor_every=2)
+    other = other.model_copy(update={"seed": 11})
+    training.train(other, layout, restart=True)
+    assert not layout.best_models.exists()
+    shutil.copytree(kept, layout.best_models)  # another run's best beside this run's last
+    tree = other.model_dump(mode="json")
+    best = validate({**tree, "train": {**tree["train"], "keep_best": "high_quality_fraction"}, "sample": {"generator": "best"}})
+    with pytest.raises(GanCoreError, match="was kept by another training run"):
+        generator_path(best, layout)
