@@ -9,6 +9,7 @@ shares of the training data, each part from its own stream, then shuffled into o
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ from gancore.modelio import module_from_record, read_model_file
 from gancore.pictures import save_image_grid
 
 SAMPLE_STREAM = "sample"
+# Generated pixel values outside the model range [-1, 1] beyond this share are said (they are
+# clipped when stored as 8-bit images, so what is scored is not what the generator drew).
+OUTSIDE_RANGE_WARN = 0.01
 POINTS_CSV = "samples.csv"
 
 
@@ -136,6 +140,21 @@ def sample(params: Params, layout: Layout) -> dict[str, Any]:
     started = time.perf_counter()
     device = resolve_device(params.device)
     x, record = draw_samples(params, layout, device)
+    bad = int((~torch.isfinite(x)).any(dim=tuple(range(1, x.dim()))).sum()) if len(x) else 0
+    if bad:
+        # to_uint8 would store NaN as black and inf as white: valid-looking pixels a diverged
+        # generator never drew (found by a review).
+        raise GanCoreError(
+            f"{bad} of {len(x)} samples hold NaN or infinite values: the generator diverged; train again "
+            "(a lower learning rate, loss.name=wasserstein_gp, or train.keep_best with sample.generator=best)"
+        )
+    outside = float(((x < -1) | (x > 1)).double().mean()) if record["kind"] == "image" and len(x) else 0.0
+    if outside > OUTSIDE_RANGE_WARN:
+        warnings.warn(
+            f"{outside:.1%} of the generated pixel values lie outside [-1, 1], the model range; they are clipped when stored "
+            "(an architecture whose generator ends without tanh?)",
+            stacklevel=2,
+        )
     stored = to_uint8(x) if record["kind"] == "image" else x
     torch_save({"x": stored, "stream": SAMPLE_STREAM, "seed": params.seed, "latent_dim": int(record["latent_dim"])}, layout.samples_file)
 

@@ -132,3 +132,21 @@ def test_a_mixture_s_samples_pick_their_parts_at_random():
     assert ((draws.var(0) / var - 1).abs() < 0.25).all()
     assert sum(d.tolist() == allocate(n, weights) for d in draws) < 40  # rarely the expected shares
     assert part_counts(0, weights, torch.Generator()) == [0, 0, 0, 0]
+
+
+def test_a_diverged_generator_s_samples_are_refused_not_stored(ring_run, tmp_path):
+    """NaN became black pixels (0) and inf white ones when stored, and evaluate's NaN check could
+    never fire on them (found by a review). A generator with NaN weights: one line, nothing written."""
+    import shutil
+
+    params, layout = ring_run
+    copy = Layout(tmp_path / "run")
+    shutil.copytree(layout.root / "data", copy.root / "data")
+    shutil.copytree(layout.root / "models", copy.root / "models")
+    record = torch.load(copy.generator, weights_only=True)
+    first = next(iter(record["state_dict"]))
+    record["state_dict"][first] = torch.full_like(record["state_dict"][first], float("nan"))
+    torch.save(record, copy.generator)
+    with pytest.raises(GanCoreError, match=r"100 of 100 samples hold NaN or infinite values: the generator diverged"):
+        sample(params, copy)
+    assert not copy.samples_file.exists()
