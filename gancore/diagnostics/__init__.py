@@ -227,8 +227,8 @@ def figures_from(report: dict[str, Any] | None, measured: dict[str, Any], ndb_re
                 "modes_covered",
                 "modes_expected",
                 "modes_expected_sd",
-                "modes_missing_unlikely",
-                "modes_missing_unlikely_labels",
+                "modes_short",
+                "modes_short_labels",
                 "high_quality_fraction",
                 "mode_kl",
             )

@@ -38,16 +38,13 @@ import numpy as np
 import torch
 
 from gancore.clustering import GaussianMixture
+from gancore.diagnostics.coverage import SHORT_LABELS_SHOWN, expected_coverage, short_modes
 from gancore.seeds import generator as seeded_generator
 
 # PacGAN's quality radius, in units of the mixture's sigma (``dis_thre=3`` in MetricLogger).
 QUALITY_SIGMAS = 3.0
 STACKED_MODES = 1000
 STACKED_PROTOCOL = "pacgan_stacked_mnist"
-# A missing mode is evidence on its own when a faithful generator would miss it, and every other
-# mode together, with probability below this: the 3-sd two-sided tail, the count rule's own level.
-MISSED_MODE_ALPHA = 0.0027
-MISSED_LABELS_SHOWN = 10
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -76,47 +73,6 @@ def mode_kl(gen_counts: np.ndarray, real_hist: np.ndarray) -> float | None:
     return float(kl_divergence(histogram(gen_counts), real_hist / real_hist.sum()))
 
 
-def expected_coverage(real_hist: np.ndarray, n: int) -> tuple[float, float]:
-    """Mean and standard deviation of the number of modes hit by ``n`` draws from ``real_hist``.
-
-    Mode i is missed with probability q_i = (1 - p_i)^n; the missed count has mean sum q_i and
-    variance sum_i q_i (1 - q_i) + sum_{i != j} [(1 - p_i - p_j)^n - q_i q_j].
-    """
-    p = np.asarray(real_hist, dtype=np.float64)
-    p = p[p > 0] / p.sum()
-    if n <= 0 or p.size == 0:
-        return 0.0, 0.0
-    q = np.exp(n * np.log1p(-np.minimum(p, 1 - 1e-15)))
-    both = np.clip(1.0 - p[:, None] - p[None, :], 0.0, 1.0)
-    with np.errstate(divide="ignore"):
-        qq = np.where(both > 0, np.exp(n * np.log(np.where(both > 0, both, 1.0))), 0.0)
-    cov = qq - np.outer(q, q)
-    np.fill_diagonal(cov, q * (1 - q))
-    # Rounding leaves ~1e-70 where the true variance is 0 (every mode certain to be hit).
-    var = float(cov.sum())
-    return float(p.size - q.sum()), math.sqrt(var) if var > 1e-18 else 0.0
-
-
-def surely_hit_yet_missed(real_hist: Any, covered_counts: Any, n: int, alpha: float = MISSED_MODE_ALPHA) -> list[int]:
-    """Modes with no counted sample although a faithful generator misses each with probability
-    q_i = (1 - p_i)^n below ``alpha`` / K (Bonferroni: all K together at most ``alpha``).
-
-    The count rule (missing at least max(1, 3 sd) modes against the expected count) cannot see one
-    dropped mode when any mode is rare: the expected count is then K - e, and K - 1 covered falls
-    short of it by 1 - e < 1 (999 of Stacked MNIST's 1,000 triples, or a class of 1 % dropped).
-    A mode a faithful generator all but certainly hits is evidence on its own."""
-    p = np.asarray(real_hist, dtype=np.float64)
-    total = p.sum()
-    covered = np.asarray(covered_counts)
-    if n <= 0 or total <= 0 or len(covered) != len(p):
-        return []
-    p = p / total
-    with np.errstate(divide="ignore"):
-        log_q = n * np.log1p(-np.minimum(p, 1 - 1e-15))
-    unlikely = (p > 0) & (log_q < math.log(alpha / max(1, int((p > 0).sum())))) & (covered <= 0)
-    return [int(i) for i in np.flatnonzero(unlikely)]
-
-
 def _report(
     protocol: str,
     gen_counts: np.ndarray,
@@ -126,18 +82,23 @@ def _report(
     kl: float | None,
     n_counted: int,
     labels: Sequence[str],
+    coverage_hist: np.ndarray | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    expected, expected_sd = expected_coverage(real_hist, n_counted)
-    missed = surely_hit_yet_missed(real_hist, covered_counts, n_counted)
+    """A mode report. ``coverage_hist``: the histogram the counted (covered) samples of a faithful
+    generator follow, when it differs from ``real_hist``, the one the reverse KL of all samples
+    compares with (labelled images: the real images the classifier is sure of)."""
+    reference = real_hist if coverage_hist is None else coverage_hist
+    expected, expected_sd = expected_coverage(reference, n_counted)
+    short = short_modes(reference, covered_counts, n_counted)
     return {
         "protocol": protocol,
         "modes_total": int(len(gen_counts)),
         "modes_covered": int((covered_counts > 0).sum()),
         "modes_expected": expected,
         "modes_expected_sd": expected_sd,
-        "modes_missing_unlikely": len(missed),
-        "modes_missing_unlikely_labels": [str(labels[i]) if i < len(labels) else str(i) for i in missed[:MISSED_LABELS_SHOWN]],
+        "modes_short": len(short),
+        "modes_short_labels": [str(labels[i]) if i < len(labels) else str(i) for i in short[:SHORT_LABELS_SHOWN]],
         "high_quality_fraction": high_quality_fraction,
         "mode_kl": kl,
         "n_counted": int(n_counted),
@@ -355,8 +316,14 @@ def modes_labelled(
     real_labels: Any,
     confidence: float,
     label_names: Sequence[str] | None = None,
+    real_probs: Any | None = None,
 ) -> dict[str, Any]:
-    """Classifier-argmax modes for a labelled image set; ``probs`` [N, K], ``real_labels`` test labels."""
+    """Classifier-argmax modes for a labelled image set; ``probs`` [N, K], ``real_labels`` test labels.
+
+    ``real_probs``: the classifier on held-out real images. A mode is covered by samples the
+    classifier is sure of, so what a faithful generator covers follows the real images it is sure
+    of, not the labels: a class it is rarely sure of (look-alike classes, or 100 classes at 0.9)
+    could never be covered, even by real images, and a faithful generator was partial_collapse."""
     p = torch.as_tensor(_as_numpy(probs), dtype=torch.float64)
     k = p.shape[1]
     conf, pred = p.max(dim=1)
@@ -375,9 +342,18 @@ def modes_labelled(
         mode_kl(counts, real_hist),
         int(good.sum()),
         names,
+        coverage_hist=None if real_probs is None else _sure_histogram(real_probs, confidence, k),
         confidence=confidence,
-        real_histogram_source="prepared test labels",
+        real_histogram_source="prepared test labels"
+        + ("" if real_probs is None else "; coverage: held-out real images the classifier is sure of"),
     )
+
+
+def _sure_histogram(real_probs: Any, confidence: float, k: int) -> np.ndarray | None:
+    """Classes of the held-out real images the classifier is sure of (None when it is of none)."""
+    sure = labelled_assignments(real_probs, confidence).numpy()
+    counts = np.bincount(sure[sure >= 0], minlength=k).astype(np.float64)
+    return histogram(counts) if counts.sum() > 0 else None
 
 
 # -- complete collapse ----------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def _image(
     if stacked:
         report = modes_stacked(probs, confidence)
     elif count and data.test_labels is not None and classifier.num_classes == count:
-        report = modes_labelled(probs, data.test_labels, confidence, modes_meta.get("labels"))
+        report = modes_labelled(probs, data.test_labels, confidence, modes_meta.get("labels"), real_probs=real_probs)
     space = Space(f"domain classifier features ({classifier.feature_dim}-D)", feats, real_feats, train_feats)
     if report is not None:
         if stacked:

@@ -114,8 +114,8 @@ def _modes_missing(f: Mapping[str, Any]) -> bool | None:
     if total is None or covered is None or expected is None:
         return None
     short = expected - covered >= max(1.0, MISSING_MODES_SDS * (f.get("modes_expected_sd") or 0.0))
-    # or a mode a faithful generator all but certainly hits has no sample (see modes.surely_hit_yet_missed)
-    return short or bool(f.get("modes_missing_unlikely"))
+    # or a mode far short of what a faithful generator all but surely gives it (coverage.short_modes)
+    return short or bool(f.get("modes_short"))
 
 
 def above_chance(rate: float | None, quantile: float | None, n: int | None) -> bool:
@@ -153,12 +153,15 @@ def _collapse(f: Mapping[str, Any], out: _Findings) -> None:
         )
 
 
-def _surely_hit(f: Mapping[str, Any]) -> str:
-    count, labels = f.get("modes_missing_unlikely"), f.get("modes_missing_unlikely_labels") or []
+def _short(f: Mapping[str, Any]) -> str:
+    count, labels = f.get("modes_short"), f.get("modes_short_labels") or []
     if not count:
         return ""
     shown = ", ".join(labels) + (", ..." if count > len(labels) else "")
-    return f"; {count} mode(s) with no sample ({shown}) that a faithful generator would all but surely hit"
+    return (
+        f"; {count} mode(s) with no sample or under a quarter of their share ({shown}), "
+        "where a faithful generator would all but surely place more"
+    )
 
 
 def _partial(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: bool | None) -> None:
@@ -167,12 +170,12 @@ def _partial(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: bool
         out.add(
             "partial_collapse",
             f"{covered} of {total} modes covered; a faithful generator would cover {f['modes_expected']:.1f} with as many samples"
-            + _surely_hit(f),
+            + _short(f),
             modes_covered=covered,
             modes_total=total,
             modes_expected=f.get("modes_expected"),
             modes_expected_sd=f.get("modes_expected_sd"),
-            modes_missing_unlikely=f.get("modes_missing_unlikely"),
+            modes_short=f.get("modes_short"),
             high_quality_fraction=f.get("high_quality_fraction"),
             mode_kl=f.get("mode_kl"),
         )

@@ -114,6 +114,7 @@ class CollapseMonitor:
         # Twice the compared points: the near-duplicate rate calibrates on one half, checks the other.
         real = subset(data.test, 2 * PAIRWISE_POINTS, seed, "train/monitor-real")
         real_probs, self.real_features = self._features(to_model_range(real))
+        self.real_probs = real_probs
         # The real points' modes, for the spread inside each mode (where the modes are known).
         self.real_modes = self._modes(to_model_range(real), real_probs) if self.known_modes else None
 
@@ -187,7 +188,7 @@ class CollapseMonitor:
             report = (
                 modes_stacked(probs, self.confidence)
                 if self.stacked
-                else modes_labelled(probs, self.test_labels, self.confidence, self.labels)
+                else modes_labelled(probs, self.test_labels, self.confidence, self.labels, real_probs=self.real_probs)
             )
         if report is not None and self.real_modes is not None:
             gen_modes = self._modes(x, probs)
@@ -224,8 +225,8 @@ class CollapseMonitor:
                         "modes_covered",
                         "modes_expected",
                         "modes_expected_sd",
-                        "modes_missing_unlikely",
-                        "modes_missing_unlikely_labels",
+                        "modes_short",
+                        "modes_short_labels",
                         "high_quality_fraction",
                         "mode_kl",
                     )

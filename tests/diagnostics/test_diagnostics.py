@@ -15,8 +15,9 @@ from scipy import stats
 from constructed_inputs import P_HQ, N, binomial_tol, diagnosis_2d, healthy_log, kl_bound, mixture, ring8
 from gancore.clustering import kmeans
 from gancore.diagnostics import figures_from
+from gancore.diagnostics.coverage import expected_coverage
 from gancore.diagnostics.diversity import collapse_measures
-from gancore.diagnostics.modes import expected_coverage, modes_2d, modes_labelled, modes_stacked
+from gancore.diagnostics.modes import modes_2d, modes_labelled, modes_stacked
 from gancore.diagnostics.ndb import false_positive_bound, ndb, two_proportion_z
 from gancore.diagnostics.remedies import SEPARATE
 from gancore.diagnostics.verdict import PAIRWISE_TINY, decide

@@ -7,9 +7,11 @@ but surely is evidence on its own."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from gancore.diagnostics.modes import MISSED_MODE_ALPHA, modes_labelled, modes_stacked, surely_hit_yet_missed
+from gancore.diagnostics.coverage import SHORT_MODE_ALPHA, short_modes
+from gancore.diagnostics.modes import modes_labelled, modes_stacked
 from gancore.diagnostics.verdict import decide
 
 KEYS = (
@@ -17,8 +19,8 @@ KEYS = (
     "modes_covered",
     "modes_expected",
     "modes_expected_sd",
-    "modes_missing_unlikely",
-    "modes_missing_unlikely_labels",
+    "modes_short",
+    "modes_short_labels",
     "high_quality_fraction",
     "mode_kl",
 )
@@ -41,10 +43,10 @@ def test_one_of_stacked_mnist_s_thousand_triples_missing_is_partial_collapse():
     assert faithful["modes_covered"] == 1000 and _verdict(faithful)["verdict"] == "healthy"
     one_short = modes_stacked(_stacked(rng.integers(1, 1000, n)), 0.9)
     assert one_short["modes_covered"] == 999 and 999.99 < one_short["modes_expected"] < 1000
-    assert one_short["modes_missing_unlikely"] == 1 and one_short["modes_missing_unlikely_labels"] == ["000"]
+    assert one_short["modes_short"] == 1 and one_short["modes_short_labels"] == ["000"]
     found = _verdict(one_short)
     assert found["verdict"] == "partial_collapse"
-    assert "all but surely hit" in found["explanation"]
+    assert "all but surely place more" in found["explanation"]
 
 
 def _classes(rng: np.random.Generator, p: np.ndarray, n: int, drop: int | None = None) -> torch.Tensor:
@@ -66,24 +68,24 @@ def test_a_dropped_common_class_is_found_beside_a_rare_one_and_the_rare_one_is_f
     p /= p.sum()
     test = torch.from_numpy(rng.choice(100, 200_000, p=p))
     faithful = modes_labelled(_classes(rng, p, 5_000, drop=99), test, 0.9)  # the rare class never drawn
-    assert faithful["modes_covered"] == 99 and faithful["modes_missing_unlikely"] == 0
+    assert faithful["modes_covered"] == 99 and faithful["modes_short"] == 0
     assert _verdict(faithful)["verdict"] == "healthy"
     dropped = modes_labelled(_classes(rng, p, 5_000, drop=0), test, 0.9)
-    assert dropped["modes_missing_unlikely"] == 1 and dropped["modes_missing_unlikely_labels"] == ["0"]
+    assert dropped["modes_short"] == 1 and dropped["modes_short_labels"] == ["0"]
     assert _verdict(dropped)["verdict"] == "partial_collapse"
 
 
 def test_the_per_mode_rule_s_false_alarms_stay_within_its_level():
     """Faithful multinomial draws over uneven modes (weights spread over three decades), 2,000
-    times: the rule flags a draw with probability at most MISSED_MODE_ALPHA (Bonferroni over the
+    times: the rule flags a draw with probability at most SHORT_MODE_ALPHA (Bonferroni over the
     modes), so 2,000 draws give 5.4 flags on average at the bound; 16 is beyond its 99.99 % point."""
     rng = np.random.default_rng(2)
     p = np.geomspace(1.0, 1e-3, 40)
     p /= p.sum()
     n = 30_000
-    flags = sum(bool(surely_hit_yet_missed(p, rng.multinomial(n, p), n)) for _ in range(2_000))
+    flags = sum(bool(short_modes(p, rng.multinomial(n, p), n)) for _ in range(2_000))
     assert flags <= 16
-    assert MISSED_MODE_ALPHA * 2_000 < 16
+    assert SHORT_MODE_ALPHA * 2_000 < 16
 
 
 def test_quality_floor_follows_held_out_real_data_when_they_fall_short_of_half():
@@ -118,3 +120,45 @@ def test_quality_floor_follows_held_out_real_data_when_they_fall_short_of_half()
     noisy[~torch.from_numpy(sure)] = 1.0 / k
     report = modes_labelled(noisy, torch.from_numpy(test), 0.9)
     assert decide({**{key: report[key] for key in KEYS}, "high_quality_real": real_hq})["verdict"] == "not_converged"
+
+
+def _probs(labels: np.ndarray, sure: np.ndarray, k: int = 10) -> torch.Tensor:
+    """One-hot-ish classifier outputs: 0.95 on the label where ``sure``, else 0.6."""
+    top = np.where(sure, 0.95, 0.6)
+    p = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
+    p[np.arange(len(labels)), labels] = top
+    return torch.from_numpy(p)
+
+
+def test_a_class_the_generator_no_longer_draws_is_short_though_misclassified_samples_cover_it():
+    """MNIST without 7s: the classifier's errors still put a few samples into 7 at 0.9 or more,
+    so 7 counted as covered and the run was healthy (found by a review: 3 of the 248 samples it
+    was due). Under a quarter of its share, where a faithful generator would all but surely have
+    more, it is short: partial_collapse."""
+    rng = np.random.default_rng(4)
+    test = rng.integers(0, 10, 10_000)
+    real = _probs(test, np.ones(len(test), bool))
+    drawn = rng.integers(0, 10, 2_500)
+    no7 = np.where(drawn == 7, rng.integers(0, 7, 2_500), drawn)
+    no7[:3] = 7  # the classifier's errors
+    report = modes_labelled(_probs(no7, np.ones(2_500, bool)), torch.from_numpy(test), 0.9, real_probs=real)
+    assert report["modes_covered"] == 10 and report["modes_short"] == 1 and report["modes_short_labels"] == ["7"]
+    assert decide({key: report[key] for key in KEYS})["verdict"] == "partial_collapse"
+    faithful = modes_labelled(_probs(drawn, np.ones(2_500, bool)), torch.from_numpy(test), 0.9, real_probs=real)
+    assert faithful["modes_short"] == 0 and decide({key: faithful[key] for key in KEYS})["verdict"] == "healthy"
+
+
+def test_coverage_follows_the_real_images_the_classifier_is_sure_of():
+    """Look-alike classes 8 and 9 the classifier is never 90 % sure of, real images included: no
+    sample can cover them, and a faithful generator was partial_collapse against the test labels.
+    The coverage a faithful generator reaches is taken from the held-out real images the
+    classifier is sure of."""
+    rng = np.random.default_rng(5)
+    test = rng.integers(0, 10, 10_000)
+    real = _probs(test, test < 8)
+    drawn = rng.integers(0, 10, 2_500)
+    faithful = modes_labelled(_probs(drawn, drawn < 8), torch.from_numpy(test), 0.9, real_probs=real)
+    assert faithful["modes_covered"] == 8 and faithful["modes_expected"] == pytest.approx(8.0)
+    assert decide({key: faithful[key] for key in KEYS})["verdict"] == "healthy"
+    by_labels = modes_labelled(_probs(drawn, drawn < 8), torch.from_numpy(test), 0.9)
+    assert decide({key: by_labels[key] for key in KEYS})["verdict"] == "partial_collapse"  # the reading before
