@@ -215,7 +215,11 @@ class CollapseMonitor:
             )
         if report is not None and self.real_modes is not None:
             # the quality floor the diagnosis reads: held-out real data under the same protocol
-            figures["high_quality_real"] = float((self.real_modes >= 0).double().mean())
+            figures["high_quality_real"] = (
+                modes_stacked(self.real_probs, self.confidence)["high_quality_fraction"]
+                if self.stacked
+                else float((self.real_modes >= 0).double().mean())
+            )
         if report is not None:
             figures.update(
                 {
