@@ -111,3 +111,20 @@ def test_a_symlink_loop_in_a_class_folder_reads_each_image_once(tmp_path):
     os.symlink("../cat", tmp_path / "cat" / "loop")
     files, labels, classes = scan_folder(tmp_path)
     assert files == expected and len(files) == 8 and classes == ["cat", "dog"] and labels == [0] * 4 + [1] * 4
+
+
+def test_every_class_of_two_images_or_more_keeps_a_test_image():
+    """12 classes of 400 down to 2 images: the proportional split rounded the small classes to no
+    test image, so their reference share was 0 and the diagnosis could not see them missing
+    (found by a review). Each keeps one, the large classes give them up, the total holds."""
+    from gancore.data.images import _split
+
+    sizes = [400, 300, 200, 100, 50, 20, 10, 8, 5, 4, 3, 2]
+    labels = [c for c, size in enumerate(sizes) for _ in range(size)]
+    test, train = _split(len(labels), 110, labels, seed=0)
+    per_class = torch.bincount(torch.tensor(labels)[test], minlength=12).tolist()
+    assert len(test) == 110 and min(per_class) == 1 and per_class[0] >= 35
+    assert torch.bincount(torch.tensor(labels)[train], minlength=12).min() >= 1
+    # too small a test split for one per class: the proportional split, as before
+    few, _ = _split(len(labels), 5, labels, seed=0)
+    assert len(few) == 5
