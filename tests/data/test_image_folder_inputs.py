@@ -85,9 +85,9 @@ def test_class_folders_are_split_class_by_class(tmp_path, seed):
     """Split as one set, a class of one image went to the test split alone (never trained on) and
     a class of 20 could have none in the test split."""
     folder = tmp_path / "classes"
-    for name, count in (("a", 20), ("b", 20), ("c", 1)):
+    for offset, (name, count) in enumerate((("a", 20), ("b", 20), ("c", 1))):
         for i in range(count):
-            _square(folder / name / f"{i}.png", 5 * i)
+            _square(folder / name / f"{i}.png", 5 * i + offset)  # no two images alike
     data = prepare_image_folder(str(folder), seed, None, None, 8)
     assert torch.bincount(data.train_labels, minlength=3).tolist() == [18, 18, 1]
     assert torch.bincount(data.test_labels, minlength=3).tolist() == [2, 2, 0]
@@ -128,3 +128,16 @@ def test_every_class_of_two_images_or_more_keeps_a_test_image():
     # too small a test split for one per class: the proportional split, as before
     few, _ = _split(len(labels), 5, labels, seed=0)
     assert len(few) == 5
+
+
+def test_files_held_twice_are_not_on_both_sides_of_the_split(tmp_path):
+    """Every file twice: most held-out images were copies of training images, and verbatim copies
+    of training data passed the copy test (found by a review). Test images that are exact copies
+    of training images are left out, with a warning."""
+    for i in range(30):
+        _square(tmp_path / f"{i}.png", 8 * i)
+        _square(tmp_path / f"{i}-copy.png", 8 * i)
+    with pytest.warns(UserWarning, match=r"of \d+ test images are exact copies of training images"):
+        data = prepare_image_folder(str(tmp_path), 0, None, 12, 8)
+    train = {bytes(x.numpy().tobytes()) for x in data.train}
+    assert len(data.test) >= 1 and not any(bytes(x.numpy().tobytes()) in train for x in data.test)
