@@ -59,7 +59,7 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
         if params.augment.signal == "r_t":  # the default, as before the signal existed: those checkpoints resume
             identity["augment"].pop("signal")
         if not params.augment.adaptive:  # p is fixed at 1: what steers it changes nothing
-            for key in ("target", "kimg", "signal"):
+            for key in ("target", "kimg", "signal", "interval"):
                 identity["augment"].pop(key, None)
         if "jitter" not in parse_policy(params.augment.policy):  # the noise's width, for a policy without noise
             identity["augment"].pop("jitter")

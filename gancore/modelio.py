@@ -144,8 +144,8 @@ def output_problem(generator: nn.Module, discriminator: nn.Module, shape: tuple[
             except Exception as exc:
                 return f"discriminator fails on the generator's output {tuple(packed.shape)} {fake.dtype}: {type(exc).__name__}: {exc}"
             if not isinstance(logits, torch.Tensor) or tuple(logits.shape) not in ((2,), (2, 1)):
-                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                return f"discriminator returned {got} for a batch of 2; expected (2,) or (2, 1) logits"
+                returned = str(tuple(logits.shape)) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                return f"discriminator returned {returned} for a batch of 2; expected (2,) or (2, 1) logits"
     finally:
         generator.train(modes[0]), discriminator.train(modes[1])
     return None

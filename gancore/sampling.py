@@ -82,7 +82,11 @@ def generator_path(params: Params, layout: Layout) -> Path:
     if params.sample.generator == "best":
         path = layout.best_models / layout.generator.name
         if not path.exists():
-            raise GanCoreError(f"{path} is missing: sample.generator=best needs a training run with train.keep_best set")
+            raise GanCoreError(
+                f"{path} is missing: sample.generator=best needs a training run with train.keep_best set, and keep_best keeps "
+                "a generator only at a monitor check not judged collapsed (monitor/collapse in the training log); use "
+                "sample.generator=last"
+            )
         if layout.generator.exists() and read_model_file(path).get("params_digest") != read_model_file(layout.generator).get(
             "params_digest"
         ):

@@ -184,6 +184,7 @@ def _walk_images(folder: Path, root: Path) -> list[Path]:
             dirs.clear()
             continue
         seen.add((info.st_dev, info.st_ino))
+        dirs.sort()  # the first alias of a linked folder reached is kept: the same one on every filesystem
         visited.append((here, names))
     return [path for here, names in sorted(visited) for name in sorted(names) if _visible_image(path := Path(here) / name, root)]
 
@@ -331,9 +332,17 @@ def _without_copies_of(
             stacklevel=3,
         )
         return test, test_labels
+    emptied = []
+    if test_labels is not None:  # classes whose every test image was a copy: no reference share left
+        emptied = sorted(set(test_labels.tolist()) - set(test_labels[keep].tolist()))
     warnings.warn(
         f"{dropped} of {len(test)} test images are exact copies of training images (files held twice?); left out of the test split, "
-        "which must be disjoint from training for the copy test",
+        "which must be disjoint from training for the copy test"
+        + (
+            f"; class(es) {', '.join(map(str, emptied))} now have no test image, and the diagnosis cannot see them missing"
+            if emptied
+            else ""
+        ),
         stacklevel=3,
     )
     return test[keep], None if test_labels is None else test_labels[keep]

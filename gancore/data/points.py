@@ -86,16 +86,23 @@ def _csv_rows(p: Path, head: int | None = None) -> tuple[list[str] | None, list[
         if head is None:
             numbered = [(n, line) for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), 1) if line.strip()]
         else:
-            numbered = []
+            numbered, n, offset = [], 0, 0
             with p.open("rb") as fh:  # line by line: a text stream decodes whole blocks ahead
-                for n, raw in enumerate(fh, 1):
-                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")
-                    if "\r" in line:  # lines ended by a lone carriage return: read as a whole
-                        return _csv_rows(p)
-                    if line.strip():
-                        numbered.append((n, line))
-                        if len(numbered) >= head:
-                            break
+                for raw in fh:
+                    try:
+                        text = raw.decode("utf-8-sig" if offset == 0 else "utf-8")
+                    except UnicodeDecodeError as exc:
+                        exc.start += offset  # the file's byte, as the whole read names it
+                        exc.object = b"\0" * offset + exc.object
+                        raise
+                    offset += len(raw)
+                    for line in text.splitlines():  # the whole read's rule for line ends
+                        n += 1
+                        if line.strip():
+                            numbered.append((n, line))
+                    if len(numbered) >= head:
+                        numbered = numbered[:head]
+                        break
     except UnicodeDecodeError as exc:
         raise PointsError(
             f"{p} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"

@@ -20,7 +20,7 @@ from gancore.config import Params
 from gancore.data.prepared import PreparedData, load_prepared
 from gancore.diagnostics import memorisation
 from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log, with_parts
-from gancore.diagnostics.modes import STACKED_PROTOCOL
+from gancore.diagnostics.modes import REPORT_FIGURES, STACKED_PROTOCOL
 from gancore.diagnostics.spaces import measure
 from gancore.diagnostics.verdict import decide
 from gancore.errors import EvaluationError, ParamsError
@@ -220,19 +220,7 @@ def figures_from(report: dict[str, Any] | None, measured: dict[str, Any], ndb_re
         return report.get(key) if report else None
 
     return {
-        **{
-            k: mode(k)
-            for k in (
-                "modes_total",
-                "modes_covered",
-                "modes_expected",
-                "modes_expected_sd",
-                "modes_short",
-                "modes_short_labels",
-                "high_quality_fraction",
-                "mode_kl",
-            )
-        },
+        **{k: mode(k) for k in REPORT_FIGURES},
         "mode_samples_counted": mode("n_counted"),
         "mode_protocol": mode("protocol"),
         "real_histogram_source": mode("real_histogram_source"),

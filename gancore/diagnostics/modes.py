@@ -45,6 +45,17 @@ from gancore.seeds import generator as seeded_generator
 QUALITY_SIGMAS = 3.0
 STACKED_MODES = 1000
 STACKED_PROTOCOL = "pacgan_stacked_mnist"
+# The mode report's figures the verdict reads (diagnose.json's and the collapse monitor's).
+REPORT_FIGURES = (
+    "modes_total",
+    "modes_covered",
+    "modes_expected",
+    "modes_expected_sd",
+    "modes_short",
+    "modes_short_labels",
+    "high_quality_fraction",
+    "mode_kl",
+)
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -363,3 +374,11 @@ def subset(x: torch.Tensor, n: int, seed: int, stream: str) -> torch.Tensor:
         return x
     idx = torch.randperm(len(x), generator=seeded_generator(seed, stream))[:n]
     return x[idx]
+
+
+def real_quality(real_probs: Any, real_modes: torch.Tensor, stacked: bool, confidence: float) -> float:
+    """The high-quality share of held-out real data under the protocol (the quality floor's
+    reference): Stacked MNIST's every-channel rule, else the share with a mode."""
+    if stacked:
+        return float(modes_stacked(real_probs, confidence)["high_quality_fraction"])
+    return float((real_modes >= 0).double().mean())

@@ -53,6 +53,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gancore.diagnostics.remedies import plan
+from gancore.diagnostics.verdict_text import HEADLINES, copies_text, healthy_text, in_part, short_modes_text
 
 VERDICTS = (
     "healthy",
@@ -153,24 +154,13 @@ def _collapse(f: Mapping[str, Any], out: _Findings) -> None:
         )
 
 
-def _short(f: Mapping[str, Any]) -> str:
-    count, labels = f.get("modes_short"), f.get("modes_short_labels") or []
-    if not count:
-        return ""
-    shown = ", ".join(labels) + (", ..." if count > len(labels) else "")
-    return (
-        f"; {count} mode(s) with no sample or under a quarter of their share ({shown}), "
-        "where a faithful generator would all but surely place more"
-    )
-
-
 def _partial(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: bool | None) -> None:
     total, covered = f.get("modes_total"), f.get("modes_covered")
     if reliable and missing:
         out.add(
             "partial_collapse",
             f"{covered} of {total} modes covered; a faithful generator would cover {f['modes_expected']:.1f} with as many samples"
-            + _short(f),
+            + short_modes_text(f),
             modes_covered=covered,
             modes_total=total,
             modes_expected=f.get("modes_expected"),
@@ -236,7 +226,7 @@ def _inside(f: Mapping[str, Any], out: _Findings) -> None:
     if above_chance(rate, q, f.get("duplicate_points")) and (z is None or z >= SIGNIFICANCE_SDS):
         out.add(
             "intra_mode_collapse",
-            f"{rate:.1%} of generated samples have {_copies(f.get('duplicate_neighbour'))}, where real data of the same size have "
+            f"{rate:.1%} of generated samples have {copies_text(f.get('duplicate_neighbour'))}, where real data of the same size have "
             f"{f.get('real_duplicate_rate'):.1%} (chance: {q:.0%})",
             duplicate_rate=rate,
             real_duplicate_rate=f.get("real_duplicate_rate"),
@@ -244,11 +234,6 @@ def _inside(f: Mapping[str, Any], out: _Findings) -> None:
             duplicate_points=f.get("duplicate_points"),
             duplicate_neighbour=f.get("duplicate_neighbour"),
         )
-
-
-def _copies(k: int | None) -> str:
-    """What a near duplicate is at the neighbour the data's ties asked for."""
-    return "a near duplicate" if not k or k == 1 else f"{k} near duplicates (real data often repeat values exactly)"
 
 
 def _copying(f: Mapping[str, Any], out: _Findings) -> None:
@@ -353,19 +338,10 @@ def _convergence(f: Mapping[str, Any], dynamics: Mapping[str, Any] | None, out: 
         out.add(
             "not_converged",
             f"D(G(z)) oscillates late in training (detrended std {osc['detrended_std']:.3g}, {osc['sign_changes']} sign changes)"
-            + _in_part(osc),
+            + in_part(osc),
             detrended_std=osc["detrended_std"],
             sign_changes=osc["sign_changes"],
         )
-
-
-def _in_part(check: Mapping[str, Any]) -> str:
-    """Where a mixture's check was found: in a part (the mixture's average hid it)."""
-    if check.get("part") is None:
-        return ""
-    others = [i for i in check.get("parts_flagged") or () if i != check["part"]]
-    also = f" (and part{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})" if others else ""
-    return f" in part {check['part']}{also}"
 
 
 def decide(
@@ -390,7 +366,7 @@ def decide(
         out.add(
             "vanishing_gradients",
             f"D(G(z)) ended at {van['d_fake_late']:.3g} and the generator's gradient norm fell to "
-            f"{van['grad_ratio']:.3g} of its peak (collapse below {van['ratio_threshold']})" + _in_part(van),
+            f"{van['grad_ratio']:.3g} of its peak (collapse below {van['ratio_threshold']})" + in_part(van),
             d_fake_late=van["d_fake_late"],
             grad_ratio=van["grad_ratio"],
             grad_norm_g_late_median=van["grad_norm_g_late_median"],
@@ -418,7 +394,7 @@ def decide(
         for _, _, ev in primary:
             evidence.update(ev)
         others = [text for x in findings for v, text, _ in [x] if not any(x is p for p in primary)]
-        explanation = _HEADLINES[verdict] + " " + "; ".join(t for _, t, _ in primary) + "."
+        explanation = HEADLINES[verdict] + " " + "; ".join(t for _, t, _ in primary) + "."
         if others:
             explanation += " Also: " + "; ".join(others) + "."
     else:
@@ -426,7 +402,7 @@ def decide(
         keys = ("modes_covered", "modes_total", "high_quality_fraction", "mode_kl", "pairwise_distance_ratio", "dispersion_ratio")
         evidence = {k: f.get(k) for k in (*keys, "duplicate_rate", "copy_c_t", "ndb", "ndb_k")}
         evidence["equilibrium"] = _get(eq, "flag")
-        explanation = _healthy_text(f, eq)
+        explanation = healthy_text(f, eq)
     remedies = plan([verdict, *(v for v, _, _ in findings)], loss, dynamics, context or {})
     return {
         "verdict": verdict,
@@ -436,32 +412,3 @@ def decide(
         "remedy_settings": [r.setting() for r in remedies],
         "findings": [{"verdict": v, "text": t} for v, t, _ in findings],
     }
-
-
-_HEADLINES = {
-    "complete_collapse": "Complete mode collapse: nearly all samples are the same.",
-    "vanishing_gradients": "Vanishing generator gradients: the discriminator rejects the samples and the generator stopped learning.",
-    "partial_collapse": "Partial mode collapse: some modes of the data are missing from the samples.",
-    "intra_mode_collapse": "Collapse inside the modes: within the modes they reach, the samples differ too little or cover too little of the data's variety.",
-    "data_copying": "Data copying: the generator reproduces its training data instead of new samples like them.",
-    "discriminator_overfitting": "The discriminator memorises its training data: it tells training examples from held-out real ones.",
-    "not_converged": "Not converged: the generator has not (yet) learned the data.",
-}
-
-
-def _healthy_text(f: Mapping[str, Any], eq: Mapping[str, Any] | None) -> str:
-    parts = []
-    if f.get("modes_total") is not None:
-        parts.append(f"{f.get('modes_covered')} of {f['modes_total']} modes covered")
-    if f.get("high_quality_fraction") is not None:
-        parts.append(f"{f['high_quality_fraction']:.1%} of samples high quality")
-    if f.get("dispersion_ratio") is not None:
-        parts.append(f"spread inside modes {f['dispersion_ratio']:.2f} of the data's")
-    if f.get("pairwise_distance_ratio") is not None:
-        parts.append(f"overall spread {f['pairwise_distance_ratio']:.2f} of the data's")
-    if f.get("duplicate_rate") is not None and f.get("duplicate_quantile") is not None:
-        parts.append(f"near duplicates {f['duplicate_rate']:.1%} (chance {f['duplicate_quantile']:.0%})")
-    if _get(eq, "flag"):
-        parts.append("D(x) and D(G(z)) average near the 1/2 equilibrium")
-    text = "Healthy: no sign of mode collapse (across or inside modes), data copying, vanishing gradients or non-convergence"
-    return text + (" (" + "; ".join(parts) + ")." if parts else ".")

@@ -112,7 +112,10 @@ class CollapseMonitor:
             subset(measured_half(data.test) if held_out_steers else data.test, PAIRWISE_POINTS, seed, "train/monitor-memo-test"),
         )
         # Twice the compared points: the near-duplicate rate calibrates on one half, checks the other.
-        real = subset(data.test, 2 * PAIRWISE_POINTS, seed, "train/monitor-real")
+        # A part no held-out point falls in is compared with its own training points: its test
+        # split is the whole data set's, whose spread would make a healthy part look collapsed.
+        own = data.train if data.meta.get("own_test") is False else data.test
+        real = subset(own, 2 * PAIRWISE_POINTS, seed, "train/monitor-real")
         real_probs, self.real_features = self._features(to_model_range(real))
         self.real_probs = real_probs
         # The real points' modes, for the spread inside each mode (where the modes are known).
@@ -127,13 +130,6 @@ class CollapseMonitor:
             and self.mode_count is not None
             and (self.classifier.num_classes == self.mode_count and (self.test_labels is not None or self.stacked))
         )
-
-    @property
-    def needs_distances(self) -> bool:
-        """Always: the distance measures are the diagnosis's too, known modes or not. Without
-        them a generator collapsed to one point off every mode was "not converged" to the monitor
-        and complete_collapse to `gan diagnose`, and was never stopped or rolled back."""
-        return True
 
     @torch.no_grad()
     def samples(self, generator: nn.Module) -> torch.Tensor:
@@ -177,7 +173,7 @@ class CollapseMonitor:
         """The monitor's figures for samples ``x`` (float, model range): also how a mixture's
         samples, gathered from its parts, are judged against the whole data set."""
         from gancore.diagnostics.diversity import collapse_measures, dispersion
-        from gancore.diagnostics.modes import modes_labelled, modes_stacked, vector_modes
+        from gancore.diagnostics.modes import REPORT_FIGURES, modes_labelled, modes_stacked, real_quality, vector_modes
 
         figures: dict[str, Any] = {}
         probs, feats = self._features(x)
@@ -197,45 +193,29 @@ class CollapseMonitor:
             figures.update(
                 {k: spread[k] for k in ("dispersion_ratio", "dispersion_se_log", "dispersion_min", "dispersion_min_mode") if k in spread}
             )
-        if self.needs_distances:
-            measured = collapse_measures(feats, self.real_features, self.duplicate_fraction, self.seed, PAIRWISE_POINTS)
-            figures.update(
-                {
-                    k: measured[k]
-                    for k in (
-                        "pairwise_distance_ratio",
-                        "duplicate_rate",
-                        "real_duplicate_rate",
-                        "duplicate_quantile",
-                        "duplicate_points",
-                        "duplicate_neighbour",
-                        "duplicate_z",
-                    )
-                }
-            )
+        # Always, known modes or not, as the diagnosis does: without them a generator collapsed to
+        # one point off every mode was "not converged" to the monitor and complete_collapse to
+        # `gan diagnose`, and was never stopped or rolled back.
+        measured = collapse_measures(feats, self.real_features, self.duplicate_fraction, self.seed, PAIRWISE_POINTS)
+        figures.update(
+            {
+                k: measured[k]
+                for k in (
+                    "pairwise_distance_ratio",
+                    "duplicate_rate",
+                    "real_duplicate_rate",
+                    "duplicate_quantile",
+                    "duplicate_points",
+                    "duplicate_neighbour",
+                    "duplicate_z",
+                )
+            }
+        )
         if report is not None and self.real_modes is not None:
             # the quality floor the diagnosis reads: held-out real data under the same protocol
-            figures["high_quality_real"] = (
-                modes_stacked(self.real_probs, self.confidence)["high_quality_fraction"]
-                if self.stacked
-                else float((self.real_modes >= 0).double().mean())
-            )
+            figures["high_quality_real"] = real_quality(self.real_probs, self.real_modes, self.stacked, self.confidence)
         if report is not None:
-            figures.update(
-                {
-                    k: report[k]
-                    for k in (
-                        "modes_total",
-                        "modes_covered",
-                        "modes_expected",
-                        "modes_expected_sd",
-                        "modes_short",
-                        "modes_short_labels",
-                        "high_quality_fraction",
-                        "mode_kl",
-                    )
-                }
-            )
+            figures.update({k: report[k] for k in REPORT_FIGURES})
         return figures
 
     @staticmethod

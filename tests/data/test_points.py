@@ -243,5 +243,8 @@ def test_the_column_count_reads_the_head_of_the_file_only(tmp_path):
     # A byte that is not UTF-8 far down is not read at all by the count (the whole file was).
     (tmp_path / "q.csv").write_bytes(b"a,b\n" + b"1,2\n" * (3 * DIALECT_LINES) + b"1,\xff\n")
     assert point_dims(tmp_path / "q.csv") == 2
-    with pytest.raises(PointsError, match="is not UTF-8 text"):
+    with pytest.raises(PointsError, match=rf"is not UTF-8 text \(byte {4 + 4 * 3 * DIALECT_LINES + 2}:"):
         load_points(tmp_path / "q.csv")
+    # the head and the whole file split lines by one rule (str.splitlines: NEL, form feed, ...)
+    (tmp_path / "nel.csv").write_bytes(b"a,b\xc2\x851,2\n3,4\n")
+    assert point_dims(tmp_path / "nel.csv") == len(load_points(tmp_path / "nel.csv")[1]) == 2

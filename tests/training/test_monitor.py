@@ -243,3 +243,24 @@ def test_a_restart_leaves_no_best_of_the_run_before(tmp_path):
     best = validate({**tree, "train": {**tree["train"], "keep_best": "high_quality_fraction"}, "sample": {"generator": "best"}})
     with pytest.raises(GanCoreError, match="was kept by another training run"):
         generator_path(best, layout)
+
+
+def test_a_part_without_held_out_points_is_measured_against_its_own_training_points(tmp_path):
+    """A part no test point falls in gets the whole test split, the whole data set's: its spread
+    made a healthy part's samples look collapsed to the distance figures (found by a review). It
+    is measured against its own training points instead."""
+    from gancore.data.prepared import PreparedData
+    from gancore.training.monitor import CollapseMonitor
+    from helpers import ring_data
+
+    whole = ring_data(n_train=512, n_test=256)
+    mine = whole.train_labels == 0
+    part = PreparedData(
+        {**whole.meta, "own_test": False, "part": {"index": 0, "of": 8, "description": "cluster 0"}},
+        whole.train[mine],
+        whole.test,
+        whole.train_labels[mine],
+        whole.test_labels,
+    )
+    figures = CollapseMonitor(part, tmp_path, 2, 0, torch.device("cpu")).score(part.train)
+    assert 0.8 < figures["pairwise_distance_ratio"] < 1.2
