@@ -246,5 +246,5 @@ def test_the_column_count_reads_the_head_of_the_file_only(tmp_path):
     with pytest.raises(PointsError, match=rf"is not UTF-8 text \(byte {4 + 4 * 3 * DIALECT_LINES + 2}:"):
         load_points(tmp_path / "q.csv")
     # the head and the whole file split lines by one rule (str.splitlines: NEL, form feed, ...)
-    (tmp_path / "nel.csv").write_bytes(b"a,b\xc2\x851,2\n3,4\n")
+    (tmp_path / "nel.csv").write_bytes(b"a,b\xc2\x851,2\n" + b"3,4\n" * 30)
     assert point_dims(tmp_path / "nel.csv") == len(load_points(tmp_path / "nel.csv")[1]) == 2
