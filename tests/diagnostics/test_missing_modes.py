@@ -11,19 +11,9 @@ import pytest
 import torch
 
 from gancore.diagnostics.coverage import SHORT_MODE_ALPHA, short_modes
+from gancore.diagnostics.modes import REPORT_FIGURES as KEYS
 from gancore.diagnostics.modes import modes_labelled, modes_stacked
 from gancore.diagnostics.verdict import decide
-
-KEYS = (
-    "modes_total",
-    "modes_covered",
-    "modes_expected",
-    "modes_expected_sd",
-    "modes_short",
-    "modes_short_labels",
-    "high_quality_fraction",
-    "mode_kl",
-)
 
 
 def _verdict(report: dict) -> dict:
