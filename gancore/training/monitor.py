@@ -120,6 +120,13 @@ class CollapseMonitor:
         self.real_probs = real_probs
         # The real points' modes, for the spread inside each mode (where the modes are known).
         self.real_modes = self._modes(to_model_range(real), real_probs) if self.known_modes else None
+        # the quality floor the diagnosis reads: held-out real data under the same protocol (fixed:
+        # measured once, not at every check)
+        self.high_quality_real = None
+        if self.real_modes is not None:
+            from gancore.diagnostics.modes import real_quality
+
+            self.high_quality_real = real_quality(real_probs, self.real_modes, self.stacked, confidence)
 
     @property
     def known_modes(self) -> bool:
@@ -173,7 +180,7 @@ class CollapseMonitor:
         """The monitor's figures for samples ``x`` (float, model range): also how a mixture's
         samples, gathered from its parts, are judged against the whole data set."""
         from gancore.diagnostics.diversity import collapse_measures, dispersion
-        from gancore.diagnostics.modes import REPORT_FIGURES, modes_labelled, modes_stacked, real_quality, vector_modes
+        from gancore.diagnostics.modes import REPORT_FIGURES, modes_labelled, modes_stacked, vector_modes
 
         figures: dict[str, Any] = {}
         probs, feats = self._features(x)
@@ -211,9 +218,8 @@ class CollapseMonitor:
                 )
             }
         )
-        if report is not None and self.real_modes is not None:
-            # the quality floor the diagnosis reads: held-out real data under the same protocol
-            figures["high_quality_real"] = real_quality(self.real_probs, self.real_modes, self.stacked, self.confidence)
+        if report is not None and self.high_quality_real is not None:
+            figures["high_quality_real"] = self.high_quality_real
         if report is not None:
             figures.update({k: report[k] for k in REPORT_FIGURES})
         return figures
