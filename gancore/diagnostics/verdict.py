@@ -299,23 +299,28 @@ def _quality_floor(f: Mapping[str, Any]) -> float:
     return HIGH_QUALITY_LOW * real_hq if real_hq is not None else HIGH_QUALITY_LOW
 
 
-def _below_quality(f: Mapping[str, Any]) -> bool:
-    """The high-quality share below what not_converged is called for (see :func:`_convergence`)."""
+def _quality_shortfall(f: Mapping[str, Any]) -> str | None:
+    """Why the samples are too poor to be judged converged: ``"floor"`` (below :func:`_quality_floor`),
+    ``"share"`` (below ``QUALITY_SHARE_LOW`` of held-out real data's), or None."""
     hq, real_hq = f.get("high_quality_fraction"), f.get("high_quality_real")
-    return hq is not None and (hq < _quality_floor(f) or bool(real_hq and hq < QUALITY_SHARE_LOW * real_hq))
+    if hq is None:
+        return None
+    if hq < _quality_floor(f):
+        return "floor"
+    return "share" if real_hq and hq < QUALITY_SHARE_LOW * real_hq else None
 
 
 def _convergence(f: Mapping[str, Any], dynamics: Mapping[str, Any] | None, out: _Findings) -> None:
     hq, total, covered, real_hq = f.get("high_quality_fraction"), f.get("modes_total"), f.get("modes_covered"), f.get("high_quality_real")
-    floor = _quality_floor(f)
-    if hq is not None and hq < floor:
+    floor, shortfall = _quality_floor(f), _quality_shortfall(f)
+    if shortfall == "floor":
         text = f"only {hq:.1%} of samples are high quality (below {floor:.0%}" + (
             f", half of held-out real data's {real_hq:.1%})" if real_hq is not None else ")"
         )
         if total is not None and covered is not None:
             text += f"; {covered} of {total} modes covered"
         out.add("not_converged", text, high_quality_fraction=hq, threshold=floor, modes_covered=covered, modes_total=total)
-    elif hq is not None and real_hq and hq < QUALITY_SHARE_LOW * real_hq:
+    elif shortfall == "share":
         out.add(
             "not_converged",
             f"{hq:.1%} of samples are high quality, against {real_hq:.1%} of held-out real data (below {QUALITY_SHARE_LOW:.0%} of it): "
@@ -379,7 +384,7 @@ def decide(
     # Samples mostly below the quality the data reach (blurred, too wide): their spread inside the
     # modes rests on the few that pass, so it is a finding beside not_converged, never the verdict
     # (blurred MNIST digits, 11 % high quality against 92 %, were intra_mode_collapse).
-    demoted = inside.items if _below_quality(f) else []
+    demoted = inside.items if _quality_shortfall(f) else []
     _copying(f, out)
     _overfitting(dynamics, out)
     _convergence(f, dynamics, out)
@@ -387,13 +392,13 @@ def decide(
     findings = out.items
     eq = _get(dynamics, "equilibrium")
     if findings:
-        choosable = [x for x in findings if not any(x is d for d in demoted)] or findings
+        choosable = [x for x in findings if x not in demoted] or findings
         verdict = min(choosable, key=lambda x: RANKED.index(x[0]))[0]
         primary = [x for x in choosable if x[0] == verdict]
         evidence: dict[str, Any] = {}
         for _, _, ev in primary:
             evidence.update(ev)
-        others = [text for x in findings for v, text, _ in [x] if not any(x is p for p in primary)]
+        others = [x[1] for x in findings if x not in primary]
         explanation = HEADLINES[verdict] + " " + "; ".join(t for _, t, _ in primary) + "."
         if others:
             explanation += " Also: " + "; ".join(others) + "."
