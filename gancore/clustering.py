@@ -2,17 +2,23 @@
 
 * :func:`kmeans`: k-means++ seeding, then Lloyd iterations (NDB's bins; the mixture's parts);
 * :func:`nearest`: each point's nearest centre;
-* :func:`fit_gmm`: a Gaussian mixture with diagonal covariances, fitted by EM from k-means;
-* :func:`select_clusters`: how many clusters the data hold, by the Bayesian information criterion
-  of that mixture over k = 1..max_k (Schwarz 1978; the rule of scikit-learn's ``GaussianMixture.bic``
-  and of x-means). Nothing in it knows a data set: the count comes from the likelihood alone.
+* :func:`fit_gmm`: a Gaussian mixture with diagonal or full covariances, fitted by EM from k-means;
+* :func:`select_clusters`: how many clusters the data hold, and which covariance model, by the
+  Bayesian information criterion over k = 1..max_k (Schwarz 1978; the rule of scikit-learn's
+  ``GaussianMixture.bic``, x-means, and mclust's joint choice of model and size). Nothing in it
+  knows a data set: the count comes from the likelihood alone.
 
-Why a diagonal Gaussian mixture and BIC: splitting one Gaussian cluster in two never pays under
-BIC (the halves' likelihood gain is smaller than the mixing cost), while merging two separated
-clusters costs the likelihood of the gap between them; so the criterion has its minimum at the
-number of Gaussian-like clusters, with unequal weights and widths allowed. Elongated or curved
-clusters are cut into several Gaussian pieces, which for a mixture of GANs only means more, easier
-parts.
+Why a Gaussian mixture and BIC: splitting one Gaussian cluster in two never pays under BIC (the
+halves' likelihood gain is smaller than the mixing cost), while merging two separated clusters
+costs the likelihood of the gap between them; so the criterion has its minimum at the number of
+Gaussian-like clusters, with unequal weights and widths allowed. Why both covariance models: a
+diagonal mixture is not rotation-invariant. Two elongated clusters at 45 degrees to the axes are
+two clusters to a full-covariance mixture and fifty diagonal pieces to a diagonal one (the fifty
+were the limit), while axis-aligned or round clusters cost a full model its extra parameters for
+nothing, so BIC keeps the diagonal one there. Full covariances are tried up to
+:data:`FULL_COVARIANCE_DIMS` dimensions, where their d(d+1)/2 parameters per cluster stay few
+beside the points. Curved clusters are still cut into several Gaussian pieces, which for a
+mixture of GANs only means more, easier parts.
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ EM_TOL = 1e-5
 # repeated points would otherwise have zero variance and unbounded likelihood.
 VARIANCE_FLOOR = 1e-6
 SELECT_RESTARTS = 3
+# Full covariances are a candidate model up to this many dimensions (the exact, float64 regime):
+# beyond it their d(d+1)/2 parameters per cluster outgrow the few thousand points BIC is taken on,
+# and EM's d x d updates per component outgrow the diagonal ones' cost by d.
+FULL_COVARIANCE_DIMS = EXACT_DIMS
+COVARIANCE_MODELS = ("diag", "full")
 # The scan over k stops once this many k past the best one have not improved on it (at least
 # PATIENCE_MIN, and half the best k: a curve that found 30 clusters is allowed a longer search).
 PATIENCE_MIN = 5
@@ -147,45 +158,106 @@ def kmeans_best(x: torch.Tensor, k: int, seed: int, restarts: int, stream: str) 
     return best[1], best[2]
 
 
+def outer_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row's outer product with itself, flattened: [N, d * d]."""
+    return (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+
+
 @dataclass
 class GaussianMixture:
-    """A fitted mixture of Gaussians with diagonal covariances."""
+    """A fitted mixture of Gaussians: diagonal covariances (``variances``), or full ones
+    (``covariances`` [k, d, d], whose diagonals ``variances`` then hold)."""
 
     weights: torch.Tensor  # [k]
     means: torch.Tensor  # [k, d]
     variances: torch.Tensor  # [k, d]
     log_likelihood: float  # total over the fitted points
     n: int
+    covariances: torch.Tensor | None = None  # [k, d, d] for a full-covariance mixture
 
     @property
     def k(self) -> int:
         return len(self.weights)
 
     @property
+    def covariance(self) -> str:
+        return "diag" if self.covariances is None else "full"
+
+    @property
     def parameters(self) -> int:
         k, d = self.means.shape
-        return (k - 1) + 2 * k * d
+        return (k - 1) + k * d + (k * d * (d + 1) // 2 if self.covariances is not None else k * d)
 
     @property
     def bic(self) -> float:
         return -2.0 * self.log_likelihood + self.parameters * math.log(self.n)
 
-    def log_joint(self, x: torch.Tensor) -> torch.Tensor:
-        """log(w_k N(x | mu_k, diag var_k)) for every point and component: [N, k]."""
+    def squared_mahalanobis(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mu_k)^T Sigma_k^-1 (x - mu_k) for every point and component: [N, k]."""
         x = x.to(self.means.dtype)
-        precision = 1.0 / self.variances  # [k, d]
-        log_det = torch.log(self.variances).sum(1)  # [k]
-        # sum_d (x - mu)^2 / var as matrix products (float64: no cancellation worth noting)
-        maha = (x * x) @ precision.T - 2.0 * x @ (self.means * precision).T + (self.means**2 * precision).sum(1)[None]
+        if self.covariances is None:
+            precision = 1.0 / self.variances  # [k, d]
+            # sum_d (x - mu)^2 / var as matrix products (float64: no cancellation worth noting)
+            return (x * x) @ precision.T - 2.0 * x @ (self.means * precision).T + (self.means**2 * precision).sum(1)[None]
+        # x^T P x - 2 x^T P mu + mu^T P mu as matrix products, as the diagonal case: the [k, d, N]
+        # triangular solves' strided sums were most of EM's time
+        k, d = self.means.shape
+        precision = torch.cholesky_inverse(torch.linalg.cholesky(self.covariances))  # [k, d, d]
+        pm = (precision @ self.means[:, :, None])[:, :, 0]  # [k, d]
+        quadratic = outer_rows(x) @ precision.reshape(k, d * d).T
+        return quadratic - 2.0 * x @ pm.T + (self.means * pm).sum(1)[None]
+
+    def log_det(self) -> torch.Tensor:
+        """log |Sigma_k| per component: [k]."""
+        if self.covariances is None:
+            return torch.log(self.variances).sum(1)
+        return 2.0 * torch.log(torch.diagonal(torch.linalg.cholesky(self.covariances), dim1=1, dim2=2)).sum(1)
+
+    def log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """log(w_k N(x | mu_k, Sigma_k)) for every point and component: [N, k]."""
         d = x.shape[1]
-        return torch.log(self.weights)[None] - 0.5 * (maha + log_det[None] + d * math.log(2 * math.pi))
+        maha = self.squared_mahalanobis(x)
+        return torch.log(self.weights)[None] - 0.5 * (maha + self.log_det()[None] + d * math.log(2 * math.pi))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.log_joint(as_points(x)).argmax(1)
 
+    def to(self, device: str | torch.device) -> GaussianMixture:
+        cov = None if self.covariances is None else self.covariances.to(device)
+        return GaussianMixture(self.weights.to(device), self.means.to(device), self.variances.to(device), self.log_likelihood, self.n, cov)
 
-def fit_gmm(x: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, iters: int = EM_ITERS) -> GaussianMixture:
-    """EM for a diagonal Gaussian mixture started from a hard partition (e.g. k-means)."""
+    def as_modes(self) -> dict[str, Any]:
+        """The mixture as ``meta.json``'s ``modes`` keys (``covariances`` only for a full one)."""
+        out: dict[str, Any] = {"weights": self.weights.tolist(), "means": self.means.tolist(), "variances": self.variances.tolist()}
+        if self.covariances is not None:
+            out["covariances"] = self.covariances.tolist()
+        return out
+
+
+def mixture_from_modes(modes: dict[str, Any]) -> GaussianMixture | None:
+    """The fitted mixture a ``meta.json``'s ``modes`` record (``means`` with ``variances``, and
+    ``covariances`` when full; uniform weights when none are given); None for known centres."""
+    if not (modes.get("means") and modes.get("variances")):
+        return None
+    means = torch.as_tensor(modes["means"], dtype=torch.float64)
+    means = means.reshape(len(means), -1)
+    k, d = means.shape
+    variances = torch.as_tensor(modes["variances"], dtype=torch.float64).reshape(k, d)
+    weights = modes.get("weights")
+    w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64).reshape(k)
+    cov = modes.get("covariances")
+    covariances = None if cov is None else torch.as_tensor(cov, dtype=torch.float64).reshape(k, d, d)
+    return GaussianMixture(w, means, variances, 0.0, 0, covariances)
+
+
+def fit_gmm(
+    x: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, iters: int = EM_ITERS, covariance: str = "diag"
+) -> GaussianMixture:
+    """EM for a Gaussian mixture (``covariance``: diag or full) started from a hard partition
+    (e.g. k-means). The variance floor is added to a full covariance's diagonal, as scikit-learn's
+    ``reg_covar``, so every component stays positive definite."""
+    if covariance not in COVARIANCE_MODELS:
+        raise ValueError(f"covariance must be one of {', '.join(COVARIANCE_MODELS)}, got {covariance!r}")
     x = as_points(x).double()
     n, d = x.shape
     k = len(centers)
@@ -194,15 +266,28 @@ def fit_gmm(x: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, iters:
     resp[torch.arange(n), labels] = 1.0
     previous = -math.inf
     gmm = None
+    eye = torch.eye(d, dtype=torch.float64)
+    outer = outer_rows(x) if covariance == "full" else None
     for _ in range(iters):
         counts = resp.sum(0) + 1e-12
         means = resp.T @ x / counts[:, None]
-        variances = ((resp.T @ (x * x)) / counts[:, None] - means**2).clamp_min(floor)
-        gmm = GaussianMixture(counts / n, means, variances, 0.0, n)
+        if outer is not None:
+            second = (resp.T @ outer) / counts[:, None]  # E[x x^T] per component, [k, d * d]
+            covariances = second.reshape(k, d, d) - means[:, :, None] * means[:, None, :] + floor * eye
+            covariances = (covariances + covariances.transpose(1, 2)) / 2  # exactly symmetric for Cholesky
+            gmm = GaussianMixture(counts / n, means, torch.diagonal(covariances, dim1=1, dim2=2).clone(), 0.0, n, covariances)
+        else:
+            variances = ((resp.T @ (x * x)) / counts[:, None] - means**2).clamp_min(floor)
+            gmm = GaussianMixture(counts / n, means, variances, 0.0, n)
+        # logsumexp and the responsibilities from one exp (the E-step's cost is its exps). Below
+        # -700 a term is under 1e-304 of the peak's and changes nothing, but exp's underflow path
+        # is 15-30x slower than its normal one: clamped, EM on tight 2-D clusters ran 3x faster.
         joint = gmm.log_joint(x)
-        total = torch.logsumexp(joint, dim=1)
-        gmm.log_likelihood = float(total.sum())
-        resp = torch.exp(joint - total[:, None])
+        peak = joint.amax(1, keepdim=True)
+        resp = torch.exp((joint - peak).clamp_min_(-700.0))
+        mass = resp.sum(1, keepdim=True)
+        gmm.log_likelihood = float((peak + torch.log(mass)).sum())
+        resp /= mass
         if gmm.log_likelihood / n - previous < EM_TOL:
             break
         previous = gmm.log_likelihood / n
@@ -210,21 +295,73 @@ def fit_gmm(x: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, iters:
     return gmm
 
 
+def covariance_models(x: torch.Tensor) -> tuple[str, ...]:
+    """The covariance models worth trying on ``x``: full ones only where they differ from diagonal
+    ones (d >= 2) and stay affordable (d <= :data:`FULL_COVARIANCE_DIMS`)."""
+    return COVARIANCE_MODELS if 2 <= x.shape[1] <= FULL_COVARIANCE_DIMS else ("diag",)
+
+
+def whitened(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in coordinates where its covariance is the identity (the principal axes, each scaled
+    to unit spread; a direction without spread stays unscaled)."""
+    x = as_points(x)
+    centred = x - x.mean(0)
+    values, vectors = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+    scale = torch.where(values > values.max() * 1e-12, values.clamp_min(1e-300).rsqrt(), torch.ones_like(values))
+    return centred @ vectors * scale
+
+
+def starts(
+    x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, models: tuple[str, ...]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The hard partitions EM starts from: the best k-means run in the data's coordinates and,
+    where full covariances are tried, in whitened ones. K-means cuts elongated clusters across
+    their long axis; whitening turns a tilted pair into the axis-aligned pair it is up to an
+    affine map, which a full-covariance mixture does not see, so its start no longer depends on
+    the data's orientation."""
+    out = [kmeans_best(x, k, seed, restarts, stream)]
+    if "full" in models and k > 1:
+        _, labels = kmeans_best(whitened(x), k, seed, restarts, f"{stream}whitened/")
+        counts = torch.bincount(labels, minlength=k).clamp_min(1)
+        out.append((torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x) / counts[:, None].to(x.dtype), labels))
+    return out
+
+
+def fit_mixture(x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, covariance: str = "auto") -> GaussianMixture:
+    """The mixture of ``k`` components on ``x`` of lowest BIC, EM from each of :func:`starts`:
+    ``covariance`` diag or full, or ``auto`` for either."""
+    x = as_points(x)
+    models = covariance_models(x) if covariance == "auto" else (covariance,)
+    partitions = starts(x, k, seed, restarts, stream, models)
+    fits = [fit_gmm(x, *start, covariance=model) for model in models for start in (partitions if model == "full" else partitions[:1])]
+    return min(fits, key=lambda g: g.bic)
+
+
 @dataclass
 class Selection:
-    """The number of clusters chosen by BIC and the curve it was chosen from."""
+    """The number of clusters and the covariance model chosen by BIC, and the curves they were
+    chosen from (``curves``: one BIC per k for each model tried; ``bic``: the chosen model's)."""
 
     k: int
     ks: list[int] = field(default_factory=list)
-    bic: list[float] = field(default_factory=list)
+    curves: dict[str, list[float]] = field(default_factory=dict)
     n_points: int = 0
     max_k: int = 0
+    covariance: str = "diag"
     criterion: str = "bic"
 
     @property
+    def bic(self) -> list[float]:
+        return self.curves.get(self.covariance, [])
+
+    @property
     def at_limit(self) -> bool:
-        """True when the minimum sits at the largest k tried: more clusters might fit better."""
-        return self.k == self.max_k and self.max_k > 1
+        """True when a model's BIC is lowest at the largest k allowed: more clusters might fit
+        better (a full model of few broad clusters can win against a capped diagonal one that was
+        still falling, so the chosen model's curve alone would not say it)."""
+        return self.max_k > 1 and any(
+            len(curve) == self.max_k and min(range(len(curve)), key=curve.__getitem__) == self.max_k - 1 for curve in self.curves.values()
+        )
 
     def warn_if_at_limit(self) -> None:
         """Say so when BIC was still falling at the largest count tried (mixture.max_parts)."""
@@ -237,28 +374,37 @@ class Selection:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "criterion": "BIC of a diagonal Gaussian mixture (EM from the best of "
-            f"{SELECT_RESTARTS} k-means++ runs), minimised over k = 1..{self.max_k}",
+            "criterion": f"BIC of a Gaussian mixture ({' or '.join(self.curves)} covariances; EM from the best of "
+            f"{SELECT_RESTARTS} k-means++ runs), minimised over k = 1..{self.max_k} and the covariance model",
             "chosen": self.k,
+            "covariance": self.covariance,
             "k": self.ks,
             "bic": [round(b, 3) for b in self.bic],
+            "curves": {model: [round(b, 3) for b in curve] for model, curve in self.curves.items()},
             "points": self.n_points,
             "at_limit": self.at_limit,
         }
 
 
 def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clusters/select") -> Selection:
-    """The number of clusters in ``x`` [N, d] minimising BIC over k = 1..``max_k``."""
+    """The number of clusters in ``x`` [N, d] and their covariance model (diagonal, or full up to
+    :data:`FULL_COVARIANCE_DIMS` dimensions) minimising BIC over k = 1..``max_k``. At each k both
+    models start from the same partitions (:func:`starts`), and each keeps its best fit."""
     x = as_points(x)
     max_k = max(1, min(max_k, len(x)))
+    models = covariance_models(x)
     ks: list[int] = []
-    bics: list[float] = []
-    best = 1
+    curves: dict[str, list[float]] = {model: [] for model in models}
+    best, best_model, best_bic = 1, models[0], math.inf
     for k in range(1, max_k + 1):
         ks.append(k)
-        bics.append(fit_gmm(x, *kmeans_best(x, k, seed, SELECT_RESTARTS, f"{stream}/k{k}/")).bic)
-        if bics[-1] < bics[best - 1]:
-            best = k
+        partitions = starts(x, k, seed, SELECT_RESTARTS, f"{stream}/k{k}/", models)
+        for model in models:
+            # a diagonal model is fitted in the data's own axes: the whitened start serves the full one
+            tried = partitions if model == "full" else partitions[:1]
+            curves[model].append(min(fit_gmm(x, *start, covariance=model).bic for start in tried))
+            if curves[model][-1] < best_bic:
+                best, best_model, best_bic = k, model, curves[model][-1]
         if k - best >= max(PATIENCE_MIN, best // 2):
             break
-    return Selection(best, ks, bics, len(x), max_k)
+    return Selection(best, ks, curves, len(x), max_k, best_model)

@@ -2,7 +2,7 @@
 
 * ``mixture.partition: labels`` (``auto`` for labelled images): one part per class;
 * ``none`` (``auto`` for unlabelled images): one part, the whole data set;
-* ``kmeans`` (``auto`` for vector data): the data's clusters, a diagonal Gaussian mixture fitted by EM
+* ``kmeans`` (``auto`` for vector data): the data's clusters, a Gaussian mixture fitted by EM
   from k-means, in the data's coordinates (vectors) or the leading principal components of the
   pixels (images). ``mixture.parts: auto`` (the default) takes the number of clusters that
   minimises BIC over 1..``mixture.max_parts`` (:func:`gancore.clustering.select_clusters`), so no
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from gancore.clustering import as_points, fit_gmm, kmeans_best, nearest, select_clusters
+from gancore.clustering import as_points, fit_mixture, nearest, select_clusters
 from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.io import write_json
@@ -84,7 +84,7 @@ def cluster_space(data: PreparedData, seed: int) -> tuple[torch.Tensor, torch.Te
     mean = train[pick].mean(0)
     q = min(IMAGE_COMPONENTS, len(pick), train.shape[1])
     # pca_lowrank draws its random projection from the global generator: seeded here, or the
-    # basis (and, a diagonal mixture not being rotation-invariant, the parts) would follow
+    # basis (and, k-means and a diagonal mixture not being rotation-invariant, the parts) would follow
     # whatever ran before in the process.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive(seed, "mixture/pca-basis"))
@@ -110,8 +110,9 @@ def choose_parts(params: Params, data: PreparedData, train: torch.Tensor) -> tup
 
 
 def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, Any]]:
-    """(train labels, test labels, descriptions, record) of the data's clusters: a diagonal Gaussian
-    mixture of the chosen size, fitted by EM from the best of :data:`KMEANS_RESTARTS` k-means runs;
+    """(train labels, test labels, descriptions, record) of the data's clusters: a Gaussian mixture
+    of the chosen size and covariance model (the lower BIC for a given count), fitted by EM from
+    the best of :data:`KMEANS_RESTARTS` k-means runs (:func:`gancore.clustering.fit_mixture`);
     each example goes to its most probable component (unlike k-means' nearest centre, this respects
     clusters of unequal widths). A points file's clusters are those prepare found."""
     modes = data.meta.get("modes") or {}
@@ -120,7 +121,8 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
     if modes.get("estimated") and params.mixture.parts == "auto" and data.train_labels is not None and data.test_labels is not None:
         train_labels, test_labels = data.train_labels, data.test_labels
     else:
-        gmm = fit_gmm(train, *kmeans_best(train, k, params.seed, KMEANS_RESTARTS, "mixture/kmeans"))
+        covariance = selection["covariance"] if selection and selection.get("covariance") else "auto"
+        gmm = fit_mixture(train, k, params.seed, KMEANS_RESTARTS, "mixture/kmeans", covariance)
         train_labels, test_labels = gmm.predict(train), gmm.predict(test)
     won = len(torch.unique(train_labels))  # a component that won no example is no part
     if won < k:
@@ -243,14 +245,17 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
 
 
 def plot_selection(selection: dict[str, Any], path: Any, name: str) -> None:
-    """The BIC curve the part count was chosen from, its minimum marked."""
+    """The BIC curves (one per covariance model) the part count was chosen from, its minimum marked."""
     from matplotlib.figure import Figure
 
     from gancore.io import save_figure
 
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
-    ax.plot(selection["k"], selection["bic"], marker="o", ms=3)
+    curves = selection.get("curves") or {selection.get("covariance", "diag"): selection["bic"]}
+    for model, curve in curves.items():
+        chosen_model = model == selection.get("covariance", model)
+        ax.plot(selection["k"][: len(curve)], curve, marker="o", ms=3, label=f"{model} covariances", lw=2 if chosen_model else 1)
     chosen = selection["chosen"]
     ax.axvline(chosen, color="tab:red", ls="--", label=f"chosen: {chosen}")
     ax.set_xlabel("clusters k")
@@ -272,8 +277,9 @@ def _normalised_meta(meta: dict[str, Any], shift: torch.Tensor, scale: float) ->
             modes[key] = _affine(torch.tensor(modes[key], dtype=torch.float64), shift, scale).tolist()
     if modes.get("sigma"):
         modes["sigma"] = float(modes["sigma"]) / scale
-    if modes.get("variances"):
-        modes["variances"] = (torch.tensor(modes["variances"], dtype=torch.float64) / scale**2).tolist()
+    for key in ("variances", "covariances"):
+        if modes.get(key):
+            modes[key] = (torch.tensor(modes[key], dtype=torch.float64) / scale**2).tolist()
     out = {**meta, "modes": modes}
     if meta.get("value_range"):
         lo, hi = meta["value_range"]

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from gancore.clustering import fit_gmm, kmeans, kmeans_best, nearest, select_clusters
+from gancore.clustering import fit_gmm, fit_mixture, kmeans, kmeans_best, nearest, select_clusters
 from gancore.data.toy import prepare_toy
 
 
@@ -21,9 +21,12 @@ def _blobs(centres, sds, weights, n, seed):
 
 @pytest.mark.parametrize("name, count", [("ring8", 8), ("grid25", 25)])
 def test_the_benchmarks_modes_are_found_over_seeds(name, count):
+    """Round clusters: a full covariance's extra parameter per cluster buys nothing, so BIC keeps
+    the diagonal model (both tried), and the benchmarks' modes are measured as they always were."""
     for seed in range(3):
         x = prepare_toy(name, seed, 2500, 100).train
-        assert select_clusters(x, 50, seed).k == count
+        sel = select_clusters(x, 50, seed)
+        assert (sel.k, sel.covariance) == (count, "diag") and set(sel.curves) == {"diag", "full"}
 
 
 def test_unequal_weights_and_widths():
@@ -107,7 +110,7 @@ def test_a_cluster_that_wins_no_example_is_dropped_and_said(monkeypatch):
     from gancore.config import validate
     from helpers import ring_data
 
-    fit = partition.fit_gmm
+    fit = partition.fit_mixture
 
     class Absorbed:
         def __init__(self, gmm):
@@ -117,10 +120,84 @@ def test_a_cluster_that_wins_no_example_is_dropped_and_said(monkeypatch):
             labels = self.gmm.predict(x)
             return torch.where(labels == 1, 0, labels)
 
-    monkeypatch.setattr(partition, "fit_gmm", lambda *args: Absorbed(fit(*args)))
+    monkeypatch.setattr(partition, "fit_mixture", lambda *args: Absorbed(fit(*args)))
     params = validate(
         {"device": "cpu", "data": {"name": "ring8"}, "mixture": {"enabled": True, "parts": 3}, "tracking": {"enabled": False}}
     )
     with pytest.warns(UserWarning, match="1 of the 3 clusters won no training example .*: 2 parts train"):
         train_labels, test_labels, descriptions, _ = partition.cluster_partition(ring_data(), params)
     assert sorted(set(train_labels.tolist())) == [0, 1] and set(test_labels.tolist()) <= {0, 1} and len(descriptions) == 2
+
+
+def _tilted_pair(angle: float, n: int, seed: int, dims: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two parallel clusters, long (sd 1) along one axis and thin (sd 0.05) across it, 0.6
+    apart, turned by ``angle`` in the first two coordinates and standardised per column (as a
+    points file is prepared)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(2, (n,), generator=g)
+    sds = torch.tensor([1.0, 0.05] + [0.05] * (dims - 2), dtype=torch.float64)
+    x = torch.randn(n, dims, generator=g, dtype=torch.float64) * sds
+    x[:, 1] += (labels.double() - 0.5) * 0.6
+    turn = torch.eye(dims, dtype=torch.float64)
+    c, s = math.cos(angle), math.sin(angle)
+    turn[:2, :2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    x = x @ turn.T
+    return (x - x.mean(0)) / x.std(0), labels
+
+
+@pytest.mark.parametrize("degrees", [0, 20, 45, 70])
+def test_elongated_clusters_are_found_whatever_their_orientation(degrees):
+    """Held out (built to fool a diagonal mixture): at 45 degrees the diagonal model cut the two
+    clusters into 50 pieces, the limit (0 degrees: 2). The full model, started from k-means in
+    whitened coordinates, sees the same two at every angle; axis-aligned, the diagonal one is
+    enough and BIC keeps it (fewer parameters)."""
+    x, labels = _tilted_pair(math.radians(degrees), 5000, degrees)
+    sel = select_clusters(x, 50, 0)
+    assert sel.k == 2 and not sel.at_limit
+    assert sel.covariance == ("diag" if degrees == 0 else "full")
+    gmm = fit_mixture(x, 2, 0, 3, "t", sel.covariance)
+    agree = float((gmm.predict(x) == labels).double().mean())
+    assert max(agree, 1 - agree) > 0.999  # the clusters are 12 thin sds apart: no honest error
+
+
+def test_correlated_clusters_in_six_dimensions():
+    """Three clusters, each a randomly turned ellipsoid (sds 1 to 0.1) in 6-D: full covariances,
+    and three of them (the diagonal model needs many pieces per ellipsoid)."""
+    g = torch.Generator().manual_seed(5)
+    parts = []
+    for _ in range(3):
+        turn = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64)).Q
+        shape = torch.logspace(0, -1, 6, dtype=torch.float64)
+        parts.append(
+            (torch.randn(1500, 6, generator=g, dtype=torch.float64) * shape) @ turn.T + 4 * torch.randn(6, generator=g, dtype=torch.float64)
+        )
+    sel = select_clusters(torch.cat(parts), 30, 0)
+    assert (sel.k, sel.covariance) == (3, "full")
+
+
+def test_full_covariance_bic_matches_its_definition():
+    x, _ = _tilted_pair(math.radians(30), 3000, 1, dims=3)
+    gmm = fit_mixture(x, 2, 0, 3, "t", "full")
+    assert gmm.covariance == "full" and gmm.covariances is not None
+    comp = torch.distributions.MultivariateNormal(gmm.means, covariance_matrix=gmm.covariances)
+    ll = torch.logsumexp(torch.log(gmm.weights)[None] + comp.log_prob(x[:, None, :]), dim=1).sum()
+    assert gmm.log_likelihood == pytest.approx(float(ll), rel=1e-9)
+    # weights k - 1, means k d, symmetric covariances k d (d + 1) / 2
+    assert gmm.parameters == 1 + 2 * 3 + 2 * 6
+    assert gmm.bic == pytest.approx(-2 * float(ll) + 19 * math.log(3000), rel=1e-12)
+    assert torch.allclose(gmm.variances, torch.diagonal(gmm.covariances, dim1=1, dim2=2))
+    # the squared Mahalanobis distances agree with a direct solve
+    direct = torch.stack([((x - m) @ torch.linalg.inv(c) * (x - m)).sum(1) for m, c in zip(gmm.means, gmm.covariances)], 1)
+    assert torch.allclose(gmm.squared_mahalanobis(x), direct, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="covariance must be one of diag, full, got 'spherical'"):
+        fit_gmm(x, gmm.means, gmm.predict(x), covariance="spherical")
+
+
+def test_high_dimensional_data_try_only_the_diagonal_model():
+    """Beyond FULL_COVARIANCE_DIMS a full model's d(d+1)/2 parameters per cluster are not tried."""
+    from gancore.clustering import FULL_COVARIANCE_DIMS
+
+    x = torch.randn(500, FULL_COVARIANCE_DIMS + 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sel = select_clusters(x, 4, 0)
+    assert set(sel.curves) == {"diag"} and sel.covariance == "diag"
+    assert set(select_clusters(x[:, :1], 4, 0).curves) == {"diag"}  # one column: full is diagonal

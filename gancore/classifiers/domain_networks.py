@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from gancore.classifiers.base import Classifier
+from gancore.clustering import GaussianMixture
 from gancore.data.prepared import CLASSIFIER_FILE, load_meta
 from gancore.errors import EvaluationError, first_line
 from gancore.io import file_digest, torch_load
@@ -72,49 +73,57 @@ def build_network(arch: dict[str, Any]) -> ConvNet:
 
 
 class GaussianPosterior(Classifier):
-    """p(k | x) of a Gaussian mixture with diagonal covariances:
-    softmax_k(log w_k - 1/2 sum_d [(x_d - mu_kd)^2 / var_kd + log var_kd]); features are the points.
+    """p(k | x) of a Gaussian mixture: softmax_k(log w_k - 1/2 [(x - mu_k)^T Sigma_k^-1 (x - mu_k)
+    + log |Sigma_k|]); features are the points.
 
     ring8 / grid25: the generating mixture (equal weights, isotropic sigma), where this is
     softmax_k(-||x - c_k||^2 / (2 sigma^2)). points: the mixture prepare fitted to the data
-    (meta ``modes.weights/means/variances``). Computed in float64: with sigma = 0.01 the exponents
-    reach -1e5, far past float32's range, and the softmax's max-subtraction keeps the largest term
-    at exp(0).
+    (meta ``modes.weights/means/variances``, and ``covariances`` where BIC chose full ones).
+    Computed in float64: with sigma = 0.01 the exponents reach -1e5, far past float32's range, and
+    the softmax's max-subtraction keeps the largest term at exp(0).
     """
 
     name = "domain"
     mixed_precision = False
 
-    def __init__(self, centers: Any, sigma: float | None = None, weights: Any = None, variances: Any = None):
+    def __init__(self, centers: Any, sigma: float | None = None, weights: Any = None, variances: Any = None, covariances: Any = None):
         super().__init__()
-        self.centers = torch.as_tensor(centers, dtype=torch.float64)
-        if self.centers.dim() != 2 or not len(self.centers):
-            raise EvaluationError(f"a Gaussian posterior needs centres [K, d], got {tuple(self.centers.shape)}")
-        k, d = self.centers.shape
+        centres = torch.as_tensor(centers, dtype=torch.float64)
+        if centres.dim() != 2 or not len(centres):
+            raise EvaluationError(f"a Gaussian posterior needs centres [K, d], got {tuple(centres.shape)}")
+        k, d = centres.shape
         if variances is None:
             if sigma is None or not sigma > 0:
                 raise EvaluationError(f"a Gaussian posterior needs sigma > 0 or per-component variances, got sigma={sigma}")
             variances = torch.full((k, d), float(sigma) ** 2, dtype=torch.float64)
-        self.variances = torch.as_tensor(variances, dtype=torch.float64)
-        self.weights = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        if self.variances.shape != (k, d) or self.weights.shape != (k,) or not bool((self.variances > 0).all()):
+        var = torch.as_tensor(variances, dtype=torch.float64)
+        w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if var.shape != (k, d) or w.shape != (k,) or not bool((var > 0).all()):
             raise EvaluationError(f"a Gaussian posterior needs variances [K, d] > 0 and weights [K] for centres {[k, d]}")
+        cov = None if covariances is None else torch.as_tensor(covariances, dtype=torch.float64)
+        if cov is not None and (cov.shape != (k, d, d) or bool(torch.linalg.cholesky_ex(cov).info.any())):
+            raise EvaluationError(f"a Gaussian posterior needs covariances [K, d, d] = {[k, d, d]}, positive definite")
+        self.mixture = GaussianMixture(w, centres, var, 0.0, 0, cov)
         self.sigma = sigma
         self.num_classes = k
         self.feature_dim = d
+
+    @property
+    def centers(self) -> torch.Tensor:
+        return self.mixture.means
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> GaussianPosterior:
         modes = meta.get("modes") or {}
         if modes.get("means") and modes.get("variances"):
-            return cls(modes["means"], weights=modes.get("weights"), variances=modes["variances"])
+            return cls(modes["means"], weights=modes.get("weights"), variances=modes["variances"], covariances=modes.get("covariances"))
         if not modes.get("centers") or modes.get("sigma") is None:
             raise EvaluationError(f"meta.json of {meta.get('name')!r} lacks modes.centers / modes.sigma; run `gan prepare` again")
         return cls(modes["centers"], modes["sigma"])
 
     def to(self, device: str | torch.device) -> GaussianPosterior:
         super().to(device)
-        self.centers, self.variances, self.weights = (t.to(self.device) for t in (self.centers, self.variances, self.weights))
+        self.mixture = self.mixture.to(self.device)
         return self
 
     def describe(self) -> dict[str, str]:
@@ -128,8 +137,8 @@ class GaussianPosterior(Classifier):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 2 or x.shape[1] != self.feature_dim:
             raise EvaluationError(f"the Gaussian posterior classifies points [B, {self.feature_dim}], got {tuple(x.shape)}")
-        scaled = (x.double()[:, None, :] - self.centers[None]).square() / self.variances[None]
-        logits = torch.log(self.weights)[None] - 0.5 * (scaled.sum(-1) + torch.log(self.variances).sum(1)[None])
+        m = self.mixture
+        logits = torch.log(m.weights)[None] - 0.5 * (m.squared_mahalanobis(x.double()) + m.log_det()[None])
         return logits, x.clone()
 
 

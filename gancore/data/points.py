@@ -9,7 +9,7 @@ deviation, which ``meta.json`` keeps under ``units``; ``gan sample`` maps the sa
 writes them in the file's units beside the prepared-space tensor (``samples/samples.csv``).
 
 The data's modes are unknown, so prepare finds its clusters (:func:`gancore.clustering.select_clusters`:
-a diagonal Gaussian mixture, its size chosen by BIC) and records the mixture under ``modes``. That
+a Gaussian mixture, its size and covariance model chosen by BIC) and records the mixture under ``modes``. That
 mixture is the domain classifier of these data (its posterior gives p(cluster | x)), the parts of
 the mixture of GANs (``mixture.parts: auto``) and the modes the diagnosis counts; ``modes.estimated``
 says that they were found, not given.
@@ -214,7 +214,7 @@ def build(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
 
 def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
-    from gancore.clustering import fit_gmm, kmeans_best, select_clusters
+    from gancore.clustering import fit_mixture, select_clusters
 
     p = _check_path(path)
     # dvc repro runs stages in the repository's root, whose data/own/ prepare depends on.
@@ -251,7 +251,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     pick = torch.randperm(len(train), generator=generator(seed, "points/select"))[:SELECT_POINTS]
     selection = select_clusters(train[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
-    gmm = fit_gmm(train, *kmeans_best(train, selection.k, seed, 5, "points/clusters"))
+    gmm = fit_mixture(train, selection.k, seed, 5, "points/clusters", selection.covariance)
     lo, hi = float(train.min()), float(train.max())
     margin = VALUE_MARGIN * (hi - lo or 1.0)
     stat = p.stat()
@@ -267,10 +267,9 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
         "modes": {
             "count": gmm.k,
             "estimated": True,
-            "definition": f"{gmm.k} clusters found in the standardised training data (diagonal Gaussian mixture, size chosen by BIC)",
-            "weights": gmm.weights.tolist(),
-            "means": gmm.means.tolist(),
-            "variances": gmm.variances.tolist(),
+            "definition": f"{gmm.k} clusters found in the standardised training data (Gaussian mixture with {gmm.covariance} "
+            "covariances, size and covariance model chosen by BIC)",
+            **gmm.as_modes(),
             "selection": selection.as_dict(),
         },
         "raw_sha256": {},

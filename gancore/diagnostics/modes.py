@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gancore.clustering import GaussianMixture
+from gancore.clustering import GaussianMixture, mixture_from_modes
 from gancore.diagnostics.coverage import SHORT_LABELS_SHOWN, expected_coverage, short_modes
 from gancore.seeds import generator as seeded_generator
 
@@ -200,39 +200,33 @@ def quality_radius(dims: int, probability: float = PACGAN_QUALITY_PROBABILITY) -
     return (lo + hi) / 2
 
 
-def assign_gaussian(points: Any, means: Any, variances: Any, weights: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's most probable component (``weights``: uniform when not given) and its
-    Mahalanobis distance to it with the diagonal ``variances``. The rule is the fitted mixture's
-    own ``predict``, which labels the real test points: the nearest component in Mahalanobis
-    distance alone gives a wide component a narrow one's samples, so a faithful generator's
-    histogram would differ from the real one's."""
+def assign_gaussian(points: Any, mixture: GaussianMixture) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's most probable component of ``mixture`` and its Mahalanobis distance to it
+    (diagonal or full covariances). The rule is the fitted mixture's own ``predict``, which labels
+    the real test points: the nearest component in Mahalanobis distance alone gives a wide
+    component a narrow one's samples, so a faithful generator's histogram would differ from the
+    real one's."""
     x = torch.as_tensor(_as_numpy(points), dtype=torch.float64).reshape(len(points), -1)
-    mu = torch.as_tensor(_as_numpy(means), dtype=torch.float64).reshape(len(means), -1)
-    var = torch.as_tensor(_as_numpy(variances), dtype=torch.float64).reshape(mu.shape)
-    w = (
-        torch.full((len(mu),), 1.0 / len(mu), dtype=torch.float64)
-        if weights is None
-        else torch.as_tensor(_as_numpy(weights), dtype=torch.float64)
-    )
-    gmm = GaussianMixture(w, mu, var, 0.0, 0)
-    nearest = (
-        torch.cat([gmm.log_joint(x[s : s + 4096]).argmax(1) for s in range(0, len(x), 4096)])
-        if len(x)
-        else torch.zeros(0, dtype=torch.long)
-    )
-    dist = ((x - mu[nearest]) ** 2 / var[nearest]).sum(1).sqrt()
-    return nearest.numpy(), dist.numpy()
+    if not len(x):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    nearest, dist = [], []
+    for s in range(0, len(x), 4096):
+        chunk = x[s : s + 4096]
+        maha = mixture.squared_mahalanobis(chunk)
+        best = (torch.log(mixture.weights)[None] - 0.5 * (maha + mixture.log_det()[None])).argmax(1)
+        nearest.append(best)
+        dist.append(maha.gather(1, best[:, None])[:, 0].clamp_min(0).sqrt())
+    return torch.cat(nearest).numpy(), torch.cat(dist).numpy()
 
 
-def modes_gaussian(points: Any, means: Any, variances: Any, real_labels: Any | None = None, weights: Any | None = None) -> dict[str, Any]:
-    """PacGAN's protocol carried to a Gaussian mixture of any dimension with diagonal covariances
-    (the clusters prepare found in a points file): each sample goes to its most probable component
-    (:func:`assign_gaussian`), is high quality within :func:`quality_radius` of it in Mahalanobis
-    distance, and the histogram counts high-quality samples. In 2D with equal isotropic components
-    of equal weight this is :func:`modes_2d`."""
-    mu = _as_numpy(means).reshape(len(means), -1)
-    k, dims = mu.shape
-    nearest, dist = assign_gaussian(points, mu, variances, weights)
+def modes_gaussian(points: Any, mixture: GaussianMixture, real_labels: Any | None = None) -> dict[str, Any]:
+    """PacGAN's protocol carried to a Gaussian mixture of any dimension with diagonal or full
+    covariances (the clusters prepare found in a points file): each sample goes to its most
+    probable component (:func:`assign_gaussian`), is high quality within :func:`quality_radius` of
+    it in Mahalanobis distance, and the histogram counts high-quality samples. In 2D with equal
+    isotropic components of equal weight this is :func:`modes_2d`."""
+    k, dims = mixture.means.shape
+    nearest, dist = assign_gaussian(points, mixture)
     radius = quality_radius(dims)
     good = dist < radius
     counts = np.bincount(nearest[good], minlength=k).astype(np.int64)
@@ -242,7 +236,7 @@ def modes_gaussian(points: Any, means: Any, variances: Any, real_labels: Any | N
     else:
         real_hist, source = np.full(k, 1.0 / k), "uniform"
     return _report(
-        f"gaussian_{dims}d: most probable component, high quality within {radius:.4g} of it "
+        f"gaussian_{dims}d ({mixture.covariance} covariances): most probable component, high quality within {radius:.4g} of it "
         f"(P = {PACGAN_QUALITY_PROBABILITY:.4f} for a faithful sample, as PacGAN's 3 sigma in 2D); histogram of high-quality samples",
         counts,
         counts,
@@ -267,8 +261,9 @@ def vector_modes(
     0.0060 against 0.0048 for a faithful grid25 generator, 2,500 samples, 10,000 test labels,
     mean of 200 draws); a fitted mixture's is the test labels'. ``support``: the centres a mixture
     part's data lie at (uniform over those)."""
-    if modes.get("means") and modes.get("variances"):
-        return modes_gaussian(points, modes["means"], modes["variances"], real_labels=real_labels, weights=modes.get("weights"))
+    mixture = mixture_from_modes(modes)
+    if mixture is not None:
+        return modes_gaussian(points, mixture, real_labels=real_labels)
     if modes.get("centers") and modes.get("sigma"):
         return modes_2d(points, modes["centers"], float(modes["sigma"]), support=support)
     return None
@@ -276,9 +271,10 @@ def vector_modes(
 
 def vector_assignments(points: Any, modes: dict[str, Any]) -> torch.Tensor:
     """Each point's mode under :func:`vector_modes`' protocol, -1 where it is not high quality."""
-    if modes.get("means") and modes.get("variances"):
-        nearest, dist = assign_gaussian(points, modes["means"], modes["variances"], modes.get("weights"))
-        good = dist < quality_radius(np.asarray(modes["means"]).shape[1])
+    mixture = mixture_from_modes(modes)
+    if mixture is not None:
+        nearest, dist = assign_gaussian(points, mixture)
+        good = dist < quality_radius(mixture.means.shape[1])
     else:
         nearest, good = assign_2d(points, modes["centers"], float(modes["sigma"]))
     return torch.where(torch.from_numpy(good), torch.from_numpy(nearest), -1)
