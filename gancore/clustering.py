@@ -201,11 +201,20 @@ class GaussianMixture:
             return (x * x) @ precision.T - 2.0 * x @ (self.means * precision).T + (self.means**2 * precision).sum(1)[None]
         # x^T P x - 2 x^T P mu + mu^T P mu as matrix products, as the diagonal case: the [k, d, N]
         # triangular solves' strided sums were most of EM's time
+        # (in row chunks: the outer products are [N, d * d])
         k, d = self.means.shape
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(self.covariances))  # [k, d, d]
-        pm = (precision @ self.means[:, :, None])[:, :, 0]  # [k, d]
-        quadratic = outer_rows(x) @ precision.reshape(k, d * d).T
-        return quadratic - 2.0 * x @ pm.T + (self.means * pm).sum(1)[None]
+        precision = torch.cholesky_inverse(torch.linalg.cholesky(self.covariances)).reshape(k, d * d)
+        pm = (precision.reshape(k, d, d) @ self.means[:, :, None])[:, :, 0]  # [k, d]
+        rows = [outer_rows(c) @ precision.T - 2.0 * c @ pm.T for c in x.split(_CHUNK)]
+        return (torch.cat(rows) if rows else x.new_zeros(0, k)) + (self.means * pm).sum(1)[None]
+
+    @property
+    def degenerate(self) -> bool:
+        """A full covariance estimated from fewer points than d + 1 is singular: only the floor
+        holds it up, and the likelihood it buys (a component on one or two points of 30 in 2-D)
+        outbids BIC's price, which counts parameters, not the points they stand on."""
+        d = self.means.shape[1]
+        return self.covariances is not None and self.n > 0 and float(self.weights.min()) * self.n < d + 1
 
     def log_det(self) -> torch.Tensor:
         """log |Sigma_k| per component: [k]."""
@@ -234,19 +243,39 @@ class GaussianMixture:
         return out
 
 
+def mixture_problem(weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor, covariances: torch.Tensor | None) -> str | None:
+    """What makes these a mixture's parameters no longer (a hand-edited ``meta.json``), or None."""
+    if means.dim() != 2 or not len(means):
+        return f"means must be [K, d], got {list(means.shape)}"
+    k, d = means.shape
+    if weights.shape != (k,) or not bool((weights > 0).all()):
+        return f"weights must be [K] = [{k}] and positive, got {list(weights.shape)}"
+    if variances.shape != (k, d) or not bool((variances > 0).all()):
+        return f"variances must be [K, d] = {[k, d]} and positive, got {list(variances.shape)}"
+    if covariances is not None:
+        if covariances.shape != (k, d, d):
+            return f"covariances must be [K, d, d] = {[k, d, d]}, got {list(covariances.shape)}"
+        if not torch.allclose(covariances, covariances.transpose(1, 2)) or bool(torch.linalg.cholesky_ex(covariances).info.any()):
+            return "covariances must be symmetric and positive definite"
+    return None
+
+
 def mixture_from_modes(modes: dict[str, Any]) -> GaussianMixture | None:
     """The fitted mixture a ``meta.json``'s ``modes`` record (``means`` with ``variances``, and
-    ``covariances`` when full; uniform weights when none are given); None for known centres."""
+    ``covariances`` when full; uniform weights when none are given); None for known centres.
+    Raises ValueError naming what is malformed."""
     if not (modes.get("means") and modes.get("variances")):
         return None
     means = torch.as_tensor(modes["means"], dtype=torch.float64)
-    means = means.reshape(len(means), -1)
-    k, d = means.shape
-    variances = torch.as_tensor(modes["variances"], dtype=torch.float64).reshape(k, d)
+    k = len(means)
+    variances = torch.as_tensor(modes["variances"], dtype=torch.float64)
     weights = modes.get("weights")
-    w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64).reshape(k)
+    w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
     cov = modes.get("covariances")
-    covariances = None if cov is None else torch.as_tensor(cov, dtype=torch.float64).reshape(k, d, d)
+    covariances = None if cov is None else torch.as_tensor(cov, dtype=torch.float64)
+    problem = mixture_problem(w, means, variances, covariances)
+    if problem:
+        raise ValueError(f"meta.json modes: {problem}; run `gan prepare` again")
     return GaussianMixture(w, means, variances, 0.0, 0, covariances)
 
 
@@ -255,26 +284,28 @@ def fit_gmm(
 ) -> GaussianMixture:
     """EM for a Gaussian mixture (``covariance``: diag or full) started from a hard partition
     (e.g. k-means). The variance floor is added to a full covariance's diagonal, as scikit-learn's
-    ``reg_covar``, so every component stays positive definite."""
+    ``reg_covar``, and a covariance that rounding still leaves short of positive definite (a
+    component on points that are all the same) has its eigenvalues raised to the floor. EM runs on
+    the data centred on their mean (moments about the origin, E[x x^T] - mu mu^T, lose the digits
+    the data's offset takes) and the means are moved back."""
     if covariance not in COVARIANCE_MODELS:
         raise ValueError(f"covariance must be one of {', '.join(COVARIANCE_MODELS)}, got {covariance!r}")
     x = as_points(x).double()
     n, d = x.shape
     k = len(centers)
-    floor = VARIANCE_FLOOR * max(float(x.var(dim=0).mean()) if n > 1 else 1.0, 1e-300)
+    spread = float(x.var(dim=0).mean()) if n > 1 else 0.0
+    floor = VARIANCE_FLOOR * (spread if spread > 0 else 1.0)  # identical points: any scale is theirs
+    offset = x.mean(0)
+    x = x - offset
     resp = torch.zeros(n, k, dtype=torch.float64)
     resp[torch.arange(n), labels] = 1.0
     previous = -math.inf
     gmm = None
-    eye = torch.eye(d, dtype=torch.float64)
-    outer = outer_rows(x) if covariance == "full" else None
     for _ in range(iters):
         counts = resp.sum(0) + 1e-12
         means = resp.T @ x / counts[:, None]
-        if outer is not None:
-            second = (resp.T @ outer) / counts[:, None]  # E[x x^T] per component, [k, d * d]
-            covariances = second.reshape(k, d, d) - means[:, :, None] * means[:, None, :] + floor * eye
-            covariances = (covariances + covariances.transpose(1, 2)) / 2  # exactly symmetric for Cholesky
+        if covariance == "full":
+            covariances = _full_covariances(x, resp, counts, means, floor)
             gmm = GaussianMixture(counts / n, means, torch.diagonal(covariances, dim1=1, dim2=2).clone(), 0.0, n, covariances)
         else:
             variances = ((resp.T @ (x * x)) / counts[:, None] - means**2).clamp_min(floor)
@@ -292,7 +323,24 @@ def fit_gmm(
             break
         previous = gmm.log_likelihood / n
     assert gmm is not None
+    gmm.means = gmm.means + offset
     return gmm
+
+
+def _full_covariances(x: torch.Tensor, resp: torch.Tensor, counts: torch.Tensor, means: torch.Tensor, floor: float) -> torch.Tensor:
+    """The M-step's covariances [k, d, d] (in row chunks: the outer products are [N, d * d]),
+    symmetric and positive definite."""
+    k, d = means.shape
+    second = sum((r.T @ outer_rows(c) for r, c in zip(resp.split(_CHUNK), x.split(_CHUNK))), torch.zeros(k, d * d, dtype=x.dtype))
+    eye = torch.eye(d, dtype=x.dtype)
+    cov = (second / counts[:, None]).reshape(k, d, d) - means[:, :, None] * means[:, None, :] + floor * eye
+    cov = (cov + cov.transpose(1, 2)) / 2
+    bad = torch.linalg.cholesky_ex(cov).info != 0
+    if bad.any():
+        values, vectors = torch.linalg.eigh(cov[bad])
+        cov[bad] = vectors @ torch.diag_embed(values.clamp_min(floor)) @ vectors.transpose(1, 2)
+        cov[bad] = (cov[bad] + cov[bad].transpose(1, 2)) / 2
+    return cov
 
 
 def covariance_models(x: torch.Tensor) -> tuple[str, ...]:
@@ -334,7 +382,12 @@ def fit_mixture(x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, 
     models = covariance_models(x) if covariance == "auto" else (covariance,)
     partitions = starts(x, k, seed, restarts, stream, models)
     fits = [fit_gmm(x, *start, covariance=model) for model in models for start in (partitions if model == "full" else partitions[:1])]
-    return min(fits, key=lambda g: g.bic)
+    usable = [g for g in fits if not g.degenerate] or [fit_gmm(x, *partitions[0], covariance="diag")]
+    return min(usable, key=lambda g: g.bic)
+
+
+def _criterion(gmm: GaussianMixture) -> float:
+    return math.inf if gmm.degenerate else gmm.bic
 
 
 @dataclass
@@ -356,12 +409,8 @@ class Selection:
 
     @property
     def at_limit(self) -> bool:
-        """True when a model's BIC is lowest at the largest k allowed: more clusters might fit
-        better (a full model of few broad clusters can win against a capped diagonal one that was
-        still falling, so the chosen model's curve alone would not say it)."""
-        return self.max_k > 1 and any(
-            len(curve) == self.max_k and min(range(len(curve)), key=curve.__getitem__) == self.max_k - 1 for curve in self.curves.values()
-        )
+        """True when the minimum sits at the largest k tried: more clusters might fit better."""
+        return self.k == self.max_k and self.max_k > 1
 
     def warn_if_at_limit(self) -> None:
         """Say so when BIC was still falling at the largest count tried (mixture.max_parts)."""
@@ -379,11 +428,16 @@ class Selection:
             "chosen": self.k,
             "covariance": self.covariance,
             "k": self.ks,
-            "bic": [round(b, 3) for b in self.bic],
-            "curves": {model: [round(b, 3) for b in curve] for model, curve in self.curves.items()},
+            "bic": _rounded(self.bic),
+            "curves": {model: _rounded(curve) for model, curve in self.curves.items()},
             "points": self.n_points,
             "at_limit": self.at_limit,
         }
+
+
+def _rounded(curve: list[float]) -> list[float | None]:
+    """A BIC curve for JSON: None where the fit was degenerate (not a candidate)."""
+    return [round(b, 3) if math.isfinite(b) else None for b in curve]
 
 
 def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clusters/select") -> Selection:
@@ -402,7 +456,7 @@ def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clust
         for model in models:
             # a diagonal model is fitted in the data's own axes: the whitened start serves the full one
             tried = partitions if model == "full" else partitions[:1]
-            curves[model].append(min(fit_gmm(x, *start, covariance=model).bic for start in tried))
+            curves[model].append(min(_criterion(fit_gmm(x, *start, covariance=model)) for start in tried))
             if curves[model][-1] < best_bic:
                 best, best_model, best_bic = k, model, curves[model][-1]
         if k - best >= max(PATIENCE_MIN, best // 2):

@@ -16,6 +16,7 @@ spread, and sampling maps them back.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -255,7 +256,8 @@ def plot_selection(selection: dict[str, Any], path: Any, name: str) -> None:
     curves = selection.get("curves") or {selection.get("covariance", "diag"): selection["bic"]}
     for model, curve in curves.items():
         chosen_model = model == selection.get("covariance", model)
-        ax.plot(selection["k"][: len(curve)], curve, marker="o", ms=3, label=f"{model} covariances", lw=2 if chosen_model else 1)
+        values = [math.nan if b is None else b for b in curve]  # None: a degenerate fit, no candidate
+        ax.plot(selection["k"][: len(values)], values, marker="o", ms=3, label=f"{model} covariances", lw=2 if chosen_model else 1)
     chosen = selection["chosen"]
     ax.axvline(chosen, color="tab:red", ls="--", label=f"chosen: {chosen}")
     ax.set_xlabel("clusters k")

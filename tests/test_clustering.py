@@ -201,3 +201,29 @@ def test_high_dimensional_data_try_only_the_diagonal_model():
     sel = select_clusters(x, 4, 0)
     assert set(sel.curves) == {"diag"} and sel.covariance == "diag"
     assert set(select_clusters(x[:, :1], 4, 0).curves) == {"diag"}  # one column: full is diagonal
+
+
+@pytest.mark.parametrize("seed", [1, 14])
+def test_a_full_covariance_on_fewer_points_than_dimensions_plus_one_is_no_candidate(seed):
+    """Held out (found by review): 30 points in 3 clusters. Full covariances on components of one
+    or two points sit on the variance floor, and the likelihood they buy outbid BIC's parameter
+    price: k ran to the limit (20). Such fits are no candidates; 3 clusters, as before full
+    covariances were tried."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, 2, generator=g, dtype=torch.float64) * 3
+    x = centres[torch.arange(30) % 3] + 0.5 * torch.randn(30, 2, generator=g, dtype=torch.float64)
+    sel = select_clusters((x - x.mean(0)) / x.std(0), 20, 0)
+    assert sel.k == 3 and not sel.at_limit
+    assert None in sel.as_dict()["curves"]["full"]  # the degenerate fits are shown as no candidates
+
+
+def test_identical_points_fit_one_component_with_either_model():
+    """Points that are all the same, away from 0 (a standardised constant file keeps a residue of
+    1e-17): the full covariance was not positive definite after rounding, and Cholesky failed."""
+    for value in (0.0, 1e-17, 100.0):
+        x = torch.full((200, 2), value, dtype=torch.float64)
+        sel = select_clusters(x, 5, 0)
+        assert sel.k == 1
+        for model in ("diag", "full"):
+            gmm = fit_mixture(x, 1, 0, 1, "t", model)
+            assert math.isfinite(gmm.log_likelihood) and torch.allclose(gmm.means, x[:1])

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from gancore.classifiers.base import Classifier
-from gancore.clustering import GaussianMixture
+from gancore.clustering import GaussianMixture, mixture_problem
 from gancore.data.prepared import CLASSIFIER_FILE, load_meta
 from gancore.errors import EvaluationError, first_line
 from gancore.io import file_digest, torch_load
@@ -98,11 +98,10 @@ class GaussianPosterior(Classifier):
             variances = torch.full((k, d), float(sigma) ** 2, dtype=torch.float64)
         var = torch.as_tensor(variances, dtype=torch.float64)
         w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        if var.shape != (k, d) or w.shape != (k,) or not bool((var > 0).all()):
-            raise EvaluationError(f"a Gaussian posterior needs variances [K, d] > 0 and weights [K] for centres {[k, d]}")
         cov = None if covariances is None else torch.as_tensor(covariances, dtype=torch.float64)
-        if cov is not None and (cov.shape != (k, d, d) or bool(torch.linalg.cholesky_ex(cov).info.any())):
-            raise EvaluationError(f"a Gaussian posterior needs covariances [K, d, d] = {[k, d, d]}, positive definite")
+        problem = mixture_problem(w, centres, var, cov)
+        if problem:
+            raise EvaluationError(f"a Gaussian posterior: {problem}")
         self.mixture = GaussianMixture(w, centres, var, 0.0, 0, cov)
         self.sigma = sigma
         self.num_classes = k

@@ -178,7 +178,7 @@ class PipelineRun:
 
                     now = int(time.time() * 1000)
                     self.log_metric_batch(
-                        [Metric("partition/bic", float(b), now, int(k)) for k, b in zip(selection["k"], selection["bic"])]
+                        [Metric("partition/bic", float(b), now, int(k)) for k, b in zip(selection["k"], selection["bic"]) if b is not None]
                     )
         self.set_tags(tags)
         for name in (SELECTION_PICTURE, MIXTURE_FILE):

@@ -100,17 +100,16 @@ def test_values_that_overflow_the_statistics_are_refused_naming_the_column(tmp_p
 
 
 def test_a_cluster_count_capped_at_max_parts_is_said(tmp_path):
-    """20 separated blobs with mixture.max_parts=5: the points' modes were capped at 5 silently,
+    """20 separated blobs with mixture.max_parts=10: the points' modes were capped at 10 silently,
     where grid25 prints the warning (its parts are chosen in the partition)."""
     from gancore.data.points import prepare_points
 
     rng = np.random.default_rng(0)
     centres = rng.uniform(-100, 100, (20, 2))
     np.save(tmp_path / "blobs.npy", (centres[rng.integers(0, 20, 2000)] + rng.normal(0, 0.5, (2000, 2))).astype(np.float32))
-    with pytest.warns(UserWarning, match="BIC was still falling at mixture.max_parts=5"):
-        data = prepare_points(str(tmp_path / "blobs.npy"), 0, None, None, 5)
-    # the diagonal model's BIC still falls at 5; a full model may cover the 20 blobs with 4 broad ones
-    assert data.meta["modes"]["count"] <= 5 and data.meta["modes"]["selection"]["at_limit"]
+    with pytest.warns(UserWarning, match="BIC was still falling at mixture.max_parts=10"):
+        data = prepare_points(str(tmp_path / "blobs.npy"), 0, None, None, 10)
+    assert data.meta["modes"]["count"] == 10 and data.meta["modes"]["selection"]["at_limit"]
 
 
 def test_gan_prepare_exits_2_on_a_missing_file_and_writes_nothing(tmp_path):

@@ -118,8 +118,13 @@ def test_the_posterior_classifier_reads_full_covariances():
     assert torch.equal(probs.argmax(1), mixture.predict(x))
     bad = _meta(mixture)
     bad["covariances"] = [[[1.0, 2.0], [2.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]]  # not positive definite
-    with pytest.raises(EvaluationError, match="covariances .* positive definite"):
+    with pytest.raises(EvaluationError, match="covariances must be symmetric and positive definite"):
         GaussianPosterior.from_meta({"modes": bad})
+    with pytest.raises(ValueError, match=r"meta.json modes: covariances must be symmetric and positive definite; run `gan prepare` again"):
+        vector_modes(x, bad)
+    bad["covariances"] = mixture.variances.tolist()  # [K, d]: the diagonals, not matrices
+    with pytest.raises(ValueError, match=r"covariances must be \[K, d, d\] = \[2, 2, 2\], got \[2, 2\]"):
+        vector_modes(x, bad)
 
 
 def test_a_part_s_normalised_modes_scale_the_covariances():
