@@ -6,7 +6,9 @@ a points file; a mode is covered by one high-quality sample; reverse KL of the m
 
 1. **Defaults.** Each data set with nothing but its name: ``data.name=ring8``, ``grid25``, and
    ``points`` on a file this benchmark writes (five 2-D Gaussians of unequal weights and widths,
-   in units 100x apart: data the defaults were not chosen on). The mixture finds its parts itself
+   in units 100x apart: data the defaults were not chosen on), and ``tilted`` (a points file of
+   two long thin clusters side by side at 45 degrees to the columns, and a round one: a diagonal
+   mixture cut each thin one into many pieces). The mixture finds its parts itself
    (``mixture.parts: auto``); the targets of the issue are checked and printed.
 2. **Remedies.** Single-GAN baselines that go wrong: one GAN of the defaults
    (``mixture.enabled=false``) on ring8 and grid25, and on ring8 a minimax GAN whose discriminator
@@ -36,7 +38,8 @@ from runs import add_run_arguments, check_device, cost_unit, mean_se, pm, pool, 
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS_FILE = "blobs5.csv"
-DATA_SETS = ("ring8", "grid25", "points")
+TILTED_FILE = "tilted3.csv"
+DATA_SETS = ("ring8", "grid25", "points", "tilted")
 # The baselines of the remedies table: (data, label, settings).
 BASELINES: dict[str, tuple[str, list[str]]] = {
     "ring8/GAN": ("ring8", ["mixture.enabled=false"]),
@@ -86,8 +89,26 @@ def write_points(path: Path) -> Path:
     return path
 
 
+def write_tilted(path: Path) -> Path:
+    """The second held-out file: two parallel clusters (sds 8 along, 0.4 across, 4 apart) turned
+    45 degrees from the columns, and a round one (sd 1) beside them; weights 0.4, 0.4, 0.2."""
+    rng = np.random.default_rng(2026)
+    labels = rng.choice(3, 20_000, p=[0.4, 0.4, 0.2])
+    along, across = 8 * rng.standard_normal(20_000), 0.4 * rng.standard_normal(20_000) + np.where(labels == 0, -2.0, 2.0)
+    x = np.stack([along - across, along + across], 1) / np.sqrt(2)
+    x[labels == 2] = np.array([20.0, -20.0]) + rng.standard_normal((int((labels == 2).sum()), 2))
+    np.savetxt(path, x, delimiter=",", header="u,v", comments="")
+    return path
+
+
+# The data sets read from a file this benchmark writes: (file name, writer).
+POINT_FILES = {"points": (POINTS_FILE, write_points), "tilted": (TILTED_FILE, write_tilted)}
+
+
 def data_sets(data: str, root: str) -> list[str]:
-    return [f"data.name={data}"] + ([f"data.path={Path(root) / POINTS_FILE}"] if data == "points" else [])
+    if data in POINT_FILES:
+        return ["data.name=points", f"data.path={Path(root) / POINT_FILES[data][0]}"]
+    return [f"data.name={data}"]
 
 
 def run_one(data: str, label: str, seed: int, sets: list[str], root: str) -> dict[str, Any]:
@@ -157,7 +178,7 @@ def defaults_table(results: list[dict[str, Any]], unit: str = "CPU") -> tuple[st
         target_text = f"{target[0]} / {100 * target[1]:.0f} / {target[2]}" if target else "-"
         met_text = "-" if met is None else f"{'yes' if met else 'NO'} (every seed)"
         parts = ", ".join(str(p) for p in s["parts"])
-        found = f" of {s['modes_total'][0]:.0f} found" if data == "points" else ""
+        found = f" of {s['modes_total'][0]:.0f} found" if data in POINT_FILES else ""
         lines.append(
             f"| {data} | {s['n']} | {parts} | {cell(s)}{found} | {s['healthy']}/{s['n']} | {target_text} | {met_text} | {s['cpu_s']:.0f} |"
         )
@@ -229,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gancore-collapse-") as scratch:
         root = str(args.out or scratch)
         Path(root).mkdir(parents=True, exist_ok=True)
-        write_points(Path(root) / POINTS_FILE)
+        for name, writer in POINT_FILES.values():
+            writer(Path(root) / name)
         with pool(args.workers, args.device) as workers:
             jobs = []
             if "defaults" in tables:

@@ -15,9 +15,11 @@ Gaussian-like clusters, with unequal weights and widths allowed. Why both covari
 diagonal mixture is not rotation-invariant. Two elongated clusters at 45 degrees to the axes are
 two clusters to a full-covariance mixture and fifty diagonal pieces to a diagonal one (the fifty
 were the limit), while axis-aligned or round clusters cost a full model its extra parameters for
-nothing, so BIC keeps the diagonal one there. Full covariances are tried up to
-:data:`FULL_COVARIANCE_DIMS` dimensions, where their d(d+1)/2 parameters per cluster stay few
-beside the points. Curved clusters are still cut into several Gaussian pieces, which for a
+nothing, so BIC keeps the diagonal one there. EM for full covariances also starts from k-means in
+whitened coordinates, and from the best fit of one cluster fewer with one component split in its
+own whitened coordinates (:func:`split_start`: a tilted pair beside another cluster). Full
+covariances are tried up to :data:`FULL_COVARIANCE_DIMS` dimensions, where their d(d+1)/2
+parameters per cluster stay few beside the points. Curved clusters are still cut into several Gaussian pieces, which for a
 mixture of GANs only means more, easier parts.
 """
 
@@ -375,13 +377,65 @@ def starts(
     return out
 
 
-def fit_mixture(x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, covariance: str = "auto") -> GaussianMixture:
-    """The mixture of ``k`` components on ``x`` of lowest BIC, EM from each of :func:`starts`:
+def _centres(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    counts = torch.bincount(labels, minlength=k).clamp_min(1)
+    return torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x) / counts[:, None].to(x.dtype)
+
+
+def _hard_log_likelihood(x: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """The log-likelihood of a hard partition, each part its own full Gaussian at its maximum
+    (m points: -m/2 (d log 2 pi + log |S| + d)) and the parts mixed by their shares; up to the
+    terms every partition of the same points shares."""
+    total = 0.0
+    for j in range(k):
+        part = x[labels == j]
+        m = len(part)
+        centred = part - part.mean(0)
+        cov = centred.T @ centred / m + VARIANCE_FLOOR * torch.eye(x.shape[1], dtype=x.dtype)
+        total += m * math.log(m / len(x)) - 0.5 * m * float(torch.linalg.slogdet(cov)[1])
+    return total
+
+
+def split_start(x: torch.Tensor, gmm: GaussianMixture, seed: int, stream: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A partition into ``gmm.k + 1`` clusters: ``gmm``'s, with the one component cut in two that
+    gains most likelihood by it, cut by 2-means in that component's own whitened coordinates.
+    Whitening the whole data set fixes the start of one tilted pair, not of a tilted pair beside
+    another cluster (the global covariance is then the clusters' layout, and k-means still cuts
+    the pair across); each component's own covariance is the pair's."""
+    labels = gmm.predict(x)
+    d = x.shape[1]
+    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+    for j in range(gmm.k):
+        members = (labels == j).nonzero()[:, 0]
+        if len(members) < 2 * (d + 1):
+            continue
+        points = x[members]
+        _, halves = kmeans(whitened(points), 2, seed, stream=f"{stream}split{j}")
+        if int(halves.min()) == int(halves.max()):
+            continue
+        gain = _hard_log_likelihood(points, halves, 2) - _hard_log_likelihood(points, torch.zeros_like(halves), 1)
+        if best is None or gain > best[0]:
+            best = (gain, members, halves)
+    if best is None:
+        return None
+    _, members, halves = best
+    labels = labels.clone()
+    labels[members[halves == 1]] = gmm.k
+    return _centres(x, labels, gmm.k + 1), labels
+
+
+def fit_mixture(
+    x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, covariance: str = "auto", start: GaussianMixture | None = None
+) -> GaussianMixture:
+    """The mixture of ``k`` components on ``x`` of lowest BIC, EM from each of :func:`starts`
+    (and from ``start``'s partition of ``x``: the fit the count was chosen with, on a subset):
     ``covariance`` diag or full, or ``auto`` for either."""
     x = as_points(x)
     models = covariance_models(x) if covariance == "auto" else (covariance,)
     partitions = starts(x, k, seed, restarts, stream, models)
-    fits = [fit_gmm(x, *start, covariance=model) for model in models for start in (partitions if model == "full" else partitions[:1])]
+    if start is not None and start.k == k:
+        partitions.append((start.means.to(x.dtype), start.predict(x)))
+    fits = [fit_gmm(x, *p, covariance=model) for model in models for p in (partitions if model == "full" else partitions[:1])]
     usable = [g for g in fits if not g.degenerate] or [fit_gmm(x, *partitions[0], covariance="diag")]
     return min(usable, key=lambda g: g.bic)
 
@@ -402,6 +456,7 @@ class Selection:
     max_k: int = 0
     covariance: str = "diag"
     criterion: str = "bic"
+    mixture: GaussianMixture | None = field(default=None, repr=False, compare=False)  # the chosen fit
 
     @property
     def bic(self) -> list[float]:
@@ -449,16 +504,21 @@ def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clust
     models = covariance_models(x)
     ks: list[int] = []
     curves: dict[str, list[float]] = {model: [] for model in models}
-    best, best_model, best_bic = 1, models[0], math.inf
+    best, best_model, best_bic, chosen = 1, models[0], math.inf, None
+    previous: GaussianMixture | None = None  # the best full fit at k - 1, which split_start cuts
     for k in range(1, max_k + 1):
         ks.append(k)
         partitions = starts(x, k, seed, SELECT_RESTARTS, f"{stream}/k{k}/", models)
+        split = split_start(x, previous, seed, f"{stream}/k{k}/") if previous is not None else None
         for model in models:
-            # a diagonal model is fitted in the data's own axes: the whitened start serves the full one
-            tried = partitions if model == "full" else partitions[:1]
-            curves[model].append(min(_criterion(fit_gmm(x, *start, covariance=model)) for start in tried))
+            # a diagonal model is fitted in the data's own axes: the whitened and split starts serve the full one
+            tried = partitions + ([split] if split else []) if model == "full" else partitions[:1]
+            fit = min((fit_gmm(x, *p, covariance=model) for p in tried), key=_criterion)
+            curves[model].append(_criterion(fit))
+            if model == "full":
+                previous = None if fit.degenerate else fit
             if curves[model][-1] < best_bic:
-                best, best_model, best_bic = k, model, curves[model][-1]
+                best, best_model, best_bic, chosen = k, model, curves[model][-1], fit
         if k - best >= max(PATIENCE_MIN, best // 2):
             break
-    return Selection(best, ks, curves, len(x), max_k, best_model)
+    return Selection(best, ks, curves, len(x), max_k, best_model, mixture=chosen)

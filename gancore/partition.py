@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from gancore.clustering import as_points, fit_mixture, nearest, select_clusters
+from gancore.clustering import GaussianMixture, as_points, fit_mixture, nearest, select_clusters
 from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.io import write_json
@@ -93,21 +93,22 @@ def cluster_space(data: PreparedData, seed: int) -> tuple[torch.Tensor, torch.Te
     return (train - mean) @ v, (test - mean) @ v, f"first {q} principal components of the pixels"
 
 
-def choose_parts(params: Params, data: PreparedData, train: torch.Tensor) -> tuple[int, dict[str, Any] | None]:
+def choose_parts(params: Params, data: PreparedData, train: torch.Tensor) -> tuple[int, dict[str, Any] | None, GaussianMixture | None]:
     """The part count: ``mixture.parts``, or for ``auto`` the cluster count BIC picks over
-    1..``mixture.max_parts`` (the mixture prepare already fitted to a points file, when there is one)."""
+    1..``mixture.max_parts`` (the mixture prepare already fitted to a points file, when there is
+    one), with the selection's record and the fit it chose (on a subset: a start for the final fit)."""
     parts = params.mixture.parts
     if parts != "auto":
         if len(train) < int(parts):
             raise ParamsError([("mixture.parts", f"{parts} parts for {len(train)} training examples; use at most {len(train)}")])
-        return int(parts), None
+        return int(parts), None, None
     modes = data.meta.get("modes") or {}
     if modes.get("estimated") and modes.get("selection"):
-        return int(modes["count"]), modes["selection"]
+        return int(modes["count"]), modes["selection"], None
     pick = torch.randperm(len(train), generator=seeded_generator(params.seed, "mixture/select"))[:SELECT_POINTS]
     selection = select_clusters(train[pick], params.mixture.max_parts, params.seed, "mixture/select")
     selection.warn_if_at_limit()
-    return selection.k, selection.as_dict()
+    return selection.k, selection.as_dict(), selection.mixture
 
 
 def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, Any]]:
@@ -118,12 +119,12 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
     clusters of unequal widths). A points file's clusters are those prepare found."""
     modes = data.meta.get("modes") or {}
     train, test, space = cluster_space(data, params.seed)
-    k, selection = choose_parts(params, data, train)
+    k, selection, chosen = choose_parts(params, data, train)
     if modes.get("estimated") and params.mixture.parts == "auto" and data.train_labels is not None and data.test_labels is not None:
         train_labels, test_labels = data.train_labels, data.test_labels
     else:
         covariance = selection["covariance"] if selection and selection.get("covariance") else "auto"
-        gmm = fit_mixture(train, k, params.seed, KMEANS_RESTARTS, "mixture/kmeans", covariance)
+        gmm = fit_mixture(train, k, params.seed, KMEANS_RESTARTS, "mixture/kmeans", covariance, chosen)
         train_labels, test_labels = gmm.predict(train), gmm.predict(test)
     won = len(torch.unique(train_labels))  # a component that won no example is no part
     if won < k:

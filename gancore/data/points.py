@@ -251,7 +251,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     pick = torch.randperm(len(train), generator=generator(seed, "points/select"))[:SELECT_POINTS]
     selection = select_clusters(train[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
-    gmm = fit_mixture(train, selection.k, seed, 5, "points/clusters", selection.covariance)
+    gmm = fit_mixture(train, selection.k, seed, 5, "points/clusters", selection.covariance, selection.mixture)
     lo, hi = float(train.min()), float(train.max())
     margin = VALUE_MARGIN * (hi - lo or 1.0)
     stat = p.stat()

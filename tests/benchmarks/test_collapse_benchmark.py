@@ -102,3 +102,14 @@ def test_a_run_with_no_high_quality_sample_is_summarised_not_fatal():
     assert collapse.cell(collapse.summarise(rows)) == "4.0+-4.0 / 49.5+-49.5 / nan"
     rows[0]["mode_kl"] = 0.0012
     assert collapse.cell(collapse.summarise(rows)).endswith(" / 0.0013+-0.0001")
+
+
+def test_the_tilted_file_is_three_clusters_with_full_covariances(tmp_path):
+    """The benchmark's second held-out file: two thin clusters at 45 degrees and a round one are
+    3 modes to prepare (a diagonal mixture cut the thin ones into pieces)."""
+    from gancore.data.points import prepare_points
+
+    data = prepare_points(str(collapse.write_tilted(tmp_path / collapse.TILTED_FILE)), 0, None, None, 50)
+    modes = data.meta["modes"]
+    assert modes["count"] == 3 and modes["selection"]["covariance"] == "full"
+    assert sorted(round(w, 1) for w in modes["weights"]) == [0.2, 0.4, 0.4]
