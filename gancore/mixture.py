@@ -28,6 +28,7 @@ from gancore.config import Params, ParamsError
 from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
+from gancore.partition import back_matrix, to_data
 from gancore.training.monitor import PREFIX
 
 
@@ -180,7 +181,7 @@ def mixture_monitor(params: Params, layout: Layout, parts: list[dict[str, Any]])
         for part, count in zip(parts, counts):
             x = to_model_range(torch_load(layout.part(part["index"]).progress / f"step_{step:06d}.pt")["x"])[:count]
             if part.get("shift"):
-                x = x * float(part["scale"]) + torch.tensor(part["shift"], dtype=x.dtype)
+                x = to_data(x, part)
             xs.append(x)
         x = torch.cat(xs)
         figures = monitor.score(x)
@@ -229,18 +230,19 @@ class MixtureGenerator(nn.Module):
 
     edges: torch.Tensor
     shifts: torch.Tensor | None
-    scales: torch.Tensor | None
+    matrices: torch.Tensor | None
 
-    def __init__(self, generators: list[nn.Module], weights: list[float], affines: list[tuple[list[float], float]] | None = None):
+    def __init__(self, generators: list[nn.Module], weights: list[float], affines: list[tuple[list[float], torch.Tensor]] | None = None):
         super().__init__()
         self.parts = nn.ModuleList(generators)
-        # Each part's map back from its normalised coordinates (vector data), x * scale + shift.
-        shifts = scales = None
+        # Each part's map back from its normalised coordinates (vector data), x @ matrix^T + shift
+        # (the matrix: a scale times the identity, or a fitted cluster's principal axes).
+        shifts = matrices = None
         if affines and affines[0][0]:
             shifts = torch.tensor([a[0] for a in affines], dtype=torch.float32)
-            scales = torch.tensor([a[1] for a in affines], dtype=torch.float32)
+            matrices = torch.stack([a[1] for a in affines]).float()
         self.register_buffer("shifts", shifts)
-        self.register_buffer("scales", scales)
+        self.register_buffer("matrices", matrices)
         w = torch.tensor(weights, dtype=torch.float64)
         edges = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(w / w.sum(), 0)])
         edges[-1] = 1.0
@@ -259,8 +261,8 @@ class MixtureGenerator(nn.Module):
             if not bool(mask.any()):
                 continue
             x = generator(z[mask])
-            if self.shifts is not None and self.scales is not None:
-                x = x * self.scales[k] + self.shifts[k]
+            if self.shifts is not None and self.matrices is not None:
+                x = x @ self.matrices[k].T + self.shifts[k]
             if outputs is None:
                 outputs = x.new_empty((len(z), *x.shape[1:]))
             outputs[mask] = x
@@ -280,7 +282,7 @@ def load_mixture_generator(layout: Layout, device: str = "cpu", files: list[Path
         path = files[i] if files is not None else layout.models / part["generator"]
         record = read_model_file(path)
         generators.append(load_generator(path, device))
-    affines = [(p.get("shift") or [], float(p.get("scale", 1.0))) for p in manifest["parts"]]
+    affines = [(p.get("shift") or [], back_matrix(p, len(p.get("shift") or []))) for p in manifest["parts"]]
     module = MixtureGenerator(generators, [p["weight"] for p in manifest["parts"]], affines).to(device).eval()
     keep = ("arch", "options", "latent_dim", "shape", "kind", "ema", "step")
     return module, {**{k: record.get(k) for k in keep}, "parts": len(generators)}

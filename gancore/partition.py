@@ -205,22 +205,24 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
         if not own_test:  # a part no held-out point falls in: score it on the whole test split
             test_mask = torch.ones(len(data.test), dtype=torch.bool)
         train, test, meta = data.train[mask], data.test[test_mask], dict(data.meta)
-        shift, scale = [0.0] * (train.shape[1] if data.kind == "vector" else 0), 1.0
+        affine: dict[str, Any] = {"shift": [0.0] * (train.shape[1] if data.kind == "vector" else 0), "scale": 1.0}
         if data.kind == "vector":
             # Each part trains on its own points centred and scaled to unit spread: a GAN learns a
             # blob at the origin fast and precisely, wherever the part lies (grid25 reaches +-4 at
-            # sigma 0.05). Sampling maps the part back (x * scale + shift).
-            shift_t = train.double().mean(0)
-            scale = float(train.double().sub(shift_t).square().mean().sqrt()) or 1.0
-            shift = shift_t.tolist()
-            train, test = _affine(train, shift_t, scale), _affine(test, shift_t, scale)
-            meta = _normalised_meta(meta, shift_t, scale)
+            # sigma 0.05). Sampling maps the part back (x * scale + shift, or x @ matrix^T + shift).
+            shift_t, back = part_normalisation(train, whiten=bool((meta.get("modes") or {}).get("estimated")))
+            forward = torch.linalg.inv(back)
+            affine = {"shift": shift_t.tolist(), "scale": float(back[0, 0]) if _is_scalar(back) else 1.0}
+            if not _is_scalar(back):
+                affine["matrix"] = back.tolist()
+            train, test = _affine(train, shift_t, forward), _affine(test, shift_t, forward)
+            meta = _normalised_meta(meta, shift_t, forward)
         part = PreparedData(
             meta={
                 **meta,
                 "count": int(mask.sum()),
                 "count_test": int(test_mask.sum()),
-                "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i], "shift": shift, "scale": scale},
+                "part": {"index": i, "of": len(train_of), "method": method, "description": descriptions[i], **affine},
                 "own_test": own_test,
             },
             train=train,
@@ -235,8 +237,7 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
                 "count": part.meta["count"],
                 "count_test": part.meta["count_test"],
                 "description": descriptions[i],
-                "shift": shift,
-                "scale": scale,
+                **affine,
             }
         )
     info = {"method": method, **record, "parts": parts}
@@ -268,25 +269,73 @@ def plot_selection(selection: dict[str, Any], path: Any, name: str) -> None:
     save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
-def _affine(x: torch.Tensor, shift: torch.Tensor, scale: float) -> torch.Tensor:
-    return ((x.double() - shift) / scale).to(x.dtype)
+def part_normalisation(train: torch.Tensor, whiten: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift [d], back-map [d, d]) of a vector part: the data are x = back @ z + shift for the
+    part's normalised z. Known round modes (ring8, grid25; their protocol's sigma is one number):
+    a scale, the part's RMS spread, times the identity. A fitted mixture's part (``whiten``): its
+    principal axes, each scaled to unit spread, so that the GAN learns a round blob whatever the
+    cluster's shape. A thin cluster (sds 8 and 0.4 at 45 degrees) scaled by one number was a
+    line of spread 0.05 across, which part GANs drew at a half to two fifths of that width."""
+    x = train.double()
+    shift = x.mean(0)
+    centred = x - shift
+    d = x.shape[1]
+    if whiten and len(x) > d:
+        values, vectors = torch.linalg.eigh(centred.T @ centred / (len(x) - 1))
+        top = float(values.max())
+        if top > 0:
+            # a direction without spread (a constant or collinear column) keeps a small width, not 0
+            return shift, vectors * values.clamp_min(top * 1e-8).sqrt()[None]
+    scale = float(centred.square().mean().sqrt()) or 1.0
+    return shift, scale * torch.eye(d, dtype=torch.float64)
 
 
-def _normalised_meta(meta: dict[str, Any], shift: torch.Tensor, scale: float) -> dict[str, Any]:
-    """The mode centres, sigma and value range in a part's normalised coordinates."""
+def _is_scalar(matrix: torch.Tensor) -> bool:
+    return bool(torch.equal(matrix, matrix[0, 0] * torch.eye(len(matrix), dtype=matrix.dtype)))
+
+
+def to_data(x: torch.Tensor, part: dict[str, Any]) -> torch.Tensor:
+    """A part's samples back from its normalised coordinates (``part``: its manifest record)."""
+    shift = torch.tensor(part["shift"], dtype=x.dtype, device=x.device)
+    if part.get("matrix"):
+        return x @ torch.tensor(part["matrix"], dtype=x.dtype, device=x.device).T + shift
+    return x * float(part.get("scale", 1.0)) + shift
+
+
+def back_matrix(part: dict[str, Any], dims: int) -> torch.Tensor:
+    """A part's back-map as a matrix (the scale times the identity when it has none)."""
+    if part.get("matrix"):
+        return torch.tensor(part["matrix"], dtype=torch.float64)
+    return float(part.get("scale", 1.0)) * torch.eye(dims, dtype=torch.float64)
+
+
+def _affine(x: torch.Tensor, shift: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
+    return ((x.double() - shift) @ forward.T).to(x.dtype)
+
+
+def _normalised_meta(meta: dict[str, Any], shift: torch.Tensor, forward: torch.Tensor) -> dict[str, Any]:
+    """The mode centres, sigma, covariances and value range in a part's normalised coordinates
+    z = forward @ (x - shift). Known centres' sigma is one number: their parts are only scaled."""
     modes = dict(meta.get("modes") or {})
     for key in ("centers", "means"):
         if modes.get(key):
-            modes[key] = _affine(torch.tensor(modes[key], dtype=torch.float64), shift, scale).tolist()
+            modes[key] = _affine(torch.tensor(modes[key], dtype=torch.float64), shift, forward).tolist()
     if modes.get("sigma"):
-        modes["sigma"] = float(modes["sigma"]) / scale
-    for key in ("variances", "covariances"):
-        if modes.get(key):
-            modes[key] = (torch.tensor(modes[key], dtype=torch.float64) / scale**2).tolist()
+        modes["sigma"] = float(modes["sigma"]) * float(forward[0, 0])
+    if modes.get("variances"):
+        k, d = len(modes["variances"]), len(forward)
+        cov = modes.get("covariances") or torch.diag_embed(torch.tensor(modes["variances"], dtype=torch.float64)).tolist()
+        cov = forward @ torch.tensor(cov, dtype=torch.float64).reshape(k, d, d) @ forward.T
+        modes["variances"] = torch.diagonal(cov, dim1=1, dim2=2).tolist()
+        if modes.get("covariances") or not _is_scalar(forward):  # a turned diagonal covariance is full
+            modes["covariances"] = ((cov + cov.transpose(1, 2)) / 2).tolist()
     out = {**meta, "modes": modes}
     if meta.get("value_range"):
+        # the box [lo, hi]^d mapped forward, bounded per coordinate, and one range over all
         lo, hi = meta["value_range"]
-        out["value_range"] = [(lo - float(shift.max())) / scale, (hi - float(shift.min())) / scale]
+        reach = forward.abs() @ torch.full_like(shift, (hi - lo) / 2)
+        centre = forward @ ((lo + hi) / 2 - shift)
+        out["value_range"] = [float((centre - reach).min()), float((centre + reach).max())]
     return out
 
 

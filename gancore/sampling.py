@@ -24,6 +24,7 @@ from gancore.errors import GanCoreError
 from gancore.io import read_json, save_figure, torch_load, torch_save
 from gancore.layout import Layout
 from gancore.modelio import module_from_record, read_model_file
+from gancore.partition import to_data
 from gancore.pictures import save_image_grid
 
 SAMPLE_STREAM = "sample"
@@ -130,7 +131,7 @@ def draw_samples(params: Params, layout: Layout, device: torch.device) -> tuple[
             stream = seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}")
             x = draw(generator, count, record["latent_dim"], stream, bs, device)
             if part.get("shift"):  # back from the part's normalised coordinates
-                x = x * float(part["scale"]) + torch.tensor(part["shift"], dtype=x.dtype)
+                x = to_data(x, part)
             parts.append(x)
         x = torch.cat(parts)
         x = x[torch.randperm(len(x), generator=seeds.generator(params.seed, f"{SAMPLE_STREAM}/shuffle"))]

@@ -131,6 +131,6 @@ def test_a_part_s_normalised_modes_scale_the_covariances():
     from gancore.partition import _normalised_meta
 
     mixture = _tilted(0.5)
-    out = _normalised_meta({"modes": _meta(mixture)}, torch.tensor([1.0, -1.0], dtype=torch.float64), 2.0)
+    out = _normalised_meta({"modes": _meta(mixture)}, torch.tensor([1.0, -1.0], dtype=torch.float64), torch.eye(2, dtype=torch.float64) / 2)
     assert torch.allclose(torch.tensor(out["modes"]["covariances"], dtype=torch.float64), mixture.covariances / 4)
     assert torch.allclose(torch.tensor(out["modes"]["variances"], dtype=torch.float64), mixture.variances / 4)
