@@ -248,6 +248,18 @@ class MixtureGenerator(nn.Module):
         edges[-1] = 1.0
         self.register_buffer("edges", edges)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A mixture pickled before parts had matrices (MLflow's registry holds it so) had one
+        scale per part: the same map as that scale times the identity."""
+        super().__setstate__(state)
+        buffers = self.__dict__.get("_buffers", {})
+        if "matrices" not in buffers:
+            scales, shifts = buffers.pop("scales", None), buffers.get("shifts")
+            matrices = None
+            if scales is not None and shifts is not None:
+                matrices = scales[:, None, None] * torch.eye(shifts.shape[1], dtype=scales.dtype)
+            self.register_buffer("matrices", matrices)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         u = 0.5 * (1.0 + torch.erf(z[:, 0].double() / math.sqrt(2.0)))
         part = torch.bucketize(u, self.edges[1:-1], right=True)

@@ -37,6 +37,9 @@ SELECT_POINTS = 5000
 # Images are clustered in the space of their leading principal components: the clusters of the
 # flattened pixels, at a fraction of the cost, and a space where a Gaussian mixture's BIC is defined.
 IMAGE_COMPONENTS = 16
+# Points per dimension (plus one) from which a part is whitened: the sample covariance's smallest
+# eigenvalues sit near (1 - sqrt(d / n))^2 of the true ones, 0.5 at ten points per dimension.
+WHITEN_POINTS_PER_DIM = 10
 
 
 def partition_method(params: Params, data: PreparedData) -> str:
@@ -217,6 +220,8 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
                 affine["matrix"] = back.tolist()
             train, test = _affine(train, shift_t, forward), _affine(test, shift_t, forward)
             meta = _normalised_meta(meta, shift_t, forward)
+            if "matrix" in affine and meta.get("value_range"):
+                meta["value_range"] = _own_range(train, test)
         part = PreparedData(
             meta={
                 **meta,
@@ -275,12 +280,16 @@ def part_normalisation(train: torch.Tensor, whiten: bool) -> tuple[torch.Tensor,
     a scale, the part's RMS spread, times the identity. A fitted mixture's part (``whiten``): its
     principal axes, each scaled to unit spread, so that the GAN learns a round blob whatever the
     cluster's shape. A thin cluster (sds 8 and 0.4 at 45 degrees) scaled by one number was a
-    line of spread 0.05 across, which part GANs drew at a half to two fifths of that width."""
+    line of spread 0.05 across, which part GANs drew at a half to two fifths of that width. Only
+    from :data:`WHITEN_POINTS_PER_DIM` points per dimension and more: from few, the smallest
+    sample variances fall well short of the true ones (10 points in 10-D: held-out points lay at
+    5 times the training points' distance from the centre, whitened), and the part's held-out
+    figures would read that as the generator's or D's doing."""
     x = train.double()
     shift = x.mean(0)
     centred = x - shift
     d = x.shape[1]
-    if whiten and len(x) > d:
+    if whiten and len(x) >= WHITEN_POINTS_PER_DIM * (d + 1):
         values, vectors = torch.linalg.eigh(centred.T @ centred / (len(x) - 1))
         top = float(values.max())
         if top > 0:
@@ -288,6 +297,16 @@ def part_normalisation(train: torch.Tensor, whiten: bool) -> tuple[torch.Tensor,
             return shift, vectors * values.clamp_min(top * 1e-8).sqrt()[None]
     scale = float(centred.square().mean().sqrt()) or 1.0
     return shift, scale * torch.eye(d, dtype=torch.float64)
+
+
+def _own_range(train: torch.Tensor, test: torch.Tensor) -> list[float]:
+    """A whitened part's value range: its own points' extent widened by 5 % on each side (the
+    data's box turned into the part's axes spans the thin axis' 1/sd: a tilted cluster's points
+    filled 5 % of its pictures)."""
+    both = torch.cat([train, test]).double()
+    lo, hi = float(both.min()), float(both.max())
+    margin = 0.05 * (hi - lo or 1.0)
+    return [lo - margin, hi + margin]
 
 
 def _is_scalar(matrix: torch.Tensor) -> bool:

@@ -269,3 +269,37 @@ def test_a_fitted_cluster_s_part_is_whitened_and_maps_back_exactly():
         # one part of weight 1: its first latent coordinate is re-drawn as itself (Phi^-1 Phi)
         out, expected = module(w.clone()), to_data(generator(w), record)
     assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_a_mixture_pickled_with_one_scale_per_part_still_draws():
+    """MLflow's registry holds the mixture pickled; one registered before parts had matrices has
+    a `scales` buffer and no `matrices`, and failed at its first draw. It loads as the same map."""
+    import io
+
+    generator = torch.nn.Linear(2, 2)
+    module = MixtureGenerator([generator], [1.0], [([1.0, -2.0], 3.0 * torch.eye(2))])
+    z = torch.randn(10, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = module(z)
+    del module._buffers["matrices"]  # the old layout
+    module._buffers["scales"] = torch.tensor([3.0])
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    old = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        assert torch.allclose(old(z), expected)
+    assert "scales" not in dict(old.named_buffers())
+
+
+def test_a_part_with_few_points_per_dimension_is_only_scaled():
+    """Whitening by a covariance from few points stretches the axes it underestimates: 12 points
+    in 10-D put held-out points at 5 times the training points' distance. Below ten points per
+    dimension (plus one) a part keeps one scale."""
+    from gancore.partition import WHITEN_POINTS_PER_DIM, part_normalisation
+
+    x = torch.randn(WHITEN_POINTS_PER_DIM * 11 - 1, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    _, back = part_normalisation(x, whiten=True)
+    assert torch.allclose(back, back[0, 0] * torch.eye(10, dtype=torch.float64))
+    _, back = part_normalisation(torch.cat([x, x[:1]]), whiten=True)
+    assert not torch.allclose(back, back[0, 0] * torch.eye(10, dtype=torch.float64))

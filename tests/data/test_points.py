@@ -278,6 +278,10 @@ def test_tilted_clusters_are_two_modes_and_two_parts_through_the_pipeline(tmp_pa
         json.loads((layout.prepared / "mixture.json").read_text())["parts"]
         and len(json.loads((layout.prepared / "mixture.json").read_text())["parts"]) == 2
     )
+    part = load_prepared(layout.part(0).prepared)
+    assert part.meta["part"]["matrix"]  # whitened: the cluster's axes at unit spread
+    lo, hi = part.meta["value_range"]  # the part's own points' extent, for its pictures
+    assert lo <= float(part.train.min()) and float(part.train.max()) <= hi and hi - lo < 20
     for stage in ("train", "sample", "evaluate", "diagnose"):
         run_stage(stage, params, layout)
     report = json.loads(layout.diagnose_json.read_text())
