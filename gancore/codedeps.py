@@ -226,7 +226,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "failpoints",
         "hookspecs",
     ),
-    ("clustering", "data/prepared", "data/points"),  # what config validates and every later stage reads
+    (
+        "clustering",
+        "gaussian_mixture",
+        "cluster_selection",
+        "data/prepared",
+        "data/points",
+    ),  # what config validates and every later stage reads
     ("config", "config_checks", "device", "registry", "trainlog", "pictures", "metrics", "report", "ranking", "provenance", "heldout"),
     ("data", "checkpoint", "modelio", "conformance", "conformance_checks", "classifiers", "partition", "dvcstore"),
     ("diagnostics", "training", "mixture", "sampling", "evaluation", "evaluation_jsd", "probe"),

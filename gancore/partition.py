@@ -5,7 +5,7 @@
 * ``kmeans`` (``auto`` for vector data): the data's clusters, a Gaussian mixture fitted by EM
   from k-means, in the data's coordinates (vectors) or the leading principal components of the
   pixels (images). ``mixture.parts: auto`` (the default) takes the number of clusters that
-  minimises BIC over 1..``mixture.max_parts`` (:func:`gancore.clustering.select_clusters`), so no
+  minimises BIC over 1..``mixture.max_parts`` (:func:`gancore.cluster_selection.select_clusters`), so no
   part count is ever given for a data set; the curve it was chosen from is kept in
   ``mixture.json``, ``meta.json`` and ``parts_selection.png``.
 
@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 
-from gancore.clustering import GaussianMixture, as_points, fit_mixture, nearest, select_clusters
+from gancore.cluster_selection import fit_mixture, select_clusters
+from gancore.clustering import as_points, nearest
 from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, save_prepared
+from gancore.gaussian_mixture import GaussianMixture
 from gancore.io import write_json
 from gancore.layout import MIXTURE_FILE, SELECTION_PICTURE, Layout
 from gancore.seeds import derive
@@ -117,7 +119,7 @@ def choose_parts(params: Params, data: PreparedData, train: torch.Tensor) -> tup
 def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, Any]]:
     """(train labels, test labels, descriptions, record) of the data's clusters: a Gaussian mixture
     of the chosen size and covariance model (the lower BIC for a given count), fitted by EM from
-    the best of :data:`KMEANS_RESTARTS` k-means runs (:func:`gancore.clustering.fit_mixture`);
+    the best of :data:`KMEANS_RESTARTS` k-means runs (:func:`gancore.cluster_selection.fit_mixture`);
     each example goes to its most probable component (unlike k-means' nearest centre, this respects
     clusters of unequal widths). A points file's clusters are those prepare found."""
     modes = data.meta.get("modes") or {}

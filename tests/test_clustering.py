@@ -1,4 +1,4 @@
-"""How many clusters the data hold (:func:`gancore.clustering.select_clusters`), on the benchmarks
+"""How many clusters the data hold (:func:`gancore.cluster_selection.select_clusters`), on the benchmarks
 and on held-out layouts the criterion was not chosen on, including ones built to fool it."""
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ import math
 import pytest
 import torch
 
-from gancore.clustering import fit_gmm, fit_mixture, kmeans, kmeans_best, nearest, select_clusters
+from gancore.cluster_selection import fit_mixture, select_clusters
+from gancore.clustering import kmeans, kmeans_best, nearest
 from gancore.data.toy import prepare_toy
+from gancore.gaussian_mixture import fit_gmm
 
 
 def _blobs(centres, sds, weights, n, seed):
@@ -195,7 +197,7 @@ def test_full_covariance_bic_matches_its_definition():
 
 def test_high_dimensional_data_try_only_the_diagonal_model():
     """Beyond FULL_COVARIANCE_DIMS a full model's d(d+1)/2 parameters per cluster are not tried."""
-    from gancore.clustering import FULL_COVARIANCE_DIMS
+    from gancore.gaussian_mixture import FULL_COVARIANCE_DIMS
 
     x = torch.randn(500, FULL_COVARIANCE_DIMS + 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     sel = select_clusters(x, 4, 0)

@@ -238,7 +238,7 @@ def test_a_fitted_cluster_s_part_is_whitened_and_maps_back_exactly():
     `intra_mode_collapse` on 4 of 5 seeds of benchmarks/collapse.py --data tilted, 5/5 healthy
     now). The map back is exact, the part's modes move with it (the same assignments and
     Mahalanobis distances), and the served mixture applies the same map."""
-    from gancore.clustering import GaussianMixture, mixture_from_modes
+    from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
     from gancore.partition import _affine, _normalised_meta, part_normalisation, to_data
 
     g = torch.Generator().manual_seed(0)

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from gancore.classifiers.base import Classifier
-from gancore.clustering import GaussianMixture, mixture_problem
 from gancore.data.prepared import CLASSIFIER_FILE, load_meta
 from gancore.errors import EvaluationError, first_line
+from gancore.gaussian_mixture import GaussianMixture, mixture_problem
 from gancore.io import file_digest, torch_load
 
 FORMAT = 1

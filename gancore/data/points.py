@@ -8,7 +8,7 @@ The prepared data are **standardised** with the training split's per-column mean
 deviation, which ``meta.json`` keeps under ``units``; ``gan sample`` maps the samples back and
 writes them in the file's units beside the prepared-space tensor (``samples/samples.csv``).
 
-The data's modes are unknown, so prepare finds its clusters (:func:`gancore.clustering.select_clusters`:
+The data's modes are unknown, so prepare finds its clusters (:func:`gancore.cluster_selection.select_clusters`:
 a Gaussian mixture, its size and covariance model chosen by BIC) and records the mixture under ``modes``. That
 mixture is the domain classifier of these data (its posterior gives p(cluster | x)), the parts of
 the mixture of GANs (``mixture.parts: auto``) and the modes the diagnosis counts; ``modes.estimated``
@@ -214,7 +214,7 @@ def build(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
 
 def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
-    from gancore.clustering import fit_mixture, select_clusters
+    from gancore.cluster_selection import fit_mixture, select_clusters
 
     p = _check_path(path)
     # dvc repro runs stages in the repository's root, whose data/own/ prepare depends on.

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gancore.clustering import GaussianMixture, mixture_from_modes
 from gancore.diagnostics.coverage import SHORT_LABELS_SHOWN, expected_coverage, short_modes
+from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
 from gancore.seeds import generator as seeded_generator
 
 # PacGAN's quality radius, in units of the mixture's sigma (``dis_thre=3`` in MetricLogger).

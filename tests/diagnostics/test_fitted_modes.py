@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gancore.clustering import GaussianMixture
 from gancore.diagnostics.modes import vector_assignments, vector_modes
+from gancore.gaussian_mixture import GaussianMixture
 
 
 def _draw(mixture: GaussianMixture, n: int, seed: int) -> torch.Tensor:

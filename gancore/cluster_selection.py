@@ -1,0 +1,242 @@
+"""How many clusters vector data hold, and which covariance model: the Bayesian information
+criterion of a Gaussian mixture (:mod:`gancore.gaussian_mixture`) over k = 1..max_k and over
+{diagonal, full} (Schwarz 1978; the rule of scikit-learn's ``GaussianMixture.bic``, x-means, and
+mclust's joint choice of model and size). Nothing in it knows a data set: the count comes from
+the likelihood alone.
+
+Why a Gaussian mixture and BIC: splitting one Gaussian cluster in two never pays under BIC (the
+halves' likelihood gain is smaller than the mixing cost), while merging two separated clusters
+costs the likelihood of the gap between them; so the criterion has its minimum at the number of
+Gaussian-like clusters, with unequal weights and widths allowed. Why both covariance models: a
+diagonal mixture is not rotation-invariant. Two elongated clusters at 45 degrees to the axes are
+two clusters to a full-covariance mixture and fifty diagonal pieces to a diagonal one (the fifty
+were the limit), while axis-aligned or round clusters cost a full model its extra parameters for
+nothing, so BIC keeps the diagonal one there. Full covariances are tried up to
+:data:`~gancore.gaussian_mixture.FULL_COVARIANCE_DIMS` dimensions, where their d(d+1)/2
+parameters per cluster stay few beside the points.
+
+Where EM starts decides what it finds. K-means cuts an elongated cluster across its long axis and
+halves a broad cluster around a tight spike, whatever its seeds, so EM for full covariances also
+starts from k-means in whitened coordinates (:func:`starts`), from the best fit of one cluster
+fewer with one component split in its own whitened coordinates (:func:`split_start`: a tilted pair
+beside another cluster), and from the fit of one cluster more with two components merged
+(:func:`merge_start`: the spike). Curved clusters are still cut into several Gaussian pieces,
+which for a mixture of GANs only means more, easier parts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gancore.clustering import as_points, centres_of, kmeans, kmeans_best, whitened
+from gancore.gaussian_mixture import VARIANCE_FLOOR, GaussianMixture, covariance_models, fit_gmm
+
+SELECT_RESTARTS = 3
+# The scan over k stops once this many k past the best one have not improved on it (at least
+# PATIENCE_MIN, and half the best k: a curve that found 30 clusters is allowed a longer search).
+PATIENCE_MIN = 5
+
+
+def starts(
+    x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, models: tuple[str, ...]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The hard partitions EM starts from: the best k-means run in the data's coordinates and,
+    where full covariances are tried, in whitened ones. K-means cuts elongated clusters across
+    their long axis; whitening turns a tilted pair into the axis-aligned pair it is up to an
+    affine map, which a full-covariance mixture does not see, so its start no longer depends on
+    the data's orientation."""
+    out = [kmeans_best(x, k, seed, restarts, stream)]
+    if "full" in models and k > 1:
+        _, labels = kmeans_best(whitened(x), k, seed, restarts, f"{stream}whitened/")
+        counts = torch.bincount(labels, minlength=k).clamp_min(1)
+        out.append((torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x) / counts[:, None].to(x.dtype), labels))
+    return out
+
+
+def _hard_log_likelihood(x: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """The log-likelihood of a hard partition, each part its own full Gaussian at its maximum
+    (m points: -m/2 (d log 2 pi + log |S| + d)) and the parts mixed by their shares; up to the
+    terms every partition of the same points shares."""
+    total = 0.0
+    for j in range(k):
+        part = x[labels == j]
+        m = len(part)
+        centred = part - part.mean(0)
+        cov = centred.T @ centred / m + VARIANCE_FLOOR * torch.eye(x.shape[1], dtype=x.dtype)
+        total += m * math.log(m / len(x)) - 0.5 * m * float(torch.linalg.slogdet(cov)[1])
+    return total
+
+
+def split_start(x: torch.Tensor, gmm: GaussianMixture, seed: int, stream: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A partition into ``gmm.k + 1`` clusters: ``gmm``'s, with the one component cut in two that
+    gains most likelihood by it, cut by 2-means in that component's own whitened coordinates.
+    Whitening the whole data set fixes the start of one tilted pair, not of a tilted pair beside
+    another cluster (the global covariance is then the clusters' layout, and k-means still cuts
+    the pair across); each component's own covariance is the pair's."""
+    labels = gmm.predict(x)
+    d = x.shape[1]
+    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+    for j in range(gmm.k):
+        members = (labels == j).nonzero()[:, 0]
+        if len(members) < 2 * (d + 1):
+            continue
+        points = x[members]
+        _, halves = kmeans(whitened(points), 2, seed, stream=f"{stream}split{j}")
+        if int(halves.min()) == int(halves.max()):
+            continue
+        gain = _hard_log_likelihood(points, halves, 2) - _hard_log_likelihood(points, torch.zeros_like(halves), 1)
+        if best is None or gain > best[0]:
+            best = (gain, members, halves)
+    if best is None:
+        return None
+    _, members, halves = best
+    labels = labels.clone()
+    labels[members[halves == 1]] = gmm.k
+    return centres_of(x, labels, gmm.k + 1), labels
+
+
+def merge_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A partition into ``gmm.k - 1`` clusters: ``gmm``'s, with the two components merged whose
+    moment-matched merger loses the least likelihood, n/2 (w log|S| - w_a log|S_a| - w_b log|S_b|)
+    (the merge cost of Runnalls 2007 and of mclust's hierarchical merging); None for one
+    component or a degenerate fit."""
+    if gmm.k < 2 or gmm.degenerate:
+        return None
+    d = gmm.means.shape[1]
+    cov = gmm.covariances if gmm.covariances is not None else torch.diag_embed(gmm.variances)
+    w, mu = gmm.weights, gmm.means
+    a, b = torch.triu_indices(gmm.k, gmm.k, 1)
+    wa, wb = w[a], w[b]
+    ww = wa + wb
+    mean = (wa[:, None] * mu[a] + wb[:, None] * mu[b]) / ww[:, None]
+    second = lambda i, wi: wi[:, None, None] * (cov[i] + mu[i][:, :, None] * mu[i][:, None, :])  # noqa: E731
+    merged = (second(a, wa) + second(b, wb)) / ww[:, None, None] - mean[:, :, None] * mean[:, None, :]
+    if gmm.covariances is None:
+        merged = torch.diag_embed(torch.diagonal(merged, dim1=1, dim2=2))
+    logdet = torch.linalg.slogdet(cov)[1]
+    cost = ww * torch.linalg.slogdet(merged + VARIANCE_FLOOR * torch.eye(d, dtype=cov.dtype))[1] - wa * logdet[a] - wb * logdet[b]
+    pick = int(cost.argmin())
+    keep, drop = int(a[pick]), int(b[pick])
+    labels = gmm.predict(x)
+    labels = torch.where(labels == drop, keep, labels)
+    labels = labels - (labels > drop).long()
+    return centres_of(x, labels, gmm.k - 1), labels
+
+
+def fit_mixture(
+    x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, covariance: str = "auto", start: GaussianMixture | None = None
+) -> GaussianMixture:
+    """The mixture of ``k`` components on ``x`` of lowest BIC, EM from each of :func:`starts`
+    (and from ``start``'s partition of ``x``: the fit the count was chosen with, on a subset):
+    ``covariance`` diag or full, or ``auto`` for either."""
+    x = as_points(x)
+    models = covariance_models(x) if covariance == "auto" else (covariance,)
+    partitions = starts(x, k, seed, restarts, stream, models)
+    if start is not None and start.k == k:
+        partitions.append((start.means.to(x.dtype), start.predict(x)))
+    fits = [fit_gmm(x, *p, covariance=model) for model in models for p in (partitions if model == "full" else partitions[:1])]
+    usable = [g for g in fits if not g.degenerate] or [fit_gmm(x, *partitions[0], covariance="diag")]
+    return min(usable, key=lambda g: g.bic)
+
+
+def _criterion(gmm: GaussianMixture) -> float:
+    return math.inf if gmm.degenerate else gmm.bic
+
+
+@dataclass
+class Selection:
+    """The number of clusters and the covariance model chosen by BIC, and the curves they were
+    chosen from (``curves``: one BIC per k for each model tried; ``bic``: the chosen model's)."""
+
+    k: int
+    ks: list[int] = field(default_factory=list)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    n_points: int = 0
+    max_k: int = 0
+    covariance: str = "diag"
+    criterion: str = "bic"
+    mixture: GaussianMixture | None = field(default=None, repr=False, compare=False)  # the chosen fit
+
+    @property
+    def bic(self) -> list[float]:
+        return self.curves.get(self.covariance, [])
+
+    @property
+    def at_limit(self) -> bool:
+        """True when the minimum sits at the largest k tried: more clusters might fit better."""
+        return self.k == self.max_k and self.max_k > 1
+
+    def warn_if_at_limit(self) -> None:
+        """Say so when BIC was still falling at the largest count tried (mixture.max_parts)."""
+        if self.at_limit:
+            warnings.warn(
+                f"mixture.parts=auto: BIC was still falling at mixture.max_parts={self.max_k}; "
+                "the data may hold more clusters: raise mixture.max_parts",
+                stacklevel=3,
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "criterion": f"BIC of a Gaussian mixture ({' or '.join(self.curves)} covariances; EM from the best of "
+            f"{SELECT_RESTARTS} k-means++ runs), minimised over k = 1..{self.max_k} and the covariance model",
+            "chosen": self.k,
+            "covariance": self.covariance,
+            "k": self.ks,
+            "bic": _rounded(self.bic),
+            "curves": {model: _rounded(curve) for model, curve in self.curves.items()},
+            "points": self.n_points,
+            "at_limit": self.at_limit,
+        }
+
+
+def _rounded(curve: list[float]) -> list[float | None]:
+    """A BIC curve for JSON: None where the fit was degenerate (not a candidate)."""
+    return [round(b, 3) if math.isfinite(b) else None for b in curve]
+
+
+def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clusters/select") -> Selection:
+    """The number of clusters in ``x`` [N, d] and their covariance model (diagonal, or full up to
+    :data:`FULL_COVARIANCE_DIMS` dimensions) minimising BIC over k = 1..``max_k``. At each k both
+    models start from the same partitions (:func:`starts`; the full one also from
+    :func:`split_start`), each keeps its best fit, and a downward pass starts each full fit of k
+    from the full fit of k + 1 with two components merged (:func:`merge_start`)."""
+    x = as_points(x)
+    max_k = max(1, min(max_k, len(x)))
+    models = covariance_models(x)
+    ks: list[int] = []
+    fits: dict[str, list[GaussianMixture]] = {model: [] for model in models}
+    best = 1
+    previous: GaussianMixture | None = None  # the best full fit at k - 1, which split_start cuts
+    for k in range(1, max_k + 1):
+        ks.append(k)
+        partitions = starts(x, k, seed, SELECT_RESTARTS, f"{stream}/k{k}/", models)
+        split = split_start(x, previous, seed, f"{stream}/k{k}/") if previous is not None else None
+        for model in models:
+            # a diagonal model is fitted in the data's own axes: the whitened and split starts serve the full one
+            tried = partitions + ([split] if split else []) if model == "full" else partitions[:1]
+            fits[model].append(min((fit_gmm(x, *p, covariance=model) for p in tried), key=_criterion))
+            if model == "full":
+                previous = None if fits[model][-1].degenerate else fits[model][-1]
+        best = min(ks, key=lambda j: min(_criterion(fits[m][j - 1]) for m in models))
+        if k - best >= max(PATIENCE_MIN, best // 2):
+            break
+    if "full" in models:
+        # Downwards: each full fit of k clusters with its two closest components merged starts EM
+        # at k - 1 (a tight spike inside a broad cluster: k-means halves the broad one, and only
+        # the fit with three, spike found, merges into the right two). Not for the diagonal model:
+        # its fits may keep one-point clusters (an outlier is one), and merging from them finds
+        # better-scored fits with more such clusters: 30 points in 3 clusters became 4 to 6.
+        for k in reversed(ks[1:]):
+            merged = merge_start(x, fits["full"][k - 1])
+            if merged is not None:
+                fit = fit_gmm(x, *merged, covariance="full")
+                if _criterion(fit) < _criterion(fits["full"][k - 2]):
+                    fits["full"][k - 2] = fit
+    curves = {model: [_criterion(f) for f in fits[model]] for model in models}
+    best, best_model = min(((k, m) for k in ks for m in models), key=lambda km: (curves[km[1]][km[0] - 1], km[0]))
+    return Selection(best, ks, curves, len(x), max_k, best_model, mixture=fits[best_model][best - 1])

@@ -1,0 +1,223 @@
+"""A Gaussian mixture with diagonal or full covariances, fitted by EM from a hard partition
+(k-means'), and read back from a prepared ``meta.json``'s ``modes``.
+
+Full covariances hold a tilted or correlated cluster as one component, where a diagonal mixture
+(not rotation-invariant) needs many; :mod:`gancore.cluster_selection` lets BIC choose between
+them. Computed in float64: tight clusters (sigma 0.01) need the digits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gancore.clustering import CHUNK, EXACT_DIMS, as_points
+
+# EM starts from k-means, near a fixed point already; BIC compares likelihoods that differ by
+# hundreds of nats between neighbouring k, so 1e-5 nats per point is far below what could move the
+# choice.
+EM_ITERS = 50
+EM_TOL = 1e-5
+# Variance floor of a component, relative to the data's mean per-dimension variance: a cluster of
+# repeated points would otherwise have zero variance and unbounded likelihood.
+VARIANCE_FLOOR = 1e-6
+
+# Full covariances are a candidate model up to this many dimensions (the exact, float64 regime):
+# beyond it their d(d+1)/2 parameters per cluster outgrow the few thousand points BIC is taken on,
+# and EM's d x d updates per component outgrow the diagonal ones' cost by d.
+FULL_COVARIANCE_DIMS = EXACT_DIMS
+COVARIANCE_MODELS = ("diag", "full")
+
+
+def outer_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row's outer product with itself, flattened: [N, d * d]."""
+    return (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+
+
+@dataclass
+class GaussianMixture:
+    """A fitted mixture of Gaussians: diagonal covariances (``variances``), or full ones
+    (``covariances`` [k, d, d], whose diagonals ``variances`` then hold)."""
+
+    weights: torch.Tensor  # [k]
+    means: torch.Tensor  # [k, d]
+    variances: torch.Tensor  # [k, d]
+    log_likelihood: float  # total over the fitted points
+    n: int
+    covariances: torch.Tensor | None = None  # [k, d, d] for a full-covariance mixture
+
+    @property
+    def k(self) -> int:
+        return len(self.weights)
+
+    @property
+    def covariance(self) -> str:
+        return "diag" if self.covariances is None else "full"
+
+    @property
+    def parameters(self) -> int:
+        k, d = self.means.shape
+        return (k - 1) + k * d + (k * d * (d + 1) // 2 if self.covariances is not None else k * d)
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.log_likelihood + self.parameters * math.log(self.n)
+
+    def squared_mahalanobis(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mu_k)^T Sigma_k^-1 (x - mu_k) for every point and component: [N, k]."""
+        x = x.to(self.means.dtype)
+        if self.covariances is None:
+            precision = 1.0 / self.variances  # [k, d]
+            # sum_d (x - mu)^2 / var as matrix products (float64: no cancellation worth noting)
+            return (x * x) @ precision.T - 2.0 * x @ (self.means * precision).T + (self.means**2 * precision).sum(1)[None]
+        # x^T P x - 2 x^T P mu + mu^T P mu as matrix products, as the diagonal case: the [k, d, N]
+        # triangular solves' strided sums were most of EM's time
+        # (in row chunks: the outer products are [N, d * d])
+        k, d = self.means.shape
+        precision = torch.cholesky_inverse(torch.linalg.cholesky(self.covariances)).reshape(k, d * d)
+        pm = (precision.reshape(k, d, d) @ self.means[:, :, None])[:, :, 0]  # [k, d]
+        rows = [outer_rows(c) @ precision.T - 2.0 * c @ pm.T for c in x.split(CHUNK)]
+        return (torch.cat(rows) if rows else x.new_zeros(0, k)) + (self.means * pm).sum(1)[None]
+
+    @property
+    def degenerate(self) -> bool:
+        """A full covariance estimated from fewer points than d + 1 is singular: only the floor
+        holds it up, and the likelihood it buys (a component on one or two points of 30 in 2-D)
+        outbids BIC's price, which counts parameters, not the points they stand on."""
+        d = self.means.shape[1]
+        return self.covariances is not None and self.n > 0 and float(self.weights.min()) * self.n < d + 1
+
+    def log_det(self) -> torch.Tensor:
+        """log |Sigma_k| per component: [k]."""
+        if self.covariances is None:
+            return torch.log(self.variances).sum(1)
+        return 2.0 * torch.log(torch.diagonal(torch.linalg.cholesky(self.covariances), dim1=1, dim2=2)).sum(1)
+
+    def log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """log(w_k N(x | mu_k, Sigma_k)) for every point and component: [N, k]."""
+        d = x.shape[1]
+        maha = self.squared_mahalanobis(x)
+        return torch.log(self.weights)[None] - 0.5 * (maha + self.log_det()[None] + d * math.log(2 * math.pi))
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_joint(as_points(x)).argmax(1)
+
+    def to(self, device: str | torch.device) -> GaussianMixture:
+        cov = None if self.covariances is None else self.covariances.to(device)
+        return GaussianMixture(self.weights.to(device), self.means.to(device), self.variances.to(device), self.log_likelihood, self.n, cov)
+
+    def as_modes(self) -> dict[str, Any]:
+        """The mixture as ``meta.json``'s ``modes`` keys (``covariances`` only for a full one)."""
+        out: dict[str, Any] = {"weights": self.weights.tolist(), "means": self.means.tolist(), "variances": self.variances.tolist()}
+        if self.covariances is not None:
+            out["covariances"] = self.covariances.tolist()
+        return out
+
+
+def mixture_problem(weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor, covariances: torch.Tensor | None) -> str | None:
+    """What makes these a mixture's parameters no longer (a hand-edited ``meta.json``), or None."""
+    if means.dim() != 2 or not len(means):
+        return f"means must be [K, d], got {list(means.shape)}"
+    k, d = means.shape
+    if weights.shape != (k,) or not bool((weights > 0).all()):
+        return f"weights must be [K] = [{k}] and positive, got {list(weights.shape)}"
+    if variances.shape != (k, d) or not bool((variances > 0).all()):
+        return f"variances must be [K, d] = {[k, d]} and positive, got {list(variances.shape)}"
+    if covariances is not None:
+        if covariances.shape != (k, d, d):
+            return f"covariances must be [K, d, d] = {[k, d, d]}, got {list(covariances.shape)}"
+        if not torch.allclose(covariances, covariances.transpose(1, 2)) or bool(torch.linalg.cholesky_ex(covariances).info.any()):
+            return "covariances must be symmetric and positive definite"
+    return None
+
+
+def mixture_from_modes(modes: dict[str, Any]) -> GaussianMixture | None:
+    """The fitted mixture a ``meta.json``'s ``modes`` record (``means`` with ``variances``, and
+    ``covariances`` when full; uniform weights when none are given); None for known centres.
+    Raises ValueError naming what is malformed."""
+    if not (modes.get("means") and modes.get("variances")):
+        return None
+    means = torch.as_tensor(modes["means"], dtype=torch.float64)
+    k = len(means)
+    variances = torch.as_tensor(modes["variances"], dtype=torch.float64)
+    weights = modes.get("weights")
+    w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    cov = modes.get("covariances")
+    covariances = None if cov is None else torch.as_tensor(cov, dtype=torch.float64)
+    problem = mixture_problem(w, means, variances, covariances)
+    if problem:
+        raise ValueError(f"meta.json modes: {problem}; run `gan prepare` again")
+    return GaussianMixture(w, means, variances, 0.0, 0, covariances)
+
+
+def fit_gmm(
+    x: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, iters: int = EM_ITERS, covariance: str = "diag"
+) -> GaussianMixture:
+    """EM for a Gaussian mixture (``covariance``: diag or full) started from a hard partition
+    (e.g. k-means). The variance floor is added to a full covariance's diagonal, as scikit-learn's
+    ``reg_covar``, and a covariance that rounding still leaves short of positive definite (a
+    component on points that are all the same) has its eigenvalues raised to the floor. EM runs on
+    the data centred on their mean (moments about the origin, E[x x^T] - mu mu^T, lose the digits
+    the data's offset takes) and the means are moved back."""
+    if covariance not in COVARIANCE_MODELS:
+        raise ValueError(f"covariance must be one of {', '.join(COVARIANCE_MODELS)}, got {covariance!r}")
+    x = as_points(x).double()
+    n, d = x.shape
+    k = len(centers)
+    spread = float(x.var(dim=0).mean()) if n > 1 else 0.0
+    floor = VARIANCE_FLOOR * (spread if spread > 0 else 1.0)  # identical points: any scale is theirs
+    offset = x.mean(0)
+    x = x - offset
+    resp = torch.zeros(n, k, dtype=torch.float64)
+    resp[torch.arange(n), labels] = 1.0
+    previous = -math.inf
+    gmm = None
+    for _ in range(iters):
+        counts = resp.sum(0) + 1e-12
+        means = resp.T @ x / counts[:, None]
+        if covariance == "full":
+            covariances = _full_covariances(x, resp, counts, means, floor)
+            gmm = GaussianMixture(counts / n, means, torch.diagonal(covariances, dim1=1, dim2=2).clone(), 0.0, n, covariances)
+        else:
+            variances = ((resp.T @ (x * x)) / counts[:, None] - means**2).clamp_min(floor)
+            gmm = GaussianMixture(counts / n, means, variances, 0.0, n)
+        # logsumexp and the responsibilities from one exp (the E-step's cost is its exps). Below
+        # -700 a term is under 1e-304 of the peak's and changes nothing, but exp's underflow path
+        # is 15-30x slower than its normal one: clamped, EM on tight 2-D clusters ran 3x faster.
+        joint = gmm.log_joint(x)
+        peak = joint.amax(1, keepdim=True)
+        resp = torch.exp((joint - peak).clamp_min_(-700.0))
+        mass = resp.sum(1, keepdim=True)
+        gmm.log_likelihood = float((peak + torch.log(mass)).sum())
+        resp /= mass
+        if gmm.log_likelihood / n - previous < EM_TOL:
+            break
+        previous = gmm.log_likelihood / n
+    assert gmm is not None
+    gmm.means = gmm.means + offset
+    return gmm
+
+
+def _full_covariances(x: torch.Tensor, resp: torch.Tensor, counts: torch.Tensor, means: torch.Tensor, floor: float) -> torch.Tensor:
+    """The M-step's covariances [k, d, d] (in row chunks: the outer products are [N, d * d]),
+    symmetric and positive definite."""
+    k, d = means.shape
+    second = sum((r.T @ outer_rows(c) for r, c in zip(resp.split(CHUNK), x.split(CHUNK))), torch.zeros(k, d * d, dtype=x.dtype))
+    eye = torch.eye(d, dtype=x.dtype)
+    cov = (second / counts[:, None]).reshape(k, d, d) - means[:, :, None] * means[:, None, :] + floor * eye
+    cov = (cov + cov.transpose(1, 2)) / 2
+    bad = torch.linalg.cholesky_ex(cov).info != 0
+    if bad.any():
+        values, vectors = torch.linalg.eigh(cov[bad])
+        cov[bad] = vectors @ torch.diag_embed(values.clamp_min(floor)) @ vectors.transpose(1, 2)
+        cov[bad] = (cov[bad] + cov[bad].transpose(1, 2)) / 2
+    return cov
+
+
+def covariance_models(x: torch.Tensor) -> tuple[str, ...]:
+    """The covariance models worth trying on ``x``: full ones only where they differ from diagonal
+    ones (d >= 2) and stay affordable (d <= :data:`FULL_COVARIANCE_DIMS`)."""
+    return COVARIANCE_MODELS if 2 <= x.shape[1] <= FULL_COVARIANCE_DIMS else ("diag",)
