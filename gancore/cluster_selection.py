@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from gancore.clustering import as_points, centres_of, kmeans, kmeans_best, whitened
-from gancore.gaussian_mixture import VARIANCE_FLOOR, GaussianMixture, covariance_models, fit_gmm
+from gancore.gaussian_mixture import GaussianMixture, covariance_models, fit_gmm, variance_floor
 
 SELECT_RESTARTS = 3
 # The scan over k stops once this many k past the best one have not improved on it (at least
@@ -52,13 +52,12 @@ def starts(
     the data's orientation."""
     out = [kmeans_best(x, k, seed, restarts, stream)]
     if "full" in models and k > 1:
-        _, labels = kmeans_best(whitened(x), k, seed, restarts, f"{stream}whitened/")
-        counts = torch.bincount(labels, minlength=k).clamp_min(1)
-        out.append((torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x) / counts[:, None].to(x.dtype), labels))
+        _, labels = kmeans_best(whitened(x), k, seed, restarts, f"{stream}/whitened/")
+        out.append((centres_of(x, labels, k), labels))
     return out
 
 
-def _hard_log_likelihood(x: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+def _hard_log_likelihood(x: torch.Tensor, labels: torch.Tensor, k: int, floor: float) -> float:
     """The log-likelihood of a hard partition, each part its own full Gaussian at its maximum
     (m points: -m/2 (d log 2 pi + log |S| + d)) and the parts mixed by their shares; up to the
     terms every partition of the same points shares."""
@@ -67,7 +66,7 @@ def _hard_log_likelihood(x: torch.Tensor, labels: torch.Tensor, k: int) -> float
         part = x[labels == j]
         m = len(part)
         centred = part - part.mean(0)
-        cov = centred.T @ centred / m + VARIANCE_FLOOR * torch.eye(x.shape[1], dtype=x.dtype)
+        cov = centred.T @ centred / m + floor * torch.eye(x.shape[1], dtype=x.dtype)
         total += m * math.log(m / len(x)) - 0.5 * m * float(torch.linalg.slogdet(cov)[1])
     return total
 
@@ -80,6 +79,7 @@ def split_start(x: torch.Tensor, gmm: GaussianMixture, seed: int, stream: str) -
     the pair across); each component's own covariance is the pair's."""
     labels = gmm.predict(x)
     d = x.shape[1]
+    floor = variance_floor(x)
     best: tuple[float, torch.Tensor, torch.Tensor] | None = None
     for j in range(gmm.k):
         members = (labels == j).nonzero()[:, 0]
@@ -89,7 +89,7 @@ def split_start(x: torch.Tensor, gmm: GaussianMixture, seed: int, stream: str) -
         _, halves = kmeans(whitened(points), 2, seed, stream=f"{stream}split{j}")
         if int(halves.min()) == int(halves.max()):
             continue
-        gain = _hard_log_likelihood(points, halves, 2) - _hard_log_likelihood(points, torch.zeros_like(halves), 1)
+        gain = _hard_log_likelihood(points, halves, 2, floor) - _hard_log_likelihood(points, torch.zeros_like(halves), 1, floor)
         if best is None or gain > best[0]:
             best = (gain, members, halves)
     if best is None:
@@ -119,7 +119,7 @@ def merge_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, to
     if gmm.covariances is None:
         merged = torch.diag_embed(torch.diagonal(merged, dim1=1, dim2=2))
     logdet = torch.linalg.slogdet(cov)[1]
-    cost = ww * torch.linalg.slogdet(merged + VARIANCE_FLOOR * torch.eye(d, dtype=cov.dtype))[1] - wa * logdet[a] - wb * logdet[b]
+    cost = ww * torch.linalg.slogdet(merged + variance_floor(x) * torch.eye(d, dtype=cov.dtype))[1] - wa * logdet[a] - wb * logdet[b]
     pick = int(cost.argmin())
     keep, drop = int(a[pick]), int(b[pick])
     labels = gmm.predict(x)
@@ -131,9 +131,10 @@ def merge_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, to
 def fit_mixture(
     x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, covariance: str = "auto", start: GaussianMixture | None = None
 ) -> GaussianMixture:
-    """The mixture of ``k`` components on ``x`` of lowest BIC, EM from each of :func:`starts`
-    (and from ``start``'s partition of ``x``: the fit the count was chosen with, on a subset):
-    ``covariance`` diag or full, or ``auto`` for either."""
+    """The mixture of ``k`` components on ``x`` of lowest BIC: ``covariance`` diag or full, or
+    ``auto`` for either. The diagonal model starts from k-means in the data's axes; the full one
+    also from the other :func:`starts` and from ``start``'s partition of ``x`` (the fit the count
+    was chosen with, on a subset)."""
     x = as_points(x)
     models = covariance_models(x) if covariance == "auto" else (covariance,)
     partitions = starts(x, k, seed, restarts, stream, models)
@@ -183,7 +184,8 @@ class Selection:
     def as_dict(self) -> dict[str, Any]:
         return {
             "criterion": f"BIC of a Gaussian mixture ({' or '.join(self.curves)} covariances; EM from the best of "
-            f"{SELECT_RESTARTS} k-means++ runs), minimised over k = 1..{self.max_k} and the covariance model",
+            f"{SELECT_RESTARTS} k-means++ runs, full covariances also from whitened k-means, split and merged fits), "
+            f"minimised over k = 1..{self.max_k} and the covariance model",
             "chosen": self.k,
             "covariance": self.covariance,
             "k": self.ks,
@@ -201,10 +203,11 @@ def _rounded(curve: list[float]) -> list[float | None]:
 
 def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clusters/select") -> Selection:
     """The number of clusters in ``x`` [N, d] and their covariance model (diagonal, or full up to
-    :data:`FULL_COVARIANCE_DIMS` dimensions) minimising BIC over k = 1..``max_k``. At each k both
-    models start from the same partitions (:func:`starts`; the full one also from
-    :func:`split_start`), each keeps its best fit, and a downward pass starts each full fit of k
-    from the full fit of k + 1 with two components merged (:func:`merge_start`)."""
+    :data:`~gancore.gaussian_mixture.FULL_COVARIANCE_DIMS` dimensions) minimising BIC over
+    k = 1..``max_k``. At each k the diagonal model starts from k-means in the data's axes; the full
+    one also from the other :func:`starts` and :func:`split_start`; each keeps its best fit, and a
+    downward pass starts each full fit of k from the full fit of k + 1 with two components merged
+    (:func:`merge_start`)."""
     x = as_points(x)
     max_k = max(1, min(max_k, len(x)))
     models = covariance_models(x)
@@ -226,11 +229,12 @@ def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clust
         if k - best >= max(PATIENCE_MIN, best // 2):
             break
     if "full" in models:
-        # Downwards: each full fit of k clusters with its two closest components merged starts EM
-        # at k - 1 (a tight spike inside a broad cluster: k-means halves the broad one, and only
-        # the fit with three, spike found, merges into the right two). Not for the diagonal model:
-        # its fits may keep one-point clusters (an outlier is one), and merging from them finds
-        # better-scored fits with more such clusters: 30 points in 3 clusters became 4 to 6.
+        # Downwards: each full fit of k clusters, with the two components merged that lose the
+        # least likelihood by it, starts EM at k - 1 (a tight spike inside a broad cluster: k-means
+        # halves the broad one, and only the fit with three, spike found, merges into the right
+        # two). Not for the diagonal model: its fits may keep one-point clusters (an outlier is
+        # one), and merging from them finds better-scored fits with more such clusters: 30 points
+        # in 3 clusters became 4 to 6.
         for k in reversed(ks[1:]):
             merged = merge_start(x, fits["full"][k - 1])
             if merged is not None:

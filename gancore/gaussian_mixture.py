@@ -153,6 +153,13 @@ def mixture_from_modes(modes: dict[str, Any]) -> GaussianMixture | None:
     return GaussianMixture(w, means, variances, 0.0, 0, covariances)
 
 
+def variance_floor(x: torch.Tensor) -> float:
+    """:data:`VARIANCE_FLOOR` in ``x``'s units: times its mean per-column variance (1 for
+    identical points, where any scale is theirs), so that no choice depends on the data's units."""
+    spread = float(x.var(dim=0).mean()) if len(x) > 1 else 0.0
+    return VARIANCE_FLOOR * (spread if spread > 0 else 1.0)
+
+
 def fit_gmm(
     x: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, iters: int = EM_ITERS, covariance: str = "diag"
 ) -> GaussianMixture:
@@ -167,8 +174,7 @@ def fit_gmm(
     x = as_points(x).double()
     n, d = x.shape
     k = len(centers)
-    spread = float(x.var(dim=0).mean()) if n > 1 else 0.0
-    floor = VARIANCE_FLOOR * (spread if spread > 0 else 1.0)  # identical points: any scale is theirs
+    floor = variance_floor(x)
     offset = x.mean(0)
     x = x - offset
     resp = torch.zeros(n, k, dtype=torch.float64)

@@ -257,7 +257,7 @@ class MixtureGenerator(nn.Module):
             scales, shifts = buffers.pop("scales", None), buffers.get("shifts")
             matrices = None
             if scales is not None and shifts is not None:
-                matrices = scales[:, None, None] * torch.eye(shifts.shape[1], dtype=scales.dtype)
+                matrices = scales[:, None, None] * torch.eye(shifts.shape[1], dtype=scales.dtype, device=scales.device)
             self.register_buffer("matrices", matrices)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

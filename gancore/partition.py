@@ -6,12 +6,14 @@
   from k-means, in the data's coordinates (vectors) or the leading principal components of the
   pixels (images). ``mixture.parts: auto`` (the default) takes the number of clusters that
   minimises BIC over 1..``mixture.max_parts`` (:func:`gancore.cluster_selection.select_clusters`), so no
-  part count is ever given for a data set; the curve it was chosen from is kept in
-  ``mixture.json``, ``meta.json`` and ``parts_selection.png``.
+  part count is ever given for a data set; BIC chooses diagonal or full covariances with it, and
+  the curves (one per model) are kept in ``mixture.json``, ``meta.json`` and
+  ``parts_selection.png``.
 
 Each part becomes a prepared data set of its own under ``data/prepared/parts/partNN/`` (its test
 split: the held-out examples of its cluster or class); vector parts are centred and scaled to unit
-spread, and sampling maps them back.
+spread (a fitted cluster's part: its principal axes, each at unit spread), and sampling maps them
+back.
 """
 
 from __future__ import annotations
@@ -210,20 +212,9 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
         if not own_test:  # a part no held-out point falls in: score it on the whole test split
             test_mask = torch.ones(len(data.test), dtype=torch.bool)
         train, test, meta = data.train[mask], data.test[test_mask], dict(data.meta)
-        affine: dict[str, Any] = {"shift": [0.0] * (train.shape[1] if data.kind == "vector" else 0), "scale": 1.0}
+        affine: dict[str, Any] = {"shift": [], "scale": 1.0}
         if data.kind == "vector":
-            # Each part trains on its own points centred and scaled to unit spread: a GAN learns a
-            # blob at the origin fast and precisely, wherever the part lies (grid25 reaches +-4 at
-            # sigma 0.05). Sampling maps the part back (x * scale + shift, or x @ matrix^T + shift).
-            shift_t, back = part_normalisation(train, whiten=bool((meta.get("modes") or {}).get("estimated")))
-            forward = torch.linalg.inv(back)
-            affine = {"shift": shift_t.tolist(), "scale": float(back[0, 0]) if _is_scalar(back) else 1.0}
-            if not _is_scalar(back):
-                affine["matrix"] = back.tolist()
-            train, test = _affine(train, shift_t, forward), _affine(test, shift_t, forward)
-            meta = _normalised_meta(meta, shift_t, forward)
-            if "matrix" in affine and meta.get("value_range"):
-                meta["value_range"] = _own_range(train, test)
+            train, test, meta, affine = _normalise_part(train, test, meta)
         part = PreparedData(
             meta={
                 **meta,
@@ -276,15 +267,40 @@ def plot_selection(selection: dict[str, Any], path: Any, name: str) -> None:
     save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
+def _normalise_part(
+    train: torch.Tensor, test: torch.Tensor, meta: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], dict[str, Any]]:
+    """A vector part in its normalised coordinates: (train, test, meta, the affine record).
+
+    Each part trains on its own points centred and scaled to unit spread: a GAN learns a blob at
+    the origin fast and precisely, wherever the part lies (grid25 reaches +-4 at sigma 0.05).
+    Sampling maps the part back: x * scale + shift, or x @ matrix^T + shift for a whitened part
+    (whose record has the matrix and no scale)."""
+    shift, back = part_normalisation(train, whiten=bool((meta.get("modes") or {}).get("estimated")))
+    forward = torch.linalg.inv(back)
+    affine: dict[str, Any] = {"shift": shift.tolist()}
+    if _is_scalar(back):
+        affine["scale"] = float(back[0, 0])
+    else:
+        affine["matrix"] = back.tolist()
+    train, test = _affine(train, shift, forward), _affine(test, shift, forward)
+    had_range = bool(meta.get("value_range"))
+    meta = _normalised_meta(meta, shift, forward)
+    if "matrix" in affine and had_range:
+        meta["value_range"] = _own_range(train)
+        meta["value_range_definition"] = "the part's training points' range +- 5 % on its principal axes (each at unit spread)"
+    return train, test, meta, affine
+
+
 def part_normalisation(train: torch.Tensor, whiten: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(shift [d], back-map [d, d]) of a vector part: the data are x = back @ z + shift for the
     part's normalised z. Known round modes (ring8, grid25; their protocol's sigma is one number):
     a scale, the part's RMS spread, times the identity. A fitted mixture's part (``whiten``): its
     principal axes, each scaled to unit spread, so that the GAN learns a round blob whatever the
     cluster's shape. A thin cluster (sds 8 and 0.4 at 45 degrees) scaled by one number was a
-    line of spread 0.05 across, which part GANs drew at a half to two fifths of that width. Only
+    line of spread 0.07 across, which part GANs drew at a half to two fifths of that width. Only
     from :data:`WHITEN_POINTS_PER_DIM` points per dimension and more: from few, the smallest
-    sample variances fall well short of the true ones (10 points in 10-D: held-out points lay at
+    sample variances fall well short of the true ones (12 points in 10-D: held-out points lay at
     5 times the training points' distance from the centre, whitened), and the part's held-out
     figures would read that as the generator's or D's doing."""
     x = train.double()
@@ -301,12 +317,12 @@ def part_normalisation(train: torch.Tensor, whiten: bool) -> tuple[torch.Tensor,
     return shift, scale * torch.eye(d, dtype=torch.float64)
 
 
-def _own_range(train: torch.Tensor, test: torch.Tensor) -> list[float]:
-    """A whitened part's value range: its own points' extent widened by 5 % on each side (the
+def _own_range(train: torch.Tensor) -> list[float]:
+    """A whitened part's value range: its training points' extent widened by 5 % on each side (the
     data's box turned into the part's axes spans the thin axis' 1/sd: a tilted cluster's points
-    filled 5 % of its pictures)."""
-    both = torch.cat([train, test]).double()
-    lo, hi = float(both.min()), float(both.max())
+    filled 5 % of its pictures; a part without held-out points of its own is scored on the whole
+    test split, which lies far out on its axes)."""
+    lo, hi = float(train.double().min()), float(train.double().max())
     margin = 0.05 * (hi - lo or 1.0)
     return [lo - margin, hi + margin]
 
@@ -351,12 +367,12 @@ def _normalised_meta(meta: dict[str, Any], shift: torch.Tensor, forward: torch.T
         if modes.get("covariances") or not _is_scalar(forward):  # a turned diagonal covariance is full
             modes["covariances"] = ((cov + cov.transpose(1, 2)) / 2).tolist()
     out = {**meta, "modes": modes}
-    if meta.get("value_range"):
-        # the box [lo, hi]^d mapped forward, bounded per coordinate, and one range over all
+    if meta.get("value_range") and _is_scalar(forward):
         lo, hi = meta["value_range"]
-        reach = forward.abs() @ torch.full_like(shift, (hi - lo) / 2)
-        centre = forward @ ((lo + hi) / 2 - shift)
-        out["value_range"] = [float((centre - reach).min()), float((centre + reach).max())]
+        scale = float(forward[0, 0])
+        out["value_range"] = [(lo - float(shift.max())) * scale, (hi - float(shift.min())) * scale]
+    else:  # a whitened part's range is its own points' (_own_range): the data's box, turned, is far wider
+        out.pop("value_range", None)
     return out
 
 

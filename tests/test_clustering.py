@@ -243,3 +243,19 @@ def test_a_tight_spike_inside_a_broad_cluster_is_two_clusters():
     sel = select_clusters(x, 50, 0)
     assert sel.k == 2 and sel.mixture is not None
     assert sorted(round(w, 2) for w in sel.mixture.weights.tolist()) == pytest.approx([0.15, 0.85], abs=0.02)
+
+
+def test_the_count_does_not_depend_on_the_data_s_units():
+    """Every variance floor is relative to the data's spread. The split and merge starts had an
+    absolute one (1e-6): benchmarks/collapse.py's tilted file (two thin clusters at 45 degrees
+    beside a round one), standardised and then in units 1e4 times larger, was 2 clusters, not 3."""
+    g = torch.Generator().manual_seed(2026)
+    labels = torch.multinomial(torch.tensor([0.4, 0.4, 0.2]), 1500, replacement=True, generator=g)
+    along = 8 * torch.randn(1500, generator=g, dtype=torch.float64)
+    across = 0.4 * torch.randn(1500, generator=g, dtype=torch.float64) + torch.where(labels == 0, -2.0, 2.0).double()
+    x = torch.stack([along - across, along + across], 1) / math.sqrt(2)
+    round_ = labels == 2
+    x[round_] = torch.tensor([20.0, -20.0], dtype=torch.float64) + torch.randn(int(round_.sum()), 2, generator=g, dtype=torch.float64)
+    x = (x - x.mean(0)) / x.std(0)
+    found = {scale: select_clusters(x * scale, 5, 0) for scale in (1.0, 1e-4, 1e4)}
+    assert {(s.k, s.covariance) for s in found.values()} == {(3, "full")}

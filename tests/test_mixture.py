@@ -234,7 +234,7 @@ def test_a_part_s_monitor_judges_it_on_its_own_modes(cli_mixture):
 
 def test_a_fitted_cluster_s_part_is_whitened_and_maps_back_exactly():
     """A part of a points file's cluster trains on its principal axes at unit spread (a thin tilted
-    cluster scaled by one number was a line 0.05 wide, which part GANs drew at half that width:
+    cluster scaled by one number was a line 0.07 wide, which part GANs drew at half that width:
     `intra_mode_collapse` on 4 of 5 seeds of benchmarks/collapse.py --data tilted, 5/5 healthy
     now). The map back is exact, the part's modes move with it (the same assignments and
     Mahalanobis distances), and the served mixture applies the same map."""
@@ -255,9 +255,6 @@ def test_a_fitted_cluster_s_part_is_whitened_and_maps_back_exactly():
     moved = mixture_from_modes(_normalised_meta({"modes": mixture.as_modes()}, shift, forward)["modes"])
     assert moved is not None
     assert torch.allclose(moved.squared_mahalanobis(z), mixture.squared_mahalanobis(x), rtol=1e-8)
-    # the value range (one interval for every coordinate) still holds every point, turned
-    lo, hi = _normalised_meta({"value_range": [float(x.min()), float(x.max())]}, shift, forward)["value_range"]
-    assert lo <= float(z.min()) and float(z.max()) <= hi
     # known round modes (ring8's sigma is one number) are only scaled, as before
     shift_r, back_r = part_normalisation(x, whiten=False)
     assert torch.allclose(back_r, back_r[0, 0] * torch.eye(2, dtype=torch.float64))

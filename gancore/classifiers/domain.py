@@ -92,7 +92,7 @@ def _fit_gaussian(data: PreparedData, start: float) -> dict[str, Any]:
     estimated = bool((data.meta.get("modes") or {}).get("estimated"))
     info: dict[str, Any] = {
         "kind": "gaussian_posterior",
-        "definition": "posterior of the Gaussian mixture fitted to the training data (meta.modes: weights, means, variances)"
+        "definition": "posterior of the Gaussian mixture fitted to the training data (meta.modes: weights, means, variances; covariances when full)"
         if estimated
         else "exact posterior over the mixture centres (meta.modes.centers, sigma; equal priors)",
         "num_classes": classifier.num_classes,

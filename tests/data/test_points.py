@@ -100,16 +100,16 @@ def test_values_that_overflow_the_statistics_are_refused_naming_the_column(tmp_p
 
 
 def test_a_cluster_count_capped_at_max_parts_is_said(tmp_path):
-    """20 separated blobs with mixture.max_parts=10: the points' modes were capped at 10 silently,
+    """20 separated blobs with mixture.max_parts=5: the points' modes were capped at 5 silently,
     where grid25 prints the warning (its parts are chosen in the partition)."""
     from gancore.data.points import prepare_points
 
     rng = np.random.default_rng(0)
     centres = rng.uniform(-100, 100, (20, 2))
     np.save(tmp_path / "blobs.npy", (centres[rng.integers(0, 20, 2000)] + rng.normal(0, 0.5, (2000, 2))).astype(np.float32))
-    with pytest.warns(UserWarning, match="BIC was still falling at mixture.max_parts=10"):
-        data = prepare_points(str(tmp_path / "blobs.npy"), 0, None, None, 10)
-    assert data.meta["modes"]["count"] == 10 and data.meta["modes"]["selection"]["at_limit"]
+    with pytest.warns(UserWarning, match="BIC was still falling at mixture.max_parts=5"):
+        data = prepare_points(str(tmp_path / "blobs.npy"), 0, None, None, 5)
+    assert data.meta["modes"]["count"] == 5 and data.meta["modes"]["selection"]["at_limit"]
 
 
 def test_gan_prepare_exits_2_on_a_missing_file_and_writes_nothing(tmp_path):
@@ -274,15 +274,21 @@ def test_tilted_clusters_are_two_modes_and_two_parts_through_the_pipeline(tmp_pa
     modes = load_prepared(layout.prepared).meta["modes"]
     assert modes["count"] == 2 and modes["selection"]["covariance"] == "full"
     assert np.array(modes["covariances"]).shape == (2, 2, 2)
-    assert (
-        json.loads((layout.prepared / "mixture.json").read_text())["parts"]
-        and len(json.loads((layout.prepared / "mixture.json").read_text())["parts"]) == 2
-    )
+    manifest = json.loads((layout.prepared / "mixture.json").read_text())
+    assert len(manifest["parts"]) == 2 and all(p["matrix"] and "scale" not in p for p in manifest["parts"])
     part = load_prepared(layout.part(0).prepared)
     assert part.meta["part"]["matrix"]  # whitened: the cluster's axes at unit spread
-    lo, hi = part.meta["value_range"]  # the part's own points' extent, for its pictures
-    assert lo <= float(part.train.min()) and float(part.train.max()) <= hi and hi - lo < 20
+    # the part's own points' extent, for its pictures: unit spread on each axis, about 1,350
+    # points, so about +-3.5 (the data's box turned into the part's axes was +-73)
+    lo, hi = part.meta["value_range"]
+    assert lo <= float(part.train.min()) and float(part.train.max()) <= hi and hi - lo < 10
     for stage in ("train", "sample", "evaluate", "diagnose"):
         run_stage(stage, params, layout)
+    # the samples are back in the data's coordinates: each part's back-map puts them along the
+    # clusters' long axis (a wrong or transposed map would turn them off it)
+    samples = torch.load(layout.samples_file, weights_only=True)["x"].double()
+    real = load_prepared(layout.prepared).train.double()
+    axis = lambda x: torch.linalg.eigh(torch.cov(x.T))[1][:, -1]  # noqa: E731
+    assert abs(float(axis(samples) @ axis(real))) > 0.95  # 40 steps per part: where, not how well
     report = json.loads(layout.diagnose_json.read_text())
     assert report["modes_total"] == 2 and report["mode_protocol"].startswith("gaussian_2d (full covariances)")
