@@ -212,7 +212,8 @@ class AugmentParams(_Section):
         0.05,
         gt=0,
         allow_inf_nan=False,
-        description="jitter: the noise's standard deviation, as a share of each coordinate's in the training data",
+        description="jitter: the noise's standard deviation, as a share of each coordinate's spread within the data's modes "
+        "(the whole training data's when the modes are unknown)",
     )
 
 

@@ -48,7 +48,7 @@ from gancore.modelio import build_pair, output_problem, resolve_architecture
 from gancore.names import parse_policy
 from gancore.training import distributed
 from gancore.training.augment import STREAM as AUGMENT_STREAM
-from gancore.training.augment import Augment
+from gancore.training.augment import Augment, jitter_scale
 from gancore.training.batches import BatchStream, use_resident
 from gancore.training.loop import BEST_FILE, ESTIMATE_STEPS, LoopState, TrainingLoop, lr_factor
 from gancore.training.monitor import CollapseMonitor
@@ -136,7 +136,7 @@ def _augment(params: Params, data: PreparedData, device: torch.device, world: di
     policy = parse_policy(a.policy)
     if not policy:
         return None
-    jitter = data.train.float().std(dim=0) * a.jitter if data.kind == "vector" and len(data.train) > 1 else None
+    jitter = jitter_scale(data) * a.jitter if data.kind == "vector" and len(data.train) > 1 else None
     # A sum over the ranks that leaves its input alone (all_reduce works in place).
     reduce = (lambda t: distributed.mean(t.clone()) * world.size) if world.distributed else None
     return Augment(

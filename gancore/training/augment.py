@@ -7,8 +7,8 @@ second remedy, "train on more diverse data", in its practical form.
   which leaves grey images alone as DiffAugment's does, contrast x0.5..1.5), ``translation`` (up to 1/8 of the side, zero padding), ``cutout`` (a square
   of half the side). ``geometric``, ``blit`` and ``ada_color``: ADA's geometric, pixel-blitting
   and colour groups (:mod:`.augment_ada`).
-  Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each coordinate's standard
-  deviation in the training data: a small blur in the data's own units).
+  Vectors: ``jitter`` (Gaussian noise of ``augment.jitter`` times each coordinate's spread within
+  the data's modes, :func:`jitter_scale`: a small blur in the modes' own units).
 * **Adaptive** (ADA, Karras et al. 2020, NVlabs/stylegan2-ada-pytorch): each transform is applied
   to each sample with probability p. Every ``augment.interval`` steps p moves by
   ``sign(r_t - augment.target) * (samples seen) / (augment.kimg * 1000)``, with
@@ -144,6 +144,25 @@ def in_layout_of(x: Tensor, out: Tensor) -> Tensor:
     ``false`` they are contiguous, as a plugin that views its batch needs."""
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def jitter_scale(data: Any) -> Tensor:
+    """Each coordinate's spread that ``jitter`` is a share of: within the data's modes when they
+    are known (a generating mixture's sigma; a fitted mixture's variances, pooled by weight), else
+    the whole training data's standard deviation, as for a mixture part (one cluster, so the two
+    agree). The whole data's spread is the modes' layout: on ring8 the default share blurred each
+    mode by 3.6 of its sigmas, for a single GAN."""
+    modes = data.meta.get("modes") or {}
+    d = data.train.shape[1]
+    if not data.meta.get("part"):
+        if modes.get("centers") and modes.get("sigma"):
+            return torch.full((d,), float(modes["sigma"]))
+        from gancore.gaussian_mixture import mixture_from_modes
+
+        mixture = mixture_from_modes(modes)
+        if mixture is not None:
+            return (mixture.weights[:, None] * mixture.variances).sum(0).sqrt().float()
+    return data.train.float().std(dim=0)
 
 
 class Augment:

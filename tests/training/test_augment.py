@@ -480,3 +480,23 @@ def test_unknown_or_misplaced_policies_exit_2(capsys, tmp_path):
         assert main(args) == 2
         assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_jitter_is_a_share_of_the_spread_within_the_modes():
+    """The whole data's spread is the modes' layout: on ring8 the default share (0.05 of each
+    coordinate's sd, 0.036) blurred every mode by 3.6 of its sigmas for a single GAN. It is a share
+    of the modes' own spread now: sigma for a generating mixture, the weight-pooled variances for a
+    fitted one; a mixture part (one cluster) and data without modes keep their own sd."""
+    from gancore.data.prepared import PreparedData
+    from gancore.training.augment import jitter_scale
+    from helpers import ring_data
+
+    ring = ring_data(n_train=2000)
+    assert torch.equal(jitter_scale(ring), torch.full((2,), 0.05))
+    assert float(ring.train.std(0).min()) > 10 * 0.05  # the layout's sd, what it was
+    fitted = {"weights": [0.75, 0.25], "means": [[0.0, 0.0], [5.0, 5.0]], "variances": [[1.0, 4.0], [9.0, 0.25]], "estimated": True}
+    points = PreparedData({**ring.meta, "modes": fitted}, ring.train, ring.test, None, None)
+    assert torch.allclose(jitter_scale(points), torch.tensor([(0.75 + 0.25 * 9.0) ** 0.5, (0.75 * 4 + 0.25 * 0.25) ** 0.5]))
+    part = PreparedData({**ring.meta, "part": {"index": 0}}, ring.train, ring.test, None, None)
+    unknown = PreparedData({**ring.meta, "modes": {}}, ring.train, ring.test, None, None)
+    assert torch.equal(jitter_scale(part), ring.train.float().std(0)) and torch.equal(jitter_scale(unknown), ring.train.float().std(0))
