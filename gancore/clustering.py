@@ -125,12 +125,18 @@ def kmeans_best(x: torch.Tensor, k: int, seed: int, restarts: int, stream: str) 
     return best[1], best[2]
 
 
+def principal_axes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x centred on its mean, the sample covariance's eigenvalues [d] ascending, its eigenvectors
+    as columns [d, d])."""
+    centred = x - x.mean(0)
+    values, vectors = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+    return centred, values, vectors
+
+
 def whitened(x: torch.Tensor) -> torch.Tensor:
     """``x`` in coordinates where its covariance is the identity (the principal axes, each scaled
     to unit spread; a direction without spread stays unscaled)."""
-    x = as_points(x)
-    centred = x - x.mean(0)
-    values, vectors = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+    centred, values, vectors = principal_axes(as_points(x))
     scale = torch.where(values > values.max() * 1e-12, values.clamp_min(1e-300).rsqrt(), torch.ones_like(values))
     return centred @ vectors * scale
 

@@ -68,19 +68,27 @@ class GaussianMixture:
 
     def squared_mahalanobis(self, x: torch.Tensor) -> torch.Tensor:
         """(x - mu_k)^T Sigma_k^-1 (x - mu_k) for every point and component: [N, k]."""
+        return self._mahalanobis_and_log_det(x)[0]
+
+    def _mahalanobis_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The squared Mahalanobis distances [N, k] and log |Sigma_k| [k], from one Cholesky
+        factorisation of the covariances."""
         x = x.to(self.means.dtype)
         if self.covariances is None:
             precision = 1.0 / self.variances  # [k, d]
             # sum_d (x - mu)^2 / var as matrix products (float64: no cancellation worth noting)
-            return (x * x) @ precision.T - 2.0 * x @ (self.means * precision).T + (self.means**2 * precision).sum(1)[None]
+            maha = (x * x) @ precision.T - 2.0 * x @ (self.means * precision).T + (self.means**2 * precision).sum(1)[None]
+            return maha, torch.log(self.variances).sum(1)
         # x^T P x - 2 x^T P mu + mu^T P mu as matrix products, as the diagonal case: the [k, d, N]
         # triangular solves' strided sums were most of EM's time
         # (in row chunks: the outer products are [N, d * d])
         k, d = self.means.shape
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(self.covariances)).reshape(k, d * d)
+        chol = torch.linalg.cholesky(self.covariances)
+        precision = torch.cholesky_inverse(chol).reshape(k, d * d)
         pm = (precision.reshape(k, d, d) @ self.means[:, :, None])[:, :, 0]  # [k, d]
         rows = [outer_rows(c) @ precision.T - 2.0 * c @ pm.T for c in x.split(CHUNK)]
-        return (torch.cat(rows) if rows else x.new_zeros(0, k)) + (self.means * pm).sum(1)[None]
+        maha = (torch.cat(rows) if rows else x.new_zeros(0, k)) + (self.means * pm).sum(1)[None]
+        return maha, 2.0 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
 
     @property
     def degenerate(self) -> bool:
@@ -90,17 +98,19 @@ class GaussianMixture:
         d = self.means.shape[1]
         return self.covariances is not None and self.n > 0 and float(self.weights.min()) * self.n < d + 1
 
-    def log_det(self) -> torch.Tensor:
-        """log |Sigma_k| per component: [k]."""
-        if self.covariances is None:
-            return torch.log(self.variances).sum(1)
-        return 2.0 * torch.log(torch.diagonal(torch.linalg.cholesky(self.covariances), dim1=1, dim2=2)).sum(1)
-
     def log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log(w_k N(x | mu_k, Sigma_k)) for every point and component: [N, k]."""
-        d = x.shape[1]
-        maha = self.squared_mahalanobis(x)
-        return torch.log(self.weights)[None] - 0.5 * (maha + self.log_det()[None] + d * math.log(2 * math.pi))
+        return self._log_joint_and_mahalanobis(x)[0]
+
+    def _log_joint_and_mahalanobis(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maha, log_det = self._mahalanobis_and_log_det(x)
+        return torch.log(self.weights)[None] - 0.5 * (maha + log_det[None] + x.shape[1] * math.log(2 * math.pi)), maha
+
+    def assign(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each point's most probable component and its squared Mahalanobis distance to it."""
+        joint, maha = self._log_joint_and_mahalanobis(x)
+        best = joint.argmax(1)
+        return best, maha.gather(1, best[:, None])[:, 0]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.log_joint(as_points(x)).argmax(1)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from gancore.cluster_selection import fit_mixture, select_clusters
-from gancore.clustering import as_points, nearest
+from gancore.clustering import as_points, nearest, principal_axes
 from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, save_prepared
 from gancore.gaussian_mixture import GaussianMixture
@@ -305,15 +305,14 @@ def part_normalisation(train: torch.Tensor, whiten: bool) -> tuple[torch.Tensor,
     figures would read that as the generator's or D's doing."""
     x = train.double()
     shift = x.mean(0)
-    centred = x - shift
     d = x.shape[1]
     if whiten and len(x) >= WHITEN_POINTS_PER_DIM * (d + 1):
-        values, vectors = torch.linalg.eigh(centred.T @ centred / (len(x) - 1))
+        _, values, vectors = principal_axes(x)
         top = float(values.max())
         if top > 0:
             # a direction without spread (a constant or collinear column) keeps a small width, not 0
             return shift, vectors * values.clamp_min(top * 1e-8).sqrt()[None]
-    scale = float(centred.square().mean().sqrt()) or 1.0
+    scale = float((x - shift).square().mean().sqrt()) or 1.0
     return shift, scale * torch.eye(d, dtype=torch.float64)
 
 
@@ -333,10 +332,8 @@ def _is_scalar(matrix: torch.Tensor) -> bool:
 
 def to_data(x: torch.Tensor, part: dict[str, Any]) -> torch.Tensor:
     """A part's samples back from its normalised coordinates (``part``: its manifest record)."""
-    shift = torch.tensor(part["shift"], dtype=x.dtype, device=x.device)
-    if part.get("matrix"):
-        return x @ torch.tensor(part["matrix"], dtype=x.dtype, device=x.device).T + shift
-    return x * float(part.get("scale", 1.0)) + shift
+    back = back_matrix(part, x.shape[1]).to(dtype=x.dtype, device=x.device)
+    return x @ back.T + torch.tensor(part["shift"], dtype=x.dtype, device=x.device)
 
 
 def back_matrix(part: dict[str, Any], dims: int) -> torch.Tensor:

@@ -136,9 +136,8 @@ class GaussianPosterior(Classifier):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 2 or x.shape[1] != self.feature_dim:
             raise EvaluationError(f"the Gaussian posterior classifies points [B, {self.feature_dim}], got {tuple(x.shape)}")
-        m = self.mixture
-        logits = torch.log(m.weights)[None] - 0.5 * (m.squared_mahalanobis(x.double()) + m.log_det()[None])
-        return logits, x.clone()
+        # log w_k N(x | mu_k, Sigma_k): the softmax's logits up to a constant shared by every k
+        return self.mixture.log_joint(x.double()), x.clone()
 
 
 class FittedClassifier(Classifier):

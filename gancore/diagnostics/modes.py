@@ -209,14 +209,8 @@ def assign_gaussian(points: Any, mixture: GaussianMixture) -> tuple[np.ndarray, 
     x = torch.as_tensor(_as_numpy(points), dtype=torch.float64).reshape(len(points), -1)
     if not len(x):
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    nearest, dist = [], []
-    for s in range(0, len(x), 4096):
-        chunk = x[s : s + 4096]
-        maha = mixture.squared_mahalanobis(chunk)
-        best = (torch.log(mixture.weights)[None] - 0.5 * (maha + mixture.log_det()[None])).argmax(1)
-        nearest.append(best)
-        dist.append(maha.gather(1, best[:, None])[:, 0].clamp_min(0).sqrt())
-    return torch.cat(nearest).numpy(), torch.cat(dist).numpy()
+    nearest, squared = zip(*(mixture.assign(chunk) for chunk in x.split(4096)))
+    return torch.cat(nearest).numpy(), torch.cat(squared).clamp_min(0).sqrt().numpy()
 
 
 def modes_gaussian(points: Any, mixture: GaussianMixture, real_labels: Any | None = None) -> dict[str, Any]:

@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from gancore import seeds
+from gancore.gaussian_mixture import mixture_from_modes
 from gancore.heldout import MEMORISATION_GAP
 from gancore.names import AUGMENTATIONS, parse_policy
 from gancore.training.augment_ada import GROUPS as ADA_GROUPS
@@ -157,8 +158,6 @@ def jitter_scale(data: Any) -> Tensor:
     if not data.meta.get("part"):
         if modes.get("centers") and modes.get("sigma"):
             return torch.full((d,), float(modes["sigma"]))
-        from gancore.gaussian_mixture import mixture_from_modes
-
         mixture = mixture_from_modes(modes)
         if mixture is not None:
             return (mixture.weights[:, None] * mixture.variances).sum(0).sqrt().float()
