@@ -252,6 +252,14 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     selection = select_clusters(train[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
     gmm = fit_mixture(train, selection.k, seed, 5, "points/clusters", selection.covariance, selection.mixture)
+    outliers = int(gmm.outliers(train).sum())
+    if outliers:
+        warnings.warn(
+            f"{outliers} training row(s) of {p.name} ({outliers / len(train):.2%}) lie outside every cluster (a uniform "
+            "background over the data's range explains them better): they are no mode, and train in the part of their "
+            "most probable cluster",
+            stacklevel=2,
+        )
     lo, hi = float(train.min()), float(train.max())
     margin = VALUE_MARGIN * (hi - lo or 1.0)
     stat = p.stat()
@@ -270,6 +278,12 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             "definition": f"{gmm.k} clusters found in the standardised training data (Gaussian mixture with {gmm.covariance} "
             "covariances, size and covariance model chosen by BIC)",
             **gmm.as_modes(),
+            "outliers": {
+                "rows": outliers,
+                "share": gmm.noise or 0.0,
+                "definition": "training rows a uniform background over the data's box explains better than every cluster "
+                "(its weight: share); no mode, and each in the part of its most probable cluster",
+            },
             "selection": selection.as_dict(),
         },
         "raw_sha256": {},

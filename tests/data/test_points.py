@@ -4,6 +4,7 @@ clusters found, and its samples given back in the file's units."""
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 
 import numpy as np
@@ -195,15 +196,15 @@ def test_a_refused_partition_leaves_the_previous_prepared_data_as_it_was(tmp_pat
     assert not fresh.exists() or not any(fresh.rglob("*"))
 
 
-def test_one_outlier_joins_a_part_instead_of_making_the_mixture_untrainable(tmp_path, capsys):
-    """ring8's 3,000 points and one point far outside: BIC makes the outlier a cluster of its own,
+def test_one_outlier_is_no_mode_and_joins_a_part(tmp_path, capsys):
+    """ring8's 3,000 points and one point far outside. BIC made the outlier a cluster of its own,
     and as a part of one example the default mixture was refused at train ("fewer examples than a
-    batch of 2"; found by a review). It joins the nearest part, with a warning, and the parts
+    batch of 2"; found by a review); later it joined the nearest part but stayed a mode. Now the
+    mixture's uniform background takes it: 8 modes, the outlier recorded and said, and the parts
     all train."""
     import json
 
     from gancore.cli import main
-    from gancore.config import load_params
     from gancore.mixture import check_part_sizes
 
     rng = np.random.default_rng(2)
@@ -222,8 +223,12 @@ def test_one_outlier_joins_a_part_instead_of_making_the_mixture_untrainable(tmp_
         "-S",
         f"data.path={tmp_path / 'ring_outlier.npy'}",
     ]
-    with pytest.warns(UserWarning, match=r"1 cluster\(s\) of fewer than 2 training examples .* joined the nearest part: 1 example"):
+    with pytest.warns(UserWarning, match=r"1 training row\(s\) of ring_outlier.npy .* lie outside every cluster"):
         assert main(args + ["-S", "tracking.enabled=false", "-S", "mixture.enabled=true"]) == 0
+    modes = json.loads((out / "data" / "prepared" / "meta.json").read_text())["modes"]
+    assert modes["count"] == 8 and modes["outliers"]["rows"] == 1
+    assert modes["outliers"]["share"] == pytest.approx(1 / 2700, rel=0.2)  # one row of the ~2,700 training rows
+    assert math.isclose(sum(modes["weights"]), 1.0)
     parts = json.loads((out / "data" / "prepared" / "mixture.json").read_text())["parts"]
     assert len(parts) == 8 and min(p["count"] for p in parts) > 300
     check_part_sizes(load_params(PARAMS), parts)  # raises on a part train would refuse
