@@ -33,6 +33,9 @@ MONITOR_STREAM = "train/monitor"
 VECTOR_SAMPLES = 2500  # PacGAN's protocol size
 IMAGE_SAMPLES = 500
 PAIRWISE_POINTS = 500
+# The fewest held-out points the monitor compares samples with: two halves (the near-duplicate
+# rate calibrates on one, checks the other) of a mode's minimum each (diversity.MIN_PER_MODE).
+FEWEST_HELD_OUT = 20
 GRID_IMAGES = 64
 BATCH = 500
 COLLAPSE_VERDICTS = ("complete_collapse", "partial_collapse", "intra_mode_collapse")
@@ -114,7 +117,10 @@ class CollapseMonitor:
         # Twice the compared points: the near-duplicate rate calibrates on one half, checks the other.
         # A part no held-out point falls in is compared with its own training points: its test
         # split is the whole data set's, whose spread would make a healthy part look collapsed.
-        own = data.train if data.meta.get("own_test") is False else data.test
+        # So is a part with too few of them: a cluster of 20 rows in 20,000 had 1, and the
+        # near-duplicate measure, which needs 4, stopped training with an error.
+        few = len(data.test) < FEWEST_HELD_OUT
+        own = data.train if data.meta.get("own_test") is False or few else data.test
         real = subset(own, 2 * PAIRWISE_POINTS, seed, "train/monitor-real")
         real_probs, self.real_features = self._features(to_model_range(real))
         self.real_probs = real_probs

@@ -168,6 +168,31 @@ def test_prepare_standardises_finds_the_clusters_and_samples_come_back_in_units(
     assert np.all(back.std(0) > 0.05 * x.std(0)) and np.all(back.std(0) < 20 * x.std(0))
 
 
+def test_a_small_cluster_with_few_held_out_points_trains_under_the_monitor(tmp_path):
+    """Held out (found by benchmarks/collapse.py --data strays): a cluster of 25 rows beside 3,000
+    gets a part with a handful of held-out points (10 % of its rows), and the monitor compared the
+    part's samples with them: the near-duplicate measure needs 4 and training stopped with an
+    error. Such a part is compared with its own training points, as a part with none is."""
+    import json
+
+    from gancore.layout import Layout
+    from gancore.stages import run_stage
+
+    rng = np.random.default_rng(5)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [9.0, 9.0]])
+    sizes = [1000, 1000, 1000, 25]
+    x = np.concatenate([c + 0.4 * rng.standard_normal((m, 2)) for c, m in zip(centres, sizes)])
+    np.savetxt(tmp_path / "small.csv", x[rng.permutation(len(x))], delimiter=",", header="a,b", comments="")
+    sets = [f"data.path={tmp_path / 'small.csv'}", "data.name=points", "mixture.steps=40", "train.monitor_every=20"]
+    params = load_params(PARAMS, [*sets, "device=cpu", "tracking.enabled=false", "train.checkpoint_every=1000"])
+    layout = Layout(tmp_path / "run")
+    run_stage("prepare", params, layout)
+    parts = json.loads((layout.prepared / "mixture.json").read_text())["parts"]
+    assert len(parts) == 4 and min(p["count_test"] for p in parts) < 4  # the case: a part of few held-out points
+    run_stage("train", params, layout)
+    assert (layout.models / "mixture.json").is_file()
+
+
 def test_a_refused_partition_leaves_the_previous_prepared_data_as_it_was(tmp_path, capsys):
     """mixture.parts larger than the data is refused before prepare replaces anything (it was
     refused after the new data.pt and meta.json were written, the old partition deleted); a file
