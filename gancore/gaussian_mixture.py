@@ -30,6 +30,9 @@ VARIANCE_FLOOR = 1e-6
 # and EM's d x d updates per component outgrow the diagonal ones' cost by d.
 FULL_COVARIANCE_DIMS = EXACT_DIMS
 COVARIANCE_MODELS = ("diag", "full")
+# The fewest identical rows that are a cluster (an atom of discrete data), not stray rows: the
+# diagnosis' fewest points to measure a mode by (gancore.diagnostics.diversity.MIN_PER_MODE).
+POINT_MASS_ROWS = 10
 
 
 def outer_rows(x: torch.Tensor) -> torch.Tensor:
@@ -102,15 +105,18 @@ class GaussianMixture:
         """A full covariance estimated from fewer points than d + 1, or a diagonal one from fewer
         than 2, is singular: only the floor holds it up, and the likelihood it buys (a component
         on one or two points of 30 in 2-D) outbids BIC's price, which counts parameters, not the
-        points they stand on. So is a component with no spread of its own beyond the floor in any
-        column, beside others: two or three identical rows (a logger's sentinel value) were a
-        cluster. A lone outlier is the background's (:func:`fit_with_background`), not a cluster."""
+        points they stand on. A lone outlier is the background's (:func:`fit_with_background`), not
+        a cluster; so are a few identical rows (a logger's sentinel value: three were a cluster):
+        a component with no spread of its own beyond the floor is one only from
+        :data:`POINT_MASS_ROWS` rows, where an atom of discrete data (a points file of codes, a
+        value repeated 300 times) is a mode."""
         d = self.means.shape[1]
         rank = d + 1 if self.covariances is not None else 2
         if self.n <= 0:
             return False
-        point_mass = self.k > 1 and self.floor > 0 and bool((self.variances <= 2 * self.floor).all(1).any())
-        return point_mass or float(self.weights.min()) * self.n < rank
+        counts = self.weights * self.n
+        point_mass = (self.variances <= 2 * self.floor).all(1) & (counts < POINT_MASS_ROWS) if self.floor > 0 else counts < 0
+        return bool(point_mass.any()) or float(counts.min()) < rank
 
     def log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log(w_k N(x | mu_k, Sigma_k)) for every point and component: [N, k]."""

@@ -315,6 +315,24 @@ def test_repeated_stray_rows_and_a_small_real_cluster():
     assert float(gmm.variances.max()) < 0.09 * 3
 
 
+def test_repeated_values_are_modes_when_many():
+    """From the review: refusing every component without spread of its own refused real modes
+    made of repeated values: a points file of three integer codes was one cluster (60 % of it
+    "outliers"), and a value repeated 300 times beside three blobs was merged into one of them.
+    Identical rows are a cluster from POINT_MASS_ROWS of them; the codes are three clusters, the
+    repeated value a fourth, as before the background."""
+    g = torch.Generator().manual_seed(3)
+    codes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)[torch.randint(3, (300,), generator=g)]
+    sel = select_clusters((codes - codes.mean(0)) / codes.std(0), 10, 0)
+    assert sel.k == 3 and sel.mixture.noise is None
+    centres = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]], dtype=torch.float64)
+    blobs = centres.repeat_interleave(500, 0) + 0.3 * torch.randn(1500, 2, generator=g, dtype=torch.float64)
+    x = torch.cat([blobs, torch.full((300, 2), 5.0, dtype=torch.float64)])
+    gmm = select_clusters(x, 10, 0).mixture
+    assert gmm.k == 4 and not gmm.outliers(x).any()
+    assert float(gmm.variances.max()) < 0.09 * 1.5  # no blob swallowed the repeated value
+
+
 def test_mostly_uniform_data_are_one_cluster_in_a_background():
     """From the review: 90 % uniform rows and one tight cluster. Refusing a background heavier
     than a cluster tiled the box with 8 components, and uniform noise scored 99.9 % high quality.

@@ -36,6 +36,8 @@ PAIRWISE_POINTS = 500
 # The fewest held-out points the monitor compares samples with: two halves (the near-duplicate
 # rate calibrates on one, checks the other) of a mode's minimum each (diversity.MIN_PER_MODE).
 FEWEST_HELD_OUT = 20
+# The fewest real points the pairwise and near-duplicate measures compare with (two per half).
+FEWEST_COMPARED = 4
 GRID_IMAGES = 64
 BATCH = 500
 COLLAPSE_VERDICTS = ("complete_collapse", "partial_collapse", "intra_mode_collapse")
@@ -117,8 +119,9 @@ class CollapseMonitor:
         # Twice the compared points: the near-duplicate rate calibrates on one half, checks the other.
         # A part no held-out point falls in is compared with its own training points: its test
         # split is the whole data set's, whose spread would make a healthy part look collapsed.
-        # So is a part with too few of them: a cluster of 20 rows in 20,000 had 1, and the
-        # near-duplicate measure, which needs 4, stopped training with an error.
+        # So is a part with too few of them: a cluster of 25 rows beside 3,000 had 3, and the
+        # near-duplicate measure, which needs 4, stopped training with an error (a single GAN on
+        # under 200 rows too: its monitor and `gan diagnose` then compare with different points).
         few = len(data.test) < FEWEST_HELD_OUT
         own = data.train if data.meta.get("own_test") is False or few else data.test
         real = subset(own, 2 * PAIRWISE_POINTS, seed, "train/monitor-real")
@@ -209,7 +212,13 @@ class CollapseMonitor:
         # Always, known modes or not, as the diagnosis does: without them a generator collapsed to
         # one point off every mode was "not converged" to the monitor and complete_collapse to
         # `gan diagnose`, and was never stopped or rolled back.
-        measured = collapse_measures(feats, self.real_features, self.duplicate_fraction, self.seed, PAIRWISE_POINTS)
+        # (Not for a part of fewer than 4 rows, two or three stray rows close together, which
+        # the measures cannot compare with: training stopped there with an error.)
+        measured = (
+            collapse_measures(feats, self.real_features, self.duplicate_fraction, self.seed, PAIRWISE_POINTS)
+            if len(self.real_features) >= FEWEST_COMPARED
+            else {}
+        )
         figures.update(
             {
                 k: measured[k]
@@ -222,6 +231,7 @@ class CollapseMonitor:
                     "duplicate_neighbour",
                     "duplicate_z",
                 )
+                if k in measured
             }
         )
         if report is not None and self.high_quality_real is not None:
@@ -242,9 +252,10 @@ class CollapseMonitor:
         the AUC of D's logits (training against held-out)."""
         from gancore.diagnostics.memorisation import counts, summarise
 
-        if self.memorisation_data.meta.get("own_test") is False:
+        if self.memorisation_data.meta.get("own_test") is False or len(self.memorisation_data.test) < FEWEST_HELD_OUT:
             # a part no held-out example falls in: the whole test split is other parts' data, which
-            # its D has never met either way, so "unseen" would not mean "held out"
+            # its D has never met either way, so "unseen" would not mean "held out"; with a few,
+            # the gap and the AUC are a coin's (one held-out point: -1, 0 or 1)
             return {}
         was_training = discriminator.training
         discriminator.eval()
