@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gancore.clustering import CHUNK, EXACT_DIMS, as_points
+from gancore.clustering import CHUNK, EXACT_DIMS, as_points, kmeans, nearest
 
 # EM starts from k-means, near a fixed point already; BIC compares likelihoods that differ by
 # hundreds of nats between neighbouring k, so 1e-5 nats per point is far below what could move the
@@ -115,7 +115,7 @@ class GaussianMixture:
         if self.n <= 0:
             return False
         counts = self.weights * self.n
-        point_mass = (self.variances <= 2 * self.floor).all(1) & (counts < POINT_MASS_ROWS) if self.floor > 0 else counts < 0
+        point_mass = (self.variances <= 2 * self.floor).all(1) & (counts < POINT_MASS_ROWS)  # none where floor is 0
         return bool(point_mass.any()) or float(counts.min()) < rank
 
     def log_joint(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,7 +254,8 @@ def fit_gmm(
         # is 15-30x slower than its normal one: clamped, EM on tight 2-D clusters ran 3x faster.
         joint = gmm.log_joint(x)
         if share is not None:
-            joint = torch.cat([joint, joint.new_full((n, 1), math.log(share) + background if share > 0 else -math.inf)], 1)
+            # (share > 0 throughout: it starts at a point's worth, and exp's clamp below keeps it above 1e-305)
+            joint = torch.cat([joint, joint.new_full((n, 1), math.log(share) + background)], 1)
         peak = joint.amax(1, keepdim=True)
         resp = torch.exp((joint - peak).clamp_min_(-700.0))
         mass = resp.sum(1, keepdim=True)
@@ -298,8 +299,6 @@ def _without_lone_cells(x: torch.Tensor, labels: torch.Tensor, k: int, rank: int
     """(``labels`` with the points of cells of fewer than ``rank`` distinct points at -1, the
     background's, and the k cells cut again by k-means from the rest; the same with those points
     in their nearest cell), for a few rounds (a new cut may leave another stray alone)."""
-    from gancore.clustering import kmeans, nearest
-
     lone = torch.zeros(len(x), dtype=torch.bool)
     cells, centres = labels, x[:0]
     for round_ in range(3):

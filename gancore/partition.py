@@ -160,8 +160,9 @@ def _fold_small_clusters(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Clusters with fewer than ``smallest`` training examples (a batch of two packed examples,
     what a part needs to train) joined to the nearest larger cluster's part (by its mean, in the
-    clustering space). One outlier is a cluster of its own to BIC; as a part it made the default
-    mixture untrainable."""
+    clustering space). A stray row is the mixture's background, not a cluster, but a few rows
+    close together are one (three rows 0.01 apart, a part of 3 where packing by 2 needs 4); as a
+    part, one outlier made the default mixture untrainable."""
     counts = torch.bincount(train_labels)
     small = [c for c in range(len(counts)) if 0 < counts[c] < smallest]
     large = [c for c in range(len(counts)) if counts[c] >= smallest]
@@ -179,7 +180,7 @@ def _fold_small_clusters(
         return out
 
     warnings.warn(
-        f"{len(small)} cluster(s) of fewer than {smallest} training examples (outliers, to the mixture's fit) "
+        f"{len(small)} cluster(s) of fewer than {smallest} training examples (too few to train as a part) "
         f"joined the nearest part: {int(counts[small].sum())} example(s); a part needs a batch of two (x model.pack)",
         stacklevel=3,
     )

@@ -263,6 +263,25 @@ def test_one_outlier_is_no_mode_and_joins_a_part(tmp_path, capsys):
     check_part_sizes(load_params(PARAMS), parts)  # raises on a part train would refuse
 
 
+def test_a_cluster_too_small_to_train_joins_the_nearest_part():
+    """Stray rows are the background's now, but a few rows close together are a cluster (three
+    rows 0.01 apart), and with model.pack=2 a part needs a batch of 2 x 2 examples: the 3 rows,
+    in training and test alike, join the nearest cluster's part, with a warning."""
+    from gancore.partition import _fold_small_clusters
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [30.0, 30.0]])
+    train_labels = torch.tensor([0] * 100 + [1] * 100 + [2] * 3)
+    test_labels = torch.tensor([0] * 10 + [1] * 10 + [2])
+    train = centres[train_labels] + 0.01 * torch.randn(len(train_labels), 2, generator=g)
+    test = centres[test_labels] + 0.01 * torch.randn(len(test_labels), 2, generator=g)
+    with pytest.warns(UserWarning, match=r"1 cluster\(s\) of fewer than 4 training examples .* joined the nearest part: 3 example"):
+        folded_train, folded_test = _fold_small_clusters(train, test, train_labels, test_labels, 4)
+    # (30, 30) is nearer (6, 0) than (0, 0)
+    assert folded_train[-3:].tolist() == [1, 1, 1] and folded_test[-1] == 1
+    assert torch.equal(folded_train[:-3], train_labels[:-3]) and torch.equal(folded_test[:-1], test_labels[:-1])
+
+
 def test_the_column_count_reads_the_head_of_the_file_only(tmp_path):
     """Every validation of the parameters asks for the column count: it parsed the whole CSV (4 s
     for 38 MB, each time a process validated). It reads the sniffed head now; what is wrong far
