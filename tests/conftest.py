@@ -11,6 +11,7 @@ module is loaded, before collection.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -28,6 +29,9 @@ os.environ["GANCORE_PROGRESS"] = "0"
 # Small models on two shared cores: intra-op threads only spin against each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="gancore-tests-"))
+# Every process that loads this module makes one, pytest-xdist's controller too, which runs no
+# test and so no session fixture: each removes its own on exit.
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect-home"))
 os.environ.setdefault("GANCORE_CACHE_DIR", str(_SESSION_DIR / "cache"))
 # An unreachable server configured in a profile or prefect.toml must not capture the tests' flows.

@@ -59,7 +59,7 @@ class Space:
 
 def _vector(data: PreparedData, samples: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, Any] | None, Space]:
     modes_meta = data.meta.get("modes") or {}
-    report = vector_modes(samples, modes_meta, real_labels=data.test_labels, real_points=data.test_float())
+    report = vector_modes(samples, modes_meta, real_labels=data.all_labels(), real_points=data.test_float())
     space = Space("coordinates", samples, to_model_range(real), data.train_float())
     if report is not None:
         space.gen_modes, space.real_modes = vector_assignments(samples, modes_meta), vector_assignments(space.real, modes_meta)

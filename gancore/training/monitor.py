@@ -88,6 +88,7 @@ class CollapseMonitor:
         self.centers, self.sigma = modes.get("centers"), modes.get("sigma")
         self.value_range = data.meta.get("value_range")
         self.test_labels = data.test_labels
+        self.all_labels = data.all_labels()
         # A mixture part is judged on the known centres its own training data lie at: against all
         # of ring8's, a part that learned its one mode perfectly covered "1 of 8" and was collapsed.
         self.support = None
@@ -195,7 +196,7 @@ class CollapseMonitor:
         probs, feats = self._features(x)
         report = None
         if self.kind == "vector" and self.known_modes:
-            report = vector_modes(x, self.modes, real_labels=self.test_labels, support=self.support)
+            report = vector_modes(x, self.modes, real_labels=self.all_labels, support=self.support)
         elif self.known_modes and probs is not None:
             report = (
                 modes_stacked(probs, self.confidence)
