@@ -20,7 +20,9 @@ halves a broad cluster around a tight spike, whatever its seeds, so EM for full 
 starts from k-means in whitened coordinates (:func:`starts`), from the best fit of one cluster
 fewer with one component split in its own whitened coordinates (:func:`split_start`: a tilted pair
 beside another cluster), and from the fit of one cluster more with two components merged
-(:func:`merge_start`: the spike). Curved clusters are still cut into several Gaussian pieces,
+(:func:`merge_start`: the spike). Both models also start from their fit of one cluster fewer with
+a cluster added where that fit explains the data least (:func:`grow_start`): a cluster of a few
+rows far from the rest, which k-means' cells never isolate. Curved clusters are still cut into several Gaussian pieces,
 which for a mixture of GANs only means more, easier parts.
 
 Stray rows are no cluster. Each fit may add a uniform background over the data's box (mclust's
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -105,6 +107,33 @@ def split_start(x: torch.Tensor, gmm: GaussianMixture, seed: int, stream: str) -
     return centres_of(x, labels, gmm.k + 1), labels
 
 
+def grow_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A partition into ``gmm.k + 1`` clusters: ``gmm``'s, and a new one at the point its clusters
+    explain least, shaped as its tightest component, taking the points it is then the most probable
+    component of (the insertion step of greedy EM: Vlassis and Likas 2002, Verbeek et al. 2003).
+    K-means' cells lower the summed squared distance, and a few rows far from the rest lower it
+    little, so no k-means start gave a cluster of 8 rows in 5,000 a cell of its own: its count
+    scored a split of a large cluster instead, and a larger count found it beside the split."""
+    if gmm.degenerate:
+        return None
+    x = as_points(x)
+    worst = int(torch.logsumexp(gmm.log_joint(x), 1).argmin())
+    tight = (
+        int(torch.log(gmm.variances).sum(1).argmin()) if gmm.covariances is None else int(torch.linalg.slogdet(gmm.covariances)[1].argmin())
+    )
+    grown = replace(
+        gmm,
+        weights=torch.cat([gmm.weights, gmm.weights.new_full((1,), 1.0 / len(x))]),
+        means=torch.cat([gmm.means, x[worst][None].to(gmm.means.dtype)]),
+        variances=torch.cat([gmm.variances, gmm.variances[tight][None]]),
+        covariances=None if gmm.covariances is None else torch.cat([gmm.covariances, gmm.covariances[tight][None]]),
+    )
+    labels = grown.predict(x)
+    if not bool((labels == gmm.k).any()):
+        return None
+    return centres_of(x, labels, gmm.k + 1), labels
+
+
 def merge_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor] | None:
     """A partition into ``gmm.k - 1`` clusters: ``gmm``'s, with the two components merged whose
     moment-matched merger loses the least likelihood, n/2 (w log|S| - w_a log|S_a| - w_b log|S_b|)
@@ -137,18 +166,17 @@ def fit_mixture(
     x: torch.Tensor, k: int, seed: int, restarts: int, stream: str, covariance: str = "auto", start: GaussianMixture | None = None
 ) -> GaussianMixture:
     """The mixture of ``k`` components on ``x`` of lowest BIC: ``covariance`` diag or full, or
-    ``auto`` for either. The diagonal model starts from k-means in the data's axes; the full one
-    also from the other :func:`starts` and from ``start``'s partition of ``x`` (the fit the count
-    was chosen with, on a subset)."""
+    ``auto`` for either. The diagonal model starts from k-means in the data's axes, the full one
+    also from the other :func:`starts`, and both from ``start``'s partition of ``x`` (the fit the
+    count was chosen with, on a subset: a cluster no k-means start finds, found there, is kept)."""
     x = as_points(x)
     models = covariance_models(x) if covariance == "auto" else (covariance,)
     partitions = starts(x, k, seed, restarts, stream, models)
-    if start is not None and start.k == k:
-        partitions.append((start.means.to(x.dtype), start.predict(x)))
+    chosen = [(start.means.to(x.dtype), start.predict(x))] if start is not None and start.k == k else []
     fits = [
         fit_with_background(x, *p, covariance=model, seed=seed)
         for model in models
-        for p in (partitions if model == "full" else partitions[:1])
+        for p in (partitions if model == "full" else partitions[:1]) + chosen
     ]
     usable = [g for g in fits if not g.degenerate] or [fit_with_background(x, *partitions[0], covariance="diag", seed=seed)]
     return min(usable, key=lambda g: g.bic)
@@ -215,7 +243,8 @@ def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clust
     """The number of clusters in ``x`` [N, d] and their covariance model (diagonal, or full up to
     :data:`~gancore.gaussian_mixture.FULL_COVARIANCE_DIMS` dimensions) minimising BIC over
     k = 1..``max_k``. At each k the diagonal model starts from k-means in the data's axes; the full
-    one also from the other :func:`starts` and :func:`split_start`; each keeps its best fit, and a
+    one also from the other :func:`starts` and :func:`split_start`; both from :func:`grow_start` on
+    their own fit of k - 1; each keeps its best fit, and a
     downward pass starts each full fit of k from the full fit of k + 1 with two components merged
     (:func:`merge_start`)."""
     x = as_points(x)
@@ -232,6 +261,8 @@ def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clust
         for model in models:
             # a diagonal model is fitted in the data's own axes: the whitened and split starts serve the full one
             tried = partitions + ([split] if split else []) if model == "full" else partitions[:1]
+            grown = grow_start(x, fits[model][-1]) if fits[model] else None
+            tried = tried + ([grown] if grown else [])
             fits[model].append(min((fit_with_background(x, *p, covariance=model, seed=seed) for p in tried), key=_criterion))
             if model == "full":
                 previous = None if fits[model][-1].degenerate else fits[model][-1]

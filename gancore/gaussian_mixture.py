@@ -314,7 +314,7 @@ def _without_lone_cells(x: torch.Tensor, labels: torch.Tensor, k: int, rank: int
     if not lone.any():
         return labels, labels
     plain = cells.clone()
-    plain[lone] = nearest(x[lone], centres)
+    plain[lone] = nearest(x[lone], centres.to(x.dtype))  # (k-means works in float32 beyond EXACT_DIMS columns)
     return cells, plain
 
 
