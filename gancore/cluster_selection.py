@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,6 +47,9 @@ SELECT_RESTARTS = 3
 # The scan over k stops once this many k past the best one have not improved on it (at least
 # PATIENCE_MIN, and half the best k: a curve that found 30 clusters is allowed a longer search).
 PATIENCE_MIN = 5
+# The least explained points grow_start tries as a new cluster's centre: more than the stray rows
+# a file is likely to hold (each wins only itself), few beside the thousands BIC is taken on.
+GROW_CANDIDATES = 50
 
 
 def starts(
@@ -108,29 +111,36 @@ def split_start(x: torch.Tensor, gmm: GaussianMixture, seed: int, stream: str) -
 
 
 def grow_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """A partition into ``gmm.k + 1`` clusters: ``gmm``'s, and a new one at the point its clusters
-    explain least, shaped as its tightest component, taking the points it is then the most probable
-    component of (the insertion step of greedy EM: Vlassis and Likas 2002, Verbeek et al. 2003).
-    K-means' cells lower the summed squared distance, and a few rows far from the rest lower it
-    little, so no k-means start gave a cluster of 8 rows in 5,000 a cell of its own: its count
-    scored a split of a large cluster instead, and a larger count found it beside the split."""
+    """A partition into ``gmm.k + 1`` clusters: ``gmm``'s, and a new one where its clusters explain
+    the data least (the insertion step of greedy EM: Vlassis and Likas 2002, Verbeek et al. 2003).
+    Each of the :data:`GROW_CANDIDATES` points of lowest density is a candidate centre for a
+    component shaped as ``gmm``'s tightest, of one point's weight; the one that would be the most
+    probable component of the most points is added with them, if they are enough for a component
+    (a stray row, the least explained point of all, wins itself alone). None without such a
+    candidate. K-means' cells lower the summed squared distance, and a few rows far from the rest
+    lower it little, so no k-means start gave a real cluster of 8 rows in 5,000 a cell of its own:
+    its count scored a large cluster split in two instead, or the rows went to the background."""
     if gmm.degenerate:
         return None
     x = as_points(x)
-    worst = int(torch.logsumexp(gmm.log_joint(x), 1).argmin())
-    tight = (
-        int(torch.log(gmm.variances).sum(1).argmin()) if gmm.covariances is None else int(torch.linalg.slogdet(gmm.covariances)[1].argmin())
-    )
-    grown = replace(
-        gmm,
-        weights=torch.cat([gmm.weights, gmm.weights.new_full((1,), 1.0 / len(x))]),
-        means=torch.cat([gmm.means, x[worst][None].to(gmm.means.dtype)]),
-        variances=torch.cat([gmm.variances, gmm.variances[tight][None]]),
-        covariances=None if gmm.covariances is None else torch.cat([gmm.covariances, gmm.covariances[tight][None]]),
-    )
-    labels = grown.predict(x)
-    if not bool((labels == gmm.k).any()):
+    n, d = x.shape
+    joint = gmm.log_joint(x)
+    explained = joint.amax(1)
+    centres = x[torch.logsumexp(joint, 1).argsort()[:GROW_CANDIDATES]].to(gmm.means.dtype)
+    m = len(centres)
+    if gmm.covariances is None:
+        tight = int(torch.log(gmm.variances).sum(1).argmin())
+        shape: dict[str, Any] = {"variances": gmm.variances[tight].expand(m, d), "covariances": None}
+    else:
+        tight = int(torch.linalg.slogdet(gmm.covariances)[1].argmin())
+        shape = {"variances": gmm.variances[tight].expand(m, d), "covariances": gmm.covariances[tight].expand(m, d, d)}
+    candidates = GaussianMixture(gmm.weights.new_full((m,), 1.0 / n), centres, log_likelihood=0.0, n=n, **shape)
+    wins = candidates.log_joint(x) > explained[:, None]  # [N, m]: where each alone would be most probable
+    best = int(wins.sum(0).argmax())
+    if int(wins[:, best].sum()) < (d + 1 if gmm.covariances is not None else 2):
         return None
+    labels = gmm.predict(x)
+    labels[wins[:, best]] = gmm.k
     return centres_of(x, labels, gmm.k + 1), labels
 
 
@@ -222,7 +232,8 @@ class Selection:
         return {
             "criterion": f"BIC of a Gaussian mixture ({' or '.join(self.curves)} covariances, and a uniform background "
             f"where it holds stray points; EM from the best of "
-            f"{SELECT_RESTARTS} k-means++ runs, full covariances also from whitened k-means, split and merged fits), "
+            f"{SELECT_RESTARTS} k-means++ runs and from the fit of one cluster fewer grown where it explains the data least, "
+            "full covariances also from whitened k-means, split and merged fits), "
             f"minimised over k = 1..{self.max_k} and the covariance model",
             "chosen": self.k,
             "covariance": self.covariance,

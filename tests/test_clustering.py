@@ -337,6 +337,19 @@ def test_a_rare_real_cluster_is_found_over_seeds(rows, d, far, sd):
     assert counts == [4] * 6
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_rare_real_cluster_beside_stray_rows(seed):
+    """From the review: the least explained point is a stray row, and a new cluster there wins that
+    row alone; grow_start tries the 50 least explained points and keeps the one that wins the most
+    rows, so the 8 rows are found beside 5 strays (uniform over a box of 40 standardised units),
+    which stay the background's (a single candidate gave 3 clusters on both seeds)."""
+    x = _blobs_and_a_rare_cluster(seed, 8, 2, 4.0, 0.3)
+    strays = (torch.rand(5, 2, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64) - 0.5) * 40
+    x = torch.cat([x, strays])
+    sel = select_clusters(x, 12, seed)
+    assert sel.k == 4 and bool(sel.mixture.outliers(x)[-5:].all())
+
+
 def test_repeated_stray_rows_and_a_small_real_cluster():
     """From the review: three identical stray rows (a logger's sentinel value) were a cluster on
     the floor, and a real cluster of 20 points beside 30 strays let the strays become a broad

@@ -60,7 +60,11 @@ class PreparedData:
     def all_labels(self) -> torch.Tensor | None:
         """The labels of every prepared row, training then test (None without both): a fitted
         mixture's real mode histogram. The test rows alone gave a rare cluster's mode no row at
-        all (8 rows in 20,000), and a faithful generator's reverse KL was then undefined."""
+        all (8 rows in 20,000), and a faithful generator's reverse KL was then undefined. A mixture
+        part with no test row of its own is scored on the whole test split (``own_test`` false),
+        whose labels are the other parts' modes: its own training rows alone, there."""
+        if self.meta.get("own_test") is False:
+            return self.train_labels
         if self.train_labels is None or self.test_labels is None:
             return None
         return torch.cat([self.train_labels, self.test_labels])

@@ -226,7 +226,7 @@ def modes_gaussian(points: Any, mixture: GaussianMixture, real_labels: Any | Non
     counts = np.bincount(nearest[good], minlength=k).astype(np.int64)
     if real_labels is not None:
         real_hist = histogram(np.bincount(_as_numpy(real_labels).astype(np.int64), minlength=k).astype(np.float64))
-        source = "prepared points' clusters, training and test rows (the fitted mixture's most probable component)"
+        source = "prepared rows' clusters (the fitted mixture's most probable component)"
     else:
         real_hist, source = np.full(k, 1.0 / k), "uniform"
     return _report(
@@ -253,8 +253,8 @@ def vector_modes(
     of equal weights, so their reference histogram is uniform, PacGAN's reverse KL (``real_labels``
     and ``real_points`` are not read: a histogram of drawn test labels adds its own sampling noise,
     0.0060 against 0.0048 for a faithful grid25 generator, 2,500 samples, 10,000 test labels,
-    mean of 200 draws); a fitted mixture's is that of ``real_labels``, every prepared row's
-    (:meth:`~gancore.data.prepared.PreparedData.all_labels`). ``support``: the centres a mixture
+    mean of 200 draws); a fitted mixture's is that of ``real_labels``, the prepared rows' (training
+    and test: :meth:`~gancore.data.prepared.PreparedData.all_labels`). ``support``: the centres a mixture
     part's data lie at (uniform over those)."""
     mixture = mixture_from_modes(modes)
     if mixture is not None:

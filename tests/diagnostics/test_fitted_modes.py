@@ -158,4 +158,17 @@ def test_a_rare_cluster_without_test_rows_keeps_the_reverse_kl_defined():
     report, _ = _vector(data, samples, data.test)
     assert report["modes_covered"] == 3
     assert report["mode_kl"] is not None and report["mode_kl"] < 0.005
-    assert report["real_histogram_source"].startswith("prepared points' clusters, training and test rows")
+    assert report["real_histogram"][2] == pytest.approx(8 / (len(train) + len(test)))  # the training rows' count
+
+
+def test_a_part_without_test_rows_of_its_own_is_compared_with_its_training_rows():
+    """A mixture part no held-out point falls in is scored on the whole test split (own_test
+    false), whose labels are the other parts' modes: training and test rows together gave a
+    faithful part on mode 2 a reference of [0.59, 0.40, 0.004] and a reverse KL of 5.5 (review)."""
+    from gancore.data.prepared import PreparedData
+
+    train_labels, test_labels = torch.full((8,), 2), torch.tensor([0, 1, 0, 1, 0])
+    part = PreparedData({"kind": "vector", "own_test": False}, torch.zeros(8, 2), torch.zeros(5, 2), train_labels, test_labels)
+    assert torch.equal(part.all_labels(), train_labels)
+    whole = PreparedData({"kind": "vector", "own_test": True}, torch.zeros(8, 2), torch.zeros(5, 2), train_labels, test_labels)
+    assert torch.equal(whole.all_labels(), torch.cat([train_labels, test_labels]))
