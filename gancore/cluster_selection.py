@@ -47,9 +47,11 @@ SELECT_RESTARTS = 3
 # The scan over k stops once this many k past the best one have not improved on it (at least
 # PATIENCE_MIN, and half the best k: a curve that found 30 clusters is allowed a longer search).
 PATIENCE_MIN = 5
-# The least explained points grow_start tries as a new cluster's centre: more than the stray rows
-# a file is likely to hold (each wins only itself), few beside the thousands BIC is taken on.
+# The least explained points grow_start tries as a new cluster's centre, beyond the rows the
+# background holds (each stray wins only itself): few beside the thousands BIC is taken on, and
+# at most GROW_CANDIDATES_MAX in all (data mostly uniform: every row the background's).
 GROW_CANDIDATES = 50
+GROW_CANDIDATES_MAX = 500
 
 
 def starts(
@@ -113,11 +115,14 @@ def split_start(x: torch.Tensor, gmm: GaussianMixture, seed: int, stream: str) -
 def grow_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, torch.Tensor] | None:
     """A partition into ``gmm.k + 1`` clusters: ``gmm``'s, and a new one where its clusters explain
     the data least (the insertion step of greedy EM: Vlassis and Likas 2002, Verbeek et al. 2003).
-    Each of the :data:`GROW_CANDIDATES` points of lowest density is a candidate centre for a
-    component shaped as ``gmm``'s tightest, of one point's weight; the one that would be the most
-    probable component of the most points is added with them, if they are enough for a component
-    (a stray row, the least explained point of all, wins itself alone). None without such a
-    candidate. K-means' cells lower the summed squared distance, and a few rows far from the rest
+    Each of the :data:`GROW_CANDIDATES` points of lowest density (as many more as the background
+    holds: strays are the least explained points of all) is a candidate centre for a
+    component shaped as ``gmm``'s tightest, of one point's weight. The one that would gain the most
+    log-likelihood over the points it would be the most probable component of (against the
+    clusters and the background) is added with them, if they are enough for a component. A count
+    of points won chose a stray at a cluster's edge, which took 16 of its tail points, over 8 rows
+    of a real cluster; a stray row alone gains little against the background that holds it. None
+    without such a candidate. K-means' cells lower the summed squared distance, and a few rows far from the rest
     lower it little, so no k-means start gave a real cluster of 8 rows in 5,000 a cell of its own:
     its count scored a large cluster split in two instead, or the rows went to the background."""
     if gmm.degenerate:
@@ -126,7 +131,10 @@ def grow_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, tor
     n, d = x.shape
     joint = gmm.log_joint(x)
     explained = joint.amax(1)
-    centres = x[torch.logsumexp(joint, 1).argsort()[:GROW_CANDIDATES]].to(gmm.means.dtype)
+    if gmm.noise:
+        explained = explained.clamp_min(math.log(gmm.noise) + gmm.noise_log_density)
+    tried = min(GROW_CANDIDATES + int(gmm.outliers(x).sum()), GROW_CANDIDATES_MAX)
+    centres = x[torch.logsumexp(joint, 1).argsort()[:tried]].to(gmm.means.dtype)
     m = len(centres)
     if gmm.covariances is None:
         tight = int(torch.log(gmm.variances).sum(1).argmin())
@@ -135,12 +143,13 @@ def grow_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, tor
         tight = int(torch.linalg.slogdet(gmm.covariances)[1].argmin())
         shape = {"variances": gmm.variances[tight].expand(m, d), "covariances": gmm.covariances[tight].expand(m, d, d)}
     candidates = GaussianMixture(gmm.weights.new_full((m,), 1.0 / n), centres, log_likelihood=0.0, n=n, **shape)
-    wins = candidates.log_joint(x) > explained[:, None]  # [N, m]: where each alone would be most probable
-    best = int(wins.sum(0).argmax())
-    if int(wins[:, best].sum()) < (d + 1 if gmm.covariances is not None else 2):
+    gain = candidates.log_joint(x) - explained[:, None]  # [N, m]: > 0 where each alone would be most probable
+    best = int(gain.clamp_min(0).sum(0).argmax())
+    wins = gain[:, best] > 0
+    if int(wins.sum()) < (d + 1 if gmm.covariances is not None else 2):
         return None
     labels = gmm.predict(x)
-    labels[wins[:, best]] = gmm.k
+    labels[wins] = gmm.k
     return centres_of(x, labels, gmm.k + 1), labels
 
 

@@ -58,7 +58,7 @@ class PreparedData:
         return to_model_range(self.test)
 
     def all_labels(self) -> torch.Tensor | None:
-        """The labels of every prepared row, training then test (None without both): a fitted
+        """The labels of the prepared rows, training then test (None without both): a fitted
         mixture's real mode histogram. The test rows alone gave a rare cluster's mode no row at
         all (8 rows in 20,000), and a faithful generator's reverse KL was then undefined. A mixture
         part with no test row of its own is scored on the whole test split (``own_test`` false),

@@ -253,8 +253,8 @@ def vector_modes(
     of equal weights, so their reference histogram is uniform, PacGAN's reverse KL (``real_labels``
     and ``real_points`` are not read: a histogram of drawn test labels adds its own sampling noise,
     0.0060 against 0.0048 for a faithful grid25 generator, 2,500 samples, 10,000 test labels,
-    mean of 200 draws); a fitted mixture's is that of ``real_labels``, the prepared rows' (training
-    and test: :meth:`~gancore.data.prepared.PreparedData.all_labels`). ``support``: the centres a mixture
+    mean of 200 draws); a fitted mixture's is that of ``real_labels``, the prepared rows'
+    (:meth:`~gancore.data.prepared.PreparedData.all_labels`). ``support``: the centres a mixture
     part's data lie at (uniform over those)."""
     mixture = mixture_from_modes(modes)
     if mixture is not None:
