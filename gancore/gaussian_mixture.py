@@ -298,12 +298,16 @@ def fit_with_background(
 def _without_lone_cells(x: torch.Tensor, labels: torch.Tensor, k: int, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(``labels`` with the points of cells of fewer than ``rank`` distinct points at -1, the
     background's, and the k cells cut again by k-means from the rest; the same with those points
-    in their nearest cell), for a few rounds (a new cut may leave another stray alone)."""
+    in their nearest cell), for a few rounds (a new cut may leave another stray alone). A cell of
+    :data:`POINT_MASS_ROWS` identical rows or more is an atom, a cluster, as
+    :meth:`GaussianMixture.degenerate` has it: moved to the background, three integer codes
+    beside two blobs were one cluster, and the blobs cut into pieces."""
     lone = torch.zeros(len(x), dtype=torch.bool)
     cells, centres = labels, x[:0]
     for round_ in range(3):
         distinct = torch.unique(torch.cat([cells[:, None].to(x.dtype), x], 1), dim=0)[:, 0].long()
-        small = (torch.bincount(distinct[distinct >= 0], minlength=k) < rank).nonzero()[:, 0]
+        rows = torch.bincount(cells[cells >= 0], minlength=k)
+        small = ((torch.bincount(distinct[distinct >= 0], minlength=k) < rank) & (rows < POINT_MASS_ROWS)).nonzero()[:, 0]
         alone = torch.isin(cells, small) & ~lone
         if not alone.any() or int((~(lone | alone)).sum()) < k * rank:
             break

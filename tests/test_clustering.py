@@ -409,6 +409,25 @@ def test_repeated_values_are_modes_when_many():
     assert float(gmm.variances.max()) < 0.09 * 1.5  # no blob swallowed the repeated value
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_codes_beside_blobs_are_one_cluster_each(seed):
+    """From the second review: three integer codes (100 rows each, 1 apart) beside two blobs were
+    6 and 7 clusters: the codes one component, the blobs cut in pieces. A start cell of one
+    distinct value was moved to the background whatever its rows (a lone stray's rule), so no
+    start held a code alone. A cell of POINT_MASS_ROWS identical rows or more is kept, as
+    degenerate keeps such a component: 5 clusters, the codes one each."""
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.tensor([[10.0, 10.0], [11.0, 10.0], [10.0, 11.0]], dtype=torch.float64).repeat_interleave(100, 0)
+    centres = torch.tensor([[0.0, 0.0], [4.0, 0.0]], dtype=torch.float64)
+    blobs = centres[torch.randint(2, (700,), generator=g)] + 0.7 * torch.randn(700, 2, generator=g, dtype=torch.float64)
+    x = torch.cat([blobs, codes])
+    x = (x - x.mean(0)) / x.std(0)
+    gmm = select_clusters(x, 12, seed).mixture
+    labels = gmm.predict(x)
+    assert gmm.k == 5 and [len(torch.unique(labels[700 + 100 * i : 800 + 100 * i])) for i in range(3)] == [1, 1, 1]
+    assert len(torch.unique(labels[700:])) == 3
+
+
 def test_mostly_uniform_data_are_one_cluster_in_a_background():
     """From the review: 90 % uniform rows and one tight cluster. Refusing a background heavier
     than a cluster tiled the box with 8 components, and uniform noise scored 99.9 % high quality.
