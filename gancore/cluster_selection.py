@@ -22,8 +22,8 @@ fewer with one component split in its own whitened coordinates (:func:`split_sta
 beside another cluster), and from the fit of one cluster more with two components merged
 (:func:`merge_start`: the spike). Both models also start from their fit of one cluster fewer with
 a cluster added where that fit explains the data least (:func:`grow_start`): a cluster of a few
-rows far from the rest, which k-means' cells never isolate. Curved clusters are still cut into several Gaussian pieces,
-which for a mixture of GANs only means more, easier parts.
+rows far from the rest, which k-means' cells never isolate. Curved clusters are still cut into
+several Gaussian pieces, which for a mixture of GANs only means more, easier parts.
 
 Stray rows are no cluster. Each fit may add a uniform background over the data's box (mclust's
 noise component; :func:`~gancore.gaussian_mixture.fit_with_background`), which BIC keeps where it
@@ -122,9 +122,10 @@ def grow_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, tor
     clusters and the background) is added with them, if they are enough for a component. A count
     of points won chose a stray at a cluster's edge, which took 16 of its tail points, over 8 rows
     of a real cluster; a stray row alone gains little against the background that holds it. None
-    without such a candidate. K-means' cells lower the summed squared distance, and a few rows far from the rest
-    lower it little, so no k-means start gave a real cluster of 8 rows in 5,000 a cell of its own:
-    its count scored a large cluster split in two instead, or the rows went to the background."""
+    without such a candidate. K-means' cells lower the summed squared distance, and a few rows far
+    from the rest lower it little, so no k-means start gave a real cluster of 8 rows in 5,000 a
+    cell of its own: its count scored a large cluster split in two instead, or the rows went to
+    the background."""
     if gmm.degenerate:
         return None
     x = as_points(x)
@@ -264,9 +265,8 @@ def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clust
     :data:`~gancore.gaussian_mixture.FULL_COVARIANCE_DIMS` dimensions) minimising BIC over
     k = 1..``max_k``. At each k the diagonal model starts from k-means in the data's axes; the full
     one also from the other :func:`starts` and :func:`split_start`; both from :func:`grow_start` on
-    their own fit of k - 1; each keeps its best fit, and a
-    downward pass starts each full fit of k from the full fit of k + 1 with two components merged
-    (:func:`merge_start`)."""
+    their own fit of k - 1; each keeps its best fit, and a downward pass starts each full fit of k
+    from the full fit of k + 1 with two components merged (:func:`merge_start`)."""
     x = as_points(x)
     max_k = max(1, min(max_k, len(x)))
     models = covariance_models(x)
