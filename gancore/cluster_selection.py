@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from gancore.clustering import as_points, centres_of, kmeans, kmeans_best, whitened
-from gancore.gaussian_mixture import GaussianMixture, covariance_models, fit_with_background, variance_floor
+from gancore.gaussian_mixture import GaussianMixture, component_rank, covariance_models, fit_with_background, variance_floor
 
 SELECT_RESTARTS = 3
 # The scan over k stops once this many k past the best one have not improved on it (at least
@@ -132,9 +132,11 @@ def grow_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, tor
     n, d = x.shape
     joint = gmm.log_joint(x)
     explained = joint.amax(1)
-    if gmm.noise:
-        explained = explained.clamp_min(math.log(gmm.noise) + gmm.noise_log_density)
-    tried = min(GROW_CANDIDATES + int(gmm.outliers(x).sum()), GROW_CANDIDATES_MAX)
+    background = gmm.background_log_joint
+    outliers = 0 if background is None else int((explained < background).sum())  # gmm.outliers(x), from this joint
+    if background is not None:
+        explained = explained.clamp_min(background)
+    tried = min(GROW_CANDIDATES + outliers, GROW_CANDIDATES_MAX)
     centres = x[torch.logsumexp(joint, 1).argsort()[:tried]].to(gmm.means.dtype)
     m = len(centres)
     if gmm.covariances is None:
@@ -147,7 +149,7 @@ def grow_start(x: torch.Tensor, gmm: GaussianMixture) -> tuple[torch.Tensor, tor
     gain = candidates.log_joint(x) - explained[:, None]  # [N, m]: > 0 where each alone would be most probable
     best = int(gain.clamp_min(0).sum(0).argmax())
     wins = gain[:, best] > 0
-    if int(wins.sum()) < (d + 1 if gmm.covariances is not None else 2):
+    if int(wins.sum()) < component_rank(d, gmm.covariance):
         return None
     labels = gmm.predict(x)
     labels[wins] = gmm.k

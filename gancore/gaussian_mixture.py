@@ -35,6 +35,12 @@ COVARIANCE_MODELS = ("diag", "full")
 POINT_MASS_ROWS = 10
 
 
+def component_rank(dims: int, covariance: str) -> int:
+    """The fewest distinct points a component stands on without the floor alone holding it up:
+    d + 1 for a full covariance, 2 for a diagonal one."""
+    return dims + 1 if covariance == "full" else 2
+
+
 def outer_rows(x: torch.Tensor) -> torch.Tensor:
     """Each row's outer product with itself, flattened: [N, d * d]."""
     return (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)
@@ -110,8 +116,7 @@ class GaussianMixture:
         a component with no spread of its own beyond the floor is one only from
         :data:`POINT_MASS_ROWS` rows, where an atom of discrete data (a points file of codes, a
         value repeated 300 times) is a mode."""
-        d = self.means.shape[1]
-        rank = d + 1 if self.covariances is not None else 2
+        rank = component_rank(self.means.shape[1], self.covariance)
         if self.n <= 0:
             return False
         counts = self.weights * self.n
@@ -141,11 +146,16 @@ class GaussianMixture:
             self, weights=self.weights.to(device), means=self.means.to(device), variances=self.variances.to(device), covariances=cov
         )
 
+    @property
+    def background_log_joint(self) -> float | None:
+        """log(noise x the background's density), every point's under the background (None without one)."""
+        return math.log(self.noise) + self.noise_log_density if self.noise else None
+
     def outliers(self, x: torch.Tensor) -> torch.Tensor:
         """Which points of ``x`` the background explains better than every cluster: [N] bool."""
-        if not self.noise:
+        background = self.background_log_joint
+        if background is None:
             return torch.zeros(len(x), dtype=torch.bool)
-        background = math.log(self.noise) + self.noise_log_density
         return self.log_joint(as_points(x)).amax(1) < background
 
     def as_modes(self) -> dict[str, Any]:
@@ -284,7 +294,7 @@ def fit_with_background(
     100 times the spread of ring8's turned its 8 clusters into 1)."""
     x = as_points(x).double()
     k = len(centers)
-    background, plain = _without_lone_cells(x, labels, k, x.shape[1] + 1 if covariance == "full" else 2, seed)
+    background, plain = _without_lone_cells(x, labels, k, component_rank(x.shape[1], covariance), seed)
     gmm = fit_gmm(x, centers, background, covariance=covariance, noise=True)
     assert gmm.noise is not None
     if gmm.noise * gmm.n < 0.5:
