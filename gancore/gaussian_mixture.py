@@ -62,10 +62,31 @@ class GaussianMixture:
     noise: float | None = None
     noise_log_density: float = 0.0
     floor: float = 0.0  # the variance floor EM held the components up with (0: not fitted here)
+    # Each component's cluster (gancore.mode_merging): a skewed or flat cluster takes several
+    # components, and a mode is a cluster. None: each component is one.
+    groups: torch.Tensor | None = None
 
     @property
     def k(self) -> int:
         return len(self.weights)
+
+    @property
+    def clusters(self) -> int:
+        """How many clusters (modes) the components form."""
+        return self.k if self.groups is None else int(self.groups.max()) + 1
+
+    def cluster_of(self, components: torch.Tensor) -> torch.Tensor:
+        """The cluster of each component index in ``components`` (any shape)."""
+        return components if self.groups is None else self.groups.to(components.device)[components]
+
+    def cluster_log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """log(sum of w_k N(x | mu_k, Sigma_k) over each cluster's components): [N, clusters]."""
+        joint = self.log_joint(x)
+        if self.groups is None:
+            return joint
+        peak = joint.amax(1, keepdim=True)
+        summed = joint.new_zeros(len(x), self.clusters).index_add_(1, self.groups.to(x.device), torch.exp(joint - peak))
+        return torch.log(summed) + peak
 
     @property
     def covariance(self) -> str:
@@ -138,12 +159,23 @@ class GaussianMixture:
         return best, maha.gather(1, best[:, None])[:, 0]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Each point's most probable component."""
         return self.log_joint(as_points(x)).argmax(1)
+
+    def predict_cluster(self, x: torch.Tensor) -> torch.Tensor:
+        """Each point's cluster: that of its most probable component."""
+        return self.cluster_of(self.predict(x))
 
     def to(self, device: str | torch.device) -> GaussianMixture:
         cov = None if self.covariances is None else self.covariances.to(device)
+        groups = None if self.groups is None else self.groups.to(device)
         return replace(
-            self, weights=self.weights.to(device), means=self.means.to(device), variances=self.variances.to(device), covariances=cov
+            self,
+            weights=self.weights.to(device),
+            means=self.means.to(device),
+            variances=self.variances.to(device),
+            covariances=cov,
+            groups=groups,
         )
 
     @property
@@ -159,16 +191,25 @@ class GaussianMixture:
         return self.log_joint(as_points(x)).amax(1) < background
 
     def as_modes(self) -> dict[str, Any]:
-        """The mixture as ``meta.json``'s ``modes`` keys (``covariances`` only for a full one): the
-        clusters, their weights summing to 1 (the background's outliers are no mode)."""
+        """The mixture as ``meta.json``'s ``modes`` keys (``covariances`` only for a full one; ``groups``,
+        each component's cluster, where components were grouped): the components, their weights
+        summing to 1 (the background's outliers are no mode)."""
         weights = self.weights / self.weights.sum()
         out: dict[str, Any] = {"weights": weights.tolist(), "means": self.means.tolist(), "variances": self.variances.tolist()}
         if self.covariances is not None:
             out["covariances"] = self.covariances.tolist()
+        if self.groups is not None:
+            out["groups"] = self.groups.tolist()
         return out
 
 
-def mixture_problem(weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor, covariances: torch.Tensor | None) -> str | None:
+def mixture_problem(
+    weights: torch.Tensor,
+    means: torch.Tensor,
+    variances: torch.Tensor,
+    covariances: torch.Tensor | None,
+    groups: torch.Tensor | None = None,
+) -> str | None:
     """What makes these a mixture's parameters no longer (a hand-edited ``meta.json``), or None."""
     if means.dim() != 2 or not len(means):
         return f"means must be [K, d], got {list(means.shape)}"
@@ -177,6 +218,10 @@ def mixture_problem(weights: torch.Tensor, means: torch.Tensor, variances: torch
         return f"weights must be [K] = [{k}] and positive, got {list(weights.shape)}"
     if variances.shape != (k, d) or not bool((variances > 0).all()):
         return f"variances must be [K, d] = {[k, d]} and positive, got {list(variances.shape)}"
+    if groups is not None:
+        used = torch.unique(groups)
+        if groups.shape != (k,) or not torch.equal(used, torch.arange(len(used))):
+            return f"groups must be [K] = [{k}] cluster indices 0..m-1, each used, got {groups.tolist()}"
     if covariances is not None:
         if covariances.shape != (k, d, d):
             return f"covariances must be [K, d, d] = {[k, d, d]}, got {list(covariances.shape)}"
@@ -198,10 +243,11 @@ def mixture_from_modes(modes: dict[str, Any]) -> GaussianMixture | None:
     w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
     cov = modes.get("covariances")
     covariances = None if cov is None else torch.as_tensor(cov, dtype=torch.float64)
-    problem = mixture_problem(w, means, variances, covariances)
+    groups = None if modes.get("groups") is None else torch.as_tensor(modes["groups"], dtype=torch.long)
+    problem = mixture_problem(w, means, variances, covariances, groups)
     if problem:
         raise ValueError(f"meta.json modes: {problem}; run `gan prepare` again")
-    return GaussianMixture(w, means, variances, 0.0, 0, covariances)
+    return GaussianMixture(w, means, variances, 0.0, 0, covariances, groups=groups)
 
 
 def variance_floor(x: torch.Tensor) -> float:

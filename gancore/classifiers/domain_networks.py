@@ -78,7 +78,8 @@ class GaussianPosterior(Classifier):
 
     ring8 / grid25: the generating mixture (equal weights, isotropic sigma), where this is
     softmax_k(-||x - c_k||^2 / (2 sigma^2)). points: the mixture prepare fitted to the data
-    (meta ``modes.weights/means/variances``, and ``covariances`` where BIC chose full ones).
+    (meta ``modes.weights/means/variances``, and ``covariances`` where BIC chose full ones), its
+    components' posteriors summed over each cluster (``modes.groups``).
     Computed in float64: with sigma = 0.01 the exponents reach -1e5, far past float32's range, and
     the softmax's max-subtraction keeps the largest term at exp(0).
     """
@@ -86,7 +87,15 @@ class GaussianPosterior(Classifier):
     name = "domain"
     mixed_precision = False
 
-    def __init__(self, centers: Any, sigma: float | None = None, weights: Any = None, variances: Any = None, covariances: Any = None):
+    def __init__(
+        self,
+        centers: Any,
+        sigma: float | None = None,
+        weights: Any = None,
+        variances: Any = None,
+        covariances: Any = None,
+        groups: Any = None,
+    ):
         super().__init__()
         centres = torch.as_tensor(centers, dtype=torch.float64)
         if centres.dim() != 2 or not len(centres):
@@ -99,12 +108,13 @@ class GaussianPosterior(Classifier):
         var = torch.as_tensor(variances, dtype=torch.float64)
         w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         cov = None if covariances is None else torch.as_tensor(covariances, dtype=torch.float64)
-        problem = mixture_problem(w, centres, var, cov)
+        clusters = None if groups is None else torch.as_tensor(groups, dtype=torch.long)
+        problem = mixture_problem(w, centres, var, cov, clusters)
         if problem:
             raise EvaluationError(f"a Gaussian posterior: {problem}")
-        self.mixture = GaussianMixture(w, centres, var, 0.0, 0, cov)
+        self.mixture = GaussianMixture(w, centres, var, 0.0, 0, cov, groups=clusters)
         self.sigma = sigma
-        self.num_classes = k
+        self.num_classes = self.mixture.clusters
         self.feature_dim = d
 
     @property
@@ -115,7 +125,13 @@ class GaussianPosterior(Classifier):
     def from_meta(cls, meta: dict[str, Any]) -> GaussianPosterior:
         modes = meta.get("modes") or {}
         if modes.get("means") and modes.get("variances"):
-            return cls(modes["means"], weights=modes.get("weights"), variances=modes["variances"], covariances=modes.get("covariances"))
+            return cls(
+                modes["means"],
+                weights=modes.get("weights"),
+                variances=modes["variances"],
+                covariances=modes.get("covariances"),
+                groups=modes.get("groups"),
+            )
         if not modes.get("centers") or modes.get("sigma") is None:
             raise EvaluationError(f"meta.json of {meta.get('name')!r} lacks modes.centers / modes.sigma; run `gan prepare` again")
         return cls(modes["centers"], modes["sigma"])
@@ -136,8 +152,9 @@ class GaussianPosterior(Classifier):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 2 or x.shape[1] != self.feature_dim:
             raise EvaluationError(f"the Gaussian posterior classifies points [B, {self.feature_dim}], got {tuple(x.shape)}")
-        # log w_k N(x | mu_k, Sigma_k): the softmax's logits up to a constant shared by every k
-        return self.mixture.log_joint(x.double()), x.clone()
+        # log sum w_k N(x | mu_k, Sigma_k) over each cluster's components: the softmax's logits up
+        # to a constant shared by every cluster (a cluster is a class, whatever components it takes)
+        return self.mixture.cluster_log_joint(x.double()), x.clone()
 
 
 class FittedClassifier(Classifier):

@@ -215,6 +215,7 @@ def build(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
 def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
     from gancore.cluster_selection import fit_mixture, select_clusters
+    from gancore.mode_merging import merge_components
 
     p = _check_path(path)
     # dvc repro runs stages in the repository's root, whose data/own/ prepare depends on.
@@ -252,6 +253,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     selection = select_clusters(train[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
     gmm = fit_mixture(train, selection.k, seed, 5, "points/clusters", selection.covariance, selection.mixture)
+    gmm.groups, merging = merge_components(gmm, train, seed)
     outliers = int(gmm.outliers(train).sum())
     if outliers:
         warnings.warn(
@@ -273,10 +275,11 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             "definition": "prepared = (x - mean) / std per column (training split); samples.csv is back in the file's units",
         },
         "modes": {
-            "count": gmm.k,
+            "count": gmm.clusters,
             "estimated": True,
-            "definition": f"{gmm.k} clusters found in the standardised training data (Gaussian mixture with {gmm.covariance} "
-            "covariances, size and covariance model chosen by BIC)",
+            "definition": f"{gmm.clusters} clusters found in the standardised training data: a Gaussian mixture of {gmm.k} "
+            f"components with {gmm.covariance} covariances (size and covariance model chosen by BIC), grouped into clusters "
+            "of one mode each (modes.merging; modes.groups: each component's cluster)",
             **gmm.as_modes(),
             "outliers": {
                 "rows": outliers,
@@ -285,9 +288,10 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
                 "(its weight: share); no mode, and each in the part of its most probable cluster",
             },
             "selection": selection.as_dict(),
+            "merging": merging,
         },
         "raw_sha256": {},
         "source": {"path": str(p.resolve()), "rows": n, "columns": len(names), "bytes": stat.st_size, "sha256": file_digest(p)},
     }
     # The clusters' labels stand where a labelled set has its classes (the real mode histogram).
-    return PreparedData(meta, train.float(), test.float(), gmm.predict(train), gmm.predict(test))
+    return PreparedData(meta, train.float(), test.float(), gmm.predict_cluster(train), gmm.predict_cluster(test))
