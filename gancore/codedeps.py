@@ -230,6 +230,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "clustering",
         "gaussian_mixture",
         "cluster_selection",
+        "mode_merging",
         "data/prepared",
         "data/points",
     ),  # what config validates and every later stage reads

@@ -261,9 +261,10 @@ def plot_selection(selection: dict[str, Any], path: Any, name: str) -> None:
         ax.plot(selection["k"][: len(values)], values, marker="o", ms=3, label=f"{model} covariances", lw=2 if chosen_model else 1)
     chosen = selection["chosen"]
     ax.axvline(chosen, color="tab:red", ls="--", label=f"chosen: {chosen}")
-    ax.set_xlabel("clusters k")
+    ax.set_xlabel("Gaussian components k")
     ax.set_ylabel("BIC (lower is better)")
-    ax.set_title(f"{name}: number of mixture parts")
+    # a points file's components are grouped into clusters (gancore.mode_merging), which are the parts
+    ax.set_title(f"{name}: components of the data's mixture")
     ax.legend()
     save_figure(fig, path, dpi=100, bbox_inches="tight")
 

@@ -238,8 +238,11 @@ def save_scatter(points: Tensor, layout: Layout, path: str | Path, max_real: int
     ax.scatter(real[:, 0], real[:, 1], s=2, c="black", linewidths=0, label=f"real, held out ({len(real)})", rasterized=True)
     if marks is not None:
         c = marks
-        what = "clusters found" if modes.get("estimated") else "mode centres"
-        ax.scatter(c[:, 0], c[:, 1], marker="x", s=40, c="tab:red", label=f"{what} ({len(c)})")
+        if modes.get("estimated"):
+            what = f"fitted components ({len(c)}; {modes.get('count', len(c))} clusters)"
+        else:
+            what = f"mode centres ({len(c)})"
+        ax.scatter(c[:, 0], c[:, 1], marker="x", s=40, c="tab:red", label=what)
     if not units:  # the protocols' coordinates share one scale; a file's columns need not
         ax.set_aspect("equal")
     ax.set_title(f"{meta.get('name', 'data')}: samples")

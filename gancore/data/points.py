@@ -253,7 +253,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     selection = select_clusters(train[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
     gmm = fit_mixture(train, selection.k, seed, 5, "points/clusters", selection.covariance, selection.mixture)
-    gmm.groups, merging = merge_components(gmm, train, seed)
+    gmm.groups, merging = merge_components(gmm)
     outliers = int(gmm.outliers(train).sum())
     if outliers:
         warnings.warn(

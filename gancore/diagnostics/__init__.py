@@ -233,7 +233,7 @@ def _hq_definition(data: PreparedData, report: dict[str, Any] | None, confidence
     if report is None:
         return None
     if data.kind == "vector" and (data.meta.get("modes") or {}).get("estimated"):
-        return f"Mahalanobis distance to the nearest fitted cluster < {report['quality_radius']:.4g} (PacGAN's 3 sigma carried to {data.shape[0]}-D)"
+        return f"Mahalanobis distance to the most probable fitted component < {report['quality_radius']:.4g} (PacGAN's 3 sigma carried to {data.shape[0]}-D)"
     if data.kind == "vector":
         return f"distance to the nearest centre < 3 sigma ({report['quality_radius']:.4g})"
     if report["protocol"].startswith(STACKED_PROTOCOL):

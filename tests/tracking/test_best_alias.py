@@ -35,7 +35,10 @@ def _run(
 
 def test_best_moves_between_runs_on_the_same_data_and_protocol_only(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_TELEMETRY", "false")
-    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the registry too: a run earlier in this process (tracking.store.client) set the process-wide
+    # registry URI, which a client given only a tracking URI reads (a server long gone)
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = c.create_experiment("best", artifact_location=str(tmp_path / "artifacts"))
     name = "gancore-points-mlp"
     c.create_registered_model(name)
