@@ -75,18 +75,10 @@ class GaussianMixture:
         """How many clusters (modes) the components form."""
         return self.k if self.groups is None else int(self.groups.max()) + 1
 
-    def cluster_of(self, components: torch.Tensor) -> torch.Tensor:
-        """The cluster of each component index in ``components`` (any shape)."""
-        return components if self.groups is None else self.groups.to(components.device)[components]
-
     def cluster_log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log(sum of w_k N(x | mu_k, Sigma_k) over each cluster's components): [N, clusters]."""
         joint = self.log_joint(x)
-        if self.groups is None:
-            return joint
-        peak = joint.amax(1, keepdim=True)
-        summed = joint.new_zeros(len(x), self.clusters).index_add_(1, self.groups.to(x.device), torch.exp(joint - peak))
-        return torch.log(summed) + peak
+        return joint if self.groups is None else self._summed(joint)
 
     @property
     def covariance(self) -> str:
@@ -153,18 +145,33 @@ class GaussianMixture:
         return torch.log(self.weights)[None] - 0.5 * (maha + log_det[None] + x.shape[1] * math.log(2 * math.pi)), maha
 
     def assign(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each point's most probable component and its squared Mahalanobis distance to it."""
+        """Each point's most probable cluster (:meth:`cluster_log_joint`) and its squared
+        Mahalanobis distance to that cluster's most probable component."""
         joint, maha = self._log_joint_and_mahalanobis(x)
+        cluster = self._argmax_cluster(joint)
+        if self.groups is not None:
+            joint = joint.masked_fill(self.groups.to(x.device)[None] != cluster[:, None], -math.inf)
         best = joint.argmax(1)
-        return best, maha.gather(1, best[:, None])[:, 0]
+        return cluster, maha.gather(1, best[:, None])[:, 0]
+
+    def _argmax_cluster(self, joint: torch.Tensor) -> torch.Tensor:
+        return joint.argmax(1) if self.groups is None else self._summed(joint).argmax(1)
+
+    def _summed(self, joint: torch.Tensor) -> torch.Tensor:
+        """log sum over each cluster's components of exp(``joint``): [N, clusters]."""
+        assert self.groups is not None
+        peak = joint.amax(1, keepdim=True)
+        summed = joint.new_zeros(len(joint), self.clusters).index_add_(1, self.groups.to(joint.device), torch.exp(joint - peak))
+        return torch.log(summed) + peak
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Each point's most probable component."""
         return self.log_joint(as_points(x)).argmax(1)
 
     def predict_cluster(self, x: torch.Tensor) -> torch.Tensor:
-        """Each point's cluster: that of its most probable component."""
-        return self.cluster_of(self.predict(x))
+        """Each point's most probable cluster (its components' posteriors summed): the domain
+        classifier's argmax (:class:`~gancore.classifiers.domain_networks.GaussianPosterior`)."""
+        return self._argmax_cluster(self.log_joint(as_points(x)))
 
     def to(self, device: str | torch.device) -> GaussianMixture:
         cov = None if self.covariances is None else self.covariances.to(device)

@@ -6,10 +6,11 @@ tailed cluster takes several (three gamma-shaped clusters were 14 to 17 componen
 Student-t cluster 5, one lognormal 4 to 5), and each component was called a mode. A mode is a
 peak of the density (Li, Ray and Lindsay 2007, "modal EM"): a hill climb on the mixture's density
 from each component's mean, and components whose climbs end on the same peak are one cluster.
-This joins the concentric pieces of a heavy tail and the overlapping pieces of a skewed cluster,
-and never two clusters the fitted density holds apart by a dip, however shallow, however few their
-rows: a tight cluster on a broad one's shoulder, a rare cluster of 8 rows, two round clusters 3
-sigma apart stay two. No threshold: the climb's tolerance is far below the data's scale.
+This joins the concentric pieces of a heavy tail and the overlapping pieces of a skewed cluster.
+Two clusters whose climbs end on peaks the fitted density holds apart by a dip stay two, however
+few their rows: a tight cluster on a broad one's shoulder, a rare cluster of 8 rows, two round
+clusters 3 sigma apart. No threshold: the climb's tolerance is far below the data's scale (a dip
+of under 1e-9 in log density is none). A peak no component's climb reaches is no cluster.
 
 What it leaves: a flat or curved cluster (a uniform square, a banana) tiled by Gaussian pieces
 has a bump on each in the fitted density, and each bump stays a mode. A data-side test (the dip
@@ -32,7 +33,7 @@ CLIMB_ITERS = 1000
 CLIMB_TOL = 1e-10  # in the data's standardised units
 SEGMENT_POINTS = 64  # where the density is read between two climbs' ends
 # A climb that stops on a saddle point (a component's mean exactly between two peaks) is nudged
-# off it by this fraction of the narrowest component's sd, along a fixed direction, and goes on.
+# off it by this fraction of the narrowest component's sd, along each axis, and goes on.
 NUDGE = 1e-3
 
 
@@ -66,16 +67,17 @@ def _climb(gmm: GaussianMixture, x: torch.Tensor) -> torch.Tensor:
 
 def density_peaks(gmm: GaussianMixture) -> torch.Tensor:
     """Where a hill climb on the mixture's density from each component's mean ends: [k, d]. Each
-    end is climbed again from two points nudged off it in opposite directions, and the higher end
+    end is climbed again from points nudged off it, both ways along each axis, and the highest end
     kept: a fixed point may be a saddle (three components in a row, the middle one wide), where
-    the climb stops and two peaks would seem joined through it."""
+    the climb stops and two peaks would seem joined through it. A saddle's way down has a part
+    along some axis, whatever its direction."""
     ends = _climb(gmm, gmm.means.clone())
     k, d = gmm.means.shape
-    direction = torch.linspace(1.0, 2.0, d, dtype=ends.dtype)  # fixed: the grouping is deterministic
-    direction = direction / direction.norm() * NUDGE * float(gmm.variances.min().sqrt())
-    nudged = _climb(gmm, torch.cat([ends + direction, ends - direction]))
-    candidates = torch.stack([ends, nudged[:k], nudged[k:]])  # [3, k, d]
-    heights = _log_density(gmm, candidates.reshape(-1, d)).reshape(3, k)
+    axes = torch.eye(d, dtype=ends.dtype) * NUDGE * float(gmm.variances.min().sqrt())
+    steps = torch.cat([axes, -axes])  # [2d, d]
+    nudged = _climb(gmm, (ends[None] + steps[:, None]).reshape(-1, d)).reshape(2 * d, k, d)
+    candidates = torch.cat([ends[None], nudged])  # [2d + 1, k, d]
+    heights = _log_density(gmm, candidates.reshape(-1, d)).reshape(2 * d + 1, k)
     return candidates[heights.argmax(0), torch.arange(k)]
 
 

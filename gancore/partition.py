@@ -102,8 +102,9 @@ def cluster_space(data: PreparedData, seed: int) -> tuple[torch.Tensor, torch.Te
 
 def choose_parts(params: Params, data: PreparedData, train: torch.Tensor) -> tuple[int, dict[str, Any] | None, GaussianMixture | None]:
     """The part count: ``mixture.parts``, or for ``auto`` the cluster count BIC picks over
-    1..``mixture.max_parts`` (the mixture prepare already fitted to a points file, when there is
-    one), with the selection's record and the fit it chose (on a subset: a start for the final fit)."""
+    1..``mixture.max_parts`` (for a points file, prepare's clusters: its components grouped by
+    density peak, gancore.mode_merging), with the selection's record and the fit it chose (on a
+    subset: a start for the final fit)."""
     parts = params.mixture.parts
     if parts != "auto":
         if len(train) < int(parts):

@@ -201,24 +201,25 @@ def quality_radius(dims: int, probability: float = PACGAN_QUALITY_PROBABILITY) -
 
 
 def assign_gaussian(points: Any, mixture: GaussianMixture) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's cluster (that of its most probable component of ``mixture``: a cluster may
-    take several components, :mod:`gancore.mode_merging`) and its Mahalanobis distance to that
-    component (diagonal or full covariances): a sample near any piece of its cluster is in it. The
-    rule is the fitted mixture's own, which labels the real test points: the nearest component in
+    """Each point's most probable cluster of ``mixture`` (its components' posteriors summed: a
+    cluster may take several components, :mod:`gancore.mode_merging`) and its Mahalanobis distance
+    to that cluster's most probable component (diagonal or full covariances): a sample near any
+    piece of its cluster is in it. The rule is the fitted mixture's own, which labels the real test
+    points: the nearest component in
     Mahalanobis distance alone gives a wide component a narrow one's samples, so a faithful
     generator's histogram would differ from the real one's."""
     x = torch.as_tensor(_as_numpy(points), dtype=torch.float64).reshape(len(points), -1)
     if not len(x):
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     nearest, squared = zip(*(mixture.assign(chunk) for chunk in x.split(4096)))
-    return mixture.cluster_of(torch.cat(nearest)).numpy(), torch.cat(squared).clamp_min(0).sqrt().numpy()
+    return torch.cat(nearest).numpy(), torch.cat(squared).clamp_min(0).sqrt().numpy()
 
 
 def modes_gaussian(points: Any, mixture: GaussianMixture, real_labels: Any | None = None) -> dict[str, Any]:
     """PacGAN's protocol carried to a Gaussian mixture of any dimension with diagonal or full
-    covariances (the clusters prepare found in a points file): each sample goes to the cluster of
-    its most probable component (:func:`assign_gaussian`), is high quality within
-    :func:`quality_radius` of that component in Mahalanobis distance, and the histogram over the
+    covariances (the clusters prepare found in a points file): each sample goes to its most
+    probable cluster (:func:`assign_gaussian`), is high quality within :func:`quality_radius` of
+    that cluster's most probable component in Mahalanobis distance, and the histogram over the
     clusters counts high-quality samples. In 2D with equal isotropic components of equal weight,
     each its own cluster, this is :func:`modes_2d`."""
     k, dims = mixture.clusters, mixture.means.shape[1]
@@ -228,12 +229,12 @@ def modes_gaussian(points: Any, mixture: GaussianMixture, real_labels: Any | Non
     counts = np.bincount(nearest[good], minlength=k).astype(np.int64)
     if real_labels is not None:
         real_hist = histogram(np.bincount(_as_numpy(real_labels).astype(np.int64), minlength=k).astype(np.float64))
-        source = "prepared rows' clusters (that of the fitted mixture's most probable component)"
+        source = "prepared rows' clusters (the fitted mixture's most probable cluster)"
     else:
         real_hist, source = np.full(k, 1.0 / k), "uniform"
     return _report(
-        f"gaussian_{dims}d ({mixture.covariance} covariances): the cluster of the most probable component, high quality within "
-        f"{radius:.4g} of that component "
+        f"gaussian_{dims}d ({mixture.covariance} covariances): the most probable cluster, high quality within "
+        f"{radius:.4g} of its most probable component "
         f"(P = {PACGAN_QUALITY_PROBABILITY:.4f} for a faithful sample, as PacGAN's 3 sigma in 2D); histogram of high-quality samples",
         counts,
         counts,
