@@ -77,8 +77,11 @@ class GaussianMixture:
 
     def cluster_log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log(sum of w_k N(x | mu_k, Sigma_k) over each cluster's components): [N, clusters]."""
-        joint = self.log_joint(x)
-        return joint if self.groups is None else self._summed(joint)
+        return self._by_cluster(self.log_joint(x))
+
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        """log of the mixture's density at each point (the background's left out): [N]."""
+        return torch.logsumexp(self.log_joint(x), 1)
 
     @property
     def covariance(self) -> str:
@@ -148,18 +151,16 @@ class GaussianMixture:
         """Each point's most probable cluster (:meth:`cluster_log_joint`) and its squared
         Mahalanobis distance to that cluster's most probable component."""
         joint, maha = self._log_joint_and_mahalanobis(x)
-        cluster = self._argmax_cluster(joint)
+        cluster = self._by_cluster(joint).argmax(1)
         if self.groups is not None:
             joint = joint.masked_fill(self.groups.to(x.device)[None] != cluster[:, None], -math.inf)
         best = joint.argmax(1)
         return cluster, maha.gather(1, best[:, None])[:, 0]
 
-    def _argmax_cluster(self, joint: torch.Tensor) -> torch.Tensor:
-        return joint.argmax(1) if self.groups is None else self._summed(joint).argmax(1)
-
-    def _summed(self, joint: torch.Tensor) -> torch.Tensor:
-        """log sum over each cluster's components of exp(``joint``): [N, clusters]."""
-        assert self.groups is not None
+    def _by_cluster(self, joint: torch.Tensor) -> torch.Tensor:
+        """``joint`` [N, k] summed (in exp) over each cluster's components: [N, clusters]."""
+        if self.groups is None:
+            return joint
         peak = joint.amax(1, keepdim=True)
         summed = joint.new_zeros(len(joint), self.clusters).index_add_(1, self.groups.to(joint.device), torch.exp(joint - peak))
         return torch.log(summed) + peak
@@ -171,7 +172,7 @@ class GaussianMixture:
     def predict_cluster(self, x: torch.Tensor) -> torch.Tensor:
         """Each point's most probable cluster (its components' posteriors summed): the domain
         classifier's argmax (:class:`~gancore.classifiers.domain_networks.GaussianPosterior`)."""
-        return self._argmax_cluster(self.log_joint(as_points(x)))
+        return self.cluster_log_joint(as_points(x)).argmax(1)
 
     def to(self, device: str | torch.device) -> GaussianMixture:
         cov = None if self.covariances is None else self.covariances.to(device)
@@ -353,7 +354,7 @@ def fit_with_background(
     if gmm.noise * gmm.n < 0.5:
         gmm.weights = gmm.weights / gmm.weights.sum()
         gmm.noise = None
-        gmm.log_likelihood = float(torch.logsumexp(gmm.log_joint(x), 1).sum())
+        gmm.log_likelihood = float(gmm.log_density(x).sum())
         return gmm
     return min((gmm, fit_gmm(x, centers, plain, covariance=covariance)), key=lambda g: (g.degenerate, g.bic))
 

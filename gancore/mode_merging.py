@@ -37,10 +37,6 @@ SEGMENT_POINTS = 64  # where the density is read between two climbs' ends
 NUDGE = 1e-3
 
 
-def _log_density(gmm: GaussianMixture, x: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(gmm.log_joint(x), 1)
-
-
 def _climb(gmm: GaussianMixture, x: torch.Tensor) -> torch.Tensor:
     """Hill climbs on the mixture's density from the rows of ``x``: the fixed point
     x <- (sum_j p_j(x) P_j)^-1 sum_j p_j(x) P_j mu_j, with P_j the precisions and p_j the
@@ -77,7 +73,7 @@ def density_peaks(gmm: GaussianMixture) -> torch.Tensor:
     steps = torch.cat([axes, -axes])  # [2d, d]
     nudged = _climb(gmm, (ends[None] + steps[:, None]).reshape(-1, d)).reshape(2 * d, k, d)
     candidates = torch.cat([ends[None], nudged])  # [2d + 1, k, d]
-    heights = _log_density(gmm, candidates.reshape(-1, d)).reshape(2 * d + 1, k)
+    heights = gmm.log_density(candidates.reshape(-1, d)).reshape(2 * d + 1, k)
     return candidates[heights.argmax(0), torch.arange(k)]
 
 
@@ -85,7 +81,7 @@ def _same_peak(gmm: GaussianMixture, a: torch.Tensor, b: torch.Tensor) -> bool:
     """No dip in the density on the segment between two climbs' ends (ends of one peak that
     stopped apart on a flat top)."""
     t = torch.linspace(0.0, 1.0, SEGMENT_POINTS, dtype=a.dtype)[:, None]
-    along = _log_density(gmm, a * (1 - t) + b * t)
+    along = gmm.log_density(a * (1 - t) + b * t)
     return bool(along.min() >= torch.minimum(along[0], along[-1]) - 1e-9)
 
 

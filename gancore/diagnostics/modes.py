@@ -205,9 +205,8 @@ def assign_gaussian(points: Any, mixture: GaussianMixture) -> tuple[np.ndarray, 
     cluster may take several components, :mod:`gancore.mode_merging`) and its Mahalanobis distance
     to that cluster's most probable component (diagonal or full covariances): a sample near any
     piece of its cluster is in it. The rule is the fitted mixture's own, which labels the real test
-    points: the nearest component in
-    Mahalanobis distance alone gives a wide component a narrow one's samples, so a faithful
-    generator's histogram would differ from the real one's."""
+    points: the nearest component in Mahalanobis distance alone gives a wide component a narrow
+    one's samples, so a faithful generator's histogram would differ from the real one's."""
     x = torch.as_tensor(_as_numpy(points), dtype=torch.float64).reshape(len(points), -1)
     if not len(x):
         return np.zeros(0, dtype=np.int64), np.zeros(0)
