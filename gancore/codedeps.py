@@ -230,6 +230,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "clustering",
         "gaussian_mixture",
         "cluster_selection",
+        "cluster_growth",
         "mode_merging",
         "data/prepared",
         "data/points",

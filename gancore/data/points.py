@@ -41,7 +41,8 @@ SUFFIXES = (".npy", ".csv")
 # The fewest rows that leave a test split able to fill the evaluation's 10 splits.
 MIN_ROWS = 20
 # Points the cluster count is chosen on (a seeded subset): 5,000 pin the BIC curve of 2-D data
-# with 25 clusters; the final mixture is fitted on the whole training split.
+# with 25 clusters; the final mixture is fitted on the whole training split, and grown there
+# where a cluster too small to show in the subset is (gancore.cluster_growth).
 SELECT_POINTS = 5000
 VALUE_MARGIN = 0.05  # value_range: the data's range widened by this share on each side
 # The lines the CSV dialect (delimiter) is sniffed from, and all a column count reads.
@@ -214,6 +215,7 @@ def build(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
 
 def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
+    from gancore.cluster_growth import grow_on_all_rows
     from gancore.cluster_selection import fit_mixture, select_clusters
     from gancore.mode_merging import merge_components
 
@@ -253,6 +255,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     selection = select_clusters(train[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
     gmm = fit_mixture(train, selection.k, seed, 5, "points/clusters", selection.covariance, selection.mixture)
+    gmm, growth = grow_on_all_rows(train, gmm, max_clusters, seed, pick)
     gmm.groups, merging = merge_components(gmm)
     outliers = int(gmm.outliers(train).sum())
     if outliers:
@@ -278,8 +281,9 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             "count": gmm.clusters,
             "estimated": True,
             "definition": f"{gmm.clusters} clusters found in the standardised training data: a Gaussian mixture of {gmm.k} "
-            f"components with {gmm.covariance} covariances (size and covariance model chosen by BIC), grouped into clusters "
-            "of one mode each (modes.merging; modes.groups: each component's cluster)",
+            f"components with {gmm.covariance} covariances (size and covariance model chosen by BIC on a subset; clusters too "
+            "small to show in it added on every row: modes.growth), grouped into clusters of one mode each (modes.merging; "
+            "modes.groups: each component's cluster)",
             **gmm.as_modes(),
             "outliers": {
                 "rows": outliers,
@@ -288,6 +292,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
                 "(its weight: share); no mode, and each in the part of its most probable cluster",
             },
             "selection": selection.as_dict(),
+            "growth": growth,
             "merging": merging,
         },
         "raw_sha256": {},
