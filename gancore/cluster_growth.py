@@ -36,26 +36,14 @@ from gancore.clustering import as_points
 from gancore.gaussian_mixture import POINT_MASS_ROWS, GaussianMixture, fit_with_background
 
 
-def classification_cost(gmm: GaussianMixture, x: torch.Tensor, component: int) -> float:
+def classification_cost(joint: torch.Tensor, component: int) -> float:
     """Twice the entropy of ``component``'s part of the rows' classification among the components
-    and the background, -2 sum_i t_i log t_i over the rows' posteriors t_i of that component (its
-    term of ICL in the entropy form of McLachlan and Peel): 0 for rows that are its own with
-    certainty, n log 2 for n rows it shares half and half."""
-    joint = gmm.log_joint(x)
-    if gmm.background_log_joint is not None:
-        joint = torch.cat([joint, joint.new_full((len(x), 1), gmm.background_log_joint)], 1)
+    and the background (``joint``: :meth:`~gancore.gaussian_mixture.GaussianMixture.log_joint_with_background`
+    of the rows), -2 sum_i t_i log t_i over the rows' posteriors t_i of that component (its term
+    of ICL in the entropy form of McLachlan and Peel): 0 for rows that are its own with certainty,
+    n log 2 for n rows it shares half and half."""
     posterior = torch.softmax(joint, 1)[:, component]
     return -2.0 * float(torch.special.xlogy(posterior, posterior).sum())
-
-
-def _own_rows(gmm: GaussianMixture, x: torch.Tensor, component: int) -> int:
-    """How many rows of ``x`` have ``component`` as their most probable class (the background's
-    rows are no component's)."""
-    joint = gmm.log_joint(x)
-    best = joint.amax(1)
-    if gmm.background_log_joint is not None:
-        best = best.clamp_min(gmm.background_log_joint)
-    return int((joint[:, component] >= best).sum())
 
 
 def grow_on_all_rows(
@@ -87,13 +75,13 @@ def grow_on_all_rows(
         fit = fit_with_background(x, *start, covariance=gmm.covariance, seed=seed)
         if fit.degenerate:
             break
-        grown = start[1] == gmm.k
-        added = int(torch.mode(fit.log_joint(x[grown]).argmax(1)).values)  # the component the grown rows went to
+        joint = fit.log_joint_with_background(x)  # one E-step over every row for all three tests
+        added = int(torch.mode(joint[start[1] == gmm.k, : fit.k].argmax(1)).values)  # the component the grown rows went to
         rows = float(fit.weights[added]) * len(x)
         kept = (
             rows >= POINT_MASS_ROWS
-            and _own_rows(fit, x[subset], added) < POINT_MASS_ROWS
-            and fit.bic - gmm.bic + classification_cost(fit, x, added) < 0
+            and int((joint[subset].argmax(1) == added).sum()) < POINT_MASS_ROWS  # the subset's rows it is most probable for
+            and fit.bic - gmm.bic + classification_cost(joint, added) < 0
         )
         if not kept:
             break

@@ -191,6 +191,12 @@ class GaussianMixture:
         """log(noise x the background's density), every point's under the background (None without one)."""
         return math.log(self.noise) + self.noise_log_density if self.noise else None
 
+    def log_joint_with_background(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_joint` with the background's as a last column where there is one: [N, k (+ 1)]."""
+        joint = self.log_joint(x)
+        background = self.background_log_joint
+        return joint if background is None else torch.cat([joint, joint.new_full((len(joint), 1), background)], 1)
+
     def outliers(self, x: torch.Tensor) -> torch.Tensor:
         """Which points of ``x`` the background explains better than every cluster: [N] bool."""
         background = self.background_log_joint
@@ -316,10 +322,9 @@ def fit_gmm(
         # logsumexp and the responsibilities from one exp (the E-step's cost is its exps). Below
         # -700 a term is under 1e-304 of the peak's and changes nothing, but exp's underflow path
         # is 15-30x slower than its normal one: clamped, EM on tight 2-D clusters ran 3x faster.
-        joint = gmm.log_joint(x)
-        if share is not None:
-            # (share > 0 throughout: it starts at a point's worth, and exp's clamp below keeps it above 1e-305)
-            joint = torch.cat([joint, joint.new_full((n, 1), math.log(share) + background)], 1)
+        # the background's column where there is one (share > 0 throughout: it starts at a point's
+        # worth, and exp's clamp below keeps it above 1e-305)
+        joint = gmm.log_joint_with_background(x)
         peak = joint.amax(1, keepdim=True)
         resp = torch.exp((joint - peak).clamp_min_(-700.0))
         mass = resp.sum(1, keepdim=True)

@@ -95,9 +95,9 @@ def test_a_component_s_classification_cost_is_twice_its_rows_entropy():
     x = torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     half, ones = torch.tensor([0.5, 0.5], dtype=torch.float64), torch.ones(2, 2, dtype=torch.float64)
     same = GaussianMixture(half, torch.zeros(2, 2, dtype=torch.float64), ones, -1000.0, 500)
-    assert classification_cost(same, x, 1) == pytest.approx(500 * math.log(2), rel=1e-12)
+    assert classification_cost(same.log_joint_with_background(x), 1) == pytest.approx(500 * math.log(2), rel=1e-12)
     separate = GaussianMixture(half, torch.tensor([[0.0, 0.0], [100.0, 100.0]], dtype=torch.float64), ones, -1000.0, 500)
-    assert classification_cost(separate, torch.cat([x[:250], x[250:] + 100]), 1) == pytest.approx(0.0, abs=1e-9)
+    assert classification_cost(separate.log_joint_with_background(torch.cat([x[:250], x[250:] + 100])), 1) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_skewed_cluster_s_tail_on_every_row_adds_no_mode():
