@@ -27,6 +27,7 @@ cluster (30,000) 8 more, 2 modes became 4. So a grown component is kept where
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -57,6 +58,7 @@ def grow_on_all_rows(
     x = as_points(x)
     record: dict[str, Any] = {
         "added": 0,
+        "at_limit": False,
         "rows": len(x),
         "subset": len(subset),
         "definition": f"clusters the {len(subset):,} rows the count was chosen on could not show, added on every training "
@@ -87,4 +89,12 @@ def grow_on_all_rows(
             break
         gmm = fit
         record["added"] += 1
+    # the selection's own warning (Selection.warn_if_at_limit) is said before growth, on its count
+    record["at_limit"] = bool(record["added"]) and gmm.k >= max_k
+    if record["at_limit"]:
+        warnings.warn(
+            f"mixture.parts=auto: clusters too small for the {len(subset):,} rows the count was chosen on were added "
+            f"on every row up to mixture.max_parts={max_k} components; the data may hold more: raise mixture.max_parts",
+            stacklevel=3,
+        )
     return gmm, record

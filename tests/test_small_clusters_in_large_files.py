@@ -1,12 +1,13 @@
 """A small cluster in a large points file: the count is chosen on a 5,000-row subset
 (:func:`gancore.cluster_selection.select_clusters`), where a cluster of a few dozen rows in 100,000
 has one or two rows, or none; prepare then grows the mixture on every row
-(:func:`gancore.cluster_selection.grow_on_all_rows`). Held-out layouts, and ones meant to fool it
+(:func:`gancore.cluster_growth.grow_on_all_rows`). Held-out layouts, and ones meant to fool it
 into a cluster of noise or of a heavy tail."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -171,3 +172,22 @@ def test_a_cluster_the_subset_drew_too_few_of_is_grown(tmp_path):
     x[rare] = 10 + 0.3 * r.normal(size=(220, 2))
     data = _prepared(tmp_path, x, seed)
     assert data.meta["modes"]["count"] == 4 and _rare_rows_own_cluster(data, rare, seed, n)
+
+
+def test_growth_that_reaches_the_part_limit_says_so():
+    """Two small clusters far out (20 rows each in 20,000), and room for one more component: the
+    count the subset chose (3) is below mixture.max_parts, so the selection does not warn, and the
+    growth that fills the last place does. With room for both, both are grown and nothing is said."""
+    x, _ = _with_rare(0, 20_000, 20, (10.0, 10.0))
+    x[-20:] = np.array([-8.0, 12.0]) + 0.3 * np.random.default_rng(1).normal(size=(20, 2))
+    z = torch.from_numpy((x - x.mean(0)) / x.std(0))
+    gmm = fit_mixture(z, 3, 0, 3, "t", "diag")
+    pick = torch.randperm(len(z), generator=generator(0, "points/select"))[:5000]
+    with pytest.warns(UserWarning, match=r"up to mixture.max_parts=4 components.*raise mixture.max_parts"):
+        grown, record = grow_on_all_rows(z, gmm, 4, 0, pick)
+    assert grown.k == 4 and record["added"] == 1 and record["at_limit"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grown, record = grow_on_all_rows(z, gmm, 50, 0, pick)
+    assert grown.k == 5 and record["added"] == 2 and not record["at_limit"]
+
