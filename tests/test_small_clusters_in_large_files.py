@@ -191,3 +191,32 @@ def test_growth_that_reaches_the_part_limit_says_so():
         grown, record = grow_on_all_rows(z, gmm, 50, 0, pick)
     assert grown.k == 5 and record["added"] == 2 and not record["at_limit"]
 
+
+def test_rows_no_candidate_reaches_are_counted_as_the_dense_sums_had_them():
+    """The candidates' Newton fit counts the rows they do not reach (density ratio under e^-40, whose
+    terms are -1 / (1 - w) and log(1 - w) in float64) instead of summing them: the gain and the
+    rows won are those of the sums over every row, to rounding."""
+    from gancore.cluster_selection import _inserted
+
+    x, _ = _with_rare(0, 20_000, 40, (10.0, 10.0))
+    z = torch.from_numpy((x - x.mean(0)) / x.std(0))
+    gmm = fit_mixture(z, 3, 0, 3, "t", "diag")
+    joint = gmm.log_joint_with_background(z)
+    total, explained = torch.logsumexp(joint, 1), joint.amax(1)
+    centres = z[total.argsort()[:30]]  # the least explained: the 40 rows and tail rows
+    gain, wins = _inserted(z, gmm, centres, total, explained, 0.5)
+
+    tight = int(torch.log(gmm.variances).sum(1).argmin())
+    shaped = GaussianMixture(torch.ones(30, dtype=z.dtype), centres, gmm.variances[tight].expand(30, 2), 0.0, len(z))
+    density = shaped.log_joint(z).T
+    ratio = (density - total[None]).clamp_max(600).exp()  # every row, as before the count
+    unreached = ((density - total[None]) < -40).all(0).double().mean()
+    assert 0.2 < float(unreached) < 0.9  # the case: rows of both kinds
+    w = ((ratio > 1).double().mean(1, keepdim=True)).clamp(1 / len(z), 0.5)
+    for _ in range(8):
+        slope = (ratio - 1) / (1 - w + w * ratio)
+        w = (w + slope.sum(1, keepdim=True) / slope.square().sum(1, keepdim=True)).clamp(1 / len(z), 0.5)
+    dense = torch.log1p(w * (ratio - 1)).sum(1)
+    best = int(dense.argmax())
+    assert gain == pytest.approx(float(dense[best]), rel=1e-10, abs=1e-8)
+    assert torch.equal(wins, density[best] - explained > torch.log((1 - w[best, 0]) / w[best, 0]))
