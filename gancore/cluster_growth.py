@@ -54,7 +54,8 @@ def grow_on_all_rows(
     (indices into ``x``) its count was chosen on could not show, up to ``max_k`` components (the
     module docstring), and a record. Every least explained row is a candidate: beside 800 stray
     rows a cap of 500 left a 30-row cluster untried. A file no larger than its subset is left as
-    it is."""
+    it is. Where one more such cluster is found than ``max_k`` leaves room for, it says so
+    (``at_limit`` and a warning)."""
     x = as_points(x)
     record: dict[str, Any] = {
         "added": 0,
@@ -65,36 +66,41 @@ def grow_on_all_rows(
         f"row where the mixture explains them least (Fraley, Raftery and Wehrens 2005): of {POINT_MASS_ROWS} rows or more and "
         f"fewer of the subset's, where BIC falls by more than twice the entropy of their rows' classification (their term of ICL)",
     }
-    if len(subset) >= len(x):
+    # a count the selection chose at the limit is warned about there (Selection.warn_if_at_limit)
+    if len(subset) >= len(x) or gmm.k >= max_k:
         return gmm, record
     # a candidate's weight is fitted up to a cluster of POINT_MASS_ROWS rows expected in the subset,
     # so that a large tail piece's gain does not outrank a small cluster's
     largest = POINT_MASS_ROWS / len(subset)
-    while gmm.k < max_k:
-        start = grow_start(x, gmm, largest, max_candidates=None)
-        if start is None:
-            break
-        fit = fit_with_background(x, *start, covariance=gmm.covariance, seed=seed)
-        if fit.degenerate:
-            break
-        joint = fit.log_joint_with_background(x)  # one E-step over every row for all three tests
-        added = int(torch.mode(joint[start[1] == gmm.k, : fit.k].argmax(1)).values)  # the component the grown rows went to
-        rows = float(fit.weights[added]) * len(x)
-        kept = (
-            rows >= POINT_MASS_ROWS
-            and int((joint[subset].argmax(1) == added).sum()) < POINT_MASS_ROWS  # the subset's rows it is most probable for
-            and fit.bic - gmm.bic + classification_cost(joint, added) < 0
-        )
-        if not kept:
+    while (fit := _grown(x, gmm, largest, seed, subset)) is not None:
+        if gmm.k >= max_k:  # one cluster more is there, and no room for it
+            record["at_limit"] = True
+            warnings.warn(
+                f"{record['added']} cluster(s) too small for the {len(subset):,} rows the count was chosen on were added on "
+                f"every row up to mixture.max_parts={max_k} components, and the data hold at least one more: raise "
+                "mixture.max_parts",
+                stacklevel=3,
+            )
             break
         gmm = fit
         record["added"] += 1
-    # the selection's own warning (Selection.warn_if_at_limit) is said before growth, on its count
-    record["at_limit"] = bool(record["added"]) and gmm.k >= max_k
-    if record["at_limit"]:
-        warnings.warn(
-            f"mixture.parts=auto: clusters too small for the {len(subset):,} rows the count was chosen on were added "
-            f"on every row up to mixture.max_parts={max_k} components; the data may hold more: raise mixture.max_parts",
-            stacklevel=3,
-        )
     return gmm, record
+
+
+def _grown(x: torch.Tensor, gmm: GaussianMixture, largest: float, seed: int, subset: torch.Tensor) -> GaussianMixture | None:
+    """``gmm`` refitted with one component more where it explains the rows least, if that
+    component is a cluster the rows ``subset`` could not show (the module docstring); else None."""
+    start = grow_start(x, gmm, largest, max_candidates=None)
+    if start is None:
+        return None
+    fit = fit_with_background(x, *start, covariance=gmm.covariance, seed=seed)
+    if fit.degenerate:
+        return None
+    joint = fit.log_joint_with_background(x)  # one E-step over every row for all three tests
+    added = int(torch.mode(joint[start[1] == gmm.k, : fit.k].argmax(1)).values)  # the component the grown rows went to
+    kept = (
+        float(fit.weights[added]) * len(x) >= POINT_MASS_ROWS
+        and int((joint[subset].argmax(1) == added).sum()) < POINT_MASS_ROWS  # the subset's rows it is most probable for
+        and fit.bic - gmm.bic + classification_cost(joint, added) < 0
+    )
+    return fit if kept else None
