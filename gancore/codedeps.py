@@ -231,6 +231,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "gaussian_mixture",
         "cluster_selection",
         "cluster_growth",
+        "lattice",
         "mode_merging",
         "data/prepared",
         "data/points",

@@ -217,6 +217,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
     from gancore.cluster_growth import grow_on_all_rows
     from gancore.cluster_selection import fit_mixture, select_clusters
+    from gancore.lattice import dequantized, rounded_steps
     from gancore.mode_merging import merge_components
 
     p = _check_path(path)
@@ -251,11 +252,14 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays as it is, centred
     train, test = ((train64 - mean) / std), ((test64 - mean) / std)
 
+    # the clusters are fitted to rounded columns spread over their rounding interval (gancore.lattice)
+    steps = rounded_steps(train, max_clusters, seed, SELECT_POINTS)
+    spread = dequantized(train, steps, seed)
     pick = torch.randperm(len(train), generator=generator(seed, "points/select"))[:SELECT_POINTS]
-    selection = select_clusters(train[pick], max_clusters, seed, "points/select")
+    selection = select_clusters(spread[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
-    gmm = fit_mixture(train, selection.k, seed, 5, "points/clusters", selection.covariance, selection.mixture)
-    gmm, growth = grow_on_all_rows(train, gmm, max_clusters, seed, pick)
+    gmm = fit_mixture(spread, selection.k, seed, 5, "points/clusters", selection.covariance, selection.mixture)
+    gmm, growth = grow_on_all_rows(spread, gmm, max_clusters, seed, pick)
     gmm.groups, merging = merge_components(gmm)
     outliers = int(gmm.outliers(train).sum())
     if outliers:
@@ -293,6 +297,12 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             },
             "selection": selection.as_dict(),
             "growth": growth,
+            "rounded_columns": {
+                "columns": [names[j] for j in steps.nonzero()[:, 0].tolist()],
+                "steps": [float(steps[j] * std[j]) for j in steps.nonzero()[:, 0].tolist()],
+                "definition": "columns whose values lie on a lattice (whole multiples of a step, repeated): the clusters were "
+                "fitted with each value spread uniformly over +- half a step (its rounding interval); steps in the file's units",
+            },
             "merging": merging,
         },
         "raw_sha256": {},

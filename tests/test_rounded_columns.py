@@ -1,0 +1,106 @@
+"""Points files with rounded columns (gancore.lattice): a column rounded from a smooth law is fitted
+spread over its rounding intervals, where a mixture gave each lattice line a cluster of its own;
+codes and flags, whose values are the data's atoms, stay clusters. Held-out layouts, and ones
+meant to fool the rule into spreading codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gancore.data.points import prepare_points
+from gancore.diagnostics.modes import vector_modes
+from gancore.lattice import lattice_steps
+
+CENTRES = np.array([[0, 0], [10, 0], [0, 10.0]])
+
+
+def _blobs(r: np.random.Generator, n: int) -> np.ndarray:
+    return CENTRES[r.choice(3, n, p=[0.5, 0.3, 0.2])] + r.normal(size=(n, 2))
+
+
+def _prepared(tmp_path, x: np.ndarray, seed: int = 0):
+    np.save(tmp_path / "points.npy", x)
+    return prepare_points(str(tmp_path / "points.npy"), seed, None, None, 50)
+
+
+def _report(data, points: np.ndarray) -> dict:
+    units = data.meta["units"]
+    z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
+    return vector_modes(z, data.meta["modes"], real_labels=data.all_labels())
+
+
+def test_a_column_rounded_to_whole_units_leaves_the_clusters_three(tmp_path):
+    """Three unit Gaussians 10 apart, the second column rounded to whole units (18 values): a
+    component per lattice line made 22 clusters, and the same law drawn without rounding covered
+    13 of them (mode KL 6.8). Spread over its intervals, the column gives the 3 clusters, which
+    draws with and without rounding cover; dropping a cluster shows."""
+    r = np.random.default_rng(0)
+    x = _blobs(r, 20_000)
+    x[:, 1] = np.round(x[:, 1])
+    data = _prepared(tmp_path, x)
+    modes = data.meta["modes"]
+    assert modes["count"] == 3 and modes["rounded_columns"]["columns"] == ["x1"]
+    assert modes["rounded_columns"]["steps"] == [pytest.approx(1.0, abs=1e-9)]  # in the file's units
+    fresh = _blobs(np.random.default_rng(5), 5000)
+    continuous = _report(data, fresh)
+    assert continuous["modes_covered"] == 3 and continuous["mode_kl"] < 0.01
+    rounded = fresh.copy()
+    rounded[:, 1] = np.round(rounded[:, 1])
+    assert _report(data, rounded)["modes_covered"] == 3
+    assert _report(data, rounded[rounded[:, 0] < 5])["modes_covered"] == 2
+
+
+@pytest.mark.parametrize(
+    ("layout", "columns"),
+    [
+        ("both columns of clusters of sd 3 rounded to whole units", ["x0", "x1"]),
+        ("one column rounded to halves", ["x1"]),
+        ("both columns to 3 decimals", ["x0", "x1"]),
+    ],
+)
+def test_held_out_roundings_are_spread(tmp_path, layout, columns):
+    r = np.random.default_rng(1)
+    x = _blobs(r, 20_000)
+    if layout.startswith("both columns of clusters"):
+        x = np.round(3 * x)
+    elif layout.endswith("halves"):
+        x[:, 1] = np.round(2 * x[:, 1]) / 2
+    else:
+        x = np.round(x, 3)
+    modes = _prepared(tmp_path, x, 1).meta["modes"]
+    assert modes["count"] == 3 and modes["rounded_columns"]["columns"] == columns
+
+
+@pytest.mark.parametrize(
+    ("layout", "clusters"),
+    [
+        ("three integer codes (0,0), (1,0), (0,1)", 3),
+        ("two clusters and a 0/1 flag", 4),
+        ("one cluster and three codes 10 apart", 3),
+    ],
+)
+def test_codes_and_flags_stay_the_data_s_atoms(tmp_path, layout, clusters):
+    """Fooling it: codes and flags are lattices too. Spread over their intervals, they were slabs
+    side by side, which the mixture cut into pieces (three codes: 5 and 9 clusters, a flag beside
+    two clusters: 8 and 10). By their counts their categorical law beats any smooth one, and each
+    value stays its own cluster."""
+    r = np.random.default_rng(2)
+    if layout.startswith("three integer codes"):
+        x = np.array([[0, 0], [1, 0], [0, 1.0]])[r.integers(0, 3, 900)]
+    elif layout.endswith("flag"):
+        x = np.c_[10 * r.integers(0, 2, 20_000) + r.normal(size=20_000), r.integers(0, 2, 20_000)]
+    else:
+        x = np.c_[r.normal(size=20_000), 10.0 * r.integers(0, 3, 20_000)]
+    modes = _prepared(tmp_path, x, 2).meta["modes"]
+    assert modes["count"] == clusters and modes["rounded_columns"]["columns"] == []
+
+
+def test_a_lattice_is_whole_multiples_of_the_smallest_gap_with_repeated_values():
+    g = torch.Generator().manual_seed(0)
+    continuous = torch.randn(1000, generator=g, dtype=torch.float64)
+    tenths = 0.37 + 0.1 * torch.randint(0, 30, (1000,), generator=g).double()  # offset, steps of 0.1 in float64
+    every_value_once = torch.arange(1000, dtype=torch.float64)  # a lattice with nothing repeated: an index
+    steps = lattice_steps(torch.stack([continuous, tenths, every_value_once], 1))
+    assert steps[0] == 0 and float(steps[1]) == pytest.approx(0.1, rel=1e-9) and steps[2] == 0
