@@ -18,65 +18,114 @@ import math
 
 import torch
 
-from gancore.cluster_selection import fit_mixture, select_clusters
 from gancore.seeds import generator
 
-# Gaps between a column's distinct values that are whole multiples of the smallest one to this
-# relative tolerance (float64 rounding of standardised values is 1e-15 of it) make a lattice.
-LATTICE_TOLERANCE = 1e-6
+# A row lies on its column's lattice within this share of a step (a float32 file's values carry
+# 6e-8 of their size: 0.006 of a step of 0.01 at 1,000); all but OFF_LATTICE_SHARE of the rows
+# must (one odd value in 20,000 turned the rule off, and a cluster per line back on).
+LATTICE_TOLERANCE = 0.01
+OFF_LATTICE_SHARE = 0.01
+# Gaps between repeated values below this share of the column's range are one value stored twice.
+GAP_FLOOR = 1e-6
+# EM steps of a mixture fitted to a column's counts, and the counts past the best k tried.
+BINNED_EM_ITERS = 200
+BINNED_PATIENCE = 3
 
 
 def lattice_steps(x: torch.Tensor) -> torch.Tensor:
     """Each column's lattice step [d], 0 where it has none: the smallest gap between the column's
-    distinct values, where every gap is a whole multiple of it and values repeat (at most half
-    as many distinct values as rows: a continuous column's values are all distinct)."""
+    repeated values, where all but :data:`OFF_LATTICE_SHARE` of its rows lie on the lattice of
+    that step through its most frequent value (within :data:`LATTICE_TOLERANCE` of a step) and
+    values repeat (at most half as many distinct values as rows: a continuous column's values are
+    all distinct)."""
     steps = torch.zeros(x.shape[1], dtype=x.dtype)
     for j in range(x.shape[1]):
-        values = torch.unique(x[:, j])
+        values, counts = torch.unique(x[:, j], return_counts=True)
         if len(values) < 2 or 2 * len(values) > len(x):
             continue
-        gaps = values.diff()
-        multiples = gaps / gaps.min()
-        if float((multiples - multiples.round()).abs().max()) <= LATTICE_TOLERANCE:
+        gaps = values[counts >= 2].diff()
+        gaps = gaps[gaps > GAP_FLOOR * float(values[-1] - values[0])]
+        if len(gaps) == 0:
+            continue
+        units = (x[:, j] - values[counts.argmax()]) / gaps.min()
+        if float(((units - units.round()).abs() > LATTICE_TOLERANCE).double().mean()) <= OFF_LATTICE_SHARE:
             steps[j] = gaps.min()
     return steps
 
 
-def rounded_steps(x: torch.Tensor, max_k: int, seed: int, rows: int) -> torch.Tensor:
+def rounded_steps(x: torch.Tensor, max_k: int) -> torch.Tensor:
     """The :func:`lattice_steps` of the columns that are rounded measurements, 0 for the others.
     A lattice column is also what codes and categories are (three codes 10 apart, a 0/1 flag),
     whose values are the data's atoms: spread over their intervals they become slabs side by
     side, which the mixture cut into pieces (three codes were 5 to 9 clusters). Which one a
-    column is, its counts say, by BIC on them as they were recorded (counts of values, the
-    likelihood of rounded data): the categorical law of its values (a parameter per value
-    beyond one) against a Gaussian mixture fitted to the column spread over its intervals, by
-    the probability it puts on each value's interval (Phi differences). 18 values rounded from
-    two Gaussians: the mixture's 5 parameters; codes and flags: their categories."""
+    column is, its counts say, by BIC on them as they were recorded: the categorical law of its
+    values (a parameter per value beyond one) against Gaussian mixtures of 1..``max_k``
+    components fitted to the counts, each value the interval of a step around it (the
+    likelihood of rounded data). 18 values rounded from two Gaussians: the mixture's 5
+    parameters; codes and flags: their categories."""
     steps = lattice_steps(x)
     for j in steps.nonzero()[:, 0].tolist():
-        if not _smooth_beats_categories(x[:, j], float(steps[j]), max_k, seed, rows):
+        column = x[:, j]
+        values, counts = torch.unique(column, return_counts=True)
+        units = ((column - values[counts.argmax()]) / steps[j]).round()  # each row's lattice point
+        if not _smooth_beats_categories(units, max_k):
             steps[j] = 0.0
     return steps
 
 
-def _smooth_beats_categories(column: torch.Tensor, step: float, max_k: int, seed: int, rows: int) -> bool:
-    values, counts = torch.unique(column, return_counts=True)
-    n = len(column)
-    counts = counts.to(column.dtype)
-    categorical_bic = -2.0 * float((counts * torch.log(counts / n)).sum()) + (len(values) - 1) * math.log(n)
-    spread = dequantized(column[:, None], torch.tensor([step], dtype=column.dtype), seed)
-    pick = torch.randperm(n, generator=generator(seed, "lattice/select"))[:rows]
-    selection = select_clusters(spread[pick], max_k, seed, "lattice/select")
-    gmm = fit_mixture(spread, selection.k, seed, 1, "lattice/fit", selection.covariance, selection.mixture)
-    # Rounding added a variance of step^2 / 12 to the law (Sheppard's correction), and the spread
-    # another: taken back off, the intervals' probabilities are those of the law before rounding.
-    sd = (gmm.variances[:, 0] - step**2 / 6).clamp_min(1e-12 * step**2).sqrt()
-    upper, lower = ((values[:, None] + side * step / 2 - gmm.means[None, :, 0]) / sd[None] for side in (1, -1))
-    mass = (gmm.weights[None] * (torch.special.ndtr(upper) - torch.special.ndtr(lower))).sum(1)
-    if gmm.noise is not None:  # the uniform background's share of each interval
-        mass = mass + gmm.noise * step * math.exp(gmm.noise_log_density)
-    smooth_bic = -2.0 * float((counts * torch.log(mass.clamp_min(1e-300))).sum()) + gmm.parameters * math.log(n)
-    return smooth_bic < categorical_bic
+def _smooth_beats_categories(units: torch.Tensor, max_k: int) -> bool:
+    points, counts = torch.unique(units, return_counts=True)
+    counts = counts.to(units.dtype)
+    n = float(counts.sum())
+    categorical = -2.0 * float((counts * torch.log(counts / n)).sum()) + (len(points) - 1) * math.log(n)
+    best, best_k = math.inf, 0
+    for k in range(1, min(max_k, len(points) - 1) + 1):
+        smooth = -2.0 * fit_binned_mixture(points, counts, k)[0] + (3 * k - 1) * math.log(n)
+        if smooth < best:
+            best, best_k = smooth, k
+        if smooth < categorical:
+            return True
+        if k - best_k >= BINNED_PATIENCE:
+            break
+    return False
+
+
+def fit_binned_mixture(points: torch.Tensor, counts: torch.Tensor, k: int) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A ``k``-Gaussian mixture fitted to ``counts`` of rows rounded to the integers ``points``
+    by EM for grouped data (McLachlan and Jones 1988): each point the interval of +- 1/2 around
+    it, the E-step's moments those of each Gaussian truncated to it; started from the counts'
+    quantiles. (log-likelihood, weights, means, standard deviations) of the law before rounding."""
+    n = counts.sum()
+    cumulative = counts.cumsum(0) / n
+    means = points[torch.searchsorted(cumulative, (torch.arange(k, dtype=points.dtype) + 0.5) / k).clamp_max(len(points) - 1)]
+    spread = float(((points - (counts * points).sum() / n) ** 2 * counts).sum() / n) ** 0.5
+    sds = torch.full((k,), max(spread / k, 0.5), dtype=points.dtype)
+    weights = torch.full((k,), 1.0 / k, dtype=points.dtype)
+    lower, upper = points[:, None] - 0.5, points[:, None] + 0.5
+    total = -math.inf
+    for _ in range(BINNED_EM_ITERS):
+        a, b = (lower - means) / sds, (upper - means) / sds
+        mass = (torch.special.ndtr(b) - torch.special.ndtr(a)).clamp_min(1e-300)
+        joint = torch.log(weights) + torch.log(mass)
+        log_point = torch.logsumexp(joint, 1, keepdim=True)
+        previous, total = total, float((counts * log_point[:, 0]).sum())
+        if total - previous < 1e-9 * n:
+            break
+        share = counts[:, None] * torch.exp(joint - log_point)  # rows of each point per component
+        pdf_a, pdf_b = torch.exp(-0.5 * a**2) / math.sqrt(2 * math.pi), torch.exp(-0.5 * b**2) / math.sqrt(2 * math.pi)
+        # a Gaussian truncated to the interval: its mean, and its second moment about the Gaussian's
+        first = means + sds * (pdf_a - pdf_b) / mass
+        second = sds**2 * (1 + (a * pdf_a - b * pdf_b) / mass)
+        # where the interval is all but out of a component's reach, its midpoint serves
+        far = mass < 1e-200
+        first = torch.where(far, points[:, None].expand_as(first), first)
+        second = torch.where(far, (points[:, None] - means) ** 2 + 1 / 12, second)
+        rows = share.sum(0).clamp_min(1e-300)
+        new_means = (share * first).sum(0) / rows
+        raw = second - (first - means) ** 2 + (first - new_means) ** 2  # its variance, plus its mean's offset from the new mean
+        sds = ((share * raw).sum(0) / rows).clamp_min(1e-6).sqrt()
+        means, weights = new_means, rows / rows.sum()
+    return total, weights, means, sds
 
 
 def dequantized(x: torch.Tensor, steps: torch.Tensor, seed: int) -> torch.Tensor:

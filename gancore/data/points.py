@@ -253,7 +253,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     train, test = ((train64 - mean) / std), ((test64 - mean) / std)
 
     # the clusters are fitted to rounded columns spread over their rounding interval (gancore.lattice)
-    steps = rounded_steps(train, max_clusters, seed, SELECT_POINTS)
+    steps = rounded_steps(train, max_clusters)
     spread = dequantized(train, steps, seed)
     pick = torch.randperm(len(train), generator=generator(seed, "points/select"))[:SELECT_POINTS]
     selection = select_clusters(spread[pick], max_clusters, seed, "points/select")
