@@ -223,3 +223,27 @@ EVALUATE_KEYS = {
     "js_lower_bound_n_test",
     "non_finite_metrics",
 }
+
+
+# -- points files: prepared as `gan prepare` does, and a sample's mode report against them ---------
+
+
+def prepared_points(folder: Path, x, seed: int = 0):
+    """The rows ``x`` (a numpy array) saved as a points file in ``folder`` and prepared (at most 50 clusters)."""
+    import numpy as np
+
+    from gancore.data.points import prepare_points
+
+    np.save(folder / "points.npy", x)
+    return prepare_points(str(folder / "points.npy"), seed, None, None, 50)
+
+
+def mode_report(data, points) -> dict:
+    """The mode report of ``points`` (a numpy array in the file's units) against ``data``'s clusters."""
+    import torch
+
+    from gancore.diagnostics.modes import vector_modes
+
+    units = data.meta["units"]
+    z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
+    return vector_modes(z, data.meta["modes"], real_labels=data.all_labels())

@@ -9,26 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from gancore.data.points import prepare_points
-from gancore.diagnostics.modes import vector_modes
 from gancore.lattice import fit_binned_mixture, lattice_steps
+from helpers import mode_report, prepared_points
 
 CENTRES = np.array([[0, 0], [10, 0], [0, 10.0]])
 
 
 def _blobs(r: np.random.Generator, n: int) -> np.ndarray:
     return CENTRES[r.choice(3, n, p=[0.5, 0.3, 0.2])] + r.normal(size=(n, 2))
-
-
-def _prepared(tmp_path, x: np.ndarray, seed: int = 0):
-    np.save(tmp_path / "points.npy", x)
-    return prepare_points(str(tmp_path / "points.npy"), seed, None, None, 50)
-
-
-def _report(data, points: np.ndarray) -> dict:
-    units = data.meta["units"]
-    z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
-    return vector_modes(z, data.meta["modes"], real_labels=data.all_labels())
 
 
 def test_a_column_rounded_to_whole_units_leaves_the_clusters_three(tmp_path):
@@ -39,17 +27,17 @@ def test_a_column_rounded_to_whole_units_leaves_the_clusters_three(tmp_path):
     r = np.random.default_rng(0)
     x = _blobs(r, 20_000)
     x[:, 1] = np.round(x[:, 1])
-    data = _prepared(tmp_path, x)
+    data = prepared_points(tmp_path, x)
     modes = data.meta["modes"]
     assert modes["count"] == 3 and modes["rounded_columns"]["columns"] == ["x1"]
     assert modes["rounded_columns"]["steps"] == [pytest.approx(1.0, abs=1e-9)]  # in the file's units
     fresh = _blobs(np.random.default_rng(5), 5000)
-    continuous = _report(data, fresh)
+    continuous = mode_report(data, fresh)
     assert continuous["modes_covered"] == 3 and continuous["mode_kl"] < 0.01
     rounded = fresh.copy()
     rounded[:, 1] = np.round(rounded[:, 1])
-    assert _report(data, rounded)["modes_covered"] == 3
-    assert _report(data, rounded[rounded[:, 0] < 5])["modes_covered"] == 2
+    assert mode_report(data, rounded)["modes_covered"] == 3
+    assert mode_report(data, rounded[rounded[:, 0] < 5])["modes_covered"] == 2
 
 
 @pytest.mark.parametrize(
@@ -69,7 +57,7 @@ def test_held_out_roundings_are_spread(tmp_path, layout, columns):
         x[:, 1] = np.round(2 * x[:, 1]) / 2
     else:
         x = np.round(x, 3)
-    modes = _prepared(tmp_path, x, 1).meta["modes"]
+    modes = prepared_points(tmp_path, x, 1).meta["modes"]
     assert modes["count"] == 3 and modes["rounded_columns"]["columns"] == columns
 
 
@@ -93,7 +81,7 @@ def test_codes_and_flags_stay_the_data_s_atoms(tmp_path, layout, clusters):
         x = np.c_[10 * r.integers(0, 2, 20_000) + r.normal(size=20_000), r.integers(0, 2, 20_000)]
     else:
         x = np.c_[r.normal(size=20_000), 10.0 * r.integers(0, 3, 20_000)]
-    modes = _prepared(tmp_path, x, 2).meta["modes"]
+    modes = prepared_points(tmp_path, x, 2).meta["modes"]
     assert modes["count"] == clusters and modes["rounded_columns"]["columns"] == []
 
 
@@ -132,5 +120,5 @@ def test_a_rounded_column_is_found_through_an_odd_row_or_float32(tmp_path, oddit
     else:
         x[:, 1] = np.round(x[:, 1])
         x[0, 1] = 0.3
-    modes = _prepared(tmp_path, x, 3).meta["modes"]
+    modes = prepared_points(tmp_path, x, 3).meta["modes"]
     assert modes["count"] == 3 and modes["rounded_columns"]["columns"] == ["x1"]

@@ -15,10 +15,9 @@ import torch
 
 from gancore.cluster_growth import classification_cost, grow_on_all_rows
 from gancore.cluster_selection import fit_mixture, grow_start, select_clusters
-from gancore.data.points import prepare_points
-from gancore.diagnostics.modes import vector_modes
 from gancore.gaussian_mixture import GaussianMixture
 from gancore.seeds import generator
+from helpers import mode_report, prepared_points
 
 CENTRES = np.array([[0, 0], [10, 0], [0, 10.0]])
 
@@ -52,17 +51,6 @@ def test_a_candidate_s_weight_is_fitted_so_rows_the_background_holds_are_grown()
     assert grown is not None and torch.equal(grown[1] == 3, torch.from_numpy(rare))
 
 
-def _prepared(tmp_path, x: np.ndarray, seed: int):
-    np.save(tmp_path / "points.npy", x)
-    return prepare_points(str(tmp_path / "points.npy"), seed, None, None, 50)
-
-
-def _report(data, points: np.ndarray) -> dict:
-    units = data.meta["units"]
-    z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
-    return vector_modes(z, data.meta["modes"], real_labels=data.all_labels())
-
-
 @pytest.mark.parametrize(("seed", "rows", "at"), [(1, 20, (10.0, 10.0)), (0, 60, (5.0, 0.0))])
 def test_a_small_cluster_of_a_large_file_is_a_mode(tmp_path, seed, rows, at):
     """100,000 rows and a tight cluster of 20 (far out) or 60 (between two large ones): a row or
@@ -70,12 +58,12 @@ def test_a_small_cluster_of_a_large_file_is_a_mode(tmp_path, seed, rows, at):
     a generator that dropped the small cluster was told it covered every one (3 of 3). Grown on
     every row, the small cluster is a mode of its own, and dropping it shows (3 of 4)."""
     x, rare = _with_rare(seed, 100_000, rows, at)
-    data = _prepared(tmp_path, x, seed)
+    data = prepared_points(tmp_path, x, seed)
     modes = data.meta["modes"]
     assert modes["count"] == 4 and modes["growth"]["added"] >= 1 and modes["outliers"]["rows"] == 0
     fresh, fresh_rare = _with_rare(seed + 100, 100_000, rows, at)
-    assert _report(data, fresh)["modes_covered"] == 4
-    assert _report(data, fresh[~fresh_rare])["modes_covered"] == 3
+    assert mode_report(data, fresh)["modes_covered"] == 4
+    assert mode_report(data, fresh[~fresh_rare])["modes_covered"] == 3
 
 
 def test_stray_rows_of_a_large_file_stay_no_cluster(tmp_path):
@@ -84,7 +72,7 @@ def test_stray_rows_of_a_large_file_stay_no_cluster(tmp_path):
     r = np.random.default_rng(0)
     x = _blobs(r, 100_000)
     x[:100] = r.uniform(-25, 35, (100, 2))
-    modes = _prepared(tmp_path, x, 0).meta["modes"]
+    modes = prepared_points(tmp_path, x, 0).meta["modes"]
     # the training split holds some 90 of the strays, a few of them within a cluster's reach
     assert modes["count"] == 3 and modes["growth"]["added"] == 0 and 80 <= modes["outliers"]["rows"] <= 100
 
@@ -137,7 +125,7 @@ def test_a_small_cluster_beside_a_heavy_tailed_one_is_a_mode(tmp_path):
     rare = np.zeros(100_000, dtype=bool)
     rare[r.choice(100_000, 30, replace=False)] = True
     x[rare] = -12 + 0.3 * r.normal(size=(30, 2))
-    data = _prepared(tmp_path, x, 0)
+    data = prepared_points(tmp_path, x, 0)
     assert data.meta["modes"]["count"] == 4 and _rare_rows_own_cluster(data, rare, 0, 100_000)
 
 
@@ -151,7 +139,7 @@ def test_a_small_cluster_among_many_stray_rows_is_a_mode(tmp_path):
     rare = np.zeros(100_000, dtype=bool)
     rare[:30] = True
     x[:30] = 10 + 0.3 * r.normal(size=(30, 2))
-    data = _prepared(tmp_path, x, 0)
+    data = prepared_points(tmp_path, x, 0)
     assert data.meta["modes"]["count"] == 4 and _rare_rows_own_cluster(data, rare, 0, 100_000)
 
 
@@ -170,7 +158,7 @@ def test_a_cluster_the_subset_drew_too_few_of_is_grown(tmp_path):
     rare = np.zeros(n, dtype=bool)
     rare[np.r_[r.choice(np.flatnonzero(in_subset), 2, replace=False), r.choice(np.flatnonzero(~in_subset), 218, replace=False)]] = True
     x[rare] = 10 + 0.3 * r.normal(size=(220, 2))
-    data = _prepared(tmp_path, x, seed)
+    data = prepared_points(tmp_path, x, seed)
     assert data.meta["modes"]["count"] == 4 and _rare_rows_own_cluster(data, rare, seed, n)
 
 
