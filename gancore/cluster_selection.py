@@ -183,13 +183,13 @@ def _inserted(
         tight = int(torch.linalg.slogdet(gmm.covariances)[1].argmin())
         shape = {"variances": gmm.variances[tight].expand(m, d), "covariances": gmm.covariances[tight].expand(m, d, d)}
     density = GaussianMixture(gmm.weights.new_ones(m), centres, log_likelihood=0.0, n=n, **shape).log_joint(x).T  # [m, N]
-    # the new density over the old one (capped where the old is all but zero: a gain underrated)
-    log_ratio = density - total[None]
+    log_ratio = density - total[None]  # of the new density over the old one
     # Rows no candidate reaches (ratio under NEGLIGIBLE_LOG_RATIO) enter every sum below with the
     # same terms, -1 / (1 - w), its square and log(1 - w) to the last bit, so they are counted, not
     # summed: a tight candidate reaches a few hundred of 90,000 rows, and the Newton steps over all
     # of them were most of the growth's time (800 stray rows, every one a candidate: 16 s of 19).
     reached = (log_ratio > NEGLIGIBLE_LOG_RATIO).any(0)
+    # (capped where the old density is all but zero: a gain underrated)
     ratio = log_ratio[:, reached].clamp_max_(RATIO_MAX_LOG).exp()
     unreached = float(n - ratio.shape[1])
     low, high = 1.0 / n, max(max_weight, 1.0 / n)

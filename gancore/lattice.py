@@ -1,5 +1,5 @@
-"""Columns recorded on a lattice (rounded values: an age in whole years, a rating, a price in
-cents), spread over their rounding interval for the fit of the data's clusters.
+"""Columns recorded on a lattice (rounded values: an age in whole years, a length in millimetres,
+a price in cents), spread over their rounding interval for the fit of the data's clusters.
 
 A Gaussian mixture fitted to a rounded column buys likelihood without bound with a component per
 lattice line, its variance at the floor: three Gaussian clusters with one column rounded to whole
@@ -33,24 +33,33 @@ BINNED_PATIENCE = 3
 
 
 def lattice_steps(x: torch.Tensor) -> torch.Tensor:
-    """Each column's lattice step [d], 0 where it has none: the smallest gap between the column's
-    repeated values, where all but :data:`OFF_LATTICE_SHARE` of its rows lie on the lattice of
-    that step through its most frequent value (within :data:`LATTICE_TOLERANCE` of a step) and
-    values repeat (at most half as many distinct values as rows: a continuous column's values are
-    all distinct)."""
+    """Each column's lattice step [d], 0 where it has none (:func:`_lattice`)."""
     steps = torch.zeros(x.shape[1], dtype=x.dtype)
     for j in range(x.shape[1]):
-        values, counts = torch.unique(x[:, j], return_counts=True)
-        if len(values) < 2 or 2 * len(values) > len(x):
-            continue
-        gaps = values[counts >= 2].diff()
-        gaps = gaps[gaps > GAP_FLOOR * float(values[-1] - values[0])]
-        if len(gaps) == 0:
-            continue
-        units = (x[:, j] - values[counts.argmax()]) / gaps.min()
-        if float(((units - units.round()).abs() > LATTICE_TOLERANCE).double().mean()) <= OFF_LATTICE_SHARE:
-            steps[j] = gaps.min()
+        lattice = _lattice(x[:, j])
+        if lattice is not None:
+            steps[j] = lattice[0]
     return steps
+
+
+def _lattice(column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(step, origin) of the column's lattice, or None: the smallest gap between its repeated
+    values, where all but :data:`OFF_LATTICE_SHARE` of its rows lie on the lattice of that step
+    through its most frequent value, the origin (within :data:`LATTICE_TOLERANCE` of a step), and
+    values repeat (at most half as many distinct values as rows: a continuous column's values are
+    all distinct)."""
+    values, counts = torch.unique(column, return_counts=True)
+    if len(values) < 2 or 2 * len(values) > len(column):
+        return None
+    gaps = values[counts >= 2].diff()
+    gaps = gaps[gaps > GAP_FLOOR * float(values[-1] - values[0])]
+    if len(gaps) == 0:
+        return None
+    step, origin = gaps.min(), values[counts.argmax()]
+    units = (column - origin) / step
+    if float(((units - units.round()).abs() > LATTICE_TOLERANCE).double().mean()) > OFF_LATTICE_SHARE:
+        return None
+    return step, origin
 
 
 def rounded_steps(x: torch.Tensor, max_k: int) -> torch.Tensor:
@@ -63,13 +72,14 @@ def rounded_steps(x: torch.Tensor, max_k: int) -> torch.Tensor:
     components fitted to the counts, each value the interval of a step around it (the
     likelihood of rounded data). 18 values rounded from two Gaussians: the mixture's 5
     parameters; codes and flags: their categories."""
-    steps = lattice_steps(x)
-    for j in steps.nonzero()[:, 0].tolist():
-        column = x[:, j]
-        values, counts = torch.unique(column, return_counts=True)
-        units = ((column - values[counts.argmax()]) / steps[j]).round()  # each row's lattice point
-        if not _smooth_beats_categories(units, max_k):
-            steps[j] = 0.0
+    steps = torch.zeros(x.shape[1], dtype=x.dtype)
+    for j in range(x.shape[1]):
+        lattice = _lattice(x[:, j])
+        if lattice is None:
+            continue
+        step, origin = lattice
+        if _smooth_beats_categories(((x[:, j] - origin) / step).round(), max_k):  # each row's lattice point
+            steps[j] = step
     return steps
 
 

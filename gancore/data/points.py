@@ -255,6 +255,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     # the clusters are fitted to rounded columns spread over their rounding interval (gancore.lattice)
     steps = rounded_steps(train, max_clusters)
     spread = dequantized(train, steps, seed)
+    spread_columns = steps.nonzero()[:, 0].tolist()
     pick = torch.randperm(len(train), generator=generator(seed, "points/select"))[:SELECT_POINTS]
     selection = select_clusters(spread[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
@@ -298,8 +299,8 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             "selection": selection.as_dict(),
             "growth": growth,
             "rounded_columns": {
-                "columns": [names[j] for j in steps.nonzero()[:, 0].tolist()],
-                "steps": [float(steps[j] * std[j]) for j in steps.nonzero()[:, 0].tolist()],
+                "columns": [names[j] for j in spread_columns],
+                "steps": [float(steps[j] * std[j]) for j in spread_columns],
                 "definition": "columns whose values lie on a lattice (whole multiples of a step, repeated): the clusters were "
                 "fitted with each value spread uniformly over +- half a step (its rounding interval); steps in the file's units",
             },
