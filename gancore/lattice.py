@@ -5,16 +5,17 @@ A Gaussian mixture fitted to a rounded column buys likelihood without bound with
 lattice line, its variance at the floor: three Gaussian clusters with one column rounded to whole
 units (18 values) were 22 clusters, one per line, and a generator drawing those clusters without
 rounding covered 13 of the 22 (mode KL 6.8). A rounded value stands for the interval of one step
-around it; spread uniformly over it (uniform dequantisation, as density models of images do:
-Theis, van den Oord and Bethge 2016), the column is the smooth density it was rounded from, and
-the mixture is fitted to that: 3 clusters. A lattice is also what codes and categories are, whose
+around it; spread over it (dequantisation, as density models of images do: Theis, van den Oord
+and Bethge 2016) by a draw from the law its counts were rounded from, the column is that law
+again, and the mixture is fitted to it: 3 clusters. A lattice is also what codes and categories are, whose
 values are the data's atoms and its clusters; which one a column is, its counts say
-(:func:`rounded_steps`).
+(:func:`rounded_columns`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -62,42 +63,70 @@ def _lattice(column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     return step, origin
 
 
-def rounded_steps(x: torch.Tensor, max_k: int) -> torch.Tensor:
-    """The :func:`lattice_steps` of the columns that are rounded measurements, 0 for the others.
-    A lattice column is also what codes and categories are (three codes 10 apart, a 0/1 flag),
-    whose values are the data's atoms: spread over their intervals they become slabs side by
-    side, which the mixture cut into pieces (three codes were 5 to 9 clusters). Which one a
+@dataclass(frozen=True)
+class RoundedColumn:
+    """A column recorded rounded to a lattice (``origin`` plus whole steps), and the law it was
+    rounded from, as its counts say it: a Gaussian mixture in lattice units (``weights``, ``means``,
+    ``sds``; :func:`fit_binned_mixture`)."""
+
+    column: int
+    step: float
+    origin: float
+    weights: torch.Tensor
+    means: torch.Tensor
+    sds: torch.Tensor
+
+    def law_in_units(self, mean: float, std: float) -> list[dict[str, float]]:
+        """The law before rounding in the file's units, for a column standardised by ``mean`` and
+        ``std``: each Gaussian's weight, mean and standard deviation."""
+        scale = self.step * std
+        return [
+            {"weight": float(w), "mean": mean + std * self.origin + scale * float(m), "sd": scale * float(sd)}
+            for w, m, sd in zip(self.weights, self.means, self.sds, strict=True)
+        ]
+
+
+def rounded_columns(x: torch.Tensor, max_k: int) -> list[RoundedColumn]:
+    """The lattice columns (:func:`_lattice`) that are rounded measurements, with their law before
+    rounding. A lattice column is also what codes and categories are (three codes 10 apart, a 0/1
+    flag), whose values are the data's atoms: spread over their intervals they become slabs side
+    by side, which the mixture cut into pieces (three codes were 5 to 9 clusters). Which one a
     column is, its counts say, by BIC on them as they were recorded: the categorical law of its
     values (a parameter per value beyond one) against Gaussian mixtures of 1..``max_k``
     components fitted to the counts, each value the interval of a step around it (the
     likelihood of rounded data). 18 values rounded from two Gaussians: the mixture's 5
-    parameters; codes and flags: their categories."""
-    steps = torch.zeros(x.shape[1], dtype=x.dtype)
+    parameters; codes and flags: their categories. The law kept is the mixture of least BIC."""
+    found = []
     for j in range(x.shape[1]):
         lattice = _lattice(x[:, j])
         if lattice is None:
             continue
         step, origin = lattice
-        if _smooth_beats_categories(((x[:, j] - origin) / step).round(), max_k):  # each row's lattice point
-            steps[j] = step
-    return steps
+        law = _smooth_law(((x[:, j] - origin) / step).round(), max_k)  # each row's lattice point
+        if law is not None:
+            found.append(RoundedColumn(j, float(step), float(origin), *law))
+    return found
 
 
-def _smooth_beats_categories(units: torch.Tensor, max_k: int) -> bool:
+def _smooth_law(units: torch.Tensor, max_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The least-BIC Gaussian mixture of the rounded ``units``' counts, where one beats their
+    categorical law; None where none does."""
     points, counts = torch.unique(units, return_counts=True)
     counts = counts.to(units.dtype)
     n = float(counts.sum())
     categorical = -2.0 * float((counts * torch.log(counts / n)).sum()) + (len(points) - 1) * math.log(n)
-    best, best_k = math.inf, 0
+    best, best_k = math.inf, 0  # the smooth fits' own best, which the search runs past by BINNED_PATIENCE
+    least, law = categorical, None
     for k in range(1, min(max_k, len(points) - 1) + 1):
-        smooth = -2.0 * fit_binned_mixture(points, counts, k)[0] + (3 * k - 1) * math.log(n)
+        total, weights, means, sds = fit_binned_mixture(points, counts, k)
+        smooth = -2.0 * total + (3 * k - 1) * math.log(n)
         if smooth < best:
             best, best_k = smooth, k
-        if smooth < categorical:
-            return True
+        if smooth < least:
+            least, law = smooth, (weights, means, sds)
         if k - best_k >= BINNED_PATIENCE:
             break
-    return False
+    return law
 
 
 def fit_binned_mixture(points: torch.Tensor, counts: torch.Tensor, k: int) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,7 +136,15 @@ def fit_binned_mixture(points: torch.Tensor, counts: torch.Tensor, k: int) -> tu
     quantiles. (log-likelihood, weights, means, standard deviations) of the law before rounding."""
     n = counts.sum()
     cumulative = counts.cumsum(0) / n
-    means = points[torch.searchsorted(cumulative, (torch.arange(k, dtype=points.dtype) + 0.5) / k).clamp_max(len(points) - 1)]
+    picks = torch.searchsorted(cumulative, (torch.arange(k, dtype=points.dtype) + 0.5) / k).clamp_max(len(points) - 1).tolist()
+    for i in range(1, k):
+        # quantiles on one heavy value are one start, and EM keeps equal components equal (72 % of
+        # the rows on one value gave two components at 0 where the counts had 0 and 10): a repeated
+        # start moves to the value of most rows times squared distance from the starts so far
+        if picks[i] in picks[:i]:
+            reach = torch.stack([(points - points[c]) ** 2 for c in picks[:i]]).min(0).values
+            picks[i] = int((counts * reach).argmax())
+    means = points[picks]
     spread = float(((points - (counts * points).sum() / n) ** 2 * counts).sum() / n) ** 0.5
     sds = torch.full((k,), max(spread / k, 0.5), dtype=points.dtype)
     weights = torch.full((k,), 1.0 / k, dtype=points.dtype)
@@ -138,10 +175,43 @@ def fit_binned_mixture(points: torch.Tensor, counts: torch.Tensor, k: int) -> tu
     return total, weights, means, sds
 
 
-def dequantized(x: torch.Tensor, steps: torch.Tensor, seed: int) -> torch.Tensor:
-    """``x`` with each lattice column (``steps`` > 0) spread uniformly over its rounding interval,
-    +- half a step around each value (seeded); ``x`` itself where no column is a lattice."""
-    if not bool((steps > 0).any()):
+def dequantized(x: torch.Tensor, columns: list[RoundedColumn], seed: int) -> torch.Tensor:
+    """``x`` with each rounded column's values spread over their rounding interval (+- half a
+    step), drawn from the column's law before rounding truncated to it (seeded): the column as it
+    was before rounding, in law. A uniform draw over the interval is that only where the step is
+    small beside the law's spread; where it is not (clusters of sd 0.4 rounded to whole units),
+    uniform spreading made flat-topped slabs, which the mixture cut into pieces (14 clusters for
+    3). ``x`` itself where no column is rounded."""
+    if not columns:
         return x
-    noise = torch.rand(x.shape, generator=generator(seed, "points/dequantize"), dtype=x.dtype) - 0.5
-    return x + noise * steps.to(x.dtype)
+    spread = x.clone()
+    gen = generator(seed, "points/dequantize")
+    for c in columns:
+        units = ((x[:, c.column] - c.origin) / c.step).round()
+        spread[:, c.column] = c.origin + c.step * _truncated_draw(units - 0.5, units + 0.5, c.weights, c.means, c.sds, gen)
+    return spread
+
+
+def _truncated_draw(
+    lower: torch.Tensor, upper: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, sds: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
+    """A draw per row from the Gaussian mixture truncated to [lower, upper]: a component in
+    proportion to its weight times its mass there, then the inverse of its distribution function
+    over the interval, taken on the side of the mean where the interval lies (the far tail's
+    distribution function rounds to 1 in float64; its complement does not)."""
+    a, b = (lower[:, None] - means) / sds, (upper[:, None] - means) / sds
+    flip = (a + b) > 0  # the interval above the mean: mirror it below, where ndtr keeps its digits
+    a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    log_mass = torch.log(torch.special.ndtr(b) - torch.special.ndtr(a))
+    joint = torch.log(weights) + log_mass
+    joint = torch.where(torch.isfinite(joint).any(1, keepdim=True), joint, torch.log(weights))  # out of every reach
+    u = torch.rand((len(lower), 2), generator=gen, dtype=lower.dtype)
+    pick = (torch.softmax(joint, 1).cumsum(1) < u[:, :1]).sum(1).clamp_max(len(weights) - 1)
+    rows = torch.arange(len(lower))
+    a, b, flip = a[rows, pick], b[rows, pick], flip[rows, pick]
+    low, high = torch.special.ndtr(a), torch.special.ndtr(b)
+    z = torch.special.ndtri(low + u[:, 1] * (high - low)).clamp(a, b)
+    # an interval out of every component's reach (mass 0 in float64): its midpoint
+    z = torch.where(torch.isfinite(z) & (high > low), z, (a + b) / 2)
+    z = torch.where(flip, -z, z)
+    return means[pick] + sds[pick] * z

@@ -217,7 +217,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
     from gancore.cluster_growth import grow_on_all_rows
     from gancore.cluster_selection import fit_mixture, select_clusters
-    from gancore.lattice import dequantized, rounded_steps
+    from gancore.lattice import dequantized, rounded_columns
     from gancore.mode_merging import merge_components
 
     p = _check_path(path)
@@ -253,9 +253,8 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     train, test = ((train64 - mean) / std), ((test64 - mean) / std)
 
     # the clusters are fitted to rounded columns spread over their rounding interval (gancore.lattice)
-    steps = rounded_steps(train, max_clusters)
-    spread = dequantized(train, steps, seed)
-    spread_columns = steps.nonzero()[:, 0].tolist()
+    rounded = rounded_columns(train, max_clusters)
+    spread = dequantized(train, rounded, seed)
     pick = torch.randperm(len(train), generator=generator(seed, "points/select"))[:SELECT_POINTS]
     selection = select_clusters(spread[pick], max_clusters, seed, "points/select")
     selection.warn_if_at_limit()  # the data's modes are these clusters: a capped count is said, as for the parts
@@ -299,10 +298,13 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             "selection": selection.as_dict(),
             "growth": growth,
             "rounded_columns": {
-                "columns": [names[j] for j in spread_columns],
-                "steps": [float(steps[j] * std[j]) for j in spread_columns],
-                "definition": "columns whose values lie on a lattice (whole multiples of a step, repeated): the clusters were "
-                "fitted with each value spread uniformly over +- half a step (its rounding interval); steps in the file's units",
+                "columns": [names[c.column] for c in rounded],
+                "steps": [c.step * float(std[c.column]) for c in rounded],
+                "laws": [c.law_in_units(float(mean[c.column]), float(std[c.column])) for c in rounded],
+                "definition": "columns whose values lie on a lattice (whole multiples of a step, repeated) and whose counts a "
+                "Gaussian mixture fitted to them as rounded data explains better than categories (by BIC): the clusters were fitted "
+                "with each value spread over +- half a step (its rounding interval), drawn from that mixture (laws) truncated to "
+                "it; steps and laws in the file's units",
             },
             "merging": merging,
         },
