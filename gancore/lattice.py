@@ -67,7 +67,8 @@ def _lattice(column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
 class RoundedColumn:
     """A column recorded rounded to a lattice (``origin`` plus whole steps), and the law it was
     rounded from, as its counts say it: a Gaussian mixture in lattice units (``weights``, ``means``,
-    ``sds``; :func:`fit_binned_mixture`)."""
+    ``sds``; :func:`fit_binned_mixture`), and the share ``noise`` of a uniform background over the
+    column's values (``span``, lattice units)."""
 
     column: int
     step: float
@@ -75,15 +76,26 @@ class RoundedColumn:
     weights: torch.Tensor
     means: torch.Tensor
     sds: torch.Tensor
+    noise: float = 0.0
+    span: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def background_density(self) -> float:
+        """The background's mass per lattice interval."""
+        return self.noise / (self.span[1] - self.span[0]) if self.noise else 0.0
 
     def law_in_units(self, mean: float, std: float) -> list[dict[str, float]]:
         """The law before rounding in the file's units, for a column standardised by ``mean`` and
-        ``std``: each Gaussian's weight, mean and standard deviation."""
-        scale = self.step * std
-        return [
-            {"weight": float(w), "mean": mean + std * self.origin + scale * float(m), "sd": scale * float(sd)}
+        ``std``: each Gaussian's weight, mean and standard deviation, and the background's weight
+        and range where it has one."""
+        scale, at = self.step * std, mean + std * self.origin
+        law: list[dict] = [
+            {"weight": float(w), "mean": at + scale * float(m), "sd": scale * float(sd)}
             for w, m, sd in zip(self.weights, self.means, self.sds, strict=True)
         ]
+        if self.noise:
+            law.append({"weight": self.noise, "uniform": [at + scale * self.span[0], at + scale * self.span[1]]})
+        return law
 
 
 def rounded_columns(x: torch.Tensor, max_k: int) -> list[RoundedColumn]:
@@ -94,21 +106,25 @@ def rounded_columns(x: torch.Tensor, max_k: int) -> list[RoundedColumn]:
     column is, its counts say, by BIC on them as they were recorded: the categorical law of its
     values (a parameter per value beyond one) against Gaussian mixtures of 1..``max_k``
     components fitted to the counts, each value the interval of a step around it (the
-    likelihood of rounded data). 18 values rounded from two Gaussians: the mixture's 5
-    parameters; codes and flags: their categories. The law kept is the mixture of least BIC."""
+    likelihood of rounded data), each with and without a uniform background over the column's
+    values for stray ones (four typos at 99 among ages 1-19 made every mixture lose). 18 values
+    rounded from two Gaussians: the mixture's 5 parameters; codes and flags: their categories.
+    The law kept is the mixture of least BIC."""
     found = []
     for j in range(x.shape[1]):
         lattice = _lattice(x[:, j])
         if lattice is None:
             continue
         step, origin = lattice
-        law = _smooth_law(((x[:, j] - origin) / step).round(), max_k)  # each row's lattice point
+        units = ((x[:, j] - origin) / step).round()  # each row's lattice point
+        law = _smooth_law(units, max_k)
         if law is not None:
-            found.append(RoundedColumn(j, float(step), float(origin), *law))
+            span = (float(units.min()) - 0.5, float(units.max()) + 0.5)
+            found.append(RoundedColumn(j, float(step), float(origin), *law, span=span))
     return found
 
 
-def _smooth_law(units: torch.Tensor, max_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def _smooth_law(units: torch.Tensor, max_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None:
     """The least-BIC Gaussian mixture of the rounded ``units``' counts, where one beats their
     categorical law; None where none does."""
     points, counts = torch.unique(units, return_counts=True)
@@ -118,47 +134,62 @@ def _smooth_law(units: torch.Tensor, max_k: int) -> tuple[torch.Tensor, torch.Te
     best, best_k = math.inf, 0  # the smooth fits' own best, which the search runs past by BINNED_PATIENCE
     least, law = categorical, None
     for k in range(1, min(max_k, len(points) - 1) + 1):
-        total, weights, means, sds = fit_binned_mixture(points, counts, k)
-        smooth = -2.0 * total + (3 * k - 1) * math.log(n)
+        fits = [fit_binned_mixture(points, counts, k, background) for background in (False, True)]
+        # stray values are the fewer: a background holding most rows is a flat column's own law (a
+        # uniform rating 1-10), whose slabs the clusters' mixture cuts in pieces (8 clusters for 2)
+        scored = [(-2.0 * f[0] + (3 * k - 1 + (f[4] > 0)) * math.log(n), f) for f in fits if f[4] < 0.5]
+        smooth, (_, weights, means, sds, noise) = min(scored, key=lambda pair: pair[0])
         if smooth < best:
             best, best_k = smooth, k
         if smooth < least:
-            least, law = smooth, (weights, means, sds)
+            least, law = smooth, (weights, means, sds, noise)
         if k - best_k >= BINNED_PATIENCE:
             break
     return law
 
 
-def fit_binned_mixture(points: torch.Tensor, counts: torch.Tensor, k: int) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
+def fit_binned_mixture(
+    points: torch.Tensor, counts: torch.Tensor, k: int, background: bool = False
+) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """A ``k``-Gaussian mixture fitted to ``counts`` of rows rounded to the integers ``points``
     by EM for grouped data (McLachlan and Jones 1988): each point the interval of +- 1/2 around
     it, the E-step's moments those of each Gaussian truncated to it; started from the counts'
-    quantiles. (log-likelihood, weights, means, standard deviations) of the law before rounding."""
+    quantiles. ``background``: with a uniform component over the points' range, whose share EM
+    fits from a row's worth (mclust's noise component, for grouped data). (log-likelihood,
+    weights, means, standard deviations, the background's share) of the law before rounding;
+    the weights sum to 1 less the background's share."""
     n = counts.sum()
     cumulative = counts.cumsum(0) / n
     picks = torch.searchsorted(cumulative, (torch.arange(k, dtype=points.dtype) + 0.5) / k).clamp_max(len(points) - 1).tolist()
     for i in range(1, k):
         # quantiles on one heavy value are one start, and EM keeps equal components equal (72 % of
         # the rows on one value gave two components at 0 where the counts had 0 and 10): a repeated
-        # start moves to the value of most rows times squared distance from the starts so far
+        # start moves to the next value up not yet a start (down at the top), never far off to a
+        # stray value as a farthest-point rule did (a typo at 99 among ages)
         if picks[i] in picks[:i]:
-            reach = torch.stack([(points - points[c]) ** 2 for c in picks[:i]]).min(0).values
-            picks[i] = int((counts * reach).argmax())
+            free = [j for j in range(len(points)) if j not in picks[:i]]
+            picks[i] = min((j for j in free if j > picks[i]), default=max(j for j in free if j < picks[i]))
     means = points[picks]
     spread = float(((points - (counts * points).sum() / n) ** 2 * counts).sum() / n) ** 0.5
     sds = torch.full((k,), max(spread / k, 0.5), dtype=points.dtype)
     weights = torch.full((k,), 1.0 / k, dtype=points.dtype)
     lower, upper = points[:, None] - 0.5, points[:, None] + 0.5
+    noise = float(1 / n) if background else 0.0
+    width = float(points[-1] - points[0] + 1)  # the background's mass per point is 1 / width
     total = -math.inf
     for _ in range(BINNED_EM_ITERS):
         a, b = (lower - means) / sds, (upper - means) / sds
-        mass = (torch.special.ndtr(b) - torch.special.ndtr(a)).clamp_min(1e-300)
+        mass = _standard_mass(a, b).clamp_min(1e-300)
         joint = torch.log(weights) + torch.log(mass)
+        if background:
+            joint = torch.cat([joint, torch.full_like(joint[:, :1], math.log(noise / width))], 1)
         log_point = torch.logsumexp(joint, 1, keepdim=True)
         previous, total = total, float((counts * log_point[:, 0]).sum())
         if total - previous < 1e-9 * n:
             break
         share = counts[:, None] * torch.exp(joint - log_point)  # rows of each point per component
+        if background:
+            noise, share = float(share[:, k].sum() / n), share[:, :k]
         pdf_a, pdf_b = torch.exp(-0.5 * a**2) / math.sqrt(2 * math.pi), torch.exp(-0.5 * b**2) / math.sqrt(2 * math.pi)
         # a Gaussian truncated to the interval: its mean, and its second moment about the Gaussian's
         first = means + sds * (pdf_a - pdf_b) / mass
@@ -171,8 +202,8 @@ def fit_binned_mixture(points: torch.Tensor, counts: torch.Tensor, k: int) -> tu
         new_means = (share * first).sum(0) / rows
         raw = second - (first - means) ** 2 + (first - new_means) ** 2  # its variance, plus its mean's offset from the new mean
         sds = ((share * raw).sum(0) / rows).clamp_min(1e-6).sqrt()
-        means, weights = new_means, rows / rows.sum()
-    return total, weights, means, sds
+        means, weights = new_means, rows / n
+    return total, weights, means, sds, noise
 
 
 def dequantized(x: torch.Tensor, columns: list[RoundedColumn], seed: int) -> torch.Tensor:
@@ -181,37 +212,68 @@ def dequantized(x: torch.Tensor, columns: list[RoundedColumn], seed: int) -> tor
     was before rounding, in law. A uniform draw over the interval is that only where the step is
     small beside the law's spread; where it is not (clusters of sd 0.4 rounded to whole units),
     uniform spreading made flat-topped slabs, which the mixture cut into pieces (14 clusters for
-    3). ``x`` itself where no column is rounded."""
+    3). A row off the lattice (at most :data:`OFF_LATTICE_SHARE` of them) is drawn in the interval
+    of its nearest lattice point. ``x`` itself where no column is rounded."""
     if not columns:
         return x
     spread = x.clone()
     gen = generator(seed, "points/dequantize")
     for c in columns:
         units = ((x[:, c.column] - c.origin) / c.step).round()
-        spread[:, c.column] = c.origin + c.step * _truncated_draw(units - 0.5, units + 0.5, c.weights, c.means, c.sds, gen)
+        draw = _truncated_draw(units - 0.5, units + 0.5, c.weights, c.means, c.sds, gen, c.background_density)
+        spread[:, c.column] = c.origin + c.step * draw
     return spread
 
 
 def _truncated_draw(
-    lower: torch.Tensor, upper: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, sds: torch.Tensor, gen: torch.Generator
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    weights: torch.Tensor,
+    means: torch.Tensor,
+    sds: torch.Tensor,
+    gen: torch.Generator,
+    background: float = 0.0,
 ) -> torch.Tensor:
-    """A draw per row from the Gaussian mixture truncated to [lower, upper]: a component in
-    proportion to its weight times its mass there, then the inverse of its distribution function
-    over the interval, taken on the side of the mean where the interval lies (the far tail's
-    distribution function rounds to 1 in float64; its complement does not)."""
-    a, b = (lower[:, None] - means) / sds, (upper[:, None] - means) / sds
-    flip = (a + b) > 0  # the interval above the mean: mirror it below, where ndtr keeps its digits
-    a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
-    log_mass = torch.log(torch.special.ndtr(b) - torch.special.ndtr(a))
-    joint = torch.log(weights) + log_mass
-    joint = torch.where(torch.isfinite(joint).any(1, keepdim=True), joint, torch.log(weights))  # out of every reach
+    """A draw per row from the Gaussian mixture (and a uniform ``background`` of that density)
+    truncated to [lower, upper]: a component in proportion to its weight times its mass there,
+    then the inverse of its distribution function over the interval (:func:`_lower_side`), or a
+    uniform draw for the background."""
+    a, b, flip = _lower_side((lower[:, None] - means) / sds, (upper[:, None] - means) / sds)
+    joint = torch.log(weights) + torch.log(_cdf(b) - _cdf(a))
+    prior = torch.log(weights)
+    if background > 0:
+        joint = torch.cat([joint, torch.log(background * (upper - lower))[:, None]], 1)
+        prior = torch.cat([prior, prior.new_tensor([math.log(background)])])
+    joint = torch.where(torch.isfinite(joint).any(1, keepdim=True), joint, prior)  # out of every reach
     u = torch.rand((len(lower), 2), generator=gen, dtype=lower.dtype)
-    pick = (torch.softmax(joint, 1).cumsum(1) < u[:, :1]).sum(1).clamp_max(len(weights) - 1)
+    pick = (torch.softmax(joint, 1).cumsum(1) < u[:, :1]).sum(1).clamp_max(joint.shape[1] - 1)
+    gaussian = pick.clamp_max(len(weights) - 1)
     rows = torch.arange(len(lower))
-    a, b, flip = a[rows, pick], b[rows, pick], flip[rows, pick]
-    low, high = torch.special.ndtr(a), torch.special.ndtr(b)
+    a, b, flip = a[rows, gaussian], b[rows, gaussian], flip[rows, gaussian]
+    low, high = _cdf(a), _cdf(b)
     z = torch.special.ndtri(low + u[:, 1] * (high - low)).clamp(a, b)
     # an interval out of every component's reach (mass 0 in float64): its midpoint
     z = torch.where(torch.isfinite(z) & (high > low), z, (a + b) / 2)
     z = torch.where(flip, -z, z)
-    return means[pick] + sds[pick] * z
+    draw = means[gaussian] + sds[gaussian] * z
+    return torch.where(pick == len(weights), lower + u[:, 1] * (upper - lower), draw)
+
+
+def _lower_side(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The standard interval [a, b] on the low side of 0 (mirrored where it lies above: ``flip``):
+    there its distribution function keeps its digits far out (:func:`_cdf`), where above it
+    rounds to 1 in float64 from 8.3 sd on."""
+    flip = (a + b) > 0
+    return torch.where(flip, -b, a), torch.where(flip, -a, b), flip
+
+
+def _cdf(z: torch.Tensor) -> torch.Tensor:
+    """The standard normal distribution function through its logarithm: ndtr itself loses its
+    digits below -8 (ndtr(-8.5) is 0; this, 9.5e-18) and keeps them to 1e-300 (-37 sd)."""
+    return torch.exp(torch.special.log_ndtr(z))
+
+
+def _standard_mass(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The standard normal's mass on [a, b], taken on the low side (:func:`_lower_side`)."""
+    low, high, _ = _lower_side(a, b)
+    return _cdf(high) - _cdf(low)

@@ -303,8 +303,9 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
                 "laws": [c.law_in_units(float(mean[c.column]), float(std[c.column])) for c in rounded],
                 "definition": "columns whose values lie on a lattice (whole multiples of a step, repeated) and whose counts a "
                 "Gaussian mixture fitted to them as rounded data explains better than categories (by BIC): the clusters were fitted "
-                "with each value spread over +- half a step (its rounding interval), drawn from that mixture (laws) truncated to "
-                "it; steps and laws in the file's units",
+                "with each value spread over +- half a step (its rounding interval), drawn from that mixture (laws: Gaussians, and "
+                "a uniform background over the column's values for stray ones where BIC keeps one) truncated to it; steps and laws "
+                "in the file's units",
             },
             "merging": merging,
         },
