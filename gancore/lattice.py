@@ -31,6 +31,11 @@ GAP_FLOOR = 1e-6
 # EM steps of a mixture fitted to a column's counts, and the counts past the best k tried.
 BINNED_EM_ITERS = 200
 BINNED_PATIENCE = 3
+# Stray values are the fewer: a background holding this share of the rows or more is a flat
+# column's own law (a uniform rating 1-10), whose slabs the clusters' mixture cut in pieces (8
+# clusters for 2). A definition, not a fit: it is a cliff (45 % flat beside a bump is spread, 55 %
+# is categories), said in the README.
+STRAY_SHARE_MAX = 0.5
 
 
 def lattice_steps(x: torch.Tensor) -> torch.Tensor:
@@ -135,9 +140,7 @@ def _smooth_law(units: torch.Tensor, max_k: int) -> tuple[torch.Tensor, torch.Te
     least, law = categorical, None
     for k in range(1, min(max_k, len(points) - 1) + 1):
         fits = [fit_binned_mixture(points, counts, k, background) for background in (False, True)]
-        # stray values are the fewer: a background holding most rows is a flat column's own law (a
-        # uniform rating 1-10), whose slabs the clusters' mixture cuts in pieces (8 clusters for 2)
-        scored = [(-2.0 * f[0] + (3 * k - 1 + (f[4] > 0)) * math.log(n), f) for f in fits if f[4] < 0.5]
+        scored = [(-2.0 * f[0] + (3 * k - 1 + (f[4] > 0)) * math.log(n), f) for f in fits if f[4] < STRAY_SHARE_MAX]
         smooth, (_, weights, means, sds, noise) = min(scored, key=lambda pair: pair[0])
         if smooth < best:
             best, best_k = smooth, k
