@@ -37,19 +37,14 @@ BINNED_PATIENCE = 3
 # is categories), said in the README.
 STRAY_SHARE_MAX = 0.5
 
-
-def lattice_steps(x: torch.Tensor) -> torch.Tensor:
-    """Each column's lattice step [d], 0 where it has none (:func:`_lattice`)."""
-    steps = torch.zeros(x.shape[1], dtype=x.dtype)
-    for j in range(x.shape[1]):
-        lattice = _lattice(x[:, j])
-        if lattice is not None:
-            steps[j] = lattice[0]
-    return steps
+# A law fitted to a column's counts: (log-likelihood, weights, means, sds, the background's share),
+# and where EM starts one: (weights, means, sds, the background's share).
+BinnedFit = tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, float]
+BinnedStart = tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]
 
 
 def _lattice(column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(step, origin) of the column's lattice, or None: the smallest gap between its repeated
+    """(step, origin) of the column's lattice, or None (no lattice): the smallest gap between its repeated
     values, where all but :data:`OFF_LATTICE_SHARE` of its rows lie on the lattice of that step
     through its most frequent value, the origin (within :data:`LATTICE_TOLERANCE` of a step), and
     values repeat (at most half as many distinct values as rows: a continuous column's values are
@@ -157,17 +152,14 @@ def _smooth_law(units: torch.Tensor, max_k: int) -> tuple[torch.Tensor, torch.Te
     return law
 
 
-def _grown_start(points: torch.Tensor, counts: torch.Tensor, fit: BinnedFit) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+def _grown_start(points: torch.Tensor, counts: torch.Tensor, fit: BinnedFit) -> BinnedStart:
     """A start of one component more than ``fit``: at the value the fit explains least (the most
     rows times log of counted over expected rows, as the clusters' grow_start), with its excess
     rows as weight and half a step as sd. Quantile starts put every component in the bulk, and a
     code on 1 % of rows 3 sd off it (-1 among ages near 40) was never a component of its own."""
     _, weights, means, sds, noise = fit
     n = counts.sum()
-    lower, upper = points[:, None] - 0.5, points[:, None] + 0.5
-    expected = n * (
-        (weights * _standard_mass((lower - means) / sds, (upper - means) / sds)).sum(1) + noise / float(points[-1] - points[0] + 1)
-    )
+    expected = n * torch.logsumexp(_point_joint(points, weights, means, sds, noise)[0], 1).exp()
     gain = counts * torch.log(counts / expected.clamp_min(1e-300))
     at = int(gain.argmax())
     share = min(max(float((counts[at] - expected[at]) / n), 1 / float(n)), 0.5)
@@ -180,15 +172,12 @@ def _grown_start(points: torch.Tensor, counts: torch.Tensor, fit: BinnedFit) -> 
     )
 
 
-BinnedFit = tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, float]
-
-
 def fit_binned_mixture(
     points: torch.Tensor,
     counts: torch.Tensor,
     k: int,
     background: bool = False,
-    start: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None,
+    start: BinnedStart | None = None,
 ) -> BinnedFit:
     """A ``k``-Gaussian mixture fitted to ``counts`` of rows rounded to the integers ``points``
     by EM for grouped data (McLachlan and Jones 1988): each point the interval of +- 1/2 around
@@ -196,37 +185,19 @@ def fit_binned_mixture(
     quantiles. ``background``: with a uniform component over the points' range, whose share EM
     fits from a row's worth (mclust's noise component, for grouped data). (log-likelihood,
     weights, means, standard deviations, the background's share) of the law before rounding;
-    the weights sum to 1 less the background's share. ``start``: (weights, means, sds, share)
-    to start from instead (:func:`_grown_start`)."""
+    the weights sum to 1 less the background's share. ``start``: where to start instead
+    (:func:`_grown_start`)."""
     n = counts.sum()
-    cumulative = counts.cumsum(0) / n
-    picks = torch.searchsorted(cumulative, (torch.arange(k, dtype=points.dtype) + 0.5) / k).clamp_max(len(points) - 1).tolist()
-    for i in range(1, k):
-        # quantiles on one heavy value are one start, and EM keeps equal components equal (72 % of
-        # the rows on one value gave two components at 0 where the counts had 0 and 10): a repeated
-        # start moves to the next value up not yet a start (down at the top), never far off to a
-        # stray value as a farthest-point rule did (a typo at 99 among ages)
-        if picks[i] in picks[:i]:
-            free = [j for j in range(len(points)) if j not in picks[:i]]
-            picks[i] = min((j for j in free if j > picks[i]), default=max(j for j in free if j < picks[i]))
-    means = points[picks]
-    spread = float(((points - (counts * points).sum() / n) ** 2 * counts).sum() / n) ** 0.5
-    sds = torch.full((k,), max(spread / k, 0.5), dtype=points.dtype)
-    weights = torch.full((k,), 1.0 / k, dtype=points.dtype)
-    lower, upper = points[:, None] - 0.5, points[:, None] + 0.5
-    noise = float(1 / n) if background else 0.0
-    if start is not None:
+    if start is None:
+        weights, means, sds = _quantile_start(points, counts, k)
+        noise = float(1 / n) if background else 0.0
+    else:
         weights, means, sds, start_noise = start
-        noise = max(start_noise, noise) if background else 0.0
+        noise = max(start_noise, float(1 / n)) if background else 0.0
         weights = weights / weights.sum() * (1 - noise)
-    width = float(points[-1] - points[0] + 1)  # the background's mass per point is 1 / width
     total = -math.inf
     for _ in range(BINNED_EM_ITERS):
-        a, b = (lower - means) / sds, (upper - means) / sds
-        mass = _standard_mass(a, b).clamp_min(1e-300)
-        joint = torch.log(weights) + torch.log(mass)
-        if background:
-            joint = torch.cat([joint, torch.full_like(joint[:, :1], math.log(noise / width))], 1)
+        joint, a, b, mass = _point_joint(points, weights, means, sds, noise)
         log_point = torch.logsumexp(joint, 1, keepdim=True)
         previous, total = total, float((counts * log_point[:, 0]).sum())
         if total - previous < 1e-9 * n:
@@ -248,6 +219,41 @@ def fit_binned_mixture(
         sds = ((share * raw).sum(0) / rows).clamp_min(1e-6).sqrt()
         means, weights = new_means, rows / n
     return total, weights, means, sds, noise
+
+
+def _quantile_start(points: torch.Tensor, counts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weights, means, sds) where EM starts by default: equal weights, means at the counts'
+    quantiles, and sds of the counts' spread over k (half a step at least)."""
+    n = counts.sum()
+    cumulative = counts.cumsum(0) / n
+    picks = torch.searchsorted(cumulative, (torch.arange(k, dtype=points.dtype) + 0.5) / k).clamp_max(len(points) - 1).tolist()
+    for i in range(1, k):
+        # quantiles on one heavy value are one start, and EM keeps equal components equal (72 % of
+        # the rows on one value gave two components at 0 where the counts had 0 and 10): a repeated
+        # start moves to the next value up not yet a start (down at the top), never far off to a
+        # stray value as a farthest-point rule did (a typo at 99 among ages)
+        if picks[i] in picks[:i]:
+            free = [j for j in range(len(points)) if j not in picks[:i]]
+            picks[i] = min((j for j in free if j > picks[i]), default=max(j for j in free if j < picks[i]))
+    means = points[picks]
+    spread = float(((points - (counts * points).sum() / n) ** 2 * counts).sum() / n) ** 0.5
+    sds = torch.full((k,), max(spread / k, 0.5), dtype=points.dtype)
+    return torch.full((k,), 1.0 / k, dtype=points.dtype), means, sds
+
+
+def _point_joint(
+    points: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, sds: torch.Tensor, noise: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each point's log(weight x mass) per Gaussian over its interval of +- 1/2 [P, k], with the
+    background's as a last column where it has a share (its mass per point 1 / the points'
+    range), and the standardised interval ends and masses it took them from."""
+    a, b = (points[:, None] - 0.5 - means) / sds, (points[:, None] + 0.5 - means) / sds
+    mass = _standard_mass(a, b).clamp_min(1e-300)
+    joint = torch.log(weights) + torch.log(mass)
+    if noise > 0:
+        width = float(points[-1] - points[0] + 1)
+        joint = torch.cat([joint, torch.full_like(joint[:, :1], math.log(noise / width))], 1)
+    return joint, a, b, mass
 
 
 def dequantized(x: torch.Tensor, columns: list[RoundedColumn], seed: int) -> torch.Tensor:
