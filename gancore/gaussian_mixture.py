@@ -33,6 +33,12 @@ COVARIANCE_MODELS = ("diag", "full")
 # The fewest identical rows that are a cluster (an atom of discrete data), not stray rows: the
 # diagnosis' fewest points to measure a mode by (gancore.diagnostics.diversity.MIN_PER_MODE).
 POINT_MASS_ROWS = 10
+# Stray rows are the fewer: a background holding this share of the rows or more is the data's
+# own flat law (a uniform square), not strays. Taken as strays, its rows were no mode, and a
+# generator that kept half the square, or only the clusters beside 60 % of flat rows, covered
+# every mode. A definition, not a fit: a cliff (45 % flat rows are strays, 55 % are tiled), said
+# in the README. The rounded columns' background (gancore.lattice) has the same bound.
+STRAY_SHARE_MAX = 0.5
 
 
 def component_rank(dims: int, covariance: str) -> int:
@@ -362,7 +368,9 @@ def fit_with_background(
 ) -> GaussianMixture:
     """:func:`fit_gmm` with the uniform background where BIC prefers it, as it prefers a count;
     where the background holds less than half a point (Gaussian clusters' tails), the fit is the
-    one without it, scored without its parameters. A start cell of fewer distinct points than a
+    one without it, scored without its parameters, and where it holds :data:`STRAY_SHARE_MAX` of
+    the rows or more (flat data: a uniform square was 97 % background beside one component of
+    2 %, each row an outlier), the fit without it, whose components tile the flat law. A start cell of fewer distinct points than a
     component needs (:meth:`GaussianMixture.degenerate`) starts in the background, and the k cells
     are cut again from the other points: k-means gives a far stray row a cell of its own, EM kept
     it there on the variance floor, and every count whose start did so was refused (one row at
@@ -377,7 +385,10 @@ def fit_with_background(
         gmm.noise = None
         gmm.log_likelihood = float(gmm.log_density(x).sum())
         return gmm
-    return min((gmm, fit_gmm(x, centers, plain, covariance=covariance)), key=lambda g: (g.degenerate, g.bic))
+    without = fit_gmm(x, centers, plain, covariance=covariance)
+    if gmm.noise >= STRAY_SHARE_MAX:
+        return without
+    return min((gmm, without), key=lambda g: (g.degenerate, g.bic))
 
 
 def _without_lone_cells(x: torch.Tensor, labels: torch.Tensor, k: int, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

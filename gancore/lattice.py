@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gancore.gaussian_mixture import STRAY_SHARE_MAX
 from gancore.seeds import generator
 
 # A row lies on its column's lattice within this share of a step (a float32 file's values carry
@@ -31,11 +32,6 @@ GAP_FLOOR = 1e-6
 # EM steps of a mixture fitted to a column's counts, and the counts past the best k tried.
 BINNED_EM_ITERS = 200
 BINNED_PATIENCE = 3
-# Stray values are the fewer: a background holding this share of the rows or more is a flat
-# column's own law (a uniform rating 1-10), whose slabs the clusters' mixture cut in pieces (8
-# clusters for 2). A definition, not a fit: it is a cliff (45 % flat beside a bump is spread, 55 %
-# is categories), said in the README.
-STRAY_SHARE_MAX = 0.5
 
 # A law fitted to a column's counts: (log-likelihood, weights, means, sds, the background's share),
 # and where EM starts one: (weights, means, sds, the background's share).
@@ -141,6 +137,8 @@ def _smooth_law(units: torch.Tensor, max_k: int) -> tuple[torch.Tensor, torch.Te
                 tried.append(fit_binned_mixture(points, counts, k, background, _grown_start(points, counts, previous[background])))
             previous[background] = max(tried, key=lambda f: f[0])
         fits = list(previous.values())
+        # a background of STRAY_SHARE_MAX or more is a flat column's own law (a uniform rating
+        # 1-10), whose slabs the clusters' mixture cut in pieces (8 clusters for 2)
         scored = [(-2.0 * f[0] + (3 * k - 1 + (f[4] > 0)) * math.log(n), f) for f in fits if f[4] < STRAY_SHARE_MAX]
         smooth, (_, weights, means, sds, noise) = min(scored, key=lambda pair: pair[0])
         if smooth < best:
