@@ -267,8 +267,9 @@ def mixture_problem(
 
 def mixture_from_modes(modes: dict[str, Any]) -> GaussianMixture | None:
     """The fitted mixture a ``meta.json``'s ``modes`` record (``means`` with ``variances``, and
-    ``covariances`` when full; uniform weights when none are given); None for known centres.
-    Raises ValueError naming what is malformed."""
+    ``covariances`` when full; uniform weights when none are given; the background of
+    ``outliers``, its ``share`` and ``log_density``, where one was fitted); None for known
+    centres. Raises ValueError naming what is malformed."""
     if not (modes.get("means") and modes.get("variances")):
         return None
     means = torch.as_tensor(modes["means"], dtype=torch.float64)
@@ -282,7 +283,18 @@ def mixture_from_modes(modes: dict[str, Any]) -> GaussianMixture | None:
     problem = mixture_problem(w, means, variances, covariances, groups)
     if problem:
         raise ValueError(f"meta.json modes: {problem}; run `gan prepare` again")
-    return GaussianMixture(w, means, variances, 0.0, 0, covariances, groups=groups)
+    outliers = modes.get("outliers") or {}
+    share, log_density = outliers.get("share") or 0.0, outliers.get("log_density")
+    if not share or log_density is None:
+        return GaussianMixture(w, means, variances, 0.0, 0, covariances, groups=groups)
+    if not (0.0 < share < 1.0 and math.isfinite(log_density)):
+        raise ValueError(
+            f"meta.json modes.outliers: share must be in (0, 1) and log_density finite, got {share}, {log_density}; run `gan prepare` again"
+        )
+    # the clusters' weights are stored summing to 1 (as_modes); beside the background, to 1 - share
+    return GaussianMixture(
+        w / w.sum() * (1.0 - share), means, variances, 0.0, 0, covariances, noise=share, noise_log_density=log_density, groups=groups
+    )
 
 
 def variance_floor(x: torch.Tensor) -> float:

@@ -291,9 +291,13 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             **gmm.as_modes(),
             "outliers": {
                 "rows": outliers,
+                "row_share": outliers / len(train),
                 "share": gmm.noise or 0.0,
+                **({"log_density": gmm.noise_log_density} if gmm.noise else {}),
                 "definition": "training rows a uniform background over the data's box explains better than every cluster "
-                "(its weight: share); no mode, and each in the part of its most probable cluster",
+                "(rows, and row_share of the training rows; the background's weight: share, its density: exp(log_density), in "
+                "standardised units); no mode, and each in the part of its most probable cluster; the diagnosis finds a "
+                "generator far short of row_share short of them, as of a mode",
             },
             "selection": selection.as_dict(),
             "growth": growth,

@@ -224,6 +224,9 @@ def figures_from(report: dict[str, Any] | None, measured: dict[str, Any], ndb_re
         "mode_samples_counted": mode("n_counted"),
         "mode_protocol": mode("protocol"),
         "real_histogram_source": mode("real_histogram_source"),
+        # samples outside every fitted cluster, beside the training rows' share (a background's)
+        "outside_share": mode("outside_share"),
+        "outside_share_real": mode("outside_share_real"),
         **{k: ndb_result[k] for k in ("ndb", "ndb_k", "ndb_js", "ndb_bins", "ndb_alpha", "ndb_false_positive_bound", "ndb_significant")},
         **measured,
     }

@@ -46,10 +46,11 @@ def expected_coverage(real_hist: np.ndarray, n: int) -> tuple[float, float]:
     return float(p.size - q.sum()), math.sqrt(var) if var > 1e-18 else 0.0
 
 
-def short_modes(real_hist: Any, covered_counts: Any, n: int, alpha: float = SHORT_MODE_ALPHA) -> list[int]:
+def short_modes(real_hist: Any, covered_counts: Any, n: int, alpha: float = SHORT_MODE_ALPHA, tests: int | None = None) -> list[int]:
     """Modes whose counted samples fall under :data:`SHORT_SHARE` of the ``n`` p_i a faithful
     generator places there, where such a generator would have that few with probability
-    (binomial) below ``alpha`` / K (Bonferroni: all K together at most ``alpha``).
+    (binomial) below ``alpha`` / K (Bonferroni: all K together at most ``alpha``; ``tests``: K
+    and the other tests taken beside them, where there are any).
 
     The count rule (at least max(1, 3 sd) modes missing against the expected count) cannot see one
     dropped mode when any mode is rare: the expected count is then K - e, and K - 1 covered falls
@@ -64,7 +65,7 @@ def short_modes(real_hist: Any, covered_counts: Any, n: int, alpha: float = SHOR
     if n <= 0 or total <= 0 or len(covered) != len(p):
         return []
     p = p / total
-    level = alpha / max(1, int((p > 0).sum()))
+    level = alpha / max(1, tests or int((p > 0).sum()))
     below = (p > 0) & (covered < SHORT_SHARE * n * p)
     tail = stats.binom.cdf(covered, n, np.clip(p, 0.0, 1.0))
     return [int(i) for i in np.flatnonzero(below & (tail < level))]

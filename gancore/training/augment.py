@@ -160,7 +160,8 @@ def jitter_scale(data: Any) -> Tensor:
             return torch.full((d,), float(modes["sigma"]))
         mixture = mixture_from_modes(modes)
         if mixture is not None:
-            return (mixture.weights[:, None] * mixture.variances).sum(0).sqrt().float()
+            weights = mixture.weights / mixture.weights.sum()  # the clusters', without the background's share
+            return (weights[:, None] * mixture.variances).sum(0).sqrt().float()
     return data.train.float().std(dim=0)
 
 

@@ -4,6 +4,8 @@ histogram matches the real one whatever the components' widths and weights."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -172,3 +174,87 @@ def test_a_part_without_test_rows_of_its_own_is_compared_with_its_training_rows(
     assert torch.equal(part.all_labels(), train_labels)
     whole = PreparedData({"kind": "vector", "own_test": True}, torch.zeros(8, 2), torch.zeros(5, 2), train_labels, test_labels)
     assert torch.equal(whole.all_labels(), torch.cat([train_labels, test_labels]))
+
+
+def _flat_beside_clusters(rng, n: int, flat: float):
+    """``flat`` of ``n`` rows uniform over a 30 x 30 box, the rest in four clusters of sd 0.3 at
+    its inner corners, and the clusters' rows alone."""
+    import numpy as np
+
+    def clusters(m: int):
+        return np.concatenate([rng.normal(size=(m // 4, 2)) * 0.3 + c for c in ((0, 0), (0, 20), (20, 0), (20, 20))])
+
+    return np.concatenate([rng.random((int(n * flat), 2)) * 30 - 5, clusters(n - int(n * flat))]), clusters
+
+
+def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(tmp_path):
+    """Flat rows under half the data are the background's, no mode (STRAY_SHARE_MAX). A generator
+    that left them all out covered every cluster at 99 % high quality and was called healthy,
+    with 20 % to 45 % of the data missing; it is short of the rows outside every cluster now,
+    and a faithful generator is not. The background comes back from meta.json: the training rows
+    it takes are the ones prepare counted."""
+    import numpy as np
+
+    from gancore.data.points import prepare_points
+    from gancore.diagnostics.modes import OUTSIDE_LABEL
+    from gancore.diagnostics.verdict import _modes_missing
+    from gancore.gaussian_mixture import mixture_from_modes
+
+    rng = np.random.default_rng(0)
+    x, clusters = _flat_beside_clusters(rng, 6_000, 0.35)
+    np.save(tmp_path / "points.npy", x)
+    data = prepare_points(str(tmp_path / "points.npy"), 0, None, None, 50)
+    modes = data.meta["modes"]
+    outliers = modes["outliers"]
+    assert modes["count"] == 4 and 0.3 < outliers["row_share"] < 0.4
+    assert int(mixture_from_modes(modes).outliers(data.train).sum()) == outliers["rows"]
+
+    units = data.meta["units"]
+
+    def report(points):
+        z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
+        return vector_modes(z, modes, real_labels=data.all_labels())
+
+    faithful, dropped = report(_flat_beside_clusters(rng, 5_000, 0.35)[0]), report(clusters(5_000))
+    assert (faithful["modes_covered"], faithful["modes_short"], _modes_missing(faithful)) == (4, 0, False)
+    # 5,000 faithful samples: the share outside within 4 binomial sd (0.027) of the rows'
+    assert faithful["outside_share"] == pytest.approx(outliers["row_share"], abs=0.03)
+    assert (dropped["modes_covered"], dropped["modes_short_labels"], _modes_missing(dropped)) == (4, [OUTSIDE_LABEL], True)
+    # (the clusters' far tails: 0.2 % of their samples lie where the background is the more probable)
+    assert dropped["outside_share"] < 0.01 and dropped["high_quality_fraction"] > 0.95
+
+
+def test_a_parts_modes_carry_no_share_outside():
+    """A mixture part holds its clusters' rows and the outliers among them: the data's share
+    outside every cluster is no part's, and a part's report takes no test of it."""
+    from gancore.partition import _normalised_meta
+
+    meta = {
+        "modes": {
+            "means": [[0.0, 0.0]],
+            "variances": [[1.0, 1.0]],
+            "outliers": {"rows": 5, "row_share": 0.3, "share": 0.3, "log_density": -2.0},
+        }
+    }
+    part = _normalised_meta(meta, torch.zeros(2, dtype=torch.float64), 2 * torch.eye(2, dtype=torch.float64))
+    assert part["modes"]["outliers"] == {"rows": 5, "share": 0.3}
+    assert "outside_share" not in vector_modes(torch.zeros(10, 2), part["modes"])
+    assert "outside_share" in vector_modes(torch.zeros(10, 2), meta["modes"])
+
+
+@pytest.mark.parametrize(("background", "short"), [(0.05, False), (0.4, True)])
+def test_rows_outside_are_tested_as_a_mode_where_they_weigh_as_much_as_one(background, short):
+    """Two clusters and a background over [-10, 10]^2; a generator of the clusters alone. Stray
+    rows lighter than the lightest cluster (5 % beside 47.5 %) are glitches it need not make;
+    flat rows as heavy (40 % beside 30 %) are part of the law it left out."""
+    from gancore.diagnostics.modes import OUTSIDE_LABEL, modes_gaussian
+
+    weights = torch.full((2,), (1 - background) / 2, dtype=torch.float64)
+    mixture = _mixture(2, 8.0, (0.5, 0.5), (0.25, 0.25))
+    mixture.weights, mixture.noise, mixture.noise_log_density = weights, background, -2 * math.log(20.0)
+    clusters = _draw(mixture, 4_000, 0)
+    report = modes_gaussian(clusters, mixture, real_labels=torch.arange(4_000) % 2, outside_share=background)
+    # the clusters' samples beyond the radius where the background is the more probable:
+    # exp(-r^2 / 2) of a 2-D Gaussian, 0.04 % and 0.5 % here
+    assert report["outside_share"] < 0.01 and report["outside_share_real"] == background
+    assert (report["modes_short_labels"] == [OUTSIDE_LABEL]) is short and report["modes_covered"] == 2
