@@ -168,6 +168,8 @@ def _partial(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: bool
             modes_short=f.get("modes_short"),
             high_quality_fraction=f.get("high_quality_fraction"),
             mode_kl=f.get("mode_kl"),
+            outside_share=f.get("outside_share"),
+            outside_share_real=f.get("outside_share_real"),
         )
     if total is None and f.get("ndb_significant"):
         out.add(
