@@ -256,6 +256,11 @@ def _markdown(r: dict[str, Any]) -> str:
             ),
         ),
         ("high-quality fraction", fmt(r["high_quality_fraction"])),
+        *(
+            [("samples outside every cluster (training rows)", f"{fmt(r['outside_share'])} ({fmt(r['outside_share_real'])})")]
+            if r.get("outside_share_real") is not None
+            else []
+        ),
         (
             "mode KL (generated \\|\\| reference)",
             fmt(r["mode_kl"]) + (f" (reference: {r['real_histogram_source']})" if r.get("real_histogram_source") else ""),

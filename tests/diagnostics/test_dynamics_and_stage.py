@@ -279,3 +279,41 @@ def test_an_image_folder_of_1000_classes_is_labelled_images_not_stacked_mnist(tm
     out = json.loads((layout.metrics / "diagnose.json").read_text())
     assert out["modes_total"] == 1000 and not out["mode_protocol"].startswith("pacgan_stacked_mnist")
     assert "classifier max probability" in out["high_quality_definition"]
+
+
+def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
+    """A points file of two clusters beside 30 % flat rows, and a generator of the clusters
+    alone: the stage's verdict, text, diagnose.json and diagnosis.md say what was left out (it
+    was healthy: 2 of 2 modes at 99 % high quality)."""
+    from gancore.config import Params
+    from gancore.data import load_prepared
+    from gancore.data.prepare import prepare_data
+    from gancore.diagnostics import diagnose
+    from gancore.layout import Layout
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.random((1800, 2)) * 30 - 5, rng.normal(size=(2100, 2)) * 0.3, rng.normal(size=(2100, 2)) * 0.3 + (0, 20)])
+    np.save(tmp_path / "points.npy", x)
+    layout = Layout(tmp_path / "run")
+    params = Params(data={"name": "points", "path": str(tmp_path / "points.npy")}, device="cpu", diagnose={"ndb_bins": 50})
+    prepare_data(params, layout)
+    data = load_prepared(layout.prepared)
+    clusters = np.concatenate([rng.normal(size=(1250, 2)) * 0.3, rng.normal(size=(1250, 2)) * 0.3 + (0, 20)])
+    units = data.meta["units"]
+    z = (torch.from_numpy(clusters) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
+    layout.samples.mkdir(parents=True)
+    torch.save({"x": z.float(), "seed": 1, "latent_dim": 16}, layout.samples / "samples.pt")
+    layout.metrics.mkdir(parents=True)
+    write_log(layout.train_log, healthy_log())
+
+    summary = diagnose(params, layout)
+    assert (summary["verdict"], summary["modes_covered"], summary["modes_total"]) == ("partial_collapse", 2, 2)
+    out = json.loads((layout.metrics / "diagnose.json").read_text())
+    real = data.meta["modes"]["outliers"]["row_share"]
+    assert out["outside_share"] < 0.01 and out["outside_share_real"] == pytest.approx(real) and 0.25 < real < 0.35
+    assert (
+        f"short of the rows outside every cluster ({out['outside_share']:.1%} of samples, {real:.1%} of training rows)"
+        in out["explanation"]
+    )
+    md = (layout.metrics / "diagnosis.md").read_text()
+    assert md.startswith("# Diagnosis: partial_collapse") and "| samples outside every cluster (training rows) |" in md
