@@ -33,6 +33,8 @@ COVARIANCE_MODELS = ("diag", "full")
 # The fewest identical rows that are a cluster (an atom of discrete data), not stray rows: the
 # diagnosis' fewest points to measure a mode by (gancore.diagnostics.diversity.MIN_PER_MODE).
 POINT_MASS_ROWS = 10
+# The background's box is widened by this share of its size (see GaussianMixture.outliers).
+BOX_SLACK = 1e-6
 # Stray rows are the fewer: a background holding this share of the rows or more is the data's
 # own flat law (a uniform square), not strays. Taken as strays, its rows were no mode, and a
 # generator that kept half the square, or only the clusters beside 60 % of flat rows, covered
@@ -75,14 +77,18 @@ class GaussianMixture:
     log_likelihood: float  # total over the fitted points
     n: int
     covariances: torch.Tensor | None = None  # [k, d, d] for a full-covariance mixture
-    # The weight of a uniform background over the data's box (:func:`background_log_density`),
-    # which takes the outliers: ``weights`` then sum to 1 - ``noise``. None: no background.
+    # The weight of a uniform background over the data's box (:func:`background_box`; mclust's
+    # noise component: Banfield and Raftery 1993), which takes the outliers: ``weights`` then sum
+    # to 1 - ``noise``. None: no background.
     noise: float | None = None
     noise_log_density: float = 0.0
     floor: float = 0.0  # the variance floor EM held the components up with (0: not fitted here)
     # Each component's cluster (gancore.mode_merging): a skewed or flat cluster takes several
     # components, and a mode is a cluster. None: each component is one.
     groups: torch.Tensor | None = None
+    # The background's box [2, d] (lowest and highest corner, :func:`background_box`): outside it,
+    # a point is not the background's either (far garbage is no stray row). None: not known.
+    noise_box: torch.Tensor | None = None
 
     @property
     def k(self) -> int:
@@ -219,11 +225,21 @@ class GaussianMixture:
         return joint if background is None else torch.cat([joint, joint.new_full((len(joint), 1), background)], 1)
 
     def outliers(self, x: torch.Tensor) -> torch.Tensor:
-        """Which points of ``x`` the background explains better than every cluster: [N] bool."""
+        """Which points of ``x`` the background explains better than every cluster, inside its
+        box where known: [N] bool."""
         background = self.background_log_joint
         if background is None:
             return torch.zeros(len(x), dtype=torch.bool)
-        return self.log_joint(as_points(x)).amax(1) < background
+        x = as_points(x)
+        outside = self.log_joint(x).amax(1) < background
+        if self.noise_box is None:
+            return outside
+        # the data stored as float32 (prepared storage) round their extremes by up to 6e-8 of
+        # their size: the box is widened by 1e-6 of it, so that its own rows stay inside
+        box = self.noise_box.double()
+        slack = BOX_SLACK * (box.abs().amax(0) + (box[1] - box[0]))
+        inside = ((x >= box[0] - slack) & (x <= box[1] + slack)).all(1)
+        return outside & inside
 
     def as_modes(self) -> dict[str, Any]:
         """The mixture as ``meta.json``'s ``modes`` keys (``covariances`` only for a full one; ``groups``,
@@ -291,9 +307,23 @@ def mixture_from_modes(modes: dict[str, Any]) -> GaussianMixture | None:
         raise ValueError(
             f"meta.json modes.outliers: share must be in (0, 1) and log_density finite, got {share}, {log_density}; run `gan prepare` again"
         )
+    box = None if outliers.get("box") is None else torch.as_tensor(outliers["box"], dtype=torch.float64)
+    if box is not None and not (box.shape == (2, means.shape[1]) and bool((box[0] <= box[1]).all())):
+        raise ValueError(
+            f"meta.json modes.outliers.box must be [lowest corner, highest corner] of {means.shape[1]} columns each; run `gan prepare` again"
+        )
     # the clusters' weights are stored summing to 1 (as_modes); beside the background, to 1 - share
     return GaussianMixture(
-        w / w.sum() * (1.0 - share), means, variances, 0.0, 0, covariances, noise=share, noise_log_density=log_density, groups=groups
+        w / w.sum() * (1.0 - share),
+        means,
+        variances,
+        0.0,
+        0,
+        covariances,
+        noise=share,
+        noise_log_density=log_density,
+        noise_box=box,
+        groups=groups,
     )
 
 
@@ -304,11 +334,13 @@ def variance_floor(x: torch.Tensor) -> float:
     return VARIANCE_FLOOR * (spread if spread > 0 else 1.0)
 
 
-def background_log_density(x: torch.Tensor) -> float:
-    """log of a uniform density over ``x``'s bounding box (mclust's noise component: Banfield and
-    Raftery 1993), each side at least as wide as a uniform spread of the variance floor."""
-    width = (x.amax(0) - x.amin(0)).clamp_min(math.sqrt(12.0 * variance_floor(x)))
-    return -float(torch.log(width).sum())
+def background_box(x: torch.Tensor) -> torch.Tensor:
+    """``x``'s bounding box [2, d] (lowest and highest corner), each side at least as wide as a
+    uniform spread of the variance floor (widened about its middle)."""
+    lo, hi = x.amin(0), x.amax(0)
+    width = (hi - lo).clamp_min(math.sqrt(12.0 * variance_floor(x)))
+    middle = (lo + hi) / 2
+    return torch.stack([middle - width / 2, middle + width / 2])
 
 
 def fit_gmm(
@@ -332,7 +364,8 @@ def fit_gmm(
     n, d = x.shape
     k = len(centers)
     floor = variance_floor(x)
-    background = background_log_density(x) if noise else 0.0
+    box = background_box(x) if noise else None
+    background = -float(torch.log(box[1] - box[0]).sum()) if box is not None else 0.0
     offset = x.mean(0)
     x = x - offset
     resp = torch.zeros(n, k, dtype=torch.float64)
@@ -372,6 +405,7 @@ def fit_gmm(
         previous = gmm.log_likelihood / n
     assert gmm is not None
     gmm.means = gmm.means + offset
+    gmm.noise_box = box
     return gmm
 
 
@@ -394,7 +428,7 @@ def fit_with_background(
     assert gmm.noise is not None
     if gmm.noise * gmm.n < 0.5:
         gmm.weights = gmm.weights / gmm.weights.sum()
-        gmm.noise = None
+        gmm.noise, gmm.noise_box = None, None
         gmm.log_likelihood = float(gmm.log_density(x).sum())
         return gmm
     without = fit_gmm(x, centers, plain, covariance=covariance)

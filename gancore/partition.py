@@ -369,7 +369,7 @@ def _normalised_meta(meta: dict[str, Any], shift: torch.Tensor, forward: torch.T
     if modes.get("outliers"):
         # a part holds its clusters' rows, the outliers among them: the data's share outside every
         # cluster is no part's, and its mixture is judged against it as a whole (the monitor's score)
-        modes["outliers"] = {k: v for k, v in modes["outliers"].items() if k not in ("row_share", "log_density")}
+        modes["outliers"] = {k: v for k, v in modes["outliers"].items() if k not in ("row_share", "log_density", "box")}
     out = {**meta, "modes": modes}
     if meta.get("value_range") and _is_scalar(forward):
         lo, hi = meta["value_range"]

@@ -294,9 +294,10 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
                 "row_share": outliers / len(train),
                 "share": gmm.noise or 0.0,
                 **({"log_density": gmm.noise_log_density} if gmm.noise else {}),
+                **({"box": gmm.noise_box.tolist()} if gmm.noise and gmm.noise_box is not None else {}),
                 "definition": "training rows a uniform background over the data's box explains better than every cluster "
-                "(rows, and row_share of the training rows; the background's weight: share, its density: exp(log_density), in "
-                "standardised units); no mode, and each in the part of its most probable cluster; the diagnosis finds a "
+                "(rows, and row_share of the training rows; the background's weight: share, its density: exp(log_density) "
+                "over its box: lowest and highest corner, in standardised units); no mode, and each in the part of its most probable cluster; the diagnosis finds a "
                 "generator far short of row_share short of them, as of a mode",
             },
             "selection": selection.as_dict(),

@@ -213,6 +213,10 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
     outliers = modes["outliers"]
     assert modes["count"] == len(centres) and flat - 0.05 < outliers["row_share"] < flat + 0.05
     assert int(mixture_from_modes(modes).outliers(data.train).sum()) == outliers["rows"]
+    # the background's box is the training rows' (no rounded column here)
+    # (stored as float32: equal to its rounding, 6e-8 relative)
+    corners = torch.stack([data.train.double().amin(0), data.train.double().amax(0)])
+    assert torch.allclose(torch.tensor(outliers["box"], dtype=torch.float64), corners, rtol=1e-7, atol=0)
 
     units = data.meta["units"]
 
@@ -229,6 +233,10 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
     assert (dropped["modes_covered"], dropped["modes_short_labels"], _modes_missing(dropped)) == (k, [OUTSIDE_LABEL], True)
     # (the clusters' far tails: 0.2 % of their samples lie where the background is the more probable)
     assert dropped["outside_share"] < 0.01 and dropped["high_quality_fraction"] > 0.95
+    # garbage far beyond the data's box in the flat rows' place is no row outside every cluster
+    # (without the box, its share outside matched the training rows': healthy)
+    garbage = np.concatenate([clusters(round(5_000 * (1 - flat))), np.full((round(5_000 * flat), 2), 500.0)])
+    assert report(garbage)["outside_share"] < 0.01 and report(garbage)["modes_short_labels"] == [OUTSIDE_LABEL]
 
 
 def test_a_parts_modes_carry_no_share_outside():
@@ -240,7 +248,7 @@ def test_a_parts_modes_carry_no_share_outside():
         "modes": {
             "means": [[0.0, 0.0]],
             "variances": [[1.0, 1.0]],
-            "outliers": {"rows": 5, "row_share": 0.3, "share": 0.3, "log_density": -2.0},
+            "outliers": {"rows": 5, "row_share": 0.3, "share": 0.3, "log_density": -2.0, "box": [[-1.0, -1.0], [1.0, 1.0]]},
         }
     }
     part = _normalised_meta(meta, torch.zeros(2, dtype=torch.float64), 2 * torch.eye(2, dtype=torch.float64))
