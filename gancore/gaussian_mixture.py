@@ -204,6 +204,7 @@ class GaussianMixture:
     def to(self, device: str | torch.device) -> GaussianMixture:
         cov = None if self.covariances is None else self.covariances.to(device)
         groups = None if self.groups is None else self.groups.to(device)
+        box = None if self.noise_box is None else self.noise_box.to(device)
         return replace(
             self,
             weights=self.weights.to(device),
@@ -211,6 +212,7 @@ class GaussianMixture:
             variances=self.variances.to(device),
             covariances=cov,
             groups=groups,
+            noise_box=box,
         )
 
     @property

@@ -266,7 +266,8 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
         warnings.warn(
             f"{outliers} training row(s) of {p.name} ({outliers / len(train):.2%}) lie outside every cluster (a uniform "
             "background over the data's range explains them better): they are no mode, and train in the part of their "
-            "most probable cluster",
+            "most probable cluster (the diagnosis still expects a generator to place as many samples there where the "
+            "background weighs a tenth or more)",
             stacklevel=2,
         )
     lo, hi = float(train.min()), float(train.max())
@@ -298,7 +299,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
                 "definition": "training rows a uniform background over the data's box explains better than every cluster "
                 "(rows, and row_share of the training rows; the background's weight: share, its density: exp(log_density) "
                 "over its box: lowest and highest corner, in standardised units); no mode, and each in the part of its most probable cluster; the diagnosis finds a "
-                "generator far short of row_share short of them, as of a mode",
+                "generator far short of row_share short of them, as of a mode, where share is a tenth or more (stray rows are a few)",
             },
             "selection": selection.as_dict(),
             "growth": growth,

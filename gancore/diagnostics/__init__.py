@@ -20,7 +20,7 @@ from gancore.config import Params
 from gancore.data.prepared import PreparedData, load_prepared
 from gancore.diagnostics import memorisation
 from gancore.diagnostics.dynamics import analyse_dynamics, read_train_log, with_parts
-from gancore.diagnostics.modes import REPORT_FIGURES, STACKED_PROTOCOL
+from gancore.diagnostics.modes import OUTSIDE_FIGURES, REPORT_FIGURES, STACKED_PROTOCOL
 from gancore.diagnostics.spaces import measure
 from gancore.diagnostics.verdict import decide
 from gancore.errors import EvaluationError, ParamsError
@@ -220,13 +220,10 @@ def figures_from(report: dict[str, Any] | None, measured: dict[str, Any], ndb_re
         return report.get(key) if report else None
 
     return {
-        **{k: mode(k) for k in REPORT_FIGURES},
+        **{k: mode(k) for k in REPORT_FIGURES + OUTSIDE_FIGURES},
         "mode_samples_counted": mode("n_counted"),
         "mode_protocol": mode("protocol"),
         "real_histogram_source": mode("real_histogram_source"),
-        # samples outside every fitted cluster, beside the training rows' share (a background's)
-        "outside_share": mode("outside_share"),
-        "outside_share_real": mode("outside_share_real"),
         **{k: ndb_result[k] for k in ("ndb", "ndb_k", "ndb_js", "ndb_bins", "ndb_alpha", "ndb_false_positive_bound", "ndb_significant")},
         **measured,
     }

@@ -37,7 +37,7 @@ def short_modes_text(f: Mapping[str, Any]) -> str:
         gen, real = f.get("outside_share"), f.get("outside_share_real")
         shares = f" ({gen:.1%} of samples, {real:.1%} of training rows)" if gen is not None and real is not None else ""
         outside = f"; short of the rows outside every cluster{shares}, where a faithful generator would all but surely place more"
-    if not count:
+    if count <= 0:
         return outside
     shown = ", ".join(labels) + (", ..." if count > len(labels) else "")
     return (

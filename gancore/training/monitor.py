@@ -190,7 +190,7 @@ class CollapseMonitor:
         """The monitor's figures for samples ``x`` (float, model range): also how a mixture's
         samples, gathered from its parts, are judged against the whole data set."""
         from gancore.diagnostics.diversity import collapse_measures, dispersion
-        from gancore.diagnostics.modes import REPORT_FIGURES, modes_labelled, modes_stacked, vector_modes
+        from gancore.diagnostics.modes import OUTSIDE_FIGURES, REPORT_FIGURES, modes_labelled, modes_stacked, vector_modes
 
         figures: dict[str, Any] = {}
         probs, feats = self._features(x)
@@ -239,6 +239,7 @@ class CollapseMonitor:
             figures["high_quality_real"] = self.high_quality_real
         if report is not None:
             figures.update({k: report[k] for k in REPORT_FIGURES})
+            figures.update({k: report.get(k) for k in OUTSIDE_FIGURES})
         return figures
 
     @staticmethod
@@ -289,6 +290,7 @@ def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
         "modes_covered",
         "high_quality_fraction",
         "mode_kl",
+        "outside_share",
         "dispersion_ratio",
         "pairwise_distance_ratio",
         "duplicate_rate",

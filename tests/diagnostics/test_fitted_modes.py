@@ -257,12 +257,13 @@ def test_a_parts_modes_carry_no_share_outside():
     assert "outside_share" in vector_modes(torch.zeros(10, 2), meta["modes"])
 
 
-@pytest.mark.parametrize(("background", "short"), [(0.05, False), (0.4, True)])
+@pytest.mark.parametrize(("background", "short"), [(0.05, False), (0.08, False), (0.12, True), (0.4, True)])
 def test_rows_outside_are_tested_as_a_mode_from_a_tenth_of_the_rows(background, short):
     """Two clusters, a rare one of 0.2 %, and a background over [-10, 10]^2; a generator of the
-    clusters alone, the rare one included. Stray rows (5 %) are glitches it need not make, rare
-    cluster or not (tested from the lightest cluster's weight, they were flagged: a review);
-    flat rows (40 %) are part of the law it left out. The verdict's text says which."""
+    clusters alone, the rare one included. Stray rows (5 %, 8 %: under STRAY_ROWS_MAX) are glitches
+    it need not make, rare cluster or not (tested from the lightest cluster's weight, they were
+    flagged: a review); flat rows (12 %, 40 %) are part of the law it left out. The verdict's
+    text says which."""
     from gancore.diagnostics.modes import OUTSIDE_LABEL, modes_gaussian
     from gancore.diagnostics.verdict_text import short_modes_text
 
@@ -278,5 +279,5 @@ def test_rows_outside_are_tested_as_a_mode_from_a_tenth_of_the_rows(background, 
     assert report["outside_share"] < 0.01 and report["outside_share_real"] == background
     assert (report["modes_short_labels"] == [OUTSIDE_LABEL]) is short and report["modes_covered"] == 3
     text = short_modes_text(report)
-    assert (text.startswith("; short of the rows outside every cluster (") and "40.0% of training rows" in text) is short
+    assert (text.startswith("; short of the rows outside every cluster (") and f"{background:.1%} of training rows" in text) is short
     assert "mode(s)" not in text
