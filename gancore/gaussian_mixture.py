@@ -418,8 +418,9 @@ def fit_with_background(
     where the background holds less than half a point (Gaussian clusters' tails), the fit is the
     one without it, scored without its parameters, and where it holds :data:`STRAY_SHARE_MAX` of
     the rows or more (flat data: a uniform square was 97 % background beside one component of
-    2 %, each row an outlier), the fit without it, whose components tile the flat law. A start cell of fewer distinct points than a
-    component needs (:meth:`GaussianMixture.degenerate`) starts in the background, and the k cells
+    2 %, each row an outlier), the fit without it, whose components tile the flat law. A start
+    cell of fewer distinct points than a component needs (:meth:`GaussianMixture.degenerate`)
+    starts in the background, and the k cells
     are cut again from the other points: k-means gives a far stray row a cell of its own, EM kept
     it there on the variance floor, and every count whose start did so was refused (one row at
     100 times the spread of ring8's turned its 8 clusters into 1)."""

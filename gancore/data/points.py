@@ -298,8 +298,9 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
                 **({"box": gmm.noise_box.tolist()} if gmm.noise and gmm.noise_box is not None else {}),
                 "definition": "training rows a uniform background over the data's box explains better than every cluster "
                 "(rows, and row_share of the training rows; the background's weight: share, its density: exp(log_density) "
-                "over its box: lowest and highest corner, in standardised units); no mode, and each in the part of its most probable cluster; the diagnosis finds a "
-                "generator far short of row_share short of them, as of a mode, where share is a tenth or more (stray rows are a few)",
+                "over its box: lowest and highest corner, in standardised units); no mode, and each in the part of its most "
+                "probable cluster; the diagnosis finds a generator far short of row_share short of them, as of a mode, where "
+                "share is a tenth or more (stray rows are a few)",
             },
             "selection": selection.as_dict(),
             "growth": growth,
