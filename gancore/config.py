@@ -156,8 +156,15 @@ class EvaluateParams(_Section):
 
 
 class DiagnoseParams(_Section):
-    ndb_bins: int = Field(100, ge=2)
-    ndb_alpha: float = Field(0.05, gt=0, lt=1)
+    ndb_bins: int = Field(
+        100,
+        ge=2,
+        description="NDB's k-means bins over the training data; vector data with flat rows outside every cluster are also cut "
+        "into regions at this resolution (ndb_bins times their share) to see where the samples outside go",
+    )
+    ndb_alpha: float = Field(
+        0.05, gt=0, lt=1, description="NDB's level: a bin differs when its two-proportion z-test's p-value is below it"
+    )
     confidence: float = Field(0.9, gt=0, lt=1, description="classifier confidence above which an image sample counts as high quality")
     duplicate_fraction: float = Field(
         0.05,

@@ -242,8 +242,8 @@ def mode_report(data, points) -> dict:
     """The mode report of ``points`` (a numpy array in the file's units) against ``data``'s clusters."""
     import torch
 
-    from gancore.diagnostics.modes import vector_modes
+    from gancore.diagnostics.modes import reference_labels, vector_modes
 
     units = data.meta["units"]
     z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
-    return vector_modes(z, data.meta["modes"], real_labels=data.all_labels())
+    return vector_modes(z, data.meta["modes"], real_labels=reference_labels(data))

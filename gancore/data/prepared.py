@@ -69,6 +69,12 @@ class PreparedData:
             return None
         return torch.cat([self.train_labels, self.test_labels])
 
+    def all_rows(self) -> torch.Tensor:
+        """The rows :meth:`all_labels` labels, in its order (model range)."""
+        if self.meta.get("own_test") is False:
+            return self.train_float()
+        return torch.cat([self.train_float(), self.test_float()])
+
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float32 in [-1, 1]; float data pass through unchanged."""

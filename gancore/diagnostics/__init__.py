@@ -258,6 +258,16 @@ def _markdown(r: dict[str, Any]) -> str:
             if r.get("outside_share_real") is not None
             else []
         ),
+        *(
+            [
+                (
+                    "cells outside every cluster short of samples",
+                    f"{r['outside_cells_short']} of {r['outside_cells']} ({fmt(r.get('outside_cells_short_share'))} of the training rows)",
+                )
+            ]
+            if r.get("outside_cells") is not None
+            else []
+        ),
         (
             "mode KL (generated \\|\\| reference)",
             fmt(r["mode_kl"]) + (f" (reference: {r['real_histogram_source']})" if r.get("real_histogram_source") else ""),

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from gancore.diagnostics.coverage import OUTSIDE_LABEL, SHORT_LABELS_SHOWN, expected_coverage, short_modes
+from gancore.diagnostics.outside import outside_count
 from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
 from gancore.seeds import generator as seeded_generator
 
@@ -45,15 +46,6 @@ from gancore.seeds import generator as seeded_generator
 QUALITY_SIGMAS = 3.0
 STACKED_MODES = 1000
 STACKED_PROTOCOL = "pacgan_stacked_mnist"
-# Stray rows are a few: under this weight of the background, the rows outside every cluster are
-# glitches no generator need make (GANs on five clusters with 2 % and 5 % of rows scattered in a
-# box five times as wide made 0.08-0.6 % and 0.2 %); from it, they are flat rows the data hold,
-# and a generator far short of them is short as of a mode. A definition, not a fit: a cliff
-# (a generator dropping 8 % of flat rows is not flagged, one dropping 12 % is), said in the
-# README. Relative to the lightest cluster instead, the test came and went with the clusters:
-# 30 % flat rows beside two clusters went untested, 2 % strays beside a cluster of 20 rows were
-# tested (a review).
-STRAY_ROWS_MAX = 0.1
 # The mode report's figures the verdict reads (diagnose.json's and the collapse monitor's).
 REPORT_FIGURES = (
     "modes_total",
@@ -113,7 +105,7 @@ def _report(
     generator follow, when it differs from ``real_hist``, the one the reverse KL of all samples
     compares with (labelled images: the real images the classifier is sure of). ``outside``: the
     samples outside every cluster, of how many, the training rows' share outside them, and
-    whether that share is tested as a mode's (:func:`_outside`)."""
+    whether that share is tested as a mode's (:func:`~gancore.diagnostics.outside.outside_count`)."""
     reference = real_hist if coverage_hist is None else coverage_hist
     expected, expected_sd = expected_coverage(reference, n_counted)
     tested = outside is not None and outside[3]
@@ -124,6 +116,7 @@ def _report(
     if outside is not None:
         count, n, share, _ = outside
         extra["outside_share"], extra["outside_share_real"] = count / n if n else None, share
+        extra["outside_tested"] = tested
         outside_short = tested and 0 in short_modes([share, 1.0 - share], [count, n - count], n, tests=tests)
     return {
         "protocol": protocol,
@@ -250,7 +243,7 @@ def modes_gaussian(
 
     ``outside_share``: the training rows' share outside every cluster (the mixture's background
     explains them better: stray or flat rows, no mode), where the mixture has a background. From
-    :data:`STRAY_ROWS_MAX`, a generator far short of it is short as of a mode: beside four
+    :data:`~gancore.diagnostics.outside.STRAY_ROWS_MAX`, a generator far short of it is short as of a mode: beside four
     clusters, one that dropped 20 % to 45 % of flat rows covered every cluster and was called
     healthy. Fewer rows outside are stray rows, which a generator need not make."""
     k, dims = mixture.clusters, mixture.means.shape[1]
@@ -259,8 +252,9 @@ def modes_gaussian(
     good = dist < radius
     counts = np.bincount(nearest[good], minlength=k).astype(np.int64)
     if real_labels is not None:
-        real_hist = histogram(np.bincount(_as_numpy(real_labels).astype(np.int64), minlength=k).astype(np.float64))
-        source = "prepared rows' clusters (the fitted mixture's most probable cluster)"
+        labels = _as_numpy(real_labels).astype(np.int64)
+        real_hist = histogram(np.bincount(labels[labels >= 0], minlength=k).astype(np.float64))
+        source = "prepared rows' clusters, those high quality under the same rule (reference_labels)"
     else:
         real_hist, source = np.full(k, 1.0 / k), "uniform"
     return _report(
@@ -276,21 +270,8 @@ def modes_gaussian(
         [str(i) for i in range(k)],
         real_histogram_source=source,
         quality_radius=radius,
-        outside=_outside(points, mixture, outside_share),
+        outside=outside_count(points, mixture, outside_share),
     )
-
-
-def _outside(points: Any, mixture: GaussianMixture, share: float | None) -> tuple[int, int, float, bool] | None:
-    """(samples the background explains better than every cluster, samples, ``share``, whether
-    it is tested as a mode's: where the background weighs :data:`STRAY_ROWS_MAX` or more), where
-    the mixture has a background and the training rows a share outside. The weight, not the
-    rows' share: beside broad clusters the background is the more probable on fewer rows than it
-    holds (12 % flat beside clusters of sd 1.5: weight 0.12, rows 0.094, a review)."""
-    if not share or mixture.background_log_joint is None:
-        return None
-    x = torch.as_tensor(_as_numpy(points), dtype=torch.float64).reshape(len(points), -1)
-    count = sum(int(mixture.outliers(chunk).sum()) for chunk in x.split(4096))
-    return count, len(x), float(share), (mixture.noise or 0.0) >= STRAY_ROWS_MAX
 
 
 def vector_modes(
@@ -302,8 +283,8 @@ def vector_modes(
     of equal weights, so their reference histogram is uniform, PacGAN's reverse KL (``real_labels``
     and ``real_points`` are not read: a histogram of drawn test labels adds its own sampling noise,
     0.0060 against 0.0048 for a faithful grid25 generator, 2,500 samples, 10,000 test labels,
-    mean of 200 draws); a fitted mixture's is that of ``real_labels``, the prepared rows'
-    (:meth:`~gancore.data.prepared.PreparedData.all_labels`). ``support``: the centres a mixture
+    mean of 200 draws); a fitted mixture's is that of ``real_labels``, the prepared rows' high
+    quality ones (:func:`reference_labels`; -1 is not counted). ``support``: the centres a mixture
     part's data lie at (uniform over those)."""
     mixture = mixture_from_modes(modes)
     if mixture is not None:
@@ -311,6 +292,21 @@ def vector_modes(
     if modes.get("centers") and modes.get("sigma"):
         return modes_2d(points, modes["centers"], float(modes["sigma"]), support=support)
     return None
+
+
+def reference_labels(data: Any) -> torch.Tensor | None:
+    """The labels a fitted mixture's reference histogram counts (:func:`modes_gaussian`): each
+    prepared row's cluster where the row is high quality under the protocol, -1 elsewhere, so
+    that the reference follows what a faithful generator's counted samples follow. The prepared
+    labels (each row's most probable cluster, :meth:`~gancore.data.prepared.PreparedData.all_labels`)
+    count every row: beside 15 % flat rows in 3-D, a cluster of 0.2 % among them was the most
+    probable of 16 % of the rows, and a faithful generator, which puts 2 % of its counted samples
+    there, was short of it at every sample size. ``data``: a :class:`~gancore.data.prepared.PreparedData`;
+    its own labels where its modes are no fitted mixture."""
+    modes = data.meta.get("modes") or {}
+    if mixture_from_modes(modes) is None or data.all_labels() is None:
+        return data.all_labels()
+    return vector_assignments(data.all_rows(), modes)
 
 
 def vector_assignments(points: Any, modes: dict[str, Any]) -> torch.Tensor:

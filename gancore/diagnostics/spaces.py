@@ -25,11 +25,14 @@ from gancore.diagnostics.modes import (
     modes_labelled,
     modes_stacked,
     real_quality,
+    reference_labels,
     subset,
     vector_assignments,
     vector_modes,
 )
 from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
+from gancore.diagnostics.outside import short_outside_cells
+from gancore.gaussian_mixture import mixture_from_modes
 from gancore.layout import Layout
 
 # The copy test searches every training point for each sample's nearest (a copy of a point left
@@ -59,7 +62,7 @@ class Space:
 
 def _vector(data: PreparedData, samples: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, Any] | None, Space]:
     modes_meta = data.meta.get("modes") or {}
-    report = vector_modes(samples, modes_meta, real_labels=data.all_labels(), real_points=data.test_float())
+    report = vector_modes(samples, modes_meta, real_labels=reference_labels(data), real_points=data.test_float())
     space = Space("coordinates", samples, to_model_range(real), data.train_float())
     if report is not None:
         space.gen_modes, space.real_modes = vector_assignments(samples, modes_meta), vector_assignments(space.real, modes_meta)
@@ -134,6 +137,10 @@ def measure(
     # Pixels on the accelerator; vector points stay on the CPU (cheap, and float64, which MPS lacks).
     ndb_result = ndb(ndb_real, samples, cfg.ndb_bins, cfg.ndb_alpha, params.seed, device=device if data.kind == "image" else "cpu")
     figures: dict[str, Any] = collapse_measures(space.generated, space.real, cfg.duplicate_fraction, params.seed)
+    # where the rows outside every cluster are tested as a mode, where the samples there go too
+    mixture = mixture_from_modes(data.meta["modes"]) if (report or {}).get("outside_tested") else None
+    if mixture is not None:
+        figures.update(short_outside_cells(data.train, samples, mixture, cfg.ndb_bins, params.seed) or {})
     if space.gen_modes is not None and space.real_modes is not None:
         figures.update(dispersion(space.generated, space.real, space.gen_modes, space.real_modes, space.modes, space.labels))
         figures["dispersion_space"] = f"per mode, {space.name}"

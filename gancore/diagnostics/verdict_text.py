@@ -29,6 +29,21 @@ def in_part(check: Mapping[str, Any]) -> str:
 
 
 def short_modes_text(f: Mapping[str, Any]) -> str:
+    return _short_modes_text(f) + _short_cells_text(f)
+
+
+def _short_cells_text(f: Mapping[str, Any]) -> str:
+    short = f.get("outside_cells_short")
+    if not short:
+        return ""
+    return (
+        f"; {short} of the {f.get('outside_cells')} regions the rows outside every cluster are cut into "
+        f"({f.get('outside_cells_short_share') or 0.0:.1%} of the training rows) hold under a quarter of their share "
+        "of samples, where a faithful generator would all but surely place more"
+    )
+
+
+def _short_modes_text(f: Mapping[str, Any]) -> str:
     count, labels = f.get("modes_short") or 0, list(f.get("modes_short_labels") or [])
     outside = ""
     if OUTSIDE_LABEL in labels:

@@ -88,7 +88,9 @@ class CollapseMonitor:
         self.centers, self.sigma = modes.get("centers"), modes.get("sigma")
         self.value_range = data.meta.get("value_range")
         self.test_labels = data.test_labels
-        self.all_labels = data.all_labels()
+        from gancore.diagnostics.modes import reference_labels
+
+        self.all_labels = reference_labels(data) if self.kind == "vector" else data.all_labels()
         # A mixture part is judged on the known centres its own training data lie at: against all
         # of ring8's, a part that learned its one mode perfectly covered "1 of 8" and was collapsed.
         self.support = None

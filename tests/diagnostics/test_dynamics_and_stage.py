@@ -317,3 +317,20 @@ def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
     )
     md = (layout.metrics / "diagnosis.md").read_text()
     assert md.startswith("# Diagnosis: partial_collapse") and "| samples outside every cluster (training rows) |" in md
+    assert "| cells outside every cluster short of samples | " in md
+
+    # the flat rows' share again, squeezed into the box's central 6 x 6: the share outside is
+    # the data's (healthy, before the cells), the regions around are empty
+    flat = rng.random((750, 2)) * 6 + 7
+    z = (torch.from_numpy(np.concatenate([clusters[:1750], flat])) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
+    torch.save({"x": z.float(), "seed": 1, "latent_dim": 16}, layout.samples / "samples.pt")
+    assert diagnose(params, layout)["verdict"] == "partial_collapse"
+    out = json.loads((layout.metrics / "diagnose.json").read_text())
+    assert out["modes_short"] == 0 and out["outside_share"] == pytest.approx(real, abs=0.05)
+    # 50 NDB bins: 50 times the share outside of half the training rows (about 15 cells)
+    assert 10 <= out["outside_cells"] <= 20 and out["outside_cells_short"] >= out["outside_cells"] // 2
+    assert out["evidence"]["outside_cells_short"] == out["outside_cells_short"]
+    assert (
+        f"; {out['outside_cells_short']} of the {out['outside_cells']} regions the rows outside every cluster are cut into ("
+        in out["explanation"]
+    )

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from gancore.diagnostics.modes import vector_assignments, vector_modes
+from gancore.diagnostics.modes import reference_labels, vector_assignments, vector_modes
 from gancore.gaussian_mixture import GaussianMixture
 
 
@@ -160,7 +160,9 @@ def test_a_rare_cluster_without_test_rows_keeps_the_reverse_kl_defined():
     report, _ = _vector(data, samples, data.test)
     assert report["modes_covered"] == 3
     assert report["mode_kl"] is not None and report["mode_kl"] < 0.005
-    assert report["real_histogram"][2] == pytest.approx(8 / (len(train) + len(test)))  # the training rows' count
+    # the training rows' count, among the high-quality rows (1.1 % of a faithful draw are not)
+    counted = int((reference_labels(data) >= 0).sum())
+    assert 0.98 * (len(train) + len(test)) < counted and report["real_histogram"][2] == pytest.approx(8 / counted)
 
 
 def test_a_part_without_test_rows_of_its_own_is_compared_with_its_training_rows():
@@ -202,6 +204,7 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
 
     from gancore.data.points import prepare_points
     from gancore.diagnostics.modes import OUTSIDE_LABEL
+    from gancore.diagnostics.outside import short_outside_cells
     from gancore.diagnostics.verdict import _modes_missing
     from gancore.gaussian_mixture import mixture_from_modes
 
@@ -222,7 +225,7 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
 
     def report(points):
         z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
-        return vector_modes(z, modes, real_labels=data.all_labels())
+        return vector_modes(z, modes, real_labels=reference_labels(data))
 
     faithful, dropped = report(_flat_beside_clusters(rng, 5_000, flat, centres)[0]), report(clusters(5_000))
     k = len(centres)
@@ -237,6 +240,25 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
     # (without the box, its share outside matched the training rows': healthy)
     garbage = np.concatenate([clusters(round(5_000 * (1 - flat))), np.full((round(5_000 * flat), 2), 500.0)])
     assert report(garbage)["outside_share"] < 0.01 and report(garbage)["modes_short_labels"] == [OUTSIDE_LABEL]
+
+    # where the samples outside go: cells over the rows outside (at NDB's default 100 bins over
+    # the data: 100 times their share)
+    def cells(points):
+        z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
+        return short_outside_cells(data.train, z, mixture_from_modes(modes), 100, 0)
+
+    for seed in range(3):  # no region of a faithful generator's is short (alpha 0.0027 in all)
+        assert cells(_flat_beside_clusters(np.random.default_rng(10 + seed), 5_000, flat, centres)[0])["outside_cells_short"] == 0
+    assert cells(clusters(5_000))["outside_cells_short_share"] == pytest.approx(outliers["row_share"], abs=0.03)
+    # the flat rows' share, inside a central 8 x 8 square of the 30 x 30 box: the share outside
+    # is the data's and every cluster covered (a review: healthy), but the regions around are empty
+    squeezed = _flat_beside_clusters(rng, 5_000, flat, centres)[0]
+    squeezed[: int(5_000 * flat)] = rng.random((int(5_000 * flat), 2)) * 8 + 6
+    assert report(squeezed)["modes_short"] == 0 and report(squeezed)["outside_share"] == pytest.approx(flat, abs=0.05)
+    where = cells(squeezed)
+    # (cells: 100 times the share outside of half the training rows, 2,700: sd 0.9 cells)
+    assert abs(where["outside_cells"] - 100 * outliers["row_share"]) <= 3 and where["outside_cells_short_share"] > flat / 2
+    assert _modes_missing({**report(squeezed), **where})
 
 
 def test_a_parts_modes_carry_no_share_outside():
@@ -281,3 +303,45 @@ def test_rows_outside_are_tested_as_a_mode_from_a_tenth_of_the_rows(background, 
     text = short_modes_text(report)
     assert (text.startswith("; short of the rows outside every cluster (") and f"{background:.1%} of training rows" in text) is short
     assert "mode(s)" not in text
+
+
+def test_the_reference_histogram_counts_what_a_faithful_generators_counted_samples_follow():
+    """Two tight clusters, a light broad one (0.5 %), and 30 % flat rows over [-10, 10]^2. Each
+    row's most probable cluster (its prepared label) is the broad one for most flat rows, far
+    from the tight ones: a fifth of the labels. A faithful generator's counted samples are those
+    in its quality radius, 2.5 % of them; it was short of that cluster (held out: so were
+    faithful generators on 2 of 18 files of flat rows beside clusters in 2-5 D, at every
+    sample size). The reference now counts the rows high quality under the same rule."""
+    from gancore.data.prepared import PreparedData
+    from gancore.diagnostics.modes import PACGAN_QUALITY_PROBABILITY
+
+    flat, box = 0.3, [[-10.0, -10.0], [10.0, 10.0]]
+    weights = torch.tensor([0.3475, 0.3475, 0.005], dtype=torch.float64)
+    means = torch.tensor([[-6.0, -6.0], [6.0, 6.0], [0.0, 0.0]], dtype=torch.float64)
+    variances = torch.tensor([[0.25, 0.25], [0.25, 0.25], [1.0, 1.0]], dtype=torch.float64)
+    mixture = GaussianMixture(weights, means, variances, 0.0, 0)
+    modes = {
+        "means": means.tolist(),
+        "variances": variances.tolist(),
+        "weights": (weights / weights.sum()).tolist(),
+        "outliers": {"share": flat, "row_share": flat, "log_density": -math.log(400.0), "box": box},
+    }
+
+    def draw(n: int, seed: int) -> torch.Tensor:
+        uniform = torch.rand(int(n * flat), 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 20 - 10
+        return torch.cat([_draw(mixture, n - len(uniform), seed), uniform])
+
+    train, test = draw(18_000, 0), draw(2_000, 1)
+    data = PreparedData({"kind": "vector", "modes": modes}, train.float(), test.float(), mixture.predict(train), mixture.predict(test))
+    labels = data.all_labels()
+    assert labels is not None and 0.15 < float((labels == 2).double().mean()) < 0.3
+    samples = draw(5_000, 2)
+    before, now = vector_modes(samples, modes, real_labels=labels), vector_modes(samples, modes, real_labels=reference_labels(data))
+    assert before["modes_short_labels"] == ["2"]
+    assert now["modes_short"] == 0 and now["mode_kl"] < 0.01
+    # the broad cluster's share among the counted: 98.89 % of its own rows, and the flat rows in
+    # its radius (3: pi 9 of the box's 400), over every cluster's (the tight ones' radius: 1.5)
+    own, radius = PACGAN_QUALITY_PROBABILITY, flat * math.pi / 400
+    expected = (0.005 * own + 9 * radius) / (0.7 * own + (9 + 2 * 2.25) * radius)
+    # (20,000 rows, about 720 counted there: sd 4 % of the share)
+    assert now["real_histogram"][2] == pytest.approx(expected, rel=0.12)
