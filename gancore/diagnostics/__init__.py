@@ -268,6 +268,16 @@ def _markdown(r: dict[str, Any]) -> str:
             if r.get("outside_cells") is not None
             else []
         ),
+        *(
+            [
+                (
+                    "near-duplicate rate outside every cluster (training rows there, same n)",
+                    f"{fmt(r['outside_duplicate_rate'])} ({fmt(r['outside_real_duplicate_rate'])}; chance {fmt(r.get('outside_duplicate_quantile'))})",
+                )
+            ]
+            if r.get("outside_duplicate_rate") is not None
+            else []
+        ),
         (
             "mode KL (generated \\|\\| reference)",
             fmt(r["mode_kl"]) + (f" (reference: {r['real_histogram_source']})" if r.get("real_histogram_source") else ""),

@@ -9,7 +9,9 @@ the data hold, and a generator is judged on them as on a mode:
   its box (the share, tested as a mode's in :func:`gancore.diagnostics.modes.modes_gaussian`);
 * :func:`short_outside_cells`: where they go. The share alone cannot see it: four clusters beside
   20 % flat rows in a 30 x 30 box, and a generator placing its 20 % in the central 8 x 8, had
-  the data's share outside and every cluster covered, and was healthy (a review).
+  the data's share outside and every cluster covered, and was healthy (a review);
+* :func:`outside_duplicates`: how they spread there: near duplicates among them, against the
+  training rows outside at equal n.
 """
 
 from __future__ import annotations
@@ -99,3 +101,26 @@ def short_outside_cells(train: Any, samples: Any, mixture: GaussianMixture, bins
         # the training rows in those cells: how much of the data the samples leave (nearly) empty
         "outside_cells_short_share": float(reference[short].sum() / rows),
     }
+
+
+# The near-duplicate measures' fields, which diagnose.json carries with an outside_ prefix.
+DUPLICATE_FIELDS = ("duplicate_rate", "real_duplicate_rate", "duplicate_quantile", "duplicate_neighbour", "duplicate_z", "duplicate_points")
+
+
+def outside_duplicates(train: Any, samples: Any, mixture: GaussianMixture, quantile: float, seed: int) -> dict[str, Any] | None:
+    """Near duplicates among the samples outside every cluster, calibrated on the training rows
+    outside at equal n (:func:`~gancore.diagnostics.diversity.near_duplicates`), as ``outside_``
+    fields. Over all the samples, the data's tight clusters set the near-duplicate scale: beside
+    two clusters of sd 0.3, the flat rows' 30 % drawn as tight blobs at 100 or 300 places over
+    the box scored 2 % near duplicates, the data's own rate, and with every cell's share right
+    the run was healthy. None where fewer than :data:`CELL_MIN_ROWS` of either lie outside."""
+    from gancore.diagnostics.diversity import PAIRWISE_MAX_POINTS, near_duplicates
+
+    x = _points(train)
+    x = x[torch.randperm(len(x), generator=seeded_generator(seed, "diagnose/outside-duplicates"))[:CELL_MAX_ROWS]]
+    rows, gen = x[_outliers(x, mixture)], _points(samples)
+    outside = gen[_outliers(gen, mixture)]
+    if min(len(outside), len(rows) // 2) < CELL_MIN_ROWS:
+        return None
+    measured = near_duplicates(outside, rows, quantile, seed, PAIRWISE_MAX_POINTS)
+    return {f"outside_{key}": measured[key] for key in DUPLICATE_FIELDS}

@@ -31,7 +31,7 @@ from gancore.diagnostics.modes import (
     vector_modes,
 )
 from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
-from gancore.diagnostics.outside import short_outside_cells
+from gancore.diagnostics.outside import outside_duplicates, short_outside_cells
 from gancore.gaussian_mixture import mixture_from_modes
 from gancore.layout import Layout
 
@@ -141,6 +141,7 @@ def measure(
     mixture = mixture_from_modes(data.meta["modes"]) if (report or {}).get("outside_tested") else None
     if mixture is not None:
         figures.update(short_outside_cells(data.train, samples, mixture, cfg.ndb_bins, params.seed) or {})
+        figures.update(outside_duplicates(data.train, samples, mixture, cfg.duplicate_fraction, params.seed) or {})
     if space.gen_modes is not None and space.real_modes is not None:
         figures.update(dispersion(space.generated, space.real, space.gen_modes, space.real_modes, space.modes, space.labels))
         figures["dispersion_space"] = f"per mode, {space.name}"

@@ -226,20 +226,26 @@ def _inside(f: Mapping[str, Any], out: _Findings) -> None:
             precision_faithful=precision_faithful,
             threshold=SHARE_LOW,
         )
-    rate, q, z = f.get("duplicate_rate"), f.get("duplicate_quantile"), f.get("duplicate_z")
-    # and beyond what the real control half scored at this threshold: with a few dozen points the
-    # threshold itself is noisy (a part's 71 held-out points: real data 14 %, against 5 % chance)
-    if above_chance(rate, q, f.get("duplicate_points")) and (z is None or z >= SIGNIFICANCE_SDS):
-        out.add(
-            "intra_mode_collapse",
-            f"{rate:.1%} of generated samples have {copies_text(f.get('duplicate_neighbour'))}, where real data of the same size have "
-            f"{f.get('real_duplicate_rate'):.1%} (chance: {q:.0%})",
-            duplicate_rate=rate,
-            real_duplicate_rate=f.get("real_duplicate_rate"),
-            duplicate_quantile=q,
-            duplicate_points=f.get("duplicate_points"),
-            duplicate_neighbour=f.get("duplicate_neighbour"),
-        )
+    # all samples against held-out data; and those outside every cluster against the training
+    # rows there (diagnostics.outside), whose scale the data's tight clusters do not set
+    for key, samples, real in (
+        ("", "generated samples", "real data"),
+        ("outside_", "the samples outside every cluster", "the training rows there"),
+    ):
+        rate, q, z = f.get(f"{key}duplicate_rate"), f.get(f"{key}duplicate_quantile"), f.get(f"{key}duplicate_z")
+        # and beyond what the real control half scored at this threshold: with a few dozen points the
+        # threshold itself is noisy (a part's 71 held-out points: real data 14 %, against 5 % chance)
+        if above_chance(rate, q, f.get(f"{key}duplicate_points")) and (z is None or z >= SIGNIFICANCE_SDS):
+            out.add(
+                "intra_mode_collapse",
+                f"{rate:.1%} of {samples} have {copies_text(f.get(f'{key}duplicate_neighbour'))}, where {real} of the same size have "
+                f"{f.get(f'{key}real_duplicate_rate'):.1%} (chance: {q:.0%})",
+                **{
+                    f"{key}{name}": f.get(f"{key}{name}")
+                    for name in ("duplicate_rate", "real_duplicate_rate", "duplicate_points", "duplicate_neighbour")
+                },
+                **{f"{key}duplicate_quantile": q},
+            )
 
 
 def _copying(f: Mapping[str, Any], out: _Findings) -> None:

@@ -284,7 +284,9 @@ def test_an_image_folder_of_1000_classes_is_labelled_images_not_stacked_mnist(tm
 def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
     """A points file of two clusters beside 30 % flat rows, and a generator of the clusters
     alone: the stage's verdict, text, diagnose.json and diagnosis.md say what was left out (it
-    was healthy: 2 of 2 modes at 99 % high quality)."""
+    was healthy: 2 of 2 modes at 99 % high quality). Then two generators with the flat rows'
+    share, squeezed into the box's middle and drawn as blobs over it, each healthy before the
+    regions outside and the near duplicates among the samples there."""
     from gancore.config import Params
     from gancore.data import load_prepared
     from gancore.data.prepare import prepare_data
@@ -334,3 +336,18 @@ def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
         f"; {out['outside_cells_short']} of the {out['outside_cells']} regions the rows outside every cluster are cut into ("
         in out["explanation"]
     )
+
+    # and drawn as tight blobs at 100 places over the box: every region's share right, and 2 %
+    # near duplicates over all samples, the data's own rate (their tight clusters set the scale);
+    # among the samples outside every cluster, most have a near duplicate
+    places = torch.from_numpy(rng.random((100, 2)) * 30 - 5)
+    flat = places[torch.arange(750) % 100] + torch.from_numpy(rng.normal(size=(750, 2)) * 0.1)
+    z = (torch.cat([torch.from_numpy(clusters[:1750]), flat]) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
+    torch.save({"x": z.float(), "seed": 1, "latent_dim": 16}, layout.samples / "samples.pt")
+    assert diagnose(params, layout)["verdict"] == "intra_mode_collapse"
+    out = json.loads((layout.metrics / "diagnose.json").read_text())
+    assert out["outside_cells_short"] == 0 and out["duplicate_rate"] < 2 * out["duplicate_quantile"]
+    assert out["outside_duplicate_rate"] > 0.5 and out["outside_real_duplicate_rate"] < 0.15
+    assert f"{out['outside_duplicate_rate']:.1%} of the samples outside every cluster have a near duplicate" in out["explanation"]
+    md = (layout.metrics / "diagnosis.md").read_text()
+    assert "| near-duplicate rate outside every cluster (training rows there, same n) | " in md
