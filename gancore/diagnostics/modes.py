@@ -297,7 +297,10 @@ def vector_modes(
 def reference_labels(data: Any) -> torch.Tensor | None:
     """The labels a fitted mixture's reference histogram counts (:func:`modes_gaussian`): each
     prepared row's cluster where the row is high quality under the protocol, -1 elsewhere, so
-    that the reference follows what a faithful generator's counted samples follow. The prepared
+    that the reference follows what a faithful generator's counted samples follow (up to the
+    clusters prepare found among these same rows: a cluster of 0.18 % that growth found held
+    0.15 % of the counted rows and 0.05 % of 400,000 fresh draws, and a faithful generator was
+    short of it in 3 of 30 draws of 20,000, 21 of 30 before; a review). The prepared
     labels (each row's most probable cluster, :meth:`~gancore.data.prepared.PreparedData.all_labels`)
     count every row: beside 15 % flat rows in 3-D, a cluster of 0.2 % among them was the most
     probable of 16 % of the rows, and a faithful generator, which puts 2 % of its counted samples

@@ -16,6 +16,7 @@ the data hold, and a generator is judged on them as on a mode:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -35,13 +36,22 @@ from gancore.seeds import generator as seeded_generator
 STRAY_ROWS_MAX = 0.1
 # The training rows the cells are fitted and counted on (half each), at most.
 CELL_MAX_ROWS = 100_000
-# A cell is fitted to at least this many rows: its share is then known to about a fifth.
+# Cells are fitted to this many rows each on average (their share then known to about a fifth);
+# fewer rows outside than that in two cells, and there is no test.
 CELL_MIN_ROWS = 20
 _CHUNK = 4096
 
 
 def _points(x: Any) -> torch.Tensor:
-    return torch.as_tensor(x).double().reshape(len(x), -1)
+    x = torch.as_tensor(x)
+    # (no rows: -1 cannot be inferred, so the columns come from the shape)
+    return x.double().reshape(len(x), -1) if len(x) else x.double().reshape(0, math.prod(x.shape[1:]))
+
+
+def _rows(train: Any, seed: int, stream: str) -> torch.Tensor:
+    """At most :data:`CELL_MAX_ROWS` training rows in a seeded order (float64 after the cut)."""
+    x = torch.as_tensor(train)
+    return _points(x[torch.randperm(len(x), generator=seeded_generator(seed, stream))[:CELL_MAX_ROWS]])
 
 
 def _outliers(x: torch.Tensor, mixture: GaussianMixture) -> torch.Tensor:
@@ -68,26 +78,30 @@ def short_outside_cells(train: Any, samples: Any, mixture: GaussianMixture, bins
     probability below alpha / cells (the modes' rule, :func:`~gancore.diagnostics.coverage.short_modes`).
 
     The rows are split in two halves: k-means cells are fitted to one half's rows outside
-    (``bins`` times their share of cells, NDB's resolution over them: :data:`CELL_MIN_ROWS` rows
-    each at least), the other half counts each cell's share. Cells fitted and counted on the same
-    rows hold more of them than of the law (k-means follows the rows' chance clumps): a faithful
-    generator's 4 samples in a cell of 23 fitting rows of 5,400 were called short. Each cell's
-    test conditions on its two counts together, exact whatever the counts: under a faithful
-    generator the samples' count is binomial in their sum, with p = n / (n + rows counted).
-    None where fewer than two cells can be fitted."""
+    (``bins`` times their share of cells, NDB's resolution over them, and :data:`CELL_MIN_ROWS`
+    rows per cell on average at least), the other half counts each cell's share. Cells fitted and
+    counted on the same rows hold more of them than of the law (k-means follows the rows' chance
+    clumps): a faithful generator's 4 samples in a cell of 23 fitting rows of 5,400 were called
+    short. Each cell's test conditions on its two counts together: were both Poisson, the
+    samples' count would be binomial in their sum with p = n / (n + rows counted), whatever the
+    counts; with n and the rows fixed it is hypergeometric, whose lower tail is the smaller where
+    the quarter rule lets the test act, so the binomial errs safe (a review). None where fewer
+    than two cells can be fitted: ``bins`` times the share outside under 2 (``bins`` = 2 needs
+    three quarters of the rows outside), or under 40 rows outside in the fitting half."""
     from scipy import stats
 
     from gancore.clustering import kmeans, nearest
     from gancore.diagnostics.coverage import SHORT_MODE_ALPHA, SHORT_SHARE
 
-    x = _points(train)
-    order = torch.randperm(len(x), generator=seeded_generator(seed, "diagnose/outside-cells"))[:CELL_MAX_ROWS]
-    fit, count = x[order[0::2]], x[order[1::2]]
+    x = _rows(train, seed, "diagnose/outside-cells")
+    fit, count = x[0::2], x[1::2]
     fit_outside = fit[_outliers(fit, mixture)]
     cells = min(round(bins * len(fit_outside) / max(1, len(fit))), len(fit_outside) // CELL_MIN_ROWS)
     if cells < 2:
         return None
     centres, _ = kmeans(fit_outside, cells, seed, stream="diagnose/outside-cells")
+    # (k-means works in float32 above 16 columns; the rows here are float64)
+    centres = centres.to(x.dtype)
     reference = np.bincount(nearest(count[_outliers(count, mixture)], centres).numpy(), minlength=cells)
     gen = _points(samples)
     generated = np.bincount(nearest(gen[_outliers(gen, mixture)], centres).numpy(), minlength=cells)
@@ -116,8 +130,7 @@ def outside_duplicates(train: Any, samples: Any, mixture: GaussianMixture, quant
     the run was healthy. None where fewer than :data:`CELL_MIN_ROWS` of either lie outside."""
     from gancore.diagnostics.diversity import PAIRWISE_MAX_POINTS, near_duplicates
 
-    x = _points(train)
-    x = x[torch.randperm(len(x), generator=seeded_generator(seed, "diagnose/outside-duplicates"))[:CELL_MAX_ROWS]]
+    x = _rows(train, seed, "diagnose/outside-duplicates")
     rows, gen = x[_outliers(x, mixture)], _points(samples)
     outside = gen[_outliers(gen, mixture)]
     if min(len(outside), len(rows) // 2) < CELL_MIN_ROWS:

@@ -345,3 +345,33 @@ def test_the_reference_histogram_counts_what_a_faithful_generators_counted_sampl
     expected = (0.005 * own + 9 * radius) / (0.7 * own + (9 + 2 * 2.25) * radius)
     # (20,000 rows, about 720 counted there: sd 4 % of the share)
     assert now["real_histogram"][2] == pytest.approx(expected, rel=0.12)
+
+
+def test_the_regions_outside_are_measured_above_sixteen_columns():
+    """K-means works in float32 above 16 columns, and the cells' centres met float64 rows: the
+    diagnosis raised on a 20-column file with 30 % flat rows (a review). Two clusters beside a
+    background over [-10, 10]^20: a faithful generator is short of no region; one of the
+    clusters alone is short of every one, and its few samples outside are no test."""
+    from gancore.diagnostics.outside import outside_duplicates, short_outside_cells
+
+    dims, flat = 20, 0.3
+    means = torch.zeros(2, dims, dtype=torch.float64)
+    means[1, 0] = 10.0
+    mixture = GaussianMixture(
+        torch.tensor([0.35, 0.35], dtype=torch.float64), means, torch.full((2, dims), 0.25, dtype=torch.float64), 0.0, 0
+    )
+    mixture.noise, mixture.noise_log_density = flat, -dims * math.log(20.0)
+    mixture.noise_box = torch.tensor([[-10.0] * dims, [10.0] * dims], dtype=torch.float64)
+
+    def draw(n: int, seed: int, share: float = flat) -> torch.Tensor:
+        uniform = torch.rand(int(n * share), dims, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 20 - 10
+        return torch.cat([_draw(mixture, n - len(uniform), seed), uniform]).float()
+
+    train = draw(6_000, 0)
+    faithful = short_outside_cells(train, draw(3_000, 1), mixture, 100, 0)
+    assert faithful is not None and faithful["outside_cells"] == pytest.approx(30, abs=3) and faithful["outside_cells_short"] == 0
+    clusters = short_outside_cells(train, draw(3_000, 2, 0.0), mixture, 100, 0)
+    assert clusters is not None and clusters["outside_cells_short"] == clusters["outside_cells"]
+    duplicates = outside_duplicates(train, draw(3_000, 3), mixture, 0.05, 0)
+    assert duplicates is not None and duplicates["outside_duplicate_rate"] < 0.15
+    assert outside_duplicates(train, draw(3_000, 4, 0.0), mixture, 0.05, 0) is None
