@@ -24,3 +24,11 @@ def derive(seed: int, stream: str) -> int:
 def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` for the stream ``stream`` of ``seed``."""
     return torch.Generator(device=device).manual_seed(derive(seed, stream))
+
+
+def subset(x: torch.Tensor, n: int, seed: int, stream: str) -> torch.Tensor:
+    """A seeded random subset of ``n`` rows (all rows, in order, when there are no more than ``n``)."""
+    if len(x) <= n:
+        return x
+    idx = torch.randperm(len(x), generator=generator(seed, stream))[:n]
+    return x[idx]

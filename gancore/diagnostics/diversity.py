@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from gancore.clustering import kmeans, nearest
-from gancore.diagnostics.modes import subset
 from gancore.diagnostics.ndb import proportion_z
 from gancore.seeds import generator as seeded_generator
+from gancore.seeds import subset
 
 # Subset size for the pairwise-distance measures: 2,000 points give 2M pairs, far more than needed
 # to pin a mean distance to < 1 %, at a cdist cost of milliseconds.

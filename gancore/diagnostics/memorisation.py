@@ -41,9 +41,9 @@ from typing import Any
 import torch
 
 from gancore.data.prepared import PreparedData, to_model_range
-from gancore.diagnostics.modes import subset
 from gancore.diagnostics.ndb import proportion_z
 from gancore.heldout import MEMORISATION_GAP, held_out_steers, measured_half
+from gancore.seeds import subset
 
 GAP = MEMORISATION_GAP
 SIGNIFICANCE_Z = 3.0

@@ -40,7 +40,6 @@ import torch
 from gancore.diagnostics.coverage import OUTSIDE_LABEL, SHORT_LABELS_SHOWN, expected_coverage, short_modes
 from gancore.diagnostics.outside import outside_count
 from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
-from gancore.seeds import generator as seeded_generator
 
 # PacGAN's quality radius, in units of the mixture's sigma (``dis_thre=3`` in MetricLogger).
 QUALITY_SIGMAS = 3.0
@@ -411,14 +410,6 @@ def _sure_histogram(real_probs: Any, confidence: float, k: int) -> np.ndarray | 
 
 
 # -- complete collapse ----------------------------------------------------------------------------
-def subset(x: torch.Tensor, n: int, seed: int, stream: str) -> torch.Tensor:
-    """A seeded random subset of ``n`` rows (all rows, in order, when there are no more than ``n``)."""
-    if len(x) <= n:
-        return x
-    idx = torch.randperm(len(x), generator=seeded_generator(seed, stream))[:n]
-    return x[idx]
-
-
 def real_quality(real_probs: Any, real_modes: torch.Tensor, stacked: bool, confidence: float) -> float:
     """The high-quality share of held-out real data under the protocol (the quality floor's
     reference): Stacked MNIST's every-channel rule, else the share with a mode."""

@@ -26,7 +26,6 @@ from gancore.diagnostics.modes import (
     modes_stacked,
     real_quality,
     reference_labels,
-    subset,
     vector_assignments,
     vector_modes,
 )
@@ -34,6 +33,7 @@ from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
 from gancore.diagnostics.outside import outside_duplicates, short_outside_cells
 from gancore.gaussian_mixture import mixture_from_modes
 from gancore.layout import Layout
+from gancore.seeds import subset
 
 # The copy test searches every training point for each sample's nearest (a copy of a point left
 # out reads as a fresh sample), up to this much memory for the points in its space (float32):

@@ -72,8 +72,8 @@ class CollapseMonitor:
         held_out_steers: bool = False,
         boundary: float | None = 0.0,
     ) -> None:
-        from gancore.diagnostics.modes import subset
         from gancore.heldout import measured_half
+        from gancore.seeds import subset
 
         self.device = device
         self.kind = data.kind
