@@ -39,7 +39,7 @@ BinnedFit = tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, float]
 BinnedStart = tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]
 
 
-def _lattice(column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def column_lattice(column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(step, origin) of the column's lattice, or None (no lattice): the smallest gap between its repeated
     values, where all but :data:`OFF_LATTICE_SHARE` of its rows lie on the lattice of that step
     through its most frequent value, the origin (within :data:`LATTICE_TOLERANCE` of a step), and
@@ -95,7 +95,7 @@ class RoundedColumn:
 
 
 def rounded_columns(x: torch.Tensor, max_k: int) -> list[RoundedColumn]:
-    """The lattice columns (:func:`_lattice`) that are rounded measurements, with their law before
+    """The lattice columns (:func:`column_lattice`) that are rounded measurements, with their law before
     rounding. A lattice column is also what codes and categories are (three codes 10 apart, a 0/1
     flag), whose values are the data's atoms: spread over their intervals they become slabs side
     by side, which the mixture cut into pieces (three codes were 5 to 9 clusters). Which one a
@@ -108,7 +108,7 @@ def rounded_columns(x: torch.Tensor, max_k: int) -> list[RoundedColumn]:
     The law kept is the mixture of least BIC."""
     found = []
     for j in range(x.shape[1]):
-        lattice = _lattice(x[:, j])
+        lattice = column_lattice(x[:, j])
         if lattice is None:
             continue
         step, origin = lattice

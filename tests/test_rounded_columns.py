@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gancore.lattice import _lattice, _truncated_draw, fit_binned_mixture
+from gancore.lattice import _truncated_draw, column_lattice, fit_binned_mixture
 from helpers import mode_report, prepared_points
 
 CENTRES = np.array([[0, 0], [10, 0], [0, 10.0]])
@@ -98,7 +98,9 @@ def test_a_lattice_is_whole_multiples_of_the_smallest_gap_with_repeated_values()
     every_value_once = torch.arange(1000, dtype=torch.float64)  # a lattice with nothing repeated: an index
     k = torch.randint(0, 30, (1000,), generator=g).double()
     stored_twice = torch.where(k % 2 == 0, k * 0.1, torch.round(k * 0.1, decimals=1))  # 0.30000000000000004 and 0.3
-    steps = [0 if lattice is None else float(lattice[0]) for lattice in map(_lattice, (continuous, tenths, every_value_once, stored_twice))]
+    steps = [
+        0 if lattice is None else float(lattice[0]) for lattice in map(column_lattice, (continuous, tenths, every_value_once, stored_twice))
+    ]
     assert steps[0] == 0 and float(steps[1]) == pytest.approx(0.1, rel=1e-9) and steps[2] == 0
     assert float(steps[3]) == pytest.approx(0.1, rel=1e-9)
 

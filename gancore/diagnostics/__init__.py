@@ -272,7 +272,12 @@ def _markdown(r: dict[str, Any]) -> str:
             [
                 (
                     "near-duplicate rate outside every cluster (training rows there, same n)",
-                    f"{fmt(r['outside_duplicate_rate'])} ({fmt(r['outside_real_duplicate_rate'])}; chance {fmt(r.get('outside_duplicate_quantile'))})",
+                    f"{fmt(r['outside_duplicate_rate'])} ({fmt(r['outside_real_duplicate_rate'])}; chance {fmt(r.get('outside_duplicate_quantile'))})"
+                    + (
+                        f"; neighbour {r['outside_duplicate_neighbour']}, the rows repeat values"
+                        if (r.get("outside_duplicate_neighbour") or 1) > 1
+                        else ""
+                    ),
                 )
             ]
             if r.get("outside_duplicate_rate") is not None

@@ -240,11 +240,11 @@ def _inside(f: Mapping[str, Any], out: _Findings) -> None:
                 "intra_mode_collapse",
                 f"{rate:.1%} of {samples} have {copies_text(f.get(f'{key}duplicate_neighbour'))}, where {real} of the same size have "
                 f"{f.get(f'{key}real_duplicate_rate'):.1%} (chance: {q:.0%})",
+                # (the whole data's evidence keys in their order before the outside measure came)
                 **{
                     f"{key}{name}": f.get(f"{key}{name}")
-                    for name in ("duplicate_rate", "real_duplicate_rate", "duplicate_points", "duplicate_neighbour")
+                    for name in ("duplicate_rate", "real_duplicate_rate", "duplicate_quantile", "duplicate_points", "duplicate_neighbour")
                 },
-                **{f"{key}duplicate_quantile": q},
             )
 
 

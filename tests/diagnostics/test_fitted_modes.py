@@ -375,3 +375,47 @@ def test_the_regions_outside_are_measured_above_sixteen_columns():
     duplicates = outside_duplicates(train, draw(3_000, 3), mixture, 0.05, 0)
     assert duplicates is not None and duplicates["outside_duplicate_rate"] < 0.15
     assert outside_duplicates(train, draw(3_000, 4, 0.0), mixture, 0.05, 0) is None
+
+
+def test_near_duplicates_outside_compare_rounded_rows_with_a_continuous_generator(tmp_path):
+    """Every column rounded to integers: four clusters beside 30 % flat rows. The rows tie at a
+    step, and a continuous generator of the same law, the best a GAN does on them, does not: its
+    distances under a step counted in full against the rows' ties at the threshold, and it had
+    20-44 % near duplicates outside every cluster against 4 % (a review's file). Snapped to the
+    lattice and spread over the rounding interval, rows and samples alike, neither it nor the
+    rounded law itself stands out; blobs at 100 places over the box still do."""
+    import numpy as np
+
+    from gancore.diagnostics.outside import outside_duplicates
+    from gancore.diagnostics.verdict import above_chance
+    from gancore.gaussian_mixture import mixture_from_modes
+    from helpers import prepared_points
+
+    rng = np.random.default_rng(0)
+    centres, sds = rng.uniform(-8, 8, (4, 2)), rng.uniform(0.3, 1.0, 4)
+
+    def law(n: int, flat: np.ndarray | None = None) -> np.ndarray:
+        m = rng.binomial(n, 0.3)
+        i = rng.integers(4, size=n - m)
+        clusters = centres[i] + rng.normal(size=(n - m, 2)) * sds[i, None]
+        return np.concatenate([rng.uniform(-12, 12, (m, 2)) if flat is None else flat[:m], clusters])
+
+    data = prepared_points(tmp_path, np.round(law(6_000)))
+    mixture, units = mixture_from_modes(data.meta["modes"]), data.meta["units"]
+    assert data.meta["modes"]["rounded_columns"]["steps"] == pytest.approx([1.0, 1.0]) and (mixture.noise or 0.0) >= 0.1
+
+    def flagged(points: np.ndarray, seed: int) -> tuple[float, bool]:
+        z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
+        r = outside_duplicates(data.train, z, mixture, 0.05, seed)
+        assert r is not None
+        rate = r["outside_duplicate_rate"]
+        return rate, above_chance(rate, 0.05, r["outside_duplicate_points"]) and r["outside_duplicate_z"] >= 3
+
+    for seed in range(3):
+        continuous = np.round(law(2_000)) + rng.uniform(-0.5, 0.5, (2_000, 2))
+        assert not flagged(continuous, seed)[1] and not flagged(np.round(law(2_000)), seed)[1]
+    places = rng.uniform(-12, 12, (100, 2))
+    blobs = law(2_000, places[np.arange(2_000) % 100] + rng.normal(size=(2_000, 2)) * 0.1)
+    # (20 %: spread over the rounding interval, a blob fills one step, as the rows do)
+    rate, flag = flagged(blobs, 0)
+    assert flag and rate > 0.15
