@@ -12,7 +12,7 @@ HEADLINES = {
     "complete_collapse": "Complete mode collapse: nearly all samples are the same.",
     "vanishing_gradients": "Vanishing generator gradients: the discriminator rejects the samples and the generator stopped learning.",
     "partial_collapse": "Partial mode collapse: some modes of the data are missing from the samples.",
-    "intra_mode_collapse": "Collapse inside the modes: within the modes they reach (or among the rows outside every cluster), the samples "
+    "intra_mode_collapse": "Collapse inside the modes: within the modes they reach (or outside every cluster), the samples "
     "differ too little or cover too little of the data's variety.",
     "data_copying": "Data copying: the generator reproduces its training data instead of new samples like them.",
     "discriminator_overfitting": "The discriminator memorises its training data: it tells training examples from held-out real ones.",
