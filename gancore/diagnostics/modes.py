@@ -305,9 +305,9 @@ def reference_labels(data: Any) -> torch.Tensor | None:
     probable of 16 % of the rows, and a faithful generator, which puts 2 % of its counted samples
     there, was short of it at every sample size. ``data``: a :class:`~gancore.data.prepared.PreparedData`;
     its own labels where its modes are no fitted mixture."""
-    modes = data.meta.get("modes") or {}
-    if mixture_from_modes(modes) is None or data.all_labels() is None:
-        return data.all_labels()
+    modes, labels = data.meta.get("modes") or {}, data.all_labels()
+    if mixture_from_modes(modes) is None or labels is None:
+        return labels
     return vector_assignments(data.all_rows(), modes)
 
 

@@ -72,6 +72,7 @@ class CollapseMonitor:
         held_out_steers: bool = False,
         boundary: float | None = 0.0,
     ) -> None:
+        from gancore.diagnostics.modes import reference_labels
         from gancore.heldout import measured_half
         from gancore.seeds import subset
 
@@ -88,9 +89,7 @@ class CollapseMonitor:
         self.centers, self.sigma = modes.get("centers"), modes.get("sigma")
         self.value_range = data.meta.get("value_range")
         self.test_labels = data.test_labels
-        from gancore.diagnostics.modes import reference_labels
-
-        self.all_labels = reference_labels(data) if self.kind == "vector" else data.all_labels()
+        self.all_labels = reference_labels(data)
         # A mixture part is judged on the known centres its own training data lie at: against all
         # of ring8's, a part that learned its one mode perfectly covered "1 of 8" and was collapsed.
         self.support = None
