@@ -31,8 +31,8 @@ RESULT_NEUTRAL = {
 SECTIONS = ("seed", "data", "model", "loss", "train", "augment", "diagnose", "prepared_data", "world_size")
 # What the monitor's verdict depends on besides the model: where it acts on collapse (stop,
 # rollback) these change the weights too (the monitor's image classifier is trained for
-# data.classifier_epochs in prepare).
-VERDICT_SETTINGS = {"diagnose": ("confidence", "duplicate_fraction"), "data": ("classifier_epochs",)}
+# data.classifier_epochs in prepare; ndb_bins sets the cells the rows outside every cluster are cut into).
+VERDICT_SETTINGS = {"diagnose": ("confidence", "duplicate_fraction", "ndb_bins"), "data": ("classifier_epochs",)}
 
 
 def run_identity(params: Params, prepared_data: str, model_options: dict[str, Any] | None = None, world_size: int = 1) -> dict[str, Any]:

@@ -171,7 +171,14 @@ def mixture_monitor(params: Params, layout: Layout, parts: list[dict[str, Any]])
     data = load_prepared(layout.prepared)
     d = params.diagnose
     monitor = CollapseMonitor(
-        data, layout.prepared, params.model.latent_dim, params.seed, torch.device("cpu"), d.confidence, d.duplicate_fraction
+        data,
+        layout.prepared,
+        params.model.latent_dim,
+        params.seed,
+        torch.device("cpu"),
+        d.confidence,
+        d.duplicate_fraction,
+        ndb_bins=d.ndb_bins,
     )
     counts = allocate(len(monitor.z), [p["weight"] for p in parts])
     layout.progress.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,6 @@ SHORT_MODE_ALPHA = 0.0027
 # (the reverse KL measures balance).
 SHORT_SHARE = 0.25
 SHORT_LABELS_SHOWN = 10
-# The short "mode" that is the rows outside every cluster (a fitted mixture's background).
-OUTSIDE_LABEL = "outside every cluster"
 
 
 def expected_coverage(real_hist: np.ndarray, n: int) -> tuple[float, float]:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gancore.diagnostics.coverage import OUTSIDE_LABEL, SHORT_LABELS_SHOWN, expected_coverage, short_modes
+from gancore.diagnostics.coverage import SHORT_LABELS_SHOWN, expected_coverage, short_modes
 from gancore.diagnostics.outside import outside_count
 from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
 
@@ -57,8 +57,9 @@ REPORT_FIGURES = (
     "mode_kl",
 )
 # And where the data have a background (a fitted mixture's): the samples outside every cluster,
-# beside the training rows' share.
-OUTSIDE_FIGURES = ("outside_share", "outside_share_real")
+# beside the training rows' share, and whether the samples are far short of it (a count of its
+# own: the rows outside are no mode, and counted as one, modes_short could exceed modes_total).
+OUTSIDE_FIGURES = ("outside_share", "outside_share_real", "outside_short")
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -111,21 +112,18 @@ def _report(
     tests = int((np.asarray(reference) > 0).sum()) + tested
     short = short_modes(reference, covered_counts, n_counted, tests=tests)
     short_labels = [str(labels[i]) if i < len(labels) else str(i) for i in short[:SHORT_LABELS_SHOWN]]
-    outside_short = False
     if outside is not None:
         count, n, share, _ = outside
         extra["outside_share"], extra["outside_share_real"] = count / n if n else None, share
-        extra["outside_tested"] = tested
-        outside_short = tested and 0 in short_modes([share, 1.0 - share], [count, n - count], n, tests=tests)
+        extra["outside_short"] = tested and 0 in short_modes([share, 1.0 - share], [count, n - count], n, tests=tests)
     return {
         "protocol": protocol,
         "modes_total": int(len(gen_counts)),
         "modes_covered": int((covered_counts > 0).sum()),
         "modes_expected": expected,
         "modes_expected_sd": expected_sd,
-        # the rows outside every cluster, where short, count and are named after the modes
-        "modes_short": len(short) + outside_short,
-        "modes_short_labels": short_labels + [OUTSIDE_LABEL] * outside_short,
+        "modes_short": len(short),
+        "modes_short_labels": short_labels,
         "high_quality_fraction": high_quality_fraction,
         "mode_kl": kl,
         "n_counted": int(n_counted),

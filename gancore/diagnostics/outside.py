@@ -12,17 +12,22 @@ the data hold, and a generator is judged on them as on a mode:
   the data's share outside and every cluster covered, and was healthy (a review);
 * :func:`outside_duplicates`: how they spread there: near duplicates among them, against the
   training rows outside at equal n.
+
+The training rows' side of the last two is fitted once (:func:`outside_cells`,
+:func:`outside_rows`), so that the collapse monitor, which judges a batch of samples every few
+steps, tests them as `gan diagnose` does at the same cost per check.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from gancore.gaussian_mixture import GaussianMixture
+from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
 from gancore.seeds import generator as seeded_generator
 
 # Stray rows are a few: under this weight of the background, the rows outside every cluster are
@@ -72,6 +77,66 @@ def outside_count(points: Any, mixture: GaussianMixture, share: float | None) ->
     return int(_outliers(x, mixture).sum()), len(x), float(share), (mixture.noise or 0.0) >= STRAY_ROWS_MAX
 
 
+def tested_background(modes: dict[str, Any]) -> GaussianMixture | None:
+    """The mixture of a ``meta.json``'s ``modes`` where the rows outside every cluster are tested
+    as a mode (:func:`outside_count`'s last field: a background of :data:`STRAY_ROWS_MAX` or more,
+    and a share of training rows outside it); None elsewhere."""
+    mixture = mixture_from_modes(modes)
+    if mixture is None or mixture.background_log_joint is None or not (modes.get("outliers") or {}).get("row_share"):
+        return None
+    return mixture if (mixture.noise or 0.0) >= STRAY_ROWS_MAX else None
+
+
+@dataclass(frozen=True)
+class OutsideCells:
+    """k-means cells over one half of the training rows outside every cluster (``centres``), and
+    the rows of the other half in each (``reference``, of ``rows`` counted): :func:`outside_cells`."""
+
+    mixture: GaussianMixture
+    centres: torch.Tensor
+    reference: np.ndarray
+    rows: int
+
+    def short(self, samples: Any) -> dict[str, Any]:
+        """The cells far short of their share of ``samples`` (:func:`short_outside_cells`)."""
+        from scipy import stats
+
+        from gancore.clustering import nearest
+        from gancore.diagnostics.coverage import SHORT_MODE_ALPHA, SHORT_SHARE
+
+        cells, reference, rows = len(self.centres), self.reference, self.rows
+        gen = _points(samples)
+        generated = np.bincount(nearest(gen[_outliers(gen, self.mixture)], self.centres).numpy(), minlength=cells)
+        n = len(gen)
+        below = generated < SHORT_SHARE * n * reference / rows
+        tail = stats.binom.cdf(generated, generated + reference, n / (n + rows))
+        short = np.flatnonzero(below & (tail < SHORT_MODE_ALPHA / cells))
+        return {
+            "outside_cells": int(cells),
+            "outside_cells_short": int(len(short)),
+            # the training rows in those cells: how much of the data the samples leave (nearly) empty
+            "outside_cells_short_share": float(reference[short].sum() / rows),
+        }
+
+
+def outside_cells(train: Any, mixture: GaussianMixture, bins: int, seed: int) -> OutsideCells | None:
+    """The cells of :func:`short_outside_cells`, fitted and counted on the training rows; None
+    where fewer than two can be fitted."""
+    from gancore.clustering import kmeans, nearest
+
+    x = _rows(train, seed, "diagnose/outside-cells")
+    fit, count = x[0::2], x[1::2]
+    fit_outside = fit[_outliers(fit, mixture)]
+    cells = min(round(bins * len(fit_outside) / max(1, len(fit))), len(fit_outside) // CELL_MIN_ROWS)
+    if cells < 2:
+        return None
+    centres, _ = kmeans(fit_outside, cells, seed, stream="diagnose/outside-cells")
+    # (k-means works in float32 above 16 columns; the rows here are float64)
+    centres = centres.to(x.dtype)
+    reference = np.bincount(nearest(count[_outliers(count, mixture)], centres).numpy(), minlength=cells)
+    return OutsideCells(mixture, centres, reference, len(count))
+
+
 def short_outside_cells(train: Any, samples: Any, mixture: GaussianMixture, bins: int, seed: int) -> dict[str, Any] | None:
     """Cells over the training rows outside every cluster, and those far short of their share of
     the samples: under a quarter of it, where a faithful generator would fall that short with
@@ -88,33 +153,8 @@ def short_outside_cells(train: Any, samples: Any, mixture: GaussianMixture, bins
     the quarter rule lets the test act, so the binomial errs safe (a review). None where fewer
     than two cells can be fitted: ``bins`` times the share outside under 2 (``bins`` = 2 needs
     three quarters of the rows outside), or under 40 rows outside in the fitting half."""
-    from scipy import stats
-
-    from gancore.clustering import kmeans, nearest
-    from gancore.diagnostics.coverage import SHORT_MODE_ALPHA, SHORT_SHARE
-
-    x = _rows(train, seed, "diagnose/outside-cells")
-    fit, count = x[0::2], x[1::2]
-    fit_outside = fit[_outliers(fit, mixture)]
-    cells = min(round(bins * len(fit_outside) / max(1, len(fit))), len(fit_outside) // CELL_MIN_ROWS)
-    if cells < 2:
-        return None
-    centres, _ = kmeans(fit_outside, cells, seed, stream="diagnose/outside-cells")
-    # (k-means works in float32 above 16 columns; the rows here are float64)
-    centres = centres.to(x.dtype)
-    reference = np.bincount(nearest(count[_outliers(count, mixture)], centres).numpy(), minlength=cells)
-    gen = _points(samples)
-    generated = np.bincount(nearest(gen[_outliers(gen, mixture)], centres).numpy(), minlength=cells)
-    n, rows = len(gen), len(count)
-    below = generated < SHORT_SHARE * n * reference / rows
-    tail = stats.binom.cdf(generated, generated + reference, n / (n + rows))
-    short = np.flatnonzero(below & (tail < SHORT_MODE_ALPHA / cells))
-    return {
-        "outside_cells": int(cells),
-        "outside_cells_short": int(len(short)),
-        # the training rows in those cells: how much of the data the samples leave (nearly) empty
-        "outside_cells_short_share": float(reference[short].sum() / rows),
-    }
+    cells = outside_cells(train, mixture, bins, seed)
+    return None if cells is None else cells.short(samples)
 
 
 # The near-duplicate measures' fields, which diagnose.json carries with an outside_ prefix.
@@ -131,22 +171,17 @@ def outside_duplicates(train: Any, samples: Any, mixture: GaussianMixture, quant
     training rows, lie outside.
 
     Columns the training rows hold on a lattice (rounded values) are snapped to it, rows and
-    samples alike (:func:`_on_lattice`)."""
-    from gancore.diagnostics.diversity import PAIRWISE_MAX_POINTS, near_duplicates
-
-    x = _rows(train, seed, "diagnose/outside-duplicates")
-    rows, gen = x[_outliers(x, mixture)], _points(samples)
-    outside = gen[_outliers(gen, mixture)]
-    if min(len(outside), len(rows) // 2) < CELL_MIN_ROWS:
-        return None
-    rows, outside = _on_lattice(x, (rows, outside))
-    measured = near_duplicates(outside, rows, quantile, seed, PAIRWISE_MAX_POINTS)
-    return {f"outside_{key}": measured[key] for key in DUPLICATE_FIELDS}
+    samples alike (:class:`OutsideRows`)."""
+    return outside_rows(train, mixture, seed).duplicates(samples, quantile, seed)
 
 
-def _on_lattice(reference: torch.Tensor, points: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """``points`` with each column ``reference`` holds on a lattice (:func:`gancore.lattice.column_lattice`)
-    snapped to it. Rounded rows tie at the lattice's steps, and a continuous generator, the best a
+@dataclass(frozen=True)
+class OutsideRows:
+    """The training rows outside every cluster (at most :data:`CELL_MAX_ROWS` rows looked at),
+    snapped to the lattices of the columns the rows hold on one: ``lattices`` (column, step,
+    origin), for the samples to be snapped alike.
+
+    Rounded rows tie at the lattice's steps, and a continuous generator, the best a
     GAN does on them, does not: with every column of a 2-D file rounded to integers, the 5 %
     threshold fell on one step, the rows' ties there counted a few per cent, and a faithful
     continuous generator's distances under a step counted in full (20-44 % near duplicates
@@ -154,14 +189,35 @@ def _on_lattice(reference: torch.Tensor, points: tuple[torch.Tensor, ...]) -> tu
     stay exact ties, which the measure's k-th neighbour counts (spread over the rounding interval
     instead, 100 blobs beside faithful flat samples were flagged in 1 of 8 draws, and in 8 of 8
     snapped; a review)."""
+
+    mixture: GaussianMixture
+    rows: torch.Tensor
+    lattices: tuple[tuple[int, float, float], ...]
+
+    def duplicates(self, samples: Any, quantile: float, seed: int) -> dict[str, Any] | None:
+        """:func:`outside_duplicates` of ``samples``."""
+        from gancore.diagnostics.diversity import PAIRWISE_MAX_POINTS, near_duplicates
+
+        gen = _points(samples)
+        outside = gen[_outliers(gen, self.mixture)]
+        if min(len(outside), len(self.rows) // 2) < CELL_MIN_ROWS:
+            return None
+        measured = near_duplicates(_snapped(outside, self.lattices), self.rows, quantile, seed, PAIRWISE_MAX_POINTS)
+        return {f"outside_{key}": measured[key] for key in DUPLICATE_FIELDS}
+
+
+def outside_rows(train: Any, mixture: GaussianMixture, seed: int) -> OutsideRows:
+    """The training rows :func:`outside_duplicates` compares samples with."""
     from gancore.lattice import column_lattice
 
-    lattices = [(j, column_lattice(reference[:, j])) for j in range(reference.shape[1])]
-    found = [(j, float(lattice[0]), float(lattice[1])) for j, lattice in lattices if lattice is not None]
-    snapped = []
-    for x in points:
-        x = x.clone()
-        for j, step, origin in found:
-            x[:, j] = origin + step * ((x[:, j] - origin) / step).round()
-        snapped.append(x)
-    return tuple(snapped)
+    x = _rows(train, seed, "diagnose/outside-duplicates")
+    lattices = [(j, column_lattice(x[:, j])) for j in range(x.shape[1])]
+    found = tuple((j, float(lattice[0]), float(lattice[1])) for j, lattice in lattices if lattice is not None)
+    return OutsideRows(mixture, _snapped(x[_outliers(x, mixture)], found), found)
+
+
+def _snapped(x: torch.Tensor, lattices: tuple[tuple[int, float, float], ...]) -> torch.Tensor:
+    x = x.clone()
+    for j, step, origin in lattices:
+        x[:, j] = origin + step * ((x[:, j] - origin) / step).round()
+    return x

@@ -30,8 +30,7 @@ from gancore.diagnostics.modes import (
     vector_modes,
 )
 from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
-from gancore.diagnostics.outside import outside_duplicates, short_outside_cells
-from gancore.gaussian_mixture import mixture_from_modes
+from gancore.diagnostics.outside import outside_duplicates, short_outside_cells, tested_background
 from gancore.layout import Layout
 from gancore.seeds import subset
 
@@ -138,7 +137,7 @@ def measure(
     ndb_result = ndb(ndb_real, samples, cfg.ndb_bins, cfg.ndb_alpha, params.seed, device=device if data.kind == "image" else "cpu")
     figures: dict[str, Any] = collapse_measures(space.generated, space.real, cfg.duplicate_fraction, params.seed)
     # where the rows outside every cluster are tested as a mode, where the samples there go too
-    mixture = mixture_from_modes(data.meta["modes"]) if (report or {}).get("outside_tested") else None
+    mixture = tested_background(data.meta.get("modes") or {})
     if mixture is not None:
         figures.update(short_outside_cells(data.train, samples, mixture, cfg.ndb_bins, params.seed) or {})
         figures.update(outside_duplicates(data.train, samples, mixture, cfg.duplicate_fraction, params.seed) or {})

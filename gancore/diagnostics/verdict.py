@@ -116,8 +116,8 @@ def _modes_missing(f: Mapping[str, Any]) -> bool | None:
         return None
     short = expected - covered >= max(1.0, MISSING_MODES_SDS * (f.get("modes_expected_sd") or 0.0))
     # or a mode far short of what a faithful generator all but surely gives it (coverage.short_modes),
-    # or a region of the rows outside every cluster (a cell there) as short of its share
-    return short or bool(f.get("modes_short")) or bool(f.get("outside_cells_short"))
+    # or the rows outside every cluster, or a region of them (a cell there), as short of its share
+    return short or bool(f.get("modes_short")) or bool(f.get("outside_short")) or bool(f.get("outside_cells_short"))
 
 
 def above_chance(rate: float | None, quantile: float | None, n: int | None) -> bool:
@@ -171,6 +171,7 @@ def _partial(f: Mapping[str, Any], out: _Findings, reliable: bool, missing: bool
             mode_kl=f.get("mode_kl"),
             outside_share=f.get("outside_share"),
             outside_share_real=f.get("outside_share_real"),
+            outside_short=f.get("outside_short"),
             outside_cells=f.get("outside_cells"),
             outside_cells_short=f.get("outside_cells_short"),
             outside_cells_short_share=f.get("outside_cells_short_share"),

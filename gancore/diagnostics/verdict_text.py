@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gancore.diagnostics.coverage import OUTSIDE_LABEL
-
 HEADLINES = {
     "complete_collapse": "Complete mode collapse: nearly all samples are the same.",
     "vanishing_gradients": "Vanishing generator gradients: the discriminator rejects the samples and the generator stopped learning.",
@@ -47,9 +45,7 @@ def _short_cells_text(f: Mapping[str, Any]) -> str:
 def _short_modes_text(f: Mapping[str, Any]) -> str:
     count, labels = f.get("modes_short") or 0, list(f.get("modes_short_labels") or [])
     outside = ""
-    if OUTSIDE_LABEL in labels:
-        labels.remove(OUTSIDE_LABEL)
-        count -= 1
+    if f.get("outside_short"):
         gen, real = f.get("outside_share"), f.get("outside_share_real")
         shares = f" ({gen:.1%} of samples, {real:.1%} of training rows)" if gen is not None and real is not None else ""
         outside = f"; short of the rows outside every cluster{shares}, where a faithful generator would all but surely place more"

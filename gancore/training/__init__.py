@@ -220,6 +220,7 @@ def _train(
             params.diagnose.duplicate_fraction,
             held_out_steers(params),
             boundary(params.loss.name),
+            params.diagnose.ndb_bins,
         )
     augment = _augment(params, data, device, world)
     held_out = None

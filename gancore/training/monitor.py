@@ -8,7 +8,10 @@ of training change: a run with the monitor on trains exactly as one with it off.
   covered and the high-quality fraction, by the protocols of :mod:`gancore.diagnostics.modes`, on
   the PacGAN sample size for 2D data (2,500) and 500 images otherwise;
 * else: the pairwise-distance ratio and the near-duplicate rate against a fixed real subset
-  (classifier features where there is a classifier, pixels otherwise).
+  (classifier features where there is a classifier, pixels otherwise);
+* where a points file's rows outside every cluster are tested as a mode, where the samples there
+  go and how they spread (:mod:`gancore.diagnostics.outside`): the training rows' cells and rows
+  are fitted once, at the start.
 
 The verdict rules of :mod:`gancore.diagnostics.verdict` decide whether the figures show collapse
 (complete or partial); anything else counts as healthy here (a young generator is "not converged"
@@ -71,8 +74,10 @@ class CollapseMonitor:
         duplicate_fraction: float = 0.05,
         held_out_steers: bool = False,
         boundary: float | None = 0.0,
+        ndb_bins: int | None = None,
     ) -> None:
         from gancore.diagnostics.modes import reference_labels
+        from gancore.diagnostics.outside import outside_cells, outside_rows, tested_background
         from gancore.heldout import measured_half
         from gancore.seeds import subset
 
@@ -90,6 +95,16 @@ class CollapseMonitor:
         self.value_range = data.meta.get("value_range")
         self.test_labels = data.test_labels
         self.all_labels = reference_labels(data)
+        # As `gan diagnose` does (it tested them, the monitor did not: a generator squeezing the flat
+        # rows into the box's middle was healthy here and partial_collapse there), with the
+        # diagnosis's resolution (diagnose.ndb_bins)
+        background = tested_background(modes) if self.kind == "vector" else None
+        if ndb_bins is None:
+            from gancore.config import DiagnoseParams
+
+            ndb_bins = DiagnoseParams().ndb_bins
+        self.outside_cells = None if background is None else outside_cells(data.train, background, ndb_bins, seed)
+        self.outside_rows = None if background is None else outside_rows(data.train, background, seed)
         # A mixture part is judged on the known centres its own training data lie at: against all
         # of ring8's, a part that learned its one mode perfectly covered "1 of 8" and was collapsed.
         self.support = None
@@ -241,6 +256,10 @@ class CollapseMonitor:
         if report is not None:
             figures.update({k: report[k] for k in REPORT_FIGURES})
             figures.update({k: report.get(k) for k in OUTSIDE_FIGURES})
+        if self.outside_cells is not None:
+            figures.update(self.outside_cells.short(x))
+        if self.outside_rows is not None:
+            figures.update(self.outside_rows.duplicates(x, self.duplicate_fraction, self.seed) or {})
         return figures
 
     @staticmethod
@@ -292,6 +311,8 @@ def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
         "high_quality_fraction",
         "mode_kl",
         "outside_share",
+        "outside_cells_short",
+        "outside_duplicate_rate",
         "dispersion_ratio",
         "pairwise_distance_ratio",
         "duplicate_rate",

@@ -286,12 +286,14 @@ def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
     alone: the stage's verdict, text, diagnose.json and diagnosis.md say what was left out (it
     was healthy: 2 of 2 modes at 99 % high quality). Then two generators with the flat rows'
     share, squeezed into the box's middle and drawn as blobs over it, each healthy before the
-    regions outside and the near duplicates among the samples there."""
+    regions outside and the near duplicates among the samples there. The collapse monitor judges
+    the same samples alike (it tested the share outside alone: the two were healthy to it)."""
     from gancore.config import Params
     from gancore.data import load_prepared
     from gancore.data.prepare import prepare_data
     from gancore.diagnostics import diagnose
     from gancore.layout import Layout
+    from gancore.training.monitor import CollapseMonitor
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.random((1800, 2)) * 30 - 5, rng.normal(size=(2100, 2)) * 0.3, rng.normal(size=(2100, 2)) * 0.3 + (0, 20)])
@@ -307,6 +309,16 @@ def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
     torch.save({"x": z.float(), "seed": 1, "latent_dim": 16}, layout.samples / "samples.pt")
     layout.metrics.mkdir(parents=True)
     write_log(layout.train_log, healthy_log())
+    d = params.diagnose
+    monitor = CollapseMonitor(
+        data, layout.prepared, 16, params.seed, torch.device("cpu"), d.confidence, d.duplicate_fraction, ndb_bins=d.ndb_bins
+    )
+    outside = ("outside_short", "outside_cells", "outside_cells_short", "outside_cells_short_share", "outside_duplicate_rate")
+
+    def watched(diagnosed: dict) -> None:
+        figures = monitor.score(torch.load(layout.samples / "samples.pt")["x"])
+        assert monitor.judge(figures) == diagnosed["verdict"]
+        assert {k: figures.get(k) for k in outside} == {k: diagnosed.get(k) for k in outside}
 
     summary = diagnose(params, layout)
     assert (summary["verdict"], summary["modes_covered"], summary["modes_total"]) == ("partial_collapse", 2, 2)
@@ -320,6 +332,8 @@ def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
     md = (layout.metrics / "diagnosis.md").read_text()
     assert md.startswith("# Diagnosis: partial_collapse") and "| samples outside every cluster (training rows) |" in md
     assert "| cells outside every cluster short of samples | " in md
+    assert out["outside_short"] is True and out["modes_short"] == 0
+    watched(out)
 
     # the flat rows' share again, squeezed into the box's central 6 x 6: the share outside is
     # the data's (healthy, before the cells), the regions around are empty
@@ -336,6 +350,7 @@ def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
         f"; {out['outside_cells_short']} of the {out['outside_cells']} regions the rows outside every cluster are cut into ("
         in out["explanation"]
     )
+    watched(out)
 
     # and drawn as tight blobs at 100 places over the box: every region's share right, and 2 %
     # near duplicates over all samples, the data's own rate (their tight clusters set the scale);
@@ -351,3 +366,4 @@ def test_stage_on_flat_rows_beside_clusters_names_the_rows_left_out(tmp_path):
     assert f"{out['outside_duplicate_rate']:.1%} of the samples outside every cluster have a near duplicate" in out["explanation"]
     md = (layout.metrics / "diagnosis.md").read_text()
     assert "| near-duplicate rate outside every cluster (training rows there, same n) | " in md
+    watched(out)

@@ -203,7 +203,6 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
     import numpy as np
 
     from gancore.data.points import prepare_points
-    from gancore.diagnostics.modes import OUTSIDE_LABEL
     from gancore.diagnostics.outside import short_outside_cells
     from gancore.diagnostics.verdict import _modes_missing
     from gancore.gaussian_mixture import mixture_from_modes
@@ -233,13 +232,14 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
     # 5,000 faithful samples against the training rows' share (about 5,000 rows): the difference's
     # sd is sqrt(2 p (1 - p) / 5,000) = 0.0095 at p = 0.35, and 0.03 is 3.2 of it
     assert faithful["outside_share"] == pytest.approx(outliers["row_share"], abs=0.03)
-    assert (dropped["modes_covered"], dropped["modes_short_labels"], _modes_missing(dropped)) == (k, [OUTSIDE_LABEL], True)
+    # short of the rows outside, which are no mode: modes_short counts the clusters alone
+    assert (dropped["modes_covered"], dropped["modes_short"], dropped["outside_short"], _modes_missing(dropped)) == (k, 0, True, True)
     # (the clusters' far tails: 0.2 % of their samples lie where the background is the more probable)
     assert dropped["outside_share"] < 0.01 and dropped["high_quality_fraction"] > 0.95
     # garbage far beyond the data's box in the flat rows' place is no row outside every cluster
     # (without the box, its share outside matched the training rows': healthy)
     garbage = np.concatenate([clusters(round(5_000 * (1 - flat))), np.full((round(5_000 * flat), 2), 500.0)])
-    assert report(garbage)["outside_share"] < 0.01 and report(garbage)["modes_short_labels"] == [OUTSIDE_LABEL]
+    assert report(garbage)["outside_share"] < 0.01 and report(garbage)["outside_short"] is True
 
     # where the samples outside go: cells over the rows outside (at NDB's default 100 bins over
     # the data: 100 times their share)
@@ -286,7 +286,7 @@ def test_rows_outside_are_tested_as_a_mode_from_a_tenth_of_the_rows(background, 
     it need not make, rare cluster or not (tested from the lightest cluster's weight, they were
     flagged: a review); flat rows (12 %, 40 %) are part of the law it left out. The verdict's
     text says which."""
-    from gancore.diagnostics.modes import OUTSIDE_LABEL, modes_gaussian
+    from gancore.diagnostics.modes import modes_gaussian
     from gancore.diagnostics.verdict_text import short_modes_text
 
     mixture = _mixture(2, 8.0, (0.5, 0.5), (0.25, 0.25))
@@ -299,7 +299,7 @@ def test_rows_outside_are_tested_as_a_mode_from_a_tenth_of_the_rows(background, 
     # the clusters' samples beyond the radius where the background is the more probable:
     # exp(-r^2 / 2) of a 2-D Gaussian, 0.04 % and 0.5 % here
     assert report["outside_share"] < 0.01 and report["outside_share_real"] == background
-    assert (report["modes_short_labels"] == [OUTSIDE_LABEL]) is short and report["modes_covered"] == 3
+    assert report["outside_short"] is short and (report["modes_covered"], report["modes_short"], report["modes_short_labels"]) == (3, 0, [])
     text = short_modes_text(report)
     assert (text.startswith("; short of the rows outside every cluster (") and f"{background:.1%} of training rows" in text) is short
     assert "mode(s)" not in text

@@ -152,8 +152,8 @@ def test_keep_best_of_another_figure_after_a_resume_starts_afresh(tmp_path):
 
 def test_a_run_that_acts_on_the_monitor_is_another_run_when_its_verdict_settings_change():
     """Under on_collapse stop or rollback the monitor's verdicts change the weights, so what they
-    depend on (diagnose.confidence, diagnose.duplicate_fraction, the image classifier's epochs) is
-    part of the run's identity; a monitor that only watches leaves them out."""
+    depend on (diagnose.confidence, diagnose.duplicate_fraction, diagnose.ndb_bins, the image
+    classifier's epochs) is part of the run's identity; a monitor that only watches leaves them out."""
     from gancore.checkpoint import describe_mismatch, identity_digest, run_identity
 
     def identity(on_collapse: str, **diagnose):
@@ -161,7 +161,7 @@ def test_a_run_that_acts_on_the_monitor_is_another_run_when_its_verdict_settings
         params = params.model_copy(update={"diagnose": params.diagnose.model_copy(update=diagnose)})
         return run_identity(params, "data-digest")
 
-    for changed in ({"confidence": 0.5}, {"duplicate_fraction": 0.1}):
+    for changed in ({"confidence": 0.5}, {"duplicate_fraction": 0.1}, {"ndb_bins": 50}):
         acting, other = identity("rollback"), identity("rollback", **changed)
         assert identity_digest(acting) != identity_digest(other)
         key = next(iter(changed))
