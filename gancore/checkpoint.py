@@ -31,15 +31,21 @@ RESULT_NEUTRAL = {
 SECTIONS = ("seed", "data", "model", "loss", "train", "augment", "diagnose", "prepared_data", "world_size")
 # What the monitor's verdict depends on besides the model: where it acts on collapse (stop,
 # rollback) these change the weights too (the monitor's image classifier is trained for
-# data.classifier_epochs in prepare; ndb_bins sets the cells the rows outside every cluster are cut into).
-VERDICT_SETTINGS = {"diagnose": ("confidence", "duplicate_fraction", "ndb_bins"), "data": ("classifier_epochs",)}
+# data.classifier_epochs in prepare).
+VERDICT_SETTINGS = {"diagnose": ("confidence", "duplicate_fraction"), "data": ("classifier_epochs",)}
+# And where the monitor tests the rows outside every cluster (a points file's tested background):
+# the cells they are cut into. Elsewhere it reads nothing of it, so older checkpoints still resume.
+OUTSIDE_VERDICT_SETTINGS = ("ndb_bins",)
 
 
-def run_identity(params: Params, prepared_data: str, model_options: dict[str, Any] | None = None, world_size: int = 1) -> dict[str, Any]:
+def run_identity(
+    params: Params, prepared_data: str, model_options: dict[str, Any] | None = None, world_size: int = 1, outside_tested: bool = False
+) -> dict[str, Any]:
     """The parameters that define a run's results, by section, plus the prepared data's hash.
 
     ``model_options``: the architecture's options resolved over its defaults, so that a plugin
-    whose defaults changed since the checkpoint is a different run too.
+    whose defaults changed since the checkpoint is a different run too. ``outside_tested``: the
+    monitor tests the rows outside every cluster (:func:`gancore.background.tested_background`).
     """
     dump = params.model_dump(mode="json")
     identity: dict[str, Any] = {"seed": dump["seed"]}
@@ -52,7 +58,8 @@ def run_identity(params: Params, prepared_data: str, model_options: dict[str, An
         for key in ("monitor_every", "max_rollbacks"):
             identity["train"].pop(key, None)
     else:  # its verdicts stop or roll back training: what they depend on is part of the run
-        identity["diagnose"] = {k: dump["diagnose"][k] for k in VERDICT_SETTINGS["diagnose"]}
+        keys = VERDICT_SETTINGS["diagnose"] + (OUTSIDE_VERDICT_SETTINGS if outside_tested else ())
+        identity["diagnose"] = {k: dump["diagnose"][k] for k in keys}
         identity["data"].update({k: dump["data"][k] for k in VERDICT_SETTINGS["data"]})
     if params.augment.policy.strip():  # augmentation changes the weights; off, old checkpoints still resume
         identity["augment"] = dump["augment"]

@@ -229,6 +229,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "clustering",
         "gaussian_mixture",
+        "background",
         "cluster_selection",
         "cluster_growth",
         "lattice",

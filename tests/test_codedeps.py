@@ -73,6 +73,7 @@ def test_the_prefect_cache_key_hashes_the_files_dvc_lists(monkeypatch):
 def test_the_train_stage_reruns_when_what_the_monitor_s_verdict_reads_changes():
     """A monitor that acts on collapse changes the weights by its verdict, whose settings are part
     of the run's identity (checkpoint.VERDICT_SETTINGS); ``dvc repro`` must see them too."""
-    from gancore.checkpoint import VERDICT_SETTINGS
+    from gancore.checkpoint import OUTSIDE_VERDICT_SETTINGS, VERDICT_SETTINGS
 
-    assert {f"diagnose.{key}" for key in VERDICT_SETTINGS["diagnose"]} <= set(_stages()["train"]["params"])
+    read = VERDICT_SETTINGS["diagnose"] + OUTSIDE_VERDICT_SETTINGS
+    assert {f"diagnose.{key}" for key in read} <= set(_stages()["train"]["params"])

@@ -138,9 +138,13 @@ def test_a_part_too_light_for_one_sample_gets_none(cli_mixture, tmp_path):
     assert x.shape == (800, 2) and record["mixture_counts"][0] == 0 and sum(record["mixture_counts"]) == 800
 
 
-def test_mean_log_averages_the_steps_every_part_logged():
+def test_mean_log_averages_every_step_a_finished_part_as_it_ended():
+    """The rows outside every cluster train longer than the clusters' parts: past a part's last
+    step, its last row stands for it."""
     logs = [[{"step": 1, "loss_d": 1.0}, {"step": 2, "loss_d": 3.0}], [{"step": 1, "loss_d": 2.0}]]
-    assert mean_log(logs) == [{"step": 1, "loss_d": 1.5}]
+    assert mean_log(logs) == [{"step": 1, "loss_d": 1.5}, {"step": 2, "loss_d": 2.5}]
+    # a step before a part's first row has no mixture yet
+    assert mean_log([[{"step": 2, "loss_d": 1.0}], [{"step": 1, "loss_d": 2.0}]]) == [{"step": 2, "loss_d": 1.5}]
 
 
 def test_gan_mixture_flow_trains_parts_in_parallel_under_one_parent_run(prefect_harness, project):
@@ -300,3 +304,69 @@ def test_a_part_with_few_points_per_dimension_is_only_scaled():
     assert torch.allclose(back, back[0, 0] * torch.eye(10, dtype=torch.float64))
     _, back = part_normalisation(torch.cat([x, x[:1]]), whiten=True)
     assert not torch.allclose(back, back[0, 0] * torch.eye(10, dtype=torch.float64))
+
+
+def _flat_beside_two_clusters(path, flat: float, n: int = 3000) -> str:
+    """``flat`` of ``n`` rows uniform over a 30 x 30 box beside two clusters of sd 0.3, saved."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    m = n - int(n * flat)
+    clusters = [rng.normal(size=(m // 2, 2)) * 0.3, rng.normal(size=(m - m // 2, 2)) * 0.3 + (0, 20)]
+    np.save(path, np.concatenate([rng.random((int(n * flat), 2)) * 30 - 5, *clusters]))
+    return str(path)
+
+
+def test_the_rows_outside_every_cluster_are_a_part_that_trains_as_long_as_one_gan(tmp_path):
+    """Where the diagnosis tests the rows outside every cluster (a background of a tenth or more),
+    they are a part of their own. In their clusters' parts, GANs left most of the box empty (on
+    held-out files, 4-17 of 14-35 regions short); a flat law is no unimodal problem, so the part
+    trains train.steps. The mixture's log runs to its last step, the finished parts as they ended."""
+    from gancore import trainlog
+    from gancore.config import load_params
+    from gancore.data.prepared import load_prepared
+    from gancore.gaussian_mixture import mixture_from_modes
+    from gancore.mixture import partition_info, plan_text
+    from gancore.partition import to_data
+
+    sets = [
+        "data.name=points",
+        f"data.path={_flat_beside_two_clusters(tmp_path / 'points.npy', 0.3)}",
+        "mixture.steps=20",
+        "train.steps=60",
+        "train.batch_size=64",
+        "train.monitor_every=20",
+        "train.log_every=10",
+        "train.checkpoint_every=20",
+        "diagnose.ndb_bins=50",
+        "tracking.enabled=false",
+    ]
+    out = tmp_path / "run"
+    for stage in ("prepare", "train"):
+        assert main([stage, "--params", str(PARAMS), "--out", str(out), *[a for s in sets for a in ("-S", s)]]) == 0, stage
+    layout = Layout(out)
+    parts = partition_info(layout)["parts"]
+    flat = [p for p in parts if p.get("background")]
+    assert len(parts) == 3 and len(flat) == 1 and flat[0]["description"].startswith("the rows outside every cluster")
+    modes = json.loads(layout.prepared_meta.read_text())["modes"]
+    assert flat[0]["count"] == modes["outliers"]["rows"]
+    own = load_prepared(layout.part(flat[0]["index"]).prepared)
+    whole = mixture_from_modes(modes)
+    assert whole is not None and bool(whole.outliers(to_data(own.train.double(), flat[0])).all())
+    last = {p["index"]: int(trainlog.read(layout.part(p["index"]).train_log)[-1]["step"]) for p in parts}
+    assert [last[p["index"]] for p in parts] == [60 if p.get("background") else 20 for p in parts]
+    rows = trainlog.read(layout.train_log)
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40, 50, 60]
+    assert all(r.get("monitor/outside_share") is not None for r in rows if int(r["step"]) % 20 == 0)
+    assert "the rows outside every cluster (flat rows" in plan_text(load_params(PARAMS, sets), layout)
+
+
+def test_stray_rows_stay_in_their_clusters_parts(tmp_path):
+    """Under a tenth of the rows outside every cluster are stray rows, which no generator need make
+    (background.STRAY_ROWS_MAX): no part of their own."""
+    from gancore.mixture import partition_info
+
+    sets = ["data.name=points", f"data.path={_flat_beside_two_clusters(tmp_path / 'points.npy', 0.04)}", "tracking.enabled=false"]
+    assert main(["prepare", "--params", str(PARAMS), "--out", str(tmp_path / "run"), *[a for s in sets for a in ("-S", s)]]) == 0
+    parts = partition_info(Layout(tmp_path / "run"))["parts"]
+    assert len(parts) == 2 and not any(p.get("background") for p in parts)

@@ -215,6 +215,7 @@ def build(spec: DatasetSpec, params: Params, layout: Layout) -> PreparedData:
 
 def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None, max_clusters: int) -> PreparedData:
     """The points file as prepared data: a seeded split, standardised, with its clusters found."""
+    from gancore.background import is_tested, outside_mask
     from gancore.cluster_growth import grow_on_all_rows
     from gancore.cluster_selection import fit_mixture, select_clusters
     from gancore.lattice import dequantized, rounded_columns
@@ -261,13 +262,18 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
     gmm = fit_mixture(spread, selection.k, seed, 5, "points/clusters", selection.covariance, selection.mixture)
     gmm, growth = grow_on_all_rows(spread, gmm, max_clusters, seed, pick)
     gmm.groups, merging = merge_components(gmm)
-    outliers = int(gmm.outliers(train).sum())
+    outliers = int(outside_mask(train, gmm).sum())
     if outliers:
+        flat = is_tested(gmm, outliers / len(train))
         warnings.warn(
             f"{outliers} training row(s) of {p.name} ({outliers / len(train):.2%}) lie outside every cluster (a uniform "
-            "background over the data's range explains them better): they are no mode, and train in the part of their "
-            "most probable cluster (the diagnosis still expects a generator to place as many samples there where the "
-            "background weighs a tenth or more)",
+            "background over the data's range explains them better): they are no mode; "
+            + (
+                "flat rows the data hold (the background weighs a tenth or more): the diagnosis expects a generator to "
+                "place as many samples there, and the mixture of GANs trains them as a part of their own"
+                if flat
+                else "stray rows (the background weighs under a tenth), which train in the part of their most probable cluster"
+            ),
             stacklevel=2,
         )
     lo, hi = float(train.min()), float(train.max())
@@ -298,9 +304,10 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
                 **({"box": gmm.noise_box.tolist()} if gmm.noise and gmm.noise_box is not None else {}),
                 "definition": "training rows a uniform background over the data's box explains better than every cluster "
                 "(rows, and row_share of the training rows; the background's weight: share, its density: exp(log_density) "
-                "over its box: lowest and highest corner, in standardised units); no mode, and each in the part of its most "
-                "probable cluster; the diagnosis finds a generator far short of row_share short of them, as of a mode, where "
-                "share is a tenth or more (stray rows are a few)",
+                "over its box: lowest and highest corner, in standardised units); no mode. Where share is a tenth or more, "
+                "flat rows the data hold: the diagnosis finds a generator far short of row_share short of them, as of a mode, "
+                "and the mixture of GANs trains them as a part of their own; under it, stray rows (a few), each in the part "
+                "of its most probable cluster",
             },
             "selection": selection.as_dict(),
             "growth": growth,

@@ -240,7 +240,7 @@ def modes_gaussian(
 
     ``outside_share``: the training rows' share outside every cluster (the mixture's background
     explains them better: stray or flat rows, no mode), where the mixture has a background. From
-    :data:`~gancore.diagnostics.outside.STRAY_ROWS_MAX`, a generator far short of it is short as of a mode: beside four
+    :data:`~gancore.background.STRAY_ROWS_MAX`, a generator far short of it is short as of a mode: beside four
     clusters, one that dropped 20 % to 45 % of flat rows covered every cluster and was called
     healthy. Fewer rows outside are stray rows, which a generator need not make."""
     k, dims = mixture.clusters, mixture.means.shape[1]

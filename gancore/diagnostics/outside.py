@@ -1,7 +1,7 @@
 """The rows outside every cluster: how many samples a generator puts there, and where.
 
 A mixture prepare fitted to a points file may hold a background (a uniform law over the data's
-box, mclust's noise component) for the rows no cluster explains. Under :data:`STRAY_ROWS_MAX`
+box, mclust's noise component) for the rows no cluster explains. Under :data:`~gancore.background.STRAY_ROWS_MAX`
 of its weight they are stray rows, glitches no generator need make; from it they are flat rows
 the data hold, and a generator is judged on them as on a mode:
 
@@ -20,71 +20,39 @@ steps, tests them as `gan diagnose` does at the same cost per check.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
+from gancore.background import as_rows, is_tested, outside_mask
+from gancore.gaussian_mixture import GaussianMixture
 from gancore.seeds import generator as seeded_generator
 
-# Stray rows are a few: under this weight of the background, the rows outside every cluster are
-# glitches no generator need make (GANs on five clusters with 2 % and 5 % of rows scattered in a
-# box five times as wide made 0.08-0.6 % and 0.2 %); from it, they are flat rows the data hold,
-# and a generator far short of them is short as of a mode. A definition, not a fit: a cliff
-# (a generator dropping 8 % of flat rows is not flagged, one dropping 12 % is), said in the
-# README. Relative to the lightest cluster instead, the test came and went with the clusters:
-# 30 % flat rows beside two clusters went untested, 2 % strays beside a cluster of 20 rows were
-# tested (a review).
-STRAY_ROWS_MAX = 0.1
 # The training rows the cells are fitted and counted on (half each), at most.
 CELL_MAX_ROWS = 100_000
 # Cells are fitted to this many rows each on average (their share then known to about a fifth);
 # fewer rows outside than that in two cells, and there is no test.
 CELL_MIN_ROWS = 20
-_CHUNK = 4096
-
-
-def _points(x: Any) -> torch.Tensor:
-    x = torch.as_tensor(x)
-    # (no rows: -1 cannot be inferred, so the columns come from the shape)
-    return x.double().reshape(len(x), -1) if len(x) else x.double().reshape(0, math.prod(x.shape[1:]))
 
 
 def _rows(train: Any, seed: int, stream: str) -> torch.Tensor:
     """At most :data:`CELL_MAX_ROWS` training rows in a seeded order (float64 after the cut)."""
     x = torch.as_tensor(train)
-    return _points(x[torch.randperm(len(x), generator=seeded_generator(seed, stream))[:CELL_MAX_ROWS]])
-
-
-def _outliers(x: torch.Tensor, mixture: GaussianMixture) -> torch.Tensor:
-    if not len(x):
-        return torch.zeros(0, dtype=torch.bool)
-    return torch.cat([mixture.outliers(chunk) for chunk in x.split(_CHUNK)])
+    return as_rows(x[torch.randperm(len(x), generator=seeded_generator(seed, stream))[:CELL_MAX_ROWS]])
 
 
 def outside_count(points: Any, mixture: GaussianMixture, share: float | None) -> tuple[int, int, float, bool] | None:
     """(samples the background explains better than every cluster, samples, ``share``, whether
-    it is tested as a mode's: where the background weighs :data:`STRAY_ROWS_MAX` or more), where
+    it is tested as a mode's: where the background weighs :data:`~gancore.background.STRAY_ROWS_MAX` or more), where
     the mixture has a background and the training rows a share outside. The weight, not the
     rows' share: beside broad clusters the background is the more probable on fewer rows than it
     holds (12 % flat beside clusters of sd 1.5: weight 0.12, rows 0.094, a review)."""
     if not share or mixture.background_log_joint is None:
         return None
-    x = _points(points)
-    return int(_outliers(x, mixture).sum()), len(x), float(share), (mixture.noise or 0.0) >= STRAY_ROWS_MAX
-
-
-def tested_background(modes: dict[str, Any]) -> GaussianMixture | None:
-    """The mixture of a ``meta.json``'s ``modes`` where the rows outside every cluster are tested
-    as a mode (:func:`outside_count`'s last field: a background of :data:`STRAY_ROWS_MAX` or more,
-    and a share of training rows outside it); None elsewhere."""
-    mixture = mixture_from_modes(modes)
-    if mixture is None or mixture.background_log_joint is None or not (modes.get("outliers") or {}).get("row_share"):
-        return None
-    return mixture if (mixture.noise or 0.0) >= STRAY_ROWS_MAX else None
+    x = as_rows(points)
+    return int(outside_mask(x, mixture).sum()), len(x), float(share), is_tested(mixture, share)
 
 
 @dataclass(frozen=True)
@@ -105,8 +73,8 @@ class OutsideCells:
         from gancore.diagnostics.coverage import SHORT_MODE_ALPHA, SHORT_SHARE
 
         cells, reference, rows = len(self.centres), self.reference, self.rows
-        gen = _points(samples)
-        generated = np.bincount(nearest(gen[_outliers(gen, self.mixture)], self.centres).numpy(), minlength=cells)
+        gen = as_rows(samples)
+        generated = np.bincount(nearest(gen[outside_mask(gen, self.mixture)], self.centres).numpy(), minlength=cells)
         n = len(gen)
         below = generated < SHORT_SHARE * n * reference / rows
         tail = stats.binom.cdf(generated, generated + reference, n / (n + rows))
@@ -126,14 +94,14 @@ def outside_cells(train: Any, mixture: GaussianMixture, bins: int, seed: int) ->
 
     x = _rows(train, seed, "diagnose/outside-cells")
     fit, count = x[0::2], x[1::2]
-    fit_outside = fit[_outliers(fit, mixture)]
+    fit_outside = fit[outside_mask(fit, mixture)]
     cells = min(round(bins * len(fit_outside) / max(1, len(fit))), len(fit_outside) // CELL_MIN_ROWS)
     if cells < 2:
         return None
     centres, _ = kmeans(fit_outside, cells, seed, stream="diagnose/outside-cells")
     # (k-means works in float32 above 16 columns; the rows here are float64)
     centres = centres.to(x.dtype)
-    reference = np.bincount(nearest(count[_outliers(count, mixture)], centres).numpy(), minlength=cells)
+    reference = np.bincount(nearest(count[outside_mask(count, mixture)], centres).numpy(), minlength=cells)
     return OutsideCells(mixture, centres, reference, len(count))
 
 
@@ -198,8 +166,8 @@ class OutsideRows:
         """:func:`outside_duplicates` of ``samples``."""
         from gancore.diagnostics.diversity import PAIRWISE_MAX_POINTS, near_duplicates
 
-        gen = _points(samples)
-        outside = gen[_outliers(gen, self.mixture)]
+        gen = as_rows(samples)
+        outside = gen[outside_mask(gen, self.mixture)]
         if min(len(outside), len(self.rows) // 2) < CELL_MIN_ROWS:
             return None
         measured = near_duplicates(_snapped(outside, self.lattices), self.rows, quantile, seed, PAIRWISE_MAX_POINTS)
@@ -213,10 +181,11 @@ def outside_rows(train: Any, mixture: GaussianMixture, seed: int) -> OutsideRows
     x = _rows(train, seed, "diagnose/outside-duplicates")
     lattices = [(j, column_lattice(x[:, j])) for j in range(x.shape[1])]
     found = tuple((j, float(lattice[0]), float(lattice[1])) for j, lattice in lattices if lattice is not None)
-    return OutsideRows(mixture, _snapped(x[_outliers(x, mixture)], found), found)
+    return OutsideRows(mixture, _snapped(x[outside_mask(x, mixture)], found), found)
 
 
 def _snapped(x: torch.Tensor, lattices: tuple[tuple[int, float, float], ...]) -> torch.Tensor:
+    """``x`` with each lattice column rounded to its lattice (why: :class:`OutsideRows`)."""
     x = x.clone()
     for j, step, origin in lattices:
         x[:, j] = origin + step * ((x[:, j] - origin) / step).round()

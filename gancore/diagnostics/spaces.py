@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from gancore.background import tested_background
 from gancore.classifiers.domain_networks import StackedDigitClassifier
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, to_model_range
@@ -30,7 +31,7 @@ from gancore.diagnostics.modes import (
     vector_modes,
 )
 from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
-from gancore.diagnostics.outside import outside_duplicates, short_outside_cells, tested_background
+from gancore.diagnostics.outside import outside_duplicates, short_outside_cells
 from gancore.layout import Layout
 from gancore.seeds import subset
 

@@ -156,6 +156,12 @@ def _augment(params: Params, data: PreparedData, device: torch.device, world: di
     )
 
 
+def _outside_tested(data: PreparedData) -> bool:
+    from gancore.background import tested_background
+
+    return data.kind == "vector" and tested_background(data.meta.get("modes") or {}) is not None
+
+
 def _train(
     params: Params, layout: Layout, restart: bool, world: distributed.World, label: str = "train", later_steps: int | None = None
 ) -> dict[str, Any]:
@@ -168,7 +174,7 @@ def _train(
     data = load_prepared(layout.prepared)
     shape = _check_data(params, layout, data)
     arch, options = resolve_architecture(params.model.arch, params.model.options)
-    identity = run_identity(params, file_digest(layout.prepared_data), options, world_size=world.size)
+    identity = run_identity(params, file_digest(layout.prepared_data), options, world_size=world.size, outside_tested=_outside_tested(data))
     digest = identity_digest(identity)
 
     ckpt = layout.checkpoint

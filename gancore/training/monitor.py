@@ -76,8 +76,9 @@ class CollapseMonitor:
         boundary: float | None = 0.0,
         ndb_bins: int | None = None,
     ) -> None:
+        from gancore.background import tested_background
         from gancore.diagnostics.modes import reference_labels
-        from gancore.diagnostics.outside import outside_cells, outside_rows, tested_background
+        from gancore.diagnostics.outside import outside_cells, outside_rows
         from gancore.heldout import measured_half
         from gancore.seeds import subset
 
@@ -311,6 +312,7 @@ def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
         "high_quality_fraction",
         "mode_kl",
         "outside_share",
+        "outside_short",
         "outside_cells_short",
         "outside_duplicate_rate",
         "dispersion_ratio",
@@ -320,6 +322,7 @@ def log_columns(figures: dict[str, Any], verdict: str) -> dict[str, Any]:
         "r_t_train",
         "d_auc",
     )
-    cells = {PREFIX + k: figures[k] for k in keep if figures.get(k) is not None}
+    # (a flag as 0 / 1, as the collapse column: a curve)
+    cells = {PREFIX + k: int(v) if isinstance(v, bool) else v for k in keep if (v := figures.get(k)) is not None}
     cells[PREFIX + "collapse"] = int(verdict in COLLAPSE_VERDICTS)
     return cells
