@@ -10,11 +10,14 @@ and the mixture of GANs trains them as a part of their own (:mod:`gancore.partit
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
+
+if TYPE_CHECKING:
+    from gancore.data.prepared import PreparedData
 
 # Stray rows are a few: under this weight of the background, the rows outside every cluster are
 # glitches no generator need make (GANs on five clusters with 2 % and 5 % of rows scattered in a
@@ -55,3 +58,15 @@ def tested_background(modes: dict[str, Any]) -> GaussianMixture | None:
     the data hold (:func:`is_tested`); None elsewhere."""
     mixture = mixture_from_modes(modes)
     return mixture if mixture is not None and is_tested(mixture, (modes.get("outliers") or {}).get("row_share")) else None
+
+
+def outside_masks(data: PreparedData) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Which training and test rows of a prepared points file lie outside every cluster, where they
+    are flat rows the data hold (:func:`tested_background`); None elsewhere. The mixture of GANs
+    trains them as a part of their own: in the parts of their most probable clusters, each part's
+    GAN learned a cluster with flat rows around it and left most of the box empty (measured in
+    CHANGELOG.md, "flat rows outside every cluster")."""
+    mixture = tested_background(data.meta.get("modes") or {})
+    if mixture is None:
+        return None
+    return outside_mask(data.train, mixture), outside_mask(data.test, mixture)

@@ -42,10 +42,9 @@ def partition_info(layout: Layout) -> dict[str, Any]:
 
 def part_steps(params: Params, part: dict[str, Any] | None = None) -> int:
     """The steps a part trains: ``mixture.steps`` (null: ``train.steps``); the rows outside every
-    cluster (``part["background"]``), at least ``train.steps``. A cluster's part, normalised, is an
-    easy unimodal problem; a flat law over the data's box is not: 3,200 flat 5-D rows as a part of
-    1,000 steps came out clumped (79 % near duplicates against 4 %, 15 of 30 regions short), and
-    of 3,000 steps flat (9.7 %, none short)."""
+    cluster (``part["background"]``), at least ``train.steps``: a cluster's part, normalised, is an
+    easy unimodal problem, a flat law over the data's box is not (flat 5-D rows came out clumped
+    from 1,000 steps; CHANGELOG.md, "flat rows outside every cluster")."""
     steps = params.mixture.steps or params.train.steps
     return max(steps, params.train.steps) if part and part.get("background") else steps
 
@@ -53,8 +52,13 @@ def part_steps(params: Params, part: dict[str, Any] | None = None) -> int:
 def part_params(params: Params, count: int | None = None, part: dict[str, Any] | None = None) -> Params:
     """The parameters each part trains with: the mixture's, as a single GAN of :func:`part_steps`;
     for a part of ``count`` examples too few to fill ``train.batch_size`` (times ``model.pack``),
-    the largest batch it can fill."""
+    the largest batch it can fill. The rows outside every cluster keep no best generator: no
+    sample of theirs is high quality, so the figures ``train.keep_best`` ranks by are 0 or
+    undefined there (with mode_kl, none was kept, and ``sample.generator=best`` failed; a review);
+    they sample their last (:func:`gancore.sampling.part_generator`)."""
     update: dict[str, Any] = {"steps": part_steps(params, part)}
+    if part and part.get("background"):
+        update["keep_best"] = None
     if count is not None and params.train.batch_size * params.model.pack > count:
         update["batch_size"] = count // params.model.pack
     train = params.train.model_copy(update=update) if update else params.train
@@ -116,7 +120,7 @@ def plan_text(params: Params, layout: Layout) -> str:
         steps = part_steps(params)
         n = len(info["parts"])
         flat = [p for p in info["parts"] if p.get("background")]
-        longer = f" ({flat[0]['description']}: {part_steps(params, flat[0])})" if flat and part_steps(params, flat[0]) != steps else ""
+        longer = f", {flat[0]['description']} x {part_steps(params, flat[0])}" if flat and part_steps(params, flat[0]) != steps else ""
         return f"plan: {'a mixture of ' + str(n) + ' GANs' if n > 1 else 'one GAN'} ({how}) x {steps} steps{' each' if n > 1 else ''}{longer}, {batch}, {params.model.arch} on {device}"
     return f"plan: one GAN, {params.train.steps} steps, {batch}, {params.model.arch} on {device}"
 
@@ -164,10 +168,11 @@ def finish_mixture(params: Params, layout: Layout, part_summaries: list[dict[str
 
 
 def mixture_monitor(params: Params, layout: Layout, parts: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """The collapse monitor's figures of the mixture itself at every step where all its parts were
-    checked: each part's fixed-z samples of that step, mapped back to the data's coordinates and
-    taken in proportion to the parts' weights, judged against the whole data set (and pictured in
-    ``plots/progress/``, the mixture's own progress series)."""
+    """The collapse monitor's figures of the mixture itself at every step a part was checked, once
+    every part has been: each part's fixed-z samples of its last check at or before that step
+    (a part that finished sooner stands as its last check), mapped back to the data's coordinates
+    and taken in proportion to the parts' weights, judged against the whole data set (and pictured
+    in ``plots/progress/``, the mixture's own progress series)."""
     import torch
 
     from gancore.data.prepared import load_prepared, to_model_range

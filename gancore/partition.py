@@ -4,7 +4,9 @@
 * ``none`` (``auto`` for unlabelled images): one part, the whole data set;
 * ``kmeans`` (``auto`` for vector data): the data's clusters, a Gaussian mixture fitted by EM
   from k-means, in the data's coordinates (vectors) or the leading principal components of the
-  pixels (images). ``mixture.parts: auto`` (the default) takes the number of clusters that
+  pixels (images). A points file's clusters are those prepare found, and its flat rows outside
+  every cluster, where they are tested as a mode (:func:`gancore.background.outside_masks`), a
+  part of their own (``"background": true``) under ``mixture.parts: auto``. ``mixture.parts: auto`` (the default) takes the number of clusters that
   minimises BIC over 1..``mixture.max_parts`` (:func:`gancore.cluster_selection.select_clusters`), so no
   part count is ever given for a data set; BIC chooses diagonal or full covariances with it, and
   the curves (one per model) are kept in ``mixture.json``, ``meta.json`` and
@@ -18,13 +20,12 @@ back.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 import torch
 
-from gancore.background import outside_mask, tested_background
+from gancore.background import outside_masks
 from gancore.cluster_selection import fit_mixture, select_clusters
 from gancore.clustering import as_points, nearest, principal_axes
 from gancore.config import Params, ParamsError
@@ -36,6 +37,8 @@ from gancore.seeds import derive
 from gancore.seeds import generator as seeded_generator
 
 KMEANS_RESTARTS = 5
+# A points file's flat rows outside every cluster, a part of their own (gancore.background.outside_masks)
+FLAT_PART = "the rows outside every cluster"
 # Points the part count is chosen on (a seeded subset of the training data): 5,000 pin the BIC
 # curve of 2-D data with 25 clusters; the partition itself is fitted on every training point.
 SELECT_POINTS = 5000
@@ -129,10 +132,12 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
     modes = data.meta.get("modes") or {}
     train, test, space = cluster_space(data, params.seed)
     k, selection, chosen = choose_parts(params, data, train)
-    background = None
+    background: tuple[torch.Tensor, torch.Tensor] | None = None
     if modes.get("estimated") and params.mixture.parts == "auto" and data.train_labels is not None and data.test_labels is not None:
         train_labels, test_labels = data.train_labels, data.test_labels
-        background = _background_part(data)
+        background = outside_masks(data)
+        if background is not None and int(background[0].sum()) < 2 * params.model.pack:
+            background = None  # too few for a batch of two: folded into one cluster's part, they stay in their clusters'
         if background is not None:
             train_labels, test_labels = (
                 torch.where(outside, k, labels) for outside, labels in zip(background, (train_labels, test_labels))
@@ -157,7 +162,7 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
     descriptions = []
     for i in range(len(kept)):
         if background is not None and kept[i] == k - 1:
-            descriptions.append("the rows outside every cluster (flat rows a uniform background over the data's box explains)")
+            descriptions.append(FLAT_PART)
             continue
         centre = _points(data, "train")[train_labels == i].double().mean(0).tolist() if data.kind == "vector" else None
         descriptions.append(
@@ -167,21 +172,6 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
     if background is not None and k - 1 in kept:
         record["background_part"] = kept.index(k - 1)
     return train_labels, test_labels, descriptions, record
-
-
-def _background_part(data: PreparedData) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(training rows, test rows) outside every cluster of a points file, where they are flat rows
-    the data hold (:func:`gancore.background.tested_background`): a part of their own. In the
-    parts of their most probable clusters, each part's GAN learned a cluster with flat rows
-    around it and left most of the box empty: on eight held-out files (15-35 % flat rows, 2-5 D,
-    default pipeline) 60 regions outside every cluster were short of samples in all, and the
-    samples outside came to 23-87 % of the rows' share (mean 61 %); as a part of their own, 13
-    regions and 73-100 % (mean 91 %). Stray rows (a lighter background) stay in their clusters'
-    parts."""
-    mixture = tested_background(data.meta.get("modes") or {})
-    if mixture is None:
-        return None
-    return outside_mask(data.train, mixture), outside_mask(data.test, mixture)
 
 
 def _fold_small_clusters(
@@ -274,31 +264,10 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
     info = {"method": method, **record, "parts": parts}
     write_json(layout.prepared / MIXTURE_FILE, info)
     if record.get("selection"):
+        from gancore.pictures import plot_selection
+
         plot_selection(record["selection"], layout.prepared / SELECTION_PICTURE, data.meta.get("name", ""))
     return info
-
-
-def plot_selection(selection: dict[str, Any], path: Any, name: str) -> None:
-    """The BIC curves (one per covariance model) the part count was chosen from, its minimum marked."""
-    from matplotlib.figure import Figure
-
-    from gancore.io import save_figure
-
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.subplots()
-    curves = selection.get("curves") or {selection.get("covariance", "diag"): selection["bic"]}
-    for model, curve in curves.items():
-        chosen_model = model == selection.get("covariance", model)
-        values = [math.nan if b is None else b for b in curve]  # None: a degenerate fit, no candidate
-        ax.plot(selection["k"][: len(values)], values, marker="o", ms=3, label=f"{model} covariances", lw=2 if chosen_model else 1)
-    chosen = selection["chosen"]
-    ax.axvline(chosen, color="tab:red", ls="--", label=f"chosen: {chosen}")
-    ax.set_xlabel("Gaussian components k")
-    ax.set_ylabel("BIC (lower is better)")
-    # a points file's components are grouped into clusters (gancore.mode_merging), which are the parts
-    ax.set_title(f"{name}: components of the data's mixture")
-    ax.legend()
-    save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
 def _normalise_part(

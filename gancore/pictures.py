@@ -1,7 +1,8 @@
 """Sample pictures without matplotlib: an image grid, and 2D points rendered as a density image.
 
 Both are cheap (milliseconds), so the collapse monitor can save one at every check without
-slowing training; ``samples/samples.png`` of 2D data is the fuller matplotlib scatter.
+slowing training; ``samples/samples.png`` of 2D data is the fuller matplotlib scatter. Also the
+BIC curves a part count was chosen from (matplotlib, once per prepare).
 """
 
 from __future__ import annotations
@@ -65,3 +66,26 @@ def save_points(points: Any, path: str | Path, centers: Any = None, extent: tupl
 
     with atomic_path(path) as tmp:
         Image.fromarray(points_image(points, centers, extent)).save(tmp, format="png")
+
+
+def plot_selection(selection: dict[str, Any], path: Any, name: str) -> None:
+    """The BIC curves (one per covariance model) the part count was chosen from, its minimum marked."""
+    from matplotlib.figure import Figure
+
+    from gancore.io import save_figure
+
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    curves = selection.get("curves") or {selection.get("covariance", "diag"): selection["bic"]}
+    for model, curve in curves.items():
+        chosen_model = model == selection.get("covariance", model)
+        values = [math.nan if b is None else b for b in curve]  # None: a degenerate fit, no candidate
+        ax.plot(selection["k"][: len(values)], values, marker="o", ms=3, label=f"{model} covariances", lw=2 if chosen_model else 1)
+    chosen = selection["chosen"]
+    ax.axvline(chosen, color="tab:red", ls="--", label=f"chosen: {chosen}")
+    ax.set_xlabel("Gaussian components k")
+    ax.set_ylabel("BIC (lower is better)")
+    # a points file's components are grouped into clusters (gancore.mode_merging), which are the parts
+    ax.set_title(f"{name}: components of the data's mixture")
+    ax.legend()
+    save_figure(fig, path, dpi=100, bbox_inches="tight")

@@ -99,10 +99,17 @@ def generator_path(params: Params, layout: Layout) -> Path:
     return layout.generator
 
 
+def part_generator(params: Params, layout: Layout, part: dict[str, Any]) -> Path:
+    """The generator file a mixture's part samples (:func:`generator_path` in its layout); the rows
+    outside every cluster keep no best and sample their last (:func:`gancore.mixture.part_params`)."""
+    own = layout.part(int(part["index"]))
+    return own.generator if part.get("background") else generator_path(params, own)
+
+
 def sampled_generators(params: Params, layout: Layout) -> list[Path]:
     """Every generator file the samples come from: the mixture's parts', or the single one."""
     if layout.mixture.exists():
-        return [generator_path(params, layout.part(int(p["index"]))) for p in read_json(layout.mixture)["parts"]]
+        return [part_generator(params, layout, p) for p in read_json(layout.mixture)["parts"]]
     return [generator_path(params, layout)]
 
 
@@ -125,7 +132,7 @@ def draw_samples(params: Params, layout: Layout, device: torch.device) -> tuple[
         counts = part_counts(n, [p["weight"] for p in manifest["parts"]], seeds.generator(params.seed, f"{SAMPLE_STREAM}/parts"))
         parts, record = [], None
         for part, count in zip(manifest["parts"], counts):
-            generator, record = _load(generator_path(params, layout.part(int(part["index"]))), params, device)
+            generator, record = _load(part_generator(params, layout, part), params, device)
             if count == 0:  # no sample picked this part
                 continue
             stream = seeds.generator(params.seed, f"{SAMPLE_STREAM}/part{part['index']}")

@@ -270,7 +270,7 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
             "background over the data's range explains them better): they are no mode; "
             + (
                 "flat rows the data hold (the background weighs a tenth or more): the diagnosis expects a generator to "
-                "place as many samples there, and the mixture of GANs trains them as a part of their own"
+                "place as many samples there, and the mixture of GANs (mixture.parts: auto) trains them as a part of their own"
                 if flat
                 else "stray rows (the background weighs under a tenth), which train in the part of their most probable cluster"
             ),
@@ -306,8 +306,8 @@ def prepare_points(path: str, seed: int, n_train: int | None, n_test: int | None
                 "(rows, and row_share of the training rows; the background's weight: share, its density: exp(log_density) "
                 "over its box: lowest and highest corner, in standardised units); no mode. Where share is a tenth or more, "
                 "flat rows the data hold: the diagnosis finds a generator far short of row_share short of them, as of a mode, "
-                "and the mixture of GANs trains them as a part of their own; under it, stray rows (a few), each in the part "
-                "of its most probable cluster",
+                "and the mixture of GANs (mixture.parts: auto) trains them as a part of their own; under it, stray rows (a "
+                "few), each in the part of its most probable cluster",
             },
             "selection": selection.as_dict(),
             "growth": growth,

@@ -184,13 +184,16 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
     reg = architectures().get(params.model.arch)
     options = {**(reg.architecture.defaults if reg else {}), **params.model.options}
     t = params.train
-    # A mixture's parts train mixture.steps: "train longer" must lengthen those.
+    # A mixture's parts train mixture.steps: "train longer" must lengthen those (and train.steps,
+    # which its rows outside every cluster train, where they are a part: mixture.part_steps).
     parts = layout.mixture.exists() and params.mixture.steps is not None
+    flat = parts and any(p.get("background") for p in read_json(layout.mixture)["parts"])
     return {
         "pack": params.model.pack,
         "batch_size": t.batch_size,
         "steps": params.mixture.steps if parts else t.steps,
         "steps_key": "mixture.steps" if parts else "train.steps",
+        "flat_part_steps": t.steps if flat else None,
         "lr_g": t.lr_g,
         "lr_d": t.lr_d,
         "n_critic": t.n_critic,

@@ -251,7 +251,10 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
             out.append(Remedy("earlier", EARLIER, ("train.keep_best=high_quality_fraction", "sample.generator=best", *check)))
     if name in ("vanishing_gradients", "not_converged"):
         if name == "not_converged" and context.get("steps"):
-            out.append(Remedy("longer", LONGER, (f"{context.get('steps_key', 'train.steps')}={2 * int(context['steps'])}",)))
+            longer: tuple[str, ...] = (f"{context.get('steps_key', 'train.steps')}={2 * int(context['steps'])}",)
+            if context.get("flat_part_steps"):  # the rows outside every cluster's part trains train.steps
+                longer += (f"train.steps={2 * int(context['flat_part_steps'])}",)
+            out.append(Remedy("longer", LONGER, longer))
         if name == "not_converged" and not context.get("mixture") and (context.get("modes_total") or 0) > 1:
             # Several modes one GAN has not learned: parts are each one easy mode (benchmarks/collapse.py:
             # grid25's not-converged single GANs reach every mode at the protocol's ceiling as a mixture).

@@ -269,12 +269,16 @@ def test_every_remedy_s_settings_are_accepted_beside_the_run_s_own():
 
 def test_train_longer_lengthens_what_the_run_trained():
     """A mixture's parts train mixture.steps: the remedy doubled train.steps, which the parts do
-    not read, so gan-remedy reran the baseline and called it a remedy."""
+    not read, so gan-remedy reran the baseline and called it a remedy. A points file's rows
+    outside every cluster, a part of their own, train train.steps: both double (a review)."""
     single = next(r for r in plan(["not_converged"], "non_saturating", None, {**SINGLE, "steps": 300}) if r.name == "longer")
     assert single.sets == ("train.steps=600",)
     mixture = {**SINGLE, "mixture": True, "steps": 1000, "steps_key": "mixture.steps"}
     longer = next(r for r in plan(["not_converged"], "non_saturating", None, mixture) if r.name == "longer")
     assert longer.sets == ("mixture.steps=2000",)
+    flat = {**mixture, "flat_part_steps": 5000}
+    longer = next(r for r in plan(["not_converged"], "non_saturating", None, flat) if r.name == "longer")
+    assert longer.sets == ("mixture.steps=2000", "train.steps=10000")
 
 
 def test_earlier_and_the_mixture_come_with_what_the_run_needs_to_accept_them():
