@@ -331,6 +331,7 @@ def test_the_rows_outside_every_cluster_are_a_part_that_trains_as_long_as_one_ga
     from gancore.mixture import part_steps, partition_info, plan_text
     from gancore.partition import to_data
     from gancore.sampling import sampled_generators
+    from gancore.training import _outside_tested
 
     sets = [
         "data.name=points",
@@ -359,6 +360,10 @@ def test_the_rows_outside_every_cluster_are_a_part_that_trains_as_long_as_one_ga
     own = load_prepared(layout.part(flat[0]["index"]).prepared)
     whole = mixture_from_modes(modes)
     assert whole is not None and bool(whole.outliers(to_data(own.train.double(), flat[0])).all())
+    assert own.meta["own_test"] and bool(whole.outliers(to_data(own.test.double(), flat[0])).all())
+    # the monitor tests the rows outside on the whole data (the run identity then counts
+    # diagnose.ndb_bins), not in a part, whose modes carry no share outside
+    assert _outside_tested(load_prepared(layout.prepared)) and not _outside_tested(own)
     last = {p["index"]: int(trainlog.read(layout.part(p["index"]).train_log)[-1]["step"]) for p in parts}
     assert [last[p["index"]] for p in parts] == [300 if p.get("background") else 150 for p in parts]
     rows = trainlog.read(layout.train_log)
@@ -378,12 +383,39 @@ def test_the_rows_outside_every_cluster_are_a_part_that_trains_as_long_as_one_ga
         assert part_steps(other) == part_steps(other, flat[0]) == expected
 
 
-def test_stray_rows_stay_in_their_clusters_parts(tmp_path):
+@pytest.mark.parametrize(("flat", "n", "pack"), [(0.04, 3000, 1), (0.15, 200, 16)])
+def test_stray_rows_stay_in_their_clusters_parts(tmp_path, flat, n, pack):
     """Under a tenth of the rows outside every cluster are stray rows, which no generator need make
-    (background.STRAY_ROWS_MAX): no part of their own."""
+    (background.STRAY_ROWS_MAX): no part of their own. Nor are flat rows too few for a batch of
+    two packed examples (27 rows, pack 16): folded, they all went to one cluster's part (a
+    review); they stay in the parts of their most probable clusters."""
+    from gancore.data.prepared import load_prepared
+    from gancore.gaussian_mixture import mixture_from_modes
     from gancore.mixture import partition_info
 
-    sets = ["data.name=points", f"data.path={_flat_beside_two_clusters(tmp_path / 'points.npy', 0.04)}", "tracking.enabled=false"]
-    assert main(["prepare", "--params", str(PARAMS), "--out", str(tmp_path / "run"), *[a for s in sets for a in ("-S", s)]]) == 0
-    parts = partition_info(Layout(tmp_path / "run"))["parts"]
+    sets = ["data.name=points", f"data.path={_flat_beside_two_clusters(tmp_path / 'points.npy', flat, n)}", f"model.pack={pack}"]
+    assert (
+        main(
+            [
+                "prepare",
+                "--params",
+                str(PARAMS),
+                "--out",
+                str(tmp_path / "run"),
+                *[a for s in [*sets, "tracking.enabled=false"] for a in ("-S", s)],
+            ]
+        )
+        == 0
+    )
+    layout = Layout(tmp_path / "run")
+    parts = partition_info(layout)["parts"]
     assert len(parts) == 2 and not any(p.get("background") for p in parts)
+    data = load_prepared(layout.prepared)
+    whole = mixture_from_modes(data.meta["modes"])
+    assert whole is not None
+    outside = whole.outliers(data.train)
+    assert (whole.noise >= 0.1) is (pack > 1) and int(outside.sum()) >= (20 if pack > 1 else 100)
+    # each in the part of its most probable cluster: the parts are prepare's clusters, and both hold rows outside
+    assert data.train_labels is not None
+    assert [p["count"] for p in parts] == torch.bincount(data.train_labels).tolist()
+    assert all(int(((data.train_labels == c) & outside).sum()) > 0 for c in range(2))
