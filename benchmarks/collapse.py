@@ -10,7 +10,9 @@ a points file; a mode is covered by one high-quality sample; reverse KL of the m
    two long thin clusters side by side at 45 degrees to the columns, and a round one: a diagonal
    mixture cut each thin one into many pieces), and ``strays`` (the points file with 10 stray rows
    in a box five times as wide: they were a broad sixth cluster that made noise high quality), and
-   ``rare`` (the points file with a real cluster of 40 rows, 0.2 %, away from the others).
+   ``rare`` (the points file with a real cluster of 40 rows, 0.2 %, away from the others), and
+   ``flat`` (the points file with 5,000 flat rows, 20 %, uniform over its box: a third table
+   says where the samples outside every cluster went).
    The mixture finds its parts itself
    (``mixture.parts: auto``); the targets of the issue are checked and printed.
 2. **Remedies.** Single-GAN baselines that go wrong: one GAN of the defaults
@@ -44,7 +46,8 @@ POINTS_FILE = "blobs5.csv"
 TILTED_FILE = "tilted3.csv"
 STRAYS_FILE = "blobs5_strays.csv"
 RARE_FILE = "blobs5_rare.csv"
-DATA_SETS = ("ring8", "grid25", "points", "tilted", "strays", "rare")
+FLAT_FILE = "blobs5_flat.csv"
+DATA_SETS = ("ring8", "grid25", "points", "tilted", "strays", "rare", "flat")
 # The baselines of the remedies table: (data, label, settings).
 BASELINES: dict[str, tuple[str, list[str]]] = {
     "ring8/GAN": ("ring8", ["mixture.enabled=false"]),
@@ -80,6 +83,15 @@ PAPER: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {
     },
 }
 SCORES = ("modes_covered", "modes_total", "high_quality_fraction", "mode_kl")
+# Where the data hold flat rows outside every cluster (the diagnosis tests them): the samples there.
+OUTSIDE = (
+    "outside_share",
+    "outside_share_real",
+    "outside_cells",
+    "outside_cells_short",
+    "outside_duplicate_rate",
+    "outside_real_duplicate_rate",
+)
 
 
 def write_points(path: Path) -> Path:
@@ -128,12 +140,25 @@ def write_rare(path: Path) -> Path:
     return path
 
 
+def write_flat(path: Path) -> Path:
+    """The fifth held-out file: the points file's 20,000 rows and 5,000 flat ones (20 %) drawn
+    uniformly over their box (a logger's readings between regimes): flat rows the data hold, which
+    the mixture trains as a part of their own and the diagnosis tests as a mode."""
+    x = np.loadtxt(write_points(path), delimiter=",", skiprows=1)
+    rng = np.random.default_rng(2029)
+    lo, hi = x.min(0), x.max(0)
+    x = np.concatenate([x, lo + (hi - lo) * rng.random((5_000, 2))])
+    np.savetxt(path, x[rng.permutation(len(x))], delimiter=",", header="length,mass", comments="")
+    return path
+
+
 # The data sets read from a file this benchmark writes: (file name, writer).
 POINT_FILES = {
     "points": (POINTS_FILE, write_points),
     "tilted": (TILTED_FILE, write_tilted),
     "strays": (STRAYS_FILE, write_strays),
     "rare": (RARE_FILE, write_rare),
+    "flat": (FLAT_FILE, write_flat),
 }
 
 
@@ -167,6 +192,7 @@ def run_one(data: str, label: str, seed: int, sets: list[str], root: str) -> dic
         "remedies": [r for r in diagnosis.get("remedy_settings") or [] if r.get("sets")],
         # None (no high-quality sample to histogram) becomes NaN, which the summary carries as NaN.
         **{k: float("nan") if diagnosis.get(k) is None else float(diagnosis[k]) for k in SCORES},
+        "outside": {k: diagnosis.get(k) for k in OUTSIDE},
     }
 
 
@@ -213,6 +239,33 @@ def defaults_table(results: list[dict[str, Any]], unit: str = "CPU") -> tuple[st
         found = f" of {s['modes_total'][0]:.0f} found" if data in POINT_FILES else ""
         lines.append(
             f"| {data} | {s['n']} | {parts} | {cell(s)}{found} | {s['healthy']}/{s['n']} | {target_text} | {met_text} | {s['cpu_s']:.0f} |"
+        )
+    return "\n".join(lines), summary
+
+
+def outside_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The defaults' runs on data whose rows outside every cluster the diagnosis tests: samples
+    outside against the training rows' share, regions there short of samples, near duplicates
+    among them against the training rows there (mean +- s.e. over the seeds)."""
+    summary: dict[str, Any] = {}
+    lines = [
+        "| data | seeds | samples outside % (training rows) | regions outside short | near duplicates outside % (training rows) | healthy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for data in DATA_SETS:
+        rows = [r for r in results if r["data"] == data and r["label"] == "defaults" and (r.get("outside") or {}).get("outside_cells")]
+        if not rows:
+            continue
+
+        def stat(key: str, scale: float = 100.0, rows: list[dict[str, Any]] = rows) -> tuple[float, float]:
+            return mean_se([scale * float(r["outside"][key] if r["outside"].get(key) is not None else float("nan")) for r in rows])
+
+        s = summary[data] = {k: stat(k, 1.0 if k.startswith("outside_cells") else 100.0) for k in OUTSIDE}
+        lines.append(
+            f"| {data} | {len(rows)} | {pm(s['outside_share'], 1)} ({pm(s['outside_share_real'], 1)}) "
+            f"| {pm(s['outside_cells_short'], 1)} of {pm(s['outside_cells'], 1)} "
+            f"| {pm(s['outside_duplicate_rate'], 1)} ({pm(s['outside_real_duplicate_rate'], 1)}) "
+            f"| {sum(r['verdict'] == 'healthy' for r in rows)}/{len(rows)} |"
         )
     return "\n".join(lines), summary
 
@@ -320,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         text, out["defaults"] = defaults_table(results, unit)
         print("Defaults only (data.name, and data.path for points): modes / high-quality % / reverse KL, mean +- s.e.\n")
         print(text + "\n")
+        text, out["outside"] = outside_table(results)
+        if out["outside"]:
+            print("The same runs where the data hold flat rows outside every cluster, mean +- s.e.\n")
+            print(text + "\n")
     if "remedies" in tables:
         text, out["remedies"] = remedies_table(results, unit)
         print("Single-GAN baselines and the remedies their diagnosis proposed (same seeds; PacGAN: 10 trials)\n")

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.xdist_group("collapse-benchmark")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("collapse") / "collapse.json"
     stdout = io.StringIO()
-    argv = ["--tiny", "--seeds", "2", "--data", "ring8", "--data", "points", "--workers", "2", "--json", str(out)]
+    argv = ["--tiny", "--seeds", "2", "--data", "ring8", "--data", "points", "--data", "flat", "--workers", "2", "--json", str(out)]
     argv += ["--baseline", "ring8/GAN", "--baseline", "grid25/GAN"]  # the minimax one's 5 D steps: the full run has it
     with contextlib.redirect_stdout(stdout):
         assert collapse.main(argv) == 0
@@ -31,7 +31,14 @@ def tiny_run(tmp_path_factory):
 def test_every_default_configuration_ran_once_per_seed_with_nothing_but_its_data(tiny_run):
     _, result = tiny_run
     defaults = [r for r in result["runs"] if r["label"] == "defaults"]
-    assert sorted((r["data"], r["seed"]) for r in defaults) == [("points", 0), ("points", 1), ("ring8", 0), ("ring8", 1)]
+    assert sorted((r["data"], r["seed"]) for r in defaults) == [
+        ("flat", 0),
+        ("flat", 1),
+        ("points", 0),
+        ("points", 1),
+        ("ring8", 0),
+        ("ring8", 1),
+    ]
     for r in defaults:
         assert r["sets"] == [*collapse.TINY, "device=cpu"]  # no part count, no per-data-set setting (--device cpu by default)
         assert r["parts"] >= 1 and 0 <= r["modes_covered"] <= r["modes_total"] and r["cpu_s"] > 0
@@ -43,6 +50,19 @@ def test_summary_is_mean_and_standard_error_of_the_runs(tiny_run):
     mean, se = result["defaults"]["ring8"]["modes"]
     assert mean == pytest.approx(sum(modes) / 2)
     assert se == pytest.approx(abs(modes[0] - modes[1]) / 2)  # s.e. of two values: |a - b| / 2
+
+
+def test_the_flat_rows_table_says_where_the_samples_outside_every_cluster_went(tiny_run):
+    """Only data whose rows outside every cluster the diagnosis tests get a row (the flat file, not
+    ring8 or the points file without flat rows), and its figures are the runs' own."""
+    stdout, result = tiny_run
+    assert list(result["outside"]) == ["flat"]
+    runs = [r for r in result["runs"] if r["data"] == "flat" and r["label"] == "defaults"]
+    mean, _ = result["outside"]["flat"]["outside_share"]
+    assert mean == pytest.approx(100 * sum(r["outside"]["outside_share"] for r in runs) / 2)
+    real, _ = result["outside"]["flat"]["outside_share_real"]
+    assert 15 < real < 25  # 5,000 flat rows of 25,000, less the few inside the clusters' reach
+    assert any(line.startswith("| flat | 2 | ") and " of " in line for line in stdout.splitlines())
 
 
 def test_every_remedy_a_baseline_proposed_ran_on_its_seed(tiny_run):
