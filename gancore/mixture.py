@@ -183,9 +183,7 @@ def mixture_monitor(params: Params, layout: Layout, parts: list[dict[str, Any]])
     if params.train.monitor_every is None or not parts:
         return {}
     checked = [sorted(int(f.stem[5:]) for f in layout.part(p["index"]).progress.glob("step_*.pt")) for p in parts]
-    # every step a part was checked at where each part has a check at or before it: a part that
-    # finished sooner (the rows outside every cluster train longer) stays as it ended
-    steps = [s for s in sorted(set().union(*checked)) if all(c and c[0] <= s for c in checked)]
+    steps = as_of(checked)
     if not steps:
         return {}
     data = load_prepared(layout.prepared)
@@ -203,11 +201,10 @@ def mixture_monitor(params: Params, layout: Layout, parts: list[dict[str, Any]])
     counts = allocate(len(monitor.z), [p["weight"] for p in parts])
     layout.progress.mkdir(parents=True, exist_ok=True)
     judged = {}
-    for step in steps:
+    for step, at in steps:
         xs = []
-        for part, count, own in zip(parts, counts, checked):
-            last = own[bisect.bisect_right(own, step) - 1]
-            x = to_model_range(torch_load(layout.part(part["index"]).progress / f"step_{last:06d}.pt")["x"])[:count]
+        for part, count, own, i in zip(parts, counts, checked, at):
+            x = to_model_range(torch_load(layout.part(part["index"]).progress / f"step_{own[i]:06d}.pt")["x"])[:count]
             if part.get("shift"):
                 x = to_data(x, part)
             xs.append(x)
@@ -218,18 +215,24 @@ def mixture_monitor(params: Params, layout: Layout, parts: list[dict[str, Any]])
     return judged
 
 
+def as_of(steps: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """Every step in one of the parts' sorted ``steps`` once each part has one at or before it, with
+    the index of each part's last step at or before it: a part that finished sooner (the rows
+    outside every cluster train longer) stands as it ended."""
+    out = []
+    for step in sorted(set().union(*steps)):
+        at = [bisect.bisect_right(own, step) - 1 for own in steps]
+        if min(at, default=-1) >= 0:
+            out.append((step, at))
+    return out
+
+
 def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The parts' logs averaged at every step one of them logged, each part by its row at that step
-    or its last before it (a part that finished sooner stays as it ended: the rows outside every
-    cluster train longer); steps before a part's first row are left out, and so are cells missing
-    in a part."""
+    or its last before it (:func:`as_of`); cells missing in a part are skipped."""
     ordered = [sorted(log, key=lambda row: int(row["step"])) for log in logs]
-    steps_of = [[int(row["step"]) for row in log] for log in ordered]
     rows = []
-    for step in sorted(set().union(*steps_of)):
-        at = [bisect.bisect_right(steps, step) - 1 for steps in steps_of]
-        if min(at, default=-1) < 0:
-            continue
+    for step, at in as_of([[int(row["step"]) for row in log] for log in ordered]):
         group = [log[i] for log, i in zip(ordered, at)]
         mean: dict[str, Any] = {"step": step}
         for key in dict.fromkeys(k for row in group for k in row if k != "step"):

@@ -168,9 +168,7 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
         descriptions.append(
             f"cluster {i}" + (f" around {[round(v, 4) for v in centre[:4]]}" + ("..." if len(centre) > 4 else "") if centre else "")
         )
-    record: dict[str, Any] = {"space": space, "chosen_by": "bic" if selection else "mixture.parts", "selection": selection}
-    if background is not None and k - 1 in kept:
-        record["background_part"] = kept.index(k - 1)
+    record = {"space": space, "chosen_by": "bic" if selection else "mixture.parts", "selection": selection}
     return train_labels, test_labels, descriptions, record
 
 
@@ -257,10 +255,9 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
                 "description": descriptions[i],
                 **affine,
                 # the rows outside every cluster: no cluster, and trained longer (mixture.part_steps)
-                **({"background": True} if record.get("background_part") == i else {}),
+                **({"background": True} if descriptions[i] == FLAT_PART else {}),
             }
         )
-    record.pop("background_part", None)
     info = {"method": method, **record, "parts": parts}
     write_json(layout.prepared / MIXTURE_FILE, info)
     if record.get("selection"):

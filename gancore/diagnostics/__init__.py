@@ -186,8 +186,10 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
     t = params.train
     # A mixture's parts train mixture.steps: "train longer" must lengthen those (and train.steps,
     # which its rows outside every cluster train, where they are a part: mixture.part_steps).
-    parts = layout.mixture.exists() and params.mixture.steps is not None
-    flat = parts and any(p.get("background") for p in read_json(layout.mixture)["parts"])
+    manifest = read_json(layout.mixture) if layout.mixture.exists() else None
+    listed = manifest["parts"] if manifest is not None else []
+    parts = manifest is not None and params.mixture.steps is not None
+    flat = parts and any(p.get("background") for p in listed)
     return {
         "pack": params.model.pack,
         "batch_size": t.batch_size,
@@ -198,8 +200,8 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "lr_d": t.lr_d,
         "n_critic": t.n_critic,
         "monitor_every": t.monitor_every,
-        "mixture": layout.mixture.exists(),
-        "mixture_parts": len(read_json(layout.mixture)["parts"]) if layout.mixture.exists() else None,
+        "mixture": manifest is not None,
+        "mixture_parts": len(listed) if manifest is not None else None,
         "modes_total": figures.get("modes_total"),
         "kind": params.data_kind,
         "augment_policy": params.augment.policy,
