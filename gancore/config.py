@@ -190,7 +190,8 @@ class MixtureParams(_Section):
     @classmethod
     def _parts(cls, v: int | str) -> int | str:
         if v != "auto" and not 2 <= int(v) <= 1000:
-            raise ValueError("must be auto or a number of parts from 2 to 1000")
+            one = " (one GAN for the whole data: mixture.enabled=false)" if int(v) == 1 else ""
+            raise ValueError(f"must be auto or a number of parts from 2 to 1000{one}")
         return v
 
 

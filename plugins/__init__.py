@@ -24,6 +24,20 @@ def activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
 
 
+@torch.no_grad()
+def he_init_(module: nn.Module, act: str) -> None:
+    """He et al. 2015: linear weights ~ N(0, gain^2 / fan_in) for the activation ``act`` (ReLU's gain
+    sqrt 2; leaky ReLU's sqrt(2 / (1 + slope^2))), biases 0. A batch norm resets the scale anyway."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            if act == "relu":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            else:
+                nn.init.kaiming_normal_(m.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def spectral_norm_(module: nn.Module) -> nn.Module:
     """Spectrally normalise every conv and linear weight in ``module``, in place.
 

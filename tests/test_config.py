@@ -42,6 +42,8 @@ def test_repository_params_yaml_is_valid():
         ({"loss": {"name": "wgan"}}, "loss.name", "'minimax', 'non_saturating', 'wasserstein_gp', 'hinge'"),
         ({"evaluate": {"classifier": "resnet"}}, "evaluate.classifier", "'domain', 'inception'"),
         ({"device": "tpu"}, "device", "auto, cpu, cuda, cuda:N, mps"),
+        ({"mixture": {"parts": 1}}, "mixture.parts", "one GAN for the whole data: mixture.enabled=false"),
+        ({"mixture": {"parts": 1001}}, "mixture.parts", "a number of parts from 2 to 1000"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(tree, key, fragment):

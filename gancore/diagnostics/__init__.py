@@ -188,7 +188,8 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
     # which its rows outside every cluster train, where they are a part: mixture.part_steps).
     manifest = read_json(layout.mixture) if layout.mixture.exists() else None
     listed = manifest["parts"] if manifest is not None else []
-    parts = manifest is not None and params.mixture.steps is not None
+    # (the sole part of data with one cluster trains train.steps, as one GAN would)
+    parts = manifest is not None and params.mixture.steps is not None and len(listed) > 1
     flat = parts and any(p.get("background") for p in listed)
     return {
         "pack": params.model.pack,

@@ -66,6 +66,22 @@ def test_mlp_vectors_are_unbounded_images_are_tanh_bounded():
             assert x.min() >= -1 and x.max() <= 1
 
 
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+def test_mlp_generator_starts_spread_over_every_direction(act):
+    """He initialisation keeps the latent's variance through each layer (a ReLU halves it, the
+    weights' 2 / fan_in doubles it back): a 10-D generator's first samples spread over all ten
+    directions at about unit scale. PyTorch's default init (1 / (3 fan_in)) left every variance
+    below 0.003 (a spread of 0.05), and the first steps grew it along one line."""
+    torch.manual_seed(0)
+    g, _ = mlp.build((10,), 16, g_activation=act)
+    with torch.no_grad():
+        variances = torch.linalg.eigvalsh(torch.cov(g(torch.randn(4000, 16)).T))
+    # measured 0.21 to 1.8 (relu); from 4,000 samples each is within a few percent
+    assert variances.min() > 0.1 and variances.max() < 5, variances
+    linears = [m for m in g.modules() if isinstance(m, nn.Linear)]
+    assert all(float(m.bias.abs().max()) == 0 for m in linears)
+
+
 def test_mlp_batch_norm_and_spectral_norm_options():
     g, d = mlp.build((2,), 8, hidden=32, depth=3, batch_norm=True, spectral_norm=True, g_activation="leaky_relu")
     bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm1d)]
