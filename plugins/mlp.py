@@ -22,9 +22,11 @@ from torch import nn
 from gancore import Architecture, hookimpl
 from gancore_plugins import ACTIVATIONS, activation, he_init_, spectral_norm_
 
+INITS = ("he", "torch")
+
 
 class MLPGenerator(nn.Module):
-    def __init__(self, shape: tuple[int, ...], latent_dim: int, hidden: int, depth: int, act: str, batch_norm: bool):
+    def __init__(self, shape: tuple[int, ...], latent_dim: int, hidden: int, depth: int, act: str, batch_norm: bool, init: str = "he"):
         super().__init__()
         self.shape = tuple(shape)
         layers: list[nn.Module] = []
@@ -40,7 +42,8 @@ class MLPGenerator(nn.Module):
         if len(self.shape) > 1:
             layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
-        he_init_(self.net, act)
+        if init == "he":
+            he_init_(self.net, act)
 
     def forward(self, z):
         return self.net(z).view(z.shape[0], *self.shape)
@@ -72,9 +75,12 @@ def build(
     d_activation: str = "leaky_relu",
     batch_norm: bool = False,
     spectral_norm: bool = False,
+    init: str = "he",
 ) -> tuple[nn.Module, nn.Module]:
     """``hidden``-wide layers, ``depth`` of them in each network; ``batch_norm`` in the generator
-    only (off by default, like the original MLP GAN), ``spectral_norm`` in the discriminator only.
+    only (off by default, like the original MLP GAN), ``spectral_norm`` in the discriminator only;
+    ``init`` the generator's starting weights: ``he`` (see above) or ``torch``, PyTorch's default,
+    which this plugin used up to 0.2.0 (to reproduce a run of those).
 
     The options' defaults are these keyword defaults (the registry reads them from here).
     """
@@ -86,7 +92,9 @@ def build(
     for name, value in (("g_activation", g_activation), ("d_activation", d_activation)):
         if value not in ACTIVATIONS:
             raise ValueError(f"mlp option {name}={value!r}; allowed: {', '.join(ACTIVATIONS)}")
-    generator = MLPGenerator(shape, int(latent_dim), int(hidden), int(depth), g_activation, bool(batch_norm))
+    if init not in INITS:
+        raise ValueError(f"mlp option init={init!r}; allowed: {', '.join(INITS)}")
+    generator = MLPGenerator(shape, int(latent_dim), int(hidden), int(depth), g_activation, bool(batch_norm), init)
     discriminator = MLPDiscriminator(shape, int(hidden), int(depth), d_activation, bool(spectral_norm))
     return generator, discriminator
 

@@ -80,6 +80,13 @@ def test_mlp_generator_starts_spread_over_every_direction(act):
     assert variances.min() > 0.1 and variances.max() < 5, variances
     linears = [m for m in g.modules() if isinstance(m, nn.Linear)]
     assert all(float(m.bias.abs().max()) == 0 for m in linears)
+    # init=torch reproduces the runs of 0.2.0: every first sample near one spot
+    torch.manual_seed(0)
+    old, _ = mlp.build((10,), 16, g_activation=act, init="torch")
+    with torch.no_grad():
+        assert torch.linalg.eigvalsh(torch.cov(old(torch.randn(4000, 16)).T)).max() < 0.01
+    with pytest.raises(ValueError, match="init='xavier'; allowed: he, torch"):
+        mlp.build((10,), 16, init="xavier")
 
 
 def test_mlp_batch_norm_and_spectral_norm_options():
