@@ -29,7 +29,7 @@ from gancore.config import Params, ParamsError
 from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
-from gancore.partition import back_matrix, to_data
+from gancore.partition import back_matrix, one_cluster, to_data
 from gancore.training.monitor import PREFIX
 
 
@@ -40,27 +40,26 @@ def partition_info(layout: Layout) -> dict[str, Any]:
     return read_json(path)
 
 
-def part_steps(params: Params, part: dict[str, Any] | None = None, parts: int = 0) -> int:
-    """The steps a part of a partition into ``parts`` trains: ``mixture.steps`` (null:
-    ``train.steps``); at least ``train.steps`` for the rows outside every cluster
-    (``part["background"]``) and for the sole part of data with one cluster. A cluster's part
-    among several, normalised, is an easy unimodal problem; a flat law over the data's box is not
-    (flat 5-D rows came out clumped from 1,000 steps), and the sole part is the whole data, which
-    ``mixture.enabled=false`` would train ``train.steps`` (a 10-D Gaussian's came out with one of
-    its ten variances at 0.15 after 1,000 steps, and `gan diagnose` called it intra-mode collapse;
-    CHANGELOG.md)."""
+def part_steps(params: Params, part: dict[str, Any] | None = None, whole: bool = False) -> int:
+    """The steps a part trains: ``mixture.steps`` (null: ``train.steps``); at least ``train.steps``
+    for the rows outside every cluster (``part["background"]``) and for the ``whole`` data found to
+    be one cluster (:func:`one_cluster`). A cluster's part among several, normalised, is an easy
+    unimodal problem; a flat law over the data's box is not (flat 5-D rows came out clumped from
+    1,000 steps), and the sole part is the whole data, which ``mixture.enabled=false`` would train
+    ``train.steps`` (a 10-D Gaussian's came out with one of its ten variances at 0.15 after 1,000
+    steps, and `gan diagnose` called it intra-mode collapse; CHANGELOG.md)."""
     steps = params.mixture.steps or params.train.steps
-    return max(steps, params.train.steps) if parts == 1 or (part and part.get("background")) else steps
+    return max(steps, params.train.steps) if whole or (part and part.get("background")) else steps
 
 
-def part_params(params: Params, count: int | None = None, part: dict[str, Any] | None = None, parts: int = 0) -> Params:
+def part_params(params: Params, count: int | None = None, part: dict[str, Any] | None = None, whole: bool = False) -> Params:
     """The parameters each part trains with: the mixture's, as a single GAN of :func:`part_steps`;
     for a part of ``count`` examples too few to fill ``train.batch_size`` (times ``model.pack``),
     the largest batch it can fill. The rows outside every cluster keep no best generator: no
     sample of theirs is high quality, so the figures ``train.keep_best`` ranks by are 0 or
     undefined there (with mode_kl, none was kept, and ``sample.generator=best`` failed; a review);
     they sample their last (:func:`gancore.sampling.part_generator`)."""
-    update: dict[str, Any] = {"steps": part_steps(params, part, parts)}
+    update: dict[str, Any] = {"steps": part_steps(params, part, whole)}
     if part and part.get("background"):
         update["keep_best"] = None
     if count is not None and params.train.batch_size * params.model.pack > count:
@@ -98,7 +97,7 @@ def train_part(params: Params, layout: Layout, index: int, restart: bool = False
     info = partition_info(layout)
     part = info["parts"][index]
     check_part_sizes(params, [part])
-    own = part_params(params, part["count"], part, len(info["parts"]))
+    own = part_params(params, part["count"], part, one_cluster(info))
     if own.train.batch_size != params.train.batch_size:
         progress.say(
             f"part {index + 1}/{len(info['parts'])} ({part['description']}) has {part['count']} examples, fewer than "
@@ -121,11 +120,13 @@ def plan_text(params: Params, layout: Layout) -> str:
         how = {"labels": "one per class", "none": "the whole data set: images are not split under partition auto"}.get(
             info["method"], "clusters, count chosen by BIC" if info.get("chosen_by") == "bic" else "clusters"
         )
-        n = len(info["parts"])
-        steps = part_steps(params, parts=n)
+        n, whole = len(info["parts"]), one_cluster(info)
+        steps = part_steps(params, whole=whole)
         flat = [p for p in info["parts"] if p.get("background")]
         longer = (
-            f", {flat[0]['description']} x {part_steps(params, flat[0], n)}" if flat and part_steps(params, flat[0], n) != steps else ""
+            f", {flat[0]['description']} x {part_steps(params, flat[0], whole)}"
+            if flat and part_steps(params, flat[0], whole) != steps
+            else ""
         )
         return f"plan: {'a mixture of ' + str(n) + ' GANs' if n > 1 else 'one GAN'} ({how}) x {steps} steps{' each' if n > 1 else ''}{longer}, {batch}, {params.model.arch} on {device}"
     return f"plan: one GAN, {params.train.steps} steps, {batch}, {params.model.arch} on {device}"
@@ -164,7 +165,7 @@ def finish_mixture(params: Params, layout: Layout, part_summaries: list[dict[str
     trainlog.write(layout.train_log, rows)
     summary: dict[str, Any] = {"parts": len(parts), "weights": [round(p["weight"], 6) for p in parts], "method": info["method"]}
     summary["seconds"] = round(sum(s["seconds"] for s in part_summaries), 3)
-    summary["steps"] = max(part_steps(params, p, len(info["parts"])) for p in info["parts"])
+    summary["steps"] = max(part_steps(params, p, one_cluster(info)) for p in info["parts"])
     # where the parts trained and on what install (the run's train.device / train.software tags)
     for key in ("device", "software"):
         values = sorted({str(s[key]) for s in part_summaries if s.get(key) is not None})
@@ -252,7 +253,7 @@ def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict
     """The train stage of a mixture: every part in turn (each resumable on its own), then the manifest."""
     info = partition_info(layout)
     check_part_sizes(params, info["parts"])
-    steps = [part_steps(params, p, len(info["parts"])) for p in info["parts"]]
+    steps = [part_steps(params, p, one_cluster(info)) for p in info["parts"]]
     summaries = [train_part(params, layout, p["index"], restart, later_steps=sum(steps[i + 1 :])) for i, p in enumerate(info["parts"])]
     return finish_mixture(params, layout, summaries)
 

@@ -387,3 +387,10 @@ def copy_classifier(layout: Layout, index: int) -> None:
     if source.exists():
         with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
+
+
+def one_cluster(info: dict[str, Any]) -> bool:
+    """Whether a partition (``mixture.json``) is data found to be one cluster (or class): its sole
+    part is the whole data. An image folder kept whole (partition ``auto``'s choice for images,
+    method ``none``) is not: it trains ``mixture.steps``, the quick first run it was chosen for."""
+    return len(info["parts"]) == 1 and info.get("method") != "none"

@@ -456,7 +456,7 @@ def test_the_sole_part_of_data_with_one_cluster_trains_as_one_gan(tmp_path):
     layout = Layout(out)
     params = load_params(PARAMS, sets)
     (part,) = partition_info(layout)["parts"]
-    assert part_steps(params, part, 1) == 1000 and part_steps(params, part, 2) == 50
+    assert part_steps(params, part, whole=True) == 1000 and part_steps(params, part) == 50
     assert plan_text(params, layout).startswith("plan: one GAN (clusters, count chosen by BIC) x 1000 steps, ")
     assert int(trainlog.read(layout.part(0).train_log)[-1]["step"]) == 1000
     # "train longer" lengthens train.steps, which the sole part trains
@@ -467,3 +467,25 @@ def test_the_sole_part_of_data_with_one_cluster_trains_as_one_gan(tmp_path):
     x = torch.load(layout.samples_file)["x"].double()
     variances = torch.linalg.eigvalsh(torch.cov(x.T))
     assert variances.min() > 0.05 and variances.max() < 5, variances
+
+
+def test_an_image_folder_kept_whole_trains_mixture_steps(tmp_path):
+    """Images are not split under partition auto (method none): that one part is the quick first
+    run of an image folder (mixture.steps), not data found to be one cluster (train.steps)."""
+    from gancore.config import load_params
+    from gancore.io import write_json
+    from gancore.mixture import part_steps, plan_text
+    from gancore.partition import one_cluster
+
+    part = {"index": 0, "count": 3000, "description": "the whole data set"}
+    assert not one_cluster({"method": "none", "parts": [part]})
+    assert one_cluster({"method": "kmeans", "parts": [part]}) and one_cluster({"method": "labels", "parts": [part]})
+    assert not one_cluster({"method": "kmeans", "parts": [part, {**part, "index": 1}]})
+    layout = Layout(tmp_path)
+    layout.prepared.mkdir(parents=True)
+    write_json(layout.prepared / "mixture.json", {"method": "none", "parts": [part]})
+    params = load_params(PARAMS, ["device=cpu"])
+    assert part_steps(params) == params.mixture.steps == 1000 and params.train.steps == 5000
+    assert plan_text(params, layout).startswith(
+        "plan: one GAN (the whole data set: images are not split under partition auto) x 1000 steps, "
+    )

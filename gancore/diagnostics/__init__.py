@@ -179,6 +179,7 @@ def without_refused_remedies(params: Params, decision: dict[str, Any]) -> dict[s
 
 def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:
     """What the remedies' settings depend on (see :func:`gancore.diagnostics.remedies.plan`)."""
+    from gancore.partition import one_cluster
     from gancore.registry import architectures
 
     reg = architectures().get(params.model.arch)
@@ -188,8 +189,8 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
     # which its rows outside every cluster train, where they are a part: mixture.part_steps).
     manifest = read_json(layout.mixture) if layout.mixture.exists() else None
     listed = manifest["parts"] if manifest is not None else []
-    # (the sole part of data with one cluster trains train.steps, as one GAN would)
-    parts = manifest is not None and params.mixture.steps is not None and len(listed) > 1
+    # (the sole part of data found to be one cluster trains train.steps, as one GAN would)
+    parts = manifest is not None and params.mixture.steps is not None and not one_cluster(manifest)
     flat = parts and any(p.get("background") for p in listed)
     return {
         "pack": params.model.pack,
