@@ -72,6 +72,9 @@ def run_identity(
             identity["augment"].pop("jitter")
     if model_options is not None:
         identity["model"]["options"] = json.loads(json.dumps(model_options, sort_keys=True))
+        if params.model.arch == "mlp" and model_options.get("init") == "torch":
+            # PyTorch's start, the mlp generator's before the option existed: those checkpoints resume
+            identity["model"]["options"].pop("init")
     identity["prepared_data"] = prepared_data
     if world_size > 1:  # each rank trains on its share of every batch: another split, another run
         identity["world_size"] = world_size

@@ -113,7 +113,8 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                 )
             )
     else:
-        # The steps each GAN trains: a mixture's parts train mixture.steps.
+        # The steps each GAN trains: a mixture's parts train mixture.steps (at least: some train
+        # train.steps, mixture.part_steps, which the partition decides after this check).
         steps, key = (t.steps, "train.steps")
         if params.mixture.enabled and params.mixture.steps is not None:
             steps, key = params.mixture.steps, "mixture.steps"

@@ -6,8 +6,9 @@ out of the generator through tanh, in [-1, 1].
 
 The generator's weights start as He et al. (2015) set them for its activation (normal, variance
 2 / fan_in), which keeps the latent's spread through every layer: the generated points start
-spread over every direction at about the data's (standardised) scale. PyTorch's default (uniform,
-variance 1 / (3 fan_in)) shrinks the spread about sixfold per layer: the points started within
+spread over every direction, at a variance of about 1 (around an offset of up to about 2: the
+ReLU features' mean). PyTorch's default (uniform, variance 1 / (3 fan_in)) shrinks the variance
+about sixfold per layer: the points started within
 0.05 of one spot, and the first steps grew them along one line. In 2-D that line bends into the
 data within a few hundred steps; a 10-D Gaussian part was still a line after 1,000 (nine of its
 ten variances 0.00, `gan diagnose`: intra-mode collapse). The discriminator keeps PyTorch's.
@@ -80,7 +81,7 @@ def build(
     """``hidden``-wide layers, ``depth`` of them in each network; ``batch_norm`` in the generator
     only (off by default, like the original MLP GAN), ``spectral_norm`` in the discriminator only;
     ``init`` the generator's starting weights: ``he`` (see above) or ``torch``, PyTorch's default,
-    which this plugin used up to 0.2.0 (to reproduce a run of those).
+    which this plugin used before the option existed (to reproduce or resume such a run).
 
     The options' defaults are these keyword defaults (the registry reads them from here).
     """

@@ -424,6 +424,7 @@ def test_stray_rows_stay_in_their_clusters_parts(tmp_path, flat, n, pack):
     assert all(int(((data.train_labels == c) & outside).sum()) > 0 for c in range(2))
 
 
+@pytest.mark.slow
 def test_the_sole_part_of_data_with_one_cluster_trains_as_one_gan(tmp_path):
     """Data with one cluster make a mixture of one part: the whole data, which mixture.enabled=false
     would train train.steps, not mixture.steps. From mixture.steps=1,000 of PyTorch's initialisation,

@@ -189,14 +189,19 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
     # which its rows outside every cluster train, where they are a part: mixture.part_steps).
     manifest = read_json(layout.mixture) if layout.mixture.exists() else None
     listed = manifest["parts"] if manifest is not None else []
-    # (the sole part of data found to be one cluster trains train.steps, as one GAN would)
-    parts = manifest is not None and params.mixture.steps is not None and not one_cluster(manifest)
+    # (the sole part of data found to be one cluster trains train.steps, as one GAN would, or
+    # mixture.steps where longer: mixture.part_steps)
+    whole = manifest is not None and one_cluster(manifest)
+    parts = manifest is not None and params.mixture.steps is not None and not whole
     flat = parts and any(p.get("background") for p in listed)
+    steps = params.mixture.steps if parts else max(params.mixture.steps or t.steps, t.steps) if whole else t.steps
     return {
         "pack": params.model.pack,
         "batch_size": t.batch_size,
-        "steps": params.mixture.steps if parts else t.steps,
+        "steps": steps,
         "steps_key": "mixture.steps" if parts else "train.steps",
+        # what the configuration checks train.monitor_every against (it cannot know the partition)
+        "monitor_steps": params.mixture.steps if params.mixture.enabled and params.mixture.steps is not None else t.steps,
         "flat_part_steps": t.steps if flat else None,
         "lr_g": t.lr_g,
         "lr_d": t.lr_d,

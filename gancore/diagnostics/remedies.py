@@ -242,7 +242,7 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
         memorising = name == "discriminator_overfitting"
         found_overfitting = (dynamics or {}).get("discriminator_overfitting")
         out += _more_data(context, for_collapse=False, memorising=memorising, overfitting=found_overfitting, loss=loss)
-        steps, every = int(context.get("steps") or 0), int(context.get("monitor_every") or 0)
+        steps, every = int(context.get("monitor_steps") or context.get("steps") or 0), int(context.get("monitor_every") or 0)
         # The monitor's figures keep_best selects on are the mode counts: data without known
         # modes would keep no generator, and sample.generator=best would then find none.
         if steps and every and context.get("modes_total"):

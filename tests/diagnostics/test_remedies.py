@@ -291,6 +291,12 @@ def test_earlier_and_the_mixture_come_with_what_the_run_needs_to_accept_them():
     earlier = next(r for r in plan(copying, "non_saturating", None, short) if r.name == "earlier")
     assert earlier.sets == ("train.keep_best=high_quality_fraction", "sample.generator=best", "train.monitor_every=30")
     assert "earlier" not in [r.name for r in plan(copying, "non_saturating", None, {**SINGLE, "modes_total": None})]
+    # data found to be one cluster: the sole part trains train.steps (5,000), but the configuration
+    # checks the monitor against mixture.steps (1,000), which it reads before any partition exists
+    # (a review: a check every 2,000 steps was proposed as is and refused)
+    whole = {**short, "steps": 5000, "monitor_steps": 1000, "monitor_every": 2000}
+    earlier = next(r for r in plan(copying, "non_saturating", None, whole) if r.name == "earlier")
+    assert earlier.sets[-1] == "train.monitor_every=100"
     probed = next(r for r in plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "probe": True}) if r.name == "mixture")
     assert probed.sets == ("mixture.enabled=true", "probe.enabled=false")
 

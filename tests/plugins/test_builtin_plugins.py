@@ -80,13 +80,27 @@ def test_mlp_generator_starts_spread_over_every_direction(act):
     assert variances.min() > 0.1 and variances.max() < 5, variances
     linears = [m for m in g.modules() if isinstance(m, nn.Linear)]
     assert all(float(m.bias.abs().max()) == 0 for m in linears)
-    # init=torch reproduces the runs of 0.2.0: every first sample near one spot
+    # init=torch reproduces the runs from before the option: every first sample near one spot
     torch.manual_seed(0)
     old, _ = mlp.build((10,), 16, g_activation=act, init="torch")
     with torch.no_grad():
         assert torch.linalg.eigvalsh(torch.cov(old(torch.randn(4000, 16)).T)).max() < 0.01
     with pytest.raises(ValueError, match="init='xavier'; allowed: he, torch"):
         mlp.build((10,), 16, init="xavier")
+
+
+def test_checkpoints_from_before_the_init_option_resume_with_init_torch():
+    """Their identity holds the options resolved then, without ``init``: PyTorch's start is the
+    same run, He's (the default now) another one, named."""
+    from gancore.checkpoint import describe_mismatch, run_identity
+    from gancore.config import validate
+
+    params = validate({"device": "cpu", "model": {"arch": "mlp"}})
+    defaults = architectures()["mlp"].architecture.defaults
+    before = run_identity(params, "hash", {k: v for k, v in defaults.items() if k != "init"})
+    assert run_identity(params, "hash", {**defaults, "init": "torch"}) == before
+    message = describe_mismatch(before, run_identity(params, "hash", {**defaults, "init": "he"}))
+    assert message == "model (model.options.init: '(absent)' in the checkpoint, 'he' now)"
 
 
 def test_mlp_batch_norm_and_spectral_norm_options():
