@@ -170,7 +170,9 @@ def test_sweep_runs_members_concurrently_and_compares_them(prefect_harness, proj
         losses=["non_saturating", "hinge"],
         seeds=[0],
         params_file=str(project / "params.yaml"),
-        train={"steps": 30},
+        # long enough to overlap: with 30 steps a member could end before the other's process had
+        # started on a loaded 2-core machine (1.7 s apart in one CI run)
+        train={"steps": 600},
     )
     assert state.is_completed(), state
     members = state.result()
@@ -178,7 +180,7 @@ def test_sweep_runs_members_concurrently_and_compares_them(prefect_harness, proj
     results = [m["result"] for m in members]
     assert len({r["run_dir"] for r in results}) == 2 and len({r["mlflow_run_id"] for r in results}) == 2
     for r in results:
-        assert MlflowClient().get_run(r["mlflow_run_id"]).data.params["train.steps"] == "30"
+        assert MlflowClient().get_run(r["mlflow_run_id"]).data.params["train.steps"] == "600"
 
     sweep_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
