@@ -49,6 +49,15 @@ def augment_problems(params: Params) -> list[tuple[str, str]]:
     return []
 
 
+def monitored_steps(params: Params) -> tuple[int, str]:
+    """The steps ``train.monitor_every`` must check within, and their key: a mixture's parts train
+    ``mixture.steps`` (at least: some train ``train.steps``, :func:`gancore.partition.part_steps`,
+    which the partition decides after this check can run)."""
+    if params.mixture.enabled and params.mixture.steps is not None:
+        return params.mixture.steps, "mixture.steps"
+    return params.train.steps, "train.steps"
+
+
 def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     d, spec = params.data, params.dataset
@@ -113,11 +122,7 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                 )
             )
     else:
-        # The steps each GAN trains: a mixture's parts train mixture.steps (at least: some train
-        # train.steps, mixture.part_steps, which the partition decides after this check).
-        steps, key = (t.steps, "train.steps")
-        if params.mixture.enabled and params.mixture.steps is not None:
-            steps, key = params.mixture.steps, "mixture.steps"
+        steps, key = monitored_steps(params)
         if t.monitor_every > steps:
             for name, on in (("train.keep_best", t.keep_best is not None), ("train.on_collapse", t.on_collapse != "continue")):
                 if on:

@@ -29,7 +29,7 @@ from gancore.config import Params, ParamsError
 from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
-from gancore.partition import back_matrix, one_cluster, to_data
+from gancore.partition import back_matrix, one_cluster, part_steps, to_data
 from gancore.training.monitor import PREFIX
 
 
@@ -38,18 +38,6 @@ def partition_info(layout: Layout) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"{path} is missing: mixture.enabled needs `gan prepare` run with mixture.enabled=true")
     return read_json(path)
-
-
-def part_steps(params: Params, part: dict[str, Any] | None = None, whole: bool = False) -> int:
-    """The steps a part trains: ``mixture.steps`` (null: ``train.steps``); at least ``train.steps``
-    for the rows outside every cluster (``part["background"]``) and for the ``whole`` data found to
-    be one cluster (:func:`one_cluster`). A cluster's part among several, normalised, is an easy
-    unimodal problem; a flat law over the data's box is not (flat 5-D rows came out clumped from
-    1,000 steps), and the sole part is the whole data, which ``mixture.enabled=false`` would train
-    ``train.steps`` (a 10-D Gaussian's came out with one of its ten variances at 0.15 after 1,000
-    steps, and `gan diagnose` called it intra-mode collapse; CHANGELOG.md)."""
-    steps = params.mixture.steps or params.train.steps
-    return max(steps, params.train.steps) if whole or (part and part.get("background")) else steps
 
 
 def part_params(params: Params, count: int | None = None, part: dict[str, Any] | None = None, whole: bool = False) -> Params:

@@ -394,3 +394,15 @@ def one_cluster(info: dict[str, Any]) -> bool:
     part is the whole data. An image folder kept whole (partition ``auto``'s choice for images,
     method ``none``) is not: it trains ``mixture.steps``, the quick first run it was chosen for."""
     return len(info["parts"]) == 1 and info.get("method") != "none"
+
+
+def part_steps(params: Params, part: dict[str, Any] | None = None, whole: bool = False) -> int:
+    """The steps a part trains: ``mixture.steps`` (null: ``train.steps``); at least ``train.steps``
+    for the rows outside every cluster (``part["background"]``) and for the ``whole`` data found to
+    be one cluster (:func:`one_cluster`). A cluster's part among several, normalised, is an easy
+    unimodal problem; a flat law over the data's box is not (flat 5-D rows came out clumped from
+    1,000 steps), and the sole part is the whole data, which ``mixture.enabled=false`` would train
+    ``train.steps`` (a 10-D Gaussian's came out with one of its ten variances at 0.15 after 1,000
+    steps, and `gan diagnose` called it intra-mode collapse; CHANGELOG.md)."""
+    steps = params.mixture.steps or params.train.steps
+    return max(steps, params.train.steps) if whole or (part and part.get("background")) else steps

@@ -8,10 +8,10 @@ The generator's weights start as He et al. (2015) set them for its activation (n
 2 / fan_in), which keeps the latent's spread through every layer: the generated points start
 spread over every direction, at a variance of about 1 (around an offset of up to about 2: the
 ReLU features' mean). PyTorch's default (uniform, variance 1 / (3 fan_in)) shrinks the variance
-about sixfold per layer: the points started within
-0.05 of one spot, and the first steps grew them along one line. In 2-D that line bends into the
-data within a few hundred steps; a 10-D Gaussian part was still a line after 1,000 (nine of its
-ten variances 0.00, `gan diagnose`: intra-mode collapse). The discriminator keeps PyTorch's.
+about sixfold per layer: the points started within 0.05 of one spot, and the first steps grew
+them along one line. In 2-D that line bends into the data within a few hundred steps; a 10-D
+Gaussian part was still a line after 1,000 (nine of its ten variances 0.00, `gan diagnose`:
+intra-mode collapse). The discriminator keeps PyTorch's.
 """
 
 from __future__ import annotations

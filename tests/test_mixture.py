@@ -32,13 +32,16 @@ MIXTURE = [
 ]
 
 
+def run_stages(out, sets: list[str], stages=("prepare", "train", "sample")) -> Layout:
+    """``stages`` by the CLI into ``out``, each with ``-S`` ``sets``; their layout."""
+    for stage in stages:
+        assert main([stage, "--params", str(PARAMS), "--out", str(out), *[a for s in sets for a in ("-S", s)]]) == 0, stage
+    return Layout(out)
+
+
 @pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
 def cli_mixture(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mixture")
-    sets = [a for o in MIXTURE for a in ("-S", o)]
-    for stage in ("prepare", "train", "sample", "evaluate", "diagnose"):
-        assert main([stage, "--params", str(PARAMS), "--out", str(out), *sets]) == 0, stage
-    return Layout(out)
+    return run_stages(tmp_path_factory.mktemp("mixture"), MIXTURE, ("prepare", "train", "sample", "evaluate", "diagnose"))
 
 
 @pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
@@ -351,10 +354,7 @@ def test_the_rows_outside_every_cluster_are_a_part_that_trains_as_long_as_one_ga
         # collapsed at both of its 150 steps' checks and kept no best for sample.generator=best
         "model.options.init=torch",
     ]
-    out = tmp_path / "run"
-    for stage in ("prepare", "train", "sample"):
-        assert main([stage, "--params", str(PARAMS), "--out", str(out), *[a for s in sets for a in ("-S", s)]]) == 0, stage
-    layout = Layout(out)
+    layout = run_stages(tmp_path / "run", sets)
     parts = partition_info(layout)["parts"]
     flat = [p for p in parts if p.get("background")]
     assert len(parts) == 3 and len(flat) == 1 and flat[0]["description"].startswith("the rows outside every cluster")
@@ -397,20 +397,7 @@ def test_stray_rows_stay_in_their_clusters_parts(tmp_path, flat, n, pack):
     from gancore.mixture import partition_info
 
     sets = ["data.name=points", f"data.path={_flat_beside_two_clusters(tmp_path / 'points.npy', flat, n)}", f"model.pack={pack}"]
-    assert (
-        main(
-            [
-                "prepare",
-                "--params",
-                str(PARAMS),
-                "--out",
-                str(tmp_path / "run"),
-                *[a for s in [*sets, "tracking.enabled=false"] for a in ("-S", s)],
-            ]
-        )
-        == 0
-    )
-    layout = Layout(tmp_path / "run")
+    layout = run_stages(tmp_path / "run", [*sets, "tracking.enabled=false"], ("prepare",))
     parts = partition_info(layout)["parts"]
     assert len(parts) == 2 and not any(p.get("background") for p in parts)
     data = load_prepared(layout.prepared)
@@ -451,10 +438,7 @@ def test_the_sole_part_of_data_with_one_cluster_trains_as_one_gan(tmp_path):
         "sample.n=2000",
         "tracking.enabled=false",
     ]
-    out = tmp_path / "run"
-    for stage in ("prepare", "train", "sample"):
-        assert main([stage, "--params", str(PARAMS), "--out", str(out), *[a for s in sets for a in ("-S", s)]]) == 0, stage
-    layout = Layout(out)
+    layout = run_stages(tmp_path / "run", sets)
     params = load_params(PARAMS, sets)
     (part,) = partition_info(layout)["parts"]
     assert part_steps(params, part, whole=True) == 1000 and part_steps(params, part) == 50

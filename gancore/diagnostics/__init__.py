@@ -179,7 +179,8 @@ def without_refused_remedies(params: Params, decision: dict[str, Any]) -> dict[s
 
 def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> dict[str, Any]:
     """What the remedies' settings depend on (see :func:`gancore.diagnostics.remedies.plan`)."""
-    from gancore.partition import one_cluster
+    from gancore.config_checks import monitored_steps
+    from gancore.partition import one_cluster, part_steps
     from gancore.registry import architectures
 
     reg = architectures().get(params.model.arch)
@@ -189,19 +190,18 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
     # which its rows outside every cluster train, where they are a part: mixture.part_steps).
     manifest = read_json(layout.mixture) if layout.mixture.exists() else None
     listed = manifest["parts"] if manifest is not None else []
-    # (the sole part of data found to be one cluster trains train.steps, as one GAN would, or
-    # mixture.steps where longer: mixture.part_steps)
+    # (the sole part of data found to be one cluster trains at least train.steps, as one GAN would)
     whole = manifest is not None and one_cluster(manifest)
     parts = manifest is not None and params.mixture.steps is not None and not whole
     flat = parts and any(p.get("background") for p in listed)
-    steps = params.mixture.steps if parts else max(params.mixture.steps or t.steps, t.steps) if whole else t.steps
+    steps = params.mixture.steps if parts else part_steps(params, whole=True) if whole else t.steps
     return {
         "pack": params.model.pack,
         "batch_size": t.batch_size,
         "steps": steps,
         "steps_key": "mixture.steps" if parts else "train.steps",
         # what the configuration checks train.monitor_every against (it cannot know the partition)
-        "monitor_steps": params.mixture.steps if params.mixture.enabled and params.mixture.steps is not None else t.steps,
+        "monitor_steps": monitored_steps(params)[0],
         "flat_part_steps": t.steps if flat else None,
         "lr_g": t.lr_g,
         "lr_d": t.lr_d,
