@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,24 @@ VERDICT_SETTINGS = {"diagnose": ("confidence", "duplicate_fraction"), "data": ("
 # And where the monitor tests the rows outside every cluster (a points file's tested background):
 # the cells they are cut into. Elsewhere it reads nothing of it, so older checkpoints still resume.
 OUTSIDE_VERDICT_SETTINGS = ("ndb_bins",)
+_UNSET = object()
 
 
 def run_identity(
-    params: Params, prepared_data: str, model_options: dict[str, Any] | None = None, world_size: int = 1, outside_tested: bool = False
+    params: Params,
+    prepared_data: str,
+    model_options: dict[str, Any] | None = None,
+    world_size: int = 1,
+    outside_tested: bool = False,
+    legacy_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The parameters that define a run's results, by section, plus the prepared data's hash.
 
     ``model_options``: the architecture's options resolved over its defaults, so that a plugin
-    whose defaults changed since the checkpoint is a different run too. ``outside_tested``: the
-    monitor tests the rows outside every cluster (:func:`gancore.background.tested_background`).
+    whose defaults changed since the checkpoint is a different run too. ``legacy_options``: the
+    architecture's ``legacy`` (options added later, with the value that checkpoints written
+    before trained with), left out where they have that value. ``outside_tested``: the monitor
+    tests the rows outside every cluster (:func:`gancore.background.tested_background`).
     """
     dump = params.model_dump(mode="json")
     identity: dict[str, Any] = {"seed": dump["seed"]}
@@ -71,10 +80,8 @@ def run_identity(
         if "jitter" not in parse_policy(params.augment.policy):  # the noise's width, for a policy without noise
             identity["augment"].pop("jitter")
     if model_options is not None:
-        identity["model"]["options"] = json.loads(json.dumps(model_options, sort_keys=True))
-        if params.model.arch == "mlp" and model_options.get("init") == "torch":
-            # PyTorch's start, the mlp generator's before the option existed: those checkpoints resume
-            identity["model"]["options"].pop("init")
+        options = json.loads(json.dumps(model_options, sort_keys=True))
+        identity["model"]["options"] = {k: v for k, v in options.items() if (legacy_options or {}).get(k, _UNSET) != v}
     identity["prepared_data"] = prepared_data
     if world_size > 1:  # each rank trains on its share of every batch: another split, another run
         identity["world_size"] = world_size

@@ -55,7 +55,9 @@ class Architecture:
     these keys); when the plugin gives none they are read from ``build``'s signature, so an
     option's default is written once. ``shapes`` optionally lists the shapes the architecture
     supports, which ``gan plugins check`` builds at; when empty, a representative shape per kind
-    is used.
+    is used. ``legacy`` maps an option added after checkpoints were written to the value those
+    checkpoints trained with: a checkpoint without the option resumes where the option has that
+    value, and is another run under any other.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Architecture:
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     shapes: tuple[tuple[int, ...], ...] = ()
+    legacy: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -79,6 +82,12 @@ class Architecture:
         if not self.defaults:
             object.__setattr__(self, "defaults", options_of(self.build))
         object.__setattr__(self, "shapes", tuple(tuple(int(d) for d in s) for s in self.shapes))
+        unknown = sorted(set(self.legacy) - set(self.defaults)) if isinstance(self.legacy, dict) else None
+        if unknown is None or unknown:
+            raise ValueError(
+                f"Architecture {self.name!r}: legacy must be a dict of its options ({', '.join(sorted(self.defaults)) or 'none'}), "
+                f"got {self.legacy!r}"
+            )
 
     def supports(self, shape: tuple[int, ...]) -> bool:
         kind = "vector" if len(shape) == 1 else "image"

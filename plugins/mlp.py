@@ -108,5 +108,7 @@ def gancore_architectures():
             kinds={"vector", "image"},
             build=build,
             description="fully connected GAN (Goodfellow 2014): linear output for vectors, tanh for images",
+            # PyTorch's start, the generator's before the init option existed: those checkpoints resume under it
+            legacy={"init": "torch"},
         )
     ]

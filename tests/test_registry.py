@@ -139,6 +139,8 @@ def test_builtins_come_from_this_project_distribution():
         ({"build": "not callable"}, "build must be callable"),
         ({"name": "two words"}, "identifier-like"),
         ({"defaults": [("hidden", 8)]}, "defaults must be a dict"),
+        ({"legacy": {"width": 1}}, "legacy must be a dict of its options \\(hidden, scale\\), got \\{'width': 1\\}"),
+        ({"legacy": [("hidden", 8)]}, "legacy must be a dict of its options"),
     ],
 )
 def test_architecture_validation(kwargs, message):

@@ -174,7 +174,14 @@ def _train(
     data = load_prepared(layout.prepared)
     shape = _check_data(params, layout, data)
     arch, options = resolve_architecture(params.model.arch, params.model.options)
-    identity = run_identity(params, file_digest(layout.prepared_data), options, world_size=world.size, outside_tested=_outside_tested(data))
+    identity = run_identity(
+        params,
+        file_digest(layout.prepared_data),
+        options,
+        world_size=world.size,
+        outside_tested=_outside_tested(data),
+        legacy_options=arch.legacy,
+    )
     digest = identity_digest(identity)
 
     ckpt = layout.checkpoint

@@ -96,10 +96,12 @@ def test_checkpoints_from_before_the_init_option_resume_with_init_torch():
     from gancore.config import validate
 
     params = validate({"device": "cpu", "model": {"arch": "mlp"}})
-    defaults = architectures()["mlp"].architecture.defaults
-    before = run_identity(params, "hash", {k: v for k, v in defaults.items() if k != "init"})
-    assert run_identity(params, "hash", {**defaults, "init": "torch"}) == before
-    message = describe_mismatch(before, run_identity(params, "hash", {**defaults, "init": "he"}))
+    arch = architectures()["mlp"].architecture
+    defaults, legacy = arch.defaults, arch.legacy
+    assert legacy == {"init": "torch"}
+    before = run_identity(params, "hash", {k: v for k, v in defaults.items() if k != "init"}, legacy_options=legacy)
+    assert run_identity(params, "hash", {**defaults, "init": "torch"}, legacy_options=legacy) == before
+    message = describe_mismatch(before, run_identity(params, "hash", {**defaults, "init": "he"}, legacy_options=legacy))
     assert message == "model (model.options.init: '(absent)' in the checkpoint, 'he' now)"
 
 

@@ -218,6 +218,22 @@ def test_foreign_checkpoint_is_refused_and_restart_starts_over(tmp_path):
     assert [r["step"] for r in trainlog.read(layout.train_log)] == [2, 4]
 
 
+def test_a_checkpoint_from_before_an_option_existed_resumes_under_its_legacy_value(tmp_path):
+    """mlp's ``legacy`` {"init": "torch"}: under init=torch a run's identity leaves the option out,
+    as the release before it wrote it, so such a checkpoint continues; under He's start it is
+    another run, named."""
+    layout = make_layout(tmp_path)
+    options = {"hidden": 16, "depth": 2, "batch_norm": True}
+    training.train(make_params(steps=4, checkpoint_every=2, model={"options": {**options, "init": "torch"}}), layout)
+    written = load_checkpoint(layout.checkpoint)["identity"]["model"]["options"]
+    assert "init" not in written and written["hidden"] == 16
+
+    with pytest.raises(TrainingError, match=r"model \(model.options.init: '\(absent\)' in the checkpoint, 'he' now\)"):
+        training.train(make_params(steps=6, model={"options": options}), layout)
+    resumed = training.train(make_params(steps=6, model={"options": {**options, "init": "torch"}}), layout)
+    assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
+
+
 def test_changed_prepared_data_is_refused(tmp_path):
     layout = make_layout(tmp_path)
     training.train(make_params(steps=2), layout)
