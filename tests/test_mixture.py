@@ -447,6 +447,7 @@ def test_the_sole_part_of_data_with_one_cluster_trains_as_one_gan(tmp_path):
     # "train longer" lengthens train.steps, which the sole part trains
     context = remedy_context(params, {}, layout)
     assert (context["steps_key"], context["steps"]) == ("train.steps", 1000)
+    assert context["one_cluster"] and context["mixture_parts"] == 1  # splitting by clusters is no remedy
     # the samples spread over every direction of the (standardised) data: a generator's variances,
     # each a few percent off from 2,000 samples, against the data's 1.0
     x = torch.load(layout.samples_file)["x"].double()
@@ -474,3 +475,12 @@ def test_an_image_folder_kept_whole_trains_mixture_steps(tmp_path):
     assert plan_text(params, layout).startswith(
         "plan: one GAN (the whole data set: images are not split under partition auto) x 1000 steps, "
     )
+    # and the remedy for its collapse splits it by clusters, which data found to be one cluster are not offered
+    from gancore.diagnostics import remedy_context
+    from gancore.diagnostics.remedies import plan
+
+    layout.models.mkdir()
+    write_json(layout.mixture, {"method": "none", "parts": [part]})  # the trained mixture's manifest
+    context = remedy_context(params, {}, layout)
+    assert not context["one_cluster"] and context["mixture_parts"] == 1
+    assert plan(["partial_collapse"], "non_saturating", None, context)[0].sets == ("mixture.partition=kmeans",)
