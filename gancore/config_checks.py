@@ -148,7 +148,7 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
     if m.parts != "auto" and int(m.parts) > m.max_parts:
         problems.append(("mixture.parts", f"{m.parts} is more than mixture.max_parts={m.max_parts}; raise max_parts or use fewer parts"))
     if check_plugins:
-        from gancore.registry import architectures, resolve_options
+        from gancore.registry import architectures, refused_options, resolve_options
 
         archs = architectures()
         reg = archs.get(params.model.arch)
@@ -163,7 +163,12 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                     ("model.arch", f"{arch.name} does not support data shape {params.data_shape} of {d.name}; it supports: {supported}")
                 )
             try:
-                resolve_options(arch, params.model.options)
+                resolved = resolve_options(arch, params.model.options)
             except ValueError as exc:
                 problems.append(("model.options", str(exc)))
+            else:
+                # values the plugin refuses (init: foo) are refused here, not after prepare ran
+                if 0 not in params.data_shape and arch.supports(params.data_shape):
+                    if refused := refused_options(arch, params.data_shape, params.model.latent_dim, resolved):
+                        problems.append(("model.options", refused))
     return problems

@@ -107,7 +107,9 @@ def build_pair(
         generator, discriminator = arch.build(tuple(shape), int(latent_dim), **resolved)
     except (ValueError, TypeError) as exc:
         # A plugin refuses options it cannot build (a width below 1, an unknown activation).
-        raise ParamsError([("model.options", f"architecture {arch_name!r} cannot build {dict(options)}: {exc}")]) from None
+        from gancore.registry import cannot_build
+
+        raise ParamsError([("model.options", cannot_build(arch_name, resolved, exc))]) from None
     if pack > 1:
         try:
             _, discriminator = arch.build(packed_shape(tuple(shape), pack), int(latent_dim), **resolved)

@@ -224,6 +224,27 @@ def resolve_options(arch: Architecture, options: dict[str, Any]) -> dict[str, An
     return {**arch.defaults, **options}
 
 
+def refused_options(arch: Architecture, shape: tuple[int, ...], latent_dim: int, resolved: dict[str, Any]) -> str | None:
+    """Why ``arch`` refuses to build ``resolved`` options (its ValueError or TypeError: a width
+    below 1, an unknown activation), or None; any other failure is left to the real build, which
+    reports it. The networks are built on the CPU and dropped, the global random state restored
+    (PyTorch's meta device took 0.8 s for resnet_sn and 2 s for a first build, against 0.1 s)."""
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            arch.build(tuple(shape), int(latent_dim), **resolved)
+    except (ValueError, TypeError) as exc:
+        return cannot_build(arch.name, resolved, exc)
+    except Exception:
+        return None
+    return None
+
+
+def cannot_build(name: str, resolved: dict[str, Any], exc: Exception) -> str:
+    return f"architecture {name!r} cannot build {dict(resolved)}: {exc}"
+
+
 def _option_type_problem(name: str, value: Any, default: Any) -> str | None:
     """Why ``value`` cannot stand where ``default`` stands, or None: an option takes its default's
     type (a float one takes an int too; a default of None takes anything). Python would take

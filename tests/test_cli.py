@@ -27,6 +27,8 @@ def _files(root: Path) -> list[Path]:
         (["train.steps=-5"], "train.steps"),
         (["train.stepz=5"], "train.stepz"),
         (["train.batch_size=big"], "train.batch_size"),
+        # a value the plugin refuses when it builds, refused before prepare runs
+        (["model.options.init=foo"], "init='foo'; allowed: he, torch"),
     ],
 )
 @pytest.mark.parametrize("stage", ["prepare", "train"])

@@ -117,6 +117,29 @@ def test_architecture_must_support_the_data_shape():
     assert "does not support data shape (2,)" in found["model.arch"]
 
 
+@pytest.mark.parametrize(
+    "model, refused",
+    [
+        ({"arch": "mlp", "options": {"init": "foo"}}, "mlp option init='foo'; allowed: he, torch"),
+        ({"arch": "mlp", "options": {"hidden": 0}}, "mlp needs hidden >= 1 and depth >= 1; got hidden=0"),
+        ({"arch": "dcgan", "options": {"width": 0}}, "dcgan option width must be >= 1; got 0"),
+    ],
+)
+def test_option_values_the_plugin_refuses_are_refused_at_validation(model, refused):
+    """The plugin's own refusal, found by building its networks at the data's shape, with the
+    global random state left as it was (training seeds it, but a caller may not)."""
+    import torch
+
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    data = {"name": "mnist"} if model["arch"] == "dcgan" else {}
+    found, _ = problems({"model": model, "data": data})
+    assert refused in found["model.options"] and f"architecture {model['arch']!r} cannot build" in found["model.options"]
+    assert torch.equal(torch.rand(2), expected)
+    assert validate({"model": {**model, "options": {}}, "data": data}).model.options == {}
+
+
 def test_unknown_architecture_option_names_allowed_options():
     found, _ = problems({"model": {"arch": "mlp", "options": {"wdith": 3}}})
     assert "wdith" in found["model.options"] and "allowed:" in found["model.options"]
