@@ -168,7 +168,7 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                 problems.append(("model.options", str(exc)))
             else:
                 # values the plugin refuses (init: foo) are refused here, not after prepare ran
-                if 0 not in params.data_shape and arch.supports(params.data_shape):
-                    if refused := refused_options(arch, params.data_shape, params.model.latent_dim, resolved):
-                        problems.append(("model.options", refused))
+                buildable = 0 not in params.data_shape and arch.supports(params.data_shape)
+                if buildable and (refused := refused_options(arch, params.data_shape, params.model.latent_dim, resolved)):
+                    problems.append(("model.options", refused))
     return problems
