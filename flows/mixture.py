@@ -103,7 +103,7 @@ def gan_mixture(
     recorder: Recorder = tracking.OwnedRunRecorder(mlrun.run_id, str(root)) if mlrun else NULL_RECORDER
     try:
         prepared = prepared_data(params, layout, root, recorder)
-        parts = partition_info(layout)["parts"]
+        parts = partition_info(layout, params)["parts"]
         check_part_sizes(params, parts)
         progress.say(plan_text(params, layout) + f", parts in parallel on {runner} ({min(workers, len(parts))} at once)")
         context = member_context(str(params_path))

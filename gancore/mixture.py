@@ -33,11 +33,32 @@ from gancore.partition import back_matrix, one_cluster, part_steps, to_data
 from gancore.training.monitor import PREFIX
 
 
-def partition_info(layout: Layout) -> dict[str, Any]:
+def partition_info(layout: Layout, params: Params | None = None) -> dict[str, Any]:
+    """The prepared partition; with ``params``, refused where it was made under other settings
+    (``gan train -S mixture.parts=4`` trained prepare's 8 parts, and said they were BIC's)."""
     path = layout.prepared / MIXTURE_FILE
     if not path.exists():
         raise DataError(f"{path} is missing: mixture.enabled needs `gan prepare` run with mixture.enabled=true")
-    return read_json(path)
+    info = read_json(path)
+    if params is not None and (differ := _other_settings(params, info)):
+        raise DataError(f"{path} was made under other settings ({differ}): run `gan prepare` with these parameters")
+    return info
+
+
+def _other_settings(params: Params, info: dict[str, Any]) -> str | None:
+    """The partition settings that would make another partition than ``info``'s, or None (also for
+    a partition prepared before they were recorded). Settings with the same effect pass: partition
+    auto is kmeans for vectors, and max_parts matters to parts: auto alone."""
+    saved = info.get("settings")
+    if not saved:
+        return None
+    m = params.mixture
+    method = m.partition if m.partition != "auto" else "kmeans" if params.data_kind == "vector" or m.parts != "auto" else "none"
+    same_count = method != "kmeans" or (saved.get("parts") == m.parts and (m.parts != "auto" or saved.get("max_parts") == m.max_parts))
+    if method == info.get("method") and same_count:
+        return None
+    now = {"partition": m.partition, "parts": m.parts, "max_parts": m.max_parts}
+    return "; ".join(f"mixture.{k}: {saved.get(k)!r} then, {v!r} now" for k, v in now.items() if saved.get(k) != v)
 
 
 def part_params(params: Params, count: int | None = None, part: dict[str, Any] | None = None, whole: bool = False) -> Params:
@@ -82,7 +103,7 @@ def train_part(params: Params, layout: Layout, index: int, restart: bool = False
     estimate printed early in training covers the rest of the mixture (sequential training)."""
     from gancore.training import train
 
-    info = partition_info(layout)
+    info = partition_info(layout, params)
     part = info["parts"][index]
     check_part_sizes(params, [part])
     own = part_params(params, part["count"], part, one_cluster(info))
@@ -104,7 +125,7 @@ def plan_text(params: Params, layout: Layout) -> str:
     device = resolve_device(params.device)
     batch = f"batch {params.train.batch_size}" + (f" x pack {params.model.pack}" if params.model.pack > 1 else "")
     if params.mixture.enabled and layout.prepared.joinpath(MIXTURE_FILE).is_file():
-        info = partition_info(layout)
+        info = partition_info(layout, params)
         how = {"labels": "one per class", "none": "the whole data set: images are not split under partition auto"}.get(
             info["method"], "clusters, count chosen by BIC" if info.get("chosen_by") == "bic" else "clusters"
         )
@@ -239,7 +260,7 @@ def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
     """The train stage of a mixture: every part in turn (each resumable on its own), then the manifest."""
-    info = partition_info(layout)
+    info = partition_info(layout, params)
     check_part_sizes(params, info["parts"])
     steps = [part_steps(params, p, one_cluster(info)) for p in info["parts"]]
     summaries = [train_part(params, layout, p["index"], restart, later_steps=sum(steps[i + 1 :])) for i, p in enumerate(info["parts"])]

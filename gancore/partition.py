@@ -258,7 +258,8 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
                 **({"background": True} if descriptions[i] == FLAT_PART else {}),
             }
         )
-    info = {"method": method, **record, "parts": parts}
+    settings = {"partition": params.mixture.partition, "parts": params.mixture.parts, "max_parts": params.mixture.max_parts}
+    info = {"method": method, "settings": settings, **record, "parts": parts}
     write_json(layout.prepared / MIXTURE_FILE, info)
     if record.get("selection"):
         from gancore.pictures import plot_selection

@@ -69,6 +69,33 @@ def test_the_data_s_eight_clusters_are_found_and_each_part_trains_normalised(cli
         assert json.loads(part.prepared_meta.read_text())["own_test"] is True  # held-out points of its own
 
 
+@pytest.mark.xdist_group("mixture-cli")
+def test_a_partition_made_under_other_settings_is_refused_before_training(cli_mixture):
+    """``gan train -S mixture.parts=4`` on data prepared with parts: auto trained the 8 prepared
+    parts and called them BIC's; settings with the same effect (partition kmeans for vectors)
+    pass, and so does one GAN on the whole data."""
+    from gancore.config import load_params
+    from gancore.errors import DataError
+    from gancore.mixture import partition_info, plan_text
+
+    info = partition_info(cli_mixture)
+    assert info["settings"] == {"partition": "auto", "parts": "auto", "max_parts": 50}
+    for sets, differ in (
+        (["mixture.parts=4"], "mixture.parts: 'auto' then, 4 now"),
+        (["mixture.max_parts=10"], "mixture.max_parts: 50 then, 10 now"),
+        (
+            ["mixture.partition=kmeans", "mixture.parts=3"],
+            "mixture.partition: 'auto' then, 'kmeans' now; mixture.parts: 'auto' then, 3 now",
+        ),
+    ):
+        params = load_params(PARAMS, MIXTURE + sets)
+        with pytest.raises(DataError, match=f"mixture.json was made under other settings \\({differ}\\): run `gan prepare`"):
+            plan_text(params, cli_mixture)
+    same = load_params(PARAMS, MIXTURE + ["mixture.partition=kmeans", "mixture.steps=7"])
+    assert partition_info(cli_mixture, same) == info and " x 7 steps each" in plan_text(same, cli_mixture)
+    assert plan_text(load_params(PARAMS, MIXTURE + ["mixture.enabled=false", "mixture.parts=4"]), cli_mixture).startswith("plan: one GAN")
+
+
 @pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
 def test_samples_follow_the_part_sizes_and_every_mode_is_reached(cli_mixture):
     layout = cli_mixture
