@@ -157,6 +157,8 @@ def _plugins(args: argparse.Namespace) -> int:
                 print(f"    shapes: {', '.join(str(s) for s in arch.shapes)}")
             opts = ", ".join(f"{k}={v!r}" for k, v in arch.defaults.items()) or "(none)"
             print(f"    options: {opts}")
+            if arch.legacy:  # what a checkpoint from before these options existed resumes under
+                print(f"    checkpoints from before an option resume under: {', '.join(f'{k}={v!r}' for k, v in arch.legacy.items())}")
         return 0
     from gancore.conformance import check_architecture
 

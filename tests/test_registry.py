@@ -208,6 +208,7 @@ def test_plugins_list_shows_builtins_with_source_and_options(capsys):
     assert "options: width=128" in out
     assert "options: hidden=128, depth=3, g_activation='relu', d_activation='leaky_relu', batch_norm=False, spectral_norm=False" in out
     assert "shapes: (1, 28, 28), (3, 28, 28), (1, 32, 32), (3, 32, 32), (1, 64, 64), (3, 64, 64)" in out
+    assert out.count("checkpoints from before an option resume under:") == 1 and "resume under: init='torch'" in out
 
 
 @pytest.mark.parametrize("name", BUILTINS)
