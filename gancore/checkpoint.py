@@ -80,8 +80,8 @@ def run_identity(
         if "jitter" not in parse_policy(params.augment.policy):  # the noise's width, for a policy without noise
             identity["augment"].pop("jitter")
     if model_options is not None:
-        options = json.loads(json.dumps(model_options, sort_keys=True))
-        identity["model"]["options"] = {k: v for k, v in options.items() if (legacy_options or {}).get(k, _UNSET) != v}
+        options, legacy = (json.loads(json.dumps(d, sort_keys=True)) for d in (model_options, legacy_options or {}))
+        identity["model"]["options"] = {k: v for k, v in options.items() if legacy.get(k, _UNSET) != v}
     identity["prepared_data"] = prepared_data
     if world_size > 1:  # each rank trains on its share of every batch: another split, another run
         identity["world_size"] = world_size

@@ -58,7 +58,8 @@ def _other_settings(params: Params, info: dict[str, Any]) -> str | None:
     if method == info.get("method") and same_count:
         return None
     now = {"partition": m.partition, "parts": m.parts, "max_parts": m.max_parts}
-    return "; ".join(f"mixture.{k}: {saved.get(k)!r} then, {v!r} now" for k, v in now.items() if saved.get(k) != v)
+    # no setting differs where the data do (another kind): training's data check names that
+    return "; ".join(f"mixture.{k}: {saved.get(k)!r} then, {v!r} now" for k, v in now.items() if saved.get(k) != v) or None
 
 
 def part_params(params: Params, count: int | None = None, part: dict[str, Any] | None = None, whole: bool = False) -> Params:

@@ -15,6 +15,7 @@ attributed to it, and a plugin that raises or returns something that is not a va
 from __future__ import annotations
 
 import inspect
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,7 +58,10 @@ class Architecture:
     supports, which ``gan plugins check`` builds at; when empty, a representative shape per kind
     is used. ``legacy`` maps an option added after checkpoints were written to the value those
     checkpoints trained with: a checkpoint without the option resumes where the option has that
-    value, and is another run under any other.
+    value, and is another run under any other (declare it in the release that adds the option:
+    checkpoints that recorded the option are another run under it). ``build`` raises ValueError
+    or TypeError for option values it refuses, and nothing else: it runs on the CPU of whatever
+    machine validates the parameters, which reports such an error as the options' (exit 2).
     """
 
     name: str
@@ -227,18 +231,25 @@ def resolve_options(arch: Architecture, options: dict[str, Any]) -> dict[str, An
 def refused_options(arch: Architecture, shape: tuple[int, ...], latent_dim: int, resolved: dict[str, Any]) -> str | None:
     """Why ``arch`` refuses to build ``resolved`` options (its ValueError or TypeError: a width
     below 1, an unknown activation), or None; any other failure is left to the real build, which
-    reports it. The networks are built on the CPU and dropped, the global random state restored
-    (PyTorch's meta device took 0.8 s for resnet_sn and 2 s for a first build, against 0.1 s)."""
+    reports it. The networks are built on the CPU and dropped, torch's global random state
+    restored (PyTorch's meta device took 0.8 s for resnet_sn and 2 s for a first build, against
+    0.1 s), once per process for the same question (a flow validates each of its members)."""
     import torch
 
-    try:
-        with torch.random.fork_rng(devices=[]):
-            arch.build(tuple(shape), int(latent_dim), **resolved)
-    except (ValueError, TypeError) as exc:
-        return cannot_build(arch.name, resolved, exc)
-    except Exception:
-        return None
-    return None
+    key = (arch.name, arch.build, tuple(shape), int(latent_dim), json.dumps(resolved, sort_keys=True, default=repr))
+    if key not in _REFUSED:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                arch.build(tuple(shape), int(latent_dim), **resolved)
+            _REFUSED[key] = None
+        except (ValueError, TypeError) as exc:
+            _REFUSED[key] = cannot_build(arch.name, resolved, exc)
+        except Exception:
+            _REFUSED[key] = None
+    return _REFUSED[key]
+
+
+_REFUSED: dict[tuple[Any, ...], str | None] = {}
 
 
 def cannot_build(name: str, resolved: dict[str, Any], exc: Exception) -> str:

@@ -126,18 +126,22 @@ def test_architecture_must_support_the_data_shape():
     ],
 )
 def test_option_values_the_plugin_refuses_are_refused_at_validation(model, refused):
-    """The plugin's own refusal, found by building its networks at the data's shape, with the
-    global random state left as it was (training seeds it, but a caller may not)."""
+    """The plugin's own refusal, found by building its networks at the data's shape; a valid
+    build leaves the global random state as it was (training seeds it, but a caller may not)."""
     import torch
 
-    torch.manual_seed(5)
-    expected = torch.rand(2)
-    torch.manual_seed(5)
     data = {"name": "mnist"} if model["arch"] == "dcgan" else {}
     found, _ = problems({"model": model, "data": data})
     assert refused in found["model.options"] and f"architecture {model['arch']!r} cannot build" in found["model.options"]
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    from gancore import registry
+
+    registry._REFUSED.clear()  # so that it builds, whatever this process validated before
+    valid = {"hidden": 24} if model["arch"] == "mlp" else {"width": 24}
+    assert validate({"model": {**model, "options": valid}, "data": data}).model.options == valid
     assert torch.equal(torch.rand(2), expected)
-    assert validate({"model": {**model, "options": {}}, "data": data}).model.options == {}
 
 
 def test_unknown_architecture_option_names_allowed_options():

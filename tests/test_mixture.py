@@ -450,6 +450,7 @@ def test_the_sole_part_of_data_with_one_cluster_trains_as_one_gan(tmp_path):
     from gancore import trainlog
     from gancore.config import load_params
     from gancore.diagnostics import remedy_context
+    from gancore.diagnostics.remedies import plan
     from gancore.mixture import part_steps, partition_info, plan_text
 
     rng = np.random.default_rng(0)
@@ -474,7 +475,8 @@ def test_the_sole_part_of_data_with_one_cluster_trains_as_one_gan(tmp_path):
     # "train longer" lengthens train.steps, which the sole part trains
     context = remedy_context(params, {}, layout)
     assert (context["steps_key"], context["steps"]) == ("train.steps", 1000)
-    assert context["one_cluster"] and context["mixture_parts"] == 1  # splitting by clusters is no remedy
+    assert context["partition_method"] == "kmeans" and context["mixture_parts"] == 1  # splitting by clusters is no remedy
+    assert "mixture" not in [r.name for r in plan(["intra_mode_collapse"], "non_saturating", None, context)]
     # the samples spread over every direction of the (standardised) data: a generator's variances,
     # each a few percent off from 2,000 samples, against the data's 1.0
     x = torch.load(layout.samples_file)["x"].double()
@@ -487,7 +489,8 @@ def test_an_image_folder_kept_whole_trains_mixture_steps(tmp_path):
     run of an image folder (mixture.steps), not data found to be one cluster (train.steps)."""
     from gancore.config import load_params
     from gancore.io import write_json
-    from gancore.mixture import part_steps, plan_text
+    from gancore.errors import DataError
+    from gancore.mixture import part_steps, partition_info, plan_text
     from gancore.partition import one_cluster
 
     part = {"index": 0, "count": 3000, "description": "the whole data set"}
@@ -496,12 +499,19 @@ def test_an_image_folder_kept_whole_trains_mixture_steps(tmp_path):
     assert not one_cluster({"method": "kmeans", "parts": [part, {**part, "index": 1}]})
     layout = Layout(tmp_path)
     layout.prepared.mkdir(parents=True)
-    write_json(layout.prepared / "mixture.json", {"method": "none", "parts": [part]})
+    settings = {"partition": "auto", "parts": "auto", "max_parts": 50}
+    write_json(layout.prepared / "mixture.json", {"method": "none", "settings": settings, "parts": [part]})
     params = load_params(PARAMS, ["device=cpu"])
     assert part_steps(params) == params.mixture.steps == 1000 and params.train.steps == 5000
+    # (these parameters' ring8 is no image folder: no setting differs, and training's data check says so)
     assert plan_text(params, layout).startswith(
         "plan: one GAN (the whole data set: images are not split under partition auto) x 1000 steps, "
     )
+    # images kept whole: max_parts does not matter to them, a part count does (k-means splits them)
+    images = ["device=cpu", "data.name=mnist", "model.arch=dcgan"]
+    assert partition_info(layout, load_params(PARAMS, [*images, "mixture.max_parts=10"]))["method"] == "none"
+    with pytest.raises(DataError, match="other settings \\(mixture.parts: 'auto' then, 4 now\\)"):
+        partition_info(layout, load_params(PARAMS, [*images, "mixture.parts=4"]))
     # and the remedy for its collapse splits it by clusters, which data found to be one cluster are not offered
     from gancore.diagnostics import remedy_context
     from gancore.diagnostics.remedies import plan
@@ -509,5 +519,5 @@ def test_an_image_folder_kept_whole_trains_mixture_steps(tmp_path):
     layout.models.mkdir()
     write_json(layout.mixture, {"method": "none", "parts": [part]})  # the trained mixture's manifest
     context = remedy_context(params, {}, layout)
-    assert not context["one_cluster"] and context["mixture_parts"] == 1
+    assert context["partition_method"] == "none" and context["mixture_parts"] == 1
     assert plan(["partial_collapse"], "non_saturating", None, context)[0].sets == ("mixture.partition=kmeans",)

@@ -209,7 +209,7 @@ def remedy_context(params: Params, figures: dict[str, Any], layout: Layout) -> d
         "monitor_every": t.monitor_every,
         "mixture": manifest is not None,
         "mixture_parts": len(listed) if manifest is not None else None,
-        "one_cluster": whole,
+        "partition_method": manifest.get("method") if manifest is not None else None,
         "modes_total": figures.get("modes_total"),
         "kind": params.data_kind,
         "augment_policy": params.augment.policy,

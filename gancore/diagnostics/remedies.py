@@ -234,8 +234,8 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
     if name in ("complete_collapse", "partial_collapse", "intra_mode_collapse"):
         if not context.get("mixture"):
             out.append(Remedy("mixture", SEPARATE, _mixture_sets(context)))
-        elif context.get("mixture_parts") == 1 and not context.get("one_cluster"):
-            # unlabelled images kept whole: split them (data found to be one cluster would be found so again)
+        elif context.get("mixture_parts") == 1 and context.get("partition_method") != "kmeans":
+            # images kept whole (or one class): split them; data k-means found one cluster would be found so again
             out.append(Remedy("mixture", SEPARATE, ("mixture.partition=kmeans",)))
         out += [_packing(m) for m in (2, 4) if pack < m]
         out += _more_data(context, for_collapse=True, loss=loss)

@@ -64,7 +64,7 @@ def test_a_one_part_mixture_of_images_is_split_by_clusters():
     out = plan(["partial_collapse"], "non_saturating", None, {**SINGLE, "mixture": True, "mixture_parts": 1})
     assert out[0].name == "mixture" and out[0].sets == ("mixture.partition=kmeans",)
     # Data found to be one cluster would be found so again: splitting them by clusters changes nothing.
-    found_one = {**SINGLE, "mixture": True, "mixture_parts": 1, "one_cluster": True}
+    found_one = {**SINGLE, "mixture": True, "mixture_parts": 1, "partition_method": "kmeans"}
     assert "mixture" not in [r.name for r in plan(["intra_mode_collapse"], "non_saturating", None, found_one)]
     # A run that is already a mixture of several parts gets no mixture remedy.
     assert "mixture" not in [
