@@ -488,8 +488,8 @@ def test_an_image_folder_kept_whole_trains_mixture_steps(tmp_path):
     """Images are not split under partition auto (method none): that one part is the quick first
     run of an image folder (mixture.steps), not data found to be one cluster (train.steps)."""
     from gancore.config import load_params
-    from gancore.io import write_json
     from gancore.errors import DataError
+    from gancore.io import write_json
     from gancore.mixture import part_steps, partition_info, plan_text
     from gancore.partition import one_cluster
 
