@@ -96,6 +96,22 @@ def test_a_partition_made_under_other_settings_is_refused_before_training(cli_mi
     assert plan_text(load_params(PARAMS, MIXTURE + ["mixture.enabled=false", "mixture.parts=4"]), cli_mixture).startswith("plan: one GAN")
 
 
+def test_gan_train_refuses_a_partition_made_under_other_settings_and_trains_nothing(tmp_path, capsys):
+    """The refusal as a user meets it: ``gan train`` after ``gan prepare`` with another part count
+    exits 1 with the settings named, before any part trains; prepare with them, and it trains."""
+    sets = ["data.n_train=400", "data.n_test=200", "mixture.steps=2", "train.batch_size=32", "tracking.enabled=false"]
+    layout = run_stages(tmp_path, sets, ("prepare",))
+    capsys.readouterr()
+    assert (
+        main(["train", "--params", str(PARAMS), "--out", str(tmp_path), *[a for s in [*sets, "mixture.parts=3"] for a in ("-S", s)]]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "mixture.json was made under other settings (mixture.parts: 'auto' then, 3 now): run `gan prepare`" in err
+    assert not layout.models.exists() and not layout.part(0).generator.exists()
+    run_stages(tmp_path, [*sets, "mixture.parts=3"], ("prepare", "train"))
+    assert json.loads(layout.mixture.read_text())["parts"][2]["index"] == 2 and not layout.part(3).generator.exists()
+
+
 @pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker
 def test_samples_follow_the_part_sizes_and_every_mode_is_reached(cli_mixture):
     layout = cli_mixture
