@@ -86,6 +86,8 @@ def prepare_key(params: Params) -> dict[str, Any]:
         "data": params.data.model_dump(mode="json"),
         "source": source_fingerprint(params.data.path),
         "mixture": params.mixture.model_dump(mode="json"),
+        # clusters too small for a batch of two packed examples are folded into their nearest part
+        "pack": params.model.pack,
         "code": code_version(),
     }
 

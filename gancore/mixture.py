@@ -48,18 +48,28 @@ def partition_info(layout: Layout, params: Params | None = None) -> dict[str, An
 def _other_settings(params: Params, info: dict[str, Any]) -> str | None:
     """The partition settings that would make another partition than ``info``'s, or None (also for
     a partition prepared before they were recorded). Settings with the same effect pass: partition
-    auto is kmeans for vectors, and max_parts matters to parts: auto alone."""
+    auto is kmeans for vectors, max_parts matters to parts: auto alone, and model.pack only where
+    it folds a cluster the other does not (clusters below a batch of two packed examples join
+    their nearest part: :func:`gancore.partition.cluster_partition`)."""
     saved = info.get("settings")
     if not saved:
         return None
     m = params.mixture
     method = m.partition if m.partition != "auto" else "kmeans" if params.data_kind == "vector" or m.parts != "auto" else "none"
     same_count = method != "kmeans" or (saved.get("parts") == m.parts and (m.parts != "auto" or saved.get("max_parts") == m.max_parts))
-    if method == info.get("method") and same_count:
-        return None
     now = {"partition": m.partition, "parts": m.parts, "max_parts": m.max_parts}
     # no setting differs where the data do (another kind): training's data check names that
-    return "; ".join(f"mixture.{k}: {saved.get(k)!r} then, {v!r} now" for k, v in now.items() if saved.get(k) != v) or None
+    differ = (
+        []
+        if method == info.get("method") and same_count
+        else [f"mixture.{k}: {saved.get(k)!r} then, {v!r} now" for k, v in now.items() if saved.get(k) != v]
+    )
+    then, pack = saved.get("pack"), params.model.pack
+    if then is not None and then != pack:
+        low, high = sorted((2 * then, 2 * pack))
+        if folded := [c for c in info.get("sizes") or () if low <= c < high]:
+            differ.append(f"model.pack: {then} then, {pack} now, which folds clusters of {', '.join(map(str, folded))} rows otherwise")
+    return "; ".join(differ) or None
 
 
 def part_params(params: Params, count: int | None = None, part: dict[str, Any] | None = None, whole: bool = False) -> Params:

@@ -133,10 +133,12 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
     train, test, space = cluster_space(data, params.seed)
     k, selection, chosen = choose_parts(params, data, train)
     background: tuple[torch.Tensor, torch.Tensor] | None = None
+    outside: int | None = None
     if modes.get("estimated") and params.mixture.parts == "auto" and data.train_labels is not None and data.test_labels is not None:
         train_labels, test_labels = data.train_labels, data.test_labels
         background = outside_masks(data)
-        if background is not None and int(background[0].sum()) < 2 * params.model.pack:
+        outside = None if background is None else int(background[0].sum())
+        if outside is not None and outside < 2 * params.model.pack:
             background = None  # too few for a batch of two: folded into one cluster's part, they stay in their clusters'
         if background is not None:
             train_labels, test_labels = (
@@ -154,6 +156,8 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
             f"probable everywhere they reach): {won} parts train",
             stacklevel=2,
         )
+    # what another model.pack would fold otherwise (mixture.partition_info checks it)
+    sizes = sorted([int(c) for c in torch.bincount(train_labels) if c > 0] + ([outside] if outside and background is None else []))
     train_labels, test_labels = _fold_small_clusters(train, test, train_labels, test_labels, 2 * params.model.pack)
     kept = [int(c) for c in torch.unique(train_labels)]
     remap = torch.full((k,), -1, dtype=torch.long)
@@ -168,7 +172,7 @@ def cluster_partition(data: PreparedData, params: Params) -> tuple[torch.Tensor,
         descriptions.append(
             f"cluster {i}" + (f" around {[round(v, 4) for v in centre[:4]]}" + ("..." if len(centre) > 4 else "") if centre else "")
         )
-    record = {"space": space, "chosen_by": "bic" if selection else "mixture.parts", "selection": selection}
+    record = {"space": space, "chosen_by": "bic" if selection else "mixture.parts", "selection": selection, "sizes": sizes}
     return train_labels, test_labels, descriptions, record
 
 
@@ -258,7 +262,12 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
                 **({"background": True} if descriptions[i] == FLAT_PART else {}),
             }
         )
-    settings = {"partition": params.mixture.partition, "parts": params.mixture.parts, "max_parts": params.mixture.max_parts}
+    settings = {
+        "partition": params.mixture.partition,
+        "parts": params.mixture.parts,
+        "max_parts": params.mixture.max_parts,
+        "pack": params.model.pack,
+    }
     info = {"method": method, "settings": settings, **record, "parts": parts}
     write_json(layout.prepared / MIXTURE_FILE, info)
     if record.get("selection"):

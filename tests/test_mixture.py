@@ -79,7 +79,8 @@ def test_a_partition_made_under_other_settings_is_refused_before_training(cli_mi
     from gancore.mixture import partition_info, plan_text
 
     info = partition_info(cli_mixture)
-    assert info["settings"] == {"partition": "auto", "parts": "auto", "max_parts": 50}
+    assert info["settings"] == {"partition": "auto", "parts": "auto", "max_parts": 50, "pack": 1}
+    assert sum(info["sizes"]) == 2000 and len(info["sizes"]) == 8
     for sets, differ in (
         (["mixture.parts=4"], "mixture.parts: 'auto' then, 4 now"),
         (["mixture.max_parts=10"], "mixture.max_parts: 50 then, 10 now"),
@@ -93,6 +94,15 @@ def test_a_partition_made_under_other_settings_is_refused_before_training(cli_mi
             plan_text(params, cli_mixture)
     same = load_params(PARAMS, MIXTURE + ["mixture.partition=kmeans", "mixture.steps=7"])
     assert partition_info(cli_mixture, same) == info and " x 7 steps each" in plan_text(same, cli_mixture)
+    # another model.pack matters only where it folds a cluster the other did not (below 2 x pack rows)
+    packed = load_params(PARAMS, MIXTURE + ["model.pack=4"])
+    assert partition_info(cli_mixture, packed) == info  # ring8's clusters have ~250 rows: none folds under 8
+    from gancore.mixture import _other_settings
+
+    small = {**info, "sizes": [3, 7, *info["sizes"]]}  # (3 rows fold under pack 2 and 4; 7 under 4 alone)
+    assert _other_settings(packed, small) == "model.pack: 1 then, 4 now, which folds clusters of 3, 7 rows otherwise"
+    pack2 = load_params(PARAMS, MIXTURE + ["model.pack=2"])
+    assert _other_settings(pack2, {**info, "sizes": [7, *info["sizes"]]}) is None
     assert plan_text(load_params(PARAMS, MIXTURE + ["mixture.enabled=false", "mixture.parts=4"]), cli_mixture).startswith("plan: one GAN")
 
 

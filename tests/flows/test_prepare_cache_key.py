@@ -35,6 +35,18 @@ def test_editing_the_file_or_folder_behind_data_path_changes_the_key(tmp_path):
     assert load_params(PARAMS, check_plugins=False) and prepare_key(load_params(PARAMS, check_plugins=False))["source"] is None
 
 
+def test_packing_changes_the_key_and_the_dvc_stage_reads_it():
+    """Prepare folds clusters below a batch of two packed examples into their nearest part, so
+    another model.pack is another partition: the cache (and DVC) must prepare again."""
+    import yaml
+
+    key = prepare_key(load_params(PARAMS, check_plugins=False))
+    assert prepare_key(load_params(PARAMS, ["model.pack=2"], check_plugins=False)) != key
+    assert prepare_key(load_params(PARAMS, ["model.options.hidden=8"], check_plugins=False)) == key
+    stages = yaml.safe_load((PARAMS.parent / "dvc.yaml").read_text())["stages"]
+    assert "model.pack" in stages["prepare"]["params"]
+
+
 def test_a_sweep_refuses_settings_on_its_swept_axes_with_exit_2(capsys):
     """-S settings apply after each member's own architecture, loss and seed: -S model.arch=dcgan
     made every member a dcgan under labels that said mlp (here the default arch, valid, still refused). Refused before anything runs."""
