@@ -37,7 +37,6 @@ VERDICT_SETTINGS = {"diagnose": ("confidence", "duplicate_fraction"), "data": ("
 # And where the monitor tests the rows outside every cluster (a points file's tested background):
 # the cells they are cut into. Elsewhere it reads nothing of it, so older checkpoints still resume.
 OUTSIDE_VERDICT_SETTINGS = ("ndb_bins",)
-_UNSET = object()
 
 
 def run_identity(
@@ -81,7 +80,7 @@ def run_identity(
             identity["augment"].pop("jitter")
     if model_options is not None:
         options, legacy = (json.loads(json.dumps(d, sort_keys=True)) for d in (model_options, legacy_options or {}))
-        identity["model"]["options"] = {k: v for k, v in options.items() if legacy.get(k, _UNSET) != v}
+        identity["model"]["options"] = {k: v for k, v in options.items() if k not in legacy or legacy[k] != v}
     identity["prepared_data"] = prepared_data
     if world_size > 1:  # each rank trains on its share of every batch: another split, another run
         identity["world_size"] = world_size

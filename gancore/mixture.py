@@ -29,7 +29,7 @@ from gancore.config import Params, ParamsError
 from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
-from gancore.partition import back_matrix, one_cluster, part_steps, to_data
+from gancore.partition import back_matrix, method_for, one_cluster, part_steps, to_data
 from gancore.training.monitor import PREFIX
 
 
@@ -55,7 +55,7 @@ def _other_settings(params: Params, info: dict[str, Any]) -> str | None:
     if not saved:
         return None
     m = params.mixture
-    method = m.partition if m.partition != "auto" else "kmeans" if params.data_kind == "vector" or m.parts != "auto" else "none"
+    method = method_for(params, params.data_kind)
     same_count = method != "kmeans" or (saved.get("parts") == m.parts and (m.parts != "auto" or saved.get("max_parts") == m.max_parts))
     now = {"partition": m.partition, "parts": m.parts, "max_parts": m.max_parts}
     # no setting differs where the data do (another kind): training's data check names that

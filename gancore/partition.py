@@ -51,6 +51,14 @@ WHITEN_POINTS_PER_DIM = 10
 
 
 def partition_method(params: Params, data: PreparedData) -> str:
+    """:func:`method_for` the data's kind; ``labels`` refused for data without class labels."""
+    method = method_for(params, data.kind)
+    if method == "labels" and data.train_labels is None:
+        raise ParamsError([("mixture.partition", f"labels: {data.meta.get('name')} has no class labels; use kmeans (or auto)")])
+    return method
+
+
+def method_for(params: Params, kind: str) -> str:
     """``labels``, ``kmeans`` or ``none``. Under ``auto``: vector data are split into their own
     clusters; images are one part (``none``) unless ``mixture.parts`` asks for a count, which
     k-means makes: their clusters of pixels are colours and layouts rather than modes, and their
@@ -58,11 +66,7 @@ def partition_method(params: Params, data: PreparedData) -> str:
     hand the metric its answer (``partition: labels`` asks for that class-conditional mixture)."""
     method = params.mixture.partition
     if method == "auto":
-        if data.kind == "image":
-            return "none" if params.mixture.parts == "auto" else "kmeans"
-        return "kmeans"
-    if method == "labels" and data.train_labels is None:
-        raise ParamsError([("mixture.partition", f"labels: {data.meta.get('name')} has no class labels; use kmeans (or auto)")])
+        return "none" if kind == "image" and params.mixture.parts == "auto" else "kmeans"
     return method
 
 
