@@ -29,7 +29,8 @@ from gancore.config import Params, ParamsError
 from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
-from gancore.partition import back_matrix, method_for, one_cluster, part_steps, to_data
+from gancore.part_space import back_matrix, to_data
+from gancore.partition import method_for, one_cluster, part_steps
 from gancore.training.monitor import PREFIX
 
 

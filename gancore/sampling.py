@@ -24,7 +24,7 @@ from gancore.errors import GanCoreError
 from gancore.io import read_json, save_figure, torch_load, torch_save
 from gancore.layout import Layout
 from gancore.modelio import module_from_record, read_model_file
-from gancore.partition import to_data
+from gancore.part_space import to_data
 from gancore.pictures import save_image_grid
 
 SAMPLE_STREAM = "sample"

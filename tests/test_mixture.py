@@ -299,7 +299,7 @@ def test_a_fitted_cluster_s_part_is_whitened_and_maps_back_exactly():
     now). The map back is exact, the part's modes move with it (the same assignments and
     Mahalanobis distances), and the served mixture applies the same map."""
     from gancore.gaussian_mixture import GaussianMixture, mixture_from_modes
-    from gancore.partition import _affine, _normalised_meta, part_normalisation, to_data
+    from gancore.part_space import _affine, _normalised_meta, part_normalisation, to_data
 
     g = torch.Generator().manual_seed(0)
     along, across = 8 * torch.randn(3000, generator=g, dtype=torch.float64), 0.4 * torch.randn(3000, generator=g, dtype=torch.float64)
@@ -353,7 +353,7 @@ def test_a_part_with_few_points_per_dimension_is_only_scaled():
     """Whitening by a covariance from few points stretches the axes it underestimates: 12 points
     in 10-D put held-out points at 5 times the training points' distance. Below ten points per
     dimension (plus one) a part keeps one scale."""
-    from gancore.partition import WHITEN_POINTS_PER_DIM, part_normalisation
+    from gancore.part_space import WHITEN_POINTS_PER_DIM, part_normalisation
 
     x = torch.randn(WHITEN_POINTS_PER_DIM * 11 - 1, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     _, back = part_normalisation(x, whiten=True)
@@ -385,7 +385,7 @@ def test_the_rows_outside_every_cluster_are_a_part_that_trains_as_long_as_one_ga
     from gancore.data.prepared import load_prepared
     from gancore.gaussian_mixture import mixture_from_modes
     from gancore.mixture import part_steps, partition_info, plan_text
-    from gancore.partition import to_data
+    from gancore.part_space import to_data
     from gancore.sampling import sampled_generators
     from gancore.training import _outside_tested
 

@@ -130,7 +130,7 @@ def test_the_posterior_classifier_reads_full_covariances():
 
 
 def test_a_part_s_normalised_modes_scale_the_covariances():
-    from gancore.partition import _normalised_meta
+    from gancore.part_space import _normalised_meta
 
     mixture = _tilted(0.5)
     out = _normalised_meta({"modes": _meta(mixture)}, torch.tensor([1.0, -1.0], dtype=torch.float64), torch.eye(2, dtype=torch.float64) / 2)
@@ -264,7 +264,7 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
 def test_a_parts_modes_carry_no_share_outside():
     """A mixture part holds its clusters' rows and the outliers among them: the data's share
     outside every cluster is no part's, and a part's report takes no test of it."""
-    from gancore.partition import _normalised_meta
+    from gancore.part_space import _normalised_meta
 
     meta = {
         "modes": {
