@@ -34,7 +34,8 @@ import torch
 
 from gancore.cluster_selection import grow_start
 from gancore.clustering import as_points
-from gancore.gaussian_mixture import POINT_MASS_ROWS, GaussianMixture, fit_with_background
+from gancore.gaussian_mixture import POINT_MASS_ROWS, GaussianMixture
+from gancore.gmm_fit import fit_with_background
 
 
 def classification_cost(joint: torch.Tensor, component: int) -> float:

@@ -12,7 +12,7 @@ diagonal mixture is not rotation-invariant. Two elongated clusters at 45 degrees
 two clusters to a full-covariance mixture and fifty diagonal pieces to a diagonal one (the fifty
 were the limit), while axis-aligned or round clusters cost a full model its extra parameters for
 nothing, so BIC keeps the diagonal one there. Full covariances are tried up to
-:data:`~gancore.gaussian_mixture.FULL_COVARIANCE_DIMS` dimensions, where their d(d+1)/2
+:data:`~gancore.gmm_fit.FULL_COVARIANCE_DIMS` dimensions, where their d(d+1)/2
 parameters per cluster stay few beside the points.
 
 Where EM starts decides what it finds. K-means cuts an elongated cluster across its long axis and
@@ -26,7 +26,7 @@ rows far from the rest, which k-means' cells never isolate. Curved clusters are 
 several Gaussian pieces, which for a mixture of GANs only means more, easier parts.
 
 Stray rows are no cluster. Each fit may add a uniform background over the data's box (mclust's
-noise component; :func:`~gancore.gaussian_mixture.fit_with_background`), which BIC keeps where it
+noise component; :func:`~gancore.gmm_fit.fit_with_background`), which BIC keeps where it
 pays: five stray rows in 20,000 were otherwise a sixth, broad cluster, and one stray a cluster of
 one point on the variance floor. Such one-point components are no candidates at all now.
 """
@@ -41,7 +41,8 @@ from typing import Any
 import torch
 
 from gancore.clustering import as_points, centres_of, kmeans, kmeans_best, whitened
-from gancore.gaussian_mixture import GaussianMixture, component_rank, covariance_models, fit_with_background, variance_floor
+from gancore.gaussian_mixture import GaussianMixture, component_rank
+from gancore.gmm_fit import covariance_models, fit_with_background, variance_floor
 
 SELECT_RESTARTS = 3
 # The scan over k stops once this many k past the best one have not improved on it (at least
@@ -312,7 +313,7 @@ def _rounded(curve: list[float]) -> list[float | None]:
 
 def select_clusters(x: torch.Tensor, max_k: int, seed: int, stream: str = "clusters/select") -> Selection:
     """The number of clusters in ``x`` [N, d] and their covariance model (diagonal, or full up to
-    :data:`~gancore.gaussian_mixture.FULL_COVARIANCE_DIMS` dimensions) minimising BIC over
+    :data:`~gancore.gmm_fit.FULL_COVARIANCE_DIMS` dimensions) minimising BIC over
     k = 1..``max_k``. At each k the diagonal model starts from k-means in the data's axes; the full
     one also from the other :func:`starts` and :func:`split_start`; both from :func:`grow_start` on
     their own fit of k - 1; each keeps its best fit, and a downward pass starts each full fit of k

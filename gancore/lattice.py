@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gancore.gaussian_mixture import STRAY_SHARE_MAX
+from gancore.gmm_fit import STRAY_SHARE_MAX
 from gancore.seeds import generator
 
 # A row lies on its column's lattice within this share of a step (a float32 file's values carry

@@ -11,7 +11,7 @@ import torch
 from gancore.cluster_selection import fit_mixture, select_clusters
 from gancore.clustering import kmeans, kmeans_best, nearest
 from gancore.data.toy import prepare_toy
-from gancore.gaussian_mixture import fit_gmm
+from gancore.gmm_fit import fit_gmm
 
 
 def _blobs(centres, sds, weights, n, seed):
@@ -197,7 +197,7 @@ def test_full_covariance_bic_matches_its_definition():
 
 def test_high_dimensional_data_try_only_the_diagonal_model():
     """Beyond FULL_COVARIANCE_DIMS a full model's d(d+1)/2 parameters per cluster are not tried."""
-    from gancore.gaussian_mixture import FULL_COVARIANCE_DIMS
+    from gancore.gmm_fit import FULL_COVARIANCE_DIMS
 
     x = torch.randn(500, FULL_COVARIANCE_DIMS + 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     sel = select_clusters(x, 4, 0)
@@ -442,7 +442,7 @@ def test_flat_data_are_tiled_not_taken_by_the_background():
     background beside one component of 2 %: every row an outlier, a faithful generator 0.78 high
     quality, and one that kept half the square covered 1 of 1 mode. The square is tiled now, and
     the half-square generator leaves tiles empty."""
-    from gancore.gaussian_mixture import STRAY_SHARE_MAX
+    from gancore.gmm_fit import STRAY_SHARE_MAX
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2000, 2, generator=g, dtype=torch.float64)
