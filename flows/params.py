@@ -21,7 +21,8 @@ from typing import Any, Literal, Optional, TypeVar, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from gancore.config import AUTO_TRAIN, Params, TrainParams, apply_overrides, load_params, read_params_tree, validate
+from gancore.config import AUTO_TRAIN, Params, TrainParams, load_params, validate
+from gancore.params_tree import apply_overrides, read_params_tree
 
 _FORM_CONFIG = ConfigDict(extra="forbid", frozen=True)
 

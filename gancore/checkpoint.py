@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gancore.config import Params, flatten
+from gancore.config import Params
 from gancore.errors import TrainingError
 from gancore.io import torch_load, torch_save
 from gancore.names import parse_policy
+from gancore.params_tree import flatten
 
 FORMAT = 2
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from gancore.config import Params, ParamsError, apply_overrides, flatten, load_params, validate
+from gancore.config import Params, ParamsError, load_params, validate
+from gancore.params_tree import apply_overrides, flatten
 
 
 def problems(tree, **kw):

@@ -161,7 +161,8 @@ def without_refused_remedies(params: Params, decision: dict[str, Any]) -> dict[s
     tries every one after the baseline; one refused setting failed the whole flow)."""
     import copy
 
-    from gancore.config import apply_overrides, validate
+    from gancore.config import validate
+    from gancore.params_tree import apply_overrides
 
     tree = params.model_dump(mode="json")
     kept, refused = [], []
