@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
 import sys
 import tempfile
 import time
@@ -47,7 +46,20 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import add_run_arguments, check_device, cost_unit, gather, mean_se, next_length, pm, pool, rising_lengths, run_stages  # noqa: E402
+from runs import (  # noqa: E402
+    NO_CLASSIFIER,
+    add_run_arguments,
+    check_device,
+    cost_unit,
+    gather,
+    install_classifier,
+    mean_se,
+    next_length,
+    pm,
+    pool,
+    rising_lengths,
+    run_stages,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ("mnist", "fashion_mnist")
@@ -163,13 +175,10 @@ def run_one(
         layout.checkpoint.unlink(missing_ok=True)
         trained_with = []
         # Prepare the subset without a classifier of its own, then install the reference's.
-        subset = _params(data, fraction, policy, seed, steps, [*sets, "data.classifier_epochs=0"], size)
-        cpu_s = run_stages(subset, layout, ("prepare",))
-        shutil.copyfile(ref.classifier, layout.classifier)
-        meta = read_json(layout.prepared_meta)
-        meta["classifier"] = read_json(ref.prepared_meta)["classifier"]
-        write_json(layout.prepared_meta, meta)
-    params = _params(data, fraction, policy, seed, steps, sets, size)
+        cpu_s = run_stages(_params(data, fraction, policy, seed, steps, [*sets, NO_CLASSIFIER], size), layout, ("prepare",))
+        install_classifier(ref, layout)
+    # (with the setting it was prepared with: the stages after prepare check it, gancore.data.settings)
+    params = _params(data, fraction, policy, seed, steps, [*sets, NO_CLASSIFIER], size)
     started = time.perf_counter()
     cpu_s += run_stages(params, layout, ("train",))
     # Recorded before scoring: a later invocation continues this training even if scoring fails.

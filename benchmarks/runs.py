@@ -33,6 +33,30 @@ def run_stages(params: Any, layout: Any, stages: tuple[str, ...], billed_as: str
     return clock() - start
 
 
+# A run prepared without a domain classifier of its own, to be scored by a reference's
+# (:func:`install_classifier`); the stages after prepare check the settings it was prepared with.
+NO_CLASSIFIER = "data.classifier_epochs=0"
+
+
+def install_classifier(reference: Any, layout: Any) -> None:
+    """Give ``layout``'s prepared data (and each part of its partition) the domain classifier of
+    ``reference`` (both Layouts): every seed and data share scored in one feature space, the
+    yardstick trained once, where each run's data are prepared at its own seed."""
+    import shutil
+
+    from gancore.io import read_json, write_json
+    from gancore.layout import MIXTURE_FILE
+
+    info = read_json(reference.prepared_meta)["classifier"]
+    partition = layout.prepared / MIXTURE_FILE
+    targets = [layout, *(layout.part(p["index"]) for p in (read_json(partition)["parts"] if partition.exists() else []))]
+    for target in targets:
+        shutil.copyfile(reference.classifier, target.classifier)
+        meta = read_json(target.prepared_meta)
+        meta["classifier"] = info
+        write_json(target.prepared_meta, meta)
+
+
 def cost_unit(device: str) -> str:
     """What :func:`run_stages` measures on ``device``: CPU time, or on a GPU the wall clock."""
     return "wall" if device == "cuda" else "CPU"

@@ -26,6 +26,7 @@ from torch import nn
 
 from gancore import progress, trainlog
 from gancore.config import Params, ParamsError
+from gancore.data.settings import made_otherwise
 from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
@@ -42,19 +43,19 @@ def partition_info(layout: Layout, params: Params | None = None) -> dict[str, An
         raise DataError(f"{path} is missing: mixture.enabled needs `gan prepare` run with mixture.enabled=true")
     info = read_json(path)
     if params is not None and (differ := _other_settings(params, info)):
-        raise DataError(f"{path} was made under other settings ({differ}): run `gan prepare` with these parameters")
+        raise made_otherwise(path, differ)
     return info
 
 
-def _other_settings(params: Params, info: dict[str, Any]) -> str | None:
-    """The partition settings that would make another partition than ``info``'s, or None (also for
-    a partition prepared before they were recorded). Settings with the same effect pass: partition
+def _other_settings(params: Params, info: dict[str, Any]) -> list[str]:
+    """The partition settings that would make another partition than ``info``'s (none for a
+    partition prepared before they were recorded). Settings with the same effect pass: partition
     auto is kmeans for vectors, max_parts matters to parts: auto alone, and model.pack only where
     it folds a cluster the other does not (clusters below a batch of two packed examples join
     their nearest part: :func:`gancore.partition.cluster_partition`)."""
     saved = info.get("settings")
     if not saved:
-        return None
+        return []
     m = params.mixture
     method = method_for(params, params.data_kind)
     same_count = method != "kmeans" or (saved.get("parts") == m.parts and (m.parts != "auto" or saved.get("max_parts") == m.max_parts))
@@ -70,7 +71,7 @@ def _other_settings(params: Params, info: dict[str, Any]) -> str | None:
         low, high = sorted((2 * then, 2 * pack))
         if folded := [c for c in info.get("sizes") or () if low <= c < high]:
             differ.append(f"model.pack: {then} then, {pack} now, which folds clusters of {', '.join(map(str, folded))} rows otherwise")
-    return "; ".join(differ) or None
+    return differ
 
 
 def part_params(params: Params, count: int | None = None, part: dict[str, Any] | None = None, whole: bool = False) -> Params:

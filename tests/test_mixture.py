@@ -100,9 +100,9 @@ def test_a_partition_made_under_other_settings_is_refused_before_training(cli_mi
     from gancore.mixture import _other_settings
 
     small = {**info, "sizes": [3, 7, *info["sizes"]]}  # (3 rows fold under pack 2 and 4; 7 under 4 alone)
-    assert _other_settings(packed, small) == "model.pack: 1 then, 4 now, which folds clusters of 3, 7 rows otherwise"
+    assert _other_settings(packed, small) == ["model.pack: 1 then, 4 now, which folds clusters of 3, 7 rows otherwise"]
     pack2 = load_params(PARAMS, MIXTURE + ["model.pack=2"])
-    assert _other_settings(pack2, {**info, "sizes": [7, *info["sizes"]]}) is None
+    assert _other_settings(pack2, {**info, "sizes": [7, *info["sizes"]]}) == []
     assert plan_text(load_params(PARAMS, MIXTURE + ["mixture.enabled=false", "mixture.parts=4"]), cli_mixture).startswith("plan: one GAN")
 
 

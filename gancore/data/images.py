@@ -392,6 +392,6 @@ def prepare_image_folder(
         "modes": modes,
         # The images live outside layout.raw; their identity is recorded under "source" instead.
         "raw_sha256": {},
-        "source": {"path": str(root.resolve()), "files": n, "sha256": folder_digest(root, files)},
+        "source": {"path": str(root.resolve()), "files": n, "sha256": folder_digest(root, files)} | ({"skipped": len(bad)} if bad else {}),
     }
     return PreparedData(meta, train, test, train_labels, test_labels)

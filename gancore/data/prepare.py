@@ -11,6 +11,7 @@ from typing import Any
 
 from gancore.config import Params
 from gancore.data.prepared import CLASSIFIER_FILE, DATA_FILE, META_FILE, PreparedData, save_prepared
+from gancore.data.settings import recorded
 from gancore.errors import DataError, ParamsError
 from gancore.io import write_json
 from gancore.layout import MIXTURE_FILE, Layout
@@ -37,8 +38,9 @@ def build_data(params: Params, layout: Layout) -> PreparedData:
         "count_test": len(data.test),
         "storage": "uint8" if params.data_kind == "image" else "float32",
         "seed": params.seed,
-        # Identifies the parameters that produced this set (later stages can check they still match).
+        # Identifies the parameters that produced this set; later stages check them (gancore.data.settings).
         "data_digest": params.digest("seed", "data"),
+        "settings": recorded(params),
         **data.meta,
     }
     return data

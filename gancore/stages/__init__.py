@@ -83,12 +83,17 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
 
     ``recorder.begin`` runs first (a tracker opens or joins its run there), then the stage, then
     ``recorder.finish`` with the stage's summary, or ``recorder.fail`` with the exception, which
-    is re-raised. ``kwargs`` go to the stage (``restart`` for train).
+    is re-raised. ``kwargs`` go to the stage (``restart`` for train). A stage after prepare is
+    refused where ``params`` ask for other data than were prepared (:mod:`gancore.data.settings`).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
     recorder.begin(stage, params, layout)
     try:
+        if stage != "prepare":
+            from gancore.data.settings import check
+
+            check(params, layout.prepared_meta)
         summary = STAGES[stage](params, layout, **kwargs)
     except BaseException as exc:
         recorder.fail(stage, exc)

@@ -43,6 +43,16 @@ def test_tiny_run_scores_every_seed_and_keeps_its_pictures(tmp_path):
         assert quality_images.main(argv) == 0
     runs = json.loads((tmp_path / "q.json").read_text())["runs"]
     assert [r["seed"] for r in runs] == [0, 1]
+    # each seed's data at its own seed, scored by seed 0's domain classifier (the whole's and each part's)
+    from gancore.layout import Layout
+
+    shared = Layout(tmp_path / "mnist-dcgan" / "prepared")
+    for seed in (0, 1):
+        own = Layout(tmp_path / "mnist-dcgan" / f"seed{seed}")
+        assert json.loads(own.prepared_meta.read_text())["settings"]["seed"] == seed
+        for layout in (own, own.part(0), own.part(9)):
+            assert layout.classifier.read_bytes() == shared.classifier.read_bytes()
+            assert json.loads(layout.prepared_meta.read_text())["classifier"] == json.loads(shared.prepared_meta.read_text())["classifier"]
     for r in runs:
         assert 1 <= r["is_mean"] <= 10 and 1 <= r["is_real_mean"] <= 10 and r["modes_total"] == 10
         assert Path(r["picture"]).is_file()
