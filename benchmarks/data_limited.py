@@ -59,6 +59,7 @@ from runs import (  # noqa: E402
     pool,
     rising_lengths,
     run_stages,
+    share_raw,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,6 +176,7 @@ def run_one(
         layout.checkpoint.unlink(missing_ok=True)
         trained_with = []
         # Prepare the subset without a classifier of its own, then install the reference's.
+        share_raw(ref, layout)
         cpu_s = run_stages(_params(data, fraction, policy, seed, steps, [*sets, NO_CLASSIFIER], size), layout, ("prepare",))
         install_classifier(ref, layout)
     # (with the setting it was prepared with: the stages after prepare check it, gancore.data.settings)

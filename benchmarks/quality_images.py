@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import NO_CLASSIFIER, gather, install_classifier, mean_se, pm, run_stages  # noqa: E402
+from runs import NO_CLASSIFIER, gather, install_classifier, mean_se, pm, run_stages, share_raw  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "params"
@@ -66,6 +66,7 @@ def run_seed(example: str, seed: int, sets: list[str], root: str) -> dict[str, A
     # the data at the seed's own draw (one seed decides them too, and the stages check it), scored
     # by seed 0's domain classifier
     params = params_for(example, seed, [*sets, NO_CLASSIFIER])
+    share_raw(shared, layout)
     cpu_s = run_stages(params, layout, ("prepare",))
     install_classifier(shared, layout)
     cpu_s += run_stages(params, layout, ("train", "sample", "evaluate", "diagnose"))

@@ -38,6 +38,22 @@ def run_stages(params: Any, layout: Any, stages: tuple[str, ...], billed_as: str
 NO_CLASSIFIER = "data.classifier_epochs=0"
 
 
+def share_raw(reference: Any, layout: Any) -> None:
+    """``reference``'s raw files (downloads and what was extracted from them) in ``layout``'s raw
+    folder, hard-linked where the file system allows (else copied): each run prepares its own data
+    without fetching or extracting them again."""
+    import shutil
+
+    def link(source: str, target: str) -> None:
+        try:
+            os.link(source, target)
+        except OSError:  # another file system, or the name taken: a copy
+            shutil.copy2(source, target)
+
+    if reference.raw.is_dir():
+        shutil.copytree(reference.raw, layout.raw, dirs_exist_ok=True, copy_function=link)
+
+
 def install_classifier(reference: Any, layout: Any) -> None:
     """Give ``layout``'s prepared data (and each part of its partition) the domain classifier of
     ``reference`` (both Layouts): every seed and data share scored in one feature space, the

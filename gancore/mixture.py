@@ -26,7 +26,7 @@ from torch import nn
 
 from gancore import progress, trainlog
 from gancore.config import Params, ParamsError
-from gancore.data.settings import made_otherwise
+from gancore.data.settings import made_otherwise, shown
 from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
@@ -64,7 +64,7 @@ def _other_settings(params: Params, info: dict[str, Any]) -> list[str]:
     differ = (
         []
         if method == info.get("method") and same_count
-        else [f"mixture.{k}: {saved.get(k)!r} then, {v!r} now" for k, v in now.items() if saved.get(k) != v]
+        else [f"mixture.{k}: {shown(saved.get(k))} then, {shown(v)} now" for k, v in now.items() if saved.get(k) != v]
     )
     then, pack = saved.get("pack"), params.model.pack
     if then is not None and then != pack:

@@ -21,7 +21,7 @@ from gancore.config import Params
 from gancore.data.prepared import load_meta, load_prepared, to_model_range, to_uint8
 from gancore.device import resolve_device
 from gancore.errors import GanCoreError
-from gancore.io import read_json, save_figure, torch_load, torch_save
+from gancore.io import file_digest, read_json, save_figure, torch_load, torch_save
 from gancore.layout import Layout
 from gancore.modelio import module_from_record, read_model_file
 from gancore.part_space import to_data
@@ -168,7 +168,16 @@ def sample(params: Params, layout: Layout) -> dict[str, Any]:
             stacklevel=2,
         )
     stored = to_uint8(x) if record["kind"] == "image" else x
-    torch_save({"x": stored, "stream": SAMPLE_STREAM, "seed": params.seed, "latent_dim": int(record["latent_dim"])}, layout.samples_file)
+    torch_save(
+        {
+            "x": stored,
+            "stream": SAMPLE_STREAM,
+            "seed": params.seed,
+            "latent_dim": int(record["latent_dim"]),
+            "drawn_from": drawn_from(params, layout),
+        },
+        layout.samples_file,
+    )
 
     picture = layout.samples_picture
     if record["kind"] == "image":
@@ -189,12 +198,61 @@ def sample(params: Params, layout: Layout) -> dict[str, Any]:
     return summary
 
 
+def drawn_from(params: Params, layout: Layout) -> dict[str, str]:
+    """Each generator file the samples come from (relative to the run) and the sha256 of its bytes."""
+    return {path.relative_to(layout.root).as_posix(): file_digest(path) for path in sampled_generators(params, layout)}
+
+
 def load_samples(layout: Layout) -> Tensor:
     """The samples as float in model range ([-1, 1] for images), on the CPU."""
     path = layout.samples_file
     if not path.exists():
         raise GanCoreError(f"{path} is missing: run `gan sample` first")
     return to_model_range(torch_load(path, GanCoreError, "run `gan sample` again")["x"])
+
+
+def check_samples(params: Params, layout: Layout) -> None:
+    """Refuse ``layout``'s samples where they are not what ``gan sample`` draws under ``params``
+    (:func:`stale_samples`); nothing to check where there are none (the stage names that)."""
+    path = layout.samples_file
+    if not path.exists():
+        return
+    differ = stale_samples(params, layout, torch_load(path, GanCoreError, "run `gan sample` again"))
+    if differ:
+        raise GanCoreError(f"{path} holds other samples than these parameters draw: {'; '.join(differ)}. Run `gan sample`")
+
+
+def stale_samples(params: Params, layout: Layout, saved: dict[str, Any]) -> list[str]:
+    """Why ``saved`` (a samples file's contents) are not what ``gan sample`` draws now: a generator
+    trained further or again since (evaluate and diagnose scored the old one's samples and
+    recorded the new run's parameters), another ``sample.generator``, another ``sample.n``. None
+    for samples drawn before the record. Generators that are not here (a checkout of the samples
+    alone) are not compared, nor a kept generator ``sample.generator=best`` finds missing
+    (``gan sample`` names that)."""
+    then = saved.get("drawn_from")
+    if then is None:
+        return []
+    differ = []
+    if len(saved["x"]) != params.n_samples:
+        differ.append(f"{len(saved['x'])} were drawn, sample.n asks for {params.n_samples}")
+    if not any((layout.root / name).exists() for name in then):
+        return differ
+    try:
+        names = {path.relative_to(layout.root).as_posix(): path for path in sampled_generators(params, layout)}
+    except GanCoreError:
+        return differ
+    if set(names) != set(then):
+        differ.append(
+            f"they were drawn from {_listed(then)}, these parameters draw from {_listed(names)} (sample.generator, or another mixture)"
+        )
+    elif changed := [name for name, path in names.items() if path.exists() and file_digest(path) != then[name]]:
+        differ.append(f"{_listed(changed)} changed since they were drawn: trained further, or again")
+    return differ
+
+
+def _listed(names: Any, most: int = 3) -> str:
+    names = sorted(names)
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def to_units(x: Tensor, units: dict[str, Any]) -> Tensor:

@@ -82,11 +82,11 @@ def test_a_partition_made_under_other_settings_is_refused_before_training(cli_mi
     assert info["settings"] == {"partition": "auto", "parts": "auto", "max_parts": 50, "pack": 1}
     assert sum(info["sizes"]) == 2000 and len(info["sizes"]) == 8
     for sets, differ in (
-        (["mixture.parts=4"], "mixture.parts: 'auto' then, 4 now"),
+        (["mixture.parts=4"], 'mixture.parts: "auto" then, 4 now'),
         (["mixture.max_parts=10"], "mixture.max_parts: 50 then, 10 now"),
         (
             ["mixture.partition=kmeans", "mixture.parts=3"],
-            "mixture.partition: 'auto' then, 'kmeans' now; mixture.parts: 'auto' then, 3 now",
+            'mixture.partition: "auto" then, "kmeans" now; mixture.parts: "auto" then, 3 now',
         ),
     ):
         params = load_params(PARAMS, MIXTURE + sets)
@@ -116,7 +116,7 @@ def test_gan_train_refuses_a_partition_made_under_other_settings_and_trains_noth
         main(["train", "--params", str(PARAMS), "--out", str(tmp_path), *[a for s in [*sets, "mixture.parts=3"] for a in ("-S", s)]]) == 1
     )
     err = capsys.readouterr().err
-    assert "mixture.json was made under other settings (mixture.parts: 'auto' then, 3 now): run `gan prepare`" in err
+    assert 'mixture.json was made under other settings (mixture.parts: "auto" then, 3 now): run `gan prepare`' in err
     assert not layout.models.exists() and not layout.part(0).generator.exists()
     run_stages(tmp_path, [*sets, "mixture.parts=3"], ("prepare", "train"))
     assert json.loads(layout.mixture.read_text())["parts"][2]["index"] == 2 and not layout.part(3).generator.exists()
@@ -536,7 +536,7 @@ def test_an_image_folder_kept_whole_trains_mixture_steps(tmp_path):
     # images kept whole: max_parts does not matter to them, a part count does (k-means splits them)
     images = ["device=cpu", "data.name=mnist", "model.arch=dcgan"]
     assert partition_info(layout, load_params(PARAMS, [*images, "mixture.max_parts=10"]))["method"] == "none"
-    with pytest.raises(DataError, match="other settings \\(mixture.parts: 'auto' then, 4 now\\)"):
+    with pytest.raises(DataError, match='other settings \\(mixture.parts: "auto" then, 4 now\\)'):
         partition_info(layout, load_params(PARAMS, [*images, "mixture.parts=4"]))
     # and the remedy for its collapse splits it by clusters, which data found to be one cluster are not offered
     from gancore.diagnostics import remedy_context

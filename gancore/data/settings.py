@@ -13,6 +13,7 @@ how prepare computes (the domain classifier's last bits), not which data it prep
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,36 +26,64 @@ def recorded(params: Params) -> dict[str, Any]:
     return {"seed": params.seed, "data": params.data.model_dump(mode="json")}
 
 
+def shown(value: Any) -> str:
+    """A setting's value as ``-S`` takes it (``null``, ``"ring8"``, ``1000``)."""
+    return json.dumps(value)
+
+
 def other_settings(params: Params, meta: dict[str, Any]) -> list[str]:
     """The recorded settings ``params`` give otherwise, each as ``key: then, now`` (none for data
     prepared before they were recorded, or for a setting added since). Settings with the same
-    effect pass: ``data.path`` naming the same file, and ``data.on_bad_image`` where no image was
-    left out (under ``fail`` prepare succeeded, so none was bad)."""
+    effect pass (:func:`_differs`)."""
     saved = meta.get("settings")
     if not saved:
         return []
-    now = recorded(params)
-    differ = [] if saved.get("seed", params.seed) == params.seed else [f"seed: {saved['seed']!r} then, {params.seed!r} now"]
+    differ = [] if saved.get("seed", params.seed) == params.seed else [f"seed: {shown(saved['seed'])} then, {shown(params.seed)} now"]
     then_data = saved.get("data") or {}
-    for key, value in now["data"].items():
-        if key not in then_data or then_data[key] == value:
+    source = (meta.get("source") or {}).get("path")
+    for key, value in recorded(params)["data"].items():
+        if key not in then_data or not _differs(key, then_data[key], value, params, meta):
             continue
-        then = then_data[key]
-        if key == "path" and then is not None and value is not None and _same_file(then, value):
-            continue
-        if key == "on_bad_image" and not (meta.get("source") or {}).get("skipped"):
-            continue
-        differ.append(f"data.{key}: {then!r} then, {value!r} now")
+        if key == "path" and source and value is not None:  # the files themselves: relative paths read alike
+            differ.append(f"data.path: {shown(source)} then, {shown(str(_resolved(value)))} now")
+        else:
+            differ.append(f"data.{key}: {shown(then_data[key])} then, {shown(value)} now")
     return differ
 
 
-def _same_file(a: str, b: str) -> bool:
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+def _resolved(path: str) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _differs(key: str, then: Any, now: Any, params: Params, meta: dict[str, Any]) -> bool:
+    """Whether ``data.<key>`` at ``now`` prepares other data than at ``then``. ``path``: whether it
+    names another file or folder than prepare read (resolved where prepare ran: the same
+    relative path from another directory names another file). Settings with the same effect:
+    ``image_size`` giving the shape prepared (null is the native size); ``on_bad_image`` where
+    prepare left no image out (under ``fail`` it succeeded, so none was bad);
+    ``classifier_epochs`` where prepare trains no network (vector data get the mixture's
+    posterior; an epoch count above 0 that trained none found no class labels)."""
+    source = (meta.get("source") or {}).get("path")
+    if key == "path" and then is not None and source:
+        return now is None or _resolved(now) != Path(source)
+    if then == now:
+        return False
+    classifier = (meta.get("classifier") or {}).get("kind")
+    if key == "image_size":
+        return tuple(meta.get("shape") or ()) != params.data_shape
+    if key == "on_bad_image":
+        return bool((meta.get("source") or {}).get("skipped"))
+    if key == "classifier_epochs":
+        return not (classifier == "gaussian_posterior" or (classifier == "none" and bool(then)))
+    return True
 
 
 def made_otherwise(path: Path, differ: list[str]) -> DataError:
     """The refusal of prepared data (``path``: the file that records them) made under other settings."""
-    return DataError(f"{path} was made under other settings ({'; '.join(differ)}): run `gan prepare` with these parameters")
+    return DataError(
+        f"{path} was made under other settings ({'; '.join(differ)}): run `gan prepare` with these parameters, "
+        "or run this stage with those it was made with"
+    )
 
 
 def check(params: Params, meta_path: Path) -> None:

@@ -83,17 +83,25 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
 
     ``recorder.begin`` runs first (a tracker opens or joins its run there), then the stage, then
     ``recorder.finish`` with the stage's summary, or ``recorder.fail`` with the exception, which
-    is re-raised. ``kwargs`` go to the stage (``restart`` for train). A stage after prepare is
-    refused where ``params`` ask for other data than were prepared (:mod:`gancore.data.settings`).
+    is re-raised. ``kwargs`` go to the stage (``restart`` for train). Before all that, a stage after
+    prepare is refused where ``params`` ask for other data than were prepared
+    (:mod:`gancore.data.settings`), and evaluate and diagnose where they ask for other samples
+    than were drawn (:func:`gancore.sampling.check_samples`).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
+    # Inputs an earlier stage made under other settings are refused before the recorder opens a
+    # run: a refused stage leaves the run and its parameters as they were.
+    if stage != "prepare":
+        from gancore.data.settings import check
+
+        check(params, layout.prepared_meta)
+    if stage in ("evaluate", "diagnose"):
+        from gancore.sampling import check_samples
+
+        check_samples(params, layout)
     recorder.begin(stage, params, layout)
     try:
-        if stage != "prepare":
-            from gancore.data.settings import check
-
-            check(params, layout.prepared_meta)
         summary = STAGES[stage](params, layout, **kwargs)
     except BaseException as exc:
         recorder.fail(stage, exc)

@@ -50,6 +50,9 @@ def test_tiny_run_scores_every_seed_and_keeps_its_pictures(tmp_path):
     for seed in (0, 1):
         own = Layout(tmp_path / "mnist-dcgan" / f"seed{seed}")
         assert json.loads(own.prepared_meta.read_text())["settings"]["seed"] == seed
+        # from seed 0's raw files, linked: nothing fetched or extracted again
+        raw = sorted(p.relative_to(shared.raw) for p in shared.raw.rglob("*") if p.is_file())
+        assert raw and all((own.raw / f).stat().st_ino == (shared.raw / f).stat().st_ino for f in raw)
         for layout in (own, own.part(0), own.part(9)):
             assert layout.classifier.read_bytes() == shared.classifier.read_bytes()
             assert json.loads(layout.prepared_meta.read_text())["classifier"] == json.loads(shared.prepared_meta.read_text())["classifier"]

@@ -1,5 +1,6 @@
-"""The stages after prepare refuse data prepared under other settings (gancore.data.settings):
-``gan train -S data.n_train=1000`` after ``gan prepare`` trained the 50,000 points prepared."""
+"""The stages refuse inputs an earlier stage made under other settings: data prepared otherwise
+(gancore.data.settings: ``gan train -S data.n_train=1000`` after ``gan prepare`` trained the
+50,000 points prepared), and samples another generator drew (gancore.sampling.stale_samples)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from gancore.cli import main
 from gancore.config import load_params
@@ -35,7 +37,7 @@ def test_a_stage_after_prepare_refuses_other_data_settings_and_writes_nothing(tm
     for stage, sets, differ in (
         ("train", ["data.n_train=200"], "data.n_train: 300 then, 200 now"),
         ("train", ["seed=3", "data.n_test=50"], "seed: 0 then, 3 now; data.n_test: 100 then, 50 now"),
-        ("sample", ["data.name=grid25"], "data.name: 'ring8' then, 'grid25' now"),
+        ("sample", ["data.name=grid25"], 'data.name: "ring8" then, "grid25" now'),
     ):
         assert _gan(stage, tmp_path, *sets) == 1, sets
         err = capsys.readouterr().err
@@ -52,29 +54,47 @@ def test_settings_with_the_same_effect_pass(tmp_path, monkeypatch):
     points = tmp_path / "pts.csv"
     points.write_text("x,y\n0,0\n1,1\n")
     monkeypatch.chdir(tmp_path)
-    prepared = load_params(PARAMS, ["data.name=points", f"data.path={points}"])
-    meta = {"settings": recorded(prepared), "source": {"path": str(points)}}
-    # the same file, named relative to the working directory
-    assert other_settings(load_params(PARAMS, ["data.name=points", "data.path=pts.csv"]), meta) == []
-    other = tmp_path / "other.csv"
-    other.write_text("x,y\n0,0\n1,2\n")
-    assert other_settings(load_params(PARAMS, ["data.name=points", f"data.path={other}"]), meta) == [
-        f"data.path: {str(points)!r} then, {str(other)!r} now"
-    ]
+    prepared = load_params(PARAMS, ["data.name=points", "data.path=pts.csv"])
+    # as prepare records them: the path as given, and the file it resolved to where prepare ran
+    meta = {"settings": recorded(prepared), "source": {"path": str(points.resolve())}, "classifier": {"kind": "gaussian_posterior"}}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert other_settings(load_params(PARAMS, ["data.name=points", f"data.path={points}"]), meta) == []
+    # prepare's own words name another file here: the files are compared
+    (elsewhere / "pts.csv").write_text("x,y\n5,5\n6,6\n")
+    (tmp_path / "other.csv").write_text("x,y\n0,0\n1,2\n")
+    for path in ("pts.csv", str(tmp_path / "other.csv")):
+        named = (elsewhere / path).resolve()
+        assert other_settings(load_params(PARAMS, ["data.name=points", f"data.path={path}"]), meta) == [
+            f'data.path: "{points.resolve()}" then, "{named}" now'
+        ]
+    # vector data get the mixture's posterior whatever the epochs
+    assert other_settings(load_params(PARAMS, ["data.name=points", f"data.path={points}", "data.classifier_epochs=0"]), meta) == []
     # on_bad_image matters where prepare left images out, and there alone
     skip = load_params(PARAMS, ["data.name=points", f"data.path={points}", "data.on_bad_image=skip"])
     assert other_settings(skip, meta) == []
-    assert other_settings(prepared, {"settings": recorded(skip), "source": {"skipped": 2}}) == [
-        "data.on_bad_image: 'skip' then, 'fail' now"
+    absolute = load_params(PARAMS, ["data.name=points", f"data.path={points}"])
+    assert other_settings(absolute, {**meta, "settings": recorded(skip), "source": {"path": str(points), "skipped": 2}}) == [
+        'data.on_bad_image: "skip" then, "fail" now'
     ]
+    # images: null is the native size; epochs matter where a network was (or would be) trained
+    mnist = load_params(PARAMS, ["data.name=mnist"])
+    trained = {"settings": recorded(mnist), "shape": [1, 28, 28], "classifier": {"kind": "small_cnn", "epochs": 8}}
+    assert other_settings(load_params(PARAMS, ["data.name=mnist", "data.image_size=28"]), trained) == []
+    assert other_settings(load_params(PARAMS, ["data.name=mnist", "data.image_size=32"]), trained) == ["data.image_size: null then, 32 now"]
+    assert other_settings(load_params(PARAMS, ["data.name=mnist", "data.classifier_epochs=2"]), trained) == [
+        "data.classifier_epochs: 8 then, 2 now"
+    ]
+    unlabelled = {**trained, "classifier": {"kind": "none", "epochs": 0}}  # 8 epochs asked, no labels found
+    assert other_settings(load_params(PARAMS, ["data.name=mnist", "data.classifier_epochs=2"]), unlabelled) == []
+    none_asked = {**unlabelled, "settings": recorded(load_params(PARAMS, ["data.name=mnist", "data.classifier_epochs=0"]))}
+    assert other_settings(mnist, none_asked) == ["data.classifier_epochs: 0 then, 8 now"]
     # data prepared before the record, and a setting added since, are not checked
     assert other_settings(load_params(PARAMS, ["seed=4"]), {}) == []
-    old = recorded(prepared)
-    del old["data"]["classifier_epochs"]
-    assert (
-        other_settings(load_params(PARAMS, ["data.name=points", f"data.path={points}", "data.classifier_epochs=2"]), {"settings": old})
-        == []
-    )
+    old = recorded(mnist)
+    del old["data"]["n_test"]
+    assert other_settings(load_params(PARAMS, ["data.name=mnist", "data.n_test=50"]), {**trained, "settings": old}) == []
 
 
 @pytest.mark.skipif(os.name != "posix", reason="paths")
@@ -94,4 +114,32 @@ def test_an_image_folder_records_the_images_it_left_out(tmp_path, capsys):
     capsys.readouterr()
     # under fail, prepare would refuse the folder: the data prepared are not what it asks for
     assert main(["sample", "--params", str(PARAMS), "--out", str(out), *overrides(*BASE[2:], *sets)]) == 1
-    assert "data.on_bad_image: 'skip' then, 'fail' now" in capsys.readouterr().err
+    assert 'data.on_bad_image: "skip" then, "fail" now' in capsys.readouterr().err
+
+
+def test_evaluate_and_diagnose_refuse_samples_a_generator_trained_since_did_not_draw(tmp_path, capsys):
+    """``gan sample``, then ``gan train`` further, then ``gan evaluate`` scored the old generator's
+    samples and recorded the longer run's parameters."""
+    for stage in ("prepare", "train", "sample"):
+        assert _gan(stage, tmp_path) == 0
+    layout = Layout(tmp_path)
+    drawn = layout.samples_file.read_bytes()
+    assert _gan("train", tmp_path, "train.steps=4") == 0  # continues the run: a new generator.pt
+    capsys.readouterr()
+    before = _files(tmp_path)
+    for stage in ("evaluate", "diagnose"):
+        assert _gan(stage, tmp_path, "train.steps=4") == 1
+        err = capsys.readouterr().err
+        assert "samples.pt holds other samples than these parameters draw: models/generator.pt changed since they were drawn" in err
+        assert "Run `gan sample`" in err and _files(tmp_path) == before
+    # another sample.n is refused too
+    assert _gan("sample", tmp_path, "train.steps=4") == 0 and layout.samples_file.read_bytes() != drawn
+    n = len(torch.load(layout.samples_file, weights_only=True)["x"])
+    capsys.readouterr()
+    assert _gan("evaluate", tmp_path, "train.steps=4", "sample.n=100") == 1
+    assert f"{n} were drawn, sample.n asks for 100" in capsys.readouterr().err
+    assert _gan("evaluate", tmp_path, "train.steps=4") == 0 and _gan("diagnose", tmp_path, "train.steps=4") == 0
+    # the samples without the generators that drew them (a checkout of the samples alone): nothing to compare
+    assert _gan("train", tmp_path, "train.steps=6") == 0
+    layout.models.rename(tmp_path / "models-elsewhere")
+    assert _gan("evaluate", tmp_path, "train.steps=6") == 0

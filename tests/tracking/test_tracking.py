@@ -198,15 +198,28 @@ def test_repeated_stage_opens_a_new_run_and_the_abandoned_one_is_killed(tiny_run
     assert client().get_run(fresh).info.status == "RUNNING"
 
 
-def test_failing_stage_marks_its_run_failed(tiny_run):
+def test_a_stage_refused_for_other_data_leaves_the_run_as_it_was(tiny_run):
+    """Refused before the recorder opens a run: the refused parameters reach no run (they opened
+    one, logged the earlier stages under them and marked it failed)."""
     params, layout, _ = tiny_run
     other = load_params(write_params(layout.root / "other.yaml", data={"name": "grid25"}))
-    before = (layout.metrics / "evaluate.json").read_bytes()
-    with pytest.raises(GanCoreError, match="grid25"):
+    state, count = layout.run_file.read_text(), len(mlflow.search_runs(experiment_names=[EXPERIMENT]))
+    status = client().get_run(tracking.current_run_id(layout)).info.status
+    with pytest.raises(GanCoreError, match='data.name: "ring8" then, "grid25" now'):
         run_stage("evaluate", other, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
+    assert layout.run_file.read_text() == state and len(mlflow.search_runs(experiment_names=[EXPERIMENT])) == count
+    assert client().get_run(tracking.current_run_id(layout)).info.status == status
+
+
+def test_failing_stage_marks_its_run_failed(tiny_run, monkeypatch):
+    params, layout, _ = tiny_run
+    before = (layout.metrics / "evaluate.json").read_bytes()
+    monkeypatch.setenv("GANCORE_FAULTS", "write:evaluate.json=raise")  # a disk failing as evaluate writes
+    with pytest.raises(GanCoreError, match="could not write .*evaluate.json"):
+        run_stage("evaluate", params, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
     failed = client().get_run(tracking.current_run_id(layout))
     assert failed.info.status == "FAILED"
-    assert failed.data.params["data.name"] == "grid25"
+    assert failed.data.params["data.name"] == "ring8"
     assert (layout.metrics / "evaluate.json").read_bytes() == before
 
 
