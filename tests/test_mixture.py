@@ -128,8 +128,15 @@ def test_samples_follow_the_part_sizes_and_every_mode_is_reached(cli_mixture):
     manifest = json.loads(layout.mixture.read_text())
     weights = [p["weight"] for p in manifest["parts"]]
     assert sum(weights) == pytest.approx(1.0)
-    samples = torch.load(layout.samples_file, weights_only=True)["x"]
+    saved = torch.load(layout.samples_file, weights_only=True)
+    samples = saved["x"]
     assert samples.shape == (800, 2)
+    # drawn from every part's generator, each recorded by its bytes (evaluate and diagnose compare them)
+    from gancore.io import file_digest
+
+    assert saved["drawn_from"] == {
+        f"models/parts/part{i:02d}/generator.pt": file_digest(layout.part(i).generator) for i in range(len(manifest["parts"]))
+    }
     diagnosis = json.loads(layout.diagnose_json.read_text())
     # Each part is one Gaussian: after 150 steps per part the mixture already sits on the modes...
     assert diagnosis["modes_covered"] == 8 and diagnosis["high_quality_fraction"] > 0.9
