@@ -21,15 +21,8 @@ from gancore.classifiers.domain_networks import StackedDigitClassifier
 from gancore.config import Params
 from gancore.data.prepared import PreparedData, to_model_range
 from gancore.diagnostics.diversity import collapse_measures, data_copying, dispersion
-from gancore.diagnostics.modes import (
-    labelled_assignments,
-    modes_labelled,
-    modes_stacked,
-    real_quality,
-    reference_labels,
-    vector_assignments,
-    vector_modes,
-)
+from gancore.diagnostics.image_modes import labelled_assignments, modes_labelled, modes_stacked, real_quality
+from gancore.diagnostics.modes import reference_labels, vector_assignments, vector_modes
 from gancore.diagnostics.ndb import NDB_MAX_REAL, ndb
 from gancore.diagnostics.outside import outside_duplicates, short_outside_cells
 from gancore.layout import Layout

@@ -151,7 +151,7 @@ class CollapseMonitor:
         # measured once, not at every check)
         self.high_quality_real = None
         if self.real_modes is not None:
-            from gancore.diagnostics.modes import real_quality
+            from gancore.diagnostics.image_modes import real_quality
 
             self.high_quality_real = real_quality(real_probs, self.real_modes, self.stacked, confidence)
 
@@ -187,7 +187,8 @@ class CollapseMonitor:
 
     def _modes(self, x: torch.Tensor, probs: torch.Tensor | None) -> torch.Tensor | None:
         """Each point's mode (-1: not high quality) under the diagnosis's protocol."""
-        from gancore.diagnostics.modes import labelled_assignments, vector_assignments
+        from gancore.diagnostics.image_modes import labelled_assignments
+        from gancore.diagnostics.modes import vector_assignments
 
         if self.kind == "vector":
             return vector_assignments(x, self.modes)
@@ -207,7 +208,8 @@ class CollapseMonitor:
         """The monitor's figures for samples ``x`` (float, model range): also how a mixture's
         samples, gathered from its parts, are judged against the whole data set."""
         from gancore.diagnostics.diversity import collapse_measures, dispersion
-        from gancore.diagnostics.modes import OUTSIDE_FIGURES, REPORT_FIGURES, modes_labelled, modes_stacked, vector_modes
+        from gancore.diagnostics.image_modes import modes_labelled, modes_stacked
+        from gancore.diagnostics.modes import OUTSIDE_FIGURES, REPORT_FIGURES, vector_modes
 
         figures: dict[str, Any] = {}
         probs, feats = self._features(x)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from gancore.diagnostics.coverage import SHORT_MODE_ALPHA, short_modes
+from gancore.diagnostics.image_modes import modes_labelled, modes_stacked
 from gancore.diagnostics.modes import REPORT_FIGURES as KEYS
-from gancore.diagnostics.modes import modes_labelled, modes_stacked
 from gancore.diagnostics.verdict import decide
 
 
@@ -92,7 +92,7 @@ def test_quality_floor_follows_held_out_real_data_when_they_fall_short_of_half()
         p[np.arange(len(labels)), labels] = top
         return torch.from_numpy(p)
 
-    from gancore.diagnostics.modes import labelled_assignments
+    from gancore.diagnostics.image_modes import labelled_assignments
 
     test = rng.integers(0, k, 10_000)
     real_hq = float((labelled_assignments(probs(test), 0.9) >= 0).double().mean())
