@@ -44,7 +44,7 @@ def other_settings(params: Params, meta: dict[str, Any]) -> list[str]:
     for key, value in recorded(params)["data"].items():
         if key not in then_data or not _differs(key, then_data[key], value, params, meta):
             continue
-        if key == "path" and source and value is not None:  # the files themselves: relative paths read alike
+        if key == "path" and source and value is not None:  # the files themselves
             differ.append(f"data.path: {shown(source)} then, {shown(str(_resolved(value)))} now")
         else:
             differ.append(f"data.{key}: {shown(then_data[key])} then, {shown(value)} now")
@@ -56,18 +56,18 @@ def _resolved(path: str) -> Path:
 
 
 def _differs(key: str, then: Any, now: Any, params: Params, meta: dict[str, Any]) -> bool:
-    """Whether ``data.<key>`` at ``now`` prepares other data than at ``then``. ``path``: whether it
-    names another file or folder than prepare read (resolved where prepare ran: the same
-    relative path from another directory names another file). Settings with the same effect:
-    ``image_size`` giving the shape prepared (null is the native size); ``on_bad_image`` where
+    """Whether ``data.<key>`` at ``now`` prepares other data than at ``then``. Settings with the
+    same effect: ``path`` in the same words (the project's own file, also in a checkout on
+    another machine or a moved project, where prepare's resolved path is another), or naming the
+    file or folder prepare read (its resolved path); ``image_size`` giving the shape prepared (null is the native size); ``on_bad_image`` where
     prepare left no image out (under ``fail`` it succeeded, so none was bad);
     ``classifier_epochs`` where prepare trains no network (vector data get the mixture's
     posterior; an epoch count above 0 that trained none found no class labels)."""
-    source = (meta.get("source") or {}).get("path")
-    if key == "path" and then is not None and source:
-        return now is None or _resolved(now) != Path(source)
     if then == now:
         return False
+    source = (meta.get("source") or {}).get("path")
+    if key == "path":
+        return not (now is not None and source and _resolved(now) == Path(source))
     classifier = (meta.get("classifier") or {}).get("kind")
     if key == "image_size":
         return tuple(meta.get("shape") or ()) != params.data_shape

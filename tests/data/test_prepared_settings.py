@@ -61,13 +61,15 @@ def test_settings_with_the_same_effect_pass(tmp_path, monkeypatch):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert other_settings(load_params(PARAMS, ["data.name=points", f"data.path={points}"]), meta) == []
-    # prepare's own words name another file here: the files are compared
+    # prepare's own words pass: the project's file, also in a checkout elsewhere (`dvc pull` on
+    # another machine, a moved project), where prepare's resolved path names no file of this one
     (elsewhere / "pts.csv").write_text("x,y\n5,5\n6,6\n")
+    assert other_settings(load_params(PARAMS, ["data.name=points", "data.path=pts.csv"]), meta) == []
+    # another file is refused, both named by the files they resolve to
     (tmp_path / "other.csv").write_text("x,y\n0,0\n1,2\n")
-    for path in ("pts.csv", str(tmp_path / "other.csv")):
-        named = (elsewhere / path).resolve()
+    for path in (str(tmp_path / "other.csv"), "../other.csv"):
         assert other_settings(load_params(PARAMS, ["data.name=points", f"data.path={path}"]), meta) == [
-            f'data.path: "{points.resolve()}" then, "{named}" now'
+            f'data.path: "{points.resolve()}" then, "{(elsewhere / path).resolve()}" now'
         ]
     # vector data get the mixture's posterior whatever the epochs
     assert other_settings(load_params(PARAMS, ["data.name=points", f"data.path={points}", "data.classifier_epochs=0"]), meta) == []
