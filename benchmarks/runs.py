@@ -60,14 +60,18 @@ def install_classifier(reference: Any, layout: Any) -> None:
     yardstick trained once, where each run's data are prepared at its own seed."""
     import shutil
 
-    from gancore.io import read_json, write_json
+    from gancore.io import atomic_path, read_json, write_json
     from gancore.layout import MIXTURE_FILE
+    from gancore.partition import copy_classifier
 
-    info = read_json(reference.prepared_meta)["classifier"]
+    with atomic_path(layout.classifier) as tmp:
+        shutil.copyfile(reference.classifier, tmp)
     partition = layout.prepared / MIXTURE_FILE
-    targets = [layout, *(layout.part(p["index"]) for p in (read_json(partition)["parts"] if partition.exists() else []))]
-    for target in targets:
-        shutil.copyfile(reference.classifier, target.classifier)
+    parts = [p["index"] for p in read_json(partition)["parts"]] if partition.exists() else []
+    for index in parts:  # as prepare gives each part the whole's
+        copy_classifier(layout, index)
+    info = read_json(reference.prepared_meta)["classifier"]
+    for target in [layout, *(layout.part(i) for i in parts)]:
         meta = read_json(target.prepared_meta)
         meta["classifier"] = info
         write_json(target.prepared_meta, meta)

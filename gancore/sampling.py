@@ -198,9 +198,14 @@ def sample(params: Params, layout: Layout) -> dict[str, Any]:
     return summary
 
 
+def _named_generators(params: Params, layout: Layout) -> dict[str, Path]:
+    """:func:`sampled_generators` by their paths relative to the run (what ``samples.pt`` records)."""
+    return {path.relative_to(layout.root).as_posix(): path for path in sampled_generators(params, layout)}
+
+
 def drawn_from(params: Params, layout: Layout) -> dict[str, str]:
     """Each generator file the samples come from (relative to the run) and the sha256 of its bytes."""
-    return {path.relative_to(layout.root).as_posix(): file_digest(path) for path in sampled_generators(params, layout)}
+    return {name: file_digest(path) for name, path in _named_generators(params, layout).items()}
 
 
 def load_samples(layout: Layout) -> Tensor:
@@ -238,7 +243,7 @@ def stale_samples(params: Params, layout: Layout, saved: dict[str, Any]) -> list
     if not any((layout.root / name).exists() for name in then):
         return differ
     try:
-        names = {path.relative_to(layout.root).as_posix(): path for path in sampled_generators(params, layout)}
+        names = _named_generators(params, layout)
     except GanCoreError:
         return differ
     if set(names) != set(then):

@@ -19,6 +19,7 @@ from typing import Any
 
 from gancore.config import Params
 from gancore.errors import DataError
+from gancore.io import read_json
 
 
 def recorded(params: Params) -> dict[str, Any]:
@@ -59,21 +60,22 @@ def _differs(key: str, then: Any, now: Any, params: Params, meta: dict[str, Any]
     """Whether ``data.<key>`` at ``now`` prepares other data than at ``then``. Settings with the
     same effect: ``path`` in the same words (the project's own file, also in a checkout on
     another machine or a moved project, where prepare's resolved path is another), or naming the
-    file or folder prepare read (its resolved path); ``image_size`` giving the shape prepared (null is the native size); ``on_bad_image`` where
-    prepare left no image out (under ``fail`` it succeeded, so none was bad);
-    ``classifier_epochs`` where prepare trains no network (vector data get the mixture's
-    posterior; an epoch count above 0 that trained none found no class labels)."""
+    file or folder prepare read (its resolved path); ``image_size`` giving the shape prepared
+    (null is the native size); ``on_bad_image`` where prepare left no image out (under ``fail``
+    it succeeded, so none was bad); ``classifier_epochs`` where prepare trains no network
+    (vector data get the mixture's posterior; an epoch count above 0 that trained none found no
+    class labels)."""
     if then == now:
         return False
-    source = (meta.get("source") or {}).get("path")
+    source = meta.get("source") or {}
     if key == "path":
-        return not (now is not None and source and _resolved(now) == Path(source))
-    classifier = (meta.get("classifier") or {}).get("kind")
+        return not (now is not None and source.get("path") and _resolved(now) == Path(source["path"]))
     if key == "image_size":
         return tuple(meta.get("shape") or ()) != params.data_shape
     if key == "on_bad_image":
-        return bool((meta.get("source") or {}).get("skipped"))
+        return bool(source.get("skipped"))
     if key == "classifier_epochs":
+        classifier = (meta.get("classifier") or {}).get("kind")
         return not (classifier == "gaussian_posterior" or (classifier == "none" and bool(then)))
     return True
 
@@ -91,8 +93,6 @@ def check(params: Params, meta_path: Path) -> None:
     nothing to check where it is missing (the stage names that)."""
     if not meta_path.exists():
         return
-    from gancore.io import read_json
-
     differ = other_settings(params, read_json(meta_path))
     if differ:
         raise made_otherwise(meta_path, differ)
