@@ -199,15 +199,19 @@ def main(argv: list[str] | None = None) -> int:
                 # After the pool's training: one run at a time on every core (Inception-v3 at 299 px is the cost).
                 import torch
 
+                threads = torch.get_num_threads()
                 torch.set_num_threads(os.cpu_count() or 1)
-                for r in results:
-                    r["standard"] = standard_space(r["example"], r["seed"], sets, root, STANDARD_TINY_N if args.tiny else None, network)
-                    s = r["standard"]
-                    print(
-                        f"{r['example']} seed {r['seed']}: TF Inception FID {s['fid']:.2f} at n = {s['n_generated']:,}, "
-                        f"FID-infinity {s['fid_infinity']}, {s['cpu_min']:.1f} CPU-min",
-                        flush=True,
-                    )
+                try:
+                    for r in results:
+                        r["standard"] = standard_space(r["example"], r["seed"], sets, root, STANDARD_TINY_N if args.tiny else None, network)
+                        s = r["standard"]
+                        print(
+                            f"{r['example']} seed {r['seed']}: TF Inception FID {s['fid']:.2f} at n = {s['n_generated']:,}, "
+                            f"FID-infinity {s['fid_infinity']}, {s['cpu_min']:.1f} CPU-min",
+                            flush=True,
+                        )
+                finally:  # main() is called in-process too (tests): the caller's thread count is its own
+                    torch.set_num_threads(threads)
     print()
     print(table(results))
     print(f"\n{len(results)} runs in {(time.perf_counter() - start) / 60:.1f} min wall on {args.workers} workers")

@@ -51,6 +51,20 @@ def _session():
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _threads_kept():
+    """A test that leaves torch's thread count changed fails by name: the count is process-wide
+    and part of what training records (``gancore.device.software``), so a leak fails a later,
+    unrelated test in the same worker, and only in some orders."""
+    import torch
+
+    yield
+    threads = torch.get_num_threads()
+    if threads != 1:
+        torch.set_num_threads(1)
+        pytest.fail(f"the test left torch on {threads} intra-op threads (the session runs on 1): restore what it set")
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """A project directory for flows: tiny params.yaml and an (SCM-less) DVC repository, so that
