@@ -430,8 +430,8 @@ def test_codes_beside_blobs_are_one_cluster_each(seed):
 
 def _verdicts(mixture, real, generators):
     """Whether the diagnosis finds modes missing, for each generator's samples."""
+    from gancore.diagnostics.findings import modes_missing as _modes_missing
     from gancore.diagnostics.modes import modes_gaussian
-    from gancore.diagnostics.verdict import _modes_missing
 
     labels = mixture.predict_cluster(real)
     return [bool(_modes_missing(modes_gaussian(g, mixture, real_labels=labels))) for g in generators]

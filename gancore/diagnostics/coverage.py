@@ -17,7 +17,7 @@ import numpy as np
 
 # A short mode is evidence on its own when a faithful generator would fall that short on it, and
 # on every other mode together, with probability below this: the 3-sd two-sided tail, the count
-# rule's own level (verdict.MISSING_MODES_SDS).
+# rule's own level (findings.MISSING_MODES_SDS).
 SHORT_MODE_ALPHA = 0.0027
 # A mode with under this share of its expected count is short: far below, not merely unbalanced
 # (the reverse KL measures balance).

@@ -21,7 +21,7 @@ import torch
 from gancore.config import validate
 from gancore.data.prepare import prepare_data
 from gancore.diagnostics import diagnose
-from gancore.diagnostics.verdict import PAIRWISE_TINY
+from gancore.diagnostics.findings import PAIRWISE_TINY
 from gancore.io import torch_save
 from gancore.layout import Layout
 

@@ -85,7 +85,7 @@ def test_near_duplicates_on_data_with_exact_ties():
     weight put faithful rounded data at chance (within 4 sd of a proportion at n = 2,000) and the
     repeated points at 100 %; continuous data keep the nearest neighbour (k = 1)."""
     from gancore.diagnostics.diversity import near_duplicates
-    from gancore.diagnostics.verdict import above_chance
+    from gancore.diagnostics.findings import above_chance
 
     real = _rounded_blobs(8_000, 0)
     sd = (0.05 * 0.95 / 2_000) ** 0.5
@@ -133,7 +133,7 @@ def test_copy_rate_with_held_out_points_on_training_points():
     rate of 0 beside C_T -15. With ties weighted, fresh draws sit at the 5 % quantile (4 sd of a
     proportion at n = 2,500) and the copies far above it."""
     from gancore.diagnostics.diversity import data_copying
-    from gancore.diagnostics.verdict import above_chance
+    from gancore.diagnostics.findings import above_chance
 
     def draw(n: int, seed: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)

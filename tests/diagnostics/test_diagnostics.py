@@ -17,11 +17,12 @@ from gancore.clustering import kmeans
 from gancore.diagnostics import figures_from
 from gancore.diagnostics.coverage import expected_coverage
 from gancore.diagnostics.diversity import collapse_measures
+from gancore.diagnostics.findings import PAIRWISE_TINY
 from gancore.diagnostics.image_modes import modes_labelled, modes_stacked
 from gancore.diagnostics.modes import modes_2d
 from gancore.diagnostics.ndb import false_positive_bound, ndb, two_proportion_z
 from gancore.diagnostics.remedies import SEPARATE
-from gancore.diagnostics.verdict import PAIRWISE_TINY, decide
+from gancore.diagnostics.verdict import decide
 
 
 def grid25() -> tuple[torch.Tensor, float]:

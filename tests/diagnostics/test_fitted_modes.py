@@ -203,8 +203,8 @@ def test_a_generator_that_drops_the_rows_outside_every_cluster_is_short_of_them(
     import numpy as np
 
     from gancore.data.points import prepare_points
+    from gancore.diagnostics.findings import modes_missing as _modes_missing
     from gancore.diagnostics.outside import short_outside_cells
-    from gancore.diagnostics.verdict import _modes_missing
     from gancore.gaussian_mixture import mixture_from_modes
 
     rng = np.random.default_rng(0)
@@ -386,8 +386,8 @@ def test_near_duplicates_outside_compare_rounded_rows_with_a_continuous_generato
     100 places over the box still do."""
     import numpy as np
 
+    from gancore.diagnostics.findings import above_chance
     from gancore.diagnostics.outside import outside_duplicates
-    from gancore.diagnostics.verdict import above_chance
     from gancore.gaussian_mixture import mixture_from_modes
     from helpers import prepared_points
 
