@@ -40,10 +40,15 @@ def write_params(path: Path, **sections) -> Path:
     return path
 
 
+POLL_SECONDS = {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+
+
 def venv_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses: this interpreter's scripts (gan, dvc, prefect) first on PATH,
-    one torch thread per process (the tests' processes share two cores)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    one torch thread per process (the tests' processes share two cores); workers and served
+    deployments that look for scheduled runs every 2 s rather than Prefect's 10 (a test waits
+    for each pick-up; users keep Prefect's default)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **POLL_SECONDS, **extra}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
