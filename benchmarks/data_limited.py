@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data_limited_report import anchors_text, line, table  # noqa: E402
+
 from runs import (  # noqa: E402
     NO_CLASSIFIER,
     add_run_arguments,
@@ -53,9 +55,7 @@ from runs import (  # noqa: E402
     cost_unit,
     gather,
     install_classifier,
-    mean_se,
     next_length,
-    pm,
     pool,
     rising_lengths,
     run_stages,
@@ -104,14 +104,6 @@ UNRECORDED = "an install not recorded (before commit 48b3fa0)"
 # Beside the reference: the settings it was prepared with, and their digest.
 REFERENCE_SETTINGS = "reference_settings.json"
 TINY = ["data.n_test=300", "model.options.width=4", "sample.n=300", "evaluate.max_real=300", "diagnose.ndb_bins=10"]
-# Published anchors (../shared/reference.md): FID without -> with augmentation.
-ANCHORS = [
-    ("DiffAugment, BigGAN, CIFAR-10 100 %", 9.59, 8.70),
-    ("DiffAugment, BigGAN, CIFAR-10 20 %", 21.58, 14.04),
-    ("DiffAugment, BigGAN, CIFAR-10 10 %", 39.78, 22.40),
-    ("DiffAugment, StyleGAN2, CIFAR-10 10 %", 36.02, 14.50),
-    ("ADA, StyleGAN2, MetFaces (1,336 images)", 57.26, 18.22),
-]
 
 
 def _params(data: str, fraction: float, policy: str, seed: int, steps: int, sets: list[str], size: int) -> Any:
@@ -229,50 +221,6 @@ def run_one(
     }
 
 
-def _stat(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[float, float]:
-    return mean_se([scale * float(r[key]) for r in rows if r.get(key) is not None] or [float("nan")])
-
-
-def table(results: list[dict[str, Any]], cost: str = "CPU-min/run") -> tuple[str, dict[str, Any]]:
-    summary: dict[str, Any] = {}
-    lines = [
-        "| data | train share | augmentation | seeds | FID (domain) | IS (domain) | modes | high quality % | D gap (train - held-out) | "
-        f"D AUC (train > held-out) | r_t | overfitting flagged | p at the end | {cost} |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for data in DATA:
-        for fraction in FRACTIONS:
-            base = None
-            for policy in SETTINGS:
-                rows = [r for r in results if (r["data"], r["fraction"], r["policy"]) == (data, fraction, policy)]
-                if not rows:
-                    continue
-                s = {
-                    "n": len(rows),
-                    "fid": _stat(rows, "fid"),
-                    "is": _stat(rows, "is_mean"),
-                    "modes": _stat(rows, "modes_covered"),
-                    "hq": _stat(rows, "high_quality_fraction", 100),
-                    "gap": _stat(rows, "d_gap"),
-                    "auc": _stat(rows, "d_auc"),
-                    "rt": _stat(rows, "r_t_train"),
-                    "p": _stat(rows, "p_final"),
-                    "flagged": sum(r["overfitting"] for r in rows),
-                    "cpu": _stat(rows, "cpu_min"),
-                }
-                if policy == "none":
-                    base = s["fid"][0]
-                s["fid_change"] = None if base is None else s["fid"][0] / base - 1
-                summary[f"{data}/{fraction:g}/{policy}"] = s
-                change = "" if policy == "none" or s["fid_change"] is None else f" ({100 * s['fid_change']:+.0f} %)"
-                lines.append(
-                    f"| {data} | {fraction:.0%} | {policy} | {s['n']} | {pm(s['fid'], 2)}{change} | {pm(s['is'], 2)} | {pm(s['modes'], 1)} | "
-                    f"{pm(s['hq'], 1)} | {pm(s['gap'], 3)} | {pm(s['auc'], 3)} | {pm(s['rt'], 2)} | {s['flagged']}/{s['n']} | {'-' if policy == 'none' else pm(s['p'], 2)} | "
-                    f"{pm(s['cpu'], 1)} |"
-                )
-    return "\n".join(lines), summary
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", choices=DATA, help="data sets (default: both)")
@@ -358,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                 while queue:
                     steps = queue.pop(0)
                     jobs = [workers.submit(run_one, d, f, p, s, steps, sets, size, root, args.score_on) for d, f, p, s in plan]
-                    results = gather(jobs, partial(_line, unit=unit))
-                    text, summary = table(results, f"{unit}-min/run")
+                    results = gather(jobs, partial(line, unit=unit))
+                    text, summary = table(results, itertools.product(DATA, FRACTIONS, SETTINGS), f"{unit}-min/run")
                     steps = max(r["steps"] for r in results)  # more than asked where --out held runs trained further
                     print(f"\nDCGAN, {steps} steps a run, mean +- s.e. over seeds; FID change against no augmentation in brackets")
                     if any(p != "none" for p in policies):
@@ -384,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     except GanCoreError as exc:  # a run failed: its message, not a worker's traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("Published anchors (other data and networks), FID without -> with augmentation:\n")
-    print("| setting | without | with |\n|---|---|---|")
-    for name, before, after in ANCHORS:
-        print(f"| {name} | {before} | {after} ({100 * (after / before - 1):+.0f} %) |")
+    print(anchors_text())
     print(
         f"\n{len(rounds[-1]['runs'])} runs to {rounds[-1]['steps']} steps in {time.perf_counter() - start:.0f} s wall on {args.workers} workers"
     )
@@ -427,16 +372,6 @@ def _other_settings(out: Path, plan: list[tuple[str, float, str, int]], sets: li
                 "with its own settings)"
             )
     return ""
-
-
-def _line(r: dict[str, Any], unit: str) -> str:
-    return (
-        f"{r['data']:13s} {r['fraction']:5.0%} {r['policy']:8s} seed {r['seed']}: FID {r['fid']:.2f}, IS {r['is_mean']:.2f}, "
-        f"D gap {r['d_gap'] if r['d_gap'] is None else round(r['d_gap'], 3)}, {r['verdict']}, {r['cpu_min']:.1f} {unit}-min"
-        + ("" if r["continued_from"] is None else f" (continued from step {r['continued_from']})")
-        + f", step {r['steps']}"
-        + ("" if r.get("pace_s") is None else f", {1000 * r['pace_s']:.1f} ms a step once warm")
-    )
 
 
 if __name__ == "__main__":
