@@ -5,7 +5,7 @@ loss and n_critic=1, on the current device; a "sample" is one example of a gener
 
 - ours: :class:`gancore.training.Trainer` over a :class:`~gancore.training.BatchStream` with the
   data resident on the device (uint8 images gathered and converted per batch there), bf16
-  autocast and fused Adam on CUDA, channels_last images (``train.channels_last: auto``), host
+  autocast on CUDA, fused Adam, channels_last images (``train.channels_last: auto``), host
   synchronisation only on log steps.
 - baseline: what a first training script looks like: a CPU ``DataLoader`` over a float32
   ``TensorDataset``, each batch copied to the device, fp32, default (unfused) Adam.

@@ -6,10 +6,11 @@ interpolates (a generator on the training device), and torch's global RNG (used 
 themselves, e.g. dropout). A run interrupted and resumed therefore takes the same steps as an
 uninterrupted one; on the CPU the weights come out bit-identical.
 
-Image batches and models use channels_last on every device (:func:`use_channels_last`). On CUDA
-the step runs in bf16 autocast (no loss scaling needed: bf16 has fp32's exponent range), Adam is
-fused, and prepared data small enough is kept resident on the GPU (uint8 images are a quarter of
-the float size) so that a batch is one gather on the device. The host synchronises only on log
+Image batches and models use channels_last on every device (:func:`use_channels_last`), and Adam
+is fused (one kernel over a model's tensors; the CPU has one too). On CUDA the step runs in bf16
+autocast (no loss scaling needed: bf16 has fp32's exponent range), and prepared data small enough
+is kept resident on the GPU (uint8 images are a quarter of the float size) so that a batch is one
+gather on the device. The host synchronises only on log
 and checkpoint steps: non-finite losses are tracked on the device and reported with the exact
 step at the next synchronisation, before any checkpoint could record bad state.
 
