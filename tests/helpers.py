@@ -252,3 +252,14 @@ def mode_report(data, points) -> dict:
     units = data.meta["units"]
     z = (torch.from_numpy(points) - torch.tensor(units["mean"])) / torch.tensor(units["std"])
     return vector_modes(z, data.meta["modes"], real_labels=reference_labels(data))
+
+
+def cli_stages(out, sets: list[str], stages=("prepare", "train", "sample")):
+    """``stages`` by the CLI (``gan <stage>`` on the repository's params.yaml) into ``out``, each
+    with ``-S`` ``sets``; their layout."""
+    from gancore.cli import main
+    from gancore.layout import Layout
+
+    for stage in stages:
+        assert main([stage, "--params", str(PARAMS), "--out", str(out), *[a for s in sets for a in ("-S", s)]]) == 0, stage
+    return Layout(out)
