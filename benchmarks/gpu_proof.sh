@@ -87,7 +87,7 @@ device() {
   # resumed, PRDC on CUDA); TEST_SECONDS=0 leaves them out (a second call on a warm machine).
   if (("${TEST_SECONDS:-150}" > 0)); then
     timeout "${TEST_SECONDS:-150}" "$python" -m pytest -q -p no:cacheprovider -o addopts="" -rs -k "cuda or gpu" \
-      tests/training/test_augment.py tests/training/test_training.py tests/metrics/test_prdc.py 2>&1 | tee "$out/cuda-tests.txt" || true
+      tests/training/test_augment*.py tests/training/test_training.py tests/metrics/test_prdc.py 2>&1 | tee "$out/cuda-tests.txt" || true
   fi
   if [ "$what" != long ]; then
     {
