@@ -60,7 +60,9 @@ def _differs(key: str, then: Any, now: Any, params: Params, meta: dict[str, Any]
     """Whether ``data.<key>`` at ``now`` prepares other data than at ``then``. Settings with the
     same effect: ``path`` in the same words (the project's own file, also in a checkout on
     another machine or a moved project, where prepare's resolved path is another), or naming the
-    file or folder prepare read (its resolved path); ``image_size`` giving the shape prepared
+    file or folder prepare read (its resolved path); ``n_train`` and ``n_test`` null beside the
+    count prepared (null takes every example, or the data set's default count, and a subset of
+    all of them is all of them, in their order); ``image_size`` giving the shape prepared
     (null is the native size); ``on_bad_image`` where prepare left no image out (under ``fail``
     it succeeded, so none was bad); ``classifier_epochs`` where prepare trains no network
     (vector data get the mixture's posterior; an epoch count above 0 that trained none found no
@@ -70,6 +72,9 @@ def _differs(key: str, then: Any, now: Any, params: Params, meta: dict[str, Any]
     source = meta.get("source") or {}
     if key == "path":
         return not (now is not None and source.get("path") and _resolved(now) == Path(source["path"]))
+    if key in ("n_train", "n_test"):  # null is every example (a default count): the same where that many were prepared
+        count = meta.get("count" if key == "n_train" else "count_test")
+        return not (count is not None and None in (then, now) and (then if now is None else now) == count)
     if key == "image_size":
         return tuple(meta.get("shape") or ()) != params.data_shape
     if key == "on_bad_image":

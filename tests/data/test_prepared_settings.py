@@ -8,11 +8,13 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from gancore.cli import main
 from gancore.config import load_params
+from gancore.data import load_prepared
 from gancore.data.settings import other_settings, recorded
 from gancore.layout import Layout
 from helpers import PARAMS, overrides
@@ -92,6 +94,13 @@ def test_settings_with_the_same_effect_pass(tmp_path, monkeypatch):
     assert other_settings(load_params(PARAMS, ["data.name=mnist", "data.classifier_epochs=2"]), unlabelled) == []
     none_asked = {**unlabelled, "settings": recorded(load_params(PARAMS, ["data.name=mnist", "data.classifier_epochs=0"]))}
     assert other_settings(mnist, none_asked) == ["data.classifier_epochs: 0 then, 8 now"]
+    # null beside the count prepared (every example, or the default count) is the same data
+    counted = {**trained, "count": 60_000, "count_test": 10_000}
+    assert other_settings(load_params(PARAMS, ["data.name=mnist", "data.n_train=60000", "data.n_test=10000"]), counted) == []
+    assert other_settings(load_params(PARAMS, ["data.name=mnist", "data.n_train=59999"]), counted) == ["data.n_train: null then, 59999 now"]
+    subset = {**counted, "settings": recorded(load_params(PARAMS, ["data.name=mnist", "data.n_train=60000"]))}
+    assert other_settings(mnist, subset) == []
+    assert other_settings(mnist, {k: v for k, v in subset.items() if k != "count"}) == ["data.n_train: 60000 then, null now"]
     # data prepared before the record, and a setting added since, are not checked
     assert other_settings(load_params(PARAMS, ["seed=4"]), {}) == []
     old = recorded(mnist)
@@ -100,6 +109,29 @@ def test_settings_with_the_same_effect_pass(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="paths")
+def test_null_and_the_count_it_takes_prepare_the_same_data(tmp_path):
+    """What the n_train / n_test rule above rests on: toy data (null is the default count) and a
+    points file (null is every row, or a tenth held out) prepare the same bytes either way."""
+    rows = np.random.default_rng(0).normal(size=(400, 2))
+    np.savetxt(tmp_path / "pts.csv", rows, delimiter=",", header="a,b", comments="")
+    for data, null, counted in (
+        (["data.name=ring8", "data.n_test=null"], ["data.n_train=null"], ["data.n_train=50000"]),
+        (
+            ["data.name=points", f"data.path={tmp_path / 'pts.csv'}"],
+            ["data.n_train=null", "data.n_test=null"],
+            ["data.n_train=360", "data.n_test=40"],
+        ),
+    ):
+        prepared = []
+        for sets in (null, counted):
+            out = tmp_path / "-".join(sets)
+            assert main(["prepare", "--params", str(PARAMS), "--out", str(out), *overrides(*BASE, *data, *sets)]) == 0
+            meta = json.loads(Layout(out).prepared_meta.read_text())
+            prepared.append(load_prepared(Layout(out).prepared))
+        assert torch.equal(prepared[0].train, prepared[1].train) and torch.equal(prepared[0].test, prepared[1].test), data
+        assert other_settings(load_params(PARAMS, [*BASE, *data, *null]), meta) == []  # meta: the counted one's
+
+
 def test_an_image_folder_records_the_images_it_left_out(tmp_path, capsys):
     from PIL import Image
 
