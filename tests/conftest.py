@@ -26,8 +26,10 @@ from helpers import SHARED_DATASETS, venv_env, write_params
 
 quiet()
 os.environ["GANCORE_PROGRESS"] = "0"
-# Small models on two shared cores: intra-op threads only spin against each other.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Small models on two shared cores: intra-op threads only spin against each other. Set, not
+# defaulted: the session runs torch on one thread, and code that takes its count from the
+# variable (benchmark workers) must agree with it (_threads_kept).
+os.environ["OMP_NUM_THREADS"] = "1"
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="gancore-tests-"))
 # Every process that loads this module makes one, pytest-xdist's controller too, which runs no
 # test and so no session fixture: each removes its own on exit.

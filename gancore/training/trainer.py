@@ -335,8 +335,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
             self._ema_calibrated = -1
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        for opt, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+            opt.load_state_dict(state[key])
+            _lay_out_like_params(opt)
         self.rollbacks = int(state.get("rollbacks", 0))
         if self.rollbacks:
             self.noise = seeds.generator(self.seed, f"{NOISE_STREAM}/rollback{self.rollbacks}", self.device)
@@ -356,3 +357,16 @@ class Trainer:
 def _set_requires_grad(parameters: list[nn.Parameter], value: bool) -> None:
     for p in parameters:
         p.requires_grad_(value)
+
+
+def _lay_out_like_params(opt: torch.optim.Optimizer) -> None:
+    """Give each loaded moment its parameter's memory layout. Fused Adam walks a parameter, its
+    gradient and its moments as flat memory; a checkpoint saved contiguous and resumed
+    channels_last (``train.channels_last`` is no part of a run's identity), or the other way
+    round, paired each moment with other weights, silently. Values are unchanged."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p).copy_(value)

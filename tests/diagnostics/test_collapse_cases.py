@@ -4,7 +4,7 @@ never tuned on, with unequal mode weights and widths in units far from 1.
 
 Each case is built from the data's own generating mixture (so its answer is known exactly):
 faithful samples, too wide, too tight, repeated points, copies of training points, missing modes,
-one mode, one point, and uniform noise. The thresholds of :mod:`gancore.diagnostics.verdict` are
+one mode, one point, and uniform noise. The thresholds of :mod:`gancore.diagnostics.findings` are
 not fitted to any of them; this table is the check that they hold beside the benchmarks too.
 """
 
