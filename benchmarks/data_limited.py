@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data_limited_report import anchors_text, line, table  # noqa: E402
 
+from data_limited_report import anchors_text, line, table  # noqa: E402
 from runs import (  # noqa: E402
     NO_CLASSIFIER,
     add_run_arguments,

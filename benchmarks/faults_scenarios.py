@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from faults_workspace import (
     BIN,
     CHECKPOINT_EVERY,
