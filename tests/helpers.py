@@ -263,3 +263,10 @@ def cli_stages(out, sets: list[str], stages=("prepare", "train", "sample")):
     for stage in stages:
         assert main([stage, "--params", str(PARAMS), "--out", str(out), *[a for s in sets for a in ("-S", s)]]) == 0, stage
     return Layout(out)
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    """Two state dicts with the same keys and bit-identical tensors."""
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
