@@ -5,7 +5,8 @@ For each example (``examples/params/<name>.yaml``) the domain classifier is trai
 samples, evaluates and diagnoses in its own folder. The table gives mean +- s.e. over seeds of
 the generated domain Inception Score, modes covered, high-quality %, FID in the domain
 classifier's feature space, and the verdicts, beside the same classifier's score of the real
-test set (the ceiling) and the published MNIST score (9.88, ChunyuanLI/MNIST_Inception_Score). Each seed's sample grid is kept under ``--out``.
+test set (the ceiling) and the published MNIST score (9.88, ChunyuanLI/MNIST_Inception_Score).
+Each seed's sample grid is kept under ``--out``.
 
     python benchmarks/quality_images.py                          # mnist-dcgan, fashion-dcgan; 3 seeds
     python benchmarks/quality_images.py --example mnist-dcgan --seeds 1 --out bench-out

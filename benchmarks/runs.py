@@ -58,14 +58,11 @@ def install_classifier(reference: Any, layout: Any) -> None:
     """Give ``layout``'s prepared data (and each part of its partition) the domain classifier of
     ``reference`` (both Layouts): every seed and data share scored in one feature space, the
     yardstick trained once, where each run's data are prepared at its own seed."""
-    import shutil
-
-    from gancore.io import atomic_path, read_json, write_json
+    from gancore.io import copy_file, read_json, write_json
     from gancore.layout import MIXTURE_FILE
     from gancore.partition import copy_classifier
 
-    with atomic_path(layout.classifier) as tmp:
-        shutil.copyfile(reference.classifier, tmp)
+    copy_file(reference.classifier, layout.classifier)
     partition = layout.prepared / MIXTURE_FILE
     parts = [p["index"] for p in read_json(partition)["parts"]] if partition.exists() else []
     for index in parts:  # as prepare gives each part the whole's

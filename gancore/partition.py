@@ -281,14 +281,10 @@ def prepare_parts(params: Params, layout: Layout, data: PreparedData) -> dict[st
 
 def copy_classifier(layout: Layout, index: int) -> None:
     """The part's monitor scores with the whole data set's domain classifier."""
-    import shutil
+    from gancore.io import copy_file
 
-    from gancore.io import atomic_path
-
-    source, target = layout.classifier, layout.part(index).classifier
-    if source.exists():
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
+    if layout.classifier.exists():
+        copy_file(layout.classifier, layout.part(index).classifier)
 
 
 def one_cluster(info: dict[str, Any]) -> bool:

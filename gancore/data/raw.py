@@ -10,7 +10,6 @@ from.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from gancore.datasets import dataset
 from gancore.errors import DataError
-from gancore.io import atomic_path
+from gancore.io import copy_file
 from gancore.layout import DATASETS_ENV, datasets_mirror
 
 
@@ -60,8 +59,7 @@ def _copy_from_mirror(archive: Archive, raw: Path, mirror: Path | None) -> Path 
     source = mirror / archive.path if mirror else None
     if source is None or not source.is_file():
         return None
-    with atomic_path(raw / archive.path) as tmp:
-        shutil.copyfile(source, tmp)
+    copy_file(source, raw / archive.path)
     return source
 
 
