@@ -18,7 +18,7 @@ import argparse
 import itertools
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -100,8 +100,10 @@ def run_members(
     return failures
 
 
-def comparison_rows(members: list[dict[str, Any]], keys: tuple[str, ...] = ("arch", "loss", "seed")) -> tuple[list[str], list[list[str]]]:
-    headers = [*keys, *comparison_headers(FIGURES), "MLflow run"]
+def comparison_rows(
+    members: list[dict[str, Any]], keys: tuple[str, ...] = ("arch", "loss", "seed"), seed_key: str = "seed"
+) -> tuple[list[str], list[list[str]]]:
+    headers = [*(seed_key if k == "seed" else k for k in keys), *comparison_headers(FIGURES), "MLflow run"]
     rows = []
     for m in members:
         r = m.get("result")
@@ -115,28 +117,44 @@ def comparison_rows(members: list[dict[str, Any]], keys: tuple[str, ...] = ("arc
     return headers, rows
 
 
-# The keys each member sets for itself (its architecture, loss and seed).
-SWEPT = ("model.arch", "loss.name", "seed")
+# What the seeds set: the seed (each member draws its own data, and trains, samples and evaluates
+# with it), or only training's (``train.seed``: one prepared data set, one set of sample latents
+# and evaluation subsets, so the members differ by training's randomness alone).
+SeedKey = Literal["seed", "train.seed"]
+SEED_KEYS: tuple[str, ...] = get_args(SeedKey)
 
 
-def check_sets(sets: Optional[list[str]]) -> None:
+def swept_keys(seed_key: str = "seed") -> tuple[str, ...]:
+    """The keys each member sets for itself: its architecture, loss and seed."""
+    return ("model.arch", "loss.name", seed_key)
+
+
+def check_sets(sets: Optional[list[str]], seed_key: str = "seed") -> None:
     """-S settings apply after a member's own: one on a swept axis would make every member the
     same run under different labels."""
-    swept = [s for s in sets or () if s.split("=", 1)[0].strip() in SWEPT]
+    keys = swept_keys(seed_key)
+    swept = [s for s in sets or () if s.split("=", 1)[0].strip() in keys]
     if swept:
         raise ParamsError(
-            [("sets", f"{', '.join(swept)} would override the swept {', '.join(SWEPT)}; sweep them with archs, losses and seeds")]
+            [("sets", f"{', '.join(swept)} would override the swept {', '.join(keys)}; sweep them with archs, losses and seeds")]
         )
 
 
 def sweep_members(
-    archs: list[str], losses: list[str], seeds: list[int], params_file: str, sets: Optional[list[str]], base: dict[str, Any]
+    archs: list[str],
+    losses: list[str],
+    seeds: list[int],
+    params_file: str,
+    sets: Optional[list[str]],
+    base: dict[str, Any],
+    seed_key: str = "seed",
 ) -> list[dict[str, Any]]:
     """Every (arch, loss, seed) with its overrides and its parameters, each validated (a bad one
-    raises ``ParamsError`` before any member runs)."""
+    raises ``ParamsError`` before any member runs). ``seed_key``: what the seeds set (:data:`SeedKey`)."""
     members = []
+    mark = "trainseed" if seed_key == "train.seed" else "seed"
     for arch, loss_name, seed in itertools.product(archs, losses, seeds):
-        member = member_overrides(base, **{"model.arch": arch, "loss.name": loss_name, "seed": seed})
+        member = member_overrides(base, **{"model.arch": arch, "loss.name": loss_name, seed_key: seed})
         members.append(
             {
                 "arch": arch,
@@ -144,7 +162,7 @@ def sweep_members(
                 "seed": seed,
                 "overrides": member,
                 "params": resolve_params(params_file, member, sets),
-                "label": f"{arch}-{loss_name}-seed{seed}",
+                "label": f"{arch}-{loss_name}-{mark}{seed}",
             }
         )
     return members
@@ -165,6 +183,7 @@ def gan_sweep(
     archs: list[str] = DEFAULT_ARCHS,  # noqa: B006 - Prefect copies parameter defaults
     losses: list[LossName] = DEFAULT_LOSSES,  # noqa: B006
     seeds: list[int] = DEFAULT_SEEDS,  # noqa: B006
+    seed_key: SeedKey = "seed",
     runner: Runner = "process",
     workers: int = 2,
     address: Optional[str] = None,
@@ -174,18 +193,21 @@ def gan_sweep(
 ) -> list[dict[str, Any]]:
     """Every (arch, loss, seed) on params.yaml plus the shared overrides; a table compares them.
 
-    ``runner``: where the members run (a local process pool, Dask or Ray), ``workers`` at once;
-    ``address``: an existing Dask scheduler or Ray cluster (without it a local one starts).
+    ``seed_key``: what the seeds set: ``seed`` (data, training and evaluation) or ``train.seed``
+    (training alone, on one prepared data set). ``runner``: where the members run (a local process
+    pool, Dask or Ray), ``workers`` at once; ``address``: an existing Dask scheduler or Ray cluster
+    (without it a local one starts).
     """
-    check_sets(sets)
-    members = sweep_members(archs, losses, seeds, params_file, sets, {k: v for k, v in overrides.items() if k != "seed"})
+    check_sets(sets, seed_key)
+    base = {k: v for k, v in overrides.items() if k != seed_key}
+    members = sweep_members(archs, losses, seeds, params_file, sets, base, seed_key)
     if not members:
         raise ValueError("empty sweep: give at least one architecture, one loss and one seed")
     if members[0]["params"].tracking.enabled:
         # One store and experiment, created before members race to create them.
         tracking.ensure_experiment(members[0]["params"].tracking.experiment, find_project_root(params_file))
     failures = run_members(members, params_file, sets, runner, workers, address)
-    headers, rows = comparison_rows(members)
+    headers, rows = comparison_rows(members, seed_key=seed_key)
     table = markdown_table(headers, rows)
     cards = [((m.get("result") or {}).get("evaluate") or {}).get("provenance") for m in members if m.get("result")]
     apart = sorted({d for c in cards[1:] for d in differences(cards[0], c)})
@@ -217,16 +239,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--arch", action="append", dest="archs", metavar="NAME", help="architecture (repeatable; default mlp)")
     parser.add_argument("--loss", action="append", dest="losses", metavar="NAME", help="loss (repeatable; default non_saturating, hinge)")
     parser.add_argument("--seed", action="append", dest="seeds", type=int, metavar="N", help="seed (repeatable; default 0)")
+    parser.add_argument(
+        "--seed-key",
+        choices=SEED_KEYS,
+        default="seed",
+        help="what --seed sets: seed (each member its own data; the default) or train.seed (training alone, on one data set)",
+    )
     add_params_arguments(parser)
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
     if (code := check_params("gan-sweep", args.params, args.sets)) is not None:
         return code
     try:
-        check_sets(args.sets)
+        check_sets(args.sets, args.seed_key)
         # every member valid before Prefect starts: a bad --arch, --loss or --seed exits 2, not
         # with the flow's traceback
-        sweep_members(args.archs or DEFAULT_ARCHS, args.losses or DEFAULT_LOSSES, args.seeds or DEFAULT_SEEDS, args.params, args.sets, {})
+        seeds = args.seeds or DEFAULT_SEEDS
+        sweep_members(args.archs or DEFAULT_ARCHS, args.losses or DEFAULT_LOSSES, seeds, args.params, args.sets, {}, args.seed_key)
     except ParamsError as exc:
         print(f"gan-sweep: {exc}", file=sys.stderr)
         return 2
@@ -236,6 +265,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "runner": args.runner,
         "workers": args.workers,
         "address": args.address,
+        "seed_key": args.seed_key,
     }
     for name in ("archs", "losses", "seeds"):
         if getattr(args, name):

@@ -61,6 +61,8 @@ def run_identity(
     for section in ("data", "model", "loss", "train"):
         neutral = RESULT_NEUTRAL.get(section, ())
         identity[section] = {k: v for k, v in dump[section].items() if k not in neutral}
+    if params.training_seed == params.seed:  # null, or the top-level seed: the same streams, and older checkpoints resume
+        identity["train"].pop("seed")
     if params.train.lr_decay > 0:  # the schedule ends at train.steps: a longer run is another run
         identity["train"]["steps"] = params.train.steps
     if params.train.on_collapse == "continue":  # the monitor only watches: it cannot change the weights

@@ -91,6 +91,13 @@ class LossParams(_Section):
 
 class TrainParams(_Section):
     steps: int = Field(5000, gt=0, description="generator updates")
+    seed: Optional[int] = Field(
+        None,
+        ge=0,
+        lt=2**32,
+        description="training's own seed: initial weights, batch order, latent noise, augmentation draws (null: the top-level seed, "
+        "which also draws the data, the samples' latents and evaluation's subsets); set it to repeat training on the same data",
+    )
     batch_size: int = Field(
         256,
         gt=0,
@@ -315,6 +322,11 @@ class Params(_Section):
         assert spec.channels is not None  # every image spec names its channels
         size = self.data.image_size or (spec.shape[-1] if spec.shape else 0)  # 0: image_size missing, reported by validation
         return (spec.channels, size, size)
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of training's random streams: ``train.seed``, or the top-level seed when null."""
+        return self.seed if self.train.seed is None else self.train.seed
 
     @property
     def n_samples(self) -> int:

@@ -143,7 +143,7 @@ def _augment(params: Params, data: PreparedData, device: torch.device, world: di
     return Augment(
         policy,
         device,
-        params.seed,
+        params.training_seed,
         a.adaptive,
         a.target,
         a.kimg,
@@ -201,7 +201,7 @@ def _train(
                 f"{device.type}; set device={state['device']} or run `gan train --restart`"
             )
 
-    torch.manual_seed(params.seed)  # weight initialisation
+    torch.manual_seed(params.training_seed)  # weight initialisation
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)
     broken = output_problem(generator, discriminator, shape, params.model.latent_dim, params.model.pack)
     if broken:
@@ -215,7 +215,7 @@ def _train(
     batches = BatchStream(
         data.train,
         tp.batch_size * params.model.pack,  # PacGAN: D judges batch_size packed examples of m samples
-        seeds.derive(params.seed, BATCH_STREAM),
+        seeds.derive(params.training_seed, BATCH_STREAM),
         device,
         resident=use_resident(tp.resident_data, data.train.nbytes, tp.resident_max_gb),
         channels_last=use_channels_last(image, compiled, tp.channels_last),
@@ -246,7 +246,7 @@ def _train(
         held_out = BatchStream(
             steering,
             tp.batch_size * params.model.pack,
-            seeds.derive(params.seed, HELD_OUT_STREAM),
+            seeds.derive(params.training_seed, HELD_OUT_STREAM),
             device,
             resident=use_resident(tp.resident_data, steering.nbytes, tp.resident_max_gb),
             channels_last=use_channels_last(image, compiled, tp.channels_last),
@@ -264,7 +264,7 @@ def _train(
         betas=(tp.beta1, tp.beta2),
         n_critic=tp.n_critic,
         ema_decay=tp.ema_decay,
-        seed=params.seed,
+        seed=params.training_seed,
         pack=params.model.pack,
         world=world,
         compile=compiled,

@@ -47,6 +47,8 @@ def test_a_stage_after_prepare_refuses_other_data_settings_and_writes_nothing(tm
         assert _files(tmp_path) == before  # nothing trained, nothing written
     # the device changes how prepare computes, not which data: it passes, as do the same settings
     assert _gan("train", tmp_path, "device=cpu") == 0 and layout.generator.exists()
+    # so does training's own seed, which draws no data (the top-level seed=3 above was refused)
+    assert _gan("train", tmp_path, "train.seed=3", flags=("--restart",)) == 0
     assert _gan("sample", tmp_path) == 0
     # prepared again with them, the settings train
     assert _gan("prepare", tmp_path, "data.n_train=200") == 0 and _gan("train", tmp_path, "data.n_train=200", flags=("--restart",)) == 0

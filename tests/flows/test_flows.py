@@ -169,6 +169,7 @@ def test_sweep_runs_members_concurrently_and_compares_them(prefect_harness, proj
         archs=["mlp"],
         losses=["non_saturating", "hinge"],
         seeds=[0],
+        seed_key="train.seed",  # training's seed alone, on the one data set
         params_file=str(project / "params.yaml"),
         # long enough to overlap: with 30 steps a member could end before the other's process had
         # started on a loaded 2-core machine (1.7 s apart in one CI run)
@@ -180,7 +181,9 @@ def test_sweep_runs_members_concurrently_and_compares_them(prefect_harness, proj
     results = [m["result"] for m in members]
     assert len({r["run_dir"] for r in results}) == 2 and len({r["mlflow_run_id"] for r in results}) == 2
     for r in results:
-        assert MlflowClient().get_run(r["mlflow_run_id"]).data.params["train.steps"] == "600"
+        logged = MlflowClient().get_run(r["mlflow_run_id"]).data.params
+        assert (logged["train.steps"], logged["train.seed"]) == ("600", "0")
+    assert results[0]["data_version"] == results[1]["data_version"]
 
     sweep_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
@@ -193,6 +196,7 @@ def test_sweep_runs_members_concurrently_and_compares_them(prefect_harness, proj
     for r in results:
         assert r["mlflow_run_name"] in table
     assert "| mlp | hinge | 0 |" in table and "| mlp | non_saturating | 0 |" in table
+    assert "\n| arch | loss | train.seed | verdict |" in table
 
 
 # -- a real server ---------------------------------------------------------------------------------
