@@ -15,6 +15,7 @@ from gancore.diagnostics.dynamics import analyse_dynamics
 from gancore.diagnostics.modes import modes_2d
 from gancore.diagnostics.ndb import ndb
 from gancore.diagnostics.verdict import decide
+from gancore.gaussian_mixture import GaussianMixture
 
 # P(r < 3 sigma) for an isotropic 2D Gaussian: the radius is Rayleigh, 1 - exp(-9/2).
 P_HQ = 1.0 - math.exp(-4.5)
@@ -79,3 +80,20 @@ def diagnosis_2d(gen, centers, sigma, real_train, real_test, real_labels=None, l
     figures = figures_from(report, collapse_measures(gen, real_test, 0.05, seed=0), ndb(real_train, gen, bins, 0.05, seed=0))
     dynamics = analyse_dynamics(log, loss) if log is not None else None
     return report, figures, decide(figures, dynamics, loss)
+
+
+# -- Gaussian mixtures in any dimension (a points file's fitted modes) ------------------------------
+def mixture_draw(mixture: GaussianMixture, n: int, seed: int) -> torch.Tensor:
+    """``n`` float64 rows drawn from a diagonal ``GaussianMixture``."""
+    gen = torch.Generator().manual_seed(seed)
+    parts = torch.multinomial(mixture.weights, n, replacement=True, generator=gen)
+    noise = torch.randn(n, mixture.means.shape[1], generator=gen, dtype=torch.float64)
+    return mixture.means[parts] + noise * mixture.variances[parts].sqrt()
+
+
+def two_gaussians(dims: int, separation: float, weights: tuple[float, float], variances: tuple[float, float]) -> GaussianMixture:
+    """Two diagonal Gaussians ``separation`` apart along the first axis."""
+    means = torch.zeros(2, dims, dtype=torch.float64)
+    means[1, 0] = separation
+    var = torch.tensor(variances, dtype=torch.float64)[:, None].expand(2, dims).clone()
+    return GaussianMixture(torch.tensor(weights, dtype=torch.float64), means, var, 0.0, 0)
