@@ -163,16 +163,16 @@ def run_one(
         cpu_s, continued_from = float(earlier["cost_s"]), int(earlier["steps"])
         trained_with = list(earlier.get("software", [UNRECORDED]))
         steps = max(steps, continued_from)
-    else:
+    # Without a classifier of its own (the reference's is installed), as it was prepared: the
+    # stages after prepare check it (gancore.data.settings).
+    params = _params(data, fraction, policy, seed, steps, [*sets, NO_CLASSIFIER], size)
+    if continued_from is None:
         # A run stopped mid-way (its cost unknown), or scored by another reference: start over.
         layout.checkpoint.unlink(missing_ok=True)
         trained_with = []
-        # Prepare the subset without a classifier of its own, then install the reference's.
         share_raw(ref, layout)
-        cpu_s = run_stages(_params(data, fraction, policy, seed, steps, [*sets, NO_CLASSIFIER], size), layout, ("prepare",))
+        cpu_s = run_stages(params, layout, ("prepare",))
         install_classifier(ref, layout)
-    # (with the setting it was prepared with: the stages after prepare check it, gancore.data.settings)
-    params = _params(data, fraction, policy, seed, steps, [*sets, NO_CLASSIFIER], size)
     started = time.perf_counter()
     cpu_s += run_stages(params, layout, ("train",))
     # Recorded before scoring: a later invocation continues this training even if scoring fails.
