@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import add_run_arguments, check_device, cost_unit, mean_se, pm, pool, run_stages  # noqa: E402
+from gancore.report import mean_se, pm  # noqa: E402
+from runs import add_run_arguments, check_device, cost_unit, pool, run_stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS_FILE = "blobs5.csv"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from runs import mean_se, pm
+from gancore.report import mean_se, pm
 
 # Published anchors (../shared/reference.md): FID without -> with augmentation.
 ANCHORS = [

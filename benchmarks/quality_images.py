@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs import NO_CLASSIFIER, gather, install_classifier, mean_se, pm, run_stages, share_raw  # noqa: E402
+from gancore.report import mean_se, pm  # noqa: E402
+from runs import NO_CLASSIFIER, gather, install_classifier, run_stages, share_raw  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "params"

@@ -1,13 +1,11 @@
 """What the quality benchmarks share: running pipeline stages in a single-threaded worker,
-summarising seeds as mean +- standard error, and the lengths a benchmark trains its runs to."""
+and the lengths a benchmark trains its runs to (seeds summarised as mean +- s.e.: gancore.report.mean_se)."""
 
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import os
-import statistics
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -103,21 +101,6 @@ def gather(futures: Iterable[Future], line: Callable[[dict[str, Any]], str]) -> 
         results.append(result)
         print(line(result), flush=True)
     return results
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (NaN for a single value: no spread to estimate; NaN
-    both when a value is NaN, e.g. no high-quality sample to score: statistics.stdev raised on it
-    and the whole benchmark died after its runs)."""
-    if any(math.isnan(v) for v in values):
-        return float("nan"), float("nan")
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
-
-
-def pm(value: tuple[float, float], digits: int) -> str:
-    mean, se = value
-    return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f"+-{se:.{digits}f}")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

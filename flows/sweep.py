@@ -28,7 +28,7 @@ from gancore.config import ParamsError
 from gancore.layout import find_project_root
 from gancore.names import LossName
 from gancore.provenance import differences
-from gancore.report import comparison_cells, comparison_headers, markdown_table
+from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers
 from gancore_flows.params import member_overrides, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
 from gancore_flows.runners import RUNNERS, Runner, check_member_host, member_context, task_runner, threads_per_member
@@ -115,6 +115,20 @@ def comparison_rows(
         link = f"[{r['mlflow_run_name']}]({r['mlflow_url']})" if r.get("mlflow_url") else ""
         rows.append([*ident, *cells, link])
     return headers, rows
+
+
+def over_seeds(members: list[dict[str, Any]], seed_key: str = "seed") -> Optional[str]:
+    """Each (arch, loss) over its seeds, the figures as mean ± s.e. (markdown), or None when no
+    configuration ran on more than one seed: one run of a GAN is one draw, and a sweep over seeds
+    is there to say how far a configuration's figures spread."""
+    groups: dict[tuple[str, str], list[Optional[dict[str, Any]]]] = {}
+    for m in members:
+        groups.setdefault((m["arch"], m["loss"]), []).append(m.get("result"))
+    if not any(len(results) > 1 for results in groups.values()):
+        return None
+    rows = [[arch, loss, *seeds_cells(results, FIGURES)] for (arch, loss), results in groups.items()]
+    caption = f"Over {seed_key} (mean ± standard error of the runs that finished):"
+    return caption + "\n\n" + markdown_table(["arch", "loss", *seeds_headers(FIGURES)], rows)
 
 
 # What the seeds set: the seed (each member draws its own data, and trains, samples and evaluates
@@ -209,6 +223,9 @@ def gan_sweep(
     failures = run_members(members, params_file, sets, runner, workers, address)
     headers, rows = comparison_rows(members, seed_key=seed_key)
     table = markdown_table(headers, rows)
+    summary = over_seeds(members, seed_key)
+    if summary:
+        table += "\n\n" + summary
     cards = [((m.get("result") or {}).get("evaluate") or {}).get("provenance") for m in members if m.get("result")]
     apart = sorted({d for c in cards[1:] for d in differences(cards[0], c)})
     if apart:  # numbers measured otherwise do not sit in one table without a warning

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +69,52 @@ def comparison_cells(result: dict[str, Any], keys: Sequence[str]) -> list[str]:
     ``diagnose`` figures, as a pipeline run returns them)."""
     figures = {**(result.get("evaluate") or {}), **(result.get("diagnose") or {})}
     return [str(figures.get("verdict", "n/a")), *(_cell(figures, k) for k in keys)]
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN for a single value: no spread to estimate; NaN
+    both when a value is NaN, e.g. no high-quality sample to score: statistics.stdev raised on it
+    and the whole benchmark died after its runs)."""
+    if any(math.isnan(v) for v in values):
+        return float("nan"), float("nan")
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
+
+
+def pm(value: tuple[float, float], digits: int) -> str:
+    mean, se = value
+    return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f"+-{se:.{digits}f}")
+
+
+def _mean_cell(values: list[float]) -> str:
+    mean, se = mean_se(values)
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.4g}" + ("" if math.isnan(se) else f" ± {se:.2g}")
+
+
+def seeds_headers(keys: Sequence[str]) -> list[str]:
+    """The columns of a table of run groups over seeds: how many ran, their verdicts, and the
+    figures ``keys`` names as mean ± standard error."""
+    return ["runs", "verdicts", *(_FIGURE[k].label for k in keys)]
+
+
+def seeds_cells(results: Sequence[dict[str, Any] | None], keys: Sequence[str]) -> list[str]:
+    """One group's cells under :func:`seeds_headers` (``results``: each run's, None where it
+    failed). A figure some runs lack is averaged over those that have it, and says over how many."""
+    figures = [{**(r.get("evaluate") or {}), **(r.get("diagnose") or {})} for r in results if r is not None]
+    verdicts = Counter(str(f.get("verdict", "n/a")) for f in figures)
+    cells = [f"{len(figures)} of {len(results)}", ", ".join(f"{n} {v}" for v, n in verdicts.most_common())]
+    for key in keys:
+        values = [float(f[key]) for f in figures if isinstance(f.get(key), (int, float)) and not isinstance(f.get(key), bool)]
+        cell = _mean_cell(values) if values else "n/a"
+        if values and len(values) < len(figures):
+            cell += f" ({len(values)} runs)"
+        totals = {f.get("modes_total") for f in figures}
+        if key == "modes_covered" and len(totals) == 1:
+            cell += f" / {fmt(totals.pop())}"
+        cells.append(cell)
+    return cells
 
 
 # (label, source, key) of the figures a run's summary shows: gancore.figures.FIGURES.

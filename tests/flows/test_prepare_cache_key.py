@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
 
 from gancore.config import load_params
 from gancore_flows.pipeline import prepare_key
@@ -112,25 +111,3 @@ def test_the_run_form_offers_params_yaml_s_own_values_auto_included():
     form = gan_pipeline.validate_parameters({"train": schema["properties"]["train"]["default"], "data": {"name": "fashion_mnist"}})
     params = validate(override_tree({"train": form["train"], "data": form["data"]}), check_plugins=False)
     assert (params.train.batch_size, params.train.lr_g, params.train.lr_d) == (64, 2e-4, 2e-4)
-
-
-def test_a_sweep_over_training_seeds_keeps_one_data_set_and_refuses_train_seed_settings(capsys):
-    """``--seed-key train.seed``: the members differ by training's seed alone, so they share one
-    preparation (one cache key), the top-level seed and so the samples' latents and evaluation's
-    subsets; -S train.seed is then the swept axis, and -S seed the data's seed, allowed."""
-    from gancore_flows.sweep import check_sets, comparison_rows, main, sweep_members
-
-    members = sweep_members(["mlp"], ["hinge"], [4, 5], str(PARAMS), ["seed=2"], {}, "train.seed")
-    assert [m["label"] for m in members] == ["mlp-hinge-trainseed4", "mlp-hinge-trainseed5"]
-    assert [(m["params"].seed, m["params"].train.seed, m["params"].training_seed) for m in members] == [(2, 4, 4), (2, 5, 5)]
-    assert prepare_key(members[0]["params"]) == prepare_key(members[1]["params"])
-    default = sweep_members(["mlp"], ["hinge"], [4, 5], str(PARAMS), [], {})
-    assert [m["params"].seed for m in default] == [4, 5] and prepare_key(default[0]["params"]) != prepare_key(default[1]["params"])
-    assert comparison_rows([], seed_key="train.seed")[0][:3] == ["arch", "loss", "train.seed"]
-
-    check_sets(["seed=3"], "train.seed")
-    assert main(["--params", str(PARAMS), "--seed-key", "train.seed", "-S", "train.seed=3"]) == 2
-    assert "train.seed=3 would override the swept model.arch, loss.name, train.seed" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--params", str(PARAMS), "--seed-key", "data.seed"])
-    assert exit_info.value.code == 2 and "--seed-key: invalid choice: 'data.seed'" in capsys.readouterr().err
