@@ -27,8 +27,8 @@ from prefect.artifacts import create_markdown_artifact
 from gancore import tracking
 from gancore.layout import find_project_root
 from gancore.provenance import differences
-from gancore.ranking import headline, rank_key
-from gancore.report import comparison_cells, comparison_headers, markdown_table, text_table
+from gancore.ranking import group_rank_key, headline, rank_key
+from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers, text_table
 from gancore_flows.params import resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
 from gancore_flows.runners import RUNNERS, Runner
@@ -42,44 +42,105 @@ def _card(row: dict[str, Any]) -> Optional[dict[str, Any]]:
     return ((row.get("result") or {}).get("evaluate") or {}).get("provenance")
 
 
+def _figures(result: dict[str, Any]) -> tuple[dict[str, float], Optional[str]]:
+    return headline(result.get("evaluate"), result.get("diagnose")), (result.get("diagnose") or {}).get("verdict")
+
+
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows best first (failed runs last). A run measured otherwise than the baseline (another
-    feature network, weights, resize, sample size, reference split: its provenance card differs)
-    is not ranked: it goes last, ``not_comparable`` naming the fields."""
+    """The rows best first, each with its ``rank``: the configurations (a remedy, or the baseline)
+    by :func:`gancore.ranking.group_rank_key` over their runs on every training seed (a failed run
+    counts as not healthy; a configuration none of whose runs finished goes last), and each one's
+    runs best first. A run measured otherwise than the baseline (another feature network, weights,
+    resize, sample size, reference split: its provenance card differs) is not ranked: its
+    configuration goes last but one, ``not_comparable`` naming the fields."""
     baseline = _card(rows[0]) if rows else None
     for row in rows[1:]:
         if row.get("result") is not None:
             diff = differences(baseline, _card(row))
             if diff:
                 row["not_comparable"] = diff
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["label"], []).append(row)
 
-    def key(row: dict[str, Any]) -> tuple[float, ...]:
-        r = row.get("result")
-        if r is None:
+    def group_key(members: list[dict[str, Any]]) -> tuple[float, ...]:
+        if all(m.get("result") is None for m in members):
             return (-2.0,)
-        if row.get("not_comparable"):
+        if any(m.get("not_comparable") for m in members):
             return (-1.0,)
-        return rank_key(headline(r.get("evaluate"), r.get("diagnose")), (r.get("diagnose") or {}).get("verdict"))
+        return group_rank_key([_figures(m["result"]) if m.get("result") else ({}, None) for m in members])
 
-    return sorted(rows, key=key, reverse=True)
+    def run_key(row: dict[str, Any]) -> tuple[float, ...]:
+        return rank_key(*_figures(row["result"])) if row.get("result") else (-2.0,)
+
+    ranked = []
+    for i, members in enumerate(sorted(groups.values(), key=group_key, reverse=True), 1):
+        for row in sorted(members, key=run_key, reverse=True):
+            ranked.append({**row, "rank": i})
+    return ranked
+
+
+def _seeded(rows: list[dict[str, Any]]) -> bool:
+    return len({row.get("train_seed") for row in rows}) > 1
 
 
 def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["rank", "remedy", "settings", *comparison_headers(FIGURES), "MLflow run"]
+    """One row per run (ranked rows, as :func:`rank` returns them); a train.seed column where they ran on several."""
+    seeded = _seeded(rows)
+    headers = ["rank", "remedy", "settings", *(["train.seed"] if seeded else []), *comparison_headers(FIGURES), "MLflow run"]
     out = []
-    for i, row in enumerate(rows, 1):
+    for row in rows:
+        first = [str(row["rank"]), row["label"], " ".join(row["extra"]) or "-", *([str(row.get("train_seed"))] if seeded else [])]
         r = row.get("result")
         if r is None:
-            out.append([str(i), row["label"], " ".join(row["extra"]) or "-", f"failed: {row.get('error')}", *[""] * len(FIGURES), ""])
+            out.append([*first, f"failed: {row.get('error')}", *[""] * len(FIGURES), ""])
             continue
         if row.get("not_comparable"):
             reason = "not ranked, measured otherwise than the baseline: " + "; ".join(row["not_comparable"])
-            out.append([str(i), row["label"], " ".join(row["extra"]) or "-", reason, *[""] * len(FIGURES), ""])
+            out.append([*first, reason, *[""] * len(FIGURES), ""])
             continue
-        cells = comparison_cells(r, FIGURES)
         link = f"[{r['mlflow_run_name']}]({r['mlflow_url']})" if r.get("mlflow_url") else ""
-        out.append([str(i), row["label"], " ".join(row["extra"]) or "-", *cells, link])
+        out.append([*first, *comparison_cells(r, FIGURES), link])
     return headers, out
+
+
+def seeds_table(rows: list[dict[str, Any]]) -> Optional[tuple[list[str], list[list[str]]]]:
+    """One row per configuration over its training seeds (mean ± s.e.), in rank order; None when
+    every configuration ran once."""
+    if not _seeded(rows):
+        return None
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["label"], []).append(row)
+    out = []
+    for members in groups.values():
+        first = [str(members[0]["rank"]), members[0]["label"], " ".join(members[0]["extra"]) or "-"]
+        if any(m.get("not_comparable") for m in members):
+            out.append([*first, "not ranked, measured otherwise than the baseline", *[""] * (len(FIGURES) + 1)])
+            continue
+        out.append([*first, *seeds_cells([m.get("result") for m in members], FIGURES)])
+    return ["rank", "remedy", "settings", *seeds_headers(FIGURES)], out
+
+
+def remedy_members(
+    plan: list[dict[str, Any]], seeds: list[int], overrides: dict[str, Any], sets: Optional[list[str]]
+) -> list[dict[str, Any]]:
+    """The sweep after the baseline: every remedy of ``plan`` on every training seed, and the
+    baseline on the seeds after the first (which it already ran on). With one seed each remedy runs
+    once, with the run's own train.seed."""
+    several = len(seeds) > 1
+
+    def member(label: str, extra: list[str], seed: int) -> dict[str, Any]:
+        return {
+            "label": label,
+            "run_label": f"{label}-trainseed{seed}" if several else label,
+            "extra": list(extra),
+            "train_seed": seed,
+            "overrides": overrides,
+            "sets": [*(sets or []), *extra, *([f"train.seed={seed}"] if several else [])],
+        }
+
+    return [member("baseline", [], s) for s in seeds[1:]] + [member(r["name"], r["sets"], s) for r in plan for s in seeds]
 
 
 def _nest(parent: Optional[tracking.PipelineRun], result: Optional[dict[str, Any]]) -> None:
@@ -100,14 +161,19 @@ def gan_remedy(
     params_file: str = "params.yaml",
     sets: Optional[list[str]] = None,
     remedies: Optional[list[str]] = None,
+    repeats: int = 1,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
     """The baseline on params.yaml plus the overrides, then its diagnosis's remedies (see the module
-    doc); ``remedies``: only these of them, by name (e.g. ``["mixture", "longer"]``; default: all)."""
+    doc); ``remedies``: only these of them, by name (e.g. ``["mixture", "longer"]``; default: all).
+    ``repeats``: training seeds each remedy and the baseline run on (train.seed, train.seed + 1,
+    ...; the data stay the same), ranked by their share of healthy runs and their mean figures."""
     check_remedy_names(remedies)
+    check_repeats(repeats)
     params_path = Path(params_file).resolve()
     root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, sets)
+    seeds = [params.training_seed + i for i in range(repeats)]
     parent = None
     if params.tracking.enabled:
         c = tracking.client(root)
@@ -119,7 +185,7 @@ def gan_remedy(
     try:
         baseline = gan_pipeline.with_options(flow_run_name="baseline")(params_file=params_file, sets=sets, **overrides)
         _nest(parent, baseline)
-        rows: list[dict[str, Any]] = [{"label": "baseline", "extra": [], "result": baseline}]
+        rows: list[dict[str, Any]] = [{"label": "baseline", "extra": [], "train_seed": seeds[0], "result": baseline}]
         diagnosis = baseline.get("diagnose") or {}
         plan = [] if diagnosis.get("verdict") == "healthy" else [r for r in diagnosis.get("remedy_settings") or [] if r.get("sets")]
         if remedies is not None:
@@ -133,9 +199,7 @@ def gan_remedy(
                     + (f"; not proposed by this diagnosis: {', '.join(unproposed)}" if unproposed else "")
                 )
         if plan:
-            members = [
-                {"label": r["name"], "extra": list(r["sets"]), "overrides": overrides, "sets": [*(sets or []), *r["sets"]]} for r in plan
-            ]
+            members = remedy_members(plan, seeds, overrides, sets)
             for m in members:
                 resolve_params(params_path, overrides, m["sets"])  # every remedy valid before any runs
             run_members(members, str(params_path), None, runner, workers, address)
@@ -144,6 +208,7 @@ def gan_remedy(
             rows += members
         ranked = rank(rows)
         headers, cells = table(ranked)
+        over_seeds = seeds_table(ranked)
         best = ranked[0].get("result") or {}
         promoted = False
         if parent is not None and best.get("mlflow_run_id") and (best.get("diagnose") or {}).get("verdict") == "healthy":
@@ -160,11 +225,17 @@ def gan_remedy(
                 else "no remedy with settings; "
             )
             + f"best: {ranked[0]['label']}"
+            + (f" over {repeats} training seeds" if over_seeds else "")
             + (" (registry alias @best)" if promoted else "")
         )
-        markdown = f"# gan-remedy\n\n{summary}\n\n{markdown_table(headers, cells)}\n"
+        tables = markdown_table(headers, cells)
+        if over_seeds:
+            tables = f"{markdown_table(*over_seeds)}\n\nEvery run:\n\n{tables}"
+        markdown = f"# gan-remedy\n\n{summary}\n\n{tables}\n"
         create_markdown_artifact(markdown=markdown, key="gan-remedy-comparison", description=summary)
         print(summary)
+        if over_seeds:
+            print(text_table(*over_seeds))
         print(text_table(headers[:-1], [c[:-1] for c in cells]))
         if parent is not None:
             parent.set_tags(
@@ -180,6 +251,8 @@ def gan_remedy(
     return [
         {
             "label": r["label"],
+            "rank": r["rank"],
+            "train_seed": r.get("train_seed"),
             "settings": r["extra"],
             "verdict": ((r.get("result") or {}).get("diagnose") or {}).get("verdict"),
             "mlflow_run_id": (r.get("result") or {}).get("mlflow_run_id"),
@@ -197,6 +270,11 @@ def check_remedy_names(names: Optional[list[str]]) -> None:
         raise ValueError(f"unknown remedy {', '.join(map(repr, unknown))}; choose from {', '.join(NAMES)}")
 
 
+def check_repeats(repeats: int) -> None:
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a whole number of training seeds, 1 or more (got {repeats!r})")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.remedy", description="Run the gan-remedy flow in this process.")
     add_params_arguments(parser)
@@ -204,12 +282,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="remedies run at once (default 2)")
     parser.add_argument("--address", default=None, help="an existing Dask scheduler or Ray cluster")
     parser.add_argument("--remedies", default=None, metavar="A,B", help="only these of the proposed remedies, e.g. mixture,longer")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="N",
+        help="training seeds each remedy and the baseline run on (default 1; 3 gives mean ± s.e.)",
+    )
     args = parser.parse_args(argv)
     remedies = [n.strip() for n in args.remedies.split(",") if n.strip()] if args.remedies is not None else None
     try:
         check_remedy_names(remedies)
     except ValueError as exc:
         print(f"gan-remedy: --remedies: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_repeats(args.repeats)
+    except ValueError as exc:
+        print(f"gan-remedy: --repeats: {exc}", file=sys.stderr)
         return 2
     if (code := check_params("gan-remedy", args.params, args.sets)) is not None:
         return code
@@ -224,6 +314,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         params_file=args.params,
         sets=args.sets,
         remedies=remedies,
+        repeats=args.repeats,
     )
     if ranked is None:
         return 1

@@ -73,7 +73,7 @@ def run_members(
             pool.submit(
                 pipeline_member,
                 parameters={
-                    "label": m["label"],
+                    "label": m.get("run_label", m["label"]),
                     "overrides": m["overrides"],
                     # absolute: a worker of an existing cluster resolves a relative path in its
                     # own working directory, another project's params.yaml

@@ -3,13 +3,15 @@
 
 A run that the diagnosis calls healthy beats one it does not; then more modes covered (as a share
 of the known modes), then a higher high-quality fraction, then a lower mode KL, then a lower FID,
-then a higher Inception Score. Missing figures rank last.
+then a higher Inception Score. Missing figures rank last. Runs of one configuration over several
+training seeds rank by the same rule on their share of healthy runs and their mean figures
+(:func:`group_rank_key`), which for one run is its own key.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gancore.figures import HEADLINE_DIAGNOSE, HEADLINE_EVALUATE
@@ -49,3 +51,17 @@ def rank_key(figures: Mapping[str, Any], verdict: str | None) -> tuple[float, ..
         -fid if fid is not None else -math.inf,
         is_mean if is_mean is not None else -math.inf,
     )
+
+
+def group_rank_key(runs: Sequence[tuple[Mapping[str, Any], str | None]]) -> tuple[float, ...]:
+    """:func:`rank_key` of runs of one configuration (each ``(figures, verdict)``): the share of
+    them called healthy first, then each figure's mean over the runs that have it."""
+    if not runs:
+        return (-math.inf,)
+    means: dict[str, float] = {}
+    for key in {k for figures, _ in runs for k in figures}:
+        values = [v for figures, _ in runs if (v := _number(figures.get(key))) is not None]
+        if values:
+            means[key] = math.fsum(values) / len(values)
+    healthy = sum(verdict == "healthy" for _, verdict in runs) / len(runs)
+    return (healthy, *rank_key(means, None)[1:])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlflow
 from mlflow import MlflowClient
 
-from gancore.ranking import headline, rank_key
+from gancore.ranking import group_rank_key, headline, rank_key
 from gancore_flows.remedy import gan_remedy
 
 
@@ -18,7 +18,8 @@ def test_remedies_run_as_a_sweep_and_the_best_is_ranked_first(prefect_harness, p
         workers=2,
         train={"steps": 40, "monitor_every": 20},
         sets=["mixture.steps=150"],
-        remedies=["longer", "mixture", "pack2"],  # of what it proposes, these (each member is a pipeline)
+        remedies=["longer", "mixture"],  # of what it proposes, these (each member is a pipeline)
+        repeats=2,  # each on two training seeds, the baseline too
     )
     assert state.is_completed(), state
     ranked = state.result()
@@ -28,20 +29,28 @@ def test_remedies_run_as_a_sweep_and_the_best_is_ranked_first(prefect_harness, p
     base_run = c.get_run(baseline["mlflow_run_id"])
     proposed = [r["name"] for r in eval_settings(base_run)]
     assert "longer" in proposed and len(proposed) > 2  # so the choice below left some out
-    chosen = [n for n in proposed if n in ("longer", "mixture", "pack2")]
-    assert sorted(r["label"] for r in ranked if r["label"] != "baseline") == sorted(chosen)
+    chosen = [n for n in proposed if n in ("longer", "mixture")]
+    assert sorted((r["label"], r["train_seed"]) for r in ranked) == sorted((n, s) for n in ["baseline", *chosen] for s in (0, 1))
     for r in ranked:
         run = c.get_run(r["mlflow_run_id"])
-        for setting in r["settings"]:  # each remedy ran with exactly its settings
+        for setting in r["settings"]:  # each remedy ran with exactly its settings, on its training seed
             key, value = setting.split("=", 1)
             assert run.data.params[key] == value, setting
-    # Best first, by the ranking rule, and all members nested under the remedy's parent run.
-    keys = [rank_key(c.get_run(r["mlflow_run_id"]).data.metrics, r["verdict"]) for r in ranked]
-    assert keys == sorted(keys, reverse=True)
+        assert run.data.params["train.seed"] == ("null" if r["train_seed"] == 0 and r["label"] == "baseline" else str(r["train_seed"]))
+        assert run.data.params["seed"] == "0"  # one data set
+    # Best first by the ranking rule over each remedy's seeds, and all members nested under the
+    # remedy's parent run.
+    groups: dict[int, list] = {}
+    for r in ranked:
+        groups.setdefault(r["rank"], []).append((c.get_run(r["mlflow_run_id"]).data.metrics, r["verdict"]))
+    keys = [group_rank_key(groups[i]) for i in sorted(groups)]
+    assert len(keys) == 1 + len(chosen) and keys == sorted(keys, reverse=True)
     parents = {c.get_run(r["mlflow_run_id"]).data.tags["mlflow.parentRunId"] for r in ranked}
     assert len(parents) == 1
     parent = c.get_run(parents.pop())
-    assert parent.data.tags["remedy.best"] == ranked[0]["label"] and "| rank |" in parent.data.tags["mlflow.note.content"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert parent.data.tags["remedy.best"] == ranked[0]["label"] and "| rank | remedy | settings | runs | verdicts |" in note
+    assert "Every run:" in note and "over 2 training seeds" in note
     # The registry alias follows the best healthy version.
     if ranked[0]["verdict"] == "healthy":
         best = c.get_model_version_by_alias("gancore-ring8-mlp", "best")
