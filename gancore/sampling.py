@@ -216,6 +216,24 @@ def load_samples(layout: Layout) -> Tensor:
     return to_model_range(torch_load(path, GanCoreError, "run `gan sample` again")["x"])
 
 
+def check_trained(params: Params, layout: Layout) -> None:
+    """Refuse a stage after training whose parameters ask for another kind of model than
+    ``models/`` holds: a mixture of GANs under ``mixture.enabled=false``, or one GAN under true.
+    ``gan sample`` drew from whichever was there, and evaluate and diagnose recorded its figures
+    under settings it was not trained with. Nothing to check where nothing was trained here."""
+    mixture, single = layout.mixture.exists(), layout.generator.exists()
+    if mixture and not params.mixture.enabled:
+        held, asked, train = f"a mixture of GANs ({layout.mixture})", "one GAN (mixture.enabled=false)", "-S mixture.enabled=false"
+    elif single and not mixture and params.mixture.enabled:
+        held, asked, train = f"one GAN ({layout.generator})", "a mixture of GANs (mixture.enabled=true)", "-S mixture.enabled=true"
+    else:
+        return
+    raise GanCoreError(
+        f"{layout.models} holds {held}, and these parameters ask for {asked}: run this stage with the setting it was "
+        f"trained with, or train what you ask for (`gan train {train}`, after `gan prepare {train}`)"
+    )
+
+
 def check_samples(params: Params, layout: Layout) -> None:
     """Refuse ``layout``'s samples where they are not what ``gan sample`` draws under ``params``
     (:func:`stale_samples`); nothing to check where there are none (the stage names that)."""

@@ -54,6 +54,13 @@ def test_bad_out_root_and_port_exit_2_and_create_nothing(tmp_path, capsys):
     afile.write_text("")
     assert main(["prepare", "--params", str(PARAMS), "--out", str(afile), "-S", "tracking.enabled=false"]) == 2
     assert "--out: " in capsys.readouterr().err and afile.read_text() == ""
+    # a folder that cannot be made (under a file): a traceback before, and a tracked run left RUNNING;
+    # refused now before the tracker opens a run
+    under_a_file = afile / "run"
+    assert main(["prepare", "--params", str(PARAMS), "--out", str(under_a_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: {str(under_a_file)!r} cannot be created (Not a directory); pass a folder you can write to" in err
+    assert "Traceback" not in err and sorted(tmp_path.iterdir()) == [afile]
     missing = tmp_path / "nonexistent"
     assert main(["ui", "--root", str(missing)]) == 2
     assert "--root: " in capsys.readouterr().err and not missing.exists()

@@ -85,8 +85,9 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
     ``recorder.finish`` with the stage's summary, or ``recorder.fail`` with the exception, which
     is re-raised. ``kwargs`` go to the stage (``restart`` for train). Before all that, a stage after
     prepare is refused where ``params`` ask for other data than were prepared
-    (:mod:`gancore.data.settings`), and evaluate and diagnose where they ask for other samples
-    than were drawn (:func:`gancore.sampling.check_samples`).
+    (:mod:`gancore.data.settings`), sample, evaluate and diagnose where they ask for another kind
+    of model than was trained (:func:`gancore.sampling.check_trained`), and evaluate and diagnose
+    where they ask for other samples than were drawn (:func:`gancore.sampling.check_samples`).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
@@ -94,12 +95,17 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
     # run: a refused stage leaves the run and its parameters as they were.
     if stage != "prepare":
         from gancore.data.settings import check
+        from gancore.errors import DataError
 
+        if not layout.prepared_meta.exists():  # the stage would fail later, on a file it names less plainly
+            raise DataError(f"{layout.prepared_meta} is missing: run `gan prepare` first (with this stage's parameters and --out)")
         check(params, layout.prepared_meta)
-    if stage in ("evaluate", "diagnose"):
-        from gancore.sampling import check_samples
+    if stage in ("sample", "evaluate", "diagnose"):
+        from gancore.sampling import check_samples, check_trained
 
-        check_samples(params, layout)
+        check_trained(params, layout)
+        if stage != "sample":
+            check_samples(params, layout)
     recorder.begin(stage, params, layout)
     try:
         summary = STAGES[stage](params, layout, **kwargs)

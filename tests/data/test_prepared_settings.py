@@ -54,6 +54,31 @@ def test_a_stage_after_prepare_refuses_other_data_settings_and_writes_nothing(tm
     assert _gan("prepare", tmp_path, "data.n_train=200") == 0 and _gan("train", tmp_path, "data.n_train=200", flags=("--restart",)) == 0
 
 
+def test_stages_after_training_refuse_another_kind_of_model_and_every_stage_needs_prepare_first(tmp_path, capsys):
+    """``gan sample`` drew from whatever models/ held: a single GAN under mixture.enabled=true (the
+    default), a mixture under false, and evaluate and diagnose recorded its figures under the
+    settings asked for. Before prepare, train printed a mixture's plan as "one GAN" and then asked
+    for mixture.json."""
+    for stage in ("train", "sample", "evaluate"):
+        assert _gan(stage, tmp_path) == 1
+        assert f"{tmp_path / 'data' / 'prepared' / 'meta.json'} is missing: run `gan prepare` first" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.*"))  # refused before a run was opened or a file written
+
+    assert _gan("prepare", tmp_path) == 0 and _gan("train", tmp_path) == 0 and _gan("sample", tmp_path) == 0
+    layout = Layout(tmp_path)
+    capsys.readouterr()
+    before = _files(tmp_path)
+    for stage in ("sample", "evaluate", "diagnose"):
+        assert _gan(stage, tmp_path, "mixture.enabled=true") == 1, stage
+        err = capsys.readouterr().err
+        assert f"{layout.models} holds one GAN ({layout.generator}), and these parameters ask for a mixture of GANs" in err
+    assert _files(tmp_path) == before
+    layout.mixture.write_text("{}")  # what a mixture trained here leaves
+    assert _gan("sample", tmp_path) == 1
+    err = capsys.readouterr().err
+    assert f"holds a mixture of GANs ({layout.mixture}), and these parameters ask for one GAN (mixture.enabled=false)" in err
+
+
 def test_settings_with_the_same_effect_pass(tmp_path, monkeypatch):
     points = tmp_path / "pts.csv"
     points.write_text("x,y\n0,0\n1,1\n")
