@@ -126,9 +126,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def check_resumable(path: Path, state: dict[str, Any], identity: dict[str, Any], steps: int) -> None:
-    """Refuse a checkpoint written by another run or one that is past ``train.steps``."""
-    if state["digest"] != identity_digest(identity):
+def _apart_only_in_words_for_the_same_data(saved: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether two identities differ only in ``data.*`` settings over the same prepared data: the
+    data check passes settings with the same effect (``n_train`` null beside the count prepared,
+    ``data.path`` naming the same file otherwise), and the data's content is in the identity. The
+    monitor's verdict settings among them still count (:data:`VERDICT_SETTINGS`)."""
+    if saved.get("prepared_data") != current.get("prepared_data"):
+        return False
+    kept = VERDICT_SETTINGS["data"]
+    a, b = ({**i, "data": {k: v for k, v in (i.get("data") or {}).items() if k in kept}} for i in (saved, current))
+    return identity_digest(a) == identity_digest(b)
+
+
+def check_resumable(path: Path, state: dict[str, Any], identity: dict[str, Any], steps: int, setting: str = "train.steps") -> None:
+    """Refuse a checkpoint written by another run or one that is past ``steps`` (``setting``'s value)."""
+    if state["digest"] != identity_digest(identity) and not _apart_only_in_words_for_the_same_data(state["identity"], identity):
         raise TrainingError(
             f"checkpoint {path} (step {state['step']}) was written by a different run; parameters "
             f"differ in: {describe_mismatch(state['identity'], identity)}. Restore those parameters "
@@ -136,6 +148,6 @@ def check_resumable(path: Path, state: dict[str, Any], identity: dict[str, Any],
         )
     if state["step"] > steps:
         raise TrainingError(
-            f"checkpoint {path} is at step {state['step']}, beyond train.steps={steps}; "
-            f"set train.steps >= {state['step']} to continue, or run `gan train --restart`"
+            f"checkpoint {path} is at step {state['step']}, beyond {setting}={steps}; "
+            f"set {setting} >= {state['step']} to continue, or run `gan train --restart`"
         )

@@ -31,7 +31,7 @@ from gancore.errors import DataError, GanCoreError
 from gancore.io import read_json, write_json
 from gancore.layout import MIXTURE_FILE, Layout
 from gancore.part_space import back_matrix, to_data
-from gancore.partition import method_for, one_cluster, part_steps
+from gancore.partition import method_for, one_cluster, part_steps, part_steps_setting
 from gancore.training.monitor import PREFIX
 
 
@@ -128,7 +128,8 @@ def train_part(params: Params, layout: Layout, index: int, restart: bool = False
             + f": it trains with batch {own.train.batch_size}"
         )
     label = f"train part {index + 1}/{len(info['parts'])}"
-    return train(own, layout.part(index), restart=restart, label=label, later_steps=later_steps)
+    setting = part_steps_setting(params, part, one_cluster(info))
+    return train(own, layout.part(index), restart=restart, label=label, later_steps=later_steps, steps_setting=setting)
 
 
 def plan_text(params: Params, layout: Layout) -> str:

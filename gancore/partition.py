@@ -294,6 +294,14 @@ def one_cluster(info: dict[str, Any]) -> bool:
     return len(info["parts"]) == 1 and info.get("method") != "none"
 
 
+def part_steps_setting(params: Params, part: dict[str, Any] | None = None, whole: bool = False) -> str:
+    """The setting that decides :func:`part_steps`, for messages: ``mixture.steps``, or
+    ``train.steps`` where it is null or the larger of the two counts."""
+    if params.mixture.steps is None or ((whole or (part and part.get("background"))) and params.train.steps >= params.mixture.steps):
+        return "train.steps"
+    return "mixture.steps"
+
+
 def part_steps(params: Params, part: dict[str, Any] | None = None, whole: bool = False) -> int:
     """The steps a part trains: ``mixture.steps`` (null: ``train.steps``); at least ``train.steps``
     for the rows outside every cluster (``part["background"]``) and for the ``whole`` data found to

@@ -112,6 +112,10 @@ def test_gan_train_refuses_a_partition_made_under_other_settings_and_trains_noth
     assert not layout.models.exists() and not layout.part(0).generator.exists()
     cli_stages(tmp_path, [*sets, "mixture.parts=3"], ("prepare", "train"))
     assert json.loads(layout.mixture.read_text())["parts"][2]["index"] == 2 and not layout.part(3).generator.exists()
+    # fewer steps than the parts trained: the setting that sets a part's steps is named, not train.steps
+    fewer = [*sets, "mixture.parts=3", "mixture.steps=1"]
+    assert main(["train", "--params", str(PARAMS), "--out", str(tmp_path), *[a for s in fewer for a in ("-S", s)]]) == 1
+    assert "is at step 2, beyond mixture.steps=1; set mixture.steps >= 2 to continue" in capsys.readouterr().err
 
 
 @pytest.mark.xdist_group("mixture-cli")  # one module fixture for all of them, not one per worker

@@ -110,6 +110,7 @@ def test_the_rows_outside_every_cluster_are_a_part_that_trains_as_long_as_one_ga
     from gancore.gaussian_mixture import mixture_from_modes
     from gancore.mixture import part_steps, partition_info, plan_text
     from gancore.part_space import to_data
+    from gancore.partition import part_steps_setting
     from gancore.sampling import sampled_generators
     from gancore.training import _outside_tested
 
@@ -158,9 +159,12 @@ def test_the_rows_outside_every_cluster_are_a_part_that_trains_as_long_as_one_ga
         o.generator if p.get("background") else o.best_models / o.generator.name for o, p in zip(own, parts)
     ]
     assert part_steps(params) == 150 and part_steps(params, flat[0]) == 300
-    for steps, expected in (("500", 500), ("null", 300)):  # mixture.steps above train.steps, or none: the same for every part
+    # what a message past a part's steps names: the setting that decided them
+    assert (part_steps_setting(params), part_steps_setting(params, flat[0])) == ("mixture.steps", "train.steps")
+    for steps, expected, setting in (("500", 500, "mixture.steps"), ("null", 300, "train.steps")):  # the same for every part
         other = load_params(PARAMS, [*sets, f"mixture.steps={steps}"])
         assert part_steps(other) == part_steps(other, flat[0]) == expected
+        assert part_steps_setting(other) == part_steps_setting(other, flat[0]) == setting
 
 
 @pytest.mark.parametrize(("flat", "n", "pack"), [(0.04, 3000, 1), (0.15, 200, 16)])

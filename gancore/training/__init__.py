@@ -109,12 +109,20 @@ def _check_data(params: Params, layout: Layout, data: PreparedData) -> tuple[int
     return shape
 
 
-def train(params: Params, layout: Layout, restart: bool = False, label: str = "train", later_steps: int | None = None) -> dict[str, Any]:
+def train(
+    params: Params,
+    layout: Layout,
+    restart: bool = False,
+    label: str = "train",
+    later_steps: int | None = None,
+    steps_setting: str = "train.steps",
+) -> dict[str, Any]:
     """Train (or resume) the GAN described by ``params``; write models/, checkpoints/ and the log.
 
     ``label`` names the run in progress lines (``train part 3/8``); ``later_steps``, the steps
     that follow this run in the same job (a mixture's later parts), go into the time estimate
-    printed after the first :data:`ESTIMATE_STEPS` steps.
+    printed after the first :data:`ESTIMATE_STEPS` steps. ``steps_setting``: the setting that
+    decided ``train.steps`` (a mixture's part: ``mixture.steps``), named when a checkpoint is past it.
 
     Under torchrun every rank runs this function (:mod:`.distributed`); with ``train.devices > 1``
     outside torchrun it launches torchrun and returns rank 0's summary.
@@ -124,7 +132,7 @@ def train(params: Params, layout: Layout, restart: bool = False, label: str = "t
         return distributed.launch(params, layout, restart)
     threads = torch.get_num_threads()
     try:
-        return _train(params, layout, restart, world, label, later_steps)
+        return _train(params, layout, restart, world, label, later_steps, steps_setting)
     finally:
         torch.set_num_threads(threads)  # _train may pin a small model to one thread
         if world.distributed:
@@ -164,7 +172,13 @@ def _outside_tested(data: PreparedData) -> bool:
 
 
 def _train(
-    params: Params, layout: Layout, restart: bool, world: distributed.World, label: str = "train", later_steps: int | None = None
+    params: Params,
+    layout: Layout,
+    restart: bool,
+    world: distributed.World,
+    label: str = "train",
+    later_steps: int | None = None,
+    steps_setting: str = "train.steps",
 ) -> dict[str, Any]:
     started = time.perf_counter()
     tp = params.train
@@ -194,7 +208,9 @@ def _train(
         distributed.barrier()
     state = load_checkpoint(ckpt) if ckpt.exists() else None
     if state is not None:
-        check_resumable(ckpt, state, identity, tp.steps)
+        check_resumable(ckpt, state, identity, tp.steps, steps_setting)
+        # the same run in other words for the same data (check_resumable): it goes on as itself
+        identity, digest = state["identity"], state["digest"]
         if state["device"] != device.type:
             raise TrainingError(
                 f"checkpoint {ckpt} was written on {state['device']} and cannot continue exactly on "

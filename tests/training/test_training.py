@@ -220,6 +220,33 @@ def test_foreign_checkpoint_is_refused_and_restart_starts_over(tmp_path):
     assert [r["step"] for r in trainlog.read(layout.train_log)] == [2, 4]
 
 
+def test_data_settings_in_other_words_for_the_same_prepared_data_resume_as_the_same_run(tmp_path):
+    """The data check passes n_train null beside the count prepared and data.path naming the same
+    file otherwise; the checkpoint refused them ("data.n_train: None in the checkpoint, 256 now")
+    though the prepared data, part of its identity, were the same bytes. (A review's.)"""
+    from gancore.checkpoint import identity_digest
+
+    def with_data(train=None, **data):
+        tree = make_params(steps=4, checkpoint_every=2).model_dump(mode="json")
+        return validate({**tree, "data": {**tree["data"], **data}, "train": {**tree["train"], **(train or {})}})
+
+    layout = make_layout(tmp_path)
+    training.train(with_data(), layout)  # n_train 256
+    written = load_checkpoint(layout.checkpoint)
+    resumed = training.train(with_data(n_train=None, train={"steps": 6}), layout)
+    assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
+    after = load_checkpoint(layout.checkpoint)  # it went on as itself: the same identity, so keep_best's files still match
+    assert after["identity"] == written["identity"] and after["digest"] == identity_digest(written["identity"])
+    assert torch.load(layout.generator, weights_only=True)["params_digest"] == written["digest"]
+
+    # the monitor's verdict settings among data.* still count where it acts on collapse
+    acting = {"train": {"on_collapse": "stop", "monitor_every": 4, "steps": 8}}
+    layout = make_layout(tmp_path / "acting")
+    training.train(with_data(**acting), layout)
+    with pytest.raises(TrainingError, match=r"data \(data.classifier_epochs: 8 in the checkpoint, 3 now\)"):
+        training.train(with_data(classifier_epochs=3, train={"on_collapse": "stop", "monitor_every": 4, "steps": 10}), layout)
+
+
 def test_a_checkpoint_from_before_an_option_existed_resumes_under_its_legacy_value(tmp_path):
     """mlp's ``legacy`` {"init": "torch"}: under init=torch a run's identity leaves the option out,
     as the release before it wrote it, so such a checkpoint continues; under He's start it is
