@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gancore.config import Params
+from gancore.config import Params, ParamsError
 from gancore.errors import DataError
 from gancore.io import read_json
 
@@ -94,10 +94,19 @@ def made_otherwise(path: Path, differ: list[str]) -> DataError:
 
 
 def check(params: Params, meta_path: Path) -> None:
-    """Refuse the prepared data that ``meta_path`` describes where ``params`` ask for other data;
-    nothing to check where it is missing (the stage names that)."""
+    """Refuse the prepared data that ``meta_path`` describes where ``params`` ask for other data,
+    or for more bins than it has training examples (NDB's, in diagnose: a small points file
+    trained, sampled and scored, then failed there); nothing to check where it is missing (the
+    stage names that)."""
     if not meta_path.exists():
         return
-    differ = other_settings(params, read_json(meta_path))
+    meta = read_json(meta_path)
+    differ = other_settings(params, meta)
     if differ:
         raise made_otherwise(meta_path, differ)
+    count, bins = meta.get("count"), params.diagnose.ndb_bins
+    if isinstance(count, int) and count < bins:
+        raise ParamsError(
+            [("diagnose.ndb_bins", f"{bins} bins exceed the {count} training examples prepared: use at most {count}")],
+            f"params for the data in {meta_path.parent}",
+        )

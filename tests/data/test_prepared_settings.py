@@ -79,6 +79,20 @@ def test_stages_after_training_refuse_another_kind_of_model_and_every_stage_need
     assert f"holds a mixture of GANs ({layout.mixture}), and these parameters ask for one GAN (mixture.enabled=false)" in err
 
 
+def test_more_ndb_bins_than_examples_prepared_are_refused_before_training(tmp_path, capsys):
+    """A small data set passed prepare, train, sample and evaluate, then failed in diagnose on
+    diagnose.ndb_bins (100 by default) as an invalid parameter: refused now where training starts."""
+    assert _gan("prepare", tmp_path, "data.n_train=60") == 0
+    capsys.readouterr()
+    before = _files(tmp_path)
+    assert _gan("train", tmp_path, "data.n_train=60") == 2
+    err = capsys.readouterr().err
+    assert f"invalid parameters in params for the data in {tmp_path / 'data' / 'prepared'}:" in err
+    assert "diagnose.ndb_bins: 100 bins exceed the 60 training examples prepared: use at most 60" in err
+    assert _files(tmp_path) == before
+    assert _gan("train", tmp_path, "data.n_train=60", "diagnose.ndb_bins=20") == 0
+
+
 def test_settings_with_the_same_effect_pass(tmp_path, monkeypatch):
     points = tmp_path / "pts.csv"
     points.write_text("x,y\n0,0\n1,1\n")
