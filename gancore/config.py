@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
@@ -356,19 +357,47 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
+# pydantic's names for the branches of a union in an error's location (train.compile.bool,
+# mixture.parts.literal['auto']): not keys of params.yaml.
+_UNION_BRANCH = re.compile(r"(int|bool|float|str|none|constrained-\w+|literal\[.*\]|function-.*)")
+
+
+def _wanted(err: Any) -> str:
+    """What one branch of a union accepts, in words."""
+    if err["type"] in ("int_parsing", "int_type", "int_from_float"):
+        return "a whole number"
+    if err["type"] in ("bool_parsing", "bool_type"):
+        return "true or false"
+    return str(err["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
+
+
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    problems = []
+    problems: list[tuple[str, str]] = []
+    branches: dict[str, tuple[list[str], Any]] = {}  # a union's key -> what its branches accept, and the input
     for err in exc.errors():
         loc = tuple(err["loc"])
+        cut = next((i for i, p in enumerate(loc) if isinstance(p, str) and _UNION_BRANCH.fullmatch(p)), None)
+        if cut is not None:  # one problem for the key, naming every form it takes
+            key = ".".join(str(p) for p in loc[:cut]) or "(top level)"
+            if key not in branches:
+                branches[key] = ([], err.get("input"))
+                problems.append((key, ""))
+            branches[key][0].append(_wanted(err))
+            continue
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             msg = f"unknown key; allowed keys here: {', '.join(_allowed_keys(loc))}"
         else:
-            msg = err["msg"]
+            msg = str(err["msg"]).removeprefix("Value error, ")  # a validator's own words
             if "input" in err and err["type"] not in ("missing",):
                 msg += f" (got {err['input']!r})"
         problems.append((key, msg))
-    return problems
+
+    def either(forms: list[str]) -> str:
+        forms = list(dict.fromkeys(forms))
+        return forms[0] if len(forms) == 1 else ", ".join(forms[:-1]) + ", or " + forms[-1]
+
+    return [(key, msg or f"should be {either(branches[key][0])} (got {branches[key][1]!r})") for key, msg in problems]
 
 
 def validate(tree: dict[str, Any], source: str = "params", check_plugins: bool = True) -> Params:

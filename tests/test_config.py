@@ -45,12 +45,18 @@ def test_repository_params_yaml_is_valid():
         ({"device": "tpu"}, "device", "auto, cpu, cuda, cuda:N, mps"),
         ({"mixture": {"parts": 1}}, "mixture.parts", "one GAN for the whole data: mixture.enabled=false"),
         ({"mixture": {"parts": 1001}}, "mixture.parts", "a number of parts from 2 to 1000"),
+        # a union's branches as one problem in words, not pydantic's branch names (mixture.parts.int,
+        # mixture.parts.literal['auto'])
+        ({"mixture": {"parts": "auto2"}}, "mixture.parts", "should be a whole number, or 'auto' (got 'auto2')"),
+        ({"train": {"compile": "maybe"}}, "train.compile", "should be true or false, or 'auto' (got 'maybe')"),
+        ({"probe": {"labels_per_class": [0]}}, "probe.labels_per_class.0", "should be greater than 0, or 'all' (got 0)"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(tree, key, fragment):
     found, message = problems(tree, check_plugins=False)
     assert key in found, message
     assert fragment in found[key]
+    assert not any(k.startswith(f"{key}.") for k in found) and "Value error" not in message
 
 
 def test_semantic_problems_are_reported_together():
