@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gancore.config import Params
+from gancore.datasets import REGISTRY as DATASETS
 from gancore.errors import TrainingError
 from gancore.io import torch_load, torch_save
 from gancore.names import parse_policy
@@ -94,15 +95,21 @@ def identity_digest(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+# What a key left out of an identity stands for, where that is not "absent" (run_identity).
+LEFT_OUT = {"train.seed": "null (the top-level seed)"}
+
+
+def _shown(flat: Mapping[str, Any], key: str) -> str:
+    return repr(flat[key]) if key in flat else LEFT_OUT.get(key, "'(absent)'")
+
+
 def describe_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
     """Which sections differ, key by key: ``loss (loss.name: 'hinge' in the checkpoint, 'minimax' now)``."""
     old, new = flatten(saved), flatten(current)
     parts = []
     for section in SECTIONS:
         keys = sorted(k for k in set(old) | set(new) if k == section or k.startswith(section + "."))
-        diffs = [
-            f"{k}: {old.get(k, '(absent)')!r} in the checkpoint, {new.get(k, '(absent)')!r} now" for k in keys if old.get(k) != new.get(k)
-        ]
+        diffs = [f"{k}: {_shown(old, k)} in the checkpoint, {_shown(new, k)} now" for k in keys if old.get(k) != new.get(k)]
         if diffs:
             parts.append(f"{section} ({'; '.join(diffs)})")
     return ", ".join(parts) or "(no section differs: the checkpoint's identity is malformed)"
@@ -130,10 +137,13 @@ def _apart_only_in_words_for_the_same_data(saved: Mapping[str, Any], current: Ma
     """Whether two identities differ only in ``data.*`` settings over the same prepared data: the
     data check passes settings with the same effect (``n_train`` null beside the count prepared,
     ``data.path`` naming the same file otherwise), and the data's content is in the identity. The
-    monitor's verdict settings among them still count (:data:`VERDICT_SETTINGS`)."""
+    monitor's verdict settings among them still count (:data:`VERDICT_SETTINGS`) where they change
+    what it reads: the image classifier prepare trains (vector data get a Gaussian posterior
+    whatever ``classifier_epochs``, which the data check passes too)."""
     if saved.get("prepared_data") != current.get("prepared_data"):
         return False
-    kept = VERDICT_SETTINGS["data"]
+    spec = DATASETS.get(str((current.get("data") or {}).get("name")))
+    kept = VERDICT_SETTINGS["data"] if spec is None or spec.kind == "image" else ()
     a, b = ({**i, "data": {k: v for k, v in (i.get("data") or {}).items() if k in kept}} for i in (saved, current))
     return identity_digest(a) == identity_digest(b)
 

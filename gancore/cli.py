@@ -128,14 +128,13 @@ def _run_stage(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ParamsError([("--out", f"{str(out)!r} is a file; pass the folder the stages write to (created if missing)")], "--out")
-    try:  # before a tracker opens a run the stage could not write beside
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ParamsError(
-            [("--out", f"{str(out)!r} cannot be created ({exc.strerror}); pass a folder you can write to")], "--out"
-        ) from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ParamsError([("--out", f"{str(out)!r} is not writable; pass a folder you can write to")], "--out")
+    # before a tracker opens a run the stage could not write beside; nothing is created here (a
+    # stage refused later leaves no empty folder behind)
+    base = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not base.is_dir():
+        raise ParamsError([("--out", f"{str(out)!r} cannot be created: {str(base)!r} is a file; pass a folder you can write to")], "--out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ParamsError([("--out", f"{str(out)!r} is not writable ({str(base)!r}); pass a folder you can write to")], "--out")
     kwargs = {"restart": args.restart} if args.command == "train" else {}
     # With tracking enabled the stage joins the pipeline's MLflow run (found through
     # <out>/.mlflow_run.json); mlflow.db lives in the project root (the DVC repository of the params file).

@@ -376,7 +376,8 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     branches: dict[str, tuple[list[str], Any]] = {}  # a union's key -> what its branches accept, and the input
     for err in exc.errors():
         loc = tuple(err["loc"])
-        cut = next((i for i, p in enumerate(loc) if isinstance(p, str) and _UNION_BRANCH.fullmatch(p)), None)
+        branch = err["type"] != "extra_forbidden"  # an unknown key may be named like a branch (train: {str: 3})
+        cut = next((i for i, p in enumerate(loc) if branch and isinstance(p, str) and _UNION_BRANCH.fullmatch(p)), None)
         if cut is not None:  # one problem for the key, naming every form it takes
             key = ".".join(str(p) for p in loc[:cut]) or "(top level)"
             if key not in branches:

@@ -106,12 +106,13 @@ def seeds_cells(results: Sequence[dict[str, Any] | None], keys: Sequence[str]) -
     verdicts = Counter(str(f.get("verdict", "n/a")) for f in figures)
     cells = [f"{len(figures)} of {len(results)}", ", ".join(f"{n} {v}" for v, n in verdicts.most_common())]
     for key in keys:
-        values = [float(f[key]) for f in figures if isinstance(f.get(key), (int, float)) and not isinstance(f.get(key), bool)]
+        # finite numbers only, as the ranking averages them (gancore.ranking): a NaN is a figure not measured
+        values = [float(v) for f in figures if isinstance(v := f.get(key), (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
         cell = _mean_cell(values) if values else "n/a"
         if values and len(values) < len(figures):
             cell += f" ({len(values)} runs)"
         totals = {f.get("modes_total") for f in figures}
-        if key == "modes_covered" and len(totals) == 1:
+        if key == "modes_covered" and values and len(totals) == 1 and None not in totals:
             cell += f" / {fmt(totals.pop())}"
         cells.append(cell)
     return cells

@@ -223,14 +223,16 @@ def check_trained(params: Params, layout: Layout) -> None:
     under settings it was not trained with. Nothing to check where nothing was trained here."""
     mixture, single = layout.mixture.exists(), layout.generator.exists()
     if mixture and not params.mixture.enabled:
-        held, asked, train = f"a mixture of GANs ({layout.mixture})", "one GAN (mixture.enabled=false)", "-S mixture.enabled=false"
+        held, asked = f"a mixture of GANs ({layout.mixture})", "one GAN (mixture.enabled=false)"
+        train = "`gan train -S mixture.enabled=false`"
     elif single and not mixture and params.mixture.enabled:
-        held, asked, train = f"one GAN ({layout.generator})", "a mixture of GANs (mixture.enabled=true)", "-S mixture.enabled=true"
+        held, asked = f"one GAN ({layout.generator})", "a mixture of GANs (mixture.enabled=true)"
+        train = "`gan prepare` (which partitions the data) and `gan train`, with mixture.enabled=true"
     else:
         return
     raise GanCoreError(
         f"{layout.models} holds {held}, and these parameters ask for {asked}: run this stage with the setting it was "
-        f"trained with, or train what you ask for (`gan train {train}`, after `gan prepare {train}`)"
+        f"trained with, or train what you ask for ({train})"
     )
 
 

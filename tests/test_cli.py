@@ -59,7 +59,7 @@ def test_bad_out_root_and_port_exit_2_and_create_nothing(tmp_path, capsys):
     under_a_file = afile / "run"
     assert main(["prepare", "--params", str(PARAMS), "--out", str(under_a_file)]) == 2
     err = capsys.readouterr().err
-    assert f"--out: {str(under_a_file)!r} cannot be created (Not a directory); pass a folder you can write to" in err
+    assert f"--out: {str(under_a_file)!r} cannot be created: {str(afile)!r} is a file; pass a folder you can write to" in err
     assert "Traceback" not in err and sorted(tmp_path.iterdir()) == [afile]
     missing = tmp_path / "nonexistent"
     assert main(["ui", "--root", str(missing)]) == 2

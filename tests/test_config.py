@@ -50,6 +50,7 @@ def test_repository_params_yaml_is_valid():
         ({"mixture": {"parts": "auto2"}}, "mixture.parts", "should be a whole number, or 'auto' (got 'auto2')"),
         ({"train": {"compile": "maybe"}}, "train.compile", "should be true or false, or 'auto' (got 'maybe')"),
         ({"probe": {"labels_per_class": [0]}}, "probe.labels_per_class.0", "should be greater than 0, or 'all' (got 0)"),
+        ({"train": {"str": 3}}, "train.str", "unknown key; allowed keys here: batch_size"),  # a key named like a branch
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(tree, key, fragment):

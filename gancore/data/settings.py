@@ -94,17 +94,21 @@ def made_otherwise(path: Path, differ: list[str]) -> DataError:
 
 
 def check(params: Params, meta_path: Path) -> None:
-    """Refuse the prepared data that ``meta_path`` describes where ``params`` ask for other data,
-    or for more bins than it has training examples (NDB's, in diagnose: a small points file
-    trained, sampled and scored, then failed there); nothing to check where it is missing (the
-    stage names that)."""
+    """Refuse the prepared data that ``meta_path`` describes where ``params`` ask for other data;
+    nothing to check where it is missing (the stage names that)."""
     if not meta_path.exists():
         return
-    meta = read_json(meta_path)
-    differ = other_settings(params, meta)
+    differ = other_settings(params, read_json(meta_path))
     if differ:
         raise made_otherwise(meta_path, differ)
-    count, bins = meta.get("count"), params.diagnose.ndb_bins
+
+
+def check_bins(params: Params, meta_path: Path) -> None:
+    """Refuse more NDB bins (diagnose's) than training examples were prepared, where the stages that
+    lead to the diagnosis start: a small points file trained, sampled and scored, then failed there."""
+    if not meta_path.exists():
+        return
+    count, bins = read_json(meta_path).get("count"), params.diagnose.ndb_bins
     if isinstance(count, int) and count < bins:
         raise ParamsError(
             [("diagnose.ndb_bins", f"{bins} bins exceed the {count} training examples prepared: use at most {count}")],

@@ -100,6 +100,10 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
         if not layout.prepared_meta.exists():  # the stage would fail later, on a file it names less plainly
             raise DataError(f"{layout.prepared_meta} is missing: run `gan prepare` first (with this stage's parameters and --out)")
         check(params, layout.prepared_meta)
+        if stage in STAGE_ORDER:  # the pipeline, which ends in diagnose (not the probe after it)
+            from gancore.data.settings import check_bins
+
+            check_bins(params, layout.prepared_meta)
     if stage in ("sample", "evaluate", "diagnose"):
         from gancore.sampling import check_samples, check_trained
 

@@ -62,7 +62,7 @@ def test_stages_after_training_refuse_another_kind_of_model_and_every_stage_need
     for stage in ("train", "sample", "evaluate"):
         assert _gan(stage, tmp_path) == 1
         assert f"{tmp_path / 'data' / 'prepared' / 'meta.json'} is missing: run `gan prepare` first" in capsys.readouterr().err
-    assert not list(tmp_path.rglob("*.*"))  # refused before a run was opened or a file written
+    assert not list(tmp_path.rglob("*"))  # refused before a run was opened or a file or folder written
 
     assert _gan("prepare", tmp_path) == 0 and _gan("train", tmp_path) == 0 and _gan("sample", tmp_path) == 0
     layout = Layout(tmp_path)

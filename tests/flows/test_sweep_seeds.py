@@ -72,3 +72,11 @@ def test_each_configuration_is_summarised_over_its_seeds_as_mean_and_standard_er
     # a failed member counts against its configuration; one finished run has no spread to show
     assert non_saturating["runs"] == "1 of 2" and non_saturating["verdicts"] == "1 mode_collapse"
     assert non_saturating["FID"] == "50" and non_saturating["modes covered"] == "1 / 8"
+
+    # a NaN is a figure not measured (as the ranking reads it), and modes unknown have no total
+    unknown = [
+        member("hinge", s, {"evaluate": {"fid": v}, "diagnose": {"verdict": "healthy", "modes_covered": None, "modes_total": None}})
+        for s, v in ((0, 1.0), (1, float("nan")))
+    ]
+    row = dict(zip(header, over_seeds(unknown).splitlines()[4].strip("| ").split(" | ")))
+    assert row["FID"] == "1 (1 runs)" and row["modes covered"] == "n/a"

@@ -239,12 +239,24 @@ def test_data_settings_in_other_words_for_the_same_prepared_data_resume_as_the_s
     assert after["identity"] == written["identity"] and after["digest"] == identity_digest(written["identity"])
     assert torch.load(layout.generator, weights_only=True)["params_digest"] == written["digest"]
 
-    # the monitor's verdict settings among data.* still count where it acts on collapse
-    acting = {"train": {"on_collapse": "stop", "monitor_every": 4, "steps": 8}}
+    # Where the monitor acts on collapse, the epochs of the image classifier it reads still count;
+    # vector data get a Gaussian posterior whatever classifier_epochs (the data check passes it too)
+    acting = {"on_collapse": "stop", "monitor_every": 4, "steps": 8}
     layout = make_layout(tmp_path / "acting")
-    training.train(with_data(**acting), layout)
+    training.train(with_data(train=acting), layout)
+    resumed = training.train(with_data(classifier_epochs=3, train={**acting, "steps": 10}), layout)
+    assert resumed["resumed_from"] == 8
+    from gancore.checkpoint import check_resumable, run_identity
+
+    def image_run(epochs: int) -> dict:
+        tree = with_data(train=acting).model_dump(mode="json")
+        return run_identity(validate({**tree, "data": {"name": "mnist", "classifier_epochs": epochs}}), "same bytes")
+
+    saved = image_run(8)
+    state = {"identity": saved, "digest": identity_digest(saved), "step": 8}
+    check_resumable(layout.checkpoint, state, image_run(8), 10)
     with pytest.raises(TrainingError, match=r"data \(data.classifier_epochs: 8 in the checkpoint, 3 now\)"):
-        training.train(with_data(classifier_epochs=3, train={"on_collapse": "stop", "monitor_every": 4, "steps": 10}), layout)
+        check_resumable(layout.checkpoint, state, image_run(3), 10)
 
 
 def test_a_checkpoint_from_before_an_option_existed_resumes_under_its_legacy_value(tmp_path):

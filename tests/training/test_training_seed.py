@@ -69,7 +69,7 @@ def test_a_checkpoint_names_another_training_seed_and_resumes_across_null_and_eq
     training.train(params_with(3, 5), layout)
     with pytest.raises(TrainingError, match=r"train \(train.seed: 5 in the checkpoint, 6 now\)"):
         training.train(params_with(3, 6, steps=8), layout)
-    with pytest.raises(TrainingError, match=r"train.seed: 5 in the checkpoint, '\(absent\)' now"):
+    with pytest.raises(TrainingError, match=r"train.seed: 5 in the checkpoint, null \(the top-level seed\) now"):
         training.train(params_with(3, None, steps=8), layout)
 
     plain = make_layout(tmp_path / "plain")
