@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from gancore import tracking
 from gancore.layout import find_project_root
 from gancore.provenance import differences
-from gancore.ranking import group_rank_key, headline, rank_key
+from gancore.ranking import group_rank_key, headline, mean_figures, rank_key
 from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers, text_table
 from gancore_flows.params import resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
@@ -123,11 +123,11 @@ def seeds_table(rows: list[dict[str, Any]]) -> Optional[tuple[list[str], list[li
 
 
 def remedy_members(
-    plan: list[dict[str, Any]], seeds: list[int], overrides: dict[str, Any], sets: Optional[list[str]]
+    plan: Optional[list[dict[str, Any]]], seeds: list[int], overrides: dict[str, Any], sets: Optional[list[str]]
 ) -> list[dict[str, Any]]:
-    """The sweep after the baseline: every remedy of ``plan`` on every training seed, and the
-    baseline on the seeds after the first (which it already ran on). With one seed each remedy runs
-    once, with the run's own train.seed."""
+    """Every remedy of ``plan`` on every training seed, and, where ``plan`` is None, the baseline on
+    the seeds after the first (which it ran on already). With one seed each remedy runs once, with
+    the run's own train.seed."""
     several = len(seeds) > 1
 
     def member(label: str, extra: list[str], seed: int) -> dict[str, Any]:
@@ -140,7 +140,13 @@ def remedy_members(
             "sets": [*(sets or []), *extra, *([f"train.seed={seed}"] if several else [])],
         }
 
-    return [member("baseline", [], s) for s in seeds[1:]] + [member(r["name"], r["sets"], s) for r in plan for s in seeds]
+    if plan is None:
+        return [member("baseline", [], s) for s in seeds[1:]]
+    return [member(r["name"], r["sets"], s) for r in plan for s in seeds]
+
+
+def _verdict(row: dict[str, Any]) -> Optional[str]:
+    return ((row.get("result") or {}).get("diagnose") or {}).get("verdict")
 
 
 def _nest(parent: Optional[tracking.PipelineRun], result: Optional[dict[str, Any]]) -> None:
@@ -173,6 +179,7 @@ def gan_remedy(
     params_path = Path(params_file).resolve()
     root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, sets)
+    check_seeds(params.training_seed, repeats)
     seeds = [params.training_seed + i for i in range(repeats)]
     parent = None
     if params.tracking.enabled:
@@ -186,7 +193,15 @@ def gan_remedy(
         baseline = gan_pipeline.with_options(flow_run_name="baseline")(params_file=params_file, sets=sets, **overrides)
         _nest(parent, baseline)
         rows: list[dict[str, Any]] = [{"label": "baseline", "extra": [], "train_seed": seeds[0], "result": baseline}]
-        diagnosis = baseline.get("diagnose") or {}
+        if repeats > 1:  # the baseline on every seed first: one healthy draw is not a healthy configuration
+            again = remedy_members(None, seeds, overrides, sets)
+            run_members(again, str(params_path), None, runner, workers, address)
+            for m in again:
+                _nest(parent, m.get("result"))
+            rows += again
+        # the remedies of the first run not called healthy (each run's diagnosis proposes them for itself)
+        first = next((r for r in rows if r.get("result") and _verdict(r) != "healthy"), rows[0])
+        diagnosis = first["result"].get("diagnose") or {}
         plan = [] if diagnosis.get("verdict") == "healthy" else [r for r in diagnosis.get("remedy_settings") or [] if r.get("sets")]
         if remedies is not None:
             skipped = [r["name"] for r in plan if r["name"] not in remedies]
@@ -215,8 +230,13 @@ def gan_remedy(
             from gancore.tracking.models import promote_if_best, registered_model_name
 
             promoted = promote_if_best(parent.client, registered_model_name(params), best["mlflow_run_id"])
+        baselines = [_verdict(r) for r in rows if r["label"] == "baseline"]
         summary = (
-            f"baseline verdict: {diagnosis.get('verdict', 'n/a')}; "
+            (
+                f"baseline healthy on {baselines.count('healthy')} of {len(baselines)} training seeds; "
+                if repeats > 1
+                else f"baseline verdict: {diagnosis.get('verdict', 'n/a')}; "
+            )
             + (
                 f"{len(plan)} remedies tried; "
                 if plan
@@ -241,7 +261,15 @@ def gan_remedy(
             parent.set_tags(
                 {"mlflow.note.content": markdown, "verdict": (best.get("diagnose") or {}).get("verdict"), "remedy.best": ranked[0]["label"]}
             )
-            parent.log_metrics(headline(best.get("evaluate"), best.get("diagnose")))
+            if over_seeds:  # what the ranking read: the best configuration's mean figures and healthy share
+                group = [r["result"] for r in ranked if r["rank"] == 1 and r.get("result")]
+                parent.log_metrics(
+                    mean_figures(
+                        [(headline(g.get("evaluate"), g.get("diagnose")), (g.get("diagnose") or {}).get("verdict")) for g in group]
+                    )
+                )
+            else:
+                parent.log_metrics(headline(best.get("evaluate"), best.get("diagnose")))
     except BaseException:
         if parent is not None:
             parent.end("FAILED")
@@ -275,6 +303,12 @@ def check_repeats(repeats: int) -> None:
         raise ValueError(f"repeats must be a whole number of training seeds, 1 or more (got {repeats!r})")
 
 
+def check_seeds(first: int, repeats: int) -> None:
+    """The training seeds first, first + 1, ... must stay seeds (below 2**32), checked before the baseline trains."""
+    if first + repeats - 1 >= 2**32:
+        raise ValueError(f"repeats={repeats} from train.seed {first} runs past the largest seed, {2**32 - 1}: set a lower train.seed")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.remedy", description="Run the gan-remedy flow in this process.")
     add_params_arguments(parser)
@@ -303,6 +337,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if (code := check_params("gan-remedy", args.params, args.sets)) is not None:
         return code
+    try:
+        check_seeds(resolve_params(args.params, {}, args.sets).training_seed, args.repeats)
+    except ValueError as exc:
+        print(f"gan-remedy: --repeats: {exc}", file=sys.stderr)
+        return 2
     from gancore_flows.prefect_api import run_locally
 
     ranked = run_locally(

@@ -53,15 +53,21 @@ def rank_key(figures: Mapping[str, Any], verdict: str | None) -> tuple[float, ..
     )
 
 
+def mean_figures(runs: Sequence[tuple[Mapping[str, Any], str | None]]) -> dict[str, float]:
+    """Runs of one configuration (each ``(figures, verdict)``): each figure's mean over the runs
+    that have it as a finite number, and ``healthy_share``, the share of them called healthy."""
+    means: dict[str, float] = {}
+    for key in sorted({k for figures, _ in runs for k in figures}):
+        values = [v for figures, _ in runs if (v := _number(figures.get(key))) is not None]
+        if values:
+            means[key] = math.fsum(values) / len(values)
+    return {**means, "healthy_share": sum(verdict == "healthy" for _, verdict in runs) / len(runs)} if runs else means
+
+
 def group_rank_key(runs: Sequence[tuple[Mapping[str, Any], str | None]]) -> tuple[float, ...]:
     """:func:`rank_key` of runs of one configuration (each ``(figures, verdict)``): the share of
     them called healthy first, then each figure's mean over the runs that have it."""
     if not runs:
         return (-math.inf,)
-    means: dict[str, float] = {}
-    for key in {k for figures, _ in runs for k in figures}:
-        values = [v for figures, _ in runs if (v := _number(figures.get(key))) is not None]
-        if values:
-            means[key] = math.fsum(values) / len(values)
-    healthy = sum(verdict == "healthy" for _, verdict in runs) / len(runs)
-    return (healthy, *rank_key(means, None)[1:])
+    means = mean_figures(runs)
+    return (means.pop("healthy_share"), *rank_key(means, None)[1:])

@@ -25,10 +25,14 @@ def test_each_remedy_runs_on_every_training_seed_and_the_baseline_on_the_seeds_a
         ("longer", "longer", ["x.y=1", "train.steps=80"]),
         ("pack2", "pack2", ["x.y=1", "model.pack=2"]),
     ]  # one seed: as before repeats existed, the run's own train.seed
+    assert remedy_members(None, [0], {}, None) == []
+    again = remedy_members(None, [3, 4, 5], {}, None)  # the baseline, before any remedy is chosen
+    assert [(m["label"], m["run_label"], m["sets"]) for m in again] == [
+        ("baseline", "baseline-trainseed4", ["train.seed=4"]),
+        ("baseline", "baseline-trainseed5", ["train.seed=5"]),
+    ]
     three = remedy_members(PLAN, [3, 4, 5], {}, None)
     assert [(m["label"], m["train_seed"], m["sets"][-1]) for m in three] == [
-        ("baseline", 4, "train.seed=4"),
-        ("baseline", 5, "train.seed=5"),
         ("longer", 3, "train.seed=3"),
         ("longer", 4, "train.seed=4"),
         ("longer", 5, "train.seed=5"),
@@ -36,7 +40,7 @@ def test_each_remedy_runs_on_every_training_seed_and_the_baseline_on_the_seeds_a
         ("pack2", 4, "train.seed=4"),
         ("pack2", 5, "train.seed=5"),
     ]
-    assert three[3]["run_label"] == "longer-trainseed4" and three[3]["sets"] == ["train.steps=80", "train.seed=4"]
+    assert three[1]["run_label"] == "longer-trainseed4" and three[1]["sets"] == ["train.steps=80", "train.seed=4"]
 
 
 def test_a_remedy_healthy_on_more_seeds_outranks_one_whose_best_run_is_better():
@@ -98,3 +102,19 @@ def test_repeats_below_one_are_a_usage_error(capsys, repeats):
 
     assert main(["--repeats", repeats]) == 2
     assert f"--repeats: repeats must be a whole number of training seeds, 1 or more (got {int(repeats)})" in capsys.readouterr().err
+
+
+def test_training_seeds_past_the_largest_are_refused_before_the_baseline_trains(capsys):
+    from gancore_flows.remedy import main
+
+    last = 2**32 - 1
+    assert main(["--repeats", "3", "-S", f"train.seed={last - 1}"]) == 2
+    assert f"repeats=3 from train.seed {last - 1} runs past the largest seed, {last}" in capsys.readouterr().err
+
+
+def test_the_parent_run_logs_what_the_ranking_read():
+    from gancore.ranking import mean_figures
+
+    runs = [({"fid": 1.0, "modes_covered": 8.0}, "healthy"), ({"fid": 3.0, "modes_covered": float("nan")}, "partial_collapse")]
+    assert mean_figures(runs) == {"fid": 2.0, "modes_covered": 8.0, "healthy_share": 0.5}
+    assert mean_figures([]) == {}
