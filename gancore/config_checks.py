@@ -97,6 +97,15 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
         problems.append(
             ("probe.enabled", "the probe needs one discriminator, and a mixture trains one per part: set mixture.enabled=false")
         )
+    if params.train.devices > 1 and params.mixture.enabled:
+        # torchrun's `gan train` trained one GAN on the whole data in the run's folder, not the part
+        problems.append(
+            (
+                "train.devices",
+                f"{params.train.devices} processes train one GAN (DistributedDataParallel), and a mixture trains one per part: "
+                "set mixture.enabled=false (an image set's mixture is one part anyway), or train.devices=1",
+            )
+        )
     ev = params.evaluate
     k = max(ev.pr_k, ev.dc_k)
     if params.n_samples <= k:

@@ -51,6 +51,8 @@ def test_repository_params_yaml_is_valid():
         ({"train": {"compile": "maybe"}}, "train.compile", "should be true or false, or 'auto' (got 'maybe')"),
         ({"probe": {"labels_per_class": [0]}}, "probe.labels_per_class.0", "should be greater than 0, or 'all' (got 0)"),
         ({"train": {"str": 3}}, "train.str", "unknown key; allowed keys here: batch_size"),  # a key named like a branch
+        # torchrun trained one GAN on the whole data in place of a mixture's part
+        ({"train": {"devices": 2}}, "train.devices", "a mixture trains one per part: set mixture.enabled=false"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(tree, key, fragment):
