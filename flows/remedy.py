@@ -59,9 +59,6 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             diff = differences(baseline, _card(row))
             if diff:
                 row["not_comparable"] = diff
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["label"], []).append(row)
 
     def group_key(members: list[dict[str, Any]]) -> tuple[float, ...]:
         if all(m.get("result") is None for m in members):
@@ -74,10 +71,18 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return rank_key(*_figures(row["result"])) if row.get("result") else (-2.0,)
 
     ranked = []
-    for i, members in enumerate(sorted(groups.values(), key=group_key, reverse=True), 1):
+    for i, members in enumerate(sorted(_configurations(rows), key=group_key, reverse=True), 1):
         for row in sorted(members, key=run_key, reverse=True):
             ranked.append({**row, "rank": i})
     return ranked
+
+
+def _configurations(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows by configuration (their label: a remedy, or the baseline), in first-seen order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["label"], []).append(row)
+    return list(groups.values())
 
 
 def _seeded(rows: list[dict[str, Any]]) -> bool:
@@ -109,11 +114,8 @@ def seeds_table(rows: list[dict[str, Any]]) -> Optional[tuple[list[str], list[li
     every configuration ran once."""
     if not _seeded(rows):
         return None
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["label"], []).append(row)
     out = []
-    for members in groups.values():
+    for members in _configurations(rows):
         first = [str(members[0]["rank"]), members[0]["label"], " ".join(members[0]["extra"]) or "-"]
         if any(m.get("not_comparable") for m in members):
             out.append([*first, "not ranked, measured otherwise than the baseline", *[""] * (len(FIGURES) + 1)])
@@ -262,12 +264,7 @@ def gan_remedy(
                 {"mlflow.note.content": markdown, "verdict": (best.get("diagnose") or {}).get("verdict"), "remedy.best": ranked[0]["label"]}
             )
             if over_seeds:  # what the ranking read: the best configuration's mean figures and healthy share
-                group = [r["result"] for r in ranked if r["rank"] == 1 and r.get("result")]
-                parent.log_metrics(
-                    mean_figures(
-                        [(headline(g.get("evaluate"), g.get("diagnose")), (g.get("diagnose") or {}).get("verdict")) for g in group]
-                    )
-                )
+                parent.log_metrics(mean_figures([_figures(r["result"]) for r in ranked if r["rank"] == 1 and r.get("result")]))
             else:
                 parent.log_metrics(headline(best.get("evaluate"), best.get("diagnose")))
     except BaseException:
@@ -282,7 +279,7 @@ def gan_remedy(
             "rank": r["rank"],
             "train_seed": r.get("train_seed"),
             "settings": r["extra"],
-            "verdict": ((r.get("result") or {}).get("diagnose") or {}).get("verdict"),
+            "verdict": _verdict(r),
             "mlflow_run_id": (r.get("result") or {}).get("mlflow_run_id"),
             "error": r.get("error"),
         }

@@ -126,13 +126,16 @@ def _run_stage(args: argparse.Namespace) -> int:
 
     params = load_params(args.params, args.overrides)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ParamsError([("--out", f"{str(out)!r} is a file; pass the folder the stages write to (created if missing)")], "--out")
     # before a tracker opens a run the stage could not write beside; nothing is created here (a
     # stage refused later leaves no empty folder behind)
     base = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
     if not base.is_dir():
-        raise ParamsError([("--out", f"{str(out)!r} cannot be created: {str(base)!r} is a file; pass a folder you can write to")], "--out")
+        why = (
+            "is a file; pass the folder the stages write to (created if missing)"
+            if base == out.absolute()
+            else f"cannot be created: {str(base)!r} is a file; pass a folder you can write to"
+        )
+        raise ParamsError([("--out", f"{str(out)!r} {why}")], "--out")
     if not os.access(base, os.W_OK | os.X_OK):
         raise ParamsError([("--out", f"{str(out)!r} is not writable ({str(base)!r}); pass a folder you can write to")], "--out")
     kwargs = {"restart": args.restart} if args.command == "train" else {}

@@ -294,10 +294,15 @@ def one_cluster(info: dict[str, Any]) -> bool:
     return len(info["parts"]) == 1 and info.get("method") != "none"
 
 
+def _at_least_train_steps(part: dict[str, Any] | None, whole: bool) -> bool:
+    """The parts that train no fewer than ``train.steps`` (:func:`part_steps`)."""
+    return whole or bool(part and part.get("background"))
+
+
 def part_steps_setting(params: Params, part: dict[str, Any] | None = None, whole: bool = False) -> str:
     """The setting that decides :func:`part_steps`, for messages: ``mixture.steps``, or
     ``train.steps`` where it is null or the larger of the two counts."""
-    if params.mixture.steps is None or ((whole or (part and part.get("background"))) and params.train.steps >= params.mixture.steps):
+    if params.mixture.steps is None or (_at_least_train_steps(part, whole) and params.train.steps >= params.mixture.steps):
         return "train.steps"
     return "mixture.steps"
 
@@ -311,4 +316,4 @@ def part_steps(params: Params, part: dict[str, Any] | None = None, whole: bool =
     ``train.steps`` (a 10-D Gaussian's came out with one of its ten variances at 0.15 after 1,000
     steps, and `gan diagnose` called it intra-mode collapse; CHANGELOG.md)."""
     steps = params.mixture.steps or params.train.steps
-    return max(steps, params.train.steps) if whole or (part and part.get("background")) else steps
+    return max(steps, params.train.steps) if _at_least_train_steps(part, whole) else steps

@@ -19,7 +19,8 @@ from gancore.figures import HEADLINE_DIAGNOSE, HEADLINE_EVALUATE
 # The figures themselves are registered in gancore.figures (the evaluation's metrics and the diagnosis's).
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float where it is a finite number (not a bool), else None."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
@@ -28,7 +29,7 @@ def headline(evaluate: Mapping[str, Any] | None, diagnose: Mapping[str, Any] | N
     out: dict[str, float] = {}
     for source, keys in ((evaluate or {}, HEADLINE_EVALUATE), (diagnose or {}, HEADLINE_DIAGNOSE)):
         for key in keys:
-            value = _number(source.get(key))
+            value = finite_number(source.get(key))
             if value is not None:
                 out[key] = value
     return out
@@ -38,7 +39,7 @@ def rank_key(figures: Mapping[str, Any], verdict: str | None) -> tuple[float, ..
     """Sort key, larger is better (see the module doc); ``figures`` as from :func:`headline`."""
 
     def get(key: str) -> float | None:
-        return _number(figures.get(key))
+        return finite_number(figures.get(key))
 
     covered, total = get("modes_covered"), get("modes_total")
     coverage = covered / total if covered is not None and total else -math.inf
@@ -58,7 +59,7 @@ def mean_figures(runs: Sequence[tuple[Mapping[str, Any], str | None]]) -> dict[s
     that have it as a finite number, and ``healthy_share``, the share of them called healthy."""
     means: dict[str, float] = {}
     for key in sorted({k for figures, _ in runs for k in figures}):
-        values = [v for figures, _ in runs if (v := _number(figures.get(key))) is not None]
+        values = [v for figures, _ in runs if (v := finite_number(figures.get(key))) is not None]
         if values:
             means[key] = math.fsum(values) / len(values)
     return {**means, "healthy_share": sum(verdict == "healthy" for _, verdict in runs) / len(runs)} if runs else means

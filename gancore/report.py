@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gancore.figures import FIGURES
+from gancore.ranking import finite_number
 
 
 def fmt(value: Any) -> str:
@@ -106,8 +107,8 @@ def seeds_cells(results: Sequence[dict[str, Any] | None], keys: Sequence[str]) -
     verdicts = Counter(str(f.get("verdict", "n/a")) for f in figures)
     cells = [f"{len(figures)} of {len(results)}", ", ".join(f"{n} {v}" for v, n in verdicts.most_common())]
     for key in keys:
-        # finite numbers only, as the ranking averages them (gancore.ranking): a NaN is a figure not measured
-        values = [float(v) for f in figures if isinstance(v := f.get(key), (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        # finite numbers only, as the ranking averages them: a NaN is a figure not measured
+        values = [v for f in figures if (v := finite_number(f.get(key))) is not None]
         cell = _mean_cell(values) if values else "n/a"
         if values and len(values) < len(figures):
             cell += f" ({len(values)} runs)"

@@ -93,22 +93,23 @@ def made_otherwise(path: Path, differ: list[str]) -> DataError:
     )
 
 
-def check(params: Params, meta_path: Path) -> None:
-    """Refuse the prepared data that ``meta_path`` describes where ``params`` ask for other data;
-    nothing to check where it is missing (the stage names that)."""
+def check(params: Params, meta_path: Path) -> dict[str, Any]:
+    """The prepared data's record, ``meta_path``; refused where it is missing (a stage after
+    prepare would fail later, on a file it names less plainly) or where ``params`` ask for other data."""
     if not meta_path.exists():
-        return
-    differ = other_settings(params, read_json(meta_path))
+        raise DataError(f"{meta_path} is missing: run `gan prepare` first (with this stage's parameters and --out)")
+    meta = read_json(meta_path)
+    differ = other_settings(params, meta)
     if differ:
         raise made_otherwise(meta_path, differ)
+    return meta
 
 
-def check_bins(params: Params, meta_path: Path) -> None:
-    """Refuse more NDB bins (diagnose's) than training examples were prepared, where the stages that
-    lead to the diagnosis start: a small points file trained, sampled and scored, then failed there."""
-    if not meta_path.exists():
-        return
-    count, bins = read_json(meta_path).get("count"), params.diagnose.ndb_bins
+def check_bins(params: Params, meta: dict[str, Any], meta_path: Path) -> None:
+    """Refuse more NDB bins (diagnose's) than training examples were prepared (``meta``, read from
+    ``meta_path``), where the stages that lead to the diagnosis start: a small points file trained,
+    sampled and scored, then failed there."""
+    count, bins = meta.get("count"), params.diagnose.ndb_bins
     if isinstance(count, int) and count < bins:
         raise ParamsError(
             [("diagnose.ndb_bins", f"{bins} bins exceed the {count} training examples prepared: use at most {count}")],

@@ -94,16 +94,11 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
     # Inputs an earlier stage made under other settings are refused before the recorder opens a
     # run: a refused stage leaves the run and its parameters as they were.
     if stage != "prepare":
-        from gancore.data.settings import check
-        from gancore.errors import DataError
+        from gancore.data.settings import check, check_bins
 
-        if not layout.prepared_meta.exists():  # the stage would fail later, on a file it names less plainly
-            raise DataError(f"{layout.prepared_meta} is missing: run `gan prepare` first (with this stage's parameters and --out)")
-        check(params, layout.prepared_meta)
+        meta = check(params, layout.prepared_meta)
         if stage in STAGE_ORDER:  # the pipeline, which ends in diagnose (not the probe after it)
-            from gancore.data.settings import check_bins
-
-            check_bins(params, layout.prepared_meta)
+            check_bins(params, meta, layout.prepared_meta)
     if stage in ("sample", "evaluate", "diagnose"):
         from gancore.sampling import check_samples, check_trained
 
