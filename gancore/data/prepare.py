@@ -6,7 +6,9 @@ Everything is built in memory first; only then are the outputs written, each ato
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gancore.config import Params
@@ -46,10 +48,15 @@ def build_data(params: Params, layout: Layout) -> PreparedData:
     return data
 
 
-def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
-    """The ``prepare`` stage: write ``data.pt``, ``meta.json`` and, when asked, the domain classifier."""
+def prepare_data(params: Params, layout: Layout, inputs_read: Callable[[], None] | None = None) -> dict[str, Any]:
+    """The ``prepare`` stage: write ``data.pt``, ``meta.json`` and, when asked, the domain classifier.
+
+    ``inputs_read`` is called once the data have been read and checked, before anything is written
+    (:func:`gancore.stages.run_stage` opens the stage's record there).
+    """
     start = time.perf_counter()
-    made = [d for d in (layout.root / "data", layout.raw) if not d.exists()]
+    root = layout.root.absolute()
+    made = [d for d in (*reversed(root.parents), root, root / "data", layout.raw.absolute()) if not d.exists()]
     layout.raw.mkdir(parents=True, exist_ok=True)  # a DVC output even for synthetic data (then empty)
     try:
         data = build_data(params, layout)
@@ -58,10 +65,13 @@ def prepare_data(params: Params, layout: Layout) -> dict[str, Any]:
         problems = partition_problems(params, data)  # refused now, before the old outputs are replaced
         if problems:
             raise ParamsError(problems)
+        if inputs_read is not None:
+            inputs_read()
     except BaseException:
         for folder in reversed(made):  # bad input leaves no folder behind (a download's files stay)
             if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+                with contextlib.suppress(OSError):  # another process's file arrived meanwhile
+                    folder.rmdir()
         raise
     try:
         run_facts, mixture = _write_prepared(params, layout, data)

@@ -20,10 +20,10 @@ from gancore.recorder import NULL_RECORDER, NullRecorder, Recorder
 __all__ = ["NULL_RECORDER", "STAGES", "STAGE_ORDER", "NullRecorder", "Recorder", "run_stage"]
 
 
-def prepare(params: Params, layout: Layout) -> dict[str, Any]:
+def prepare(params: Params, layout: Layout, inputs_read: Callable[[], None] | None = None) -> dict[str, Any]:
     from gancore.data.prepare import prepare_data
 
-    return prepare_data(params, layout)
+    return prepare_data(params, layout, inputs_read)
 
 
 def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
@@ -88,6 +88,8 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
     (:mod:`gancore.data.settings`), sample, evaluate and diagnose where they ask for another kind
     of model than was trained (:func:`gancore.sampling.check_trained`), and evaluate and diagnose
     where they ask for other samples than were drawn (:func:`gancore.sampling.check_samples`).
+    Prepare opens its record once it has read and checked its inputs, so that bad input files are
+    refused before a run opens too.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
@@ -105,11 +107,26 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
         check_trained(params, layout)
         if stage != "sample":
             check_samples(params, layout)
-    recorder.begin(stage, params, layout)
+    opened = False
+
+    def open_record() -> None:
+        nonlocal opened
+        recorder.begin(stage, params, layout)
+        opened = True
+
+    if stage == "prepare":
+        # Its inputs (a points file, an image folder) are read and refused inside the stage: the
+        # record opens once they have been read, so a refused file leaves no failed run behind.
+        kwargs = {**kwargs, "inputs_read": open_record}
+    else:
+        open_record()
     try:
         summary = STAGES[stage](params, layout, **kwargs)
+        if not opened:  # a stage that never read inputs still gets its record
+            open_record()
     except BaseException as exc:
-        recorder.fail(stage, exc)
+        if opened:
+            recorder.fail(stage, exc)
         raise
     recorder.finish(stage, params, layout, summary)
     return summary

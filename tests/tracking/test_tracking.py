@@ -211,6 +211,27 @@ def test_a_stage_refused_for_other_data_leaves_the_run_as_it_was(tiny_run):
     assert client().get_run(tracking.current_run_id(layout)).info.status == status
 
 
+def test_a_points_file_refused_by_prepare_opens_no_run_and_leaves_the_data(tiny_run, tmp_path):
+    """prepare reads its input file inside the stage: the record opens once it has been read, so a
+    bad cell is refused like other data (it opened a run, logged the parameters and marked it
+    failed), and the prepared data and the run in hand stay as they were."""
+    params, layout, _ = tiny_run
+    bad = tmp_path / "points.csv"
+    bad.write_text("x,y\n" + "".join(f"{i % 7},{i % 5}\n" for i in range(300)) + "1.0,abc\n")
+    other = load_params(write_params(layout.root / "points.yaml", data={"name": "points", "path": str(bad)}))
+    state, count = layout.run_file.read_text(), len(mlflow.search_runs(experiment_names=[EXPERIMENT]))
+    prepared = layout.prepared_meta.read_bytes()
+    with pytest.raises(GanCoreError, match=r"points.csv, row 302, column 'y': 'abc' is not a number"):
+        run_stage("prepare", other, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
+    assert layout.run_file.read_text() == state and len(mlflow.search_runs(experiment_names=[EXPERIMENT])) == count
+    assert layout.prepared_meta.read_bytes() == prepared
+    # in a folder of its own, the folders prepare made for it are gone too
+    fresh = Layout(tmp_path / "new" / "run")
+    with pytest.raises(GanCoreError, match="is not a number"):
+        run_stage("prepare", other, fresh, tracking.FileHandedRecorder(str(fresh.root), "cli"))
+    assert not (tmp_path / "new").exists() and len(mlflow.search_runs(experiment_names=[EXPERIMENT])) == count
+
+
 def test_failing_stage_marks_its_run_failed(tiny_run, monkeypatch):
     params, layout, _ = tiny_run
     before = (layout.metrics / "evaluate.json").read_bytes()
