@@ -8,8 +8,11 @@ accuracy beside two controls measured the same way, on the same labels, with the
 * ``pixels``: the raw pixels (in model range);
 * ``random``: the same architecture's discriminator at its random initialisation.
 
-Features are the input of the discriminator's last layer with parameters (a forward pre-hook: no
-plugin change), flattened; a plugin's discriminator may offer ``features(x)`` instead. A packing
+Features are the input of the discriminator's output layer, flattened: the last layer with
+weights to run in its forward (forward pre-hooks: no plugin change; spectrally normalised layers
+count as layers, their parametrizations do not). A plugin's discriminator whose output layer is
+not its last layer to run (a projection discriminator's class embedding, say) offers
+``features(x)`` instead. A packing
 discriminator (``model.pack = m``) sees each image as m copies of itself. The probe needs class
 labels (exit 2 otherwise) and a single discriminator (not a mixture).
 
@@ -20,10 +23,13 @@ with an L2-SVM (Radford et al. 2015, features of a D trained on ImageNet, a diff
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from gancore import seeds
 from gancore.config import Params, ParamsError
@@ -38,12 +44,57 @@ POOL = 4
 LBFGS_ITERATIONS = 200
 
 
-def last_layer(module: nn.Module) -> nn.Module:
-    """The discriminator's last module with parameters of its own (its output layer)."""
-    layers = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
-    if not layers:
-        raise GanCoreError(f"{type(module).__name__} has no layer with parameters to take features before")
-    return layers[-1]
+def layers_with_weights(module: nn.Module) -> list[nn.Module]:
+    """The modules of ``module`` that hold weights: parameters of their own, or a parametrized
+    weight (``spectral_norm`` moves a layer's weight into a ``ParametrizationList``, whose forward
+    takes no input and which is no layer)."""
+    inside = {id(m) for p in module.modules() if isinstance(p, parametrize.ParametrizationList) for m in p.modules()}
+    return [
+        m
+        for m in module.modules()
+        if id(m) not in inside and (parametrize.is_parametrized(m) or any(True for _ in m.parameters(recurse=False)))
+    ]
+
+
+class LastLayerInput:
+    """Hooks every layer with weights and keeps the input of the one that ran last in a forward:
+    the output layer in the order the network runs, whatever the order its layers were declared in."""
+
+    def __init__(self, module: nn.Module):
+        layers = layers_with_weights(module)
+        if not layers:
+            raise GanCoreError(f"{type(module).__name__} has no layer with weights to take features before")
+        self.name = type(module).__name__
+        self.layer: nn.Module | None = None
+        self.input: torch.Tensor | None = None
+        self._hooks = [m.register_forward_pre_hook(self._seen) for m in layers]
+
+    def _seen(self, layer: nn.Module, inputs: tuple[Any, ...]) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor):
+            self.layer, self.input = layer, inputs[0]
+
+    def __call__(self, discriminator: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        self.layer = self.input = None
+        discriminator(x)
+        if self.input is None:
+            raise GanCoreError(f"no layer with weights of {self.name} saw a tensor in its forward; give it a features(x) method")
+        return self.input
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+def last_layer(discriminator: nn.Module, x: torch.Tensor) -> nn.Module:
+    """The layer with weights that runs last when ``discriminator`` reads ``x`` (its output layer)."""
+    grab = LastLayerInput(discriminator)
+    try:
+        with torch.no_grad():
+            grab(discriminator, x)
+    finally:
+        grab.remove()
+    assert grab.layer is not None
+    return grab.layer
 
 
 @torch.no_grad()
@@ -51,24 +102,22 @@ def features(discriminator: nn.Module, images: torch.Tensor, pack: int, device: 
     """Penultimate features [N, F] of ``discriminator`` for uint8 or model-range ``images``."""
     discriminator = discriminator.to(device).eval()
     own = getattr(discriminator, "features", None)
-    captured: list[torch.Tensor] = []
-    hook = None
-    if not callable(own):
-        hook = last_layer(discriminator).register_forward_pre_hook(lambda _m, inputs: captured.append(_flat(inputs[0])))
+    grab: LastLayerInput | None = None
+    if callable(own):
+        read: Callable[[torch.Tensor], torch.Tensor] = own
+    else:
+        grab = LastLayerInput(discriminator)
+        read = partial(grab, discriminator)
     out = []
     try:
         for start in range(0, len(images), BATCH):
             x = to_model_range(images[start : start + BATCH]).to(device)
             if pack > 1:
                 x = x.repeat(1, pack, *([1] * (x.dim() - 2)))
-            if callable(own):
-                out.append(_flat(own(x)))
-            else:
-                discriminator(x)
-                out.append(captured.pop())
+            out.append(_flat(read(x)))
     finally:
-        if hook is not None:
-            hook.remove()
+        if grab is not None:
+            grab.remove()
     return torch.cat(out)
 
 

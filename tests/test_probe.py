@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from gancore.cli import main
-from gancore.probe import balanced_subset, last_layer, logistic_regression
+from gancore.data.prepared import to_model_range
+from gancore.errors import GanCoreError
+from gancore.probe import balanced_subset, features, last_layer, logistic_regression
 from helpers import PARAMS
 
 pytestmark = pytest.mark.xdist_group("probe")
@@ -132,4 +134,56 @@ def test_features_come_from_the_input_of_the_last_layer():
     from gancore.modelio import build_pair
 
     _, d = build_pair("dcgan", (1, 28, 28), 8, {"width": 4})
-    assert last_layer(d) is d.net[-1]
+    assert last_layer(d, torch.zeros(2, 1, 28, 28)) is d.net[-1]
+
+
+@pytest.mark.parametrize(
+    ("arch", "shape", "options"),
+    [("resnet_sn", (3, 32, 32), {}), ("mlp", (2,), {"spectral_norm": True}), ("dcgan", (1, 28, 28), {"spectral_norm": True, "width": 4})],
+)
+def test_spectrally_normalised_discriminators_give_the_input_of_their_output_layer(arch, shape, options):
+    """spectral_norm moves a layer's weight into a ParametrizationList, a module with parameters
+    whose forward takes no input: taken as the last layer, it crashed the probe (IndexError) on
+    resnet_sn and on every spectral_norm=true discriminator. The output layer applied to the
+    features must give D's output (exactly so where the features are not pooled)."""
+    from gancore.modelio import build_pair
+
+    _, d = build_pair(arch, shape, 8, options)
+    d.eval()
+    x = torch.rand(6, *shape) * 2 - 1
+    out = last_layer(d, x)
+    assert not isinstance(out, torch.nn.utils.parametrize.ParametrizationList)
+    images = ((x + 1) * 127.5).round().to(torch.uint8) if len(shape) == 3 else x
+    feats = features(d, images, 1, torch.device("cpu"))
+    assert feats.shape[0] == 6 and torch.isfinite(feats).all()
+    if isinstance(out, torch.nn.Linear):
+        with torch.no_grad():
+            d_out = d(to_model_range(images)).reshape(6, -1)
+            torch.testing.assert_close(out(feats).reshape(6, -1), d_out, rtol=1e-5, atol=1e-5)
+
+
+class _DeclaredOutOfOrder(torch.nn.Module):
+    """A plugin's discriminator that declares its output layer before the convolution feeding it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4 * 4 * 4, 1)
+        self.conv = torch.nn.Conv2d(1, 4, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 4).flatten(1))
+
+
+def test_the_output_layer_is_the_last_to_run_not_the_last_declared():
+    """Taken in declaration order, the conv was the 'last layer' and the probe read max-pooled raw
+    pixels (16 values of a 1x28x28 image) as D's features, silently."""
+    d = _DeclaredOutOfOrder()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    assert last_layer(d, x) is d.fc
+    feats = features(d, ((x + 1) * 127.5).round().to(torch.uint8), 1, torch.device("cpu"))
+    assert feats.shape == (3, 64)
+
+
+def test_a_discriminator_without_weights_is_refused_in_words():
+    with pytest.raises(GanCoreError, match="Identity has no layer with weights"):
+        features(torch.nn.Identity(), torch.zeros(2, 3), 1, torch.device("cpu"))
