@@ -157,7 +157,7 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
     if m.parts != "auto" and int(m.parts) > m.max_parts:
         problems.append(("mixture.parts", f"{m.parts} is more than mixture.max_parts={m.max_parts}; raise max_parts or use fewer parts"))
     if check_plugins:
-        from gancore.registry import architectures, refused_options, resolve_options
+        from gancore.registry import architectures, build_problem, resolve_options
 
         archs = architectures()
         reg = archs.get(params.model.arch)
@@ -176,8 +176,8 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
             except ValueError as exc:
                 problems.append(("model.options", str(exc)))
             else:
-                # values the plugin refuses (init: foo) are refused here, not after prepare ran
+                # values the plugin refuses (init: foo), and a broken plugin, are refused here, not after prepare ran
                 buildable = 0 not in params.data_shape and arch.supports(params.data_shape)
-                if buildable and (refused := refused_options(arch, params.data_shape, params.model.latent_dim, resolved)):
-                    problems.append(("model.options", refused))
+                if buildable and (refused := build_problem(arch, params.data_shape, params.model.latent_dim, resolved)):
+                    problems.append(refused)
     return problems

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from gancore.registry import Architecture
+from gancore.registry import Architecture, build_networks
 
 if TYPE_CHECKING:  # pragma: no cover
     from gancore.conformance import Report
@@ -73,12 +72,7 @@ def _attempt(report: Report, name: str, shape: tuple[int, ...], fn: Callable[[],
 
 def _build(arch: Architecture, shape: tuple[int, ...], options: dict[str, Any], seed: int, dev) -> tuple[Any, Any]:
     torch.manual_seed(seed)
-    built = arch.build(shape, LATENT_DIM, **options)
-    if not (isinstance(built, (tuple, list)) and len(built) == 2):
-        raise TypeError(f"build returned {type(built).__name__}, expected (generator, discriminator)")
-    g, d = built
-    if not (isinstance(g, nn.Module) and isinstance(d, nn.Module)):
-        raise TypeError(f"build returned ({type(g).__name__}, {type(d).__name__}), expected two torch.nn.Module")
+    g, d = build_networks(arch, shape, LATENT_DIM, options)
     return g.to(dev).train(), d.to(dev).train()
 
 

@@ -23,6 +23,11 @@ class EvaluationError(GanCoreError):
     """Evaluation inputs missing or invalid (e.g. classifier weights unavailable offline)."""
 
 
+class PluginError(GanCoreError):
+    """An installed architecture plugin breaks its contract (its build raises, returns something
+    else than two networks, or its defaults name options its build does not take)."""
+
+
 class WriteError(GanCoreError):
     """A result could not be written (e.g. the disk is full); the previous file is kept."""
 

@@ -102,18 +102,18 @@ def build_pair(
     With ``pack > 1`` the discriminator comes from a second build at :func:`packed_shape`: any
     plugin packs without knowing about it (the generator is the one of the first build).
     """
+    from gancore.registry import build_networks, cannot_build
+
     arch, resolved = resolve_architecture(arch_name, options)
     try:
-        generator, discriminator = arch.build(tuple(shape), int(latent_dim), **resolved)
+        generator, discriminator = build_networks(arch, tuple(shape), latent_dim, resolved)
     except (ValueError, TypeError) as exc:
         # A plugin refuses options it cannot build (a width below 1, an unknown activation).
-        from gancore.registry import cannot_build
-
         raise ParamsError([("model.options", cannot_build(arch_name, resolved, exc))]) from None
     if pack > 1:
         try:
-            _, discriminator = arch.build(packed_shape(tuple(shape), pack), int(latent_dim), **resolved)
-        except Exception as exc:
+            _, discriminator = build_networks(arch, packed_shape(tuple(shape), pack), latent_dim, resolved)
+        except (ValueError, TypeError) as exc:
             raise GanCoreError(
                 f"architecture {arch_name!r} cannot build a discriminator for model.pack={pack} "
                 f"(shape {packed_shape(tuple(shape), pack)}): {exc}"
@@ -123,7 +123,7 @@ def build_pair(
 
 def output_problem(generator: nn.Module, discriminator: nn.Module, shape: tuple[int, ...], latent_dim: int, pack: int) -> str | None:
     """Why two freshly built networks break the plugin contract on a batch of two (G: (2, *shape)
-    floating point; D on G's packed output: (2,) or (2, 1)), or None. Training checks it first,
+    float32 on the latent vectors' device; D on G's packed output: (2,) or (2, 1)), or None. Training checks it first,
     where such a network failed several calls deep in the loop with a bare shape or dtype error.
 
     Evaluation mode, no gradients, and the global random state restored: nothing the run does
@@ -137,9 +137,13 @@ def output_problem(generator: nn.Module, discriminator: nn.Module, shape: tuple[
                 fake = generator(z)
             except Exception as exc:
                 return f"generator fails on a batch of latent vectors ({2 * pack}, {latent_dim}): {type(exc).__name__}: {exc}"
-            if not isinstance(fake, torch.Tensor) or tuple(fake.shape) != (2 * pack, *shape) or not fake.is_floating_point():
-                got = f"{tuple(fake.shape)} {fake.dtype}" if isinstance(fake, torch.Tensor) else type(fake).__name__
-                return f"generator returned {got} for {2 * pack} latent vectors; expected {(2 * pack, *shape)} floating point"
+            expected = (2 * pack, *shape)
+            if not isinstance(fake, torch.Tensor) or tuple(fake.shape) != expected or fake.dtype != z.dtype or fake.device != z.device:
+                got = f"{tuple(fake.shape)} {fake.dtype} on {fake.device}" if isinstance(fake, torch.Tensor) else type(fake).__name__
+                return (
+                    f"generator returned {got} for {2 * pack} latent vectors ({z.dtype} on {z.device}); expected {expected} "
+                    f"{z.dtype} on {z.device}, where the real data are (build the networks in torch's default dtype, on the CPU)"
+                )
             packed = fake.reshape(2, *packed_shape(shape, pack))
             try:
                 logits = discriminator(packed)

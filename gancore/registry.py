@@ -228,28 +228,66 @@ def resolve_options(arch: Architecture, options: dict[str, Any]) -> dict[str, An
     return {**arch.defaults, **options}
 
 
-def refused_options(arch: Architecture, shape: tuple[int, ...], latent_dim: int, resolved: dict[str, Any]) -> str | None:
-    """Why ``arch`` refuses to build ``resolved`` options (its ValueError or TypeError: a width
-    below 1, an unknown activation), or None; any other failure is left to the real build, which
-    reports it. The networks are built on the CPU and dropped, torch's global random state
-    restored (PyTorch's meta device took 0.8 s for resnet_sn and 2 s for a first build, against
-    0.1 s), once per process for the same question (a flow validates each of its members)."""
+def build_networks(arch: Architecture, shape: tuple[int, ...], latent_dim: int, resolved: dict[str, Any]) -> tuple[Any, Any]:
+    """``arch.build(shape, latent_dim, **resolved)`` held to the plugin contract. A ValueError or
+    TypeError raised by build is its refusal of the options and propagates, as does an OSError (a
+    plugin fetching weights may succeed on a retry). Anything else is the plugin's defect, a
+    :class:`~gancore.errors.PluginError` naming it: defaults its build does not take (before build
+    runs, so that Python's TypeError is not taken for a refusal), another exception, or a return
+    value that is not two networks."""
+    from torch import nn
+
+    from gancore.errors import PluginError
+
+    check = f"`gan plugins check {arch.name}` checks the whole contract"
+    try:
+        inspect.signature(arch.build).bind(tuple(shape), int(latent_dim), **resolved)
+    except TypeError as exc:
+        raise PluginError(
+            f"architecture {arch.name!r}: its build does not take its own options {dict(resolved)} ({exc}); {check}"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): build itself will tell
+        pass
+    try:
+        built = arch.build(tuple(shape), int(latent_dim), **resolved)
+    except (ValueError, TypeError, OSError):
+        raise
+    except Exception as exc:
+        raise PluginError(f"architecture {arch.name!r} failed to build its networks: {type(exc).__name__}: {exc}; {check}") from None
+    if not (isinstance(built, (tuple, list)) and len(built) == 2 and all(isinstance(m, nn.Module) for m in built)):
+        what = f"({', '.join(type(m).__name__ for m in built)})" if isinstance(built, (tuple, list)) else type(built).__name__
+        raise PluginError(f"architecture {arch.name!r}: build returned {what}, expected (generator, discriminator) torch modules; {check}")
+    return built[0], built[1]
+
+
+def build_problem(arch: Architecture, shape: tuple[int, ...], latent_dim: int, resolved: dict[str, Any]) -> tuple[str, str] | None:
+    """Why ``arch`` cannot build its networks with ``resolved`` options, as ``(key, message)``, or
+    None: ``model.options`` where the plugin refuses the values (its ValueError or TypeError: a
+    width below 1, an unknown activation), ``model.arch`` where the plugin is broken
+    (:func:`build_networks`). An OSError is left to the real build (a retry may pass). The networks
+    are built on the CPU and dropped, torch's global random state restored (PyTorch's meta device
+    took 0.8 s for resnet_sn and 2 s for a first build, against 0.1 s), once per process for the
+    same question (a flow validates each of its members)."""
     import torch
+
+    from gancore.errors import PluginError
 
     key = (arch.name, arch.build, tuple(shape), int(latent_dim), json.dumps(resolved, sort_keys=True, default=repr))
     if key not in _REFUSED:
         try:
             with torch.random.fork_rng(devices=[]):
-                arch.build(tuple(shape), int(latent_dim), **resolved)
+                build_networks(arch, shape, latent_dim, resolved)
             _REFUSED[key] = None
         except (ValueError, TypeError) as exc:
-            _REFUSED[key] = cannot_build(arch.name, resolved, exc)
-        except Exception:
+            _REFUSED[key] = ("model.options", cannot_build(arch.name, resolved, exc))
+        except PluginError as exc:
+            _REFUSED[key] = ("model.arch", str(exc))
+        except OSError:
             _REFUSED[key] = None
     return _REFUSED[key]
 
 
-_REFUSED: dict[tuple[Any, ...], str | None] = {}
+_REFUSED: dict[tuple[Any, ...], tuple[str, str] | None] = {}
 
 
 def cannot_build(name: str, resolved: dict[str, Any], exc: Exception) -> str:

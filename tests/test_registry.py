@@ -265,6 +265,20 @@ def _wrong_shape(shape, latent_dim, hidden: int = 8, scale: float = 1.0):
     return _DropsACoordinate(latent_dim), _build(shape, latent_dim)[1]
 
 
+class _OnMeta(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, z):
+        return self.inner(z).to("meta")
+
+
+def _wrong_device(shape, latent_dim, hidden: int = 8, scale: float = 1.0):
+    g, d = _build(shape, latent_dim)
+    return _OnMeta(g), d
+
+
 def _wrong_dtype(shape, latent_dim, hidden: int = 8, scale: float = 1.0):
     g, d = _build(shape, latent_dim)
     return g.double(), d
@@ -273,7 +287,15 @@ def _wrong_dtype(shape, latent_dim, hidden: int = 8, scale: float = 1.0):
 @pytest.mark.parametrize(
     "build, message",
     [
-        (_wrong_shape, r"generator returned \(2, 1\) torch.float32 for 2 latent vectors; expected \(2, 2\) floating point"),
+        (
+            _wrong_shape,
+            r"generator returned \(2, 1\) torch.float32 on cpu for 2 latent vectors \(torch.float32 on cpu\); expected \(2, 2\) torch.float32 on cpu",
+        ),
+        # the discriminator took the blame ("Tensor on device cpu is not on the expected device meta")
+        (
+            _wrong_device,
+            r"generator returned \(2, 2\) torch.float32 on meta for 2 latent vectors \(torch.float32 on cpu\); expected \(2, 2\) torch.float32 on cpu",
+        ),
         (_wrong_dtype, r"generator fails on a batch of latent vectors \(2, \d+\): RuntimeError: mat1 and mat2 must have the same dtype"),
     ],
 )
@@ -296,3 +318,53 @@ def test_train_names_a_plugin_that_breaks_the_output_contract_in_one_line(monkey
     assert re.search(r"architecture 'odd' " + message, err), err
     assert "`gan plugins check odd`" in err
     assert not (tmp_path / "models" / "generator.pt").exists()
+
+
+def _generator_only(shape, latent_dim, hidden: int = 8, scale: float = 1.0):
+    return _build(shape, latent_dim)[0]
+
+
+def _needs_a_library(shape, latent_dim, hidden: int = 8, scale: float = 1.0):
+    raise RuntimeError("CUDA kernel library missing")
+
+
+def _takes_width(shape, latent_dim, width: int = 8):
+    return _build(shape, latent_dim)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        # was "model.options: architecture 'odd' cannot build {...}: cannot unpack non-iterable ..."
+        (_generator_only, r"architecture 'odd': build returned Sequential, expected \(generator, discriminator\) torch modules"),
+        # was a traceback, and under Prefect two retries of a failure that repeats
+        (_needs_a_library, r"architecture 'odd' failed to build its networks: RuntimeError: CUDA kernel library missing"),
+        # was blamed on model.options the user never set: "got an unexpected keyword argument 'hidden'"
+        (
+            _takes_width,
+            r"architecture 'odd': its build does not take its own options \{'hidden': 8, 'scale': 1.0\} \(got an unexpected keyword argument 'hidden'\)",
+        ),
+    ],
+)
+def test_a_broken_plugin_is_refused_under_model_arch_before_anything_runs(monkeypatch, capsys, fresh_registry, tmp_path, build, message):
+    """Validation builds the pair once: a plugin that breaks its contract there is refused as
+    model.arch (exit 2, nothing written, no run opened) naming what broke and `gan plugins check`;
+    a user's option values stay model.options. The real build says the same (exit 1)."""
+    import re
+
+    from gancore.errors import PluginError
+    from gancore.modelio import build_pair
+    from helpers import PARAMS
+
+    plugin = _module("odd", lambda: [Architecture(name="odd", kinds={"vector"}, build=build, defaults={"hidden": 8, "scale": 1.0})])
+    real = list(registry._entry_points())
+    monkeypatch.setattr(registry, "_entry_points", lambda: [*real, _ep("odd", lambda: plugin, dist="odd-dist")])
+    out = tmp_path / "run"
+    args = ["prepare", "--params", str(PARAMS), "--out", str(out), "-S", "model.arch=odd", "-S", "mixture.enabled=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"  model.arch: " + message, err), err
+    assert "`gan plugins check odd`" in err and "model.options" not in err
+    assert not out.exists()
+    with pytest.raises(PluginError, match=message):
+        build_pair("odd", (2,), 4, {})
