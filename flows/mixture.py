@@ -29,7 +29,7 @@ from gancore.config import Params
 from gancore.layout import Layout, find_project_root
 from gancore.mixture import check_part_sizes, finish_mixture, partition_info, plan_text, train_part
 from gancore.recorder import NULL_RECORDER, Recorder
-from gancore_flows.params import resolve_params, section_parameters
+from gancore_flows.params import Workers, positive_int, resolve_params, section_parameters
 from gancore_flows.pipeline import (
     add_params_arguments,
     check_params,
@@ -83,7 +83,7 @@ def part_task(
 @section_parameters
 def gan_mixture(
     runner: Runner = "process",
-    workers: int = 2,
+    workers: Workers = 2,
     address: Optional[str] = None,
     params_file: str = "params.yaml",
     out_dir: Optional[str] = None,
@@ -161,7 +161,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     add_params_arguments(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<arch>-<data>-<flow run id>)")
     parser.add_argument("--runner", choices=RUNNERS, default="process", help="where the parts train (default: a local process pool)")
-    parser.add_argument("--workers", type=int, default=2, help="parts trained at once (default 2)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="parts trained at once (default 2)")
     parser.add_argument("--address", default=None, help="an existing Dask scheduler or Ray cluster")
     args = parser.parse_args(argv)
     if (code := check_params("gan-mixture", args.params, [*args.sets, MIXTURE_ON])) is not None:

@@ -13,18 +13,45 @@ defaults. (To set a nullable key to null, put it in a parameter file: ``params_f
 
 from __future__ import annotations
 
+import argparse
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar, Union
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
 from gancore.config import AUTO_TRAIN, Params, TrainParams, load_params, validate
 from gancore.params_tree import apply_overrides, read_params_tree
 
 _FORM_CONFIG = ConfigDict(extra="forbid", frozen=True)
+
+# The flows' own arguments, with their bounds in the signature: Prefect's form, its schema and
+# `prefect deployment run` refuse them when the run is created (an empty sweep or -1 workers
+# created runs that failed as they started).
+Workers = Annotated[int, Field(ge=1, description="runs at once, 1 or more")]
+Repeats = Annotated[int, Field(ge=1, description="training seeds per configuration, 1 or more")]
+SEED_FIELD = Field(ge=0, lt=2**32)
+Seeds = Annotated[list[Annotated[int, SEED_FIELD]], Field(min_length=1)]
+
+
+def positive_int(text: str) -> int:
+    """argparse type of ``--workers`` and ``--repeats``: a whole number, 1 or more (exit 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def _constrained(field: FieldInfo) -> Any:
+    """The field's type with its bounds (``gt=0``...): the form and the JSON schema refuse a
+    negative step count when the run is created, not when its flow starts."""
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
 
 
 def _override_model(section: type[BaseModel]) -> type[BaseModel]:
@@ -32,7 +59,7 @@ def _override_model(section: type[BaseModel]) -> type[BaseModel]:
     auto = AUTO_TRAIN["vector"] if section is TrainParams else {}
     fields: dict[str, Any] = {
         name: (
-            Optional[Union[field.annotation, Literal["auto"]]] if name in auto else Optional[field.annotation],
+            Optional[Union[_constrained(field), Literal["auto"]]] if name in auto else Optional[_constrained(field)],
             Field(None, description=f"{field.description or ''} (empty: params.yaml's value)".strip()),
         )
         for name, field in section.model_fields.items()
@@ -75,7 +102,7 @@ def section_parameters(fn: F) -> F:
     own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=model(), annotation=model) for name, model in SECTIONS.items()]
     extra += [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Optional[Params.model_fields[name].annotation])
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Optional[_constrained(Params.model_fields[name])])
         for name in SCALARS
     ]
     fn.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]

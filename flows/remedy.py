@@ -29,7 +29,7 @@ from gancore.layout import find_project_root
 from gancore.provenance import differences
 from gancore.ranking import group_rank_key, headline, mean_figures, rank_key
 from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers, text_table
-from gancore_flows.params import resolve_params, section_parameters
+from gancore_flows.params import Repeats, Workers, positive_int, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
 from gancore_flows.runners import RUNNERS, Runner
 from gancore_flows.sweep import run_members
@@ -164,12 +164,12 @@ def _nest(parent: Optional[tracking.PipelineRun], result: Optional[dict[str, Any
 @section_parameters
 def gan_remedy(
     runner: Runner = "process",
-    workers: int = 2,
+    workers: Workers = 2,
     address: Optional[str] = None,
     params_file: str = "params.yaml",
     sets: Optional[list[str]] = None,
     remedies: Optional[list[str]] = None,
-    repeats: int = 1,
+    repeats: Repeats = 1,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
     """The baseline on params.yaml plus the overrides, then its diagnosis's remedies (see the module
@@ -310,7 +310,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.remedy", description="Run the gan-remedy flow in this process.")
     add_params_arguments(parser)
     parser.add_argument("--runner", choices=RUNNERS, default="process", help="where the remedies run (default: a local process pool)")
-    parser.add_argument("--workers", type=int, default=2, help="remedies run at once (default 2)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="remedies run at once (default 2)")
     parser.add_argument("--address", default=None, help="an existing Dask scheduler or Ray cluster")
     parser.add_argument("--remedies", default=None, metavar="A,B", help="only these of the proposed remedies, e.g. mixture,longer")
     parser.add_argument(

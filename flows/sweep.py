@@ -18,10 +18,11 @@ import argparse
 import itertools
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Annotated, Any, Literal, Optional, get_args
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
 
 from gancore import progress, tracking
 from gancore.config import ParamsError
@@ -29,7 +30,7 @@ from gancore.layout import find_project_root
 from gancore.names import LossName
 from gancore.provenance import differences
 from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers
-from gancore_flows.params import member_overrides, resolve_params, section_parameters
+from gancore_flows.params import Seeds, Workers, member_overrides, positive_int, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
 from gancore_flows.runners import RUNNERS, Runner, check_member_host, member_context, task_runner, threads_per_member
 
@@ -194,12 +195,12 @@ DEFAULT_SEEDS: list[int] = [0]
 )
 @section_parameters
 def gan_sweep(
-    archs: list[str] = DEFAULT_ARCHS,  # noqa: B006 - Prefect copies parameter defaults
-    losses: list[LossName] = DEFAULT_LOSSES,  # noqa: B006
-    seeds: list[int] = DEFAULT_SEEDS,  # noqa: B006
+    archs: Annotated[list[str], Field(min_length=1)] = DEFAULT_ARCHS,  # noqa: B006 - Prefect copies parameter defaults
+    losses: Annotated[list[LossName], Field(min_length=1)] = DEFAULT_LOSSES,  # noqa: B006
+    seeds: Seeds = DEFAULT_SEEDS,  # noqa: B006
     seed_key: SeedKey = "seed",
     runner: Runner = "process",
-    workers: int = 2,
+    workers: Workers = 2,
     address: Optional[str] = None,
     params_file: str = "params.yaml",
     sets: Optional[list[str]] = None,
@@ -240,7 +241,7 @@ def gan_sweep(
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=2, help="members run at once (default 2)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="members run at once (default 2)")
     parser.add_argument(
         "--runner", choices=RUNNERS, default="process", help="where members run: a local process pool (default), Dask or Ray"
     )

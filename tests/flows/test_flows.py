@@ -275,6 +275,16 @@ def test_served_deployment_runs_to_completion(project, first_run):
             assert time.monotonic() < deadline, "deployments were not served within 300 s"
             time.sleep(1)
         check_run_form(url, project / "params.yaml", "prefect-run-form")
+        # params.yaml's bounds are in the deployment's schema: refused when the run is created
+        refused = subprocess.run(
+            ["prefect", "deployment", "run", "gan-pipeline/default", "--param", 'train={"steps": -5}'],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert refused.returncode != 0 and "steps" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
         # No PREFECT_API_URL: the CLI finds the server through the prefect.toml serve wrote here.
         run = subprocess.run(
             ["prefect", "deployment", "run", "gan-pipeline/default", "--watch", "--param", 'train={"steps": 20}'],
