@@ -222,7 +222,9 @@ def run_one(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description="\n\n".join(__doc__.split("\n\n")[:2]), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", action="append", choices=DATA, help="data sets (default: both)")
     parser.add_argument("--fraction", action="append", type=float, choices=FRACTIONS, help="training shares (default: all)")
     parser.add_argument("--policy", action="append", choices=list(SETTINGS), help="augmentations (default: all)")

@@ -32,7 +32,7 @@ def timed_train(params, layout) -> float:  # type: ignore[no-untyped-def]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--every", type=int, default=500, help="train.monitor_every of the monitored side (default 500)")
     ap.add_argument("--repeats", type=int, default=3)

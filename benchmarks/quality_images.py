@@ -156,7 +156,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--example", action="append", help=f"examples/params/<name>.yaml (default: {', '.join(DEFAULT_EXAMPLES)})")
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 3; --tiny: 1)")
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="seeds trained at once, one thread each")

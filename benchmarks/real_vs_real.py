@@ -80,7 +80,7 @@ def measure(name: str, n: int, seed: int, batch_size: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", action="append", choices=DATA, help=f"data sets (default: {', '.join(DATA)})")
     parser.add_argument("--n", type=int, default=10_000, help="images from each split (default 10,000, the papers' test-split n)")
     parser.add_argument("--seed", type=int, default=0)

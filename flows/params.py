@@ -139,10 +139,10 @@ def resolve_params(params_file: str | Path, overrides: dict[str, Any] | None = N
     validates (``ParamsError`` names each bad key)."""
     path = Path(params_file)
     tree = override_tree(overrides or {})
-    if not tree:
-        return load_params(path, list(sets or []))
     merged = _merge(read_params_tree(path), tree)  # the CLI's checks of the file (duplicate keys, encoding)
-    return validate(apply_overrides(merged, list(sets or [])), f"{path} with flow parameters {tree}")
+    # named as the flow's parameters name them (a bad `sets` entry was said to come "with --set")
+    given = ([f"flow parameters {tree}"] if tree else []) + ([f"sets {list(sets)}"] if sets else [])
+    return validate(apply_overrides(merged, list(sets or [])), str(path) + (" with " + " and ".join(given) if given else ""))
 
 
 def member_overrides(base: dict[str, Any], **sets: Any) -> dict[str, Any]:

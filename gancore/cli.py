@@ -184,11 +184,31 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _plain_plugin_warnings(prog: str) -> None:
+    """A skipped plugin is said in one line, ``gan train: warning: plugin ...``, not in Python's
+    warning format (gancore's file and line, then the line of source that warned)."""
+    import warnings
+
+    shown = warnings.showwarning
+    if getattr(shown, "plain_plugin_warnings", False):  # main() again in this process
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__name__ == "PluginWarning":
+            print(f"{prog}: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.plain_plugin_warnings = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gancore.environment import quiet
 
     quiet()
     args = build_parser().parse_args(argv)
+    _plain_plugin_warnings(f"gan {args.command}")
     from gancore.config import ParamsError
     from gancore.errors import GanCoreError
 

@@ -141,9 +141,18 @@ def check_architecture(name: str, device: str = "cpu", architecture: Architectur
 
 
 def _device(device: str):
+    """``device`` as torch's: a name that is no CPU or CUDA device is a usage error (exit 2), a
+    CUDA device this machine lacks a failure (exit 1)."""
+    from gancore.errors import ParamsError, first_line
+
     try:
         dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ParamsError([("--device", f"{device!r} is not a device the check runs on; pass cpu, cuda or cuda:N")], "--device")
+    try:
         torch.zeros(1, device=dev)
     except (RuntimeError, AssertionError, ValueError) as exc:
-        raise GanCoreError(f"device {device!r} is not usable here: {exc}") from None
+        raise GanCoreError(f"device {device!r} is not usable here: {first_line(exc)}") from None
     return dev

@@ -183,8 +183,10 @@ def probe(params: Params, layout: Layout) -> dict[str, Any]:
     started = time.perf_counter()
     out = layout.probe_json
     if not params.probe.enabled:
-        write_json(out, {"enabled": False, "note": "probe.enabled is false: set it to true to probe the discriminator"})
-        return {"enabled": False}
+        # the DVC stage's output exists either way; the note is printed too (the summary alone said "enabled False")
+        note = "probe.enabled is false: set it to true (-S probe.enabled=true, with mixture.enabled=false) to probe the discriminator"
+        write_json(out, {"enabled": False, "note": note})
+        return {"enabled": False, "note": note}
     from gancore.modelio import build_pair, load_discriminator, read_model_file
 
     data: PreparedData = load_prepared(layout.prepared)

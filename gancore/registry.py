@@ -140,6 +140,12 @@ def plugin_manager(extra_modules: tuple[Any, ...] = ()) -> tuple[pluggy.PluginMa
     for module in extra_modules:
         sources.append((getattr(module, "__name__", repr(module)), "(direct)", "-", _constant(module)))
     for name, dist, version, load in sources:
+        if name in origins:  # pluggy would refuse it with its whole registry in the message
+            _warn(
+                f"plugin {name!r} (from {dist}) was skipped: plugin {name!r} (from {origins[name][0]}) has that name already; "
+                "rename the entry point ([project.entry-points.gancore] in its pyproject.toml)"
+            )
+            continue
         try:
             pm.register(load(), name=name)
         except Exception as exc:  # a broken plugin must not take the others down
@@ -195,7 +201,7 @@ def discover(extra_modules: tuple[Any, ...] = ()) -> dict[str, RegisteredArchite
                 builtin = " (built in)" if prev.distribution == BUILTIN_DISTRIBUTION else ""
                 _warn(
                     f"{label}: architecture {arch.name!r} is already provided by plugin "
-                    f"{prev.plugin!r} (from {prev.distribution}){builtin}; {label}'s was skipped: give it another name"
+                    f"{prev.plugin!r} (from {prev.distribution}){builtin}; this one was skipped: give it another name"
                 )
                 continue
             found[arch.name] = RegisteredArchitecture(arch, name, dist, version)

@@ -86,6 +86,16 @@ def test_probe_reports_the_discriminator_beside_pixels_and_a_random_discriminato
         assert result["labels_per_class"]["100"][space] >= result["labels_per_class"]["10"][space] - 0.05
 
 
+def test_a_disabled_probe_says_how_to_enable_it(tmp_path, capsys):
+    from helpers import make_layout
+
+    make_layout(tmp_path)
+    code = main(["probe", "--params", str(PARAMS), "--out", str(tmp_path), "-S", "probe.enabled=false", "-S", "tracking.enabled=false"])
+    out = capsys.readouterr().out
+    assert code == 0 and "set it to true (-S probe.enabled=true, with mixture.enabled=false)" in out
+    assert json.loads((tmp_path / "metrics" / "probe.json").read_text())["enabled"] is False
+
+
 def test_probe_needs_labels_and_says_so_with_exit_2(tmp_path, capsys):
     from gancore.data.prepared import PreparedData, save_prepared
     from gancore.layout import Layout

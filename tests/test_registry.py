@@ -108,7 +108,30 @@ def test_a_third_party_architecture_named_like_a_builtin_never_replaces_it(monke
     assert message.startswith(
         "plugin 'clash' (from revplug): architecture 'mlp' is already provided by plugin 'mlp' (from gancore) (built in)"
     )
-    assert "give it another name" in message
+    assert "give it another name" in message and "this one was skipped" in message
+
+
+def test_an_entry_point_named_like_a_builtin_one_is_named_in_words(monkeypatch, capsys, fresh_registry):
+    """pluggy refused it with "Plugin name already registered: mlp=<module> {...every plugin...}";
+    the CLI printed that in Python's warning format (gancore's file and line, the warning's code)."""
+    real = list(registry._entry_points())
+    second = _ep("mlp", lambda: _module("mine", lambda: [_arch("mine")]), dist="my-plugs")
+    monkeypatch.setattr(registry, "_entry_points", lambda: [*real, second])
+    with pytest.warns(PluginWarning) as record:
+        found = registry.discover()
+    assert "mine" not in found and found["mlp"].distribution == "gancore"
+    (message,) = [str(w.message) for w in record if issubclass(w.category, PluginWarning)]
+    assert message == (
+        "plugin 'mlp' (from my-plugs) was skipped: plugin 'mlp' (from gancore) has that name already; "
+        "rename the entry point ([project.entry-points.gancore] in its pyproject.toml)"
+    )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["plugins", "list"]) == 0
+    err = capsys.readouterr().err
+    assert err.strip() == f"gan plugins: warning: {message}"
 
 
 def test_a_plugin_module_without_hookimpl_is_named_not_silently_empty(monkeypatch):
@@ -245,11 +268,16 @@ def test_plugins_check_fails_a_broken_plugin_and_names_the_check(monkeypatch, ca
     )
 
 
-def test_plugins_check_unknown_name_exits_2_and_an_unusable_device_1(capsys):
+def test_plugins_check_unknown_name_or_device_exits_2_and_a_missing_cuda_1(capsys):
     assert main(["plugins", "check", "nope"]) == 2  # a usage error, as every other
     assert "'nope' is not an installed architecture; installed: dcgan, mlp, pacgan, resnet_sn" in capsys.readouterr().err
-    assert main(["plugins", "check", "mlp", "--device", "nonsense"]) == 1
-    assert "device 'nonsense' is not usable here" in capsys.readouterr().err
+    for name in ("nonsense", "meta", "mps"):  # meta ended in a traceback, mps in a page of dispatcher text
+        assert main(["plugins", "check", "mlp", "--device", name]) == 2
+        assert f"--device: {name!r} is not a device the check runs on; pass cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["plugins", "check", "mlp", "--device", "cuda"]) == 1
+        err = capsys.readouterr().err
+        assert "device 'cuda' is not usable here" in err and len(err.strip().splitlines()) == 1
 
 
 class _DropsACoordinate(nn.Module):

@@ -51,3 +51,17 @@ def test_workers_below_one_is_a_usage_error(main, capsys):
         main(["--workers", "0"])
     assert exit_.value.code == 2
     assert "--workers: '0' is not a whole number of 1 or more" in capsys.readouterr().err
+
+
+def test_a_bad_sets_entry_is_named_as_the_flow_names_it():
+    """In a flow run a bad `sets` entry was said to come "with --set", and beside typed overrides
+    the message named only those ("with flow parameters {...}")."""
+    from gancore.config import ParamsError
+    from gancore_flows.params import resolve_params
+    from helpers import PARAMS
+
+    with pytest.raises(ParamsError, match=r"params.yaml with sets \['train.steps=0'\]:\n  train.steps: "):
+        resolve_params(PARAMS, None, ["train.steps=0"])
+    with pytest.raises(ParamsError, match=r"params.yaml with flow parameters \{'seed': 3\} and sets \['train.steps=0'\]:"):
+        resolve_params(PARAMS, {"seed": 3}, ["train.steps=0"])
+    assert resolve_params(PARAMS, {"seed": 3}, ["train.steps=7"]).train.steps == 7
