@@ -252,7 +252,8 @@ def _eval_mode(g, d, z, image: bool) -> tuple[bool, str]:
     finite = bool(torch.isfinite(a).all() and torch.isfinite(la).all())
     inside = not image or bool(((a >= -1) & (a <= 1)).all())
     ok = repeat and unchanged and finite and inside
-    return ok, f"repeatable {repeat}, state unchanged {unchanged}, finite {finite}, G range {_range(a)}"
+    outside = "" if inside else " outside [-1, 1]"
+    return ok, f"repeatable {repeat}, state unchanged {unchanged}, finite {finite}, G range {_range(a)}{outside}"
 
 
 def _same_seed(arch, shape, options, dev, z, real) -> tuple[bool, str]:

@@ -260,6 +260,7 @@ def test_plugins_check_fails_a_broken_plugin_and_names_the_check(monkeypatch, ca
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "image range [-1, 1]" in line)
     assert row.split()[:5] == ["(1,", "28,", "28)", "image", "range"] and " FAIL " in row
+    assert "outside [-1, 1]" in next(line for line in out.splitlines() if "eval mode" in line)  # why it failed
     # Out of range in training mode and again in eval mode; nothing else is wrong with it.
     assert (
         out.strip()
@@ -338,14 +339,16 @@ def test_train_names_a_plugin_that_breaks_the_output_contract_in_one_line(monkey
     real = list(registry._entry_points())
     monkeypatch.setattr(registry, "_entry_points", lambda: [*real, _ep("odd", lambda: plugin, dist="odd-dist")])
     args = ["train", "--params", str(PARAMS), "--out", str(tmp_path), "-S", "model.arch=odd", "-S", "mixture.enabled=false"]
-    assert main([*args, "-S", "tracking.enabled=false"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
     import re
 
-    assert re.search(r"architecture 'odd' " + message, err), err
-    assert "`gan plugins check odd`" in err
-    assert not (tmp_path / "models" / "generator.pt").exists()
+    # train.devices=2: said once, before torchrun starts (each rank said it, then torchrun's traceback)
+    for devices in ("1", "2"):
+        assert main([*args, "-S", "tracking.enabled=false", "-S", f"train.devices={devices}"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert re.search(r"architecture 'odd' " + message, err), err
+        assert "`gan plugins check odd`" in err
+        assert not (tmp_path / "models" / "generator.pt").exists()
 
 
 def _generator_only(shape, latent_dim, hidden: int = 8, scale: float = 1.0):

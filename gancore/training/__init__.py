@@ -129,6 +129,11 @@ def train(
     """
     world = distributed.from_env()
     if params.train.devices > 1 and not world.distributed:
+        # the plugin's contract checked once, here, not by every rank torchrun starts (each said it,
+        # then torchrun's page of traceback ended in "see its output above")
+        with torch.random.fork_rng(devices=[]):
+            pair = build_pair(params.model.arch, params.data_shape, params.model.latent_dim, params.model.options, params.model.pack)
+            _check_contract(params, *pair, params.data_shape)
         return distributed.launch(params, layout, restart)
     threads = torch.get_num_threads()
     try:
@@ -219,9 +224,7 @@ def _train(
 
     torch.manual_seed(params.training_seed)  # weight initialisation
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)
-    broken = output_problem(generator, discriminator, shape, params.model.latent_dim, params.model.pack)
-    if broken:
-        raise TrainingError(f"architecture {params.model.arch!r} {broken}; `gan plugins check {params.model.arch}` checks it in full")
+    _check_contract(params, generator, discriminator, shape)
     penalty_problem = _penalty_problem(params, discriminator, options)
     if penalty_problem:
         raise ParamsError([("loss.name", penalty_problem)])
@@ -302,6 +305,12 @@ def _train(
     if main and world.distributed:
         distributed.write_summary(summary)
     return summary
+
+
+def _check_contract(params: Params, generator: torch.nn.Module, discriminator: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    broken = output_problem(generator, discriminator, shape, params.model.latent_dim, params.model.pack)
+    if broken:
+        raise TrainingError(f"architecture {params.model.arch!r} {broken}; `gan plugins check {params.model.arch}` checks it in full")
 
 
 def _penalty_problem(params: Params, discriminator: torch.nn.Module, options: dict[str, Any]) -> str | None:
