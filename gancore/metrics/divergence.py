@@ -17,7 +17,9 @@ order. We evaluate KL of the exactly normalised vectors p/S_p, q/S_q through
 which holds because sum (p/S_p) w = -sum_{p=0} q/S_q. Every term is >= 0, so nothing cancels and
 the result is never a tiny negative number; ``q - p`` is exact when q is close to p. g switches to
 its Taylor series for |w| < 0.01; elsewhere p g(w) is formed as p w - p log1p(w) with p w taken
-without dividing by p, so a denormal p next to a sizeable q gives no inf * 0 = NaN. Bins with
+without dividing by p, so a denormal p next to a sizeable q gives no inf * 0 = NaN, and where
+q/S_q is under a thousandth of p/S_p the log ratio is taken from the logs themselves (1 + w would
+have lost its digits: a ratio below 1e-16 rounded w to -1 and a finite KL to inf). Bins with
 ``p = 0`` contribute 0 log 0 = 0 to KL (their ``q/S_q`` term only balances the identity).
 """
 
@@ -70,10 +72,15 @@ def kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
         safe_p = np.where(positive, p, 1.0)
         w = num / safe_p
         log_ratio = np.log1p(w)
-        overflow = ~np.isfinite(w)
-        if overflow.any():
-            # A denormal p next to a sizeable q: log((p + pw) / p) without forming w.
-            log_ratio[overflow] = np.log(safe_p[overflow] + num[overflow]) - np.log(safe_p[overflow])
+        # log(q/S_q) - log(p/S_p) directly where w is no use: inf (a denormal p next to a sizeable
+        # q), or so close to -1 (q/S_q under a thousandth of p/S_p) that 1 + w has lost its digits
+        # to cancellation; w = -1 exactly made a finite KL inf (a denormal p and q, 4.4e-323,
+        # in an Inception Score's split).
+        direct = ~np.isfinite(w) | (w < -0.999)
+        if direct.any():
+            q_d, p_d = q[direct], safe_p[direct]
+            s_q_d, s_p_d = np.broadcast_to(s_q, p.shape)[direct], np.broadcast_to(s_p, p.shape)[direct]
+            log_ratio[direct] = (np.log(q_d) - np.log(s_q_d)) - (np.log(p_d) - np.log(s_p_d))
         p_g = (num - safe_p * log_ratio) / s_p
         small = np.abs(w) < 0.01
         if small.any():

@@ -8,7 +8,8 @@ protocol (openai/improved-gan, torch-fidelity) estimates it per split and report
    ``seed=None`` keeps the given order);
 2. cut into ``splits`` contiguous chunks, chunk i = rows [i*N//splits, (i+1)*N//splits) (sizes
    differ by at most one; torchmetrics' ``chunk`` cuts differently);
-3. per chunk: p(y) = mean of the chunk's rows, score = exp(mean_x KL(p(y|x) || p(y)));
+3. per chunk: p(y) = mean of the chunk's rows (taken as their sum, normalised inside the KL, so
+   that no probability underflows to 0), score = exp(mean_x KL(p(y|x) || p(y)));
 4. mean and *population* std (ddof=0, numpy's default) of the chunk scores.
 
 Everything runs in float64 (numpy, on the CPU: see ``divergence.kl_rows``). For a classifier
@@ -61,7 +62,10 @@ def _split_scores(p: np.ndarray, splits: int) -> np.ndarray:
     scores = np.empty(splits)
     for i in range(splits):
         chunk = p[i * n // splits : (i + 1) * n // splits]
-        scores[i] = np.exp(kl_rows(chunk, chunk.mean(axis=0, keepdims=True)).mean())
+        # p(y) as the column sums, which kl_rows normalises implicitly: their mean rounded a
+        # denormal probability (4e-323, from a confident classifier) to 0 below a positive row,
+        # and KL = inf made IS inf and its std NaN. A sum is never below any of its terms.
+        scores[i] = np.exp(kl_rows(chunk, chunk.sum(axis=0, keepdims=True)).mean())
     return scores
 
 

@@ -48,6 +48,20 @@ def test_kl_of_nearly_equal_distributions_is_accurate():
     assert abs(naive - float(exact)) > 10 * float(exact)  # why the careful form is needed
 
 
+@pytest.mark.parametrize("tiny", [1e-6, 1e-12, 1e-20, 1e-300, 4.4e-323])
+def test_kl_where_q_is_far_below_p_is_accurate(tiny):
+    """q/S_q far below p/S_p: w = q/p - 1 rounds towards -1, and 1 + w keeps only the digits
+    cancellation leaves (1e-12 was off by 8e-7 relative; below 1e-16 w was -1 exactly, and a
+    finite KL came out inf; a denormal q made an Inception Score inf). Against 60-digit mpmath
+    on the same float inputs; 1e-12 covers log's rounding of the large logs (up to 744)."""
+    p, q = np.array([0.5, 0.5]), np.array([1.0 - tiny, tiny])
+    mpmath.mp.dps = 60
+    mp_p, mp_q = [mpmath.mpf(a) for a in p], [mpmath.mpf(b) for b in q]
+    s_p, s_q = mpmath.fsum(mp_p), mpmath.fsum(mp_q)
+    exact = mpmath.fsum((a / s_p) * mpmath.log((a / s_p) / (b / s_q)) for a, b in zip(mp_p, mp_q))
+    assert kl_divergence(p, q) == pytest.approx(float(exact), rel=1e-12)
+
+
 def test_kl_zero_iff_equal_and_nonnegative():
     p = dirichlet(30, 1)
     assert kl_divergence(p, p) == 0.0

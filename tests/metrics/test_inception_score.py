@@ -107,6 +107,27 @@ def test_known_value_two_classes():
     assert inception_score(probs, splits=1)[0] == pytest.approx(expected, rel=1e-14)
 
 
+def test_a_denormal_probability_does_not_make_the_score_infinite():
+    """A confident 2-D posterior gave one sample 4.4e-323 for a class no other sample of its
+    split has: the split's mean, 4.4e-323 / 250, underflowed to 0 below a positive p(y|x), KL was
+    inf, IS inf and its std NaN, and evaluate reported IS as null (found by a user-journey
+    review). That row's true share of the KL is 4.4e-323 * log(250), nothing: the score is the
+    one without that class, to float64 rounding."""
+    n = 250
+    probs = np.zeros((n, 3))
+    probs[: n // 2, 0] = 1.0
+    probs[n // 2 :, 1] = 1.0
+    tiny = 4.4e-323
+    probs[0] = [1.0 - tiny, 0.0, tiny]
+    assert probs[:, 2].mean() == 0.0  # the underflow itself
+    mean, std = inception_score(probs, splits=1, seed=None)
+    assert math.isfinite(mean) and math.isfinite(std)
+    assert mean == pytest.approx(2.0, rel=1e-12)  # two confident, equally used classes
+    # logits whose softmax underflows there too, through the logits path
+    logits = torch.from_numpy(np.log(np.where(probs > 0, probs, 1e-320)))
+    assert math.isfinite(inception_score_from_logits(logits, splits=1, seed=None)[0])
+
+
 def test_numpy_and_float32_inputs():
     probs = np.random.default_rng(4).dirichlet(np.ones(10), size=100)
     ref = inception_score(probs, splits=5)
