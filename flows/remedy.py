@@ -181,7 +181,7 @@ def gan_remedy(
     params_path = Path(params_file).resolve()
     root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, sets)
-    check_seeds(params.training_seed, repeats)
+    check_seeds(params.training_seed, repeats, seed_setting(params))
     seeds = [params.training_seed + i for i in range(repeats)]
     parent = None
     if params.tracking.enabled:
@@ -300,10 +300,16 @@ def check_repeats(repeats: int) -> None:
         raise ValueError(f"repeats must be a whole number of training seeds, 1 or more (got {repeats!r})")
 
 
-def check_seeds(first: int, repeats: int) -> None:
-    """The training seeds first, first + 1, ... must stay seeds (below 2**32), checked before the baseline trains."""
+def seed_setting(params: Any) -> str:
+    """The setting training's seed comes from: ``train.seed``, or ``seed`` while it is null."""
+    return "train.seed" if params.train.seed is not None else "seed"
+
+
+def check_seeds(first: int, repeats: int, setting: str = "train.seed") -> None:
+    """The training seeds first, first + 1, ... must stay seeds (below 2**32), checked before the
+    baseline trains; ``setting`` is the one that set ``first`` (``seed`` while train.seed is null)."""
     if first + repeats - 1 >= 2**32:
-        raise ValueError(f"repeats={repeats} from train.seed {first} runs past the largest seed, {2**32 - 1}: set a lower train.seed")
+        raise ValueError(f"repeats={repeats} from {setting} {first} runs past the largest seed, {2**32 - 1}: set a lower {setting}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -335,7 +341,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if (code := check_params("gan-remedy", args.params, args.sets)) is not None:
         return code
     try:
-        check_seeds(resolve_params(args.params, {}, args.sets).training_seed, args.repeats)
+        resolved = resolve_params(args.params, {}, args.sets)
+        check_seeds(resolved.training_seed, args.repeats, seed_setting(resolved))
     except ValueError as exc:
         print(f"gan-remedy: --repeats: {exc}", file=sys.stderr)
         return 2

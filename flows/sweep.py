@@ -150,9 +150,10 @@ def check_sets(sets: Optional[list[str]], seed_key: str = "seed") -> None:
     keys = swept_keys(seed_key)
     swept = [s for s in sets or () if s.split("=", 1)[0].strip() in keys]
     if swept:
-        raise ParamsError(
-            [("sets", f"{', '.join(swept)} would override the swept {', '.join(keys)}; sweep them with archs, losses and seeds")]
-        )
+        named = sorted({s.split("=", 1)[0].strip() for s in swept}, key=keys.index)
+        them = "it" if len(named) == 1 else "them"
+        problem = f"{', '.join(swept)} would override the swept {', '.join(named)}; sweep {them} with archs, losses and seeds"
+        raise ParamsError([("sets", problem)])
 
 
 def sweep_members(
@@ -166,6 +167,12 @@ def sweep_members(
 ) -> list[dict[str, Any]]:
     """Every (arch, loss, seed) with its overrides and its parameters, each validated (a bad one
     raises ``ParamsError`` before any member runs). ``seed_key``: what the seeds set (:data:`SeedKey`)."""
+    # a value twice is the same run twice: two "seeds" that are one would halve the s.e. of nothing
+    axes: tuple[tuple[str, list[Any]], ...] = (("archs", list(archs)), ("losses", list(losses)), ("seeds", list(seeds)))
+    repeated = [(name, sorted({str(v) for v in values if values.count(v) > 1})) for name, values in axes]
+    problems = [(name, f"{', '.join(twice)} given more than once; give each once") for name, twice in repeated if twice]
+    if problems:
+        raise ParamsError(problems)
     members = []
     mark = "trainseed" if seed_key == "train.seed" else "seed"
     for arch, loss_name, seed in itertools.product(archs, losses, seeds):

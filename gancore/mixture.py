@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,14 @@ def check_part_sizes(params: Params, parts: list[dict[str, Any]]) -> None:
         )
 
 
-def train_part(params: Params, layout: Layout, index: int, restart: bool = False, later_steps: int | None = None) -> dict[str, Any]:
+def train_part(
+    params: Params,
+    layout: Layout,
+    index: int,
+    restart: bool = False,
+    later_steps: int | None = None,
+    inputs_read: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Train part ``index`` of the mixture (what the ``gan-mixture`` flow runs in parallel).
 
     ``later_steps``: the steps of the parts still to train after this one, so that the time
@@ -129,7 +137,9 @@ def train_part(params: Params, layout: Layout, index: int, restart: bool = False
         )
     label = f"train part {index + 1}/{len(info['parts'])}"
     setting = part_steps_setting(params, part, one_cluster(info))
-    return train(own, layout.part(index), restart=restart, label=label, later_steps=later_steps, steps_setting=setting)
+    return train(
+        own, layout.part(index), restart=restart, label=label, later_steps=later_steps, steps_setting=setting, inputs_read=inputs_read
+    )
 
 
 def plan_text(params: Params, layout: Layout) -> str:
@@ -272,12 +282,16 @@ def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
-def train_mixture(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
-    """The train stage of a mixture: every part in turn (each resumable on its own), then the manifest."""
+def train_mixture(params: Params, layout: Layout, restart: bool = False, inputs_read: Callable[[], None] | None = None) -> dict[str, Any]:
+    """The train stage of a mixture: every part in turn (each resumable on its own), then the
+    manifest. ``inputs_read`` is called once the first part has passed training's checks."""
     info = partition_info(layout, params)
     check_part_sizes(params, info["parts"])
     steps = [part_steps(params, p, one_cluster(info)) for p in info["parts"]]
-    summaries = [train_part(params, layout, p["index"], restart, later_steps=sum(steps[i + 1 :])) for i, p in enumerate(info["parts"])]
+    summaries = [
+        train_part(params, layout, p["index"], restart, later_steps=sum(steps[i + 1 :]), inputs_read=inputs_read if i == 0 else None)
+        for i, p in enumerate(info["parts"])
+    ]
     return finish_mixture(params, layout, summaries)
 
 

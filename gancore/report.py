@@ -111,7 +111,7 @@ def seeds_cells(results: Sequence[dict[str, Any] | None], keys: Sequence[str]) -
         values = [v for f in figures if (v := finite_number(f.get(key))) is not None]
         cell = _mean_cell(values) if values else "n/a"
         if values and len(values) < len(figures):
-            cell += f" ({len(values)} runs)"
+            cell += f" ({len(values)} run{'s' if len(values) > 1 else ''})"
         totals = {f.get("modes_total") for f in figures}
         if key == "modes_covered" and values and len(totals) == 1 and None not in totals:
             cell += f" / {fmt(totals.pop())}"

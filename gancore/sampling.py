@@ -236,12 +236,21 @@ def check_trained(params: Params, layout: Layout) -> None:
     )
 
 
+def check_sampleable(params: Params, layout: Layout) -> None:
+    """Refuse ``gan sample`` where a generator it would draw from is missing (before a run opens)."""
+    if params.mixture.enabled and not layout.mixture.exists():
+        raise GanCoreError(f"{layout.mixture} is missing: run `gan train` first")
+    for path in sampled_generators(params, layout):
+        if not path.exists():
+            raise GanCoreError(f"{path} is missing: run `gan train` first")
+
+
 def check_samples(params: Params, layout: Layout) -> None:
-    """Refuse ``layout``'s samples where they are not what ``gan sample`` draws under ``params``
-    (:func:`stale_samples`); nothing to check where there are none (the stage names that)."""
+    """Refuse ``layout``'s samples where they are missing or are not what ``gan sample`` draws
+    under ``params`` (:func:`stale_samples`)."""
     path = layout.samples_file
     if not path.exists():
-        return
+        raise GanCoreError(f"{path} is missing: run `gan sample` first")
     differ = stale_samples(params, layout, torch_load(path, GanCoreError, "run `gan sample` again"))
     if differ:
         raise GanCoreError(f"{path} holds other samples than these parameters draw: {'; '.join(differ)}. Run `gan sample`")

@@ -26,7 +26,7 @@ def prepare(params: Params, layout: Layout, inputs_read: Callable[[], None] | No
     return prepare_data(params, layout, inputs_read)
 
 
-def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, Any]:
+def train(params: Params, layout: Layout, restart: bool = False, inputs_read: Callable[[], None] | None = None) -> dict[str, Any]:
     import os
 
     from gancore import progress
@@ -37,10 +37,10 @@ def train(params: Params, layout: Layout, restart: bool = False) -> dict[str, An
     if params.mixture.enabled:
         from gancore.mixture import train_mixture
 
-        return train_mixture(params, layout, restart=restart)
+        return train_mixture(params, layout, restart=restart, inputs_read=inputs_read)
     from gancore.training import train as run_training
 
-    return run_training(params, layout, restart=restart)
+    return run_training(params, layout, restart=restart, inputs_read=inputs_read)
 
 
 def sample(params: Params, layout: Layout) -> dict[str, Any]:
@@ -87,9 +87,10 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
     prepare is refused where ``params`` ask for other data than were prepared
     (:mod:`gancore.data.settings`), sample, evaluate and diagnose where they ask for another kind
     of model than was trained (:func:`gancore.sampling.check_trained`), and evaluate and diagnose
-    where they ask for other samples than were drawn (:func:`gancore.sampling.check_samples`).
-    Prepare opens its record once it has read and checked its inputs, so that bad input files are
-    refused before a run opens too.
+    where they ask for other samples than were drawn (:func:`gancore.sampling.check_samples`), or
+    find no model (sample) or no samples (evaluate, diagnose). Prepare and train open their record
+    once they have read and checked their inputs (the data files; the checkpoint to resume), so
+    that those are refused before a run opens too.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
@@ -102,10 +103,12 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
         if stage in STAGE_ORDER:  # the pipeline, which ends in diagnose (not the probe after it)
             check_bins(params, meta, layout.prepared_meta)
     if stage in ("sample", "evaluate", "diagnose"):
-        from gancore.sampling import check_samples, check_trained
+        from gancore.sampling import check_sampleable, check_samples, check_trained
 
         check_trained(params, layout)
-        if stage != "sample":
+        if stage == "sample":
+            check_sampleable(params, layout)
+        else:
             check_samples(params, layout)
     opened = False
 
@@ -114,9 +117,10 @@ def run_stage(stage: str, params: Params, layout: Layout, recorder: Recorder = N
         recorder.begin(stage, params, layout)
         opened = True
 
-    if stage == "prepare":
-        # Its inputs (a points file, an image folder) are read and refused inside the stage: the
-        # record opens once they have been read, so a refused file leaves no failed run behind.
+    if stage in ("prepare", "train"):
+        # Their inputs (a points file, an image folder; a checkpoint to resume) are read and
+        # refused inside the stage: the record opens once they have been read, so a refused file
+        # leaves no failed run behind (nor a killed pipeline run it would have replaced).
         kwargs = {**kwargs, "inputs_read": open_record}
     else:
         open_record()

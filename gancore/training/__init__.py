@@ -25,6 +25,7 @@ updates made, discarded ones included.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -116,6 +117,7 @@ def train(
     label: str = "train",
     later_steps: int | None = None,
     steps_setting: str = "train.steps",
+    inputs_read: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the GAN described by ``params``; write models/, checkpoints/ and the log.
 
@@ -123,6 +125,8 @@ def train(
     that follow this run in the same job (a mixture's later parts), go into the time estimate
     printed after the first :data:`ESTIMATE_STEPS` steps. ``steps_setting``: the setting that
     decided ``train.steps`` (a mixture's part: ``mixture.steps``), named when a checkpoint is past it.
+    ``inputs_read`` is called once the data, the checkpoint to resume and the networks have passed
+    their checks, before the first step (:func:`gancore.stages.run_stage` opens the record there).
 
     Under torchrun every rank runs this function (:mod:`.distributed`); with ``train.devices > 1``
     outside torchrun it launches torchrun and returns rank 0's summary.
@@ -134,10 +138,12 @@ def train(
         with torch.random.fork_rng(devices=[]):
             pair = build_pair(params.model.arch, params.data_shape, params.model.latent_dim, params.model.options, params.model.pack)
             _check_contract(params, *pair, params.data_shape)
+        if inputs_read is not None:
+            inputs_read()
         return distributed.launch(params, layout, restart)
     threads = torch.get_num_threads()
     try:
-        return _train(params, layout, restart, world, label, later_steps, steps_setting)
+        return _train(params, layout, restart, world, label, later_steps, steps_setting, inputs_read)
     finally:
         torch.set_num_threads(threads)  # _train may pin a small model to one thread
         if world.distributed:
@@ -184,6 +190,7 @@ def _train(
     label: str = "train",
     later_steps: int | None = None,
     steps_setting: str = "train.steps",
+    inputs_read: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     tp = params.train
@@ -228,6 +235,8 @@ def _train(
     penalty_problem = _penalty_problem(params, discriminator, options)
     if penalty_problem:
         raise ParamsError([("loss.name", penalty_problem)])
+    if inputs_read is not None:
+        inputs_read()
     pin_small_model_threads(device, generator, discriminator)
     image = len(shape) == 3
     compiled = use_compile(tp.compile, device)

@@ -63,6 +63,7 @@ class LoopState:
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
     best_figure: str | None = None  # which figure best_value is of (None: a checkpoint from before)
     best_key: list[float] | None = None  # what ranked it (see rank_key); None: a checkpoint from before
+    best_since: int | None = None  # the step after which checks were compared for it (None: a checkpoint from before)
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any] | None) -> LoopState:
@@ -77,11 +78,18 @@ class LoopState:
             rollbacks,
             best.get("figure"),
             best.get("key"),
+            best.get("since"),
         )
 
     def to_checkpoint(self) -> dict[str, Any]:
         """The checkpoint's ``"monitor"`` entry (the format resumed runs read)."""
-        best = {"value": self.best_value, "step": self.best_step, "figure": self.best_figure, "key": self.best_key}
+        best = {
+            "value": self.best_value,
+            "step": self.best_step,
+            "figure": self.best_figure,
+            "key": self.best_key,
+            "since": self.best_since,
+        }
         return {"best": best, "healthy_step": self.healthy_step, "stopped": self.stopped, "rollbacks": list(self.rollbacks)}
 
     def improves(self, figure: str, figures: dict[str, Any]) -> bool:
@@ -142,6 +150,18 @@ class TrainingLoop:
             self.state = LoopState.from_checkpoint(checkpoint.get("monitor"))
             if self.rows and self.rows[-1]["step"] == self.start < self.tp.steps and not self.on_grid(self.start):
                 self.rows.pop()  # the shorter run's last step, logged because it was last: no row in a longer run
+        # train.keep_best changed on a resume: the kept generator is the best of another figure,
+        # and the new one's best is taken over the checks from here (LoopState.improves): said,
+        # and written into best.json, rather than replacing models/best/ silently
+        self.best_since = self.state.best_since or 0
+        if self.tp.keep_best and self.state.best_figure not in (None, self.tp.keep_best):
+            self.best_since = self.start
+            if self.main:
+                progress.say(
+                    f"train.keep_best is {self.tp.keep_best} now, {self.state.best_figure} when {layout.best_models} kept its "
+                    f"generator (step {self.state.best_step}): the best by {self.tp.keep_best} is taken over the checks after "
+                    f"step {self.start} and replaces it at the first one not judged collapsed"
+                )
         self.resumed = checkpoint is not None
         self.saved_step = self.start if self.resumed else None
         self.saved_healthy = self.state.healthy_step  # the healthy step the last checkpoint names
@@ -210,12 +230,12 @@ class TrainingLoop:
         if not figure or not self.state.improves(figure, figures):
             return
         self.state.best_value, self.state.best_step, self.state.best_figure = figures[figure], self.step, figure
-        self.state.best_key = rank_key(figure, figures)
+        self.state.best_key, self.state.best_since = rank_key(figure, figures), self.best_since
         best = self.layout.best_models
         save_model(
             best / "generator.pt", self.trainer.sampling_generator, ema=self.trainer.ema is not None, step=self.step, **self.model_record
         )
-        write_json(best / BEST_FILE, {"figure": figure, "value": self.state.best_value, "step": self.step})
+        write_json(best / BEST_FILE, {"figure": figure, "value": self.state.best_value, "step": self.step, "since_step": self.best_since})
 
     def judge(self, row: dict[str, Any]) -> dict[str, Any]:
         """Rank 0: the monitor's figures at this step (into ``row``) and what to do about them."""

@@ -54,7 +54,7 @@ def test_a_sweep_refuses_settings_on_its_swept_axes_with_exit_2(capsys):
 
     assert main(["--params", str(PARAMS), "--loss", "hinge", "--loss", "non_saturating", "-S", "model.arch=mlp"]) == 2
     err = capsys.readouterr().err
-    assert "sets: model.arch=mlp would override the swept model.arch, loss.name, seed" in err
+    assert "sets: model.arch=mlp would override the swept model.arch; sweep it with archs, losses and seeds" in err
     assert main(["--params", str(PARAMS), "-S", "seed=3", "-S", "train.steps=5"]) == 2
     assert "seed=3 would override" in capsys.readouterr().err
     # every member is validated before Prefect starts: a bad --arch ended in the flow's traceback

@@ -109,7 +109,10 @@ def test_training_seeds_past_the_largest_are_refused_before_the_baseline_trains(
 
     last = 2**32 - 1
     assert main(["--repeats", "3", "-S", f"train.seed={last - 1}"]) == 2
-    assert f"repeats=3 from train.seed {last - 1} runs past the largest seed, {last}" in capsys.readouterr().err
+    assert f"repeats=3 from train.seed {last - 1} runs past the largest seed, {last}: set a lower train.seed" in capsys.readouterr().err
+    # train.seed null: the seed it follows is the one to lower (the message named train.seed)
+    assert main(["--repeats", "3", "-S", f"seed={last - 1}"]) == 2
+    assert f"repeats=3 from seed {last - 1} runs past the largest seed, {last}: set a lower seed" in capsys.readouterr().err
 
 
 def test_the_parent_run_logs_what_the_ranking_read():

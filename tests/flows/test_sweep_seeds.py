@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from gancore.config import ParamsError
 from gancore_flows.pipeline import prepare_key
 from helpers import PARAMS
 
@@ -27,7 +28,13 @@ def test_a_sweep_over_training_seeds_keeps_one_data_set_and_refuses_train_seed_s
 
     check_sets(["seed=3"], "train.seed")
     assert main(["--params", str(PARAMS), "--seed-key", "train.seed", "-S", "train.seed=3"]) == 2
-    assert "train.seed=3 would override the swept model.arch, loss.name, train.seed" in capsys.readouterr().err
+    # names the swept key it overrides, not every swept key
+    assert "train.seed=3 would override the swept train.seed; sweep it with archs, losses and seeds" in capsys.readouterr().err
+    # a seed twice is one run counted twice (the s.e. over seeds shrank with it)
+    assert main(["--params", str(PARAMS), "--seed", "0", "--seed", "0", "--seed", "1", "--seed-key", "train.seed"]) == 2
+    assert "seeds: 0 given more than once; give each once" in capsys.readouterr().err
+    with pytest.raises(ParamsError, match=r"archs: mlp given more than once(.|\n)*losses: hinge given more than once"):
+        sweep_members(["mlp", "mlp"], ["hinge", "hinge"], [0], str(PARAMS), [], {})
     with pytest.raises(SystemExit) as exit_info:
         main(["--params", str(PARAMS), "--seed-key", "data.seed"])
     assert exit_info.value.code == 2 and "--seed-key: invalid choice: 'data.seed'" in capsys.readouterr().err
@@ -79,4 +86,4 @@ def test_each_configuration_is_summarised_over_its_seeds_as_mean_and_standard_er
         for s, v in ((0, 1.0), (1, float("nan")))
     ]
     row = dict(zip(header, over_seeds(unknown).splitlines()[4].strip("| ").split(" | ")))
-    assert row["FID"] == "1 (1 runs)" and row["modes covered"] == "n/a"
+    assert row["FID"] == "1 (1 run)" and row["modes covered"] == "n/a"

@@ -30,18 +30,8 @@ from helpers import write_params
 
 EXPERIMENT = "gancore-tests"
 
-# One tiny_run (a session fixture) serves the module: keep its tests on one pytest-xdist worker.
+# One tiny_run (a session fixture, conftest.py) serves the package: keep its tests on one pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group("tracking")
-
-
-@pytest.fixture(scope="session")  # pytest-xdist interleaves modules: module scope would rebuild it
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tracked")
-    params = load_params(write_params(root / "params.yaml"))
-    layout = Layout(root)
-    for stage in STAGE_ORDER:
-        run_stage(stage, params, layout, tracking.FileHandedRecorder(str(root), "cli"))
-    return params, layout, tracking.current_run_id(layout)
 
 
 def client() -> MlflowClient:
@@ -196,40 +186,6 @@ def test_repeated_stage_opens_a_new_run_and_the_abandoned_one_is_killed(tiny_run
     assert fresh != abandoned
     assert client().get_run(abandoned).info.status == "KILLED"
     assert client().get_run(fresh).info.status == "RUNNING"
-
-
-def test_a_stage_refused_for_other_data_leaves_the_run_as_it_was(tiny_run):
-    """Refused before the recorder opens a run: the refused parameters reach no run (they opened
-    one, logged the earlier stages under them and marked it failed)."""
-    params, layout, _ = tiny_run
-    other = load_params(write_params(layout.root / "other.yaml", data={"name": "grid25"}))
-    state, count = layout.run_file.read_text(), len(mlflow.search_runs(experiment_names=[EXPERIMENT]))
-    status = client().get_run(tracking.current_run_id(layout)).info.status
-    with pytest.raises(GanCoreError, match='data.name: "ring8" then, "grid25" now'):
-        run_stage("evaluate", other, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
-    assert layout.run_file.read_text() == state and len(mlflow.search_runs(experiment_names=[EXPERIMENT])) == count
-    assert client().get_run(tracking.current_run_id(layout)).info.status == status
-
-
-def test_a_points_file_refused_by_prepare_opens_no_run_and_leaves_the_data(tiny_run, tmp_path):
-    """prepare reads its input file inside the stage: the record opens once it has been read, so a
-    bad cell is refused like other data (it opened a run, logged the parameters and marked it
-    failed), and the prepared data and the run in hand stay as they were."""
-    params, layout, _ = tiny_run
-    bad = tmp_path / "points.csv"
-    bad.write_text("x,y\n" + "".join(f"{i % 7},{i % 5}\n" for i in range(300)) + "1.0,abc\n")
-    other = load_params(write_params(layout.root / "points.yaml", data={"name": "points", "path": str(bad)}))
-    state, count = layout.run_file.read_text(), len(mlflow.search_runs(experiment_names=[EXPERIMENT]))
-    prepared = layout.prepared_meta.read_bytes()
-    with pytest.raises(GanCoreError, match=r"points.csv, row 302, column 'y': 'abc' is not a number"):
-        run_stage("prepare", other, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
-    assert layout.run_file.read_text() == state and len(mlflow.search_runs(experiment_names=[EXPERIMENT])) == count
-    assert layout.prepared_meta.read_bytes() == prepared
-    # in a folder of its own, the folders prepare made for it are gone too
-    fresh = Layout(tmp_path / "new" / "run")
-    with pytest.raises(GanCoreError, match="is not a number"):
-        run_stage("prepare", other, fresh, tracking.FileHandedRecorder(str(fresh.root), "cli"))
-    assert not (tmp_path / "new").exists() and len(mlflow.search_runs(experiment_names=[EXPERIMENT])) == count
 
 
 def test_failing_stage_marks_its_run_failed(tiny_run, monkeypatch):

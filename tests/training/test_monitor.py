@@ -50,7 +50,12 @@ def test_keep_best_keeps_the_generator_of_the_best_check(tmp_path):
     kl = lambda r: -r["monitor/mode_kl"] if r.get("monitor/mode_kl") is not None else -float("inf")  # noqa: E731
     best = max(rows, key=lambda r: (r["monitor/high_quality_fraction"], r["monitor/modes_covered"], kl(r)))
     record = json.loads((layout.best_models / "best.json").read_text())
-    assert record == {"figure": "high_quality_fraction", "value": best["monitor/high_quality_fraction"], "step": best["step"]}
+    assert record == {
+        "figure": "high_quality_fraction",
+        "value": best["monitor/high_quality_fraction"],
+        "step": best["step"],
+        "since_step": 0,
+    }
     assert (summary["best_step"], summary["best_value"]) == (best["step"], record["value"])
     assert torch.load(layout.best_models / "generator.pt", weights_only=True)["step"] == best["step"]
 
@@ -136,18 +141,30 @@ def test_a_resume_after_a_crash_rolls_back_to_the_healthy_step_its_checkpoint_na
     assert [p.name for p in crashed.healthy_checkpoints] == ["healthy_000050.pt"]  # the others pruned
 
 
-def test_keep_best_of_another_figure_after_a_resume_starts_afresh(tmp_path):
+def test_keep_best_of_another_figure_after_a_resume_starts_afresh(tmp_path, capsys, monkeypatch):
     """train.keep_best does not change results (a resume may change it), but the best value of one
     figure is no bar for another: 8 modes covered must not keep a high-quality share (at most 1)
     from ever being saved."""
     layout = make_layout(tmp_path)
     training.train(make_params(steps=4, monitor_every=2, keep_best="modes_covered"), layout)
     first = json.loads((layout.best_models / "best.json").read_text())
-    assert first["figure"] == "modes_covered" and first["value"] >= 1
+    assert first["figure"] == "modes_covered" and first["value"] >= 1 and first["since_step"] == 0
+    monkeypatch.setenv("GANCORE_PROGRESS", "1")  # notes are said (the suite turns them off)
     summary = training.train(make_params(steps=8, monitor_every=2, keep_best="high_quality_fraction"), layout)
     record = json.loads((layout.best_models / "best.json").read_text())
     assert record["figure"] == "high_quality_fraction" and record["step"] in (6, 8) and 0 <= record["value"] <= 1
     assert summary["best_step"] == record["step"]
+    # said, and in best.json: it was silent, and best.json claimed a best over checks it never compared
+    assert record["since_step"] == 4
+    said = capsys.readouterr().err
+    assert (
+        f"train.keep_best is high_quality_fraction now, modes_covered when {layout.best_models} kept its generator (step {first['step']})"
+        in said
+    )
+    # resumed again with the same figure: the best so far stands, and so does since when
+    training.train(make_params(steps=10, monitor_every=2, keep_best="high_quality_fraction"), layout)
+    assert json.loads((layout.best_models / "best.json").read_text())["since_step"] == 4
+    assert "train.keep_best is" not in capsys.readouterr().err
 
 
 def test_a_run_that_acts_on_the_monitor_is_another_run_when_its_verdict_settings_change():
