@@ -106,13 +106,24 @@ def _shown(flat: Mapping[str, Any], key: str) -> str:
 def describe_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
     """Which sections differ, key by key: ``loss (loss.name: 'hinge' in the checkpoint, 'minimax' now)``."""
     old, new = flatten(saved), flatten(current)
+    differ = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    # A key that counts on one side only mostly follows from one that changed (on_collapse: stop
+    # makes the monitor's verdict settings count): the changed keys lead, the others are named
+    # after them, not as five settings to restore that the user never touched.
+    changed = {k for k in differ if k in old and k in new} or differ
     parts = []
     for section in SECTIONS:
-        keys = sorted(k for k in set(old) | set(new) if k == section or k.startswith(section + "."))
-        diffs = [f"{k}: {_shown(old, k)} in the checkpoint, {_shown(new, k)} now" for k in keys if old.get(k) != new.get(k)]
+        keys = sorted(k for k in changed if k == section or k.startswith(section + "."))
+        diffs = [f"{k}: {_shown(old, k)} in the checkpoint, {_shown(new, k)} now" for k in keys]
         if diffs:
             parts.append(f"{section} ({'; '.join(diffs)})")
-    return ", ".join(parts) or "(no section differs: the checkpoint's identity is malformed)"
+    text = ", ".join(parts) or "(no section differs: the checkpoint's identity is malformed)"
+    now_only, then_only = sorted(k for k in differ - changed if k in new), sorted(k for k in differ - changed if k in old)
+    if now_only:
+        text += f"; with that, these count now and did not then: {', '.join(now_only)}"
+    if then_only:
+        text += f"; with that, these counted then and do not now: {', '.join(then_only)}"
+    return text
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -188,6 +188,13 @@ def test_a_run_that_acts_on_the_monitor_is_another_run_when_its_verdict_settings
         assert identity_digest(identity("continue")) == identity_digest(identity("continue", **changed))
     assert "ndb_bins" in identity("stop")["diagnose"] and "ndb_bins" not in identity("stop", outside_tested=False)["diagnose"]
     assert "classifier_epochs" in identity("stop")["data"] and "classifier_epochs" not in identity("continue")["data"]
+    # the key changed leads; those it made count follow, not as settings to restore (they read
+    # "data.classifier_epochs: '(absent)' in the checkpoint, 8 now" beside on_collapse)
+    assert describe_mismatch(identity("continue"), identity("stop")) == (
+        "train (train.on_collapse: 'continue' in the checkpoint, 'stop' now); with that, these count now and did not then: "
+        "data.classifier_epochs, diagnose.confidence, diagnose.duplicate_fraction, diagnose.ndb_bins, train.max_rollbacks, "
+        "train.monitor_every"
+    )
 
 
 def test_building_the_monitor_leaves_torch_s_global_generator_where_it_was(tmp_path):
