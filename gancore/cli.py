@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from gancore.names import ALL_STAGES
 
@@ -46,10 +46,37 @@ def _add_params_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=".", metavar="DIR", help="output root for data/, models/, samples/, metrics/ (default: .)")
 
 
+# The flows' own options, which `gan <stage>` does not take: where they belong instead.
+FLOW_OPTIONS = {
+    "--repeats": "gan-remedy's (python -m gancore_flows.remedy --repeats N, or make remedy ARGS='--repeats N')",
+    "--remedies": "gan-remedy's (python -m gancore_flows.remedy --remedies a,b)",
+    "--seed": "gan-sweep's (python -m gancore_flows.sweep --seed 0 --seed 1); one run's seed is -S seed=N",
+    "--arch": "gan-sweep's (python -m gancore_flows.sweep --arch mlp --arch dcgan); one run's is -S model.arch=NAME",
+    "--loss": "gan-sweep's (python -m gancore_flows.sweep --loss hinge); one run's is -S loss.name=NAME",
+    "--workers": "the flows' (gan-sweep, gan-remedy, gan-mixture); gan ui and gan tracking-server take it too",
+    "--runner": "the flows' (gan-sweep, gan-remedy, gan-mixture)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a hint where a user's options are in the wrong place: ``-S`` before the
+    command ("invalid choice: 'train.steps=300'"), or a flow's option given to a stage."""
+
+    argv: list[str] | None = None  # what main() parses (None: sys.argv)
+
+    def error(self, message: str) -> NoReturn:
+        argv = sys.argv[1:] if self.argv is None else self.argv
+        hint = ""
+        if argv and (argv[0] in ("-S", "--set") or argv[0].startswith("-S")):
+            hint = "-S/--set goes after the command, e.g. gan train -S train.steps=300"
+        elif "unrecognized arguments" in message:
+            flows = [f"{flag} is {FLOW_OPTIONS[flag]}" for flag in FLOW_OPTIONS if any(a == flag or a.startswith(flag + "=") for a in argv)]
+            hint = "; ".join(flows) or "gan COMMAND --help lists a command's options"
+        super().error(message + (f"\n{self.prog}: hint: {hint}" if hint else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gan", description="Reproducible GAN experiments: prepare -> train -> sample -> evaluate -> diagnose."
-    )
+    parser = _Parser(prog="gan", description="Reproducible GAN experiments: prepare -> train -> sample -> evaluate -> diagnose.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for stage in ALL_STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
@@ -207,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gancore.environment import quiet
 
     quiet()
+    _Parser.argv = list(argv) if argv is not None else None  # the subcommands' parsers hint from it too
     args = build_parser().parse_args(argv)
     _plain_plugin_warnings(f"gan {args.command}")
     from gancore.config import ParamsError

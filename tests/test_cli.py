@@ -87,6 +87,19 @@ def test_gan_console_script_reports_usage_errors_with_exit_2():
     gan = Path(sys.executable).with_name("gan")
     result = subprocess.run([str(gan), "train", "--bogus-flag"], capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+    assert "gan: hint: gan COMMAND --help lists a command's options" in result.stderr
+    # -S before the command was "invalid choice: 'train.steps=300'" and nothing more
+    result = subprocess.run([str(gan), "-S", "train.steps=300", "train"], capture_output=True, text=True, env={**os.environ})
+    assert result.returncode == 2 and "gan: hint: -S/--set goes after the command, e.g. gan train -S train.steps=300" in result.stderr
+
+
+def test_a_flow_option_given_to_a_stage_names_the_flow_it_belongs_to(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--repeats", "3", "--seed=2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unrecognized arguments: --repeats 3 --seed=2" in err
+    assert "--repeats is gan-remedy's (python -m gancore_flows.remedy --repeats N" in err
+    assert "--seed is gan-sweep's (python -m gancore_flows.sweep --seed 0 --seed 1); one run's seed is -S seed=N" in err
 
 
 # -- bad input: one line naming the file or key and what to do; exit 2 for usage and parameters,
