@@ -25,11 +25,12 @@ from typing import Any, Optional
 from prefect import flow, task
 
 from gancore import progress, tracking
+from gancore.cli import positive_int
 from gancore.config import Params
 from gancore.layout import Layout, find_project_root
 from gancore.mixture import check_part_sizes, finish_mixture, partition_info, plan_text, train_part
 from gancore.recorder import NULL_RECORDER, Recorder
-from gancore_flows.params import Workers, positive_int, resolve_params, section_parameters
+from gancore_flows.params import Workers, resolve_params, section_parameters
 from gancore_flows.pipeline import (
     add_params_arguments,
     check_params,

@@ -13,7 +13,6 @@ defaults. (To set a nullable key to null, put it in a parameter file: ``params_f
 
 from __future__ import annotations
 
-import argparse
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from gancore.config import AUTO_TRAIN, Params, TrainParams, load_params, validate
+from gancore.config import AUTO_TRAIN, SEED_LIMIT, Params, TrainParams, load_params, validate
 from gancore.params_tree import apply_overrides, read_params_tree
 
 _FORM_CONFIG = ConfigDict(extra="forbid", frozen=True)
@@ -33,19 +32,7 @@ _FORM_CONFIG = ConfigDict(extra="forbid", frozen=True)
 # created runs that failed as they started).
 Workers = Annotated[int, Field(ge=1, description="runs at once, 1 or more")]
 Repeats = Annotated[int, Field(ge=1, description="training seeds per configuration, 1 or more")]
-SEED_FIELD = Field(ge=0, lt=2**32)
-Seeds = Annotated[list[Annotated[int, SEED_FIELD]], Field(min_length=1)]
-
-
-def positive_int(text: str) -> int:
-    """argparse type of ``--workers`` and ``--repeats``: a whole number, 1 or more (exit 2 otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
+Seeds = Annotated[list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]], Field(min_length=1)]
 
 
 def _constrained(field: FieldInfo) -> Any:

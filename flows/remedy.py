@@ -25,11 +25,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from gancore import tracking
+from gancore.cli import positive_int
+from gancore.config import SEED_LIMIT
 from gancore.layout import find_project_root
 from gancore.provenance import differences
 from gancore.ranking import group_rank_key, headline, mean_figures, rank_key
 from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers, text_table
-from gancore_flows.params import Repeats, Workers, positive_int, resolve_params, section_parameters
+from gancore_flows.params import Repeats, Workers, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
 from gancore_flows.runners import RUNNERS, Runner
 from gancore_flows.sweep import run_members
@@ -306,10 +308,10 @@ def seed_setting(params: Any) -> str:
 
 
 def check_seeds(first: int, repeats: int, setting: str = "train.seed") -> None:
-    """The training seeds first, first + 1, ... must stay seeds (below 2**32), checked before the
+    """The training seeds first, first + 1, ... must stay seeds (below SEED_LIMIT), checked before the
     baseline trains; ``setting`` is the one that set ``first`` (``seed`` while train.seed is null)."""
-    if first + repeats - 1 >= 2**32:
-        raise ValueError(f"repeats={repeats} from {setting} {first} runs past the largest seed, {2**32 - 1}: set a lower {setting}")
+    if first + repeats - 1 >= SEED_LIMIT:
+        raise ValueError(f"repeats={repeats} from {setting} {first} runs past the largest seed, {SEED_LIMIT - 1}: set a lower {setting}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

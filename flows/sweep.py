@@ -25,12 +25,13 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from gancore import progress, tracking
+from gancore.cli import positive_int
 from gancore.config import ParamsError
 from gancore.layout import find_project_root
 from gancore.names import LossName
 from gancore.provenance import differences
 from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers
-from gancore_flows.params import Seeds, Workers, member_overrides, positive_int, resolve_params, section_parameters
+from gancore_flows.params import Seeds, Workers, member_overrides, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
 from gancore_flows.runners import RUNNERS, Runner, check_member_host, member_context, task_runner, threads_per_member
 

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=_port, default=5000)
     ui.add_argument("--root", default=None, help="project folder holding mlflow.db (default: the project around the working directory)")
     ui.add_argument(
-        "--workers", type=_positive, default=1, help="server processes (default 1: one person browsing; mlflow's own default is 4)"
+        "--workers", type=positive_int, default=1, help="server processes (default 1: one person browsing; mlflow's own default is 4)"
     )
     server = sub.add_parser(
         "tracking-server", help="a shared MLflow tracking server on this project's store; its runs log through it while it runs"
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--artifacts-destination", default=None, help="artifact root the server serves (default: the project's mlartifacts/)"
     )
-    server.add_argument("--workers", type=_positive, default=1)
+    server.add_argument("--workers", type=positive_int, default=1)
     for name, what in CATALOGUE_HELP.items():
         sub.add_parser(name, help=what, description=what)
     plugins = sub.add_parser("plugins", help="list architecture plugins or check one")
@@ -119,10 +119,15 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    value = _integer(text)
+def positive_int(text: str) -> int:
+    """argparse type of a count (``--workers``, here and in the flows' CLIs): a whole number, 1 or
+    more (exit 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: use 1 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return value
 
 

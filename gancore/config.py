@@ -26,6 +26,8 @@ from gancore.names import (
 from gancore.params_tree import apply_overrides, flatten, read_params_tree
 
 # The monitor figures train.keep_best can select on, and whether higher is better.
+# Seeds are below 2**32: numpy's RandomState (the Inception Score's shuffle) takes no larger one.
+SEED_LIMIT = 2**32
 MONITOR_FIGURES = {"high_quality_fraction": True, "modes_covered": True, "mode_kl": False}
 KeepBest = Literal["high_quality_fraction", "modes_covered", "mode_kl"]
 
@@ -95,7 +97,7 @@ class TrainParams(_Section):
     seed: Optional[int] = Field(
         None,
         ge=0,
-        lt=2**32,
+        lt=SEED_LIMIT,
         description="training's own seed: initial weights, batch order, latent noise, augmentation draws (null: the top-level seed, "
         "which also draws the data, the samples' latents and evaluation's subsets); set it to repeat training on the same data",
     )
@@ -261,7 +263,7 @@ AUTO_TRAIN: dict[str, dict[str, Any]] = {
 
 
 class Params(_Section):
-    seed: int = Field(0, ge=0, lt=2**32)
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     device: str = "auto"
     data: DataParams = Field(default_factory=DataParams)
     model: ModelParams = Field(default_factory=ModelParams)
