@@ -62,10 +62,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a hint where a user's options are in the wrong place: ``-S`` before the
     command ("invalid choice: 'train.steps=300'"), or a flow's option given to a stage."""
 
-    argv: list[str] | None = None  # what main() parses (None: sys.argv)
+    def __init__(self, *args: Any, argv: Sequence[str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.argv = list(sys.argv[1:] if argv is None else argv)  # what main() parses
 
     def error(self, message: str) -> NoReturn:
-        argv = sys.argv[1:] if self.argv is None else self.argv
+        argv = self.argv
         hint = ""
         if argv and (argv[0] in ("-S", "--set") or argv[0].startswith("-S")):
             hint = "-S/--set goes after the command, e.g. gan train -S train.steps=300"
@@ -75,9 +77,10 @@ class _Parser(argparse.ArgumentParser):
         super().error(message + (f"\n{self.prog}: hint: {hint}" if hint else ""))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gan", description="Reproducible GAN experiments: prepare -> train -> sample -> evaluate -> diagnose.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="gan", description="Reproducible GAN experiments: prepare -> train -> sample -> evaluate -> diagnose.", argv=argv)
+    # both hints are the top parser's errors (the command, unrecognized arguments): plain subparsers
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
     for stage in ALL_STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
         _add_params_args(p)
@@ -239,8 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gancore.environment import quiet
 
     quiet()
-    _Parser.argv = list(argv) if argv is not None else None  # the subcommands' parsers hint from it too
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     _plain_plugin_warnings(f"gan {args.command}")
     from gancore.config import ParamsError
     from gancore.errors import GanCoreError
