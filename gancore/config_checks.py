@@ -157,7 +157,8 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
     if m.parts != "auto" and int(m.parts) > m.max_parts:
         problems.append(("mixture.parts", f"{m.parts} is more than mixture.max_parts={m.max_parts}; raise max_parts or use fewer parts"))
     if check_plugins:
-        from gancore.registry import architectures, build_problem, resolve_options
+        from gancore.losses import penalty_problem
+        from gancore.registry import architectures, build_problem, discriminator_batch_normalised, resolve_options
 
         archs = architectures()
         reg = archs.get(params.model.arch)
@@ -180,4 +181,8 @@ def semantic_problems(params: Params, check_plugins: bool) -> list[tuple[str, st
                 buildable = 0 not in params.data_shape and arch.supports(params.data_shape)
                 if buildable and (refused := build_problem(arch, params.data_shape, params.model.latent_dim, resolved)):
                     problems.append(refused)
+                elif buildable:
+                    normed = discriminator_batch_normalised(arch, params.data_shape, params.model.latent_dim, resolved)
+                    if penalised := penalty_problem(params.loss.name, arch.name, normed, resolved):
+                        problems.append(("loss.name", penalised))
     return problems

@@ -100,6 +100,21 @@ def without_boundary() -> tuple[str, ...]:
     return tuple(name for name, s in REGISTRY.items() if s.boundary is None)
 
 
+def penalty_problem(name: str | None, arch: str, batch_normalised: bool, options: dict[str, Any]) -> str | None:
+    """Why loss ``name``'s gradient penalty cannot go with architecture ``arch``'s discriminator, or
+    None. The penalty asks for a unit gradient of D at each sample on its own, which a
+    batch-normalised D has not: its output at one sample moves with the rest of the batch, and the
+    penalty's interpolates move its running statistics (Gulrajani et al. 2017, section 4: no batch
+    norm in the critic). ``options``: the architecture's resolved options, for the hint."""
+    found = spec(name)
+    if not (found and found.penalty and batch_normalised):
+        return None
+    hint = (
+        "set model.options.d_batch_norm=false" if "d_batch_norm" in options else "use an architecture whose discriminator has no batch norm"
+    )
+    return f"{name}'s gradient penalty needs a discriminator without batch norm, and {arch}'s has it: {hint}, or use another loss"
+
+
 def get_loss(name: str, gp_weight: float = 10.0) -> GanLoss:
     """The objective called ``name`` (``loss.name`` in params); ``gp_weight`` only where the loss
     has a gradient penalty."""

@@ -270,30 +270,49 @@ def build_problem(arch: Architecture, shape: tuple[int, ...], latent_dim: int, r
     """Why ``arch`` cannot build its networks with ``resolved`` options, as ``(key, message)``, or
     None: ``model.options`` where the plugin refuses the values (its ValueError or TypeError: a
     width below 1, an unknown activation), ``model.arch`` where the plugin is broken
-    (:func:`build_networks`). An OSError is left to the real build (a retry may pass). The networks
-    are built on the CPU and dropped, torch's global random state restored (PyTorch's meta device
-    took 0.8 s for resnet_sn and 2 s for a first build, against 0.1 s), once per process for the
-    same question (a flow validates each of its members)."""
+    (:func:`build_networks`). An OSError is left to the real build (a retry may pass)."""
+    return _trial_build(arch, shape, latent_dim, resolved)[0]
+
+
+def discriminator_batch_normalised(arch: Architecture, shape: tuple[int, ...], latent_dim: int, resolved: dict[str, Any]) -> bool:
+    """Whether ``arch``'s discriminator with ``resolved`` options has batch norm (False where it
+    cannot be built: :func:`build_problem` says why)."""
+    return _trial_build(arch, shape, latent_dim, resolved)[1]
+
+
+def batch_normalised(module: Any) -> bool:
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    return any(isinstance(m, _BatchNorm) for m in module.modules())
+
+
+def _trial_build(
+    arch: Architecture, shape: tuple[int, ...], latent_dim: int, resolved: dict[str, Any]
+) -> tuple[tuple[str, str] | None, bool]:
+    """What validation asks of the networks, (refusal, D batch-normalised): built on the CPU and
+    dropped, torch's global random state restored (PyTorch's meta device took 0.8 s for resnet_sn
+    and 2 s for a first build, against 0.1 s), once per process for the same question (a flow
+    validates each of its members)."""
     import torch
 
     from gancore.errors import PluginError
 
     key = (arch.name, arch.build, tuple(shape), int(latent_dim), json.dumps(resolved, sort_keys=True, default=repr))
-    if key not in _REFUSED:
+    if key not in _TRIED:
         try:
             with torch.random.fork_rng(devices=[]):
-                build_networks(arch, shape, latent_dim, resolved)
-            _REFUSED[key] = None
+                _, discriminator = build_networks(arch, shape, latent_dim, resolved)
+            _TRIED[key] = (None, batch_normalised(discriminator))
         except (ValueError, TypeError) as exc:
-            _REFUSED[key] = ("model.options", cannot_build(arch.name, resolved, exc))
+            _TRIED[key] = (("model.options", cannot_build(arch.name, resolved, exc)), False)
         except PluginError as exc:
-            _REFUSED[key] = ("model.arch", str(exc))
+            _TRIED[key] = (("model.arch", str(exc)), False)
         except OSError:
-            _REFUSED[key] = None
-    return _REFUSED[key]
+            _TRIED[key] = (None, False)
+    return _TRIED[key]
 
 
-_REFUSED: dict[tuple[Any, ...], tuple[str, str] | None] = {}
+_TRIED: dict[tuple[Any, ...], tuple[tuple[str, str] | None, bool]] = {}
 
 
 def cannot_build(name: str, resolved: dict[str, Any], exc: Exception) -> str:

@@ -148,7 +148,7 @@ def test_option_values_the_plugin_refuses_are_refused_at_validation(model, refus
     torch.manual_seed(5)
     from gancore import registry
 
-    registry._REFUSED.clear()  # so that it builds, whatever this process validated before
+    registry._TRIED.clear()  # so that it builds, whatever this process validated before
     valid = {"hidden": 24} if model["arch"] == "mlp" else {"width": 24}
     assert validate({"model": {**model, "options": valid}, "data": data}).model.options == valid
     assert torch.equal(torch.rand(2), expected)

@@ -221,7 +221,7 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
             # A held-out signal without the adaptive p is refused too (gancore.config_checks).
             fixed = ("augment.adaptive=false",) + (("augment.signal=r_t",) if context.get("augment_signal") == "held_out" else ())
         caveat = WASSERSTEIN_FIXED if fixed else None
-        # The penalty is refused with a batch-normalised critic (gancore.training).
+        # The penalty is refused with a batch-normalised critic (gancore.config_checks).
         critic = ("model.options.d_batch_norm=false",) if context.get("d_batch_norm") else ()
         out.append(Remedy("wasserstein_gp", WASSERSTEIN, ("loss.name=wasserstein_gp", "train.n_critic=5", *critic, *fixed), caveat=caveat))
     if name == "dominant_discriminator":

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from gancore import seeds
 from gancore.checkpoint import (
@@ -45,9 +44,10 @@ from gancore.errors import TrainingError
 from gancore.heldout import held_out_steers, steering_half, steering_problem
 from gancore.io import file_digest
 from gancore.layout import Layout
-from gancore.losses import boundary, get_loss, spec
+from gancore.losses import boundary, get_loss, penalty_problem
 from gancore.modelio import build_pair, output_problem, resolve_architecture
 from gancore.names import parse_policy
+from gancore.registry import batch_normalised
 from gancore.training import distributed
 from gancore.training.augment import STREAM as AUGMENT_STREAM
 from gancore.training.augment import Augment, jitter_scale
@@ -323,16 +323,6 @@ def _check_contract(params: Params, generator: torch.nn.Module, discriminator: t
 
 
 def _penalty_problem(params: Params, discriminator: torch.nn.Module, options: dict[str, Any]) -> str | None:
-    """Why the loss's gradient penalty cannot go with this discriminator, or None. The penalty asks
-    for a unit gradient of D at each sample on its own, which a batch-normalised D has not: its
-    output at one sample moves with the rest of the batch, and the penalty's interpolates move
-    its running statistics (Gulrajani et al. 2017, section 4: no batch norm in the critic)."""
-    found = spec(params.loss.name)
-    if not (found and found.penalty):
-        return None
-    if not any(isinstance(m, _BatchNorm) for m in discriminator.modules()):
-        return None
-    hint = (
-        "set model.options.d_batch_norm=false" if "d_batch_norm" in options else "use an architecture whose discriminator has no batch norm"
-    )
-    return f"{params.loss.name}'s gradient penalty needs a discriminator without batch norm, and {params.model.arch}'s has it: {hint}, or use another loss"
+    """:func:`gancore.losses.penalty_problem` of the discriminator built (validation asks it of the
+    plugin's networks already; this holds for a caller that did not validate)."""
+    return penalty_problem(params.loss.name, params.model.arch, batch_normalised(discriminator), options)

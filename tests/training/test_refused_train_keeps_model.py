@@ -47,23 +47,40 @@ def test_a_refused_train_keeps_the_other_kind_of_model(tmp_path, capsys):
     assert _gan("sample", tmp_path, "sample.n=100") == 0
 
 
-def test_a_gradient_penalty_is_refused_with_a_batch_normalised_critic(tmp_path):
+def test_a_gradient_penalty_is_refused_with_a_batch_normalised_critic(tmp_path, capsys):
     """WGAN-GP's penalty wants D's unit gradient at each sample on its own; a batch-normalised D's
     output at one sample moves with its batch-mates (gradient norm 0.79 in one batch, 0.63 in
     another, at the same example), and the penalty's interpolates move its running statistics.
-    DCGAN's critic has batch norm by default: refused with the option that turns it off."""
+    DCGAN's critic has batch norm by default: refused at validation, before prepare, with the
+    option that turns it off; the trainer's own check stays for callers that did not validate."""
+    import pytest
+
     from gancore.config import validate
+    from gancore.errors import ParamsError
     from gancore.modelio import build_pair, resolve_architecture
     from gancore.training import _penalty_problem
 
-    params = validate({"data": {"name": "mnist"}, "model": {"arch": "dcgan", "options": {"width": 8}}, "loss": {"name": "wasserstein_gp"}})
+    mnist = {"data": {"name": "mnist"}, "model": {"arch": "dcgan", "options": {"width": 8}}, "loss": {"name": "wasserstein_gp"}}
+    with pytest.raises(ParamsError, match=r"loss.name: wasserstein_gp's gradient penalty .* set model.options.d_batch_norm=false"):
+        validate(mnist)
+    validate({**mnist, "model": {"arch": "dcgan", "options": {"width": 8, "d_batch_norm": False}}})
+    validate({**mnist, "loss": {"name": "hinge"}})
+
+    assert (
+        main(
+            ["prepare", "--out", str(tmp_path / "run"), "-S", "data.name=mnist", "-S", "model.arch=dcgan", "-S", "loss.name=wasserstein_gp"]
+        )
+        == 2
+    )
+    assert "set model.options.d_batch_norm=false" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+    hinge = validate({**mnist, "loss": {"name": "hinge"}})
+    params = hinge.model_copy(update={"loss": hinge.loss.model_copy(update={"name": "wasserstein_gp"})})  # not validated
     _, critic = build_pair("dcgan", (1, 28, 28), 8, {"width": 8})
     options = resolve_architecture("dcgan", {"width": 8})[1]
     assert "set model.options.d_batch_norm=false" in _penalty_problem(params, critic, options)
     _, plain = build_pair("dcgan", (1, 28, 28), 8, {"width": 8, "d_batch_norm": False})
     assert _penalty_problem(params, plain, {**options, "d_batch_norm": False}) is None
-    hinge = validate({"data": {"name": "mnist"}, "model": {"arch": "dcgan"}, "loss": {"name": "hinge"}})
-    assert _penalty_problem(hinge, critic, options) is None
 
 
 def test_a_prepare_that_fails_half_way_leaves_nothing_that_looks_prepared(tmp_path, monkeypatch):
