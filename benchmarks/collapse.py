@@ -49,11 +49,11 @@ STRAYS_FILE = "blobs5_strays.csv"
 RARE_FILE = "blobs5_rare.csv"
 FLAT_FILE = "blobs5_flat.csv"
 DATA_SETS = ("ring8", "grid25", "points", "tilted", "strays", "rare", "flat")
-# The baselines of the remedies table: (data, label, settings).
+# The baselines of the remedies table: label (a --baseline choice, so one word a shell keeps whole) -> (data, settings).
 BASELINES: dict[str, tuple[str, list[str]]] = {
     "ring8/GAN": ("ring8", ["mixture.enabled=false"]),
     "grid25/GAN": ("grid25", ["mixture.enabled=false"]),
-    "ring8/minimax, dominant D": (
+    "ring8/minimax-dominant-D": (
         "ring8",
         ["mixture.enabled=false", "loss.name=minimax", "train.lr_d=0.002", "train.lr_g=0.0001", "train.n_critic=5"],
     ),
