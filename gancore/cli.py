@@ -219,18 +219,20 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _plain_plugin_warnings(prog: str) -> None:
+def plain_plugin_warnings(prog: str) -> None:
     """A skipped plugin is said in one line, ``gan train: warning: plugin ...``, not in Python's
-    warning format (gancore's file and line, then the line of source that warned)."""
+    warning format (gancore's file and line, then the line of source that warned). ``prog``: the
+    command that says it, `gan` or a flow's CLI (the latest call's, in a process calling several)."""
     import warnings
 
-    shown = warnings.showwarning
-    if getattr(shown, "plain_plugin_warnings", False):  # main() again in this process
+    _warning_prog[:] = [prog]
+    if getattr(warnings.showwarning, "plain_plugin_warnings", False):  # already installed in this process
         return
+    shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
         if category.__name__ == "PluginWarning":
-            print(f"{prog}: warning: {message}", file=file or sys.stderr)
+            print(f"{_warning_prog[0]}: warning: {message}", file=file or sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)
 
@@ -238,12 +240,15 @@ def _plain_plugin_warnings(prog: str) -> None:
     warnings.showwarning = show
 
 
+_warning_prog: list[str] = []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gancore.environment import quiet
 
     quiet()
     args = build_parser(argv).parse_args(argv)
-    _plain_plugin_warnings(f"gan {args.command}")
+    plain_plugin_warnings(f"gan {args.command}")
     from gancore.config import ParamsError
     from gancore.errors import GanCoreError
 

@@ -15,6 +15,7 @@ from gancore import Architecture, hookimpl, registry
 from gancore.cli import main
 from gancore.conformance import check_shapes
 from gancore.registry import PluginWarning, get_architecture, resolve_options
+from helpers import PARAMS
 
 BUILTINS = ("mlp", "dcgan", "resnet_sn")
 
@@ -130,8 +131,15 @@ def test_an_entry_point_named_like_a_builtin_one_is_named_in_words(monkeypatch, 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         assert main(["plugins", "list"]) == 0
-    err = capsys.readouterr().err
-    assert err.strip() == f"gan plugins: warning: {message}"
+        err = capsys.readouterr().err
+        assert err.strip() == f"gan plugins: warning: {message}"
+        # the flows' own CLIs say it so too (they said it in Python's format), under their name
+        from gancore_flows.sweep import main as sweep
+
+        registry.architectures.cache_clear()
+        assert sweep(["--params", str(PARAMS), "-S", "model.arch=nosuch"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"gan-sweep: warning: {message}" and "model.arch: 'nosuch' is not an installed architecture" in "\n".join(err)
 
 
 def test_a_plugin_module_without_hookimpl_is_named_not_silently_empty(monkeypatch):
