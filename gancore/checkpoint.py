@@ -96,7 +96,9 @@ def identity_digest(identity: dict[str, Any]) -> str:
 
 
 # What a key left out of an identity stands for, where that is not "absent" (run_identity).
-LEFT_OUT = {"train.seed": "null (the top-level seed)"}
+LEFT_OUT = {"train.seed": "null (the top-level seed)", "world_size": "1"}
+# How a key that is not a setting is named in a mismatch.
+KEY_WORDS = {"world_size": "processes training it, set by train.devices or torchrun's --nproc-per-node"}
 
 
 def _shown(flat: Mapping[str, Any], key: str) -> str:
@@ -114,7 +116,7 @@ def describe_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
     parts = []
     for section in SECTIONS:
         keys = sorted(k for k in changed if k == section or k.startswith(section + "."))
-        diffs = [f"{k}: {_shown(old, k)} in the checkpoint, {_shown(new, k)} now" for k in keys]
+        diffs = [f"{KEY_WORDS.get(k, k)}: {_shown(old, k)} in the checkpoint, {_shown(new, k)} now" for k in keys]
         if diffs:
             parts.append(f"{section} ({'; '.join(diffs)})")
     text = ", ".join(parts) or "(no section differs: the checkpoint's identity is malformed)"

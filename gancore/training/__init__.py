@@ -133,8 +133,16 @@ def train(
     """
     world = distributed.from_env()
     if params.train.devices > 1 and not world.distributed:
-        # the plugin's contract checked once, here, not by every rank torchrun starts (each said it,
-        # then torchrun's page of traceback ended in "see its output above")
+        # the data, the checkpoint and the plugin's contract checked once, here, before the record
+        # opens, not by every rank torchrun starts (each said it, then torchrun's page of traceback
+        # ended in "see its output above", and the stage's run was opened and failed)
+        data = load_prepared(layout.prepared)
+        _check_data(params, layout, data)
+        if not restart:
+            arch, options = resolve_architecture(params.model.arch, params.model.options)
+            device = resolve_device(params.device)
+            _resume_state(params, layout, data, arch, options, params.train.devices, device.type, steps_setting)
+        del data
         with torch.random.fork_rng(devices=[]):
             pair = build_pair(params.model.arch, params.data_shape, params.model.latent_dim, params.model.options, params.model.pack)
             _check_contract(params, *pair, params.data_shape)
@@ -148,6 +156,34 @@ def train(
         torch.set_num_threads(threads)  # _train may pin a small model to one thread
         if world.distributed:
             distributed.teardown()
+
+
+def _resume_state(
+    params: Params, layout: Layout, data: PreparedData, arch: Any, options: dict[str, Any], world_size: int, device: str, steps_setting: str
+) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    """This run's identity and digest, and the checkpoint it resumes (None: it starts afresh),
+    refused where the checkpoint is another run's, past ``train.steps`` or of another device type.
+    A resumed run goes on as itself: the identity is the checkpoint's (the same run in other words
+    for the same data, :func:`check_resumable`)."""
+    identity = run_identity(
+        params,
+        file_digest(layout.prepared_data),
+        options,
+        world_size=world_size,
+        outside_tested=_outside_tested(data),
+        legacy_options=arch.legacy,
+    )
+    ckpt = layout.checkpoint
+    state = load_checkpoint(ckpt) if ckpt.exists() else None
+    if state is None:
+        return identity, identity_digest(identity), None
+    check_resumable(ckpt, state, identity, params.train.steps, steps_setting)
+    if state["device"] != device:
+        raise TrainingError(
+            f"checkpoint {ckpt} was written on {state['device']} and cannot continue exactly on "
+            f"{device}; set device={state['device']} or run `gan train --restart`"
+        )
+    return state["identity"], state["digest"], state
 
 
 def _augment(params: Params, data: PreparedData, device: torch.device, world: distributed.World) -> Augment | None:
@@ -201,16 +237,6 @@ def _train(
     data = load_prepared(layout.prepared)
     shape = _check_data(params, layout, data)
     arch, options = resolve_architecture(params.model.arch, params.model.options)
-    identity = run_identity(
-        params,
-        file_digest(layout.prepared_data),
-        options,
-        world_size=world.size,
-        outside_tested=_outside_tested(data),
-        legacy_options=arch.legacy,
-    )
-    digest = identity_digest(identity)
-
     ckpt = layout.checkpoint
     if main and restart:
         ckpt.unlink(missing_ok=True)
@@ -218,16 +244,7 @@ def _train(
             healthy.unlink(missing_ok=True)
     if world.distributed:
         distributed.barrier()
-    state = load_checkpoint(ckpt) if ckpt.exists() else None
-    if state is not None:
-        check_resumable(ckpt, state, identity, tp.steps, steps_setting)
-        # the same run in other words for the same data (check_resumable): it goes on as itself
-        identity, digest = state["identity"], state["digest"]
-        if state["device"] != device.type:
-            raise TrainingError(
-                f"checkpoint {ckpt} was written on {state['device']} and cannot continue exactly on "
-                f"{device.type}; set device={state['device']} or run `gan train --restart`"
-            )
+    identity, digest, state = _resume_state(params, layout, data, arch, options, world.size, device.type, steps_setting)
 
     torch.manual_seed(params.training_seed)  # weight initialisation
     generator, discriminator = build_pair(params.model.arch, shape, params.model.latent_dim, options, params.model.pack)

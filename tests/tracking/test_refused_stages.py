@@ -92,3 +92,24 @@ def test_a_stage_without_its_input_opens_no_run(tiny_run, tmp_path, stage, missi
     with pytest.raises(GanCoreError, match=re.escape(missing)):
         run_stage(stage, params, alone, tracking.FileHandedRecorder(str(alone.root), "cli"))
     assert run_count() == count and not alone.run_file.exists()
+
+
+def test_a_refused_resume_under_several_devices_opens_no_run_and_starts_no_torchrun(tiny_run, tmp_path, monkeypatch):
+    """With ``train.devices > 1`` the ranks checked the checkpoint: a refused resume opened the
+    stage's run and failed it after torchrun had started two processes. The launcher checks it
+    now, before the record opens (a checkpoint of one process does not continue on two)."""
+    from gancore.training import distributed
+
+    _, layout, _ = tiny_run
+    alone = Layout(tmp_path)
+    shutil.copytree(layout.prepared, alone.prepared)
+    single = load_params(write_params(tmp_path / "single.yaml", mixture={"enabled": False}))
+    run_stage("train", single, alone, tracking.FileHandedRecorder(str(alone.root), "cli"))
+    two = load_params(write_params(tmp_path / "two.yaml", mixture={"enabled": False}, train={"devices": 2}))
+    monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("torchrun was launched"))
+    before = snapshot(alone)
+    with pytest.raises(
+        GanCoreError, match=r"differ in: world_size \(processes training it, set by train.devices .*: 1 in the checkpoint, 2 now\)"
+    ):
+        run_stage("train", two, alone, tracking.FileHandedRecorder(str(alone.root), "cli"))
+    assert snapshot(alone) == before
