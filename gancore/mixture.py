@@ -127,7 +127,7 @@ def train_part(
     info = partition_info(layout, params)
     part = info["parts"][index]
     check_part_sizes(params, [part])
-    own = part_params(params, part["count"], part, one_cluster(info))
+    own, setting = _part_run(params, info, index)
     if own.train.batch_size != params.train.batch_size:
         progress.say(
             f"part {index + 1}/{len(info['parts'])} ({part['description']}) has {part['count']} examples, fewer than "
@@ -136,10 +136,15 @@ def train_part(
             + f": it trains with batch {own.train.batch_size}"
         )
     label = f"train part {index + 1}/{len(info['parts'])}"
-    setting = part_steps_setting(params, part, one_cluster(info))
     return train(
         own, layout.part(index), restart=restart, label=label, later_steps=later_steps, steps_setting=setting, inputs_read=inputs_read
     )
+
+
+def _part_run(params: Params, info: dict[str, Any], index: int) -> tuple[Params, str]:
+    """Part ``index``'s parameters and the setting that decides its steps."""
+    part = info["parts"][index]
+    return part_params(params, part["count"], part, one_cluster(info)), part_steps_setting(params, part, one_cluster(info))
 
 
 def plan_text(params: Params, layout: Layout) -> str:
@@ -284,9 +289,16 @@ def mean_log(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def train_mixture(params: Params, layout: Layout, restart: bool = False, inputs_read: Callable[[], None] | None = None) -> dict[str, Any]:
     """The train stage of a mixture: every part in turn (each resumable on its own), then the
-    manifest. ``inputs_read`` is called once the first part has passed training's checks."""
+    manifest. ``inputs_read`` is called once the first part has passed training's checks; every
+    part's checkpoint is checked before the first trains (a later part's refusal failed the run
+    after the earlier parts had trained)."""
+    from gancore.training import check_resume
+
     info = partition_info(layout, params)
     check_part_sizes(params, info["parts"])
+    for p in info["parts"]:
+        own, setting = _part_run(params, info, p["index"])
+        check_resume(own, layout.part(p["index"]), restart, setting)
     steps = [part_steps(params, p, one_cluster(info)) for p in info["parts"]]
     summaries = [
         train_part(params, layout, p["index"], restart, later_steps=sum(steps[i + 1 :]), inputs_read=inputs_read if i == 0 else None)

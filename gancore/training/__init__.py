@@ -136,13 +136,7 @@ def train(
         # the data, the checkpoint and the plugin's contract checked once, here, before the record
         # opens, not by every rank torchrun starts (each said it, then torchrun's page of traceback
         # ended in "see its output above", and the stage's run was opened and failed)
-        data = load_prepared(layout.prepared)
-        _check_data(params, layout, data)
-        if not restart:
-            arch, options = resolve_architecture(params.model.arch, params.model.options)
-            device = resolve_device(params.device)
-            _resume_state(params, layout, data, arch, options, params.train.devices, device.type, steps_setting)
-        del data
+        check_resume(params, layout, restart, steps_setting)
         with torch.random.fork_rng(devices=[]):
             pair = build_pair(params.model.arch, params.data_shape, params.model.latent_dim, params.model.options, params.model.pack)
             _check_contract(params, *pair, params.data_shape)
@@ -156,6 +150,18 @@ def train(
         torch.set_num_threads(threads)  # _train may pin a small model to one thread
         if world.distributed:
             distributed.teardown()
+
+
+def check_resume(params: Params, layout: Layout, restart: bool = False, steps_setting: str = "train.steps") -> None:
+    """Refuse, before training starts, prepared data that are not the parameters' and a checkpoint
+    in ``layout`` that this run cannot continue (with ``restart``, only the data): what the
+    ranks torchrun starts, or a mixture's later parts, would find only when they get to it, after
+    the stage's record opened (and after hours of the earlier parts)."""
+    data = load_prepared(layout.prepared)
+    _check_data(params, layout, data)
+    if not restart:
+        arch, options = resolve_architecture(params.model.arch, params.model.options)
+        _resume_state(params, layout, data, arch, options, params.train.devices, resolve_device(params.device).type, steps_setting)
 
 
 def _resume_state(

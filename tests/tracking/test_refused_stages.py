@@ -113,3 +113,28 @@ def test_a_refused_resume_under_several_devices_opens_no_run_and_starts_no_torch
     ):
         run_stage("train", two, alone, tracking.FileHandedRecorder(str(alone.root), "cli"))
     assert snapshot(alone) == before
+
+
+def test_a_mixture_whose_later_part_is_refused_opens_no_run_and_trains_none(tiny_run, tmp_path):
+    """A mixture's parts were checked in turn: a later part's checkpoint of another run was refused
+    after the record opened and the earlier parts had trained (hours, on real data), and the run
+    failed. Every part's checkpoint is checked before the first trains."""
+    mixture = {"enabled": True, "partition": "kmeans", "parts": 2, "steps": 20}
+    layout = Layout(tmp_path / "run")
+    for stage in ("prepare", "train"):
+        run_stage(
+            stage,
+            load_params(write_params(tmp_path / "two.yaml", mixture=mixture)),
+            layout,
+            tracking.FileHandedRecorder(str(layout.root), "cli"),
+        )
+    first = layout.part(0)
+    first.checkpoint.unlink()  # part 1 would start afresh; part 2 resumes another run's checkpoint
+    generator = first.generator.read_bytes()
+    other = load_params(write_params(tmp_path / "seed5.yaml", mixture=mixture, train={"seed": 5}))
+    before = snapshot(layout)
+    with pytest.raises(
+        GanCoreError, match=r"parts/part01/last.pt \(step 20\) was written by a different run; parameters differ in: train \(train.seed"
+    ):
+        run_stage("train", other, layout, tracking.FileHandedRecorder(str(layout.root), "cli"))
+    assert snapshot(layout) == before and first.generator.read_bytes() == generator and not first.checkpoint.exists()
