@@ -28,7 +28,7 @@ from gancore import progress, tracking
 from gancore.cli import positive_int
 from gancore.config import Params
 from gancore.layout import Layout, find_project_root
-from gancore.mixture import check_part_sizes, finish_mixture, partition_info, plan_text, train_part
+from gancore.mixture import check_parts, finish_mixture, partition_info, plan_text, train_part
 from gancore.recorder import NULL_RECORDER, Recorder
 from gancore_flows.params import Workers, resolve_params, section_parameters
 from gancore_flows.pipeline import (
@@ -105,7 +105,7 @@ def gan_mixture(
     try:
         prepared = prepared_data(params, layout, root, recorder)
         parts = partition_info(layout, params)["parts"]
-        check_part_sizes(params, parts)
+        check_parts(params, layout)  # every part, before any trains: a refusal does not wait for the others
         progress.say(plan_text(params, layout) + f", parts in parallel on {runner} ({min(workers, len(parts))} at once)")
         context = member_context(str(params_path))
         threads = threads_per_member(min(workers, len(parts)))

@@ -141,6 +141,18 @@ def train_part(
     )
 
 
+def check_parts(params: Params, layout: Layout, restart: bool = False) -> None:
+    """Refuse, before any part trains, parts too small to train and a part's checkpoint that its
+    run cannot continue (:func:`gancore.training.check_resume`)."""
+    from gancore.training import check_resume
+
+    info = partition_info(layout, params)
+    check_part_sizes(params, info["parts"])
+    for p in info["parts"]:
+        own, setting = _part_run(params, info, p["index"])
+        check_resume(own, layout.part(p["index"]), restart, setting)
+
+
 def _part_run(params: Params, info: dict[str, Any], index: int) -> tuple[Params, str]:
     """Part ``index``'s parameters and the setting that decides its steps."""
     part = info["parts"][index]
@@ -292,13 +304,8 @@ def train_mixture(params: Params, layout: Layout, restart: bool = False, inputs_
     manifest. ``inputs_read`` is called once the first part has passed training's checks; every
     part's checkpoint is checked before the first trains (a later part's refusal failed the run
     after the earlier parts had trained)."""
-    from gancore.training import check_resume
-
     info = partition_info(layout, params)
-    check_part_sizes(params, info["parts"])
-    for p in info["parts"]:
-        own, setting = _part_run(params, info, p["index"])
-        check_resume(own, layout.part(p["index"]), restart, setting)
+    check_parts(params, layout, restart)
     steps = [part_steps(params, p, one_cluster(info)) for p in info["parts"]]
     summaries = [
         train_part(params, layout, p["index"], restart, later_steps=sum(steps[i + 1 :]), inputs_read=inputs_read if i == 0 else None)
