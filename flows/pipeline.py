@@ -25,8 +25,11 @@ flow in this process (``make run``): no server needed.
 
 import argparse
 import hashlib
+import json
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,7 +39,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.runtime import deployment, flow_run
 
 import gancore
-from gancore import dvcstore, tracking
+from gancore import dvcstore, progress, tracking
 from gancore.config import Params, ParamsError
 from gancore.errors import GanCoreError
 from gancore.layout import Layout, find_project_root
@@ -127,14 +130,12 @@ def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder
     store = root / CACHE_DIR
     # Cache records and their (small) results live in the project, beside the DVC cache they
     # point into, so every orchestrator process working on this project shares them.
-    # Concurrent runs needing the same preparation may both prepare it: the result is the same
-    # (a function of the key), its records and DVC objects are written atomically. (Prefect's
-    # SERIALIZABLE isolation would hold the key's lock until the enclosing sweep member ends, and
-    # forever if its process is killed.)
     policy = PREPARE_CACHE.configure(key_storage=store / "keys")
     cached = prepare_task.with_options(cache_policy=policy, result_storage=store / "results")
-    args = (params, str(layout.root), str(root), prepare_key(params), recorder)
-    result = cached(*args)
+    key = prepare_key(params)
+    args = (params, str(layout.root), str(root), key, recorder)
+    with one_preparation(store, key):
+        result = cached(*args)
     # A cache hit (the task did not run here) leaves the folder as it was: empty, or, rerun into
     # an existing --out, holding other data than the version the cache entry names.
     if not layout.prepared_meta.is_file() or dvcstore.data_version(layout.prepared) != result["version"]:
@@ -146,6 +147,39 @@ def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder
         recorder.finish("prepare", params, layout, result["summary"])
         result = {**result, "cached": True}
     return result
+
+
+@contextmanager
+def one_preparation(store: Path, key: dict[str, Any]) -> Iterator[None]:
+    """Hold the lock of ``key``'s preparation: a sweep's or a remedy's members that need the same
+    data prepare it once, the others wait and take it from the cache (each prepared it, all at
+    once: an MNIST classifier's minutes of CPU, per member). An OS lock on a file, released when
+    its holder ends, however it ends; Prefect's SERIALIZABLE isolation would hold the key until
+    the enclosing sweep member ends, and forever if its process is killed. Where the file system
+    has no such locks, concurrent runs may prepare the same data twice, as before: the result is
+    the same (a function of the key), and its records and DVC objects are written atomically."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    path = store / "locks" / f"{digest}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        locked = True
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.say("prepare: another run is preparing the same data; waiting to take it from the cache")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts)
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_layout(params: Params, root: Path, out_dir: Optional[str]) -> Layout:
