@@ -25,7 +25,6 @@ from typing import Any, Optional
 from prefect import flow, task
 
 from gancore import progress, tracking
-from gancore.cli import positive_int
 from gancore.config import Params
 from gancore.layout import Layout, find_project_root
 from gancore.mixture import check_parts, finish_mixture, partition_info, plan_text, train_part
@@ -44,7 +43,16 @@ from gancore_flows.pipeline import (
     sample_task,
     transient_failure,
 )
-from gancore_flows.runners import RUNNERS, Runner, check_member_host, member_context, task_runner, threads_per_member
+from gancore_flows.runners import (
+    Runner,
+    add_runner_arguments,
+    check_cluster,
+    check_member_host,
+    cluster_problem,
+    member_context,
+    task_runner,
+    threads_per_member,
+)
 
 MIXTURE_ON = "mixture.enabled=true"
 
@@ -95,6 +103,7 @@ def gan_mixture(
 
     ``runner``/``workers``/``address``: where the parts train, as for gan-sweep.
     """
+    check_cluster(runner, address)
     params_path = Path(params_file).resolve()
     root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, [*(sets or []), MIXTURE_ON])
@@ -161,12 +170,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.mixture", description="Run the gan-mixture flow in this process.")
     add_params_arguments(parser)
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<arch>-<data>-<flow run id>)")
-    parser.add_argument("--runner", choices=RUNNERS, default="process", help="where the parts train (default: a local process pool)")
-    parser.add_argument("--workers", type=positive_int, default=2, help="parts trained at once (default 2)")
-    parser.add_argument("--address", default=None, help="an existing Dask scheduler or Ray cluster")
+    add_runner_arguments(parser, "parts")
     args = parser.parse_args(argv)
     if (code := check_params("gan-mixture", args.params, [*args.sets, MIXTURE_ON])) is not None:
         return code
+    if problem := cluster_problem(args.runner, args.address):
+        print(f"gan-mixture: --address: {problem}", file=sys.stderr)
+        return 2
     from gancore_flows.prefect_api import run_locally
 
     result = run_locally(

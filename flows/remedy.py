@@ -25,7 +25,6 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from gancore import tracking
-from gancore.cli import positive_int
 from gancore.config import SEED_LIMIT
 from gancore.layout import find_project_root
 from gancore.provenance import differences
@@ -33,7 +32,7 @@ from gancore.ranking import group_rank_key, headline, mean_figures, rank_key
 from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers, text_table
 from gancore_flows.params import Repeats, Workers, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
-from gancore_flows.runners import RUNNERS, Runner
+from gancore_flows.runners import Runner, add_runner_arguments, check_cluster, cluster_problem
 from gancore_flows.sweep import run_members
 
 # The figures the ranking table shows beside the verdict (labels: gancore.figures.FIGURES).
@@ -180,6 +179,7 @@ def gan_remedy(
     ...; the data stay the same), ranked by their share of healthy runs and their mean figures."""
     check_remedy_names(remedies)
     check_repeats(repeats)
+    check_cluster(runner, address)  # before the baseline trains
     params_path = Path(params_file).resolve()
     root = find_project_root(params_path)
     params = resolve_params(params_path, overrides, sets)
@@ -317,9 +317,7 @@ def check_seeds(first: int, repeats: int, setting: str = "train.seed") -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.remedy", description="Run the gan-remedy flow in this process.")
     add_params_arguments(parser)
-    parser.add_argument("--runner", choices=RUNNERS, default="process", help="where the remedies run (default: a local process pool)")
-    parser.add_argument("--workers", type=positive_int, default=2, help="remedies run at once (default 2)")
-    parser.add_argument("--address", default=None, help="an existing Dask scheduler or Ray cluster")
+    add_runner_arguments(parser, "remedies")
     parser.add_argument("--remedies", default=None, metavar="A,B", help="only these of the proposed remedies, e.g. mixture,longer")
     parser.add_argument(
         "--repeats",
@@ -342,6 +340,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if (code := check_params("gan-remedy", args.params, args.sets)) is not None:
         return code
+    if problem := cluster_problem(args.runner, args.address):
+        print(f"gan-remedy: --address: {problem}", file=sys.stderr)
+        return 2
     try:
         resolved = resolve_params(args.params, {}, args.sets)
         check_seeds(resolved.training_seed, args.repeats, seed_setting(resolved))

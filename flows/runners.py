@@ -33,13 +33,78 @@ def _missing(extra: str, exc: ImportError) -> RuntimeError:
     return RuntimeError(f"--runner {extra} needs the optional extra: pip install 'gancore[{extra}]' ({exc})")
 
 
+# Dask's comm schemes (distributed.comm.registry; a bare host:port is tcp), and how each kind of
+# cluster is started and addressed, for the messages.
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+CLUSTERS = {
+    "dask": ("a Dask scheduler", "tcp://host:8786", "`dask scheduler`, then `dask worker tcp://host:8786`"),
+    "ray": ("a Ray cluster", "ray://host:10001 (the Ray client), host:6379 or auto on a machine of the cluster", "`ray start --head`"),
+}
+PROBE_SECONDS = 3.0
+
+
+def cluster_problem(kind: str, address: Optional[str], probe: bool = True) -> Optional[str]:
+    """Why ``address`` cannot name a cluster for ``--runner kind``, or None: an address for the
+    process pool, another kind's scheme (Ray said "Module: tcp does not exist" in a traceback), no
+    host:port, or, with ``probe``, nothing answering there (Dask tried for 30 s, then a traceback;
+    a remedy found out only after its baseline had trained)."""
+    if not address:
+        return None
+    if kind == "process":
+        return "--address is for --runner dask or ray; the process pool runs on this machine"
+    if kind == "ray" and address == "auto":
+        return None
+    what, example, start = CLUSTERS[kind]
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "", address
+    if (kind == "dask" and sep and scheme not in DASK_SCHEMES) or (kind == "ray" and sep and scheme != "ray"):
+        return f"{address!r} is not an address of {what} ({scheme}://); use {example}"
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        return f"{address!r} names no host:port; use {example}"
+    if probe and scheme not in ("ucx", "inproc"):
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+        except OSError as exc:
+            return (
+                f"nothing answers at {address} ({exc.strerror or type(exc).__name__}): start {what} there ({start}), "
+                "or leave --address out to start a local cluster"
+            )
+    return None
+
+
+def check_cluster(kind: str, address: Optional[str]) -> None:
+    """Refuse (:class:`~gancore.errors.ParamsError`, under the flow parameter's name) an
+    ``address`` that names no cluster for ``kind``, before anything runs."""
+    from gancore.errors import ParamsError
+
+    if problem := cluster_problem(kind, address):
+        raise ParamsError([("address", problem)], "the flow's parameters")
+
+
+def add_runner_arguments(parser: Any, what: str = "members") -> None:
+    """``--runner``, ``--workers`` and ``--address`` of a flow's CLI; ``what`` the flow runs at once."""
+    from gancore.cli import positive_int
+
+    parser.add_argument(
+        "--runner", choices=RUNNERS, default="process", help=f"where {what} run: a local process pool (default), Dask or Ray"
+    )
+    parser.add_argument("--workers", type=positive_int, default=2, help=f"{what} run at once (default 2)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="an existing Dask scheduler (tcp://host:8786) or Ray cluster (ray://host:10001); without it a local cluster starts",
+    )
+
+
 def task_runner(kind: str = "process", workers: int = 2, address: Optional[str] = None) -> Any:
     """The Prefect task runner for ``kind`` (one of :data:`RUNNERS`)."""
     if kind not in RUNNERS:
         raise ValueError(f"unknown runner {kind!r}; choose one of {', '.join(RUNNERS)}")
+    if problem := cluster_problem(kind, address, probe=False):
+        raise ValueError(problem)
     if kind == "process":
-        if address:
-            raise ValueError("--address is for --runner dask or ray; the process pool runs on this machine")
         from prefect.task_runners import ProcessPoolTaskRunner
 
         return ProcessPoolTaskRunner(max_workers=workers)

@@ -25,7 +25,6 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from gancore import progress, tracking
-from gancore.cli import positive_int
 from gancore.config import ParamsError
 from gancore.layout import find_project_root
 from gancore.names import LossName
@@ -33,7 +32,16 @@ from gancore.provenance import differences
 from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers
 from gancore_flows.params import Seeds, Workers, member_overrides, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
-from gancore_flows.runners import RUNNERS, Runner, check_member_host, member_context, task_runner, threads_per_member
+from gancore_flows.runners import (
+    Runner,
+    add_runner_arguments,
+    check_cluster,
+    check_member_host,
+    cluster_problem,
+    member_context,
+    task_runner,
+    threads_per_member,
+)
 
 # The figures the comparison table shows beside the verdict (labels: gancore.figures.FIGURES).
 FIGURES = ("modes_covered", "high_quality_fraction", "mode_kl", "kl_divergence", "js_divergence", "fid", "precision", "recall")
@@ -222,6 +230,7 @@ def gan_sweep(
     (without it a local one starts).
     """
     check_sets(sets, seed_key)
+    check_cluster(runner, address)
     base = {k: v for k, v in overrides.items() if k != seed_key}
     members = sweep_members(archs, losses, seeds, params_file, sets, base, seed_key)
     if not members:
@@ -248,18 +257,6 @@ def gan_sweep(
     return [{k: v for k, v in m.items() if k not in ("overrides", "params")} for m in members]
 
 
-def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=positive_int, default=2, help="members run at once (default 2)")
-    parser.add_argument(
-        "--runner", choices=RUNNERS, default="process", help="where members run: a local process pool (default), Dask or Ray"
-    )
-    parser.add_argument(
-        "--address",
-        default=None,
-        help="an existing Dask scheduler (tcp://host:8786) or Ray cluster (ray://host:10001); without it a local cluster starts",
-    )
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.sweep", description="Run the gan-sweep flow in this process.")
     parser.add_argument("--arch", action="append", dest="archs", metavar="NAME", help="architecture (repeatable; default mlp)")
@@ -284,6 +281,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         sweep_members(args.archs or DEFAULT_ARCHS, args.losses or DEFAULT_LOSSES, seeds, args.params, args.sets, {}, args.seed_key)
     except ParamsError as exc:
         print(f"gan-sweep: {exc}", file=sys.stderr)
+        return 2
+    if problem := cluster_problem(args.runner, args.address):
+        print(f"gan-sweep: --address: {problem}", file=sys.stderr)
         return 2
     kwargs: dict[str, Any] = {
         "params_file": args.params,
