@@ -50,7 +50,7 @@ from gancore_flows.runners import (
     check_member_host,
     cluster_problem,
     member_context,
-    task_runner,
+    members_pool,
     threads_per_member,
 )
 
@@ -118,7 +118,7 @@ def gan_mixture(
         progress.say(plan_text(params, layout) + f", parts in parallel on {runner} ({min(workers, len(parts))} at once)")
         context = member_context(str(params_path))
         threads = threads_per_member(min(workers, len(parts)))
-        with task_runner(runner, workers, address) as pool:
+        with members_pool(runner, workers, address) as pool:
             futures = [
                 pool.submit(
                     part_task,

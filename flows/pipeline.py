@@ -37,6 +37,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.runtime import deployment, flow_run
+from prefect.transactions import CommitMode, transaction
 
 import gancore
 from gancore import dvcstore, progress, tracking
@@ -134,7 +135,9 @@ def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder
     cached = prepare_task.with_options(cache_policy=policy, result_storage=store / "results")
     key = prepare_key(params)
     args = (params, str(layout.root), str(root), key, recorder)
-    with one_preparation(store, key):
+    # Committed as the task ends (EAGER): inside a sweep's member, a task the process pool runs, the
+    # record waited for the member's own end, so that concurrent members never found it.
+    with one_preparation(store, key), transaction(commit_mode=CommitMode.EAGER):
         result = cached(*args)
     # A cache hit (the task did not run here) leaves the folder as it was: empty, or, rerun into
     # an existing --out, holding other data than the version the cache entry names.

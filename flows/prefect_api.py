@@ -87,6 +87,9 @@ def run_locally(prog: str, flow: Callable[..., Any], **parameters: Any) -> Any:
     except ServerStartError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; a run resumes from its checkpoints when started again into the same --out", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 @functools.cache
@@ -204,7 +207,9 @@ class TemporaryServer:
         ]
         with open(home / ".gancore-server-start.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self.process = subprocess.Popen(command, env=env, preexec_fn=dies_with_this_process())
+            # Its own session, as start_server's: a Ctrl-C at the terminal stopped it before the
+            # flows could say they were interrupted, and they retried a dead address for minutes.
+            self.process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=dies_with_this_process())
             try:
                 wait_healthy(self.api_url, timeout, self.process)
             except BaseException:
@@ -245,7 +250,8 @@ def local_api() -> Iterator[str]:
     previous = os.environ.get(API_URL_ENV)
     os.environ[API_URL_ENV] = server.api_url  # for every process started from here
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
+        updates = {PREFECT_API_URL: server.api_url, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}
+        with temporary_settings(updates=updates), _for_every_thread():
             yield server.api_url
     finally:
         if previous is None:
@@ -254,6 +260,17 @@ def local_api() -> Iterator[str]:
             os.environ[API_URL_ENV] = previous
         drain_prefect_workers()
         server.stop()
+
+
+def _for_every_thread() -> contextlib.AbstractContextManager[Any]:
+    """The settings in force made the process-global ones, as Prefect's own test harness does:
+    threads started without this context (the process pool's message forwarder) read the global
+    settings, which had no API URL, so Prefect started a second temporary server in this process
+    for them (seconds of CPU per run), and a Ctrl-C stopped it before the flows reported."""
+    import prefect.context
+
+    temporary = getattr(prefect.context, "_temporary_global_settings_context", None)
+    return temporary(prefect.context.get_settings_context()) if temporary else contextlib.nullcontext()
 
 
 def drain_prefect_workers(timeout: float = 30.0) -> None:

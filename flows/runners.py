@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Optional, get_args
 
@@ -96,6 +98,28 @@ def add_runner_arguments(parser: Any, what: str = "members") -> None:
         default=None,
         help="an existing Dask scheduler (tcp://host:8786) or Ray cluster (ray://host:10001); without it a local cluster starts",
     )
+
+
+@contextmanager
+def members_pool(kind: str = "process", workers: int = 2, address: Optional[str] = None) -> Iterator[Any]:
+    """:func:`task_runner` entered, whose members stop with a Ctrl-C: the process pool's workers
+    are terminated (its exit waited for every running member to finish, minutes of training after
+    the interrupt); a local Dask or Ray cluster stops its workers as it closes."""
+    import multiprocessing
+
+    with task_runner(kind, workers, address) as pool:
+        try:
+            yield pool
+        except KeyboardInterrupt:
+            if kind == "process":
+                for child in multiprocessing.active_children():
+                    child.terminate()
+                # A worker terminated in the middle of a message to this process may hold the
+                # queue's write lock: at exit, Python waited for it forever to flush its own.
+                queue = getattr(pool, "_subprocess_message_queue", None)
+                if queue is not None:
+                    queue.cancel_join_thread()
+            raise
 
 
 def task_runner(kind: str = "process", workers: int = 2, address: Optional[str] = None) -> Any:

@@ -39,7 +39,7 @@ from gancore_flows.runners import (
     check_member_host,
     cluster_problem,
     member_context,
-    task_runner,
+    members_pool,
     threads_per_member,
 )
 
@@ -78,7 +78,7 @@ def run_members(
     context = member_context(params_file)
     threads = threads_per_member(min(workers, len(members)))
     failures = 0
-    with task_runner(runner, workers, address) as pool:
+    with members_pool(runner, workers, address) as pool:
         futures = [
             pool.submit(
                 pipeline_member,

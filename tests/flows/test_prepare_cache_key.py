@@ -4,6 +4,7 @@ included: an edited points file or image folder is prepared again, not served fr
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -115,9 +116,12 @@ def test_the_run_form_offers_params_yaml_s_own_values_auto_included():
 
 def test_concurrent_runs_of_the_same_data_prepare_it_once(prefect_harness, project):
     """A sweep's or a remedy's members that need the same data each prepared it, all at once (an
-    MNIST classifier's minutes of CPU per member); one prepares it now, the others wait for the
-    key's lock and take it from the cache."""
+    MNIST classifier's minutes of CPU per member). One prepares it now; the others wait for the
+    key's lock and take it from the cache, which the first commits as its prepare ends: inside a
+    member (a task), the record waited for the member's end, and the others missed it."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from prefect import task
 
     from gancore.dvcstore import data_version
     from gancore.layout import Layout
@@ -127,8 +131,15 @@ def test_concurrent_runs_of_the_same_data_prepare_it_once(prefect_harness, proje
 
     params = resolve_params(project / "params.yaml", sets=["data.n_train=1700", "mixture.enabled=false"])  # a key of its own
     folders = [Layout(project / "runs" / f"together{i}") for i in range(3)]
+
+    @task
+    def member(layout: Layout) -> dict:  # as a sweep's member calls it: inside a task of its own
+        result = prepared_data(params, layout, project, NULL_RECORDER)
+        time.sleep(2)  # the member goes on (trains) after its prepare
+        return result
+
     with ThreadPoolExecutor(len(folders)) as pool:
-        results = list(pool.map(lambda layout: prepared_data(params, layout, project, NULL_RECORDER), folders))
+        results = list(pool.map(member, folders))
     assert sorted(bool(r.get("cached")) for r in results) == [False, True, True]
     assert len({r["version"] for r in results}) == 1
     assert all(data_version(layout.prepared) == results[0]["version"] for layout in folders)

@@ -3,6 +3,7 @@ must not outlive a command that was killed, nor one interrupted twice while stop
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -134,3 +135,57 @@ def test_a_shutdown_that_swallows_the_interrupt_is_interrupted_again():
         assert stubborn.stdout.read().strip() == "stopped"
     finally:
         stubborn.kill()
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().split(")")[-1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+def test_ctrl_c_stops_an_in_process_sweep_at_once_and_says_so(tmp_path):
+    """A Ctrl-C at the terminal (SIGINT to the foreground process group) left the members training
+    to their end: the process pool's exit waited for them (minutes). The temporary server died with
+    the interrupt, and the flows retried it with a page of tracebacks; a second temporary server,
+    started for the pool's message thread, died too. Now the members stop, the flows are marked
+    crashed, and the command says so and exits 130, leaving no process behind."""
+    from helpers import venv_env, write_params
+
+    params = write_params(tmp_path / "params.yaml", train={"steps": 1_000_000, "monitor_every": None})
+    command = [sys.executable, "-m", "gancore_flows.sweep", "--params", str(params), "--workers", "2"]
+    log = tmp_path / "sweep.log"
+    with log.open("wb") as out:
+        sweep = subprocess.Popen(command, cwd=tmp_path, env=venv_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(tmp_path.glob("runs/*/checkpoints/last.pt"))) < 2:  # both members are training
+            assert sweep.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        os.killpg(sweep.pid, signal.SIGINT)
+        assert sweep.wait(60) == 130
+        output = log.read_text()
+        assert "gan-sweep: interrupted; a run resumes from its checkpoints" in output
+        assert "Traceback" not in output and "Starting temporary server" not in output
+        assert "Crashed('Execution was aborted by a termination signal.')" in output  # the members, recorded as such
+        assert _gone_within_group(sweep.pid, 15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sweep.pid, signal.SIGKILL)
+
+
+def _gone_within_group(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _group(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
