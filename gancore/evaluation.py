@@ -97,7 +97,14 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
         return embed(other[_real_subset(len(other), n, params.seed + 1)])[1]
 
     inputs = MetricInputs(
-        real_feat.to(metric_device), gen_feat.to(metric_device), real_probs, gen_probs, ev, params.seed, training_features
+        real_feat.to(metric_device),
+        gen_feat.to(metric_device),
+        real_probs,
+        gen_probs,
+        ev,
+        params.seed,
+        training_features,
+        faithful_split="test" if ev.reference == "train" else "training",
     )
     result.update(run_metrics(inputs))
     if not inputs.has_probabilities:

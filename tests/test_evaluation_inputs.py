@@ -123,9 +123,12 @@ def test_the_training_split_can_be_the_reference_as_in_papers_fid(tmp_path):
     on_train = read_result(layout)
     assert on_train["fid"] == pytest.approx(0.0, abs=1e-9) and on_train["precision"] == on_train["recall"] == 1.0
     assert on_train["provenance"]["reference_split"] == "ring8 training split" and on_train["n_real"] == 1000
+    # the faithful scores then stand test examples in the samples' place, and say so (they said "training")
+    assert on_train["faithful_reference"].startswith("1000 test examples in place of generated samples")
     evaluate(ring_params(max_real=None), layout)
     on_test = read_result(layout)
     assert on_test["fid"] > 1e-4 and on_test["provenance"]["reference_split"] == "ring8 test split"
+    assert " training examples in place of generated samples" in on_test["faithful_reference"]
 
 
 def test_the_pixel_space_does_not_follow_the_global_generator():

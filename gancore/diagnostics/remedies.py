@@ -260,9 +260,10 @@ def _catalogue(name: str, loss: str | None, context: Mapping[str, Any], dynamics
             # Several modes one GAN has not learned: parts are each one easy mode (benchmarks/collapse.py:
             # grid25's not-converged single GANs reach every mode at the protocol's ceiling as a mixture).
             out.append(Remedy("mixture", SEPARATE, _mixture_sets(context)))
-        bn = (dynamics or {}).get("bn_drift")
-        # A run with batch norm already gets none; else: no drift logged, or statistics never settled.
-        if not context.get("batch_norm") and (name == "vanishing_gradients" or dynamics is None or bn is None or bn.get("flag")):
+        # A generator with batch norm already gets none: the option on, or any plugin's batch norm,
+        # whose drift the training log holds (DCGAN's, which has no option, was told to add it).
+        normalised = context.get("batch_norm") or (dynamics or {}).get("bn_drift") is not None
+        if not normalised:
             if "batch_norm" in (context.get("arch_options") or ()):
                 out.append(Remedy("batch_norm", NORMALISATION, ("model.options.batch_norm=true",)))
             else:

@@ -28,6 +28,8 @@ class MetricInputs:
     seed: int
     # n -> features of n examples of the split not compared against (a faithful generator's stand-in).
     training_features: Callable[[int], torch.Tensor]
+    # the split training_features draws from, as the figures' notes name it
+    faithful_split: str = "training"
     _equal: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     _faithful: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 

@@ -211,7 +211,7 @@ def _at_equal_n(inputs: MetricInputs, measure: Any, k: int, names: tuple[str, st
         "knn_n": len(real),
         f"{names[0]}_faithful": faithful[0],
         f"{names[1]}_faithful": faithful[1],
-        "faithful_reference": f"{len(training)} training examples in place of generated samples, against the same real ones",
+        "faithful_reference": f"{len(training)} {inputs.faithful_split} examples in place of generated samples, against the same real ones",
     }
 
 

@@ -270,6 +270,19 @@ def test_every_remedy_s_settings_are_accepted_beside_the_run_s_own():
     assert "normalisation" not in names and "batch_norm" not in names
 
 
+def test_a_generator_with_batch_norm_of_its_own_is_not_told_to_add_normalisation():
+    """DCGAN's generator normalises without an option saying so; its drift in the training log
+    shows it. Told to add "normalisation such as batch normalisation in the generator" (a review);
+    a generator without any still is."""
+    drifting = {**_dynamics(vanishing=True, dominance=True), "bn_drift": {"flag": True, "late_mean": 0.9, "early_mean": 0.5}}
+    names = [r.name for r in plan(["complete_collapse", "vanishing_gradients"], "minimax", drifting, {**SINGLE, "arch_options": ["width"]})]
+    assert "normalisation" not in names and "batch_norm" not in names and "non_saturating" in names
+    plain = [
+        r.name for r in plan(["complete_collapse", "vanishing_gradients"], "minimax", _dynamics(vanishing=True, dominance=True), SINGLE)
+    ]
+    assert "normalisation" in plain
+
+
 def test_train_longer_lengthens_what_the_run_trained():
     """A mixture's parts train mixture.steps: the remedy doubled train.steps, which the parts do
     not read, so gan-remedy reran the baseline and called it a remedy. A points file's rows
