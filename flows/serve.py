@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gancore.cli import port, positive_int
 from gancore_flows import prefect_api
 
 # Every flow served and deployed, as ``module:function`` in gancore_flows. Adding a flow: its own
@@ -66,9 +67,9 @@ def deployments(params_file: str | Path, name: str = "default", **options: Any) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=prefect_api.DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=prefect_api.DEFAULT_PORT)
+    parser.add_argument("--port", type=port, default=prefect_api.DEFAULT_PORT)
     parser.add_argument("--params", default="params.yaml", metavar="FILE")
-    parser.add_argument("--limit", type=int, default=None, help="flow runs executed at once (default: no limit)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="flow runs executed at once (default: no limit)")
     args = parser.parse_args(argv)
     if not Path(args.params).is_file():
         print(f"serve: {args.params} not found; run from the project root or pass --params", file=sys.stderr)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gancore.cli import port, positive_int
 from gancore.environment import quiet
 from gancore_flows import prefect_api
 
@@ -65,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gancore_flows.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pool", default=POOL, help=f"work pool name (default {POOL})")
     parser.add_argument("--host", default=prefect_api.DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=prefect_api.DEFAULT_PORT)
+    parser.add_argument("--port", type=port, default=prefect_api.DEFAULT_PORT)
     parser.add_argument("--params", default="params.yaml", metavar="FILE")
-    parser.add_argument("--limit", type=int, default=None, help="flow runs the worker runs at once (default: no limit)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="flow runs the worker runs at once (default: no limit)")
     args = parser.parse_args(argv)
     params_file = Path(args.params).resolve()
     if not params_file.is_file():

@@ -88,7 +88,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
     ui = sub.add_parser("ui", help="the MLflow UI over this project's runs (http://127.0.0.1:5000)")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=_port, default=5000)
+    ui.add_argument("--port", type=port, default=5000)
     ui.add_argument("--root", default=None, help="project folder holding mlflow.db (default: the project around the working directory)")
     ui.add_argument(
         "--workers", type=positive_int, default=1, help="server processes (default 1: one person browsing; mlflow's own default is 4)"
@@ -97,7 +97,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "tracking-server", help="a shared MLflow tracking server on this project's store; its runs log through it while it runs"
     )
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for other machines)")
-    server.add_argument("--port", type=_port, default=5000)
+    server.add_argument("--port", type=port, default=5000)
     server.add_argument("--root", default=None, help="project folder holding mlflow.db (default: the project around the working directory)")
     server.add_argument("--backend-store-uri", default=None, help="e.g. postgresql://user@host/db (default: the project's mlflow.db)")
     server.add_argument(
@@ -115,7 +115,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _port(text: str) -> int:
+def port(text: str) -> int:
+    """argparse type of a TCP port (``gan ui``, ``gan tracking-server``, ``make serve``/``worker``)."""
     value = _integer(text)
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is no TCP port; use 1-65535")

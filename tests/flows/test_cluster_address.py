@@ -67,3 +67,18 @@ def test_the_flows_clis_refuse_a_bad_address_with_exit_2_before_prefect_starts(f
     assert f"gan-{flow}: --address: nothing answers at tcp://127.0.0.1:{port}" in capsys.readouterr().err
     assert main(["--params", str(PARAMS), "--runner", "ray", "--address", f"tcp://127.0.0.1:{port}"]) == 2
     assert "is not an address of a Ray cluster" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["worker", "serve"])
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [("--port=99999", "99999 is no TCP port"), ("--limit=-1", "'-1' is not a whole number"), ("--limit=0", "'0' is not")],
+)
+def test_make_worker_and_serve_refuse_a_bad_port_or_limit_before_starting_anything(module, option, said, capsys):
+    """--port 99999 ended in a traceback (rc 1); --limit -1 started the server and deployed the
+    flows before Prefect refused it; --limit 0 meant "no limit" (a review)."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(f"gancore_flows.{module}").main([option])
+    assert exited.value.code == 2 and said in capsys.readouterr().err
