@@ -36,11 +36,17 @@ def _serve(command: list[str], url: str, announce: Path | None = None, timeout: 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # the same clean-up as Ctrl-C: the server goes, the announcement too
 
+    if taken := _port_taken(url):
+        # A second server found the first one answering and said it ran, then exited 0, removing
+        # the first one's announcement: the project's runs stopped logging through it (a review).
+        print(f"gan: {url} is taken ({taken}): stop what runs there, or pass another --port", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, stop)
     # Ctrl-C stops it even when started by a process that ignores SIGINT (a script's background
     # job, a test runner after some library set SIG_IGN): Python keeps an inherited SIG_IGN.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     process = subprocess.Popen(command, env=_environment(), start_new_session=True)
+    announced = False
     try:
         deadline = time.monotonic() + timeout
         while not answers(url):
@@ -53,12 +59,13 @@ def _serve(command: list[str], url: str, announce: Path | None = None, timeout: 
             time.sleep(0.5)
         if announce is not None:
             announce.write_text(url + "\n")
+            announced = True
         print(f"MLflow at {url} (Ctrl-C stops it)", flush=True)
         return process.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        if announce is not None:
+        if announced and announce is not None:
             announce.unlink(missing_ok=True)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -68,10 +75,31 @@ def _serve(command: list[str], url: str, announce: Path | None = None, timeout: 
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+def _port_taken(url: str) -> str | None:
+    """What holds ``url``'s port already, in words, or None."""
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    if answers(url):
+        return "a server answers there; the project's tracking server, if .mlflow-server names it"
+    with socket.socket() as probe:
+        try:
+            probe.bind((where.hostname or "127.0.0.1", where.port or 80))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def ui(root: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 1) -> int:
     from gancore.tracking.store import tracking_uri
 
     uri = tracking_uri(root)
+    if uri.startswith(("http://", "https://")):
+        # A tracking server (this project's, or MLFLOW_TRACKING_URI's) serves the UI itself;
+        # `mlflow ui` took its URL for a store and crashed.
+        print(f"the tracking server at {uri} serves the UI: {uri.rstrip('/')}/#/experiments?workflowType=machine_learning", flush=True)
+        return 0
     url = f"http://{host}:{port}"
     # One worker: mlflow's default of 4 starts four server processes (about 7 s of CPU each on
     # a 2-core CPU) for what is one person's browser; a worker serves requests concurrently.

@@ -38,3 +38,44 @@ def test_gan_ui_started_with_sigint_ignored_still_stops_at_sigint_with_its_serve
         assert not answers(url)  # MLflow's server went with it
     finally:
         ui.kill()
+
+
+def _health_server():
+    """An HTTP server answering /health, as a running tracking server does."""
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's API
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_second_tracking_server_is_refused_and_leaves_the_first_ones_announcement(tmp_path, monkeypatch, capsys):
+    """It found the first one answering, said "MLflow at ... (Ctrl-C stops it)", failed to bind,
+    exited 0 and removed the first one's .mlflow-server: the project's runs stopped logging
+    through the server still running (a review)."""
+    from gancore.tracking.server import tracking_server, ui
+    from gancore.tracking.store import SERVER_FILE
+
+    first = _health_server()
+    try:
+        url = f"http://127.0.0.1:{first.server_port}"
+        (tmp_path / SERVER_FILE).write_text(url + "\n")
+        assert tracking_server(tmp_path, port=first.server_port) == 2
+        assert f"gan: {url} is taken (a server answers there" in capsys.readouterr().err
+        assert (tmp_path / SERVER_FILE).read_text().strip() == url
+        # `gan ui` beside it: the tracking server serves the UI (mlflow ui took its URL for a store and crashed)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert ui(tmp_path, port=free_port()) == 0
+        assert f"the tracking server at {url} serves the UI: {url}/#/experiments" in capsys.readouterr().out
+    finally:
+        first.shutdown()
+        first.server_close()
