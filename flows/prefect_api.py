@@ -80,7 +80,13 @@ class ServerStartError(RuntimeError):
 
 def run_locally(prog: str, flow: Callable[..., Any], **parameters: Any) -> Any:
     """Call ``flow`` against :func:`local_api` (``make run``, ``make sweep``, ...); a server that
-    cannot start is reported in one line and ``None`` returned (the caller exits 1)."""
+    cannot start is reported in one line and ``None`` returned (the caller exits 1). A Ctrl-C stops
+    it even when its starter ignores SIGINT (a background job of a script, a test runner's worker),
+    which Python would keep, as ``make serve`` and ``gan ui`` do."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with local_api():
             return flow(**parameters)
