@@ -48,7 +48,7 @@ from gancore_flows.runners import (
     add_runner_arguments,
     check_cluster,
     check_member_host,
-    cluster_problem,
+    check_runner_arguments,
     member_context,
     members_pool,
     threads_per_member,
@@ -174,9 +174,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if (code := check_params("gan-mixture", args.params, [*args.sets, MIXTURE_ON])) is not None:
         return code
-    if problem := cluster_problem(args.runner, args.address):
-        print(f"gan-mixture: --address: {problem}", file=sys.stderr)
-        return 2
+    if (code := check_runner_arguments("gan-mixture", args)) is not None:
+        return code
     from gancore_flows.prefect_api import run_locally
 
     result = run_locally(

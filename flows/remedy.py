@@ -32,7 +32,7 @@ from gancore.ranking import group_rank_key, headline, mean_figures, rank_key
 from gancore.report import comparison_cells, comparison_headers, markdown_table, seeds_cells, seeds_headers, text_table
 from gancore_flows.params import Repeats, Workers, resolve_params, section_parameters
 from gancore_flows.pipeline import add_params_arguments, check_params, gan_pipeline
-from gancore_flows.runners import Runner, add_runner_arguments, check_cluster, cluster_problem
+from gancore_flows.runners import Runner, add_runner_arguments, check_cluster, check_runner_arguments
 from gancore_flows.sweep import run_members
 
 # The figures the ranking table shows beside the verdict (labels: gancore.figures.FIGURES).
@@ -340,9 +340,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if (code := check_params("gan-remedy", args.params, args.sets)) is not None:
         return code
-    if problem := cluster_problem(args.runner, args.address):
-        print(f"gan-remedy: --address: {problem}", file=sys.stderr)
-        return 2
+    if (code := check_runner_arguments("gan-remedy", args)) is not None:
+        return code
     try:
         resolved = resolve_params(args.params, {}, args.sets)
         check_seeds(resolved.training_seed, args.repeats, seed_setting(resolved))

@@ -85,6 +85,17 @@ def check_cluster(kind: str, address: Optional[str]) -> None:
         raise ParamsError([("address", problem)], "the flow's parameters")
 
 
+def check_runner_arguments(prog: str, args: Any) -> Optional[int]:
+    """Exit code 2 with the message when ``--address`` names no cluster for ``--runner`` (a flow's
+    CLI, before Prefect starts; :func:`add_runner_arguments` made both)."""
+    import sys
+
+    if problem := cluster_problem(args.runner, args.address):
+        print(f"{prog}: --address: {problem}", file=sys.stderr)
+        return 2
+    return None
+
+
 def add_runner_arguments(parser: Any, what: str = "members") -> None:
     """``--runner``, ``--workers`` and ``--address`` of a flow's CLI; ``what`` the flow runs at once."""
     from gancore.cli import positive_int

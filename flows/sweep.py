@@ -37,7 +37,7 @@ from gancore_flows.runners import (
     add_runner_arguments,
     check_cluster,
     check_member_host,
-    cluster_problem,
+    check_runner_arguments,
     member_context,
     members_pool,
     threads_per_member,
@@ -282,9 +282,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ParamsError as exc:
         print(f"gan-sweep: {exc}", file=sys.stderr)
         return 2
-    if problem := cluster_problem(args.runner, args.address):
-        print(f"gan-sweep: --address: {problem}", file=sys.stderr)
-        return 2
+    if (code := check_runner_arguments("gan-sweep", args)) is not None:
+        return code
     kwargs: dict[str, Any] = {
         "params_file": args.params,
         "sets": args.sets,

@@ -58,7 +58,8 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     _check_generated(params, prepared.meta, generated)
 
     # The reference split, and the other one, which stands in for a faithful generator.
-    reference, other = (prepared.train, prepared.test) if ev.reference == "train" else (prepared.test, prepared.train)
+    on_train = ev.reference == "train"
+    reference, other = (prepared.train, prepared.test) if on_train else (prepared.test, prepared.train)
     idx = _real_subset(len(reference), ev.max_real, params.seed)
     real = reference[idx]  # uint8 images stay uint8: classify converts them batch by batch
     _check_counts(params, len(generated), len(real), len(other))
@@ -104,7 +105,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
         ev,
         params.seed,
         training_features,
-        faithful_split="test" if ev.reference == "train" else "training",
+        faithful_split="test" if on_train else "training",
     )
     result.update(run_metrics(inputs))
     if not inputs.has_probabilities:
