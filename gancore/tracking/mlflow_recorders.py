@@ -28,7 +28,7 @@ from gancore.layout import Layout
 from gancore.names import POST_STAGES, STAGE_ORDER
 from gancore.recorder import NULL_RECORDER, Recorder
 from gancore.tracking.run import PipelineRun, open_run, start_pipeline_run
-from gancore.tracking.store import client, project_root, tracking_uri
+from gancore.tracking.store import TrackingError, client, project_root, tracking_uri, unreachable
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -204,9 +204,13 @@ class FileHandedRecorder:
     def finish(self, stage: str, params: Params, layout: Layout, summary: dict[str, Any]) -> None:
         assert self._run is not None, "finish() without begin()"
         run, state = self._run, self._state
+        if (lost := self._lost(stage)) is not None:
+            raise lost
         try:
             run.log_stage(stage, params, layout, summary)
         except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt) and (lost := self._lost(stage)) is not None:
+                raise lost from None
             self.fail(stage, exc)
             raise
         if stage in POST_STAGES:
@@ -219,9 +223,22 @@ class FileHandedRecorder:
         if stage == STAGE_ORDER[-1]:
             run.end("FINISHED")
 
+    def _lost(self, stage: str) -> TrackingError | None:
+        """The tracking server this run was opened on, gone since (stopped, or its machine down):
+        MLflow's client retried it for minutes, then a page of traceback, and the run stayed
+        RUNNING. The stage's outputs are on disk; running the stage again records them."""
+        uri = self._state.get("tracking_uri") or tracking_uri(self.root)
+        if (problem := unreachable(uri)) is None:
+            return None
+        return TrackingError(
+            f"the tracking server at {uri} stopped answering before {stage} was recorded ({problem}). "
+            f"{stage.capitalize()}'s results are on disk: start the server again and rerun the stage "
+            "(train resumes from its last checkpoint) to record them in the same run"
+        )
+
     def fail(self, stage: str, exc: BaseException) -> None:
-        if self._run is None:
-            return
+        if self._run is None or unreachable(self._state.get("tracking_uri") or tracking_uri(self.root)) is not None:
+            return  # nothing can end the run; the next run in this output root marks it KILLED
         if stage in POST_STAGES and not self._state.get("post"):  # the pipeline itself succeeded
             self._run.set_tags({f"{stage}.failed": str(exc)[:500]})
             return

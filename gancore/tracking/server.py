@@ -84,6 +84,9 @@ def _port_taken(url: str) -> str | None:
     if answers(url):
         return "a server answers there; the project's tracking server, if .mlflow-server names it"
     with socket.socket() as probe:
+        # As uvicorn binds: connections of a server stopped a moment ago (TIME_WAIT) do not hold
+        # the port, a listener does. Without it a restarted server was refused for a minute.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((where.hostname or "127.0.0.1", where.port or 80))
         except OSError as exc:
@@ -92,7 +95,7 @@ def _port_taken(url: str) -> str | None:
 
 
 def ui(root: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 1) -> int:
-    from gancore.tracking.store import tracking_uri
+    from gancore.tracking.store import ARTIFACTS_DIR, sqlite_path, tracking_uri
 
     uri = tracking_uri(root)
     if uri.startswith(("http://", "https://")):
@@ -105,6 +108,8 @@ def ui(root: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 1) 
     # a 2-core CPU) for what is one person's browser; a worker serves requests concurrently.
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     command += ["--workers", str(workers)]
+    if (store := sqlite_path(uri)) is not None:  # where `gan tracking-server` kept them (else ./mlartifacts of the cwd)
+        command += ["--artifacts-destination", str(store.resolve().parent / ARTIFACTS_DIR)]
     print(f"MLflow UI over {uri}: {url}/#/experiments?workflowType=machine_learning", flush=True)
     return _serve(command, url)
 

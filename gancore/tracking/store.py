@@ -114,6 +114,40 @@ def initialise_sqlite(uri: str, path: Path) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def unreachable(uri: str, timeout: float = 3.0) -> str | None:
+    """Why nothing can answer at an http(s) tracking URI, in words, or None. MLflow's client
+    retries a refused connection with backoff for minutes, and `gan train` sat silent meanwhile."""
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(uri)
+    if where.scheme not in ("http", "https"):
+        return None
+    try:
+        port = where.port or (443 if where.scheme == "https" else 80)
+    except ValueError as exc:
+        return str(exc)
+    if not where.hostname:
+        return "it names no host"
+    try:
+        socket.create_connection((where.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"nothing answers at {where.hostname}:{port} ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def _check_reachable(uri: str) -> None:
+    problem = unreachable(uri)
+    if problem is None:
+        return
+    source = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "the tracking URI"
+    raise TrackingError(
+        f"{source}={uri}: {problem}. Start the tracking server there (`gan tracking-server`, or "
+        "`mlflow server --host 127.0.0.1 --port N`), point MLFLOW_TRACKING_URI at one that runs, unset it "
+        "to record in the project's mlflow.db, or set tracking.enabled=false"
+    )
+
+
 def client(root: str | Path | None = None) -> MlflowClient:
     try:
         import mlflow
@@ -125,11 +159,38 @@ def client(root: str | Path | None = None) -> MlflowClient:
     path = sqlite_path(uri)
     if path is not None and uri not in _initialised:
         initialise_sqlite(uri, path)
+        serve_artifacts_locally()
+        _initialised.add(uri)
+    elif path is None and uri not in _initialised:
+        _check_reachable(uri)
         _initialised.add(uri)
     # log_model goes through mlflow's fluent layer, which reads the process-wide URIs.
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def serve_artifacts_locally() -> None:
+    """Runs that `gan tracking-server` opened keep their artifacts as ``mlflow-artifacts:/...``,
+    which MLflow's client resolves through a running server only: once the server had stopped,
+    every later run of its experiment, on the project's store directly, failed to log a file. The
+    project's server keeps them in ``mlartifacts/`` beside the store (its default destination), so
+    with no server those URIs are that folder's paths."""
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry as registry
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+    except ImportError:  # another MLflow layout: its own resolution stands
+        return
+
+    def repository(artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> object:
+        store = sqlite_path(tracking_uri or "")
+        if store is None:  # through a server, as MLflow does it
+            return MlflowArtifactsRepository(artifact_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
+        relative = artifact_uri.split(":", 1)[1].lstrip("/")
+        return LocalArtifactRepository((store.resolve().parent / ARTIFACTS_DIR / relative).as_uri())
+
+    registry.register("mlflow-artifacts", repository)
 
 
 def artifact_location(uri: str) -> str | None:
