@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from gancore.config import Params
+from gancore.data.settings import real_count_problems
 from gancore.errors import EvaluationError, GanCoreError, ParamsError
 from gancore.figures import HEADLINE_EVALUATE, METRICS
 from gancore.io import write_json
@@ -62,7 +63,7 @@ def evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     reference, other = (prepared.train, prepared.test) if on_train else (prepared.test, prepared.train)
     idx = _real_subset(len(reference), ev.max_real, params.seed)
     real = reference[idx]  # uint8 images stay uint8: classify converts them batch by batch
-    _check_counts(params, len(generated), len(real), len(other))
+    _check_counts(params, len(generated), len(prepared.train), len(prepared.test))
 
     device = resolve_device(params.device)
     classifier = _load_classifier(params, layout, prepared, device)
@@ -179,13 +180,10 @@ def _check_generated(params: Params, meta: dict[str, Any], generated: torch.Tens
         raise EvaluationError(f"{bad} of {len(generated)} generated samples contain NaN or inf: the generator diverged; retrain it")
 
 
-def _check_counts(params: Params, n_gen: int, n_real: int, n_other: int) -> None:
-    """Counts the settings leave too small (exit 2, before any feature is computed): the samples and
-    the real examples for the splits and the k-NN metrics, and the other split, whose examples
-    stand in for a faithful generator beside them."""
+def _check_counts(params: Params, n_gen: int, n_train: int, n_test: int) -> None:
+    """Counts the settings leave too small (exit 2, before any feature is computed): the samples,
+    and the real examples (:func:`real_count_problems`)."""
     ev = params.evaluate
-    real_keys = "data.n_train" if ev.reference == "train" else "data.n_test / evaluate.max_real"
-    other_key = "data.n_test" if ev.reference == "train" else "data.n_train"
     problems: list[tuple[str, str]] = []
     if n_gen < ev.splits:
         problems.append(
@@ -194,18 +192,15 @@ def _check_counts(params: Params, n_gen: int, n_real: int, n_other: int) -> None
                 f"{n_gen} generated samples cannot fill evaluate.splits={ev.splits}: draw at least {ev.splits} or lower evaluate.splits",
             )
         )
-    if n_real < ev.splits:
-        problems.append(
-            ("evaluate.splits", f"{n_real} real examples cannot fill {ev.splits} splits: raise {real_keys} or lower evaluate.splits")
-        )
     k = max(ev.pr_k, ev.dc_k)
-    for key, what, n in (
-        ("sample.n", "generated samples", n_gen),
-        (real_keys, "real examples", n_real),
-        (other_key, "examples of the other split", n_other),
-    ):
-        if n <= k:
-            problems.append((key, f"{n} {what} are too few for {k} nearest neighbours (evaluate.pr_k / evaluate.dc_k): need more than {k}"))
+    if n_gen <= k:
+        problems.append(
+            (
+                "sample.n",
+                f"{n_gen} generated samples are too few for {k} nearest neighbours (evaluate.pr_k / evaluate.dc_k): need more than {k}",
+            )
+        )
+    problems += real_count_problems(params, n_train, n_test)
     if problems:
         raise ParamsError(problems)
 

@@ -52,7 +52,7 @@ def test_a_training_split_too_small_for_the_faithful_baseline_is_named(ring_layo
     from gancore.evaluation import _check_counts
 
     with pytest.raises(ParamsError, match=r"data.n_train: 3 examples of the other split are too few for 5 nearest neighbours"):
-        _check_counts(ring_params(), 100, 100, 3)
+        _check_counts(ring_params(), 100, 3, 100)
 
 
 def test_non_finite_samples(ring_layout):

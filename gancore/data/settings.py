@@ -107,11 +107,50 @@ def check(params: Params, meta_path: Path) -> dict[str, Any]:
 
 def check_bins(params: Params, meta: dict[str, Any], meta_path: Path) -> None:
     """Refuse more NDB bins (diagnose's) than training examples were prepared (``meta``, read from
-    ``meta_path``), where the stages that lead to the diagnosis start: a small points file trained,
-    sampled and scored, then failed there."""
-    count, bins = meta.get("count"), params.diagnose.ndb_bins
-    if isinstance(count, int) and count < bins:
-        raise ParamsError(
-            [("diagnose.ndb_bins", f"{bins} bins exceed the {count} training examples prepared: use at most {count}")],
-            f"params for the data in {meta_path.parent}",
+    ``meta_path``), and fewer real examples than the evaluation needs, where the stages that lead
+    to the diagnosis start: a small points file trained, sampled and scored, then failed there; a
+    folder of 50 images trained, then evaluate named a setting that could not help."""
+    count, count_test = meta.get("count"), meta.get("count_test")
+    problems = bins_problems(params, count) if isinstance(count, int) else []
+    if isinstance(count, int) and isinstance(count_test, int):
+        problems += real_count_problems(params, count, count_test)
+    if problems:
+        raise ParamsError(problems, f"params for the data in {meta_path.parent}")
+
+
+def bins_problems(params: Params, count: int) -> list[tuple[str, str]]:
+    """NDB's bins (k-means on the training examples) more than the ``count`` training examples."""
+    bins = params.diagnose.ndb_bins
+    if count >= bins:
+        return []
+    return [("diagnose.ndb_bins", f"{bins} bins exceed the {count} training examples: use at most {count}, or add examples to the data")]
+
+
+def real_count_problems(params: Params, n_train: int, n_test: int) -> list[tuple[str, str]]:
+    """The real examples the evaluation compares with (the reference split, up to
+    ``evaluate.max_real``) and the other split, whose examples stand in for a faithful generator,
+    too few for the splits and the k-NN metrics, each under the setting that can change it. Prepare
+    checks them on the data it is about to write, evaluate again on the data it reads."""
+    ev = params.evaluate
+    on_train = ev.reference == "train"
+    available, n_other = (n_train, n_test) if on_train else (n_test, n_train)
+    n_real = min(available, ev.max_real or available)
+    split_key, other_key = ("data.n_train", "data.n_test") if on_train else ("data.n_test", "data.n_train")
+    # Raising max_real helps only where it cut the split; otherwise the split itself is too small.
+    real_key = "evaluate.max_real" if n_real < available else split_key
+    more = {
+        real_key: f"raise {real_key}" + ("" if n_real < available else " or add examples to the data"),
+        other_key: f"raise {other_key} or add examples to the data",
+    }
+    problems: list[tuple[str, str]] = []
+    if n_real < ev.splits:
+        problems.append(
+            ("evaluate.splits", f"{n_real} real examples cannot fill {ev.splits} splits: {more[real_key]}, or lower evaluate.splits")
         )
+    k = max(ev.pr_k, ev.dc_k)
+    for key, what, n in ((real_key, "real examples", n_real), (other_key, "examples of the other split", n_other)):
+        if n <= k:
+            problems.append(
+                (key, f"{n} {what} are too few for {k} nearest neighbours (evaluate.pr_k / evaluate.dc_k): {more[key]}, or lower the k")
+            )
+    return problems

@@ -88,9 +88,25 @@ def test_more_ndb_bins_than_examples_prepared_are_refused_before_training(tmp_pa
     assert _gan("train", tmp_path, "data.n_train=60") == 2
     err = capsys.readouterr().err
     assert f"invalid parameters in params for the data in {tmp_path / 'data' / 'prepared'}:" in err
-    assert "diagnose.ndb_bins: 100 bins exceed the 60 training examples prepared: use at most 60" in err
+    assert "diagnose.ndb_bins: 100 bins exceed the 60 training examples: use at most 60, or add examples to the data" in err
     assert _files(tmp_path) == before
     assert _gan("train", tmp_path, "data.n_train=60", "diagnose.ndb_bins=20") == 0
+
+
+def test_a_held_out_split_too_small_to_score_is_refused_before_training_naming_what_can_help(tmp_path, capsys):
+    """Evaluate refused a folder of 50 images only after training, saying to raise
+    evaluate.max_real, which was far above the 5 held-out images and could not help."""
+    assert _gan("prepare", tmp_path, "data.n_test=4", "diagnose.ndb_bins=20") == 0
+    capsys.readouterr()
+    before = _files(tmp_path)
+    assert _gan("train", tmp_path, "data.n_test=4", "diagnose.ndb_bins=20") == 2
+    err = capsys.readouterr().err
+    assert (
+        "evaluate.splits: 4 real examples cannot fill 10 splits: raise data.n_test or add examples to the data, or lower evaluate.splits"
+    ) in err
+    assert "data.n_test: 4 real examples are too few for 5 nearest neighbours" in err
+    assert "max_real" not in err
+    assert _files(tmp_path) == before
 
 
 def test_settings_with_the_same_effect_pass(tmp_path, monkeypatch):
