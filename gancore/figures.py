@@ -76,7 +76,7 @@ METRICS: dict[str, Metric] = by_name(
         "probabilities",
         (_evaluate("kl_divergence", "KL divergence", "lower"), _evaluate("js_divergence", "JS divergence", "lower")),
         "KL and JS between the argmax class histograms of generated and real samples (VEEGAN/PacGAN mode histograms)",
-        absent=("js_distance",),
+        absent=("num_classes", "classes_generated", "classes_real", "kl_divergence_note", "kl_to_uniform", "js_distance"),
     ),
     Metric(
         "fid",

@@ -76,3 +76,24 @@ def test_a_metric_registration_is_run_by_evaluate(monkeypatch):
     assert out["is_mean"] is None and out["kl_divergence"] is None  # no classifier: null, not absent
     # Equal covariances (both ~I), means 1 apart per coordinate: FID ~ |mu_r - mu_g|^2 = expected^2.
     assert out["fid"] == pytest.approx(expected**2, abs=0.1)
+
+
+def test_a_run_without_class_probabilities_writes_the_same_keys_as_with_them():
+    """Without a classifier's probabilities (the pixel space, features-only Inception) a metric's
+    figures are null, never absent: evaluate.json left out kl_to_uniform, num_classes and
+    classes_*, and a script reading them met a KeyError (a review)."""
+    import torch
+
+    from gancore.evaluation import run_metrics
+    from gancore.metrics.inputs import MetricInputs
+
+    gen_ = torch.Generator().manual_seed(0)
+    real, gen = torch.randn(200, 2, generator=gen_), torch.randn(200, 2, generator=gen_) + 1
+    real_probs, gen_probs = (torch.randn(200, 4, generator=gen_).softmax(1).numpy() for _ in range(2))
+    settings = type("S", (), {"pr_k": 3, "dc_k": 5, "splits": 2})()
+    with_probs = run_metrics(MetricInputs(real, gen, real_probs, gen_probs, settings, 0, lambda n: real[:n]))
+    without = run_metrics(MetricInputs(real, gen, None, None, settings, 0, lambda n: real[:n]))
+    assert set(without) == set(with_probs)
+    assert with_probs["num_classes"] == 4 and without["num_classes"] is None
+    for metric in METRICS.values():
+        assert set(metric.keys) <= set(with_probs), metric.name
