@@ -238,7 +238,10 @@ def figures_from(report: dict[str, Any] | None, measured: dict[str, Any], ndb_re
         "mode_samples_counted": mode("n_counted"),
         "mode_protocol": mode("protocol"),
         "real_histogram_source": mode("real_histogram_source"),
-        **{k: ndb_result[k] for k in ("ndb", "ndb_k", "ndb_js", "ndb_bins", "ndb_alpha", "ndb_false_positive_bound", "ndb_significant")},
+        **{
+            k: ndb_result[k]
+            for k in ("ndb", "ndb_k", "ndb_js", "ndb_bins", "ndb_alpha", "ndb_false_positive_bound", "ndb_significant", "ndb_bins_seen")
+        },
         **measured,
     }
 

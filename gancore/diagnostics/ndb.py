@@ -22,6 +22,7 @@ iterations) is not scikit-learn's code, so bins match the reference in kind, not
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -47,6 +48,25 @@ def proportion_z(p1: float, n1: int, p2: float, n2: int) -> float:
     """The z statistic of :func:`two_proportion_z` for one pair of proportions (0 when both are 0 or 1)."""
     z, _ = two_proportion_z(torch.tensor([p1], dtype=torch.float64), n1, torch.tensor([p2], dtype=torch.float64), n2)
     return float(z[0])
+
+
+def most_bins_seen(n1: int, n2: int, alpha: float) -> int:
+    """The most bins at which a bin of average size (1/K of ``n1`` real examples) that the ``n2``
+    generated samples miss entirely is still significant at ``alpha``: about ``n2 / z^2`` (3.84
+    samples a bin at 0.05). Above it NDB sees only bins well above average size: 5,000 bins over
+    1,000 samples, and it said so nowhere."""
+
+    def seen(k: int) -> bool:
+        one = torch.tensor([1.0 / k], dtype=torch.float64)
+        return bool(two_proportion_z(one, n1, torch.zeros_like(one), n2)[1][0] < alpha)
+
+    if n1 < 2 or not seen(2):
+        return 1
+    lo, hi = 2, max(2, n1)  # seen(lo); the test's power falls as K grows
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if seen(mid) else (lo, mid - 1)
+    return lo
 
 
 def false_positive_bound(k: int, alpha: float) -> float:
@@ -83,6 +103,14 @@ def ndb(
     different = p_values < alpha
     count = int(different.sum())
     bound = false_positive_bound(bins, alpha)
+    seen = most_bins_seen(n1, n2, alpha)
+    if bins > seen:
+        warnings.warn(
+            f"NDB cannot see most bins at diagnose.ndb_bins={bins}: with {n2} generated samples ({n2 / bins:.2g} a bin) and {n1} "
+            f"real examples, a bin of average size that the generator misses entirely is not significant at alpha={alpha}; draw "
+            f"more samples (sample.n) or use at most {seen} bins",
+            stacklevel=2,
+        )
     return {
         "ndb": count,
         "ndb_k": count / bins,
@@ -91,6 +119,7 @@ def ndb(
         "ndb_alpha": alpha,
         "ndb_false_positive_bound": bound,
         "ndb_significant": count > bound,
+        "ndb_bins_seen": seen,
         "ndb_n_real": n1,
         "ndb_n_generated": n2,
         "real_proportions": ref.tolist(),

@@ -6,6 +6,7 @@ Training dynamics and the `gan diagnose` stage: test_dynamics_and_stage.py.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -224,6 +225,38 @@ def test_ndb_missing_region_is_large(ring_data):
     assert all(r["different"][i] for i in torch.nonzero(near_missing).flatten().tolist())
     assert r["ndb"] >= int(near_missing.sum()) and r["ndb_significant"] is True
     assert r["ndb_js"] > 0.03
+
+
+def test_ndb_says_where_its_bins_outnumber_what_it_can_see(ring_data):
+    """5,000 bins over 1,000 samples: a bin of average size that the generator misses entirely is
+    not significant, so NDB finds nothing whatever the generator does; it said so nowhere."""
+    from gancore.diagnostics.ndb import most_bins_seen
+
+    centers, sigma, train, _, _ = ring_data
+    n1, n2 = 4000, 300
+    seen = most_bins_seen(n1, n2, 0.05)
+    for k, significant in ((seen, True), (seen + 1, False)):  # the bound is exact
+        one = torch.tensor([1.0 / k], dtype=torch.float64)
+        assert bool(two_proportion_z(one, n1, torch.zeros_like(one), n2)[1][0] < 0.05) is significant
+    # p1 = 1/K against 0, pooled SE: z^2 = n2 / (K - n1 / (n1 + n2)), so z = 1.96 (alpha 0.05,
+    # two-sided) at K = 300 / 1.96^2 + 4000 / 4300 = 79.03: each bin needs about 3.84 samples.
+    assert seen == 79
+    gen, _ = mixture(centers, sigma, n2, seed=24, modes=range(1, 8))
+    with pytest.warns(UserWarning, match=rf"NDB cannot see most bins at diagnose.ndb_bins=150: .* use at most {seen} bins"):
+        blind = ndb(train[:n1], gen, 150, 0.05, seed=0)
+    assert blind["ndb_bins_seen"] == seen
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seeing = ndb(train[:n1], gen, 50, 0.05, seed=0)
+
+    def missing_bins_found(r):  # the bins of the mode the generator left out, and how many differ
+        near = torch.cdist(r["centers"].double(), centers[:1]).squeeze(1) < 5 * sigma
+        return int(near.sum()), sum(r["different"][i] for i in torch.nonzero(near).flatten().tolist())
+
+    found, of = missing_bins_found(seeing)
+    assert of >= 3 and of >= 0.75 * found  # the missing mode, seen at 50 bins
+    found, of = missing_bins_found(blind)
+    assert found >= 10 and of <= 0.25 * found  # at 150 only in the odd bin well above average size
 
 
 def test_ndb_decides_partial_collapse_only_without_known_modes(ring_data):
