@@ -341,9 +341,9 @@ def add_params_arguments(parser: argparse.ArgumentParser) -> None:
 def check_params(prog: str, params_file: str, sets: list[str]) -> Optional[int]:
     """Exit code 2 with the message when the parameters are invalid (before Prefect starts). A
     plugin skipped as they are checked is said in one line, as `gan` says it."""
-    from gancore.cli import plain_plugin_warnings
+    from gancore.cli import plain_warnings
 
-    plain_plugin_warnings(prog)
+    plain_warnings(prog)
     try:
         resolve_params(params_file, sets=sets)
     except ParamsError as exc:

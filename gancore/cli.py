@@ -220,25 +220,29 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def plain_plugin_warnings(prog: str) -> None:
-    """A skipped plugin is said in one line, ``gan train: warning: plugin ...``, not in Python's
-    warning format (gancore's file and line, then the line of source that warned). ``prog``: the
-    command that says it, `gan` or a flow's CLI (the latest call's, in a process calling several)."""
+def plain_warnings(prog: str) -> None:
+    """The project's own warnings (a skipped plugin, NDB's bins beyond what the samples can show,
+    ...) read in one line, ``gan train: warning: ...``, not in Python's warning format (gancore's
+    file and line, then the line of source that warned); other packages' keep theirs. ``prog``: the
+    command that says it, `gan` or a flow's CLI (the latest call's, in a process calling several).
+    Python's ``formatwarning`` is replaced, so that filters and recorders (``pytest.warns``) see
+    every warning as before."""
     import warnings
+    from pathlib import Path
 
     _warning_prog[:] = [prog]
-    if getattr(warnings.showwarning, "plain_plugin_warnings", False):  # already installed in this process
+    if getattr(warnings.formatwarning, "plain_warnings", False):  # already installed in this process
         return
-    shown = warnings.showwarning
+    formatted = warnings.formatwarning
+    ours = str(Path(__file__).resolve().parent)
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        if category.__name__ == "PluginWarning":
-            print(f"{_warning_prog[0]}: warning: {message}", file=file or sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
+    def format_(message, category, filename, lineno, line=None):
+        if category.__name__ == "PluginWarning" or str(Path(filename).resolve()).startswith(ours):
+            return f"{_warning_prog[0]}: warning: {message}\n"
+        return formatted(message, category, filename, lineno, line)
 
-    show.plain_plugin_warnings = True  # type: ignore[attr-defined]
-    warnings.showwarning = show
+    format_.plain_warnings = True  # type: ignore[attr-defined]
+    warnings.formatwarning = format_
 
 
 _warning_prog: list[str] = []
@@ -249,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet()
     args = build_parser(argv).parse_args(argv)
-    plain_plugin_warnings(f"gan {args.command}")
+    plain_warnings(f"gan {args.command}")
     from gancore.config import ParamsError
     from gancore.errors import GanCoreError
 

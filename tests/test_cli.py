@@ -241,3 +241,18 @@ def test_corrupt_images_are_named_and_failed_or_skipped(tmp_path, capsys, policy
         assert code == 0
         data = torch.load(out / "data" / "prepared" / "data.pt", weights_only=True)
         assert len(data["train"]) + len(data["test"]) == 20
+
+
+def test_the_projects_own_warnings_are_one_line_under_the_command():
+    """NDB's bins beyond what the samples show, a test split of copies, ...: gancore's warnings
+    came in Python's format (the file and line, then the source line that warned)."""
+    import warnings
+
+    import gancore.diagnostics.spaces as spaces
+    from gancore.cli import plain_warnings
+
+    plain_warnings("gan diagnose")
+    said = warnings.formatwarning("NDB cannot see most bins", UserWarning, spaces.__file__, 131)
+    assert said == "gan diagnose: warning: NDB cannot see most bins\n"
+    said = warnings.formatwarning("another package's", UserWarning, warnings.__file__, 1)
+    assert said.startswith(f"{warnings.__file__}:1: UserWarning: another package's")
