@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,7 +38,7 @@ from gancore.config import Params, ParamsError
 from gancore.data.prepared import PreparedData, load_prepared, to_model_range
 from gancore.device import resolve_device
 from gancore.errors import GanCoreError
-from gancore.io import write_json
+from gancore.io import read_json, write_json
 from gancore.layout import Layout
 
 BATCH = 500
@@ -178,6 +180,14 @@ def accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
     return float((predicted == test_y).double().mean())
 
 
+def _probed(path: Path) -> bool:
+    """``path`` holds a probe's result (not the disabled note)."""
+    try:
+        return bool(read_json(path).get("enabled")) if path.is_file() else False
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def probe(params: Params, layout: Layout) -> dict[str, Any]:
     """The probe stage: ``metrics/probe.json`` (see the module doc); disabled, it writes why."""
     started = time.perf_counter()
@@ -185,7 +195,13 @@ def probe(params: Params, layout: Layout) -> dict[str, Any]:
     if not params.probe.enabled:
         # the DVC stage's output exists either way; the note is printed too (the summary alone said "enabled False")
         note = "probe.enabled is false: set it to true (-S probe.enabled=true, with mixture.enabled=false) to probe the discriminator"
-        write_json(out, {"enabled": False, "note": note})
+        if _probed(out):
+            # `gan probe` without the setting overwrote minutes of probing with this note (DVC
+            # removes the output before the stage runs, so there it is the note either way).
+            when = datetime.fromtimestamp(out.stat().st_mtime).isoformat(sep=" ", timespec="seconds")
+            note += f"; {out} keeps the probe made at {when}, of the discriminator of that time"
+        else:
+            write_json(out, {"enabled": False, "note": note})
         return {"enabled": False, "note": note}
     from gancore.modelio import build_pair, load_discriminator, read_model_file
 
@@ -193,6 +209,12 @@ def probe(params: Params, layout: Layout) -> dict[str, Any]:
     if data.train_labels is None or data.test_labels is None:
         raise ParamsError(
             [("probe.enabled", f"the probe needs class labels, and {data.meta.get('name')} has none; set probe.enabled=false")]
+        )
+    if layout.mixture.exists() and not params.mixture.enabled:
+        # The model on disk is at fault, not the setting the error named (already false).
+        raise GanCoreError(
+            f"{layout.models} holds a mixture of GANs ({layout.mixture}), one discriminator per part, and the probe needs "
+            "one: train a single GAN here first (`gan train -S mixture.enabled=false`)"
         )
     if layout.mixture.exists():
         raise ParamsError(

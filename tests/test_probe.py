@@ -13,7 +13,7 @@ from gancore.cli import main
 from gancore.data.prepared import to_model_range
 from gancore.errors import GanCoreError
 from gancore.probe import balanced_subset, features, last_layer, logistic_regression
-from helpers import PARAMS
+from helpers import PARAMS, overrides
 
 pytestmark = pytest.mark.xdist_group("probe")
 
@@ -96,6 +96,20 @@ def test_a_disabled_probe_says_how_to_enable_it(tmp_path, capsys):
     assert json.loads((tmp_path / "metrics" / "probe.json").read_text())["enabled"] is False
 
 
+def test_a_disabled_probe_keeps_an_earlier_result_and_says_so(tmp_path, capsys):
+    """`gan probe` without probe.enabled overwrote minutes of probing with its note (a review)."""
+    from helpers import make_layout
+
+    make_layout(tmp_path)
+    earlier = tmp_path / "metrics" / "probe.json"
+    earlier.parent.mkdir(parents=True, exist_ok=True)
+    earlier.write_text('{"enabled": true, "labels_per_class": {"10": {"discriminator": 0.9}}}')
+    code = main(["probe", "--params", str(PARAMS), "--out", str(tmp_path), "-S", "probe.enabled=false", "-S", "tracking.enabled=false"])
+    out = capsys.readouterr().out
+    assert code == 0 and "probe.enabled is false" in out and f"{earlier} keeps the probe made at " in out
+    assert json.loads(earlier.read_text())["labels_per_class"]["10"]["discriminator"] == 0.9
+
+
 def test_probe_needs_labels_and_says_so_with_exit_2(tmp_path, capsys):
     from gancore.data.prepared import PreparedData, save_prepared
     from gancore.layout import Layout
@@ -126,6 +140,31 @@ def test_probe_needs_labels_and_says_so_with_exit_2(tmp_path, capsys):
         ]
     )
     assert code == 2 and "needs class labels" in capsys.readouterr().err
+    assert not (tmp_path / "metrics" / "probe.json").exists()
+
+
+@pytest.mark.parametrize("mixture", ["false", "true"])
+def test_probe_beside_a_trained_mixture_names_what_is_wrong(tmp_path, capsys, mixture):
+    """Under mixture.enabled=false it said, as a parameter error, to set mixture.enabled=false
+    (a review): the mixture on disk is what stands in the way."""
+    from gancore.data.prepared import PreparedData, save_prepared
+    from gancore.layout import Layout
+
+    layout = Layout(tmp_path)
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(40) % 2
+    meta = {"name": "image_folder", "kind": "image", "shape": [3, 8, 8], "count": 32, "count_test": 8, "modes": {"count": 2}}
+    save_prepared(layout.prepared, PreparedData(meta, images[:32], images[32:], labels[:32], labels[32:]))
+    layout.models.mkdir(parents=True)
+    layout.mixture.write_text("{}")  # what a mixture trained here leaves
+    sets = ["probe.enabled=true", "data.name=image_folder", f"data.path={tmp_path}", "data.image_size=8", f"mixture.enabled={mixture}"]
+    code = main(["probe", "--params", str(PARAMS), "--out", str(tmp_path), *overrides(*sets, "tracking.enabled=false")])
+    err = capsys.readouterr().err
+    if mixture == "false":
+        assert code == 1 and f"{layout.models} holds a mixture of GANs ({layout.mixture}), one discriminator per part" in err
+        assert "train a single GAN here first (`gan train -S mixture.enabled=false`)" in err
+    else:
+        assert code == 2 and "probe.enabled: the probe needs one discriminator" in err
     assert not (tmp_path / "metrics" / "probe.json").exists()
 
 

@@ -214,7 +214,7 @@ def log_diagnose(run: PipelineRun, params: Params, layout: Layout) -> None:
 
 def log_probe(run: PipelineRun, params: Params, layout: Layout) -> None:
     path = layout.probe_json
-    if not path.is_file():
+    if not params.probe.enabled or not path.is_file():  # a probe kept from an earlier run is not this run's
         return
     result = read_json(path)
     if result.get("enabled"):
