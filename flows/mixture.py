@@ -145,9 +145,9 @@ def gan_mixture(
         summaries["sample"] = sample_task("sample", params, run_dir, recorder)
         summaries["evaluate"] = evaluate_task("evaluate", params, run_dir, recorder)
         summaries["diagnose"] = diagnose_task("diagnose", params, run_dir, recorder)
-    except BaseException:
+    except BaseException as exc:
         if mlrun:
-            mlrun.end("FAILED")
+            mlrun.end(tracking.ended_status(exc))
         raise
     if mlrun:
         mlrun.set_tags({"pipeline.stages_run": ",".join(summaries), "mixture.parts": len(parts)})

@@ -243,9 +243,9 @@ def gan_pipeline(
         summaries["diagnose"] = diagnose_task("diagnose", params, run_dir, recorder)
         if params.probe.enabled:
             summaries["probe"] = probe_task("probe", params, run_dir, recorder)
-    except BaseException:
+    except BaseException as exc:
         if mlrun:
-            mlrun.end("FAILED")
+            mlrun.end(tracking.ended_status(exc))
         raise
     if mlrun:
         reused = ["prepare"] if prepared.get("cached") else []

@@ -269,9 +269,9 @@ def gan_remedy(
                 parent.log_metrics(mean_figures([_figures(r["result"]) for r in ranked if r["rank"] == 1 and r.get("result")]))
             else:
                 parent.log_metrics(headline(best.get("evaluate"), best.get("diagnose")))
-    except BaseException:
+    except BaseException as exc:
         if parent is not None:
-            parent.end("FAILED")
+            parent.end(tracking.ended_status(exc))
         raise
     if parent is not None:
         parent.end("FINISHED")

@@ -23,6 +23,7 @@ from gancore.tracking.mlflow_recorders import (
 from gancore.tracking.models import registered_model_name
 from gancore.tracking.run import (
     PipelineRun,
+    ended_status,
     numeric_items,
     open_run,
     param_value,
@@ -52,6 +53,7 @@ __all__ = [
     "experiment_id",
     "kill_abandoned",
     "numeric_items",
+    "ended_status",
     "open_flow_run",
     "open_run",
     "param_value",

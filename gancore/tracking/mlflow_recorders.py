@@ -27,7 +27,7 @@ from gancore.io import read_json, write_json
 from gancore.layout import Layout
 from gancore.names import POST_STAGES, STAGE_ORDER
 from gancore.recorder import NULL_RECORDER, Recorder
-from gancore.tracking.run import PipelineRun, open_run, start_pipeline_run
+from gancore.tracking.run import PipelineRun, ended_status, open_run, start_pipeline_run
 from gancore.tracking.store import TrackingError, client, project_root, tracking_uri, unreachable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -242,7 +242,7 @@ class FileHandedRecorder:
         if stage in POST_STAGES and not self._state.get("post"):  # the pipeline itself succeeded
             self._run.set_tags({f"{stage}.failed": str(exc)[:500]})
             return
-        self._run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        self._run.end(ended_status(exc))
 
     def __repr__(self) -> str:
         return f"FileHandedRecorder(root={self.root!r}, orchestrator={self.orchestrator!r})"

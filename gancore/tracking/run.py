@@ -33,6 +33,15 @@ if TYPE_CHECKING:  # pragma: no cover
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 
 
+def ended_status(exc: BaseException) -> str:
+    """The MLflow status of a run that ``exc`` ended: KILLED where it was stopped from outside
+    (Ctrl-C, a termination signal such as a process pool's or Prefect's cancellation), FAILED
+    where it failed. Members stopped by a Ctrl-C were recorded FAILED, beside real failures. By
+    the classes' names, so that the core imports no orchestrator."""
+    stopped = {"KeyboardInterrupt", "CancelledError", "ExternalSignal", "TerminationSignal"}
+    return "KILLED" if any(c.__name__ in stopped for c in type(exc).__mro__) else "FAILED"
+
+
 def run_name(params: Params) -> str:
     """Says what ran: ``<arch>-<data>[-<loss>]-<4 hex>``; the loss only when not the default."""
     parts = [params.model.arch, params.data.name]

@@ -4,6 +4,7 @@ must not outlive a command that was killed, nor one interrupted twice while stop
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -177,6 +178,12 @@ def test_ctrl_c_stops_an_in_process_sweep_at_once_and_says_so(tmp_path):
         assert "Traceback" not in output and "Starting temporary server" not in output
         assert "Crashed('Execution was aborted by a termination signal.')" in output  # the members, recorded as such
         assert _gone_within_group(sweep.pid, 15)
+        # ... and in MLflow, as stopped, not failed (they were FAILED, beside real failures)
+        from mlflow import MlflowClient
+
+        members = [json.loads(f.read_text())["run_id"] for f in tmp_path.glob("runs/*/.mlflow_run.json")]
+        client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+        assert len(members) == 2 and [client.get_run(r).info.status for r in members] == ["KILLED", "KILLED"]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sweep.pid, signal.SIGKILL)

@@ -127,3 +127,17 @@ def test_a_run_of_an_experiment_the_server_created_logs_its_files_without_the_se
     c.log_artifact(run.info.run_id, str(tmp_path / "evaluate.json"), "metrics")
     assert (tmp_path / "mlartifacts" / "7" / run.info.run_id / "artifacts" / "metrics" / "evaluate.json").is_file()
     assert [f.path for f in c.list_artifacts(run.info.run_id, "metrics")] == ["metrics/evaluate.json"]
+
+
+def test_a_run_stopped_from_outside_is_killed_and_a_failing_one_failed():
+    """Members of a sweep stopped by Ctrl-C (the pool terminates them) were recorded FAILED."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+
+    from gancore.tracking import ended_status
+
+    for stopped in (KeyboardInterrupt(), TerminationSignal(signal.SIGTERM), asyncio.CancelledError()):
+        assert ended_status(stopped) == "KILLED", stopped
+    for failed in (ValueError("nan loss"), RuntimeError(), SystemExit(1)):
+        assert ended_status(failed) == "FAILED", failed
