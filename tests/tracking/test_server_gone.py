@@ -111,8 +111,13 @@ def test_a_stage_whose_tracking_server_stopped_says_so_and_its_rerun_records_it_
         assert run.info.status == "RUNNING" and run.data.tags["pipeline.stages_run"] == "train"
         assert run.data.tags["pipeline.stages_reused"] == "prepare" and "train/loss_d" in run.data.metrics
         _stop(server)
-    finally:
-        server.kill()
+    finally:  # SIGINT, which takes its MLflow server with it (a SIGKILL would leave that behind)
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 def test_a_run_of_an_experiment_the_server_created_logs_its_files_without_the_server(tmp_path):
