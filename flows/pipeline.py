@@ -110,7 +110,8 @@ def prepare_task(params: Params, run_dir: str, root: str, key: dict[str, Any], r
     layout = Layout(Path(run_dir))
     summary = run_stage("prepare", params, layout, recorder)
     version = dvcstore.store(layout.prepared, root) if dvcstore.is_dvc_repo(root) else dvcstore.data_version(layout.prepared)
-    return {"summary": summary, "version": version}
+    # Where the data lie, for hits in a project without DVC, where there is no cache to restore from.
+    return {"summary": summary, "version": version, "prepared": str(layout.prepared.resolve())}
 
 
 @task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE)
@@ -144,12 +145,27 @@ def prepared_data(params: Params, layout: Layout, root: Path, recorder: Recorder
     if not layout.prepared_meta.is_file() or dvcstore.data_version(layout.prepared) != result["version"]:
         if layout.prepared.is_dir():
             shutil.rmtree(layout.prepared)
-        if not dvcstore.is_dvc_repo(root) or not dvcstore.restore(result["version"], layout.prepared, root):
-            # The version left the DVC cache (dvc gc, another clone): prepare again.
+        restored = dvcstore.restore(result["version"], layout.prepared, root) if dvcstore.is_dvc_repo(root) else False
+        if not restored and not _copy_prepared(result.get("prepared"), result["version"], layout.prepared):
+            # The version left the DVC cache (dvc gc, another clone) and the folder that held it
+            # changed: prepare again.
             return cached.with_options(refresh_cache=True)(*args)
         recorder.finish("prepare", params, layout, result["summary"])
         result = {**result, "cached": True}
     return result
+
+
+def _copy_prepared(source: str | None, version: str, target: Path) -> bool:
+    """Copy the prepared data a cache hit names from the run folder that prepared them, where that
+    folder still holds ``version``. In a project without DVC every hit prepared again: a sweep's
+    members waited for the first one's preparation, then each made their own."""
+    if not source or version is None or not Path(source).is_dir() or dvcstore.data_version(Path(source)) != version:
+        return False
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    partial.rename(target)  # whole or not at all
+    return True
 
 
 @contextmanager

@@ -4,9 +4,11 @@ included: an edited points file or image folder is prepared again, not served fr
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import numpy as np
+import pytest
 
 from gancore.config import load_params
 from gancore_flows.pipeline import prepare_key
@@ -114,7 +116,8 @@ def test_the_run_form_offers_params_yaml_s_own_values_auto_included():
     assert (params.train.batch_size, params.train.lr_g, params.train.lr_d) == (64, 2e-4, 2e-4)
 
 
-def test_concurrent_runs_of_the_same_data_prepare_it_once(prefect_harness, project):
+@pytest.mark.parametrize("dvc", [True, False], ids=["dvc", "no-dvc"])
+def test_concurrent_runs_of_the_same_data_prepare_it_once(prefect_harness, project, tmp_path, dvc):
     """A sweep's or a remedy's members that need the same data each prepared it, all at once (an
     MNIST classifier's minutes of CPU per member). One prepares it now; the others wait for the
     key's lock and take it from the cache, which the first commits as its prepare ends: inside a
@@ -129,6 +132,9 @@ def test_concurrent_runs_of_the_same_data_prepare_it_once(prefect_harness, proje
     from gancore_flows.params import resolve_params
     from gancore_flows.pipeline import prepared_data
 
+    if not dvc:  # a project without DVC has no cache to restore from: hits prepared again (a review of a sweep's log)
+        shutil.copy(project / "params.yaml", tmp_path / "params.yaml")
+        project = tmp_path
     params = resolve_params(project / "params.yaml", sets=["data.n_train=1700", "mixture.enabled=false"])  # a key of its own
     folders = [Layout(project / "runs" / f"together{i}") for i in range(3)]
 
