@@ -230,10 +230,11 @@ class FileHandedRecorder:
         uri = self._state.get("tracking_uri") or tracking_uri(self.root)
         if (problem := unreachable(uri)) is None:
             return None
+        resumes = " (train resumes from its last checkpoint)" if stage == "train" else ""
         return TrackingError(
             f"the tracking server at {uri} stopped answering before {stage} was recorded ({problem}). "
-            f"{stage.capitalize()}'s results are on disk: start the server again and rerun the stage "
-            "(train resumes from its last checkpoint) to record them in the same run"
+            f"{stage.capitalize()}'s results are on disk: start the server again and rerun the stage{resumes} "
+            "to record them in the same run"
         )
 
     def fail(self, stage: str, exc: BaseException) -> None:
