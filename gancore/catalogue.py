@@ -40,7 +40,7 @@ def metrics_table() -> Table:
     for metric in METRICS.values():
         figures = ", ".join(f"`{f.key}` ({f.better})" + ("" if f.summary else "*") for f in metric.figures)
         rows.append([metric.name, metric.needs, figures, metric.summary])
-    return ["metric", "needs", "figures (better; * not in the summary)", "what"], rows
+    return ["metric", "needs", "figures (better; * not in the flows' and MLflow's headline table)", "what"], rows
 
 
 def losses_table() -> Table:
