@@ -105,6 +105,18 @@ def open_flow_run(params: Params, layout: Layout, root: str | Path, tags: dict[s
     return run
 
 
+def server_lost(uri: str, stage: str, rerun: str) -> TrackingError | None:
+    """The tracking server a run was opened on, gone since (stopped, or its machine down), said
+    with what to ``rerun``, or None. MLflow's client retried it for minutes, then a page of
+    traceback, and the run stayed RUNNING. The stage's outputs are on disk."""
+    if (problem := unreachable(uri)) is None:
+        return None
+    return TrackingError(
+        f"the tracking server at {uri} stopped answering before {stage} was recorded ({problem}). "
+        f"{stage.capitalize()}'s results are on disk: start the server again and {rerun}"
+    )
+
+
 # -- recorders ------------------------------------------------------------------------------------
 class OwnedRunRecorder:
     """Adds each stage to a run the caller opened and will end (a flow's run)."""
@@ -126,7 +138,11 @@ class OwnedRunRecorder:
         pass
 
     def finish(self, stage: str, params: Params, layout: Layout, summary: dict[str, Any]) -> None:
-        self.run.log_stage(stage, params, layout, summary)
+        run = self.run
+        # A flow's process outlives a server stopped meanwhile: refused at once, and not retried.
+        if (lost := server_lost(run.client.tracking_uri, stage, "run the flow again into the same --out (training resumes)")) is not None:
+            raise lost
+        run.log_stage(stage, params, layout, summary)
 
     def fail(self, stage: str, exc: BaseException) -> None:
         pass  # the owner ends the run (a retry may still succeed)
@@ -224,17 +240,9 @@ class FileHandedRecorder:
             run.end("FINISHED")
 
     def _lost(self, stage: str) -> TrackingError | None:
-        """The tracking server this run was opened on, gone since (stopped, or its machine down):
-        MLflow's client retried it for minutes, then a page of traceback, and the run stayed
-        RUNNING. The stage's outputs are on disk; running the stage again records them."""
-        uri = self._state.get("tracking_uri") or tracking_uri(self.root)
-        if (problem := unreachable(uri)) is None:
-            return None
         resumes = " (train resumes from its last checkpoint)" if stage == "train" else ""
-        return TrackingError(
-            f"the tracking server at {uri} stopped answering before {stage} was recorded ({problem}). "
-            f"{stage.capitalize()}'s results are on disk: start the server again and rerun the stage{resumes} "
-            "to record them in the same run"
+        return server_lost(
+            self._state.get("tracking_uri") or tracking_uri(self.root), stage, f"rerun the stage{resumes} to record them in the same run"
         )
 
     def fail(self, stage: str, exc: BaseException) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from gancore.io import read_json
 from gancore.layout import MIXTURE_FILE, SELECTION_PICTURE, Layout
 from gancore.names import ORCHESTRATORS
-from gancore.tracking.store import client, experiment_id, project_root, run_url
+from gancore.tracking.store import client, experiment_id, project_root, run_url, unreachable
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -195,7 +195,10 @@ class PipelineRun:
                 self.log_artifact(layout.prepared / name, "partition")
 
     def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+        # A server gone: nothing can end the run (MLflow retried for minutes); the next run in its
+        # output root marks it KILLED, as for a killed process.
+        if unreachable(self.client.tracking_uri) is None:
+            self.client.set_terminated(self.run_id, status)
 
 
 def _plugin(arch: str) -> Any:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow import MlflowClient
 
 from gancore.config import load_params
@@ -146,3 +147,22 @@ def test_a_run_stopped_from_outside_is_killed_and_a_failing_one_failed():
         assert ended_status(stopped) == "KILLED", stopped
     for failed in (ValueError("nan loss"), RuntimeError(), SystemExit(1)):
         assert ended_status(failed) == "FAILED", failed
+
+
+def test_a_flow_whose_tracking_server_is_gone_is_told_at_once_and_does_not_wait_to_end_its_run(tmp_path):
+    """A flow's process outlives a server stopped meanwhile: each stage's record, then the run's
+    end, waited for MLflow's minutes of retries (and train's two retries each time)."""
+    from gancore.errors import GanCoreError
+    from gancore.tracking import OwnedRunRecorder, PipelineRun
+
+    gone = f"http://127.0.0.1:{free_port()}"  # where the server was
+    run = PipelineRun(MlflowClient(gone), "0" * 32, "1", tmp_path)
+    recorder = OwnedRunRecorder(run.run_id, str(tmp_path))
+    recorder._run = run  # the run it opened while the server was up
+    started = time.monotonic()
+    with pytest.raises(GanCoreError) as refused:  # which the flow's train task does not retry
+        recorder.finish("train", load_params(write_params(tmp_path / "params.yaml")), Layout(tmp_path), {})
+    assert f"the tracking server at {gone} stopped answering before train was recorded" in str(refused.value)
+    assert "run the flow again into the same --out" in str(refused.value)
+    run.end("KILLED")  # returns: the next run in the folder marks it KILLED
+    assert time.monotonic() - started < 10
