@@ -163,6 +163,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def one_start_at_a_time(home: Path) -> Iterator[None]:
+    """Prefect servers sharing the database of ``home`` start in turns, each holding a file lock
+    until it answers: every start runs the database migrations, and two at once on a cold database
+    failed (``prefect server start`` for `make serve` beside a flow's temporary server: "Online
+    migration expected to match one row ... 0 found", exit 3)."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".gancore-server-start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 class TemporaryServer:
     """Prefect's API server for this process alone (what Prefect's own ephemeral mode starts), bound
     to 127.0.0.1 on a free port, stopped with this process even when it is SIGKILLed (so a killed
@@ -178,8 +192,6 @@ class TemporaryServer:
         return api_url(DEFAULT_HOST, self.port)
 
     def start(self, timeout: float) -> None:
-        import fcntl
-
         import prefect
         from prefect.settings import get_current_settings
 
@@ -211,8 +223,7 @@ class TemporaryServer:
             "--lifespan",
             "on",
         ]
-        with open(home / ".gancore-server-start.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with one_start_at_a_time(home):
             # Its own session, as start_server's: a Ctrl-C at the terminal stopped it before the
             # flows could say they were interrupted, and they retried a dead address for minutes.
             self.process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=dies_with_this_process())
@@ -317,23 +328,28 @@ def start_server(
     # The UI it serves calls the API from the browser: at this port, not Prefect's default 4200.
     environment.setdefault("PREFECT_UI_API_URL", api_url(host, port))
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
-    # The child keeps its own copy of the log's descriptor; ours closes with the block.
-    with open(log, "ab") if log else open(os.devnull, "wb") as out:
-        # Its own session (a Ctrl-C at the terminal reaches the command, which stops it in order),
-        # yet tied to this process: killed with it, however it dies, it takes the server along.
-        process = subprocess.Popen(
-            command,
-            env=dict(environment),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=dies_with_this_process(),
-        )
-    try:
-        wait_healthy(api_url(host, port), timeout, process)
-    except BaseException:
-        stop_process(process)
-        raise
+    from prefect.settings import get_current_settings
+
+    home = Path(environment.get("PREFECT_HOME") or get_current_settings().home).expanduser()
+    with one_start_at_a_time(home):
+        # The child keeps its own copy of the log's descriptor; ours closes with the block.
+        with open(log, "ab") if log else open(os.devnull, "wb") as out:
+            # Its own session (a Ctrl-C at the terminal reaches the command, which stops it in
+            # order), yet tied to this process: killed with it, however it dies, it takes the
+            # server along.
+            process = subprocess.Popen(
+                command,
+                env=dict(environment),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=dies_with_this_process(),
+            )
+        try:
+            wait_healthy(api_url(host, port), timeout, process)
+        except BaseException:
+            stop_process(process)
+            raise
     return process
 
 
